@@ -1,0 +1,92 @@
+//! SIMD level detection: decided once, cached, overridable for tests and bug reports.
+
+use std::sync::OnceLock;
+
+/// Environment variable that forces a SIMD level (`scalar` or `avx2`).
+pub const SIMD_ENV: &str = "PYFUNCNET_SIMD";
+
+/// The instruction sets a kernel family can be specialised for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SimdLevel {
+    /// Portable Rust, also the reference the SIMD kernels are tested against.
+    Scalar,
+    /// x86-64 AVX2 with FMA3.
+    Avx2Fma,
+}
+
+impl SimdLevel {
+    /// The name used by `PYFUNCNET_SIMD` and `build_info()`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SimdLevel::Scalar => "scalar",
+            SimdLevel::Avx2Fma => "avx2",
+        }
+    }
+
+    /// Parses a `PYFUNCNET_SIMD` value.
+    pub fn from_name(name: &str) -> Option<SimdLevel> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "scalar" => Some(SimdLevel::Scalar),
+            "avx2" | "avx2fma" | "avx2_fma" => Some(SimdLevel::Avx2Fma),
+            _ => None,
+        }
+    }
+
+    /// Whether this CPU can execute kernels of this level.
+    pub fn is_supported(self) -> bool {
+        match self {
+            SimdLevel::Scalar => true,
+            SimdLevel::Avx2Fma => avx2_fma_supported(),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx2_fma_supported() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn avx2_fma_supported() -> bool {
+    false
+}
+
+/// Every level this CPU supports, best last. Tests iterate over it.
+pub fn supported_levels() -> Vec<SimdLevel> {
+    [SimdLevel::Scalar, SimdLevel::Avx2Fma]
+        .into_iter()
+        .filter(|l| l.is_supported())
+        .collect()
+}
+
+/// The best level this CPU supports.
+pub fn detected() -> SimdLevel {
+    *supported_levels().last().unwrap_or(&SimdLevel::Scalar)
+}
+
+/// The level kernels use: `PYFUNCNET_SIMD` if it names a supported level, else the
+/// detected one. Read once per process.
+pub fn active() -> SimdLevel {
+    static ACTIVE: OnceLock<SimdLevel> = OnceLock::new();
+    *ACTIVE.get_or_init(|| {
+        std::env::var(SIMD_ENV)
+            .ok()
+            .and_then(|v| SimdLevel::from_name(&v))
+            .filter(|l| l.is_supported())
+            .unwrap_or_else(detected)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scalar_is_always_supported_and_names_round_trip() {
+        assert!(supported_levels().contains(&SimdLevel::Scalar));
+        for level in supported_levels() {
+            assert_eq!(SimdLevel::from_name(level.name()), Some(level));
+        }
+        assert!(active().is_supported());
+    }
+}

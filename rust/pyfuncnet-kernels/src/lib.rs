@@ -1,0 +1,20 @@
+//! Compute kernels of pyfuncnet: pure functions over slices and shapes.
+//!
+//! Every public entry point checks lengths and shapes and returns a
+//! [`KernelError`] instead of reading out of bounds. This is the only crate of the
+//! project with `unsafe` code (the SIMD micro-kernels); each `unsafe` block sits in a
+//! small function with a `// SAFETY:` line, behind a safe checked wrapper, next to a
+//! scalar twin that tests compare against.
+
+pub mod binary;
+pub mod cpu;
+pub mod error;
+pub mod gemm;
+pub mod layout;
+pub mod par;
+pub mod reduce;
+pub mod rng;
+pub mod softmax;
+pub mod unary;
+
+pub use error::{KernelError, Result};
