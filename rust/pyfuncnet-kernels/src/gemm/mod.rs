@@ -1,1 +1,284 @@
-//! (being written)
+//! Single-precision matrix multiply: `C <- act(alpha * A * B + beta * C + bias)`.
+//!
+//! The layout follows BLIS. The K dimension is cut into blocks of `kc`, N into
+//! blocks of `nc` and M into blocks of `mc`; a `kc x nc` block of B is packed into
+//! `NR`-column panels shared by all tasks, each task packs its `mc x kc` block of A
+//! into `MR`-row panels, and a register-blocked `MR x NR` micro-kernel
+//! ([`kernel::MicroKernel`]) walks the panels. Packing reads through the operand
+//! strides, so transposed ([`MatRef::t`]) and non-contiguous views cost nothing
+//! beyond the copy that packing does anyway. Small and skinny products take a path
+//! that feeds the micro-kernel straight from the operands and packs only what must
+//! be ([`small`]).
+//!
+//! Parallel work is split over M and N blocks only, never over K, with a partition
+//! that depends on the shape alone: every element of C is computed by one task
+//! adding the K blocks in the same order, so results are bitwise identical for any
+//! thread count.
+//!
+//! The micro-kernel is chosen at run time from [`SimdLevel`]: AVX2+FMA
+//! ([`avx2`]) or portable Rust ([`scalar`]). [`sgemm_reference`] is the test oracle.
+
+pub mod kernel;
+
+mod avx2;
+mod driver;
+mod pack;
+mod reference;
+mod scalar;
+mod scratch;
+mod small;
+
+pub use reference::sgemm_reference;
+
+use crate::cpu::{self, SimdLevel};
+use crate::error::{KernelError, Result};
+
+/// Read-only strided view of a matrix: element `(i, j)` is `data[i*rs + j*cs]`.
+///
+/// Strides are in elements and may be any non-negative values, including 0 for a
+/// broadcast dimension. A view built by [`MatRef::new`] is checked to lie inside
+/// `data`; the fields are public, so [`sgemm`] checks them again before use.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    /// The elements; the view may cover only part of it.
+    pub data: &'a [f32],
+    /// Number of rows.
+    pub rows: usize,
+    /// Number of columns.
+    pub cols: usize,
+    /// Distance in elements between `(i, j)` and `(i + 1, j)`.
+    pub rs: usize,
+    /// Distance in elements between `(i, j)` and `(i, j + 1)`.
+    pub cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A strided view of `data`.
+    ///
+    /// # Errors
+    /// `BufferTooSmall` unless the last element `(rows-1, cols-1)` lies inside `data`
+    /// (a view with `rows == 0` or `cols == 0` is always fine).
+    pub fn new(data: &'a [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Result<Self> {
+        let view = MatRef { data, rows, cols, rs, cs };
+        view.check("MatRef")?;
+        Ok(view)
+    }
+
+    /// A contiguous row-major view (`rs = cols`, `cs = 1`).
+    ///
+    /// # Errors
+    /// `BufferTooSmall` if `data` holds fewer than `rows * cols` elements.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Result<Self> {
+        Self::new(data, rows, cols, cols, 1)
+    }
+
+    /// The transposed view: rows and columns, and their strides, swap. No data moves.
+    pub fn t(self) -> Self {
+        MatRef { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+    }
+
+    /// Element `(i, j)`; the caller keeps `i < rows` and `j < cols` on a checked view.
+    #[inline(always)]
+    pub(crate) fn at(&self, i: usize, j: usize) -> f32 {
+        self.data[i * self.rs + j * self.cs]
+    }
+
+    /// Checks that every element of the view is inside `data`.
+    fn check(&self, what: &str) -> Result<()> {
+        if self.rows == 0 || self.cols == 0 {
+            return Ok(());
+        }
+        let last = (self.rows - 1)
+            .checked_mul(self.rs)
+            .and_then(|r| (self.cols - 1).checked_mul(self.cs).and_then(|c| r.checked_add(c)));
+        match last {
+            Some(last) if last < self.data.len() => Ok(()),
+            _ => Err(KernelError::BufferTooSmall {
+                what: format!(
+                    "{what} ({} x {}, strides {} x {})",
+                    self.rows, self.cols, self.rs, self.cs
+                ),
+                needed: last.map_or(usize::MAX, |l| l.saturating_add(1)),
+                got: self.data.len(),
+            }),
+        }
+    }
+}
+
+/// Row-major output matrix: element `(i, j)` is `data[i*ldc + j]`, `ldc >= cols`.
+#[derive(Debug)]
+pub struct MatMut<'a> {
+    /// The elements; the view may cover only part of it.
+    pub data: &'a mut [f32],
+    /// Number of rows.
+    pub rows: usize,
+    /// Number of columns.
+    pub cols: usize,
+    /// Distance in elements between consecutive rows.
+    pub ldc: usize,
+}
+
+impl<'a> MatMut<'a> {
+    /// A row-major view of `data` with leading dimension `ldc`.
+    ///
+    /// # Errors
+    /// `InvalidArgument` if `ldc < cols` (rows would overlap) and `BufferTooSmall`
+    /// unless the last element lies inside `data`.
+    pub fn new(data: &'a mut [f32], rows: usize, cols: usize, ldc: usize) -> Result<Self> {
+        let view = MatMut { data, rows, cols, ldc };
+        view.check()?;
+        Ok(view)
+    }
+
+    /// A contiguous row-major view (`ldc = cols`).
+    ///
+    /// # Errors
+    /// `BufferTooSmall` if `data` holds fewer than `rows * cols` elements.
+    pub fn row_major(data: &'a mut [f32], rows: usize, cols: usize) -> Result<Self> {
+        Self::new(data, rows, cols, cols)
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.rows == 0 || self.cols == 0 {
+            return Ok(());
+        }
+        if self.rows > 1 && self.ldc < self.cols {
+            return Err(KernelError::InvalidArgument {
+                what: "MatMut".into(),
+                message: format!("ldc = {} is smaller than cols = {}", self.ldc, self.cols),
+            });
+        }
+        let needed = (self.rows - 1)
+            .checked_mul(self.ldc)
+            .and_then(|r| r.checked_add(self.cols));
+        match needed {
+            Some(needed) if needed <= self.data.len() => Ok(()),
+            _ => Err(KernelError::BufferTooSmall {
+                what: format!("MatMut ({} x {}, ldc {})", self.rows, self.cols, self.ldc),
+                needed: needed.unwrap_or(usize::MAX),
+                got: self.data.len(),
+            }),
+        }
+    }
+}
+
+/// What happens to each element of C once the product is complete:
+/// `C <- act(alpha*A*B + beta*C + bias[j])`.
+///
+/// `bias` (length `n`) is added to every row, then `activation` runs in place on
+/// whole row segments of finished tiles of C. Each element goes through the
+/// epilogue exactly once. The activation may run on several threads at once.
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// Added to column `j` of every row.
+    pub bias: Option<&'a [f32]>,
+    /// Applied in place to contiguous row segments of C after the bias.
+    pub activation: Option<&'a (dyn Fn(&mut [f32]) + Sync)>,
+}
+
+impl std::fmt::Debug for Epilogue<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Epilogue")
+            .field("bias", &self.bias.map(|b| b.len()))
+            .field("activation", &self.activation.is_some())
+            .finish()
+    }
+}
+
+impl Epilogue<'_> {
+    /// Whether the epilogue does anything.
+    pub(crate) fn is_identity(&self) -> bool {
+        self.bias.is_none() && self.activation.is_none()
+    }
+
+    /// Applies bias and activation to one row segment whose first column is `j0`.
+    #[inline]
+    pub(crate) fn apply(&self, row: &mut [f32], j0: usize) {
+        if let Some(bias) = self.bias {
+            let bias = &bias[j0..j0 + row.len()];
+            for (x, b) in row.iter_mut().zip(bias) {
+                *x += *b;
+            }
+        }
+        if let Some(act) = self.activation {
+            act(row);
+        }
+    }
+}
+
+/// Checks the shapes of a product and returns `(m, n, k)`.
+pub(crate) fn check_shapes(a: &MatRef, b: &MatRef, c: &MatMut, epilogue: &Epilogue) -> Result<(usize, usize, usize)> {
+    a.check("sgemm operand A")?;
+    b.check("sgemm operand B")?;
+    c.check()?;
+    let mismatch = |expected: String, got: String| KernelError::ShapeMismatch {
+        what: "sgemm".into(),
+        expected,
+        got,
+    };
+    if a.cols != b.rows {
+        return Err(mismatch(
+            format!("A.cols == B.rows for A {} x {} times B", a.rows, a.cols),
+            format!("B {} x {}", b.rows, b.cols),
+        ));
+    }
+    if c.rows != a.rows || c.cols != b.cols {
+        return Err(mismatch(
+            format!("C of shape {} x {}", a.rows, b.cols),
+            format!("C {} x {}", c.rows, c.cols),
+        ));
+    }
+    if let Some(bias) = epilogue.bias {
+        if bias.len() != b.cols {
+            return Err(mismatch(
+                format!("bias of length n = {}", b.cols),
+                format!("bias of length {}", bias.len()),
+            ));
+        }
+    }
+    Ok((a.rows, b.cols, a.cols))
+}
+
+/// `C <- epilogue(alpha * A * B + beta * C)` with the micro-kernel of [`cpu::active`].
+///
+/// `beta == 0` never reads C, so C may hold garbage (even NaN). With `k == 0` the
+/// result is `epilogue(beta * C)`. Runs on the project's thread pool.
+///
+/// # Errors
+/// `ShapeMismatch` if `a.cols != b.rows`, `c.rows != a.rows`, `c.cols != b.cols` or
+/// the bias length is not `n`; `BufferTooSmall` / `InvalidArgument` if a view does
+/// not fit its buffer.
+pub fn sgemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: MatMut, epilogue: &Epilogue) -> Result<()> {
+    sgemm_with_level(cpu::active(), alpha, a, b, beta, c, epilogue)
+}
+
+/// [`sgemm`] with an explicit micro-kernel level (tests and benches run every level).
+///
+/// # Errors
+/// As [`sgemm`], plus `InvalidArgument` if this CPU cannot execute `level`.
+pub fn sgemm_with_level(
+    level: SimdLevel,
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    c: MatMut,
+    epilogue: &Epilogue,
+) -> Result<()> {
+    if !level.is_supported() {
+        return Err(KernelError::InvalidArgument {
+            what: "sgemm".into(),
+            message: format!("SIMD level `{}` is not supported by this CPU", level.name()),
+        });
+    }
+    let (m, n, k) = check_shapes(&a, &b, &c, epilogue)?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let problem = driver::Problem { m, n, k, alpha, a, b, beta, epilogue };
+    match level {
+        SimdLevel::Scalar => driver::gemm::<scalar::ScalarKernel>(&problem, c.data, c.ldc),
+        SimdLevel::Avx2Fma => avx2::gemm(&problem, c.data, c.ldc),
+    }
+    Ok(())
+}

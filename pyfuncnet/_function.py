@@ -1,0 +1,162 @@
+"""Compiling symbolic graphs: from `KerasTensor` outputs to the core's graph spec.
+
+`Function(inputs, outputs)` is the compiled counterpart of eager ops: called on
+arrays, it flattens the graph once per input signature into a spec (ordered nodes,
+concrete shapes, constants and weight references), compiles it in the core and
+runs it with one Rust call.
+"""
+
+import json
+
+import numpy as np
+
+from pyfuncnet import _core
+from pyfuncnet._symbolic import KerasTensor
+
+
+def topological_nodes(outputs):
+    """The op nodes the outputs depend on, each after its inputs."""
+    order, seen = [], set()
+    stack = [(t, False) for t in outputs]
+    while stack:
+        tensor, expanded = stack.pop()
+        node = tensor._node
+        if node is None or id(node) in seen and not expanded:
+            continue
+        if expanded:
+            if id(node) not in seen:
+                seen.add(id(node))
+                order.append(node)
+            continue
+        stack.append((tensor, True))
+        for inp in node.inputs:
+            if inp._node is not None and id(inp._node) not in seen:
+                stack.append((inp, False))
+    return order
+
+
+class GraphSpec:
+    """The spec of a symbolic graph for concrete input shapes.
+
+    Args:
+        inputs: placeholder KerasTensors, fed in this order.
+        outputs: KerasTensors to compute.
+        input_shapes: the concrete shape of each input.
+        extra_weights: Variables to include even if unused (their order fixes indices).
+
+    Attributes:
+        spec: the dict handed to the core.
+        variables: the Variables the graph reads, in weight-index order.
+        output_dtypes: dtype of each output.
+    """
+
+    def __init__(self, inputs, outputs, input_shapes, variables=None):
+        self.variables = list(variables or [])
+        var_index = {id(v): i for i, v in enumerate(self.variables)}
+        nodes = topological_nodes(outputs)
+        ids, shapes = {}, {}
+        spec_inputs = []
+        for t, shape in zip(inputs, input_shapes):
+            ids[id(t)] = len(ids)
+            shapes[id(t)] = list(shape)
+            spec_inputs.append({"shape": list(shape), "dtype": t.dtype})
+        leaves = [i for n in nodes for i in n.inputs if i._node is None and id(i) not in ids]
+        leaves += [t for t in outputs if t._node is None and id(t) not in ids]
+        weights, consts = [], []
+        for t in leaves:
+            if id(t) in ids:
+                continue
+            if t._variable is not None:
+                v = t._variable
+                if id(v) not in var_index:
+                    var_index[id(v)] = len(self.variables)
+                    self.variables.append(v)
+                weights.append(t)
+            elif t._const is not None:
+                consts.append(t)
+            else:
+                raise ValueError(
+                    f"The graph depends on the input {t.name} (shape {t.shape}), which is not "
+                    "among the given inputs"
+                )
+            ids[id(t)] = None
+        for t in weights:
+            ids[id(t)] = len(spec_inputs) + len(weights[: weights.index(t)])
+        spec_weights = [{"index": var_index[id(t._variable)], "shape": list(t.shape)} for t in weights]
+        for t in weights:
+            shapes[id(t)] = list(t.shape)
+        base = len(spec_inputs) + len(weights)
+        spec_consts = []
+        for k, t in enumerate(consts):
+            ids[id(t)] = base + k
+            shapes[id(t)] = list(t.shape)
+            spec_consts.append({"shape": list(t._const.shape), "data": t._const.astype(np.float32).ravel().tolist()})
+            if t._const.dtype != np.float32:
+                raise TypeError(f"integer constants are not supported in compiled graphs ({t.name})")
+        next_id = base + len(consts)
+        spec_nodes = []
+        for node in nodes:
+            in_shapes = [shapes[id(i)] for i in node.inputs]
+            attrs = node.resolve_attrs(in_shapes)
+            types = _core.infer(node.op, json.dumps(attrs), [(s, i.dtype) for s, i in zip(in_shapes, node.inputs)])
+            spec_nodes.append(
+                {"op": node.op, "attrs": attrs, "inputs": [ids[id(i)] for i in node.inputs], "label": node.label}
+            )
+            for out, (shape, _) in zip(node.outputs, types):
+                ids[id(out)] = next_id
+                shapes[id(out)] = list(shape)
+                next_id += 1
+        self.output_dtypes = [t.dtype for t in outputs]
+        self.spec = {
+            "inputs": spec_inputs,
+            "weights": spec_weights,
+            "consts": spec_consts,
+            "nodes": spec_nodes,
+            "outputs": [ids[id(t)] for t in outputs],
+        }
+
+
+class Function:
+    """A symbolic graph compiled per input signature and run natively.
+
+    Args:
+        inputs: a KerasTensor or a list of them (placeholders).
+        outputs: a KerasTensor or a list of them.
+
+    Example:
+        >>> x = KerasTensor((None, 3))
+        >>> f = Function(x, ops.relu(x))
+        >>> f(np.ones((2, 3), np.float32))
+    """
+
+    def __init__(self, inputs, outputs):
+        self._single_input = isinstance(inputs, KerasTensor)
+        self._single_output = isinstance(outputs, KerasTensor)
+        self.inputs = [inputs] if self._single_input else list(inputs)
+        self.outputs = [outputs] if self._single_output else list(outputs)
+        self._compiled = {}
+
+    def __call__(self, *arrays):
+        from pyfuncnet.ops import _to_array
+
+        if len(arrays) != len(self.inputs):
+            raise ValueError(f"expected {len(self.inputs)} input arrays, got {len(arrays)}")
+        arrays = [_to_array(a, "input") for a in arrays]
+        for a, t in zip(arrays, self.inputs):
+            if a.ndim != len(t.shape) or any(d is not None and d != s for d, s in zip(t.shape, a.shape)):
+                raise ValueError(f"input {t.name}: expected shape {t.shape}, got {a.shape}")
+            if t.dtype == "int32" and a.dtype != np.int32 or t.dtype != "int32" and a.dtype != np.float32:
+                raise TypeError(f"input {t.name}: expected dtype {t.dtype}, got {a.dtype}")
+        key = tuple(a.shape for a in arrays)
+        if key not in self._compiled:
+            gs = GraphSpec(self.inputs, self.outputs, key)
+            step = _core.CompiledStep(json.dumps(gs.spec), "predict")
+            store = _core.Variables()
+            for v in gs.variables:
+                store.add(np.asarray(v.value, dtype=np.float32))
+            self._compiled[key] = (step, store, gs.variables)
+        step, store, variables = self._compiled[key]
+        for i, v in enumerate(variables):
+            store.set(i, np.asarray(v.value, dtype=np.float32))
+        outs, _ = step.run(arrays, store)
+        return outs[0] if self._single_output else outs

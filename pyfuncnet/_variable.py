@@ -1,0 +1,124 @@
+"""`Variable`: a named, mutable float32 array that models train and tapes watch."""
+
+import itertools
+
+import numpy as np
+
+_ids = itertools.count(1)
+
+
+class Variable:
+    """A mutable tensor, as `keras.Variable`.
+
+    Args:
+        initializer: an array-like initial value (or a callable returning one given
+            `shape` and `dtype`).
+        shape: the shape, required when `initializer` is callable.
+        dtype: "float32" (the default) or an int dtype.
+        trainable: whether `GradientTape` watches it automatically and optimizers
+            update it.
+        name: a name for messages and saving.
+
+    Example:
+        >>> v = Variable(np.zeros((2, 3)), name="w")
+        >>> v.assign(np.ones((2, 3)))
+    """
+
+    __array_priority__ = 100
+
+    def __init__(self, initializer, shape=None, dtype=None, trainable=True, name=None):
+        if callable(initializer):
+            if shape is None:
+                raise ValueError("Variable: `shape` is required when the initializer is callable")
+            value = initializer(tuple(shape), dtype=dtype or "float32")
+        else:
+            value = initializer
+        value = np.array(value, dtype=np.dtype(dtype) if dtype else None, copy=True)
+        if value.dtype.kind == "f" or dtype is None and value.dtype.kind == "b":
+            value = value.astype(np.float32)
+        elif value.dtype.kind in "iu":
+            value = value.astype(np.int32)
+        if shape is not None and tuple(shape) != value.shape:
+            raise ValueError(f"Variable: initial value has shape {value.shape}, expected {tuple(shape)}")
+        self._value = np.ascontiguousarray(value)
+        self.trainable = bool(trainable)
+        self.name = name or f"variable_{next(_ids)}"
+        self.path = self.name
+
+    @property
+    def value(self):
+        """The current value (a numpy array; do not modify it in place)."""
+        return self._value
+
+    @property
+    def shape(self):
+        return self._value.shape
+
+    @property
+    def dtype(self):
+        return str(self._value.dtype)
+
+    @property
+    def ndim(self):
+        return self._value.ndim
+
+    def numpy(self):
+        """A copy of the value."""
+        return self._value.copy()
+
+    def assign(self, value):
+        """Replaces the value; the shape must not change."""
+        new = np.asarray(value, dtype=self._value.dtype)
+        if new.shape != self._value.shape:
+            raise ValueError(
+                f"Variable '{self.name}': cannot assign a value of shape {new.shape} "
+                f"to a variable of shape {self._value.shape}"
+            )
+        self._value = np.ascontiguousarray(new.copy())
+        return self
+
+    def assign_add(self, delta):
+        return self.assign(self._value + np.asarray(delta, dtype=self._value.dtype))
+
+    def assign_sub(self, delta):
+        return self.assign(self._value - np.asarray(delta, dtype=self._value.dtype))
+
+    def __array__(self, dtype=None, copy=None):
+        return self._value if dtype is None else self._value.astype(dtype)
+
+    def __repr__(self):
+        return f"<Variable path={self.path}, shape={self.shape}, dtype={self.dtype}, value={self._value}>"
+
+    def __len__(self):
+        return len(self._value)
+
+    def _op(name):  # noqa: N805 - builds forwarding operators below
+        def method(self, *args):
+            from pyfuncnet import ops
+
+            return getattr(ops, name)(self, *args)
+
+        return method
+
+    def _rop(name):  # noqa: N805
+        def method(self, other):
+            from pyfuncnet import ops
+
+            return getattr(ops, name)(other, self)
+
+        return method
+
+    __add__ = _op("add")
+    __radd__ = _rop("add")
+    __sub__ = _op("subtract")
+    __rsub__ = _rop("subtract")
+    __mul__ = _op("multiply")
+    __rmul__ = _rop("multiply")
+    __truediv__ = _op("divide")
+    __rtruediv__ = _rop("divide")
+    __pow__ = _op("power")
+    __matmul__ = _op("matmul")
+    __rmatmul__ = _rop("matmul")
+    __neg__ = _op("negative")
+    __getitem__ = _op("_getitem")
+    del _op, _rop

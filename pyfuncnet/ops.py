@@ -1,0 +1,588 @@
+"""Numpy-like ops, as `keras.ops`.
+
+Every op works three ways, by what it is given:
+- on symbolic `KerasTensor`s (model building): records a node and infers the
+  output shape and dtype, raising shape/dtype errors at once;
+- on arrays, Python numbers or `Variable`s (eager): runs the Rust kernels at once
+  and returns numpy arrays (float32 for float results, int32 for indices, bool for
+  comparisons);
+- inside a `GradientTape`: as eager, and recorded for differentiation.
+
+Ops built from other ops (std, moments, stack, ...) are differentiable through
+their parts.
+"""
+
+import builtins
+import json
+import math
+
+import numpy as np
+
+from pyfuncnet import _core, _symbolic, _tape
+from pyfuncnet._symbolic import KerasTensor
+from pyfuncnet._variable import Variable
+
+_INT32 = np.iinfo(np.int32)
+
+
+# ----------------------------------------------------------------------------
+# Dispatch
+
+
+def _is_symbolic(values):
+    return builtins.any(isinstance(v, KerasTensor) for v in values)
+
+
+def _to_array(x, name):
+    """An eager input as a contiguous float32 / int32 numpy array."""
+    if isinstance(x, Variable):
+        x = x.value
+    if isinstance(x, np.ndarray) and x.dtype in (np.float32, np.int32) and x.flags.c_contiguous:
+        return x
+    arr = np.asarray(x)
+    kind = arr.dtype.kind
+    if kind == "f" or kind == "b":
+        return np.ascontiguousarray(arr, dtype=np.float32)
+    if kind in "iu":
+        if arr.size and (arr.min() < _INT32.min or arr.max() > _INT32.max):
+            raise OverflowError(f"{name}: integer values outside the int32 range")
+        return np.ascontiguousarray(arr, dtype=np.int32)
+    raise TypeError(f"{name}: cannot convert a value of type {type(x).__name__} (dtype {arr.dtype}) to a tensor")
+
+
+def _dtype_of(x):
+    if isinstance(x, KerasTensor):
+        return x.dtype
+    if isinstance(x, Variable):
+        return x.dtype
+    if isinstance(x, (bool, np.bool_)):
+        return "bool"
+    if isinstance(x, (int, np.integer)):
+        return "int32"
+    if isinstance(x, (float, np.floating)):
+        return "float32"
+    arr = np.asarray(x)
+    if arr.dtype.kind == "b":
+        return "bool"
+    if arr.dtype.kind in "iu":
+        return "int32"
+    return "float32"
+
+
+def _run(op, attrs, inputs, label=None):
+    """Applies a core op; returns the list of its outputs."""
+    if _is_symbolic(inputs):
+        return _symbolic.apply(op, attrs, inputs, label)
+    arrays = [_to_array(x, op) for x in inputs]
+    a = attrs([list(arr.shape) for arr in arrays]) if callable(attrs) else attrs
+    outs = _core.run_op(op, json.dumps(a), arrays)
+    if _tape._active:
+        _tape.record(op, a, inputs, arrays, outs)
+    return outs
+
+
+def _run1(op, attrs, *inputs):
+    return _run(op, attrs, inputs)[0]
+
+
+def _float(x):
+    """`x` as a float tensor (bools and ints are cast, as Keras promotes them)."""
+    if _dtype_of(x) == "float32" and not isinstance(x, (bool, int, np.integer)):
+        return x
+    if isinstance(x, KerasTensor) or isinstance(x, Variable):
+        return cast(x, "float32")
+    return np.asarray(x, dtype=np.float32)
+
+
+def _int(x, name):
+    """`x` as int32 indices."""
+    if isinstance(x, KerasTensor):
+        return x if x.dtype == "int32" else cast(x, "int32")
+    arr = np.asarray(x.value if isinstance(x, Variable) else x)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.trunc(arr)):
+            raise TypeError(f"{name}: indices must be integers, got non-integral float values")
+    elif arr.dtype.kind not in "iub":
+        raise TypeError(f"{name}: indices must be integers, got dtype {arr.dtype}")
+    return _to_array(arr.astype(np.int64), name)
+
+
+def _shape(x):
+    if isinstance(x, (KerasTensor, Variable, np.ndarray)):
+        return tuple(x.shape)
+    return np.shape(x)
+
+
+def _ndim(x):
+    return len(_shape(x))
+
+
+def _axis_list(axis):
+    if axis is None:
+        return None
+    if isinstance(axis, (list, tuple)):
+        return [int(a) for a in axis]
+    return [int(axis)]
+
+
+# ----------------------------------------------------------------------------
+# Elementwise
+
+
+def _unary(name, **attrs):
+    def op(x):
+        return _run1(name, attrs, _float(x))
+
+    op.__name__ = name
+    op.__doc__ = f"Elementwise `{name}`."
+    return op
+
+
+negative = _unary("negative")
+exp = _unary("exp")
+log = _unary("log")
+sqrt = _unary("sqrt")
+square = _unary("square")
+abs = _unary("abs")  # noqa: A001 - numpy/keras name
+absolute = abs
+sign = _unary("sign")
+reciprocal = _unary("reciprocal")
+rsqrt = _unary("rsqrt")
+sin = _unary("sin")
+cos = _unary("cos")
+floor = _unary("floor")
+round = _unary("round")  # noqa: A001
+log1p = _unary("log1p")
+expm1 = _unary("expm1")
+relu = _unary("relu")
+relu6 = _unary("relu6")
+sigmoid = _unary("sigmoid")
+tanh = _unary("tanh")
+selu = _unary("selu")
+silu = _unary("silu")
+swish = silu
+softplus = _unary("softplus")
+softsign = _unary("softsign")
+hard_sigmoid = _unary("hard_sigmoid")
+exponential = _unary("exponential")
+
+
+def linear(x):
+    """The identity activation."""
+    return x
+
+
+def elu(x, alpha=1.0):
+    """Exponential linear unit: `x` if `x > 0` else `alpha * (exp(x) - 1)`."""
+    return _run1("elu", {"alpha": float(alpha)}, _float(x))
+
+
+def leaky_relu(x, negative_slope=0.2):
+    """Leaky ReLU: `x` if `x > 0` else `negative_slope * x`."""
+    return _run1("leaky_relu", {"alpha": float(negative_slope)}, _float(x))
+
+
+def gelu(x, approximate=True):
+    """Gaussian error linear unit (tanh approximation by default, as `keras.ops.gelu`)."""
+    return _run1("gelu", {"approximate": bool(approximate)}, _float(x))
+
+
+def softmax(x, axis=-1):
+    """Softmax along `axis`."""
+    return _run1("softmax", {"axis": int(axis)}, _float(x))
+
+
+def log_softmax(x, axis=-1):
+    """Log-softmax along `axis`."""
+    return _run1("log_softmax", {"axis": int(axis)}, _float(x))
+
+
+def clip(x, x_min, x_max):
+    """Clips values to `[x_min, x_max]`."""
+    return _run1("clip", {"min": float(x_min), "max": float(x_max)}, _float(x))
+
+
+def _binary(name):
+    def op(x1, x2):
+        return _run1(name, {}, _float(x1), _float(x2))
+
+    op.__name__ = name
+    op.__doc__ = f"Elementwise `{name}` with NumPy broadcasting."
+    return op
+
+
+add = _binary("add")
+subtract = _binary("subtract")
+multiply = _binary("multiply")
+divide = _binary("divide")
+true_divide = divide
+power = _binary("power")
+maximum = _binary("maximum")
+minimum = _binary("minimum")
+greater = _binary("greater")
+greater_equal = _binary("greater_equal")
+less = _binary("less")
+less_equal = _binary("less_equal")
+equal = _binary("equal")
+not_equal = _binary("not_equal")
+mod = _binary("mod")
+floor_divide = _binary("floor_divide")
+squared_difference = _binary("squared_difference")
+
+
+def where(condition, x1=None, x2=None):
+    """`x1` where `condition` else `x2` (broadcast); with one argument, see numpy.nonzero (unsupported)."""
+    if x1 is None or x2 is None:
+        raise NotImplementedError("where(condition) without x1 and x2 is not supported")
+    return _run1("where", {}, _float(condition), _float(x1), _float(x2))
+
+
+def cast(x, dtype):
+    """Converts to `dtype` ("float32", "int32", "int64" (computed as int32), "bool")."""
+    dtype = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if isinstance(x, KerasTensor):
+        if x.dtype == dtype:
+            return x
+        return _run1("cast", {"dtype": dtype}, x)
+    arr = _to_array(x, "cast")
+    out = _run1("cast", {"dtype": dtype}, x if isinstance(x, Variable) else arr)
+    return out
+
+
+# ----------------------------------------------------------------------------
+# Reductions
+
+
+def _reduce(name, x, axis, keepdims):
+    attrs = {"keepdims": bool(keepdims)}
+    axes = _axis_list(axis)
+    if axes is not None:
+        attrs["axis"] = axes
+    return _run1(name, attrs, _float(x))
+
+
+def sum(x, axis=None, keepdims=False):  # noqa: A001
+    """Sum over `axis` (all axes when None)."""
+    return _reduce("sum", x, axis, keepdims)
+
+
+def mean(x, axis=None, keepdims=False):
+    """Mean over `axis` (all axes when None)."""
+    return _reduce("mean", x, axis, keepdims)
+
+
+def max(x, axis=None, keepdims=False, initial=None):  # noqa: A001
+    """Maximum over `axis`."""
+    out = _reduce("max", x, axis, keepdims)
+    return out if initial is None else maximum(out, initial)
+
+
+def min(x, axis=None, keepdims=False, initial=None):  # noqa: A001
+    """Minimum over `axis`."""
+    out = _reduce("min", x, axis, keepdims)
+    return out if initial is None else minimum(out, initial)
+
+
+def prod(x, axis=None, keepdims=False):
+    """Product over `axis`."""
+    return _reduce("prod", x, axis, keepdims)
+
+
+def var(x, axis=None, keepdims=False):
+    """Population variance over `axis`."""
+    return _reduce("var", x, axis, keepdims)
+
+
+def std(x, axis=None, keepdims=False):
+    """Population standard deviation over `axis`."""
+    return sqrt(var(x, axis, keepdims))
+
+
+def moments(x, axes, keepdims=False, synchronized=False):
+    """(mean, variance) over `axes`."""
+    return mean(x, axes, keepdims), var(x, axes, keepdims)
+
+
+def _arg(name, x, axis, keepdims):
+    x = _float(x)
+    if axis is None:
+        x = reshape(x, (-1,))
+        axis = 0
+    out = _run1(name, {"axis": int(axis), "keepdims": bool(keepdims)}, x)
+    return out
+
+
+def argmax(x, axis=None, keepdims=False):
+    """Index of the maximum along `axis` (over the flattened array when None)."""
+    return _arg("argmax", x, axis, keepdims)
+
+
+def argmin(x, axis=None, keepdims=False):
+    """Index of the minimum along `axis` (over the flattened array when None)."""
+    return _arg("argmin", x, axis, keepdims)
+
+
+# ----------------------------------------------------------------------------
+# Linear algebra
+
+
+def matmul(x1, x2):
+    """Matrix product with NumPy semantics (batch dims broadcast, 1-D operands promoted)."""
+    x1, x2 = _float(x1), _float(x2)
+    n1, n2 = _ndim(x1), _ndim(x2)
+    if n1 == 0 or n2 == 0:
+        raise ValueError(f"matmul: operands must not be scalars, got shapes {_shape(x1)} and {_shape(x2)}")
+    a = expand_dims(x1, 0) if n1 == 1 else x1
+    b = expand_dims(x2, -1) if n2 == 1 else x2
+    out = _run1("matmul", {}, a, b)
+    if n1 == 1:
+        out = squeeze(out, -2)
+    if n2 == 1:
+        out = squeeze(out, -1)
+    return out
+
+
+def dot(x1, x2):
+    """`numpy.dot`: products of scalars, inner products of vectors, matrix products,
+    and for N-D arrays a sum over the last axis of `x1` and the second-to-last of `x2`."""
+    n1, n2 = _ndim(x1), _ndim(x2)
+    if n1 == 0 or n2 == 0:
+        return multiply(x1, x2)
+    if n2 <= 2:
+        return matmul(x1, x2)
+    # N-D x2: move its contracted axis (-2) to the front and flatten the rest.
+    s2 = _shape(x2)
+    perm = [n2 - 2] + [i for i in range(n2) if i != n2 - 2]
+    b = reshape(transpose(x2, perm), (s2[-2], -1))
+    out = matmul(x1, b)
+    rest = [d for i, d in enumerate(s2) if i != n2 - 2]
+    lead = list(_shape(x1)[:-1])
+    return reshape(out, tuple(-1 if d is None else d for d in lead + rest))
+
+
+# ----------------------------------------------------------------------------
+# Shapes
+
+
+def _resolve_reshape(shape):
+    return [-1 if d is None else int(d) for d in shape]
+
+
+def reshape(x, newshape):
+    """Gives `x` a new shape with the same number of elements (one -1 allowed)."""
+    if isinstance(newshape, int):
+        newshape = (newshape,)
+    target = _resolve_reshape(newshape)
+    return _run1("reshape", {"shape": target}, x if isinstance(x, KerasTensor) else _eager_value(x))
+
+
+def _reshape_by(x, target_of):
+    """Reshape to `target_of(concrete input shape)`: exact even when several
+    dimensions are unknown at model-building time."""
+    src = x if isinstance(x, KerasTensor) else _eager_value(x)
+    return _run1("reshape", lambda shapes: {"shape": target_of(list(shapes[0]))}, src)
+
+
+def _eager_value(x):
+    return x if isinstance(x, (Variable, np.ndarray)) else np.asarray(x)
+
+
+def transpose(x, axes=None):
+    """Permutes the axes (reverses them when `axes` is None)."""
+    n = _ndim(x)
+    perm = list(range(n))[::-1] if axes is None else [int(a) % n if n else int(a) for a in axes]
+    return _run1("transpose", {"perm": perm}, x if isinstance(x, KerasTensor) else _eager_value(x))
+
+
+def expand_dims(x, axis):
+    """Inserts size-1 axes at `axis` (an int or a tuple)."""
+    axes = _axis_list(axis)
+    out_rank = _ndim(x) + len(axes)
+    norm = sorted(a % out_rank for a in axes)
+
+    def target(shape):
+        for a in norm:
+            shape.insert(a, 1)
+        return shape
+
+    return _reshape_by(x, target)
+
+
+def squeeze(x, axis=None):
+    """Removes size-1 axes (all of them, or those in `axis`)."""
+    shape = _shape(x)
+    if axis is None:
+        axes = [i for i, d in enumerate(shape) if d == 1]
+    else:
+        axes = [a % len(shape) for a in _axis_list(axis)]
+        for a in axes:
+            if shape[a] is not None and shape[a] != 1:
+                raise ValueError(f"squeeze: cannot squeeze axis {a} of size {shape[a]} in shape {shape}")
+    return _reshape_by(x, lambda s: [d for i, d in enumerate(s) if i not in axes])
+
+
+def concatenate(xs, axis=0):
+    """Joins tensors along an existing axis."""
+    xs = list(xs)
+    if not xs:
+        raise ValueError("concatenate: needs at least one tensor")
+    if builtins.any(_dtype_of(x) == "float32" for x in xs):
+        xs = [_float(x) for x in xs]
+    return _run("concatenate", {"axis": int(axis)}, xs)[0]
+
+
+def stack(x, axis=0):
+    """Joins tensors of one shape along a new axis."""
+    x = list(x)
+    return concatenate([expand_dims(t, axis) for t in x], axis=axis)
+
+
+def split(x, indices_or_sections, axis=0):
+    """Splits into equal sections (an int) or at the given indices (a list)."""
+    shape = _shape(x)
+    axis = int(axis) % len(shape)
+    n = shape[axis]
+    if n is None:
+        raise ValueError("split: cannot split along an axis of unknown size")
+    if isinstance(indices_or_sections, int):
+        k = indices_or_sections
+        if k <= 0 or n % k:
+            raise ValueError(f"split: axis {axis} of size {n} cannot be split into {k} equal sections")
+        sizes = [n // k] * k
+    else:
+        bounds = [0] + [builtins.min(builtins.max(int(i), 0), n) for i in indices_or_sections] + [n]
+        sizes = [builtins.max(b - a, 0) for a, b in zip(bounds[:-1], bounds[1:])]
+    return list(_run("split", {"axis": axis, "sizes": sizes}, [x if isinstance(x, KerasTensor) else _eager_value(x)]))
+
+
+def take(x, indices, axis=None):
+    """`numpy.take`: elements of `x` at `indices` along `axis` (flattened `x` when None).
+
+    Negative indices count from the end, as in NumPy; any index outside `[-n, n)`
+    raises `OutOfRangeError` naming its position and value.
+    """
+    if axis is None:
+        x = reshape(x, (-1,))
+        axis = 0
+    idx = _int(indices, "take")
+    if not isinstance(idx, KerasTensor):
+        n = _shape(x)[int(axis)]
+        if n is not None and idx.size and idx.min() < 0:
+            idx = np.where((idx < 0) & (idx >= -n), idx + n, idx).astype(np.int32)
+    return _run1("take", {"axis": int(axis)}, x if isinstance(x, KerasTensor) else _eager_value(x), idx)
+
+
+def one_hot(x, num_classes, axis=-1, dtype=None):
+    """One-hot encoding with a new axis of size `num_classes` (appended by default)."""
+    out = _run1("one_hot", {"depth": int(num_classes)}, _int(x, "one_hot"))
+    if axis != -1:
+        n = _ndim(out)
+        a = int(axis) % n
+        perm = list(range(n - 1))
+        perm.insert(a, n - 1)
+        out = transpose(out, perm)
+    if dtype is not None and dtype != "float32":
+        out = cast(out, dtype)
+    return out
+
+
+def _getitem(x, key):
+    """Basic NumPy indexing: ints, slices (positive steps), `...` and `None`."""
+    if not isinstance(key, tuple):
+        key = (key,)
+    shape = _shape(x)
+    n_real = builtins.sum(1 for k in key if k is not None and k is not Ellipsis)
+    if n_real > len(shape):
+        raise IndexError(f"too many indices ({n_real}) for a tensor of rank {len(shape)}")
+    expanded = []
+    for k in key:
+        if k is Ellipsis:
+            expanded.extend([slice(None)] * (len(shape) - n_real))
+        else:
+            expanded.append(k)
+    if Ellipsis not in key:
+        expanded.extend([slice(None)] * (len(shape) - n_real))
+    # Per real axis: a slice, or an int index (an axis to drop).
+    plan = [k for k in expanded if k is not None]
+
+    def attrs(shapes):
+        s = shapes[0]
+        begin, step, size = [], [], []
+        for d, k in zip(s, plan):
+            if isinstance(k, slice):
+                start, stop, stp = k.indices(d)
+                if stp <= 0:
+                    raise NotImplementedError("slicing with a negative step is not supported")
+                begin.append(start)
+                step.append(stp)
+                size.append(builtins.max(0, math.ceil((stop - start) / stp)))
+            else:
+                i = int(k)
+                if not -d <= i < d:
+                    raise IndexError(f"index {i} is out of bounds for an axis of size {d}")
+                begin.append(i % d)
+                step.append(1)
+                size.append(1)
+        return {"begin": begin, "step": step, "shape": size}
+
+    src = x if isinstance(x, KerasTensor) else _eager_value(x)
+    out = _run1("slice", attrs, src)
+    if not builtins.any(k is None or not isinstance(k, slice) for k in expanded):
+        return out
+
+    # Drop int-indexed axes and insert new axes for None.
+    def target(sliced):
+        final, real = [], iter(zip(sliced, plan))
+        for k in expanded:
+            if k is None:
+                final.append(1)
+            else:
+                d, p = next(real)
+                if isinstance(p, slice):
+                    final.append(d)
+        return final
+
+    return _reshape_by(out, target)
+
+
+def shape(x):
+    """The shape as a tuple (None for unknown dimensions)."""
+    return _shape(x)
+
+
+def ndim(x):
+    """The rank."""
+    return _ndim(x)
+
+
+def convert_to_tensor(x, dtype=None):
+    """A numpy array of `x` (float32 / int32 / bool)."""
+    arr = np.asarray(x.value if isinstance(x, Variable) else x)
+    if dtype is not None:
+        return arr.astype(dtype)
+    if arr.dtype.kind == "f":
+        return arr.astype(np.float32)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int32)
+    return arr
+
+
+def convert_to_numpy(x):
+    """A numpy array of `x`."""
+    return np.asarray(x.value if isinstance(x, Variable) else x)
+
+
+def zeros(shape, dtype="float32"):
+    return np.zeros(shape, dtype=dtype)
+
+
+def ones(shape, dtype="float32"):
+    return np.ones(shape, dtype=dtype)
+
+
+def zeros_like(x, dtype=None):
+    return np.zeros(_shape(x), dtype=dtype or "float32")
+
+
+def ones_like(x, dtype=None):
+    return np.ones(_shape(x), dtype=dtype or "float32")

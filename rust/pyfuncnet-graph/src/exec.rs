@@ -1,0 +1,254 @@
+//! The executor: runs a planned graph over one set of step inputs.
+
+use crate::error::{GraphError, Result};
+use crate::graph::{Graph, ValueId, ValueSource};
+use crate::ops::Ctx;
+use crate::plan::{Location, Plan};
+use crate::tensor::{fmt_shape, Buffer, DataMut, DataRef, DType, TensorMut, TensorRef, TensorType};
+
+/// Inputs and outputs per node handled without heap allocation; nodes with more
+/// (a very wide concatenate or split) fall back to a temporary vector.
+const STACK_INPUTS: usize = 16;
+const STACK_OUTPUTS: usize = 8;
+
+const EMPTY_REF: TensorRef<'static> = TensorRef { shape: &[], data: DataRef::F32(&[]) };
+
+/// A graph with its memory plan and buffers, ready to run step after step.
+#[derive(Debug)]
+pub struct Executor {
+    graph: Graph,
+    plan: Plan,
+    slots: Vec<Buffer>,
+    fetches: Vec<ValueId>,
+}
+
+impl Executor {
+    /// Plans `graph` for computing `fetches` and allocates its buffers.
+    pub fn new(graph: Graph, fetches: Vec<ValueId>) -> Executor {
+        let plan = Plan::new(&graph, &fetches);
+        let slots = plan.slots.iter().map(|&(dtype, size)| Buffer::zeros(dtype, size)).collect();
+        Executor { graph, plan, slots, fetches }
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The types of the inputs `run` expects, in order.
+    pub fn input_types(&self) -> Vec<&TensorType> {
+        self.graph.inputs.iter().map(|&v| self.graph.ty(v)).collect()
+    }
+
+    /// Checks step inputs and weights against the graph before anything runs.
+    fn check(&self, inputs: &[TensorRef], weights: &[Vec<f32>]) -> Result<()> {
+        if inputs.len() != self.graph.inputs.len() {
+            return Err(GraphError::value(format!(
+                "expected {} input arrays, got {}",
+                self.graph.inputs.len(),
+                inputs.len()
+            )));
+        }
+        for (i, (t, &v)) in inputs.iter().zip(&self.graph.inputs).enumerate() {
+            let ty = self.graph.ty(v);
+            if t.shape != ty.shape.as_slice() {
+                return Err(GraphError::shape(format!(
+                    "input {i}: expected shape {}, got {}",
+                    fmt_shape(&ty.shape),
+                    fmt_shape(t.shape)
+                )));
+            }
+            let (len, storage_ok) = match t.data {
+                DataRef::F32(d) => (d.len(), ty.dtype.is_f32_storage()),
+                DataRef::I32(d) => (d.len(), !ty.dtype.is_f32_storage()),
+            };
+            if !storage_ok {
+                return Err(GraphError::dtype(format!("input {i}: expected dtype {}", ty.dtype.name())));
+            }
+            if len != ty.numel() {
+                return Err(GraphError::shape(format!("input {i}: expected {} values, got {len}", ty.numel())));
+            }
+        }
+        for value in &self.graph.values {
+            if let ValueSource::Weight(w) = value.source {
+                let got = weights.get(w).map(|x| x.len());
+                if got != Some(value.ty.numel()) {
+                    return Err(GraphError::shape(format!(
+                        "weight {w}: expected {} values (shape {}), got {}",
+                        value.ty.numel(),
+                        fmt_shape(&value.ty.shape),
+                        got.map_or("no such weight".to_string(), |n| n.to_string())
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs every planned node. On error, nothing but this executor's scratch buffers
+    /// has been written.
+    ///
+    /// # Errors
+    /// Input shape/dtype mismatches (checked first) and op errors such as
+    /// out-of-range indices, prefixed with the node's label and op.
+    pub fn run(&mut self, ctx: &Ctx, inputs: &[TensorRef], weights: &[Vec<f32>]) -> Result<()> {
+        self.check(inputs, weights)?;
+        for step in 0..self.plan.order.len() {
+            let ni = self.plan.order[step];
+            self.run_node(ni, ctx, inputs, weights).map_err(|e| {
+                let node = &self.graph.nodes[ni];
+                match &node.label {
+                    Some(label) => e.context(&format!("{label} ({})", node.op.name())),
+                    None => e.context(node.op.name()),
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    fn value_ref<'a>(&'a self, v: ValueId, inputs: &[TensorRef<'a>], weights: &'a [Vec<f32>]) -> TensorRef<'a> {
+        let value = &self.graph.values[v];
+        let shape = value.ty.shape.as_slice();
+        let numel = value.ty.numel();
+        match (self.plan.locations[v], &value.source) {
+            (Location::Input(i), _) => inputs[i],
+            (Location::Weight(w), _) => TensorRef { shape, data: DataRef::F32(&weights[w][..numel]) },
+            (Location::Const, ValueSource::Const(data)) => TensorRef { shape, data: DataRef::F32(data) },
+            (Location::Slot(s), _) => TensorRef { shape, data: self.slots[s].as_ref(numel) },
+            _ => EMPTY_REF,
+        }
+    }
+
+    fn run_node(&mut self, ni: usize, ctx: &Ctx, inputs: &[TensorRef], weights: &[Vec<f32>]) -> Result<()> {
+        let n_out = self.graph.nodes[ni].outputs.len();
+        // Move the output buffers out of their slots so the inputs can be borrowed
+        // from the remaining slots (the plan never gives an output an input's slot).
+        let mut taken: [Buffer; STACK_OUTPUTS] = Default::default();
+        let mut overflow: Vec<Buffer> = Vec::new();
+        for k in 0..n_out {
+            let s = self.out_slot(ni, k);
+            let buf = std::mem::take(&mut self.slots[s]);
+            if k < STACK_OUTPUTS {
+                taken[k] = buf;
+            } else {
+                overflow.push(buf);
+            }
+        }
+        let result = self.forward_node(ni, ctx, inputs, weights, &mut taken[..n_out.min(STACK_OUTPUTS)], &mut overflow);
+        for k in (0..n_out).rev() {
+            let buf = if k < STACK_OUTPUTS { std::mem::take(&mut taken[k]) } else { overflow.pop().unwrap_or_default() };
+            let s = self.out_slot(ni, k);
+            self.slots[s] = buf;
+        }
+        result
+    }
+
+    fn out_slot(&self, ni: usize, k: usize) -> usize {
+        match self.plan.locations[self.graph.nodes[ni].outputs[k]] {
+            Location::Slot(s) => s,
+            other => unreachable!("node outputs are always planned into slots, got {other:?}"),
+        }
+    }
+
+    fn forward_node(
+        &self,
+        ni: usize,
+        ctx: &Ctx,
+        inputs: &[TensorRef],
+        weights: &[Vec<f32>],
+        first: &mut [Buffer],
+        overflow: &mut [Buffer],
+    ) -> Result<()> {
+        let node = &self.graph.nodes[ni];
+        let buffers = first.iter_mut().chain(overflow.iter_mut());
+        let views = node.outputs.iter().zip(buffers).map(|(&o, buf)| {
+            let ty = self.graph.ty(o);
+            TensorMut { shape: &ty.shape, data: buf.as_mut(ty.numel()) }
+        });
+        if node.outputs.len() <= STACK_OUTPUTS {
+            let mut outs: [TensorMut; STACK_OUTPUTS] =
+                std::array::from_fn(|_| TensorMut { shape: &[], data: DataMut::F32(&mut []) });
+            for (slot, view) in outs.iter_mut().zip(views) {
+                *slot = view;
+            }
+            self.call(ni, ctx, inputs, weights, &mut outs[..node.outputs.len()])
+        } else {
+            let mut outs: Vec<TensorMut> = views.collect();
+            self.call(ni, ctx, inputs, weights, &mut outs)
+        }
+    }
+
+    fn call(&self, ni: usize, ctx: &Ctx, inputs: &[TensorRef], weights: &[Vec<f32>], outs: &mut [TensorMut]) -> Result<()> {
+        let node = &self.graph.nodes[ni];
+        if node.inputs.len() <= STACK_INPUTS {
+            let mut refs = [EMPTY_REF; STACK_INPUTS];
+            for (r, &v) in refs.iter_mut().zip(&node.inputs) {
+                *r = self.value_ref(v, inputs, weights);
+            }
+            node.op.forward(ctx, &refs[..node.inputs.len()], outs)
+        } else {
+            let refs: Vec<TensorRef> = node.inputs.iter().map(|&v| self.value_ref(v, inputs, weights)).collect();
+            node.op.forward(ctx, &refs, outs)
+        }
+    }
+
+    /// The `k`-th fetched value after a run.
+    pub fn fetch(&self, k: usize) -> TensorRef<'_> {
+        let v = self.fetches[k];
+        let ty = self.graph.ty(v);
+        match self.plan.locations[v] {
+            Location::Slot(s) => TensorRef { shape: &ty.shape, data: self.slots[s].as_ref(ty.numel()) },
+            Location::Const => match &self.graph.values[v].source {
+                ValueSource::Const(data) => TensorRef { shape: &ty.shape, data: DataRef::F32(data) },
+                _ => EMPTY_REF,
+            },
+            _ => EMPTY_REF,
+        }
+    }
+
+    /// Mutable access to a fetched float value that lives in a slot (the optimizer
+    /// clips gradients in place). `None` for inputs, weights and constants.
+    pub fn fetch_slot_mut(&mut self, k: usize) -> Option<&mut [f32]> {
+        let v = self.fetches[k];
+        let numel = self.graph.ty(v).numel();
+        match self.plan.locations[v] {
+            Location::Slot(s) => match &mut self.slots[s] {
+                Buffer::F32(d) => Some(&mut d[..numel]),
+                Buffer::I32(_) => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Mutable access to `count` consecutive fetches starting at `first` (distinct
+    /// values, so distinct slots); `None` for fetches that are not float slots.
+    pub fn fetch_slots_mut(&mut self, first: usize, count: usize) -> Vec<Option<&mut [f32]>> {
+        let wanted: Vec<Option<(usize, usize)>> = (first..first + count)
+            .map(|k| {
+                let v = self.fetches[k];
+                match self.plan.locations[v] {
+                    Location::Slot(s) => Some((s, self.graph.ty(v).numel())),
+                    _ => None,
+                }
+            })
+            .collect();
+        let mut out: Vec<Option<&mut [f32]>> = (0..count).map(|_| None).collect();
+        for (s, buf) in self.slots.iter_mut().enumerate() {
+            let Buffer::F32(data) = buf else { continue };
+            if let Some(k) = wanted.iter().position(|w| matches!(w, Some((ws, _)) if *ws == s)) {
+                let numel = wanted[k].map_or(0, |(_, n)| n);
+                out[k] = Some(&mut data[..numel]);
+            }
+        }
+        out
+    }
+
+    /// The fetched value ids.
+    pub fn fetches(&self) -> &[ValueId] {
+        &self.fetches
+    }
+
+    /// The dtype of the `k`-th fetch.
+    pub fn fetch_dtype(&self, k: usize) -> DType {
+        self.graph.ty(self.fetches[k]).dtype
+    }
+}

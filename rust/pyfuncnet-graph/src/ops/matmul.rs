@@ -1,0 +1,241 @@
+//! `matmul` (batched, broadcasting, with transposed operands read in place) and
+//! `dense` (GEMM with the bias and activation fused into its epilogue).
+
+use pyfuncnet_kernels::gemm::{self, Epilogue, MatMut, MatRef};
+use pyfuncnet_kernels::reduce::Reduce;
+use pyfuncnet_kernels::unary::{self as ku, Unary};
+
+use super::{Attrs, Ctx, Op};
+use crate::error::{GraphError, Result};
+use crate::graph::{Graph, ValueId};
+use crate::tensor::{fmt_shape, DType, TensorMut, TensorRef, TensorType};
+
+/// `out = op(a) @ op(b)` over the last two axes, batch axes broadcast; `op` transposes
+/// when the flag is set (the GEMM packs the transposed view; nothing is copied).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MatmulOp {
+    pub transpose_a: bool,
+    pub transpose_b: bool,
+}
+
+/// `y = activation(x @ kernel + bias)` with `x` of shape `(..., in)`, `kernel (in, units)`
+/// and optional `bias (units)`. Only activations whose derivative is computable from
+/// `y` are fused; the spec lowering splits the others into `dense` + activation.
+#[derive(Debug, Clone, Copy)]
+pub struct DenseOp {
+    pub activation: Unary,
+    pub use_bias: bool,
+}
+
+pub(crate) fn build(name: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>> {
+    Ok(Some(match name {
+        "matmul" => Box::new(MatmulOp {
+            transpose_a: a.bool_or("transpose_a", false)?,
+            transpose_b: a.bool_or("transpose_b", false)?,
+        }),
+        "dense" => {
+            let act = a.str_or("activation", "linear")?;
+            let activation = Unary::from_name(act, None, None)
+                .ok_or_else(|| GraphError::value(format!("dense: unknown activation '{act}'")))?;
+            if activation.grad_needs_input() && activation != Unary::Linear {
+                return Err(GraphError::value(format!(
+                    "dense: activation '{act}' cannot be fused; apply it as a separate op"
+                )));
+            }
+            Box::new(DenseOp { activation, use_bias: a.bool_or("use_bias", true)? })
+        }
+        _ => return Ok(None),
+    }))
+}
+
+/// The matrix dims (rows, cols) of the last two axes after the optional transpose.
+fn mat_dims(shape: &[usize], transpose: bool) -> (usize, usize) {
+    let (r, c) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+    if transpose {
+        (c, r)
+    } else {
+        (r, c)
+    }
+}
+
+impl MatmulOp {
+    fn shapes(&self, a: &[usize], b: &[usize]) -> Result<(Vec<usize>, usize, usize, usize)> {
+        let bad = |why: &str| {
+            GraphError::shape(format!(
+                "matmul: {why}: a has shape {}{}, b has shape {}{}",
+                fmt_shape(a),
+                if self.transpose_a { " (transposed)" } else { "" },
+                fmt_shape(b),
+                if self.transpose_b { " (transposed)" } else { "" },
+            ))
+        };
+        if a.len() < 2 || b.len() < 2 {
+            return Err(bad("both operands need rank >= 2"));
+        }
+        let (m, ka) = mat_dims(a, self.transpose_a);
+        let (kb, n) = mat_dims(b, self.transpose_b);
+        if ka != kb {
+            return Err(bad(&format!("inner dimensions differ ({ka} vs {kb})")));
+        }
+        let batch = pyfuncnet_kernels::binary::broadcast_shapes(&a[..a.len() - 2], &b[..b.len() - 2])
+            .map_err(|_| bad("batch dimensions cannot be broadcast"))?;
+        Ok((batch, m, ka, n))
+    }
+}
+
+/// Offsets of the matrix of batch index `i` in an operand whose batch dims
+/// (`dims`, left-padded to `out_batch`'s rank) broadcast to `out_batch`.
+fn batch_offset(mut i: usize, out_batch: &[usize], dims: &[usize], mat_size: usize) -> usize {
+    let pad = out_batch.len() - dims.len();
+    let mut offset = 0;
+    let mut stride = mat_size;
+    for d in (0..out_batch.len()).rev() {
+        let idx = i % out_batch[d];
+        i /= out_batch[d];
+        if d >= pad {
+            let n = dims[d - pad];
+            if n != 1 {
+                offset += idx * stride;
+            }
+            stride *= n;
+        }
+    }
+    offset
+}
+
+impl Op for MatmulOp {
+    fn name(&self) -> &'static str {
+        "matmul"
+    }
+
+    fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
+        super::expect_inputs("matmul", inputs, 2)?;
+        if inputs.iter().any(|t| t.dtype != DType::F32) {
+            return Err(GraphError::dtype("matmul: both operands must be float32"));
+        }
+        let (mut batch, m, _, n) = self.shapes(&inputs[0].shape, &inputs[1].shape)?;
+        batch.extend([m, n]);
+        Ok(vec![TensorType::f32(batch)])
+    }
+
+    fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
+        let (a_shape, b_shape) = (inputs[0].shape, inputs[1].shape);
+        let (batch, m, k, n) = self.shapes(a_shape, b_shape)?;
+        let (a, b) = (inputs[0].f32()?, inputs[1].f32()?);
+        let c = outputs[0].f32()?;
+        let (ar, ac) = (a_shape[a_shape.len() - 2], a_shape[a_shape.len() - 1]);
+        let (br, bc) = (b_shape[b_shape.len() - 2], b_shape[b_shape.len() - 1]);
+        let batches: usize = batch.iter().product();
+        let (a_batch, b_batch) = (&a_shape[..a_shape.len() - 2], &b_shape[..b_shape.len() - 2]);
+        for i in 0..batches {
+            let ao = batch_offset(i, &batch, a_batch, ar * ac);
+            let bo = batch_offset(i, &batch, b_batch, br * bc);
+            let mut am = MatRef::row_major(&a[ao..ao + ar * ac], ar, ac)?;
+            let mut bm = MatRef::row_major(&b[bo..bo + br * bc], br, bc)?;
+            if self.transpose_a {
+                am = am.t();
+            }
+            if self.transpose_b {
+                bm = bm.t();
+            }
+            let cm = MatMut::row_major(&mut c[i * m * n..(i + 1) * m * n], m, n)?;
+            debug_assert_eq!(am.cols, k);
+            gemm::sgemm(1.0, am, bm, 0.0, cm, &Epilogue::default())?;
+        }
+        Ok(())
+    }
+
+    fn backward(&self, g: &mut Graph, inputs: &[ValueId], _o: &[ValueId], dys: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = dys[0] else { return Ok(vec![None, None]) };
+        let (a, b) = (inputs[0], inputs[1]);
+        let mm = |ta, tb| Box::new(MatmulOp { transpose_a: ta, transpose_b: tb });
+        // With C = op(A) op(B): dop(A) = dC op(B)^T, dop(B) = op(A)^T dC; a transposed
+        // operand receives the transpose, which the flags express without copies.
+        let da = match (self.transpose_a, self.transpose_b) {
+            (false, false) => g.apply1(mm(false, true), &[dy, b])?,
+            (false, true) => g.apply1(mm(false, false), &[dy, b])?,
+            (true, false) => g.apply1(mm(false, true), &[b, dy])?,
+            (true, true) => g.apply1(mm(true, true), &[b, dy])?,
+        };
+        let db = match (self.transpose_a, self.transpose_b) {
+            (false, false) => g.apply1(mm(true, false), &[a, dy])?,
+            (false, true) => g.apply1(mm(true, false), &[dy, a])?,
+            (true, false) => g.apply1(mm(false, false), &[a, dy])?,
+            (true, true) => g.apply1(mm(true, true), &[dy, a])?,
+        };
+        let da = g.sum_to_shape(da, g.shape(a).to_vec())?;
+        let db = g.sum_to_shape(db, g.shape(b).to_vec())?;
+        Ok(vec![Some(da), Some(db)])
+    }
+}
+
+impl Op for DenseOp {
+    fn name(&self) -> &'static str {
+        "dense"
+    }
+
+    fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
+        let expected = if self.use_bias { 3 } else { 2 };
+        super::expect_inputs("dense", inputs, expected)?;
+        if inputs.iter().any(|t| t.dtype != DType::F32) {
+            return Err(GraphError::dtype("dense: inputs, kernel and bias must be float32"));
+        }
+        let (x, w) = (&inputs[0].shape, &inputs[1].shape);
+        if x.is_empty() || w.len() != 2 || x[x.len() - 1] != w[0] {
+            return Err(GraphError::shape(format!(
+                "dense: input of shape {} does not match kernel of shape {} (the last input axis must equal the kernel's first)",
+                fmt_shape(x),
+                fmt_shape(w)
+            )));
+        }
+        if self.use_bias && inputs[2].shape != [w[1]] {
+            return Err(GraphError::shape(format!(
+                "dense: bias must have shape ({},), got {}",
+                w[1],
+                fmt_shape(&inputs[2].shape)
+            )));
+        }
+        let mut out = x.clone();
+        *out.last_mut().expect("rank checked above") = w[1];
+        Ok(vec![TensorType::f32(out)])
+    }
+
+    fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
+        let (x, w) = (inputs[0].f32()?, inputs[1].f32()?);
+        let (k, n) = (inputs[1].shape[0], inputs[1].shape[1]);
+        let m = if k == 0 { inputs[0].shape[..inputs[0].shape.len() - 1].iter().product() } else { x.len() / k };
+        let bias = if self.use_bias { Some(inputs[2].f32()?) } else { None };
+        let act = self.activation;
+        let apply = move |row: &mut [f32]| ku::unary_inplace(act, row);
+        let epilogue = Epilogue {
+            bias,
+            activation: if act == Unary::Linear { None } else { Some(&apply) },
+        };
+        let c = MatMut::row_major(outputs[0].f32()?, m, n)?;
+        gemm::sgemm(1.0, MatRef::row_major(x, m, k)?, MatRef::row_major(w, k, n)?, 0.0, c, &epilogue)?;
+        Ok(())
+    }
+
+    fn backward(&self, g: &mut Graph, inputs: &[ValueId], outputs: &[ValueId], dys: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = dys[0] else { return Ok(vec![None; inputs.len()]) };
+        let (x, w) = (inputs[0], inputs[1]);
+        let dz = if self.activation == Unary::Linear {
+            dy
+        } else {
+            g.apply1(Box::new(super::unary::UnaryGradOp { kind: self.activation }), &[outputs[0], dy])?
+        };
+        let x_shape = g.shape(x).to_vec();
+        let (k, n) = (g.shape(w)[0], g.shape(w)[1]);
+        let rows: usize = x_shape[..x_shape.len() - 1].iter().product();
+        let x2 = g.reshape(x, &[rows, k])?;
+        let dz2 = g.reshape(dz, &[rows, n])?;
+        let dx2 = g.apply1(Box::new(MatmulOp { transpose_a: false, transpose_b: true }), &[dz2, w])?;
+        let dx = g.reshape(dx2, &x_shape)?;
+        let dw = g.apply1(Box::new(MatmulOp { transpose_a: true, transpose_b: false }), &[x2, dz2])?;
+        let mut grads = vec![Some(dx), Some(dw)];
+        if self.use_bias {
+            grads.push(Some(g.reduce(Reduce::Sum, dz2, &[0], false)?));
+        }
+        Ok(grads)
+    }
+}

@@ -1,0 +1,339 @@
+//! The blocked GEMM driver: K, N and M blocking, packing, parallel tasks, epilogue.
+//!
+//! Loop nest (BLIS order, with B packed for all of K up front):
+//!
+//! ```text
+//! for jc in N by nc:                           N blocks (nc chosen so k x nc fits L3)
+//!   pack B[:, jc] into NR-column panels        (parallel over groups of panels)
+//!   for each task (ic, chunk of jc):           (parallel: M blocks x N chunks)
+//!     for pc in K by kc:                       always in ascending order
+//!       pack A[ic, pc] into MR-row panels      (per-thread buffer, stays in L2)
+//!       for jr in chunk by NR:                 B micro-panel stays in L1
+//!         for ir in ic by MR:                  A micro-panels stream from L2
+//!           micro-kernel (beta on the first K block, 1 afterwards)
+//!     bias + activation on the task's tile of C
+//! ```
+//!
+//! Tasks own disjoint tiles of C and loop over K themselves, so the only
+//! synchronisation is the end of the B packing and the end of the tasks, once per
+//! N block. The block sizes and the task partition are functions of `(m, n, k)`
+//! only, so every element of C sees the same sequence of operations whatever the
+//! number of threads.
+
+use super::kernel::MicroKernel;
+use super::pack::pack_panels;
+use super::scratch::{with_scratch, Slot};
+use super::{small, Epilogue, MatRef};
+use crate::par;
+
+/// K block: a `KC x NR` B micro-panel (16 KiB for AVX2) stays in L1 with the A
+/// micro-panel while the kernel runs.
+const KC: usize = 256;
+/// Largest M block: the packed `MC x KC` A block (up to 192 KiB) stays in the
+/// 1 MiB L2.
+const MC: usize = 192;
+/// Smallest M block when M is cut finer to make parallel tasks.
+const MIN_MC: usize = 48;
+/// Largest N block.
+const NC: usize = 4096;
+/// Largest packed B block, `k x nc` floats (8 MiB, in the shared L3).
+const B_PACK_MAX: usize = 2 * 1024 * 1024;
+/// Each parallel task should carry at least this many flops (~40 µs at peak), so
+/// that handing it to another thread costs little.
+const MIN_TASK_FLOPS: usize = 4_000_000;
+/// Tasks per N block when the problem is large enough: plenty for dynamic load
+/// balancing on a few cores.
+const TARGET_TASKS: usize = 16;
+/// Narrowest N chunk of a task, in NR panels: A is re-packed once per chunk.
+const MIN_CHUNK_PANELS: usize = 8;
+/// Packing B is split into groups of at least this many elements per task.
+const MIN_PACK_TASK: usize = 16 * 1024;
+
+/// One product, after the shape checks: `C <- epilogue(alpha * A * B + beta * C)`.
+pub(crate) struct Problem<'a> {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub alpha: f32,
+    pub a: MatRef<'a>,
+    pub b: MatRef<'a>,
+    pub beta: f32,
+    pub epilogue: &'a Epilogue<'a>,
+}
+
+/// Runs a checked problem (`m, n > 0`) with micro-kernel `K`.
+pub(crate) fn gemm<K: MicroKernel>(p: &Problem, c: &mut [f32], ldc: usize) {
+    let target = CTarget::new(c, ldc, p.m, p.n);
+    if p.k == 0 {
+        scale_only(p, c, ldc);
+    } else if small::prefers_small::<K>(p.m, p.n, p.k) {
+        small::gemm::<K>(p, target);
+    } else {
+        blocked::<K>(p, target);
+    }
+}
+
+/// `k == 0`: `C <- epilogue(beta * C)`, never reading C when `beta == 0`.
+fn scale_only(p: &Problem, c: &mut [f32], ldc: usize) {
+    for i in 0..p.m {
+        let row = &mut c[i * ldc..i * ldc + p.n];
+        if p.beta == 0.0 {
+            row.fill(0.0);
+        } else {
+            row.iter_mut().for_each(|x| *x *= p.beta);
+        }
+        p.epilogue.apply(row, 0);
+    }
+}
+
+/// Runs `task(0..tasks)`: on the pool, or in order on this thread when the pool
+/// has a single worker (which saves the hand-off to it and back). The partition
+/// is the caller's and does not change either way.
+pub(crate) fn run_tasks(tasks: usize, task: impl Fn(usize) + Sync + Send) {
+    if tasks <= 1 || par::num_threads() == 1 {
+        (0..tasks).for_each(task);
+    } else {
+        par::for_each_task(tasks, task);
+    }
+}
+
+/// `ceil(x / unit) * unit`.
+pub(crate) fn round_up(x: usize, unit: usize) -> usize {
+    x.div_ceil(unit) * unit
+}
+
+/// Splits `len` into the fewest blocks of at most `max`, of nearly equal size
+/// rounded up to `unit`; returns the block size.
+pub(crate) fn balanced_block(len: usize, max: usize, unit: usize) -> usize {
+    let blocks = len.div_ceil(max).max(1);
+    round_up(len.div_ceil(blocks), unit).max(unit)
+}
+
+fn blocked<K: MicroKernel>(p: &Problem, c: CTarget) {
+    let (m, n, k) = (p.m, p.n, p.k);
+    let (mr, nr) = (K::MR, K::NR);
+    let kc = balanced_block(k, KC, 1);
+    let nc_max = (B_PACK_MAX / k / nr * nr).clamp(nr, NC);
+    let nc = balanced_block(n, nc_max, nr);
+    let bt = p.b.t();
+
+    with_scratch(Slot::B, k * nc, |bpack| {
+        for j0 in (0..n).step_by(nc) {
+            let ncur = nc.min(n - j0);
+            let n_panels = ncur.div_ceil(nr);
+            // Pack B[:, j0..j0+ncur] as NR-column panels, K block by K block: the
+            // block at p0 starts at p0 * n_panels*NR and holds its panels (kcur x NR
+            // each) one after the other, so the panels a task streams are adjacent.
+            let bp = &mut bpack[..n_panels * nr * k];
+            for p0 in (0..k).step_by(kc) {
+                let kcur = kc.min(k - p0);
+                let block = &mut bp[p0 * n_panels * nr..(p0 + kcur) * n_panels * nr];
+                let group = (MIN_PACK_TASK / (nr * kcur)).max(1);
+                let chunk_len = group * nr * kcur;
+                let pack_group = |g: usize, chunk: &mut [f32]| {
+                    let col = g * group * nr;
+                    let cols = (group * nr).min(ncur - col);
+                    pack_panels(chunk, &bt, j0 + col, cols, p0, kcur, nr);
+                };
+                if block.len() <= chunk_len || par::num_threads() == 1 {
+                    block.chunks_mut(chunk_len).enumerate().for_each(|(g, chunk)| pack_group(g, chunk));
+                } else {
+                    par::for_each_chunk_mut(block, chunk_len, pack_group);
+                }
+            }
+            let bp: &[f32] = bp;
+
+            let (mc, chunk_panels) = partition(m, n_panels, k, mr, nr);
+            let m_blocks = m.div_ceil(mc);
+            let n_chunks = n_panels.div_ceil(chunk_panels);
+            run_tasks(m_blocks * n_chunks, |t| {
+                let i0 = (t / n_chunks) * mc;
+                let mcur = mc.min(m - i0);
+                let jp0 = (t % n_chunks) * chunk_panels;
+                let jp1 = (jp0 + chunk_panels).min(n_panels);
+                let m_panels = mcur.div_ceil(mr);
+                with_scratch(Slot::A, m_panels * mr * kc, |ap| {
+                    for p0 in (0..k).step_by(kc) {
+                        let kcur = kc.min(k - p0);
+                        let beta = if p0 == 0 { p.beta } else { 1.0 };
+                        let ap = &mut ap[..m_panels * mr * kcur];
+                        pack_panels(ap, &p.a, i0, mcur, p0, kcur, mr);
+                        for jp in jp0..jp1 {
+                            let j = j0 + jp * nr;
+                            let cols = nr.min(n - j);
+                            let b_src = Operand { data: bp, offset: p0 * n_panels * nr + jp * nr * kcur, rs: nr, cs: 1 };
+                            for ip in 0..m_panels {
+                                let i = i0 + ip * mr;
+                                let rows = mr.min(m - i);
+                                let a_src = Operand { data: ap, offset: ip * mr * kcur, rs: 1, cs: mr };
+                                let tile = Tile { i, j, rows, cols };
+                                // SAFETY: task t owns rows i0..i0+mcur and the columns
+                                // of panels jp0..jp1 of this N block; no other task
+                                // touches the tile. The caller picked K for this CPU.
+                                unsafe { c.run_tile::<K>(tile, kcur, p.alpha, a_src, b_src, beta) };
+                            }
+                        }
+                    }
+                });
+                let j = j0 + jp0 * nr;
+                let cols = ((jp1 - jp0) * nr).min(n - j);
+                // SAFETY: the same rows and columns as above, owned by task t.
+                unsafe { c.apply_epilogue(p.epilogue, i0..i0 + mcur, j, cols) };
+            });
+        }
+    });
+}
+
+/// The task partition of one N block of `n_panels` NR-panels: returns the M block
+/// size and the N chunk width in panels. Depends on the shape only.
+///
+/// M is cut first (down to [`MIN_MC`] rows), since M blocks share the packed B
+/// and pack disjoint parts of A; N chunks are added only when M is too short,
+/// because each N chunk packs the A block again.
+fn partition(m: usize, n_panels: usize, k: usize, mr: usize, nr: usize) -> (usize, usize) {
+    let flops = 2 * m * n_panels * nr * k;
+    let tasks = (flops / MIN_TASK_FLOPS).clamp(1, TARGET_TASKS);
+    let m_blocks = m.div_ceil(MC).max(tasks.min(m / MIN_MC)).max(1);
+    let mc = round_up(m.div_ceil(m_blocks), mr);
+    let m_blocks = m.div_ceil(mc);
+    let n_chunks = tasks.div_ceil(m_blocks).min(n_panels / MIN_CHUNK_PANELS).max(1);
+    (mc, n_panels.div_ceil(n_chunks))
+}
+
+/// A tile of C: rows `i..i+rows`, columns `j..j+cols`, at most `MR x NR`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tile {
+    pub i: usize,
+    pub j: usize,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// A micro-kernel operand: element `(r, p)` at `data[offset + r*rs + p*cs]`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Operand<'s> {
+    pub data: &'s [f32],
+    pub offset: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl Operand<'_> {
+    /// Whether every element `(r, p)` with `r < rows`, `p < cols` is inside `data`.
+    fn covers(&self, rows: usize, cols: usize) -> bool {
+        rows == 0
+            || cols == 0
+            || self.offset + (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// The output matrix shared by the tasks of one product. Tasks write disjoint
+/// tiles through a raw pointer; every access is bounds-checked against `len`.
+#[derive(Clone, Copy)]
+pub(crate) struct CTarget {
+    ptr: *mut f32,
+    len: usize,
+    ldc: usize,
+    m: usize,
+    n: usize,
+}
+
+// SAFETY: CTarget is a pointer into a `&mut [f32]` that outlives the product; tasks
+// only touch disjoint tiles (each `unsafe` accessor states that obligation).
+unsafe impl Send for CTarget {}
+// SAFETY: as above.
+unsafe impl Sync for CTarget {}
+
+impl CTarget {
+    /// Wraps the checked output `c` (`m x n`, leading dimension `ldc >= n`).
+    fn new(c: &mut [f32], ldc: usize, m: usize, n: usize) -> Self {
+        assert!(m == 0 || n == 0 || (m - 1) * ldc + n <= c.len());
+        assert!(m <= 1 || ldc >= n);
+        CTarget { ptr: c.as_mut_ptr(), len: c.len(), ldc, m, n }
+    }
+
+    /// Runs micro-kernel `K` for one tile: the kernel reads `K::MR` rows of `a`,
+    /// `K::NR` columns of `b` (padded panels or in-place operands) and `k` steps of
+    /// each; only the valid `rows x cols` part of C is written.
+    ///
+    /// # Panics
+    /// If the tile or an operand range is out of bounds.
+    ///
+    /// # Safety
+    /// No other thread accesses this tile of C during the call, and the CPU
+    /// supports `K`'s instruction set.
+    pub(crate) unsafe fn run_tile<K: MicroKernel>(
+        &self,
+        t: Tile,
+        k: usize,
+        alpha: f32,
+        a: Operand,
+        b: Operand,
+        beta: f32,
+    ) {
+        assert!(t.rows <= K::MR && t.cols <= K::NR && t.i + t.rows <= self.m && t.j + t.cols <= self.n);
+        assert!(b.cs == 1 && a.covers(K::MR, k) && b.covers(k, K::NR));
+        let a_ptr = a.data[a.offset..].as_ptr();
+        let b_ptr = b.data[b.offset..].as_ptr();
+        if t.rows == K::MR && t.cols == K::NR {
+            // SAFETY: the tile is inside C (asserted above, with (m-1)*ldc + n <= len
+            // from `new`), the operand ranges are covered (asserted), the caller owns
+            // the tile and vouches for the instruction set.
+            unsafe {
+                let c_ptr = self.ptr.add(t.i * self.ldc + t.j);
+                K::kernel(k, alpha, a_ptr, a.rs, a.cs, b_ptr, b.rs, beta, c_ptr, self.ldc);
+            }
+        } else {
+            // Edge tile: compute the full tile into a local buffer, then merge the
+            // valid part. Sized for the largest kernel (AVX2 6x16).
+            let mut buf = [0.0f32; MAX_TILE];
+            assert!(K::MR * K::NR <= MAX_TILE);
+            // SAFETY: `buf` holds MR x NR elements with leading dimension NR; beta = 0
+            // so it is not read; operand ranges as above.
+            unsafe { K::kernel(k, alpha, a_ptr, a.rs, a.cs, b_ptr, b.rs, 0.0, buf.as_mut_ptr(), K::NR) };
+            for r in 0..t.rows {
+                // SAFETY: row t.i + r < m, columns t.j..t.j+cols <= n, inside C and
+                // owned by the caller.
+                let row = unsafe { self.row_mut(t.i + r, t.j, t.cols) };
+                let src = &buf[r * K::NR..r * K::NR + t.cols];
+                if beta == 0.0 {
+                    row.copy_from_slice(src);
+                } else {
+                    for (x, &v) in row.iter_mut().zip(src) {
+                        *x = v + beta * *x;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bias and activation on rows `rows`, columns `j..j+cols`.
+    ///
+    /// # Safety
+    /// No other thread accesses those elements during the call.
+    pub(crate) unsafe fn apply_epilogue(&self, ep: &Epilogue, rows: std::ops::Range<usize>, j: usize, cols: usize) {
+        if ep.is_identity() {
+            return;
+        }
+        for i in rows {
+            // SAFETY: forwarded ownership; bounds are checked in `row_mut`.
+            let row = unsafe { self.row_mut(i, j, cols) };
+            ep.apply(row, j);
+        }
+    }
+
+    /// The segment of row `i`, columns `j..j+cols`.
+    ///
+    /// # Safety
+    /// No other reference to those elements exists while the slice lives.
+    unsafe fn row_mut(&self, i: usize, j: usize, cols: usize) -> &mut [f32] {
+        assert!(i < self.m && j + cols <= self.n);
+        debug_assert!(i * self.ldc + j + cols <= self.len);
+        // SAFETY: i*ldc + j + cols <= (m-1)*ldc + n <= len (checked in `new`), the
+        // pointer comes from a live `&mut [f32]`, exclusivity is the caller's.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * self.ldc + j), cols) }
+    }
+}
+
+/// Largest `MR * NR` of any micro-kernel.
+const MAX_TILE: usize = 6 * 16;

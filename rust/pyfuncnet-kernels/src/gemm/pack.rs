@@ -1,0 +1,165 @@
+//! Packing: copies a block of an operand into the panel order the micro-kernel
+//! streams through, reading through the view's strides.
+//!
+//! Packing A into `MR`-row panels and packing B into `NR`-column panels are the
+//! same operation: B's column panels are the row panels of `Bᵀ`. So [`pack_panels`]
+//! takes a view `x` and cuts its rows into panels of `w`; panel `s` holds, for each
+//! column `p`, the `w` values `x(s*w + 0..w, p)` next to each other:
+//!
+//! ```text
+//! dst[s*w*cols + p*w + r] = x(row0 + s*w + r, col0 + p)    (0 past the last row)
+//! ```
+//!
+//! A transposed view only changes which of the two loops below reads contiguously,
+//! so transposed operands pack at the same speed as plain ones.
+
+use super::MatRef;
+
+/// Packs rows `row0..row0+rows` and columns `col0..col0+cols` of `x` into panels of
+/// `w` rows, zero-padding the last panel. `dst` must hold
+/// `ceil(rows / w) * w * cols` elements.
+///
+/// # Panics
+/// If the block is outside `x` or `dst` is too short (the driver never does that).
+pub(crate) fn pack_panels(
+    dst: &mut [f32],
+    x: &MatRef,
+    row0: usize,
+    rows: usize,
+    col0: usize,
+    cols: usize,
+    w: usize,
+) {
+    assert!(row0 + rows <= x.rows && col0 + cols <= x.cols);
+    let panels = rows.div_ceil(w);
+    let dst = &mut dst[..panels * w * cols];
+    if x.rs == 1 && cols > 0 {
+        // Columns of x are contiguous: read each one front to back (a sequential
+        // stream the prefetchers follow) and deal it out to the panels.
+        match w {
+            4 => deal_columns::<4>(dst, x, row0, rows, col0, cols),
+            6 => deal_columns::<6>(dst, x, row0, rows, col0, cols),
+            8 => deal_columns::<8>(dst, x, row0, rows, col0, cols),
+            16 => deal_columns::<16>(dst, x, row0, rows, col0, cols),
+            _ => {}
+        }
+        if matches!(w, 4 | 6 | 8 | 16) {
+            return;
+        }
+    }
+    for (s, panel) in dst.chunks_exact_mut(w * cols).enumerate() {
+        let r0 = row0 + s * w;
+        let valid = w.min(row0 + rows - r0);
+        pack_one_panel(panel, x, r0, valid, col0, cols, w);
+    }
+}
+
+/// `pack_panels` for a view whose columns are contiguous (`x.rs == 1`).
+fn deal_columns<const W: usize>(dst: &mut [f32], x: &MatRef, row0: usize, rows: usize, col0: usize, cols: usize) {
+    let full = rows / W;
+    let tail = rows - full * W;
+    for p in 0..cols {
+        let start = row0 + (col0 + p) * x.cs;
+        let column = &x.data[start..start + rows];
+        for (s, run) in column.chunks_exact(W).enumerate() {
+            let out = &mut dst[s * W * cols + p * W..][..W];
+            out.copy_from_slice(run);
+        }
+        if tail > 0 {
+            let out = &mut dst[full * W * cols + p * W..][..W];
+            out[..tail].copy_from_slice(&column[full * W..]);
+            out[tail..].fill(0.0);
+        }
+    }
+}
+
+/// Packs one panel of `valid <= w` rows starting at row `r0`, with the panel width
+/// as a constant when it is one of the kernels' tile sizes (so the inner copies
+/// unroll into a few vector moves).
+fn pack_one_panel(panel: &mut [f32], x: &MatRef, r0: usize, valid: usize, col0: usize, cols: usize, w: usize) {
+    if cols == 0 {
+        return;
+    }
+    if valid < w {
+        panel.fill(0.0);
+    }
+    match (w, valid == w) {
+        (4, true) => pack_full::<4>(panel, x, r0, col0, cols),
+        (6, true) => pack_full::<6>(panel, x, r0, col0, cols),
+        (8, true) => pack_full::<8>(panel, x, r0, col0, cols),
+        (16, true) => pack_full::<16>(panel, x, r0, col0, cols),
+        _ => pack_any(panel, x, r0, valid, col0, cols, w),
+    }
+}
+
+/// A panel of exactly `W` valid rows.
+#[inline(always)]
+fn pack_full<const W: usize>(panel: &mut [f32], x: &MatRef, r0: usize, col0: usize, cols: usize) {
+    let (rs, cs) = (x.rs, x.cs);
+    let panel = &mut panel[..W * cols];
+    if rs == 1 {
+        // The W values of one column are adjacent in memory: copy runs.
+        let src = &x.data[r0 + col0 * cs..];
+        for (p, out) in panel.chunks_exact_mut(W).enumerate() {
+            let run: &[f32; W] = src[p * cs..p * cs + W].try_into().unwrap();
+            out.copy_from_slice(run);
+        }
+    } else if cs == 1 {
+        // Each row is contiguous along p: gather one element from each of the W row
+        // streams and write them side by side.
+        let rows: [&[f32]; W] = std::array::from_fn(|r| {
+            let start = (r0 + r) * rs + col0;
+            &x.data[start..start + cols]
+        });
+        for (p, out) in panel.chunks_exact_mut(W).enumerate() {
+            for r in 0..W {
+                out[r] = rows[r][p];
+            }
+        }
+    } else {
+        pack_any(panel, x, r0, W, col0, cols, W);
+    }
+}
+
+/// Any panel width and any strides.
+fn pack_any(panel: &mut [f32], x: &MatRef, r0: usize, valid: usize, col0: usize, cols: usize, w: usize) {
+    for (p, out) in panel[..w * cols].chunks_exact_mut(w).enumerate() {
+        for (r, o) in out[..valid].iter_mut().enumerate() {
+            *o = x.at(r0 + r, col0 + p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_panels_matches_definition_for_every_layout() {
+        let data: Vec<f32> = (0..200).map(|v| v as f32).collect();
+        let views = [
+            MatRef::new(&data, 7, 9, 9, 1).unwrap(),
+            MatRef::new(&data, 7, 9, 9, 1).unwrap().t().t(),
+            MatRef::new(&data, 9, 7, 1, 9).unwrap(),
+            MatRef::new(&data, 6, 5, 20, 3).unwrap(),
+        ];
+        for x in views {
+            for w in [1, 4, 6, 16] {
+                let (row0, col0) = (1, 2);
+                let (rows, cols) = (x.rows - 1, x.cols - 2);
+                let panels = rows.div_ceil(w);
+                let mut dst = vec![f32::NAN; panels * w * cols];
+                pack_panels(&mut dst, &x, row0, rows, col0, cols, w);
+                for s in 0..panels {
+                    for p in 0..cols {
+                        for r in 0..w {
+                            let i = s * w + r;
+                            let want = if i < rows { x.at(row0 + i, col0 + p) } else { 0.0 };
+                            assert_eq!(dst[s * w * cols + p * w + r], want);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

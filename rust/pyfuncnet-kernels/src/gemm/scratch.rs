@@ -1,0 +1,78 @@
+//! Per-thread packing buffers that grow once and are then reused.
+//!
+//! A buffer is moved out of its thread-local slot for the duration of a use and put
+//! back afterwards. A nested use on the same thread (a pool worker that steals
+//! another GEMM while waiting for its own tasks) finds the slot empty and allocates
+//! a fresh buffer instead of panicking on a double borrow; the larger one is kept.
+
+use std::cell::RefCell;
+use std::thread::LocalKey;
+
+/// Alignment of the slices handed out, in bytes (one cache line).
+const ALIGN_BYTES: usize = 64;
+const ALIGN_FLOATS: usize = ALIGN_BYTES / std::mem::size_of::<f32>();
+
+/// Which per-thread buffer to use; one GEMM may hold one of each at a time.
+#[derive(Clone, Copy)]
+pub(crate) enum Slot {
+    /// Packed B, shared by the tasks of one product (held by the calling thread).
+    B,
+    /// Packed A, or small remainders, private to one task.
+    A,
+}
+
+thread_local! {
+    static BUF_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static BUF_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+fn key(slot: Slot) -> &'static LocalKey<RefCell<Vec<f32>>> {
+    match slot {
+        Slot::B => &BUF_B,
+        Slot::A => &BUF_A,
+    }
+}
+
+/// Runs `f` with a 64-byte aligned scratch slice of `len` floats.
+///
+/// The contents are unspecified (left over from earlier uses); `f` must write
+/// before it reads.
+pub(crate) fn with_scratch<R>(slot: Slot, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = key(slot).with(|cell| cell.take());
+    let needed = len + ALIGN_FLOATS;
+    if buf.len() < needed {
+        buf.resize(needed, 0.0);
+    }
+    let misalign = (buf.as_ptr() as usize % ALIGN_BYTES) / std::mem::size_of::<f32>();
+    let offset = (ALIGN_FLOATS - misalign) % ALIGN_FLOATS;
+    let result = f(&mut buf[offset..offset + len]);
+    key(slot).with(|cell| {
+        let mut kept = cell.borrow_mut();
+        if kept.capacity() < buf.capacity() {
+            *kept = buf;
+        }
+    });
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_is_aligned_and_nesting_does_not_panic() {
+        with_scratch(Slot::A, 100, |outer| {
+            assert_eq!(outer.as_ptr() as usize % ALIGN_BYTES, 0);
+            outer.fill(1.0);
+            with_scratch(Slot::A, 10, |inner| {
+                assert_eq!(inner.as_ptr() as usize % ALIGN_BYTES, 0);
+                inner.fill(2.0);
+            });
+            assert!(outer.iter().all(|&x| x == 1.0));
+        });
+        // Steady state: the same buffer comes back.
+        let p1 = with_scratch(Slot::B, 1000, |s| s.as_ptr() as usize);
+        let p2 = with_scratch(Slot::B, 500, |s| s.as_ptr() as usize);
+        assert_eq!(p1, p2);
+    }
+}

@@ -1,0 +1,344 @@
+//! `sgemm` against the f64 reference, at every SIMD level this CPU supports.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use proptest::prelude::*;
+use pyfuncnet_kernels::cpu::{self, SimdLevel};
+use pyfuncnet_kernels::gemm::{sgemm, sgemm_reference, sgemm_with_level, Epilogue, MatMut, MatRef};
+use pyfuncnet_kernels::KernelError;
+
+/// Levels that ran at least one product, to prove the SIMD kernels were exercised.
+static LEVELS_RUN: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+
+/// Deterministic values in [-1, 1).
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// How an operand is stored.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    /// Stored as the transpose and viewed through `.t()`.
+    transposed: bool,
+    /// Extra elements between stored rows (a non-contiguous view).
+    pad: usize,
+}
+
+/// Storage for a `rows x cols` operand in `layout`, and a view of it.
+fn operand(rows: usize, cols: usize, layout: Layout, seed: u64) -> (Vec<f32>, usize, usize, usize) {
+    let (srows, scols) = if layout.transposed { (cols, rows) } else { (rows, cols) };
+    let ld = scols + layout.pad;
+    let data = values(srows * ld + 3, seed);
+    let (rs, cs) = if layout.transposed { (1, ld) } else { (ld, 1) };
+    (data, ld, rs, cs)
+}
+
+fn relu(row: &mut [f32]) {
+    row.iter_mut().for_each(|x| *x = x.max(0.0));
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    la: Layout,
+    lb: Layout,
+    ldc_pad: usize,
+    alpha: f32,
+    beta: f32,
+    bias: bool,
+    activation: bool,
+}
+
+impl Case {
+    fn plain(m: usize, n: usize, k: usize) -> Case {
+        let l = Layout { transposed: false, pad: 0 };
+        Case { m, n, k, la: l, lb: l, ldc_pad: 0, alpha: 1.0, beta: 0.0, bias: false, activation: false }
+    }
+}
+
+/// Runs `case` at `level` (None: `sgemm`, the active level) and compares with the
+/// reference; returns a description of the first mismatch.
+fn run_case(level: Option<SimdLevel>, case: Case) -> Result<(), String> {
+    let Case { m, n, k, la, lb, ldc_pad, alpha, beta, bias, activation } = case;
+    let (a_data, _, ars, acs) = operand(m, k, la, 1 + m as u64);
+    let (b_data, _, brs, bcs) = operand(k, n, lb, 2 + n as u64);
+    let a = MatRef::new(&a_data, m, k, ars, acs).unwrap();
+    let b = MatRef::new(&b_data, k, n, brs, bcs).unwrap();
+    let ldc = n + ldc_pad;
+    let c_len = if m == 0 { 0 } else { (m - 1) * ldc + n };
+    let c0 = values(c_len, 3 + k as u64);
+    let bias_v = values(n, 4);
+    let act: &(dyn Fn(&mut [f32]) + Sync) = &relu;
+    let ep = Epilogue { bias: bias.then_some(&bias_v[..]), activation: activation.then_some(act) };
+
+    let mut want = c0.clone();
+    sgemm_reference(alpha, a, b, beta, MatMut::new(&mut want, m, n, ldc).unwrap(), &ep).unwrap();
+    // beta == 0 must not read C: fill it with NaN.
+    let mut got = if beta == 0.0 { vec![f32::NAN; c_len] } else { c0.clone() };
+    let out = MatMut::new(&mut got, m, n, ldc).unwrap();
+    match level {
+        Some(level) => sgemm_with_level(level, alpha, a, b, beta, out, &ep).unwrap(),
+        None => sgemm(alpha, a, b, beta, out, &ep).unwrap(),
+    }
+    let name = level.unwrap_or_else(cpu::active).name();
+    LEVELS_RUN.lock().unwrap().insert(name);
+
+    let scale = alpha.abs() * k as f32 + beta.abs() + 1.0;
+    let tol = 2e-6 * scale + 1e-6;
+    for i in 0..m {
+        for j in 0..ldc {
+            let idx = i * ldc + j;
+            if idx >= c_len {
+                continue;
+            }
+            if j >= n {
+                // Padding between rows is never written.
+                let untouched = if beta == 0.0 { got[idx].is_nan() } else { got[idx] == c0[idx] };
+                if !untouched {
+                    return Err(format!("{name}: {case:?}: padding ({i}, {j}) was written"));
+                }
+                continue;
+            }
+            let (g, w) = (got[idx], want[idx]);
+            if !((g - w).abs() <= tol) {
+                return Err(format!("{name}: {case:?}: C({i}, {j}) = {g}, reference {w}, tolerance {tol}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn all_layouts() -> [Layout; 4] {
+    [
+        Layout { transposed: false, pad: 0 },
+        Layout { transposed: true, pad: 0 },
+        Layout { transposed: false, pad: 5 },
+        Layout { transposed: true, pad: 3 },
+    ]
+}
+
+fn check_every_level(case: Case) {
+    for level in cpu::supported_levels() {
+        if let Err(e) = run_case(Some(level), case) {
+            panic!("{e}");
+        }
+    }
+}
+
+#[test]
+fn gemm_forward_matches_reference_on_edge_shapes() {
+    // Sizes around the tile sizes (scalar 4x8, AVX2 6x16), the K blocks (256) and
+    // the switch between the small and the blocked paths.
+    let dims = [0, 1, 2, 5, 6, 7, 15, 16, 17, 31, 33, 65];
+    for &m in &dims {
+        for &n in &dims {
+            for &k in &[0, 1, 3, 16, 37] {
+                check_every_level(Case::plain(m, n, k));
+            }
+        }
+    }
+    for (m, n, k) in [
+        (1, 1, 257),
+        (7, 17, 513),
+        (6, 16, 256),
+        (12, 32, 255),
+        (65, 65, 129),
+        (130, 100, 300),
+        (193, 130, 257),
+        (200, 97, 520),
+        (385, 170, 64),
+        (70, 4100, 20),
+        (100, 100, 1000),
+    ] {
+        check_every_level(Case::plain(m, n, k));
+    }
+    let seen = LEVELS_RUN.lock().unwrap().clone();
+    eprintln!("gemm levels run: {seen:?}");
+    if SimdLevel::Avx2Fma.is_supported() {
+        assert!(seen.contains("avx2"), "the AVX2 kernel did not run");
+    }
+    assert!(seen.contains("scalar"));
+}
+
+#[test]
+fn gemm_transposed_and_strided_operands_match_reference() {
+    for (m, n, k) in [(5, 7, 3), (13, 17, 29), (64, 70, 100), (97, 130, 300), (200, 150, 140)] {
+        for la in all_layouts() {
+            for lb in all_layouts() {
+                for ldc_pad in [0, 3] {
+                    check_every_level(Case { la, lb, ldc_pad, ..Case::plain(m, n, k) });
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_alpha_beta_and_epilogue_match_reference() {
+    for (m, n, k) in [(1, 1, 1), (7, 9, 0), (6, 16, 5), (33, 21, 70), (150, 140, 300), (64, 10, 64)] {
+        for (alpha, beta) in [(1.0, 0.0), (0.5, 0.0), (1.0, 1.0), (-2.0, 0.25), (0.0, 3.0)] {
+            for (bias, activation) in [(false, false), (true, false), (false, true), (true, true)] {
+                check_every_level(Case { alpha, beta, bias, activation, ..Case::plain(m, n, k) });
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_mlp_training_shapes_match_reference() {
+    let t = Layout { transposed: true, pad: 0 };
+    for batch in [64, 256] {
+        for (fan_in, fan_out) in [(784, 64), (64, 64), (64, 10)] {
+            // X·W, dY·Wᵀ, Xᵀ·dY.
+            check_every_level(Case { bias: true, activation: true, ..Case::plain(batch, fan_out, fan_in) });
+            check_every_level(Case { lb: t, ..Case::plain(batch, fan_in, fan_out) });
+            check_every_level(Case { la: t, ..Case::plain(fan_in, fan_out, batch) });
+        }
+    }
+}
+
+#[test]
+fn gemm_active_level_runs() {
+    eprintln!("gemm level (active): {}", cpu::active().name());
+    run_case(None, Case::plain(37, 45, 53)).unwrap();
+}
+
+#[test]
+fn gemm_k_zero_writes_epilogue_of_beta_c() {
+    let bias = [1.0, -2.0, 3.0];
+    let act: &(dyn Fn(&mut [f32]) + Sync) = &relu;
+    for level in cpu::supported_levels() {
+        let mut c = vec![f32::NAN; 6];
+        let a = MatRef::new(&[], 2, 0, 0, 1).unwrap();
+        let b = MatRef::new(&[], 0, 3, 3, 1).unwrap();
+        let ep = Epilogue { bias: Some(&bias), activation: Some(act) };
+        sgemm_with_level(level, 1.0, a, b, 0.0, MatMut::row_major(&mut c, 2, 3).unwrap(), &ep).unwrap();
+        assert_eq!(c, [1.0, 0.0, 3.0, 1.0, 0.0, 3.0]);
+    }
+}
+
+#[test]
+fn gemm_errors_instead_of_panicking() {
+    let data = vec![1.0f32; 64];
+    let a = MatRef::row_major(&data, 4, 5).unwrap();
+    let b = MatRef::row_major(&data, 6, 3).unwrap();
+    let mut c = vec![0.0f32; 64];
+    let ep = Epilogue::default();
+    let r = sgemm(1.0, a, b, 0.0, MatMut::row_major(&mut c, 4, 3).unwrap(), &ep);
+    assert!(matches!(r, Err(KernelError::ShapeMismatch { .. })));
+    let b = MatRef::row_major(&data, 5, 3).unwrap();
+    let r = sgemm(1.0, a, b, 0.0, MatMut::row_major(&mut c, 3, 3).unwrap(), &ep);
+    assert!(matches!(r, Err(KernelError::ShapeMismatch { .. })));
+    let r = sgemm(1.0, a, b, 0.0, MatMut::row_major(&mut c, 4, 4).unwrap(), &ep);
+    assert!(matches!(r, Err(KernelError::ShapeMismatch { .. })));
+    let bias = [0.0f32; 2];
+    let bad_bias = Epilogue { bias: Some(&bias), activation: None };
+    let r = sgemm(1.0, a, b, 0.0, MatMut::row_major(&mut c, 4, 3).unwrap(), &bad_bias);
+    assert!(matches!(r, Err(KernelError::ShapeMismatch { .. })));
+
+    // Constructors refuse views that do not fit.
+    assert!(matches!(MatRef::row_major(&data, 9, 8), Err(KernelError::BufferTooSmall { .. })));
+    assert!(matches!(MatRef::new(&data, 2, 2, 63, 1), Err(KernelError::BufferTooSmall { .. })));
+    assert!(MatRef::new(&data, 2, 2, usize::MAX, 1).is_err());
+    assert!(MatRef::new(&[], 0, 5, 5, 1).is_ok());
+    assert!(MatMut::new(&mut c, 2, 5, 4).is_err());
+    assert!(MatMut::row_major(&mut c, 9, 8).is_err());
+
+    // Hand-built views with public fields are checked again by sgemm.
+    let forged = MatRef { data: &data[..10], rows: 4, cols: 5, rs: 5, cs: 1 };
+    let r = sgemm(1.0, forged, b, 0.0, MatMut::row_major(&mut c, 4, 3).unwrap(), &ep);
+    assert!(matches!(r, Err(KernelError::BufferTooSmall { .. })));
+    let forged_c = MatMut { data: &mut c[..5], rows: 4, cols: 3, ldc: 3 };
+    assert!(sgemm(1.0, a, b, 0.0, forged_c, &ep).is_err());
+    let overlapping_c = MatMut { data: &mut c[..], rows: 4, cols: 3, ldc: 2 };
+    assert!(sgemm(1.0, a, b, 0.0, overlapping_c, &ep).is_err());
+    assert!(sgemm_reference(1.0, forged, b, 0.0, MatMut::row_major(&mut c, 4, 3).unwrap(), &ep).is_err());
+}
+
+#[test]
+fn gemm_broadcast_strides_match_reference() {
+    // rs = 0: every row of A is the same stored row.
+    let a_data = values(20, 7);
+    let b_data = values(20 * 33, 8);
+    let a = MatRef::new(&a_data, 13, 20, 0, 1).unwrap();
+    let b = MatRef::row_major(&b_data, 20, 33).unwrap();
+    for level in cpu::supported_levels() {
+        let mut want = vec![0.0; 13 * 33];
+        let mut got = vec![0.0; 13 * 33];
+        let ep = Epilogue::default();
+        sgemm_reference(1.0, a, b, 0.0, MatMut::row_major(&mut want, 13, 33).unwrap(), &ep).unwrap();
+        sgemm_with_level(level, 1.0, a, b, 0.0, MatMut::row_major(&mut got, 13, 33).unwrap(), &ep).unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-4);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn gemm_random_shapes_match_reference(
+        m in 0usize..80,
+        n in 0usize..80,
+        k in 0usize..300,
+        ta in any::<bool>(),
+        tb in any::<bool>(),
+        pad_a in 0usize..3,
+        pad_b in 0usize..3,
+        ldc_pad in 0usize..3,
+        ab in prop::sample::select(vec![(1.0f32, 0.0f32), (0.5, 1.0), (-1.5, 0.0), (1.0, -0.5)]),
+        bias in any::<bool>(),
+        activation in any::<bool>(),
+    ) {
+        let case = Case {
+            m, n, k,
+            la: Layout { transposed: ta, pad: pad_a },
+            lb: Layout { transposed: tb, pad: pad_b },
+            ldc_pad, alpha: ab.0, beta: ab.1, bias, activation,
+        };
+        for level in cpu::supported_levels() {
+            if let Err(e) = run_case(Some(level), case) {
+                prop_assert!(false, "{}", e);
+            }
+        }
+    }
+
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    #[test]
+    fn gemm_random_large_shapes_match_reference(
+        m in 60usize..400,
+        n in 60usize..300,
+        k in 1usize..600,
+        ta in any::<bool>(),
+        tb in any::<bool>(),
+    ) {
+        let case = Case {
+            la: Layout { transposed: ta, pad: 1 },
+            lb: Layout { transposed: tb, pad: 0 },
+            beta: 0.5,
+            bias: true,
+            ..Case::plain(m, n, k)
+        };
+        for level in cpu::supported_levels() {
+            if let Err(e) = run_case(Some(level), case) {
+                prop_assert!(false, "{}", e);
+            }
+        }
+    }
+}
