@@ -9,6 +9,7 @@ sentinel is unknown, one that does not is static. Errors raise here, at build ti
 
 import itertools
 import json
+import re
 
 import numpy as np
 
@@ -158,6 +159,8 @@ def _ops():
 def constant(value):
     """A symbolic constant holding a float32 or int32 array."""
     arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"cannot convert a value of type {type(value).__name__} (dtype {arr.dtype}) to a tensor")
     if arr.dtype.kind in "iu":
         arr = arr.astype(np.int32)
     else:
@@ -183,9 +186,7 @@ def infer(op, attrs, inputs):
             results.append(_core.infer(op, json.dumps(a), types))
         except _core.PyfuncnetError as e:
             # Report unknown dimensions as None, not as the sentinel.
-            message = str(e)
-            for value in _SENTINELS:
-                message = message.replace(str(value), "None")
+            message = _unknown_as_none(str(e), op, attrs, inputs)
             raise type(e)(message) from None
         if not any(None in t.shape for t in inputs):
             break
@@ -196,6 +197,29 @@ def infer(op, attrs, inputs):
             shape = [d if d == o else None for d, o in zip(shape, other)]
         outputs.append((tuple(shape), dtype))
     return outputs
+
+
+def _unknown_as_none(message, op, attrs, inputs):
+    """An inference error message with the sentinels, and numbers derived from them
+    (element counts, products), written as None: a number that changes when the
+    inference runs with the other sentinel depends on an unknown dimension."""
+    shapes = [_concrete(t.shape, _SENTINELS[1]) for t in inputs]
+    try:
+        a = attrs(shapes) if callable(attrs) else attrs
+        _core.infer(op, json.dumps(a), [(s, t.dtype) for s, t in zip(shapes, inputs)])
+        other = None
+    except Exception as e:  # noqa: BLE001 - only its message is used
+        other = str(e)
+    number = re.compile(r"\d+")
+    if other is not None and number.sub("#", other) == number.sub("#", message):
+        mine, theirs = number.findall(message), number.findall(other)
+        parts = number.split(message)
+        message = parts[0] + "".join(
+            ("None" if m != t else m) + rest for m, t, rest in zip(mine, theirs, parts[1:])
+        )
+    for value in _SENTINELS:
+        message = message.replace(str(value), "None")
+    return message
 
 
 def variable_ref(var):

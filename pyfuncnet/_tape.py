@@ -162,7 +162,15 @@ class GradientTape:
                 value_of[id(out)] = next_id
                 next_id += 1
         target_vals = [value_of[t] for t in target_ids if t in value_of]
-        # Sum several targets with add nodes.
+        # Several targets: the sum of their sums (each reduced first, so a scalar
+        # target is not broadcast against a larger one).
+        if len(target_vals) > 1:
+            sums = []
+            for t in target_vals:
+                spec_nodes.append({"op": "sum", "attrs": {"keepdims": False}, "inputs": [t]})
+                sums.append(next_id)
+                next_id += 1
+            target_vals = sums
         target_val = target_vals[0]
         for other in target_vals[1:]:
             spec_nodes.append({"op": "add", "attrs": {}, "inputs": [target_val, other]})

@@ -40,7 +40,7 @@ class Variable:
             value = value.astype(np.int32)
         if shape is not None and tuple(shape) != value.shape:
             raise ValueError(f"Variable: initial value has shape {value.shape}, expected {tuple(shape)}")
-        self._value = np.ascontiguousarray(value)
+        self._value = np.asarray(value, order="C")  # keeps 0-d (ascontiguousarray makes it 1-d)
         self.trainable = bool(trainable)
         self.name = name or f"variable_{next(_ids)}"
         self.path = self.name
@@ -74,7 +74,7 @@ class Variable:
                 f"Variable '{self.name}': cannot assign a value of shape {new.shape} "
                 f"to a variable of shape {self._value.shape}"
             )
-        self._value = np.ascontiguousarray(new.copy())
+        self._value = np.array(new, order="C")
         return self
 
     def assign_add(self, delta):
@@ -117,8 +117,10 @@ class Variable:
     __truediv__ = _op("divide")
     __rtruediv__ = _rop("divide")
     __pow__ = _op("power")
+    __rpow__ = _rop("power")
     __matmul__ = _op("matmul")
     __rmatmul__ = _rop("matmul")
     __neg__ = _op("negative")
+    __abs__ = _op("abs")
     __getitem__ = _op("_getitem")
     del _op, _rop

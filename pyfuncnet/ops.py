@@ -42,11 +42,11 @@ def _to_array(x, name):
     arr = np.asarray(x)
     kind = arr.dtype.kind
     if kind == "f" or kind == "b":
-        return np.ascontiguousarray(arr, dtype=np.float32)
+        return np.asarray(arr, dtype=np.float32, order="C")  # keeps 0-d (ascontiguousarray makes it 1-d)
     if kind in "iu":
         if arr.size and (arr.min() < _INT32.min or arr.max() > _INT32.max):
             raise OverflowError(f"{name}: integer values outside the int32 range")
-        return np.ascontiguousarray(arr, dtype=np.int32)
+        return np.asarray(arr, dtype=np.int32, order="C")
     raise TypeError(f"{name}: cannot convert a value of type {type(x).__name__} (dtype {arr.dtype}) to a tensor")
 
 
@@ -244,9 +244,8 @@ def cast(x, dtype):
         if x.dtype == dtype:
             return x
         return _run1("cast", {"dtype": dtype}, x)
-    arr = _to_array(x, "cast")
-    out = _run1("cast", {"dtype": dtype}, x if isinstance(x, Variable) else arr)
-    return out
+    # The input itself (not a converted copy), so a tape watching it sees the cast.
+    return _run1("cast", {"dtype": dtype}, x)
 
 
 # ----------------------------------------------------------------------------

@@ -37,7 +37,9 @@ struct Shape {
 }
 
 fn bench_shape(c: &mut Criterion, group: &str, s: &Shape, samples: usize) {
-    let Shape { m, n, k, ta, tb, .. } = *s;
+    let Shape {
+        m, n, k, ta, tb, ..
+    } = *s;
     let a_data = values(m * k, 1);
     let b_data = values(k * n, 2);
     let mut c_data = vec![0.0f32; m * n];
@@ -74,7 +76,14 @@ fn gemm_square(c: &mut Criterion) {
         sizes.push(2048);
     }
     for n in sizes {
-        let s = Shape { name: n.to_string(), m: n, n, k: n, ta: false, tb: false };
+        let s = Shape {
+            name: n.to_string(),
+            m: n,
+            n,
+            k: n,
+            ta: false,
+            tb: false,
+        };
         bench_shape(c, "gemm_square", &s, if n >= 1024 { 10 } else { 20 });
     }
 }
@@ -85,11 +94,32 @@ fn gemm_mlp(c: &mut Criterion) {
             let layer = format!("b{batch}_{fan_in}x{fan_out}");
             let shapes = [
                 // Forward: X (batch x in) · W (in x out).
-                Shape { name: format!("{layer}_x.w"), m: batch, n: fan_out, k: fan_in, ta: false, tb: false },
+                Shape {
+                    name: format!("{layer}_x.w"),
+                    m: batch,
+                    n: fan_out,
+                    k: fan_in,
+                    ta: false,
+                    tb: false,
+                },
                 // Input gradient: dY (batch x out) · Wᵀ.
-                Shape { name: format!("{layer}_dy.wt"), m: batch, n: fan_in, k: fan_out, ta: false, tb: true },
+                Shape {
+                    name: format!("{layer}_dy.wt"),
+                    m: batch,
+                    n: fan_in,
+                    k: fan_out,
+                    ta: false,
+                    tb: true,
+                },
                 // Weight gradient: Xᵀ · dY.
-                Shape { name: format!("{layer}_xt.dy"), m: fan_in, n: fan_out, k: batch, ta: true, tb: false },
+                Shape {
+                    name: format!("{layer}_xt.dy"),
+                    m: fan_in,
+                    n: fan_out,
+                    k: batch,
+                    ta: true,
+                    tb: false,
+                },
             ];
             for s in &shapes {
                 bench_shape(c, "gemm_mlp", s, 20);

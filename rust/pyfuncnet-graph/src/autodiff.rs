@@ -13,7 +13,11 @@ use crate::tensor::DType;
 /// # Errors
 /// `DType` when the target is not float; whatever an op's backward rule raises
 /// (e.g. unsupported second-order gradients).
-pub fn gradients(g: &mut Graph, target: ValueId, sources: &[ValueId]) -> Result<Vec<Option<ValueId>>> {
+pub fn gradients(
+    g: &mut Graph,
+    target: ValueId,
+    sources: &[ValueId],
+) -> Result<Vec<Option<ValueId>>> {
     if g.ty(target).dtype != DType::F32 {
         return Err(GraphError::dtype(format!(
             "gradient: the target must be a float tensor, got {}",
@@ -58,9 +62,12 @@ pub fn gradients(g: &mut Graph, target: ValueId, sources: &[ValueId]) -> Result<
         let op = std::mem::replace(&mut g.nodes[node_index].op, Box::new(Placeholder));
         let result = op.backward(g, &inputs, &outputs, &dys);
         g.nodes[node_index].op = op;
-        let dxs = result.map_err(|e| e.context(&format!("gradient of '{}'", g.nodes[node_index].op.name())))?;
+        let dxs = result
+            .map_err(|e| e.context(&format!("gradient of '{}'", g.nodes[node_index].op.name())))?;
         for (&input, dx) in inputs.iter().zip(dxs) {
-            let (Some(dx), true) = (dx, depends[input]) else { continue };
+            let (Some(dx), true) = (dx, depends[input]) else {
+                continue;
+            };
             grads[input] = Some(match grads[input] {
                 Some(prev) => g.add(prev, dx)?,
                 None => dx,
@@ -81,10 +88,21 @@ impl crate::ops::Op for Placeholder {
     fn infer(&self, _: &[&crate::tensor::TensorType]) -> Result<Vec<crate::tensor::TensorType>> {
         Err(GraphError::unsupported("placeholder op"))
     }
-    fn forward(&self, _: &crate::ops::Ctx, _: &[crate::tensor::TensorRef], _: &mut [crate::tensor::TensorMut]) -> Result<()> {
+    fn forward(
+        &self,
+        _: &crate::ops::Ctx,
+        _: &[crate::tensor::TensorRef],
+        _: &mut [crate::tensor::TensorMut],
+    ) -> Result<()> {
         Err(GraphError::unsupported("placeholder op"))
     }
-    fn backward(&self, _: &mut Graph, _: &[ValueId], _: &[ValueId], _: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
+    fn backward(
+        &self,
+        _: &mut Graph,
+        _: &[ValueId],
+        _: &[ValueId],
+        _: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
         Err(GraphError::unsupported("placeholder op"))
     }
 }

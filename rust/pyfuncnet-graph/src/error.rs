@@ -29,7 +29,10 @@ pub struct GraphError {
 
 impl GraphError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        GraphError { kind, message: message.into() }
+        GraphError {
+            kind,
+            message: message.into(),
+        }
     }
     pub fn shape(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Shape, message)
@@ -63,7 +66,9 @@ impl std::error::Error for GraphError {}
 impl From<KernelError> for GraphError {
     fn from(e: KernelError) -> Self {
         let kind = match e {
-            KernelError::ShapeMismatch { .. } | KernelError::BufferTooSmall { .. } => ErrorKind::Shape,
+            KernelError::ShapeMismatch { .. } | KernelError::BufferTooSmall { .. } => {
+                ErrorKind::Shape
+            }
             KernelError::IndexOutOfRange { .. } => ErrorKind::Index,
             KernelError::InvalidArgument { .. } => ErrorKind::Value,
         };

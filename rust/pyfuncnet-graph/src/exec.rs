@@ -4,14 +4,17 @@ use crate::error::{GraphError, Result};
 use crate::graph::{Graph, ValueId, ValueSource};
 use crate::ops::Ctx;
 use crate::plan::{Location, Plan};
-use crate::tensor::{fmt_shape, Buffer, DataMut, DataRef, DType, TensorMut, TensorRef, TensorType};
+use crate::tensor::{fmt_shape, Buffer, DType, DataMut, DataRef, TensorMut, TensorRef, TensorType};
 
 /// Inputs and outputs per node handled without heap allocation; nodes with more
 /// (a very wide concatenate or split) fall back to a temporary vector.
 const STACK_INPUTS: usize = 16;
 const STACK_OUTPUTS: usize = 8;
 
-const EMPTY_REF: TensorRef<'static> = TensorRef { shape: &[], data: DataRef::F32(&[]) };
+const EMPTY_REF: TensorRef<'static> = TensorRef {
+    shape: &[],
+    data: DataRef::F32(&[]),
+};
 
 /// A graph with its memory plan and buffers, ready to run step after step.
 #[derive(Debug)]
@@ -26,8 +29,17 @@ impl Executor {
     /// Plans `graph` for computing `fetches` and allocates its buffers.
     pub fn new(graph: Graph, fetches: Vec<ValueId>) -> Executor {
         let plan = Plan::new(&graph, &fetches);
-        let slots = plan.slots.iter().map(|&(dtype, size)| Buffer::zeros(dtype, size)).collect();
-        Executor { graph, plan, slots, fetches }
+        let slots = plan
+            .slots
+            .iter()
+            .map(|&(dtype, size)| Buffer::zeros(dtype, size))
+            .collect();
+        Executor {
+            graph,
+            plan,
+            slots,
+            fetches,
+        }
     }
 
     pub fn graph(&self) -> &Graph {
@@ -36,7 +48,11 @@ impl Executor {
 
     /// The types of the inputs `run` expects, in order.
     pub fn input_types(&self) -> Vec<&TensorType> {
-        self.graph.inputs.iter().map(|&v| self.graph.ty(v)).collect()
+        self.graph
+            .inputs
+            .iter()
+            .map(|&v| self.graph.ty(v))
+            .collect()
     }
 
     /// Checks step inputs and weights against the graph before anything runs.
@@ -62,10 +78,16 @@ impl Executor {
                 DataRef::I32(d) => (d.len(), !ty.dtype.is_f32_storage()),
             };
             if !storage_ok {
-                return Err(GraphError::dtype(format!("input {i}: expected dtype {}", ty.dtype.name())));
+                return Err(GraphError::dtype(format!(
+                    "input {i}: expected dtype {}",
+                    ty.dtype.name()
+                )));
             }
             if len != ty.numel() {
-                return Err(GraphError::shape(format!("input {i}: expected {} values, got {len}", ty.numel())));
+                return Err(GraphError::shape(format!(
+                    "input {i}: expected {} values, got {len}",
+                    ty.numel()
+                )));
             }
         }
         for value in &self.graph.values {
@@ -105,20 +127,40 @@ impl Executor {
         Ok(())
     }
 
-    fn value_ref<'a>(&'a self, v: ValueId, inputs: &[TensorRef<'a>], weights: &'a [Vec<f32>]) -> TensorRef<'a> {
+    fn value_ref<'a>(
+        &'a self,
+        v: ValueId,
+        inputs: &[TensorRef<'a>],
+        weights: &'a [Vec<f32>],
+    ) -> TensorRef<'a> {
         let value = &self.graph.values[v];
         let shape = value.ty.shape.as_slice();
         let numel = value.ty.numel();
         match (self.plan.locations[v], &value.source) {
             (Location::Input(i), _) => inputs[i],
-            (Location::Weight(w), _) => TensorRef { shape, data: DataRef::F32(&weights[w][..numel]) },
-            (Location::Const, ValueSource::Const(data)) => TensorRef { shape, data: DataRef::F32(data) },
-            (Location::Slot(s), _) => TensorRef { shape, data: self.slots[s].as_ref(numel) },
+            (Location::Weight(w), _) => TensorRef {
+                shape,
+                data: DataRef::F32(&weights[w][..numel]),
+            },
+            (Location::Const, ValueSource::Const(data)) => TensorRef {
+                shape,
+                data: DataRef::F32(data),
+            },
+            (Location::Slot(s), _) => TensorRef {
+                shape,
+                data: self.slots[s].as_ref(numel),
+            },
             _ => EMPTY_REF,
         }
     }
 
-    fn run_node(&mut self, ni: usize, ctx: &Ctx, inputs: &[TensorRef], weights: &[Vec<f32>]) -> Result<()> {
+    fn run_node(
+        &mut self,
+        ni: usize,
+        ctx: &Ctx,
+        inputs: &[TensorRef],
+        weights: &[Vec<f32>],
+    ) -> Result<()> {
         let n_out = self.graph.nodes[ni].outputs.len();
         // Move the output buffers out of their slots so the inputs can be borrowed
         // from the remaining slots (the plan never gives an output an input's slot).
@@ -133,9 +175,20 @@ impl Executor {
                 overflow.push(buf);
             }
         }
-        let result = self.forward_node(ni, ctx, inputs, weights, &mut taken[..n_out.min(STACK_OUTPUTS)], &mut overflow);
+        let result = self.forward_node(
+            ni,
+            ctx,
+            inputs,
+            weights,
+            &mut taken[..n_out.min(STACK_OUTPUTS)],
+            &mut overflow,
+        );
         for k in (0..n_out).rev() {
-            let buf = if k < STACK_OUTPUTS { std::mem::take(&mut taken[k]) } else { overflow.pop().unwrap_or_default() };
+            let buf = if k < STACK_OUTPUTS {
+                std::mem::take(&mut taken[k])
+            } else {
+                overflow.pop().unwrap_or_default()
+            };
             let s = self.out_slot(ni, k);
             self.slots[s] = buf;
         }
@@ -162,11 +215,16 @@ impl Executor {
         let buffers = first.iter_mut().chain(overflow.iter_mut());
         let views = node.outputs.iter().zip(buffers).map(|(&o, buf)| {
             let ty = self.graph.ty(o);
-            TensorMut { shape: &ty.shape, data: buf.as_mut(ty.numel()) }
+            TensorMut {
+                shape: &ty.shape,
+                data: buf.as_mut(ty.numel()),
+            }
         });
         if node.outputs.len() <= STACK_OUTPUTS {
-            let mut outs: [TensorMut; STACK_OUTPUTS] =
-                std::array::from_fn(|_| TensorMut { shape: &[], data: DataMut::F32(&mut []) });
+            let mut outs: [TensorMut; STACK_OUTPUTS] = std::array::from_fn(|_| TensorMut {
+                shape: &[],
+                data: DataMut::F32(&mut []),
+            });
             for (slot, view) in outs.iter_mut().zip(views) {
                 *slot = view;
             }
@@ -177,7 +235,14 @@ impl Executor {
         }
     }
 
-    fn call(&self, ni: usize, ctx: &Ctx, inputs: &[TensorRef], weights: &[Vec<f32>], outs: &mut [TensorMut]) -> Result<()> {
+    fn call(
+        &self,
+        ni: usize,
+        ctx: &Ctx,
+        inputs: &[TensorRef],
+        weights: &[Vec<f32>],
+        outs: &mut [TensorMut],
+    ) -> Result<()> {
         let node = &self.graph.nodes[ni];
         if node.inputs.len() <= STACK_INPUTS {
             let mut refs = [EMPTY_REF; STACK_INPUTS];
@@ -186,7 +251,11 @@ impl Executor {
             }
             node.op.forward(ctx, &refs[..node.inputs.len()], outs)
         } else {
-            let refs: Vec<TensorRef> = node.inputs.iter().map(|&v| self.value_ref(v, inputs, weights)).collect();
+            let refs: Vec<TensorRef> = node
+                .inputs
+                .iter()
+                .map(|&v| self.value_ref(v, inputs, weights))
+                .collect();
             node.op.forward(ctx, &refs, outs)
         }
     }
@@ -196,50 +265,54 @@ impl Executor {
         let v = self.fetches[k];
         let ty = self.graph.ty(v);
         match self.plan.locations[v] {
-            Location::Slot(s) => TensorRef { shape: &ty.shape, data: self.slots[s].as_ref(ty.numel()) },
+            Location::Slot(s) => TensorRef {
+                shape: &ty.shape,
+                data: self.slots[s].as_ref(ty.numel()),
+            },
             Location::Const => match &self.graph.values[v].source {
-                ValueSource::Const(data) => TensorRef { shape: &ty.shape, data: DataRef::F32(data) },
+                ValueSource::Const(data) => TensorRef {
+                    shape: &ty.shape,
+                    data: DataRef::F32(data),
+                },
                 _ => EMPTY_REF,
             },
             _ => EMPTY_REF,
         }
     }
 
-    /// Mutable access to a fetched float value that lives in a slot (the optimizer
-    /// clips gradients in place). `None` for inputs, weights and constants.
-    pub fn fetch_slot_mut(&mut self, k: usize) -> Option<&mut [f32]> {
+    /// The slot holding fetch `k`, if it lives in a float slot.
+    pub fn fetch_slot(&self, k: usize) -> Option<usize> {
         let v = self.fetches[k];
-        let numel = self.graph.ty(v).numel();
-        match self.plan.locations[v] {
-            Location::Slot(s) => match &mut self.slots[s] {
-                Buffer::F32(d) => Some(&mut d[..numel]),
-                Buffer::I32(_) => None,
-            },
+        match (
+            self.plan.locations[v],
+            self.graph.ty(v).dtype.is_f32_storage(),
+        ) {
+            (Location::Slot(s), true) => Some(s),
             _ => None,
         }
     }
 
-    /// Mutable access to `count` consecutive fetches starting at `first` (distinct
-    /// values, so distinct slots); `None` for fetches that are not float slots.
-    pub fn fetch_slots_mut(&mut self, first: usize, count: usize) -> Vec<Option<&mut [f32]>> {
-        let wanted: Vec<Option<(usize, usize)>> = (first..first + count)
-            .map(|k| {
-                let v = self.fetches[k];
-                match self.plan.locations[v] {
-                    Location::Slot(s) => Some((s, self.graph.ty(v).numel())),
-                    _ => None,
-                }
-            })
-            .collect();
-        let mut out: Vec<Option<&mut [f32]>> = (0..count).map(|_| None).collect();
-        for (s, buf) in self.slots.iter_mut().enumerate() {
-            let Buffer::F32(data) = buf else { continue };
-            if let Some(k) = wanted.iter().position(|w| matches!(w, Some((ws, _)) if *ws == s)) {
-                let numel = wanted[k].map_or(0, |(_, n)| n);
-                out[k] = Some(&mut data[..numel]);
+    /// Mutable views of the float slots named by `slots` (distinct), in that order,
+    /// each cut to `lens[i]` elements, appended to `out`. `scratch` is working
+    /// space; both vectors keep their capacity between calls, so a steady-state
+    /// call does not allocate.
+    pub fn slots_mut<'a>(
+        &'a mut self,
+        slots: &[usize],
+        lens: &[usize],
+        scratch: &mut Vec<Option<&'a mut [f32]>>,
+        out: &mut Vec<&'a mut [f32]>,
+    ) {
+        scratch.clear();
+        scratch.extend(self.slots.iter_mut().map(|b| match b {
+            Buffer::F32(d) => Some(d.as_mut_slice()),
+            Buffer::I32(_) => None,
+        }));
+        for (&s, &len) in slots.iter().zip(lens) {
+            if let Some(d) = scratch[s].take() {
+                out.push(&mut d[..len]);
             }
         }
-        out
     }
 
     /// The fetched value ids.
@@ -251,4 +324,23 @@ impl Executor {
     pub fn fetch_dtype(&self, k: usize) -> DType {
         self.graph.ty(self.fetches[k]).dtype
     }
+}
+
+/// Empties a vector of borrowed slices so its allocation can be reused for borrows
+/// of another lifetime: collecting an empty `vec::IntoIter` into a vector of a type
+/// with the same layout reuses the buffer in place, so steady-state steps that need
+/// a list of slices do not allocate.
+pub fn recycle<'b, T: ?Sized>(mut v: Vec<&mut T>) -> Vec<&'b mut T> {
+    v.clear();
+    v.into_iter()
+        .map(|_| unreachable!("the vector was cleared"))
+        .collect()
+}
+
+/// [`recycle`] for vectors of optional borrowed slices.
+pub fn recycle_opt<'b, T: ?Sized>(mut v: Vec<Option<&mut T>>) -> Vec<Option<&'b mut T>> {
+    v.clear();
+    v.into_iter()
+        .map(|_| unreachable!("the vector was cleared"))
+        .collect()
 }

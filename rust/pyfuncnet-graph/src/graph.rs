@@ -104,7 +104,10 @@ impl Graph {
     /// Whatever the op's shape/dtype inference rejects, prefixed with the op name.
     pub fn apply(&mut self, op: Box<dyn Op>, inputs: &[ValueId]) -> Result<Vec<ValueId>> {
         if let Some(&bad) = inputs.iter().find(|&&v| v >= self.values.len()) {
-            return Err(GraphError::value(format!("{}: input value id {bad} does not exist", op.name())));
+            return Err(GraphError::value(format!(
+                "{}: input value id {bad} does not exist",
+                op.name()
+            )));
         }
         let types: Vec<&TensorType> = inputs.iter().map(|&v| &self.values[v].ty).collect();
         let out_types = op.infer(&types).map_err(|e| e.context(op.name()))?;
@@ -114,7 +117,12 @@ impl Graph {
             .enumerate()
             .map(|(output, ty)| self.push_value(ty, ValueSource::Node { node, output }))
             .collect();
-        self.nodes.push(Node { op, inputs: inputs.to_vec(), outputs: outputs.clone(), label: None });
+        self.nodes.push(Node {
+            op,
+            inputs: inputs.to_vec(),
+            outputs: outputs.clone(),
+            label: None,
+        });
         Ok(outputs)
     }
 

@@ -82,7 +82,11 @@ impl Plan {
             let node = &g.nodes[ni];
             for &o in &node.outputs {
                 let ty = g.ty(o);
-                let storage = if ty.dtype.is_f32_storage() { DType::F32 } else { DType::I32 };
+                let storage = if ty.dtype.is_f32_storage() {
+                    DType::F32
+                } else {
+                    DType::I32
+                };
                 let size = ty.numel();
                 // Best fit among free slots of the same storage type: the smallest that
                 // already holds `size`, else the largest (which then grows).
@@ -119,6 +123,10 @@ impl Plan {
                 }
             }
         }
-        Plan { order, locations, slots }
+        Plan {
+            order,
+            locations,
+            slots,
+        }
     }
 }

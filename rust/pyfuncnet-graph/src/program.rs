@@ -4,10 +4,11 @@
 use crate::autodiff;
 use crate::error::{GraphError, Result};
 use crate::exec::Executor;
-use crate::ops::Ctx;
-use crate::optim::{self, OptimizerConfig, OptimizerState};
-use crate::spec::{self, Spec};
+use crate::exec::{recycle, recycle_opt};
 use crate::graph::Graph;
+use crate::ops::Ctx;
+use crate::optim::{self, OptimizerConfig, OptimizerState, VariableState};
+use crate::spec::{self, Spec};
 use crate::tensor::{Buffer, DType, DataRef, TensorRef, TensorType};
 
 /// What a compiled step computes.
@@ -35,41 +36,75 @@ pub struct CompiledStep {
     seed: u64,
     n_outputs: usize,
     has_loss: bool,
-    /// Weight index of each gradient fetch (after the outputs and the loss).
+    /// Weight index of each trainable variable, in optimizer-state order.
     trainable: Vec<usize>,
-    /// Which trainable weights received a gradient (weights the loss ignores keep theirs).
-    has_grad: Vec<bool>,
+    /// Positions (into `trainable`) of the variables that receive a gradient; as in
+    /// Keras, the others are left alone by the optimizer.
+    active: Vec<usize>,
+    /// Slot and length of each active variable's gradient.
+    grad_slots: Vec<usize>,
+    grad_lens: Vec<usize>,
     /// Non-trainable weight assignments: (weight index, fetch index).
     updates: Vec<(usize, usize)>,
-    /// Scratch for gradients that do not live in a slot (e.g. a constant gradient).
-    grad_scratch: Vec<Vec<f32>>,
+    /// Reused lists of borrowed slices (see [`crate::exec::recycle`]).
+    scratch_vars: Vec<&'static mut [f32]>,
+    scratch_grads: Vec<&'static mut [f32]>,
+    scratch_lookup: Vec<Option<&'static mut [f32]>>,
 }
 
 impl CompiledStep {
     /// Parses, differentiates (in [`Mode::Train`]) and plans a spec.
     ///
     /// # Errors
-    /// Spec errors; `Value` when a test or train step has no loss.
+    /// Spec errors; `Value` when a test or train step has no loss, or when a
+    /// weight is listed as trainable twice.
     pub fn compile(spec_text: &str, mode: Mode) -> Result<CompiledStep> {
-        let Spec { mut graph, outputs, loss, trainable, updates, seed } = spec::parse(spec_text)?;
+        let Spec {
+            mut graph,
+            outputs,
+            loss,
+            trainable,
+            updates,
+            seed,
+        } = spec::parse(spec_text)?;
         let mut fetches = outputs.clone();
         if mode != Mode::Predict {
-            let loss = loss.ok_or_else(|| GraphError::value("a test or training step needs a loss"))?;
+            let loss =
+                loss.ok_or_else(|| GraphError::value("a test or training step needs a loss"))?;
             fetches.push(loss);
         }
         let mut weights = Vec::new();
-        let mut has_grad = Vec::new();
-        let mut grad_scratch = Vec::new();
+        let mut active = Vec::new();
+        let mut grad_fetches = Vec::new();
         let mut update_fetches = Vec::new();
         if mode == Mode::Train {
             let loss = loss.expect("checked above");
+            for (i, &(w, _)) in trainable.iter().enumerate() {
+                if trainable[..i].iter().any(|&(other, _)| other == w) {
+                    return Err(GraphError::value(format!(
+                        "weight {w} is listed as trainable twice"
+                    )));
+                }
+            }
             let sources: Vec<_> = trainable.iter().map(|&(_, v)| v).collect();
             let grads = autodiff::gradients(&mut graph, loss, &sources)?;
-            for (&(w, v), grad) in trainable.iter().zip(grads) {
+            let mut taken = Vec::new();
+            for (k, (&(w, _), grad)) in trainable.iter().zip(grads).enumerate() {
                 weights.push(w);
-                has_grad.push(grad.is_some());
-                fetches.push(grad.unwrap_or(loss));
-                grad_scratch.push(vec![0.0; graph.ty(v).numel()]);
+                let Some(mut grad) = grad else { continue };
+                // Each gradient gets a buffer of its own: the optimizer clips it in place.
+                let is_node = matches!(
+                    graph.values[grad].source,
+                    crate::graph::ValueSource::Node { .. }
+                );
+                if !is_node || taken.contains(&grad) {
+                    let one = graph.scalar(1.0);
+                    grad = graph.mul(grad, one)?;
+                }
+                taken.push(grad);
+                active.push(k);
+                grad_fetches.push(fetches.len());
+                fetches.push(grad);
             }
             for &(w, v) in &updates {
                 update_fetches.push((w, fetches.len()));
@@ -77,16 +112,32 @@ impl CompiledStep {
             }
         }
         let n_outputs = outputs.len();
+        let exec = Executor::new(graph, fetches);
+        let grad_slots = grad_fetches
+            .iter()
+            .map(|&f| {
+                exec.fetch_slot(f)
+                    .expect("gradients are node outputs, planned into float slots")
+            })
+            .collect();
+        let grad_lens = grad_fetches
+            .iter()
+            .map(|&f| exec.graph().ty(exec.fetches()[f]).numel())
+            .collect();
         Ok(CompiledStep {
-            exec: Executor::new(graph, fetches),
+            exec,
             mode,
             seed,
             n_outputs,
             has_loss: mode != Mode::Predict,
             trainable: weights,
-            has_grad,
+            active,
+            grad_slots,
+            grad_lens,
             updates: update_fetches,
-            grad_scratch,
+            scratch_vars: Vec::new(),
+            scratch_grads: Vec::new(),
+            scratch_lookup: Vec::new(),
         })
     }
 
@@ -109,12 +160,17 @@ impl CompiledStep {
     /// # Errors
     /// Input mismatches and op errors; nothing outside this step's buffers changes.
     pub fn run(&mut self, inputs: &[TensorRef], vars: &Variables, step: u64) -> Result<()> {
-        let ctx = Ctx { seed: self.seed, step, training: false };
+        let ctx = Ctx {
+            seed: self.seed,
+            step,
+            training: false,
+        };
         self.exec.run(&ctx, inputs, &vars.values)
     }
 
     /// Runs a training step: forward, loss, backward, then (only if all of that
-    /// succeeded) the optimizer update and the non-trainable weight updates.
+    /// succeeded) the optimizer update and the non-trainable weight updates. A
+    /// steady-state step makes no heap allocation.
     ///
     /// # Errors
     /// Input mismatches and op errors (weights and optimizer state unchanged).
@@ -131,44 +187,46 @@ impl CompiledStep {
         }
         if state.variables.len() != self.trainable.len() {
             return Err(GraphError::value(format!(
-                "optimizer state holds {} variables, the model trains {}",
+                "the optimizer state holds {} variables, the model trains {}",
                 state.variables.len(),
                 self.trainable.len()
             )));
         }
-        let ctx = Ctx { seed: self.seed, step: state.iterations, training: true };
+        if let Some(&w) = self.trainable.iter().find(|&&w| w >= vars.values.len()) {
+            return Err(GraphError::value(format!(
+                "trainable weight {w} does not exist"
+            )));
+        }
+        config.validate().map_err(GraphError::value)?;
+        let ctx = Ctx {
+            seed: self.seed,
+            step: state.iterations,
+            training: true,
+        };
         self.exec.run(&ctx, inputs, &vars.values)?;
 
-        let first_grad = self.n_outputs + usize::from(self.has_loss);
-        // Gradients that are not in a slot (constants) are copied to scratch first.
-        for (k, scratch) in self.grad_scratch.iter_mut().enumerate() {
-            if self.exec.fetch_slot_mut(first_grad + k).is_none() {
-                if let DataRef::F32(d) = self.exec.fetch(first_grad + k).data {
-                    scratch.copy_from_slice(d);
-                }
-            }
+        let mut lookup = recycle_opt(std::mem::take(&mut self.scratch_lookup));
+        let mut grads = recycle(std::mem::take(&mut self.scratch_grads));
+        self.exec
+            .slots_mut(&self.grad_slots, &self.grad_lens, &mut lookup, &mut grads);
+        let mut lookup = recycle_opt(lookup);
+        lookup.extend(vars.values.iter_mut().map(|v| Some(v.as_mut_slice())));
+        let mut var_refs = recycle(std::mem::take(&mut self.scratch_vars));
+        for &k in &self.active {
+            let v = lookup[self.trainable[k]]
+                .take()
+                .expect("trainable weights are distinct and exist");
+            var_refs.push(v);
         }
-        let mut var_refs: Vec<&mut [f32]> = Vec::with_capacity(self.trainable.len());
-        let mut grad_refs: Vec<&mut [f32]> = Vec::with_capacity(self.trainable.len());
-        let exec = &mut self.exec;
-        let grads = exec.fetch_slots_mut(first_grad, self.trainable.len());
-        for ((g, scratch), has) in grads.into_iter().zip(self.grad_scratch.iter_mut()).zip(&self.has_grad) {
-            let g = g.unwrap_or(scratch.as_mut_slice());
-            if !has {
-                g.fill(0.0);
-            }
-            grad_refs.push(g);
-        }
-        let mut remaining: Vec<Option<&mut Vec<f32>>> = vars.values.iter_mut().map(Some).collect();
-        for &w in &self.trainable {
-            let v = remaining
-                .get_mut(w)
-                .and_then(Option::take)
-                .ok_or_else(|| GraphError::value(format!("weight {w} is trained twice or does not exist")))?;
-            var_refs.push(v.as_mut_slice());
-        }
-        optim::apply_gradients(config, state, lr, &mut var_refs, &mut grad_refs).map_err(GraphError::value)?;
-        drop(var_refs);
+        let result = if self.active.len() == self.trainable.len() {
+            optim::apply_gradients(config, state, lr, &mut var_refs, &mut grads)
+        } else {
+            apply_to_subset(config, state, &self.active, lr, &mut var_refs, &mut grads)
+        };
+        self.scratch_vars = recycle(var_refs);
+        self.scratch_grads = recycle(grads);
+        self.scratch_lookup = recycle_opt(lookup);
+        result.map_err(GraphError::value)?;
         for &(w, fetch) in &self.updates {
             if let DataRef::F32(d) = self.exec.fetch(fetch).data {
                 vars.values[w].copy_from_slice(d);
@@ -194,14 +252,58 @@ impl CompiledStep {
     }
 }
 
+/// An optimizer step over the variables at positions `active` only (the others got
+/// no gradient): their states are moved into a temporary state and back.
+fn apply_to_subset(
+    config: &OptimizerConfig,
+    state: &mut OptimizerState,
+    active: &[usize],
+    lr: f32,
+    vars: &mut [&mut [f32]],
+    grads: &mut [&mut [f32]],
+) -> std::result::Result<(), String> {
+    let empty = || VariableState {
+        slots: Vec::new(),
+        scalars: Vec::new(),
+    };
+    let mut sub = OptimizerState {
+        iterations: state.iterations,
+        variables: active
+            .iter()
+            .map(|&k| std::mem::replace(&mut state.variables[k], empty()))
+            .collect(),
+    };
+    let result = optim::apply_gradients(config, &mut sub, lr, vars, grads);
+    let shared_scalars = sub.variables.first().map(|v| v.scalars.clone());
+    for (&k, v) in active.iter().zip(sub.variables) {
+        state.variables[k] = v;
+    }
+    if result.is_ok() {
+        state.iterations = sub.iterations;
+        // Scalar state (Nadam's u_product) is per optimizer: keep every copy equal.
+        if let Some(scalars) = shared_scalars {
+            for v in &mut state.variables {
+                v.scalars.clone_from(&scalars);
+            }
+        }
+    }
+    result
+}
+
 /// Evaluates d(sum(target)) / d(source) for a spec whose first output is the target
 /// and whose remaining outputs are the sources (GradientTape). `None` for a source
 /// the target does not depend on; otherwise the gradient's shape and data.
 ///
 /// # Errors
 /// Spec, input and op errors.
-pub fn gradient(spec_text: &str, inputs: &[TensorRef], vars: &Variables) -> Result<Vec<Option<(Vec<usize>, Buffer)>>> {
-    let Spec { mut graph, outputs, .. } = spec::parse(spec_text)?;
+pub fn gradient(
+    spec_text: &str,
+    inputs: &[TensorRef],
+    vars: &Variables,
+) -> Result<Vec<Option<(Vec<usize>, Buffer)>>> {
+    let Spec {
+        mut graph, outputs, ..
+    } = spec::parse(spec_text)?;
     let (&target, sources) = outputs
         .split_first()
         .ok_or_else(|| GraphError::value("gradient: the spec names no target"))?;
@@ -227,7 +329,11 @@ pub fn gradient(spec_text: &str, inputs: &[TensorRef], vars: &Variables) -> Resu
 ///
 /// # Errors
 /// Unknown op, bad attributes, shape/dtype inference and op errors.
-pub fn eager(name: &str, attrs: &serde_json::Value, inputs: &[TensorRef]) -> Result<Vec<(TensorType, Buffer)>> {
+pub fn eager(
+    name: &str,
+    attrs: &serde_json::Value,
+    inputs: &[TensorRef],
+) -> Result<Vec<(TensorType, Buffer)>> {
     let op = crate::ops::build(name, attrs)?;
     let mut graph = Graph::new();
     let ids: Vec<_> = inputs
@@ -244,7 +350,11 @@ pub fn eager(name: &str, attrs: &serde_json::Value, inputs: &[TensorRef]) -> Res
     let types: Vec<TensorType> = outs.iter().map(|&o| graph.ty(o).clone()).collect();
     let mut exec = Executor::new(graph, outs);
     exec.run(&Ctx::default(), inputs, &[])?;
-    Ok(types.into_iter().enumerate().map(|(k, t)| (t, to_buffer(exec.fetch(k)))).collect())
+    Ok(types
+        .into_iter()
+        .enumerate()
+        .map(|(k, t)| (t, to_buffer(exec.fetch(k))))
+        .collect())
 }
 
 fn to_buffer(t: TensorRef) -> Buffer {
@@ -258,7 +368,11 @@ fn to_buffer(t: TensorRef) -> Buffer {
 ///
 /// # Errors
 /// Unknown op, bad attributes, and the op's shape/dtype errors, prefixed with its name.
-pub fn infer(name: &str, attrs: &serde_json::Value, inputs: &[TensorType]) -> Result<Vec<TensorType>> {
+pub fn infer(
+    name: &str,
+    attrs: &serde_json::Value,
+    inputs: &[TensorType],
+) -> Result<Vec<TensorType>> {
     let op = crate::ops::build(name, attrs)?;
     let refs: Vec<&TensorType> = inputs.iter().collect();
     op.infer(&refs).map_err(|e| e.context(name))

@@ -100,7 +100,8 @@ pub struct Spec {
 /// `Value` for malformed JSON or dangling ids; op construction and inference errors
 /// prefixed with the node's label.
 pub fn parse(text: &str) -> Result<Spec> {
-    let raw: RawSpec = serde_json::from_str(text).map_err(|e| GraphError::value(format!("invalid graph spec: {e}")))?;
+    let raw: RawSpec = serde_json::from_str(text)
+        .map_err(|e| GraphError::value(format!("invalid graph spec: {e}")))?;
     let mut g = Graph::new();
     // Spec ids -> graph ids (lowering may add extra graph nodes).
     let mut ids: Vec<ValueId> = Vec::new();
@@ -123,7 +124,10 @@ pub fn parse(text: &str) -> Result<Spec> {
             .iter()
             .map(|&i| {
                 ids.get(i).copied().ok_or_else(|| {
-                    GraphError::value(format!("node {n} ('{}'): input id {i} is not defined before it", node.op))
+                    GraphError::value(format!(
+                        "node {n} ('{}'): input id {i} is not defined before it",
+                        node.op
+                    ))
                 })
             })
             .collect::<Result<_>>()?;
@@ -136,9 +140,15 @@ pub fn parse(text: &str) -> Result<Spec> {
         ids.extend(outs);
     }
     let resolve = |i: ValueId, what: &str| {
-        ids.get(i).copied().ok_or_else(|| GraphError::value(format!("{what} id {i} does not exist")))
+        ids.get(i)
+            .copied()
+            .ok_or_else(|| GraphError::value(format!("{what} id {i} does not exist")))
     };
-    let outputs = raw.outputs.iter().map(|&i| resolve(i, "output")).collect::<Result<Vec<_>>>()?;
+    let outputs = raw
+        .outputs
+        .iter()
+        .map(|&i| resolve(i, "output"))
+        .collect::<Result<Vec<_>>>()?;
     let loss = raw.loss.map(|i| resolve(i, "loss")).transpose()?;
     if let Some(l) = loss {
         if g.ty(l).dtype != DType::F32 || g.ty(l).numel() != 1 {
@@ -156,14 +166,20 @@ pub fn parse(text: &str) -> Result<Spec> {
                 .iter()
                 .find(|(index, _)| *index == w)
                 .copied()
-                .ok_or_else(|| GraphError::value(format!("trainable weight {w} is not among the spec's weights")))
+                .ok_or_else(|| {
+                    GraphError::value(format!(
+                        "trainable weight {w} is not among the spec's weights"
+                    ))
+                })
         })
         .collect::<Result<Vec<_>>>()?;
     let mut updates = Vec::new();
     for &(w, v) in &raw.updates {
         let v = resolve(v, "update")?;
         let Some(&(_, wid)) = weight_ids.iter().find(|(index, _)| *index == w) else {
-            return Err(GraphError::value(format!("updated weight {w} is not among the spec's weights")));
+            return Err(GraphError::value(format!(
+                "updated weight {w} is not among the spec's weights"
+            )));
         };
         if g.ty(v).shape != g.ty(wid).shape {
             return Err(GraphError::shape(format!(
@@ -174,14 +190,24 @@ pub fn parse(text: &str) -> Result<Spec> {
         }
         updates.push((w, v));
     }
-    Ok(Spec { graph: g, outputs, loss, trainable, updates, seed: raw.seed })
+    Ok(Spec {
+        graph: g,
+        outputs,
+        loss,
+        trainable,
+        updates,
+        seed: raw.seed,
+    })
 }
 
 /// Builds one spec node. `dense` with an activation whose derivative needs the
 /// pre-activation (gelu, elu, ...) becomes `dense` + that activation.
 fn lower(g: &mut Graph, op: &str, attrs: &Json, inputs: &[ValueId]) -> Result<Vec<ValueId>> {
     if op == "dense" {
-        let act = attrs.get("activation").and_then(Json::as_str).unwrap_or("linear");
+        let act = attrs
+            .get("activation")
+            .and_then(Json::as_str)
+            .unwrap_or("linear");
         if let Some(kind) = pyfuncnet_kernels::unary::Unary::from_name(act, None, None) {
             if kind.grad_needs_input() && act != "linear" {
                 let mut linear = attrs.clone();

@@ -64,7 +64,11 @@ pub fn fmt_shape(shape: &[usize]) -> String {
         1 => format!("({},)", shape[0]),
         _ => format!(
             "({})",
-            shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
@@ -150,7 +154,10 @@ pub struct TensorRef<'a> {
 
 impl<'a> TensorRef<'a> {
     pub fn new_f32(shape: &'a [usize], data: &'a [f32]) -> Self {
-        TensorRef { shape, data: DataRef::F32(data) }
+        TensorRef {
+            shape,
+            data: DataRef::F32(data),
+        }
     }
 
     /// The data as `f32` (float and bool values).

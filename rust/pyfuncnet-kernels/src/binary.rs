@@ -286,12 +286,12 @@ fn numel(what: &str, shape: &[usize]) -> Result<usize> {
         })
 }
 
-/// Checks that `data` holds exactly the elements of `shape`.
-fn check_data(what: &str, data: &[f32], shape: &[usize]) -> Result<usize> {
+/// Checks that `data` (the operand `role` of op `what`) holds exactly the elements of `shape`.
+fn check_data(what: &str, role: &str, data: &[f32], shape: &[usize]) -> Result<usize> {
     let n = numel(what, shape)?;
     if data.len() != n {
         return Err(KernelError::ShapeMismatch {
-            what: what.to_string(),
+            what: format!("{what} {role}"),
             expected: format!("{n} elements for shape {shape:?}"),
             got: format!("{} elements", data.len()),
         });
@@ -658,9 +658,9 @@ pub fn binary(
     out_shape: &[usize],
 ) -> Result<()> {
     let what = op.name();
-    check_data(what, a, a_shape)?;
-    check_data(what, b, b_shape)?;
-    check_data(what, out, out_shape)?;
+    check_data(what, "lhs", a, a_shape)?;
+    check_data(what, "rhs", b, b_shape)?;
+    check_data(what, "output", out, out_shape)?;
     check_broadcast_out(what, &[a_shape, b_shape], out_shape)?;
     with_binary!(op, |f| binary_impl(
         f, a, a_shape, b, b_shape, out, out_shape
@@ -695,10 +695,10 @@ pub fn select(
     out_shape: &[usize],
 ) -> Result<()> {
     let what = "where";
-    check_data("where condition", cond, c_shape)?;
-    check_data("where x", x, x_shape)?;
-    check_data("where y", y, y_shape)?;
-    check_data("where output", out, out_shape)?;
+    check_data(what, "condition", cond, c_shape)?;
+    check_data(what, "x", x, x_shape)?;
+    check_data(what, "y", y, y_shape)?;
+    check_data(what, "output", out, out_shape)?;
     check_broadcast_out(what, &[c_shape, x_shape, y_shape], out_shape)?;
     let n = out.len();
     if n == 0 {
@@ -734,8 +734,8 @@ pub fn select(
 /// from its shape's size; `InvalidArgument` past [`MAX_RANK`] merged dimensions.
 pub fn broadcast_to(x: &[f32], from: &[usize], out: &mut [f32], to: &[usize]) -> Result<()> {
     let what = "broadcast_to";
-    check_data("broadcast_to input", x, from)?;
-    check_data("broadcast_to output", out, to)?;
+    check_data(what, "input", x, from)?;
+    check_data(what, "output", out, to)?;
     check_broadcast_to(what, from, to)?;
     if out.is_empty() {
         return Ok(());

@@ -7,11 +7,24 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KernelError {
     /// Two shapes that must agree do not (`what` names the operands).
-    ShapeMismatch { what: String, expected: String, got: String },
+    ShapeMismatch {
+        what: String,
+        expected: String,
+        got: String,
+    },
     /// A buffer is shorter than its shape and strides require.
-    BufferTooSmall { what: String, needed: usize, got: usize },
+    BufferTooSmall {
+        what: String,
+        needed: usize,
+        got: usize,
+    },
     /// An index (gather, one-hot, sparse label) outside `[0, limit)`.
-    IndexOutOfRange { what: String, position: usize, value: i64, limit: usize },
+    IndexOutOfRange {
+        what: String,
+        position: usize,
+        value: i64,
+        limit: usize,
+    },
     /// An argument value outside its domain (axis, rate, negative size...).
     InvalidArgument { what: String, message: String },
 }
@@ -19,13 +32,25 @@ pub enum KernelError {
 impl fmt::Display for KernelError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            KernelError::ShapeMismatch { what, expected, got } => {
+            KernelError::ShapeMismatch {
+                what,
+                expected,
+                got,
+            } => {
                 write!(f, "{what}: expected {expected}, got {got}")
             }
             KernelError::BufferTooSmall { what, needed, got } => {
-                write!(f, "{what}: buffer holds {got} elements but {needed} are needed")
+                write!(
+                    f,
+                    "{what}: buffer holds {got} elements but {needed} are needed"
+                )
             }
-            KernelError::IndexOutOfRange { what, position, value, limit } => write!(
+            KernelError::IndexOutOfRange {
+                what,
+                position,
+                value,
+                limit,
+            } => write!(
                 f,
                 "{what}: index {value} at position {position} is out of range [0, {limit})"
             ),

@@ -6,6 +6,7 @@
 //! small function with a `// SAFETY:` line, behind a safe checked wrapper, next to a
 //! scalar twin that tests compare against.
 
+pub mod alloc_count;
 pub mod binary;
 pub mod cpu;
 pub mod error;

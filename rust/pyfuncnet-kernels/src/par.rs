@@ -41,7 +41,10 @@ fn pool_cell() -> &'static RwLock<Arc<rayon::ThreadPool>> {
 fn current_pool() -> Arc<rayon::ThreadPool> {
     // A poisoned lock only means another thread panicked while swapping pools;
     // the Arc inside is still a valid pool.
-    pool_cell().read().unwrap_or_else(|e| e.into_inner()).clone()
+    pool_cell()
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
 }
 
 /// Replaces the pool with one of `threads` workers.
@@ -89,7 +92,11 @@ pub fn for_each_task(tasks: usize, task: impl Fn(usize) + Sync + Send) {
 
 /// Splits `data` into consecutive chunks of `chunk` elements (the last may be shorter)
 /// and runs `task(chunk_index, chunk)` on each, in parallel.
-pub fn for_each_chunk_mut<T: Send>(data: &mut [T], chunk: usize, task: impl Fn(usize, &mut [T]) + Sync + Send) {
+pub fn for_each_chunk_mut<T: Send>(
+    data: &mut [T],
+    chunk: usize,
+    task: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
     use rayon::prelude::*;
     let chunk = chunk.max(1);
     if data.len() <= chunk {
@@ -98,11 +105,18 @@ pub fn for_each_chunk_mut<T: Send>(data: &mut [T], chunk: usize, task: impl Fn(u
         }
         return;
     }
-    install(|| data.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| task(i, c)));
+    install(|| {
+        data.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, c)| task(i, c))
+    });
 }
 
 /// Runs `a` and `b`, potentially in parallel, and returns both results.
-pub fn join<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
+pub fn join<A: Send, B: Send>(
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
     install(|| rayon::join(a, b))
 }
 

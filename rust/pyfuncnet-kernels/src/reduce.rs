@@ -777,23 +777,17 @@ pub fn sum_to_shape(x: &[f32], from: &[usize], out: &mut [f32], to: &[usize]) ->
     reduce_masked(what, Op::Sum, x, from, mask, out)
 }
 
-/// Index of the first maximum along one contiguous row; a NaN wins at once.
+/// Index of the first maximum (or minimum) of one contiguous row, the first NaN if
+/// there is one. Two vectorised passes: the NaN-propagating extreme, then the first
+/// element equal to it (or the first NaN).
 fn arg_row(is_max: bool, row: &[f32]) -> usize {
-    let mut best = row[0];
-    let mut at = 0;
-    if best.is_nan() {
-        return 0;
-    }
-    for (i, &v) in row.iter().enumerate().skip(1) {
-        if v.is_nan() {
-            return i;
-        }
-        if (is_max && v > best) || (!is_max && v < best) {
-            best = v;
-            at = i;
-        }
-    }
-    at
+    let m = extreme(row, is_max);
+    let at = if m.is_nan() {
+        row.iter().position(|v| v.is_nan())
+    } else {
+        row.iter().position(|&v| v == m)
+    };
+    at.unwrap_or(0)
 }
 
 /// Arg-reduction of `out.len()` columns starting at `col` of the `(n, inner)` block at `base`.
@@ -1218,12 +1212,22 @@ mod tests {
         arg_reduce(true, &x, &[400, 300], 1, &mut rows).unwrap();
         let mut cols = vec![0i32; 300];
         arg_reduce(false, &x, &[400, 300], 0, &mut cols).unwrap();
+        // A plain scan, first occurrence on ties (no NaN here).
+        let scan = |is_max: bool, v: &[f32]| {
+            let mut b = 0;
+            for k in 1..v.len() {
+                if (is_max && v[k] > v[b]) || (!is_max && v[k] < v[b]) {
+                    b = k;
+                }
+            }
+            b as i32
+        };
         for r in 0..400 {
-            assert_eq!(rows[r] as usize, arg_row(true, &x[r * 300..(r + 1) * 300]));
+            assert_eq!(rows[r], scan(true, &x[r * 300..(r + 1) * 300]));
         }
         for c in 0..300 {
             let col: Vec<f32> = (0..400).map(|r| x[r * 300 + c]).collect();
-            assert_eq!(cols[c] as usize, arg_row(false, &col));
+            assert_eq!(cols[c], scan(false, &col));
         }
     }
 }

@@ -35,7 +35,11 @@ struct Layout {
 
 /// Storage for a `rows x cols` operand in `layout`, and a view of it.
 fn operand(rows: usize, cols: usize, layout: Layout, seed: u64) -> (Vec<f32>, usize, usize, usize) {
-    let (srows, scols) = if layout.transposed { (cols, rows) } else { (rows, cols) };
+    let (srows, scols) = if layout.transposed {
+        (cols, rows)
+    } else {
+        (rows, cols)
+    };
     let ld = scols + layout.pad;
     let data = values(srows * ld + 3, seed);
     let (rs, cs) = if layout.transposed { (1, ld) } else { (ld, 1) };
@@ -62,15 +66,40 @@ struct Case {
 
 impl Case {
     fn plain(m: usize, n: usize, k: usize) -> Case {
-        let l = Layout { transposed: false, pad: 0 };
-        Case { m, n, k, la: l, lb: l, ldc_pad: 0, alpha: 1.0, beta: 0.0, bias: false, activation: false }
+        let l = Layout {
+            transposed: false,
+            pad: 0,
+        };
+        Case {
+            m,
+            n,
+            k,
+            la: l,
+            lb: l,
+            ldc_pad: 0,
+            alpha: 1.0,
+            beta: 0.0,
+            bias: false,
+            activation: false,
+        }
     }
 }
 
 /// Runs `case` at `level` (None: `sgemm`, the active level) and compares with the
 /// reference; returns a description of the first mismatch.
 fn run_case(level: Option<SimdLevel>, case: Case) -> Result<(), String> {
-    let Case { m, n, k, la, lb, ldc_pad, alpha, beta, bias, activation } = case;
+    let Case {
+        m,
+        n,
+        k,
+        la,
+        lb,
+        ldc_pad,
+        alpha,
+        beta,
+        bias,
+        activation,
+    } = case;
     let (a_data, _, ars, acs) = operand(m, k, la, 1 + m as u64);
     let (b_data, _, brs, bcs) = operand(k, n, lb, 2 + n as u64);
     let a = MatRef::new(&a_data, m, k, ars, acs).unwrap();
@@ -80,12 +109,27 @@ fn run_case(level: Option<SimdLevel>, case: Case) -> Result<(), String> {
     let c0 = values(c_len, 3 + k as u64);
     let bias_v = values(n, 4);
     let act: &(dyn Fn(&mut [f32]) + Sync) = &relu;
-    let ep = Epilogue { bias: bias.then_some(&bias_v[..]), activation: activation.then_some(act) };
+    let ep = Epilogue {
+        bias: bias.then_some(&bias_v[..]),
+        activation: activation.then_some(act),
+    };
 
     let mut want = c0.clone();
-    sgemm_reference(alpha, a, b, beta, MatMut::new(&mut want, m, n, ldc).unwrap(), &ep).unwrap();
+    sgemm_reference(
+        alpha,
+        a,
+        b,
+        beta,
+        MatMut::new(&mut want, m, n, ldc).unwrap(),
+        &ep,
+    )
+    .unwrap();
     // beta == 0 must not read C: fill it with NaN.
-    let mut got = if beta == 0.0 { vec![f32::NAN; c_len] } else { c0.clone() };
+    let mut got = if beta == 0.0 {
+        vec![f32::NAN; c_len]
+    } else {
+        c0.clone()
+    };
     let out = MatMut::new(&mut got, m, n, ldc).unwrap();
     match level {
         Some(level) => sgemm_with_level(level, alpha, a, b, beta, out, &ep).unwrap(),
@@ -104,7 +148,11 @@ fn run_case(level: Option<SimdLevel>, case: Case) -> Result<(), String> {
             }
             if j >= n {
                 // Padding between rows is never written.
-                let untouched = if beta == 0.0 { got[idx].is_nan() } else { got[idx] == c0[idx] };
+                let untouched = if beta == 0.0 {
+                    got[idx].is_nan()
+                } else {
+                    got[idx] == c0[idx]
+                };
                 if !untouched {
                     return Err(format!("{name}: {case:?}: padding ({i}, {j}) was written"));
                 }
@@ -112,7 +160,9 @@ fn run_case(level: Option<SimdLevel>, case: Case) -> Result<(), String> {
             }
             let (g, w) = (got[idx], want[idx]);
             if !((g - w).abs() <= tol) {
-                return Err(format!("{name}: {case:?}: C({i}, {j}) = {g}, reference {w}, tolerance {tol}"));
+                return Err(format!(
+                    "{name}: {case:?}: C({i}, {j}) = {g}, reference {w}, tolerance {tol}"
+                ));
             }
         }
     }
@@ -121,10 +171,22 @@ fn run_case(level: Option<SimdLevel>, case: Case) -> Result<(), String> {
 
 fn all_layouts() -> [Layout; 4] {
     [
-        Layout { transposed: false, pad: 0 },
-        Layout { transposed: true, pad: 0 },
-        Layout { transposed: false, pad: 5 },
-        Layout { transposed: true, pad: 3 },
+        Layout {
+            transposed: false,
+            pad: 0,
+        },
+        Layout {
+            transposed: true,
+            pad: 0,
+        },
+        Layout {
+            transposed: false,
+            pad: 5,
+        },
+        Layout {
+            transposed: true,
+            pad: 3,
+        },
     ]
 }
 
@@ -160,6 +222,7 @@ fn gemm_forward_matches_reference_on_edge_shapes() {
         (385, 170, 64),
         (70, 4100, 20),
         (100, 100, 1000),
+        (80, 1000, 2100),
     ] {
         check_every_level(Case::plain(m, n, k));
     }
@@ -173,11 +236,22 @@ fn gemm_forward_matches_reference_on_edge_shapes() {
 
 #[test]
 fn gemm_transposed_and_strided_operands_match_reference() {
-    for (m, n, k) in [(5, 7, 3), (13, 17, 29), (64, 70, 100), (97, 130, 300), (200, 150, 140)] {
+    for (m, n, k) in [
+        (5, 7, 3),
+        (13, 17, 29),
+        (64, 70, 100),
+        (97, 130, 300),
+        (200, 150, 140),
+    ] {
         for la in all_layouts() {
             for lb in all_layouts() {
                 for ldc_pad in [0, 3] {
-                    check_every_level(Case { la, lb, ldc_pad, ..Case::plain(m, n, k) });
+                    check_every_level(Case {
+                        la,
+                        lb,
+                        ldc_pad,
+                        ..Case::plain(m, n, k)
+                    });
                 }
             }
         }
@@ -186,10 +260,23 @@ fn gemm_transposed_and_strided_operands_match_reference() {
 
 #[test]
 fn gemm_alpha_beta_and_epilogue_match_reference() {
-    for (m, n, k) in [(1, 1, 1), (7, 9, 0), (6, 16, 5), (33, 21, 70), (150, 140, 300), (64, 10, 64)] {
+    for (m, n, k) in [
+        (1, 1, 1),
+        (7, 9, 0),
+        (6, 16, 5),
+        (33, 21, 70),
+        (150, 140, 300),
+        (64, 10, 64),
+    ] {
         for (alpha, beta) in [(1.0, 0.0), (0.5, 0.0), (1.0, 1.0), (-2.0, 0.25), (0.0, 3.0)] {
             for (bias, activation) in [(false, false), (true, false), (false, true), (true, true)] {
-                check_every_level(Case { alpha, beta, bias, activation, ..Case::plain(m, n, k) });
+                check_every_level(Case {
+                    alpha,
+                    beta,
+                    bias,
+                    activation,
+                    ..Case::plain(m, n, k)
+                });
             }
         }
     }
@@ -197,13 +284,26 @@ fn gemm_alpha_beta_and_epilogue_match_reference() {
 
 #[test]
 fn gemm_mlp_training_shapes_match_reference() {
-    let t = Layout { transposed: true, pad: 0 };
+    let t = Layout {
+        transposed: true,
+        pad: 0,
+    };
     for batch in [64, 256] {
         for (fan_in, fan_out) in [(784, 64), (64, 64), (64, 10)] {
             // X·W, dY·Wᵀ, Xᵀ·dY.
-            check_every_level(Case { bias: true, activation: true, ..Case::plain(batch, fan_out, fan_in) });
-            check_every_level(Case { lb: t, ..Case::plain(batch, fan_in, fan_out) });
-            check_every_level(Case { la: t, ..Case::plain(fan_in, fan_out, batch) });
+            check_every_level(Case {
+                bias: true,
+                activation: true,
+                ..Case::plain(batch, fan_out, fan_in)
+            });
+            check_every_level(Case {
+                lb: t,
+                ..Case::plain(batch, fan_in, fan_out)
+            });
+            check_every_level(Case {
+                la: t,
+                ..Case::plain(fan_in, fan_out, batch)
+            });
         }
     }
 }
@@ -222,8 +322,20 @@ fn gemm_k_zero_writes_epilogue_of_beta_c() {
         let mut c = vec![f32::NAN; 6];
         let a = MatRef::new(&[], 2, 0, 0, 1).unwrap();
         let b = MatRef::new(&[], 0, 3, 3, 1).unwrap();
-        let ep = Epilogue { bias: Some(&bias), activation: Some(act) };
-        sgemm_with_level(level, 1.0, a, b, 0.0, MatMut::row_major(&mut c, 2, 3).unwrap(), &ep).unwrap();
+        let ep = Epilogue {
+            bias: Some(&bias),
+            activation: Some(act),
+        };
+        sgemm_with_level(
+            level,
+            1.0,
+            a,
+            b,
+            0.0,
+            MatMut::row_major(&mut c, 2, 3).unwrap(),
+            &ep,
+        )
+        .unwrap();
         assert_eq!(c, [1.0, 0.0, 3.0, 1.0, 0.0, 3.0]);
     }
 }
@@ -235,35 +347,103 @@ fn gemm_errors_instead_of_panicking() {
     let b = MatRef::row_major(&data, 6, 3).unwrap();
     let mut c = vec![0.0f32; 64];
     let ep = Epilogue::default();
-    let r = sgemm(1.0, a, b, 0.0, MatMut::row_major(&mut c, 4, 3).unwrap(), &ep);
+    let r = sgemm(
+        1.0,
+        a,
+        b,
+        0.0,
+        MatMut::row_major(&mut c, 4, 3).unwrap(),
+        &ep,
+    );
     assert!(matches!(r, Err(KernelError::ShapeMismatch { .. })));
     let b = MatRef::row_major(&data, 5, 3).unwrap();
-    let r = sgemm(1.0, a, b, 0.0, MatMut::row_major(&mut c, 3, 3).unwrap(), &ep);
+    let r = sgemm(
+        1.0,
+        a,
+        b,
+        0.0,
+        MatMut::row_major(&mut c, 3, 3).unwrap(),
+        &ep,
+    );
     assert!(matches!(r, Err(KernelError::ShapeMismatch { .. })));
-    let r = sgemm(1.0, a, b, 0.0, MatMut::row_major(&mut c, 4, 4).unwrap(), &ep);
+    let r = sgemm(
+        1.0,
+        a,
+        b,
+        0.0,
+        MatMut::row_major(&mut c, 4, 4).unwrap(),
+        &ep,
+    );
     assert!(matches!(r, Err(KernelError::ShapeMismatch { .. })));
     let bias = [0.0f32; 2];
-    let bad_bias = Epilogue { bias: Some(&bias), activation: None };
-    let r = sgemm(1.0, a, b, 0.0, MatMut::row_major(&mut c, 4, 3).unwrap(), &bad_bias);
+    let bad_bias = Epilogue {
+        bias: Some(&bias),
+        activation: None,
+    };
+    let r = sgemm(
+        1.0,
+        a,
+        b,
+        0.0,
+        MatMut::row_major(&mut c, 4, 3).unwrap(),
+        &bad_bias,
+    );
     assert!(matches!(r, Err(KernelError::ShapeMismatch { .. })));
 
     // Constructors refuse views that do not fit.
-    assert!(matches!(MatRef::row_major(&data, 9, 8), Err(KernelError::BufferTooSmall { .. })));
-    assert!(matches!(MatRef::new(&data, 2, 2, 63, 1), Err(KernelError::BufferTooSmall { .. })));
+    assert!(matches!(
+        MatRef::row_major(&data, 9, 8),
+        Err(KernelError::BufferTooSmall { .. })
+    ));
+    assert!(matches!(
+        MatRef::new(&data, 2, 2, 63, 1),
+        Err(KernelError::BufferTooSmall { .. })
+    ));
     assert!(MatRef::new(&data, 2, 2, usize::MAX, 1).is_err());
     assert!(MatRef::new(&[], 0, 5, 5, 1).is_ok());
     assert!(MatMut::new(&mut c, 2, 5, 4).is_err());
     assert!(MatMut::row_major(&mut c, 9, 8).is_err());
 
     // Hand-built views with public fields are checked again by sgemm.
-    let forged = MatRef { data: &data[..10], rows: 4, cols: 5, rs: 5, cs: 1 };
-    let r = sgemm(1.0, forged, b, 0.0, MatMut::row_major(&mut c, 4, 3).unwrap(), &ep);
+    let forged = MatRef {
+        data: &data[..10],
+        rows: 4,
+        cols: 5,
+        rs: 5,
+        cs: 1,
+    };
+    let r = sgemm(
+        1.0,
+        forged,
+        b,
+        0.0,
+        MatMut::row_major(&mut c, 4, 3).unwrap(),
+        &ep,
+    );
     assert!(matches!(r, Err(KernelError::BufferTooSmall { .. })));
-    let forged_c = MatMut { data: &mut c[..5], rows: 4, cols: 3, ldc: 3 };
+    let forged_c = MatMut {
+        data: &mut c[..5],
+        rows: 4,
+        cols: 3,
+        ldc: 3,
+    };
     assert!(sgemm(1.0, a, b, 0.0, forged_c, &ep).is_err());
-    let overlapping_c = MatMut { data: &mut c[..], rows: 4, cols: 3, ldc: 2 };
+    let overlapping_c = MatMut {
+        data: &mut c[..],
+        rows: 4,
+        cols: 3,
+        ldc: 2,
+    };
     assert!(sgemm(1.0, a, b, 0.0, overlapping_c, &ep).is_err());
-    assert!(sgemm_reference(1.0, forged, b, 0.0, MatMut::row_major(&mut c, 4, 3).unwrap(), &ep).is_err());
+    assert!(sgemm_reference(
+        1.0,
+        forged,
+        b,
+        0.0,
+        MatMut::row_major(&mut c, 4, 3).unwrap(),
+        &ep
+    )
+    .is_err());
 }
 
 #[test]
@@ -277,8 +457,25 @@ fn gemm_broadcast_strides_match_reference() {
         let mut want = vec![0.0; 13 * 33];
         let mut got = vec![0.0; 13 * 33];
         let ep = Epilogue::default();
-        sgemm_reference(1.0, a, b, 0.0, MatMut::row_major(&mut want, 13, 33).unwrap(), &ep).unwrap();
-        sgemm_with_level(level, 1.0, a, b, 0.0, MatMut::row_major(&mut got, 13, 33).unwrap(), &ep).unwrap();
+        sgemm_reference(
+            1.0,
+            a,
+            b,
+            0.0,
+            MatMut::row_major(&mut want, 13, 33).unwrap(),
+            &ep,
+        )
+        .unwrap();
+        sgemm_with_level(
+            level,
+            1.0,
+            a,
+            b,
+            0.0,
+            MatMut::row_major(&mut got, 13, 33).unwrap(),
+            &ep,
+        )
+        .unwrap();
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() < 1e-4);
         }

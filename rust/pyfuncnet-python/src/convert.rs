@@ -27,7 +27,9 @@ impl<'py> ArrayIn<'py> {
                 .getattr("dtype")
                 .map(|d| d.to_string())
                 .unwrap_or_else(|_| obj.get_type().to_string());
-            return Err(dtype_err(format!("{what}: expected a float32 or int32 numpy array, got {dtype}")));
+            return Err(dtype_err(format!(
+                "{what}: expected a float32 or int32 numpy array, got {dtype}"
+            )));
         };
         let contiguous = match &arr {
             ArrayIn::F32(a) => a.is_c_contiguous(),
@@ -52,7 +54,10 @@ impl<'py> ArrayIn<'py> {
             ArrayIn::F32(a) => DataRef::F32(a.as_slice().unwrap_or(&[])),
             ArrayIn::I32(a) => DataRef::I32(a.as_slice().unwrap_or(&[])),
         };
-        TensorRef { shape: self.shape(), data }
+        TensorRef {
+            shape: self.shape(),
+            data,
+        }
     }
 }
 
@@ -66,7 +71,11 @@ pub fn extract_all<'py>(arrays: &[Bound<'py, PyAny>], what: &str) -> PyResult<Ve
 }
 
 /// Copies a tensor into a new numpy array (bool values come back as numpy bool).
-pub fn to_numpy<'py>(py: Python<'py>, t: TensorRef<'_>, is_bool: bool) -> PyResult<Bound<'py, PyAny>> {
+pub fn to_numpy<'py>(
+    py: Python<'py>,
+    t: TensorRef<'_>,
+    is_bool: bool,
+) -> PyResult<Bound<'py, PyAny>> {
     let shape = numpy::ndarray::IxDyn(t.shape);
     let err = |e: numpy::ndarray::ShapeError| value_err(format!("internal shape error: {e}"));
     match t.data {
@@ -97,7 +106,11 @@ pub fn f32_vec(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<(Vec<usize>, Vec<
 }
 
 /// A new float32 numpy array of `shape` holding `data`.
-pub fn f32_array<'py>(py: Python<'py>, shape: &[usize], data: Vec<f32>) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+pub fn f32_array<'py>(
+    py: Python<'py>,
+    shape: &[usize],
+    data: Vec<f32>,
+) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
     numpy::ndarray::ArrayD::from_shape_vec(numpy::ndarray::IxDyn(shape), data)
         .map(|a| a.into_pyarray(py))
         .map_err(|e| value_err(format!("internal shape error: {e}")))
@@ -106,9 +119,14 @@ pub fn f32_array<'py>(py: Python<'py>, shape: &[usize], data: Vec<f32>) -> PyRes
 /// Runs `f` with the GIL released, on the project's thread pool, and converts its
 /// error. A panic inside is caught and reported as an exception, never unwound
 /// into Python.
-pub fn enter_core<T: Send>(py: Python<'_>, f: impl FnOnce() -> Result<T, GraphError> + Send) -> PyResult<T> {
+pub fn enter_core<T: Send>(
+    py: Python<'_>,
+    f: impl FnOnce() -> Result<T, GraphError> + Send,
+) -> PyResult<T> {
     let result = py.detach(|| {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pyfuncnet_kernels::par::install(f)))
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pyfuncnet_kernels::par::install(f)
+        }))
     });
     match result {
         Ok(r) => r.map_err(graph_err),

@@ -11,11 +11,27 @@ use pyfuncnet_kernels::KernelError;
 
 /// (class name, builtin base, doc) of every exception class.
 const CLASSES: [(&str, &str, &str); 5] = [
-    ("ShapeError", "ValueError", "Incompatible or invalid tensor shapes."),
+    (
+        "ShapeError",
+        "ValueError",
+        "Incompatible or invalid tensor shapes.",
+    ),
     ("DTypeError", "TypeError", "A tensor has the wrong dtype."),
-    ("OutOfRangeError", "IndexError", "An index (gather, embedding, label) outside its valid range."),
-    ("InvalidArgumentError", "ValueError", "An argument value outside its domain."),
-    ("UnsupportedError", "NotImplementedError", "An op or feature this build does not support."),
+    (
+        "OutOfRangeError",
+        "IndexError",
+        "An index (gather, embedding, label) outside its valid range.",
+    ),
+    (
+        "InvalidArgumentError",
+        "ValueError",
+        "An argument value outside its domain.",
+    ),
+    (
+        "UnsupportedError",
+        "NotImplementedError",
+        "An op or feature this build does not support.",
+    ),
 ];
 
 static BASE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -42,7 +58,8 @@ fn types(py: Python<'_>) -> PyResult<&Vec<Py<PyType>>> {
         CLASSES
             .iter()
             .map(|(name, builtin, doc)| {
-                let bases = PyTuple::new(py, [base.clone().into_any(), builtins.getattr(*builtin)?])?;
+                let bases =
+                    PyTuple::new(py, [base.clone().into_any(), builtins.getattr(*builtin)?])?;
                 let dict = PyDict::new(py);
                 dict.set_item("__doc__", *doc)?;
                 dict.set_item("__module__", "pyfuncnet.errors")?;

@@ -28,7 +28,14 @@ fn get_num_threads() -> usize {
 fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     let info = PyDict::new(py);
     info.set_item("version", env!("CARGO_PKG_VERSION"))?;
-    info.set_item("profile", if cfg!(debug_assertions) { "debug" } else { "release" })?;
+    info.set_item(
+        "profile",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+    )?;
     info.set_item("simd", pyfuncnet_kernels::cpu::active().name())?;
     info.set_item("simd_detected", pyfuncnet_kernels::cpu::detected().name())?;
     info.set_item("threads", pyfuncnet_kernels::par::num_threads())?;

@@ -21,11 +21,15 @@ impl Optimizer {
     /// count of each trainable variable, in the order training steps list them.
     #[new]
     fn new(config: &str, sizes: Vec<usize>) -> PyResult<Self> {
-        let json: serde_json::Value =
-            serde_json::from_str(config).map_err(|e| value_err(format!("optimizer config is not valid JSON: {e}")))?;
+        let json: serde_json::Value = serde_json::from_str(config)
+            .map_err(|e| value_err(format!("optimizer config is not valid JSON: {e}")))?;
         let config = OptimizerConfig::from_json(&json).map_err(value_err)?;
         let state = OptimizerState::new(&config, &sizes);
-        Ok(Optimizer { config, state, sizes })
+        Ok(Optimizer {
+            config,
+            state,
+            sizes,
+        })
     }
 
     /// Number of updates applied so far (Keras's `optimizer.iterations`).
@@ -60,13 +64,21 @@ impl Optimizer {
             .get_mut(index)
             .ok_or_else(|| value_err(format!("optimizer variable {index} does not exist")))?;
         if slots.len() != var.slots.len() {
-            return Err(value_err(format!("expected {} slot arrays, got {}", var.slots.len(), slots.len())));
+            return Err(value_err(format!(
+                "expected {} slot arrays, got {}",
+                var.slots.len(),
+                slots.len()
+            )));
         }
         let mut new = Vec::with_capacity(slots.len());
         for (s, old) in slots.iter().zip(&var.slots) {
             let (_, data) = f32_vec(s, "optimizer slot")?;
             if data.len() != old.len() {
-                return Err(value_err(format!("slot needs {} values, got {}", old.len(), data.len())));
+                return Err(value_err(format!(
+                    "slot needs {} values, got {}",
+                    old.len(),
+                    data.len()
+                )));
             }
             new.push(data);
         }

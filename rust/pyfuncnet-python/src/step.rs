@@ -34,7 +34,11 @@ impl CompiledStep {
             "predict" => Mode::Predict,
             "test" => Mode::Test,
             "train" => Mode::Train,
-            other => return Err(value_err(format!("mode must be 'predict', 'test' or 'train', got '{other}'"))),
+            other => {
+                return Err(value_err(format!(
+                    "mode must be 'predict', 'test' or 'train', got '{other}'"
+                )))
+            }
         };
         let inner = enter_core(py, move || program::CompiledStep::compile(&spec, mode))?;
         Ok(CompiledStep { inner })
@@ -73,7 +77,9 @@ impl CompiledStep {
         let vars = &mut variables.inner;
         let opt = &mut *optimizer;
         let inner = &mut self.inner;
-        enter_core(py, || inner.train(&tensors, vars, &opt.config, &mut opt.state, lr))?;
+        enter_core(py, || {
+            inner.train(&tensors, vars, &opt.config, &mut opt.state, lr)
+        })?;
         Ok((self.outputs(py)?, self.inner.loss()))
     }
 

@@ -21,7 +21,10 @@ impl Variables {
         if index >= self.shapes.len() {
             return Err(graph_err(pyfuncnet_graph::GraphError::new(
                 pyfuncnet_graph::ErrorKind::Index,
-                format!("variable index {index} is out of range: the store holds {}", self.shapes.len()),
+                format!(
+                    "variable index {index} is out of range: the store holds {}",
+                    self.shapes.len()
+                ),
             )));
         }
         Ok(())

@@ -28,7 +28,12 @@ pub(crate) fn build(name: &str, _a: &Attrs) -> Result<Option<Box<dyn Op>>> {
 fn is_comparison(kind: Binary) -> bool {
     matches!(
         kind,
-        Binary::Greater | Binary::GreaterEqual | Binary::Less | Binary::LessEqual | Binary::Equal | Binary::NotEqual
+        Binary::Greater
+            | Binary::GreaterEqual
+            | Binary::Less
+            | Binary::LessEqual
+            | Binary::Equal
+            | Binary::NotEqual
     )
 }
 
@@ -44,7 +49,9 @@ fn check_float(op: &str, which: &str, t: &TensorType) -> Result<()> {
 
 fn broadcast(op: &str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     k::broadcast_shapes(a, b).map_err(|_| {
-        GraphError::shape(format!("{op}: shapes {a:?} and {b:?} cannot be broadcast together"))
+        GraphError::shape(format!(
+            "{op}: shapes {a:?} and {b:?} cannot be broadcast together"
+        ))
     })
 }
 
@@ -58,19 +65,39 @@ impl Op for BinaryOp {
         check_float(self.name(), "the first operand", inputs[0])?;
         check_float(self.name(), "the second operand", inputs[1])?;
         let shape = broadcast(self.name(), &inputs[0].shape, &inputs[1].shape)?;
-        let dtype = if is_comparison(self.kind) { DType::Bool } else { DType::F32 };
+        let dtype = if is_comparison(self.kind) {
+            DType::Bool
+        } else {
+            DType::F32
+        };
         Ok(vec![TensorType::new(shape, dtype)])
     }
 
     fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
         let shape = outputs[0].shape;
-        k::binary(self.kind, inputs[0].f32()?, inputs[0].shape, inputs[1].f32()?, inputs[1].shape, outputs[0].f32()?, shape)?;
+        k::binary(
+            self.kind,
+            inputs[0].f32()?,
+            inputs[0].shape,
+            inputs[1].f32()?,
+            inputs[1].shape,
+            outputs[0].f32()?,
+            shape,
+        )?;
         Ok(())
     }
 
-    fn backward(&self, g: &mut Graph, inputs: &[ValueId], outputs: &[ValueId], dys: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
+    fn backward(
+        &self,
+        g: &mut Graph,
+        inputs: &[ValueId],
+        outputs: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
         let (a, b) = (inputs[0], inputs[1]);
-        let Some(dy) = dys[0] else { return Ok(vec![None, None]) };
+        let Some(dy) = dys[0] else {
+            return Ok(vec![None, None]);
+        };
         // Gradients w.r.t. the broadcast operands; summed back to each operand's shape below.
         let (da, db) = match self.kind {
             Binary::Add => (Some(dy), Some(dy)),
@@ -103,7 +130,11 @@ impl Op for BinaryOp {
             }
             Binary::Max | Binary::Min => {
                 // The gradient goes to `a` where it was selected (ties go to `a`), else to `b`.
-                let cmp = if self.kind == Binary::Max { Binary::GreaterEqual } else { Binary::LessEqual };
+                let cmp = if self.kind == Binary::Max {
+                    Binary::GreaterEqual
+                } else {
+                    Binary::LessEqual
+                };
                 let mask_a = g.binary(cmp, a, b)?;
                 let one = g.scalar(1.0);
                 let mask_b = g.binary(Binary::Sub, one, mask_a)?;
@@ -160,8 +191,16 @@ impl Op for WhereOp {
         Ok(())
     }
 
-    fn backward(&self, g: &mut Graph, inputs: &[ValueId], _o: &[ValueId], dys: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
-        let Some(dy) = dys[0] else { return Ok(vec![None, None, None]) };
+    fn backward(
+        &self,
+        g: &mut Graph,
+        inputs: &[ValueId],
+        _o: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = dys[0] else {
+            return Ok(vec![None, None, None]);
+        };
         let zero = g.scalar(0.0);
         let dx = g.apply1(Box::new(WhereOp), &[inputs[0], dy, zero])?;
         let dyy = g.apply1(Box::new(WhereOp), &[inputs[0], zero, dy])?;

@@ -6,7 +6,7 @@ use pyfuncnet_kernels::layout as k;
 use super::{expect_inputs, normalize_axis, Attrs, Ctx, Op};
 use crate::error::{GraphError, Result};
 use crate::graph::{Graph, ValueId};
-use crate::tensor::{fmt_shape, DataMut, DataRef, DType, TensorMut, TensorRef, TensorType};
+use crate::tensor::{fmt_shape, DType, DataMut, DataRef, TensorMut, TensorRef, TensorType};
 
 /// `numpy.take(x, indices, axis)`; indices int32 of any shape, each in `[0, n)`.
 #[derive(Debug, Clone, Copy)]
@@ -35,10 +35,19 @@ pub struct CastOp {
 
 pub(crate) fn build(name: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>> {
     Ok(Some(match name {
-        "take" => Box::new(TakeOp { axis: a.i64_or("axis", 0)? }),
-        "take_grad" => Box::new(TakeGradOp { axis: a.i64_or("axis", 0)?, input_shape: a.usize_list("input_shape")? }),
-        "one_hot" => Box::new(OneHotOp { depth: a.usize("depth")? }),
-        "cast" => Box::new(CastOp { dtype: DType::from_name(a.str_or("dtype", "float32")?)? }),
+        "take" => Box::new(TakeOp {
+            axis: a.i64_or("axis", 0)?,
+        }),
+        "take_grad" => Box::new(TakeGradOp {
+            axis: a.i64_or("axis", 0)?,
+            input_shape: a.usize_list("input_shape")?,
+        }),
+        "one_hot" => Box::new(OneHotOp {
+            depth: a.usize("depth")?,
+        }),
+        "cast" => Box::new(CastOp {
+            dtype: DType::from_name(a.str_or("dtype", "float32")?)?,
+        }),
         _ => return Ok(None),
     }))
 }
@@ -68,7 +77,10 @@ impl Op for TakeOp {
             return Err(GraphError::shape("take: cannot index a scalar"));
         }
         let axis = normalize_axis("take", self.axis, x.rank())?;
-        Ok(vec![TensorType::new(take_shape(&x.shape, axis, &idx.shape), x.dtype)])
+        Ok(vec![TensorType::new(
+            take_shape(&x.shape, axis, &idx.shape),
+            x.dtype,
+        )])
     }
     fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
         let shape = inputs[0].shape;
@@ -81,9 +93,20 @@ impl Op for TakeOp {
         }
         Ok(())
     }
-    fn backward(&self, g: &mut Graph, inputs: &[ValueId], _o: &[ValueId], dys: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
-        let Some(dy) = dys[0] else { return Ok(vec![None, None]) };
-        let op = TakeGradOp { axis: self.axis, input_shape: g.shape(inputs[0]).to_vec() };
+    fn backward(
+        &self,
+        g: &mut Graph,
+        inputs: &[ValueId],
+        _o: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = dys[0] else {
+            return Ok(vec![None, None]);
+        };
+        let op = TakeGradOp {
+            axis: self.axis,
+            input_shape: g.shape(inputs[0]).to_vec(),
+        };
         Ok(vec![Some(g.apply1(Box::new(op), &[dy, inputs[1]])?), None])
     }
 }
@@ -110,11 +133,27 @@ impl Op for TakeGradOp {
         let axis = normalize_axis("take_grad", self.axis, s.len())?;
         let outer = s[..axis].iter().product();
         let inner = s[axis + 1..].iter().product();
-        k::scatter_add("take", inputs[0].f32()?, inputs[1].i32()?, outer, s[axis], inner, outputs[0].f32()?)?;
+        k::scatter_add(
+            "take",
+            inputs[0].f32()?,
+            inputs[1].i32()?,
+            outer,
+            s[axis],
+            inner,
+            outputs[0].f32()?,
+        )?;
         Ok(())
     }
-    fn backward(&self, _g: &mut Graph, _i: &[ValueId], _o: &[ValueId], _d: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
-        Err(GraphError::unsupported("second-order gradients of take are not supported"))
+    fn backward(
+        &self,
+        _g: &mut Graph,
+        _i: &[ValueId],
+        _o: &[ValueId],
+        _d: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        Err(GraphError::unsupported(
+            "second-order gradients of take are not supported",
+        ))
     }
 }
 
@@ -125,7 +164,10 @@ impl Op for OneHotOp {
     fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
         expect_inputs("one_hot", inputs, 1)?;
         if inputs[0].dtype != DType::I32 {
-            return Err(GraphError::dtype(format!("one_hot: indices must be integers, got {}", inputs[0].dtype.name())));
+            return Err(GraphError::dtype(format!(
+                "one_hot: indices must be integers, got {}",
+                inputs[0].dtype.name()
+            )));
         }
         let mut shape = inputs[0].shape.clone();
         shape.push(self.depth);
@@ -135,7 +177,13 @@ impl Op for OneHotOp {
         k::one_hot(inputs[0].i32()?, self.depth, 1.0, 0.0, outputs[0].f32()?)?;
         Ok(())
     }
-    fn backward(&self, _g: &mut Graph, _i: &[ValueId], _o: &[ValueId], _d: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
+    fn backward(
+        &self,
+        _g: &mut Graph,
+        _i: &[ValueId],
+        _o: &[ValueId],
+        _d: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
         Ok(vec![None])
     }
 }
@@ -173,7 +221,13 @@ impl Op for CastOp {
         }
         Ok(())
     }
-    fn backward(&self, g: &mut Graph, inputs: &[ValueId], _o: &[ValueId], dys: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
+    fn backward(
+        &self,
+        g: &mut Graph,
+        inputs: &[ValueId],
+        _o: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
         // Only float -> float casts pass a gradient.
         let passes = self.dtype == DType::F32 && g.ty(inputs[0]).dtype == DType::F32;
         Ok(vec![if passes { dys[0] } else { None }])

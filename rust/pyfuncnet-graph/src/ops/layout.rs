@@ -6,7 +6,7 @@ use pyfuncnet_kernels::{binary as kb, layout as k, reduce as kr};
 use super::{expect_inputs, normalize_axis, Attrs, Ctx, Op};
 use crate::error::{GraphError, Result};
 use crate::graph::{Graph, ValueId};
-use crate::tensor::{fmt_shape, DataMut, DataRef, DType, TensorMut, TensorRef, TensorType};
+use crate::tensor::{fmt_shape, DType, DataMut, DataRef, TensorMut, TensorRef, TensorType};
 
 /// Copies the data under a new shape with the same element count.
 #[derive(Debug, Clone)]
@@ -72,27 +72,56 @@ pub struct SumToShapeOp {
 
 pub(crate) fn build(name: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>> {
     let op: Box<dyn Op> = match name {
-        "reshape" => Box::new(ReshapeOp { shape: a.i64_list("shape")? }),
-        "transpose" => Box::new(TransposeOp { perm: a.usize_list("perm")? }),
-        "concatenate" => Box::new(ConcatOp { axis: a.i64_or("axis", -1)? }),
-        "split" => Box::new(SplitOp { axis: a.i64_or("axis", 0)?, sizes: a.usize_list("sizes")? }),
+        "reshape" => Box::new(ReshapeOp {
+            shape: a.i64_list("shape")?,
+        }),
+        "transpose" => Box::new(TransposeOp {
+            perm: a.usize_list("perm")?,
+        }),
+        "concatenate" => Box::new(ConcatOp {
+            axis: a.i64_or("axis", -1)?,
+        }),
+        "split" => Box::new(SplitOp {
+            axis: a.i64_or("axis", 0)?,
+            sizes: a.usize_list("sizes")?,
+        }),
         "slice" => {
             let begin = a.usize_list("begin")?;
-            let step = if a.has("step") { a.usize_list("step")? } else { vec![1; begin.len()] };
-            Box::new(SliceOp { begin, step, shape: a.usize_list("shape")? })
+            let step = if a.has("step") {
+                a.usize_list("step")?
+            } else {
+                vec![1; begin.len()]
+            };
+            Box::new(SliceOp {
+                begin,
+                step,
+                shape: a.usize_list("shape")?,
+            })
         }
         "slice_grad" => {
             let begin = a.usize_list("begin")?;
-            let step = if a.has("step") { a.usize_list("step")? } else { vec![1; begin.len()] };
-            Box::new(SliceGradOp { begin, step, input_shape: a.usize_list("input_shape")? })
+            let step = if a.has("step") {
+                a.usize_list("step")?
+            } else {
+                vec![1; begin.len()]
+            };
+            Box::new(SliceGradOp {
+                begin,
+                step,
+                input_shape: a.usize_list("input_shape")?,
+            })
         }
         "pad" => Box::new(PadOp {
             before: a.usize_list("before")?,
             after: a.usize_list("after")?,
             value: a.f32_or("value", 0.0)?,
         }),
-        "broadcast_to" => Box::new(BroadcastToOp { shape: a.usize_list("shape")? }),
-        "sum_to_shape" => Box::new(SumToShapeOp { shape: a.usize_list("shape")? }),
+        "broadcast_to" => Box::new(BroadcastToOp {
+            shape: a.usize_list("shape")?,
+        }),
+        "sum_to_shape" => Box::new(SumToShapeOp {
+            shape: a.usize_list("shape")?,
+        }),
         _ => return Ok(None),
     };
     Ok(Some(op))
@@ -133,7 +162,11 @@ fn copy(input: &TensorRef, output: &mut TensorMut) -> Result<()> {
     match (&input.data, &mut output.data) {
         (DataRef::F32(x), DataMut::F32(y)) => y.copy_from_slice(x),
         (DataRef::I32(x), DataMut::I32(y)) => y.copy_from_slice(x),
-        _ => return Err(GraphError::dtype("copy between buffers of different dtypes")),
+        _ => {
+            return Err(GraphError::dtype(
+                "copy between buffers of different dtypes",
+            ))
+        }
     }
     Ok(())
 }
@@ -150,8 +183,16 @@ impl Op for ReshapeOp {
     fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
         copy(&inputs[0], &mut outputs[0])
     }
-    fn backward(&self, g: &mut Graph, inputs: &[ValueId], _o: &[ValueId], dys: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
-        let Some(dy) = dys[0] else { return Ok(vec![None]) };
+    fn backward(
+        &self,
+        g: &mut Graph,
+        inputs: &[ValueId],
+        _o: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = dys[0] else {
+            return Ok(vec![None]);
+        };
         let shape = g.shape(inputs[0]).to_vec();
         Ok(vec![Some(g.reshape(dy, &shape)?)])
     }
@@ -166,7 +207,10 @@ impl Op for TransposeOp {
         let rank = inputs[0].rank();
         let mut seen = vec![false; rank];
         let valid = self.perm.len() == rank
-            && self.perm.iter().all(|&p| p < rank && !std::mem::replace(&mut seen[p], true));
+            && self
+                .perm
+                .iter()
+                .all(|&p| p < rank && !std::mem::replace(&mut seen[p], true));
         if !valid {
             return Err(GraphError::value(format!(
                 "transpose: perm {:?} is not a permutation of the {rank} axes of shape {}",
@@ -182,17 +226,31 @@ impl Op for TransposeOp {
         match (&inputs[0].data, &mut outputs[0].data) {
             (DataRef::F32(x), DataMut::F32(y)) => k::transpose(x, shape, &self.perm, y)?,
             (DataRef::I32(x), DataMut::I32(y)) => k::transpose(x, shape, &self.perm, y)?,
-            _ => return Err(GraphError::dtype("transpose: output dtype differs from input")),
+            _ => {
+                return Err(GraphError::dtype(
+                    "transpose: output dtype differs from input",
+                ))
+            }
         }
         Ok(())
     }
-    fn backward(&self, g: &mut Graph, _i: &[ValueId], _o: &[ValueId], dys: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
-        let Some(dy) = dys[0] else { return Ok(vec![None]) };
+    fn backward(
+        &self,
+        g: &mut Graph,
+        _i: &[ValueId],
+        _o: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = dys[0] else {
+            return Ok(vec![None]);
+        };
         let mut inverse = vec![0; self.perm.len()];
         for (i, &p) in self.perm.iter().enumerate() {
             inverse[p] = i;
         }
-        Ok(vec![Some(g.apply1(Box::new(TransposeOp { perm: inverse }), &[dy])?)])
+        Ok(vec![Some(
+            g.apply1(Box::new(TransposeOp { perm: inverse }), &[dy])?,
+        )])
     }
 }
 
@@ -201,7 +259,9 @@ impl Op for ConcatOp {
         "concatenate"
     }
     fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
-        let first = inputs.first().ok_or_else(|| GraphError::value("concatenate: needs at least one input"))?;
+        let first = inputs
+            .first()
+            .ok_or_else(|| GraphError::value("concatenate: needs at least one input"))?;
         let axis = normalize_axis("concatenate", self.axis, first.rank())?;
         let mut shape = first.shape.clone();
         shape[axis] = 0;
@@ -226,23 +286,41 @@ impl Op for ConcatOp {
         let out_shape = outputs[0].shape;
         match &mut outputs[0].data {
             DataMut::F32(y) => {
-                let parts: Vec<(&[f32], &[usize])> =
-                    inputs.iter().map(|t| Ok((t.f32()?, t.shape))).collect::<Result<_>>()?;
+                let parts: Vec<(&[f32], &[usize])> = inputs
+                    .iter()
+                    .map(|t| Ok((t.f32()?, t.shape)))
+                    .collect::<Result<_>>()?;
                 k::concat(&parts, axis, y, out_shape)?;
             }
             DataMut::I32(y) => {
-                let parts: Vec<(&[i32], &[usize])> =
-                    inputs.iter().map(|t| Ok((t.i32()?, t.shape))).collect::<Result<_>>()?;
+                let parts: Vec<(&[i32], &[usize])> = inputs
+                    .iter()
+                    .map(|t| Ok((t.i32()?, t.shape)))
+                    .collect::<Result<_>>()?;
                 k::concat(&parts, axis, y, out_shape)?;
             }
         }
         Ok(())
     }
-    fn backward(&self, g: &mut Graph, inputs: &[ValueId], _o: &[ValueId], dys: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
-        let Some(dy) = dys[0] else { return Ok(vec![None; inputs.len()]) };
+    fn backward(
+        &self,
+        g: &mut Graph,
+        inputs: &[ValueId],
+        _o: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = dys[0] else {
+            return Ok(vec![None; inputs.len()]);
+        };
         let axis = normalize_axis("concatenate", self.axis, g.shape(dy).len())?;
         let sizes = inputs.iter().map(|&v| g.shape(v)[axis]).collect();
-        let parts = g.apply(Box::new(SplitOp { axis: axis as i64, sizes }), &[dy])?;
+        let parts = g.apply(
+            Box::new(SplitOp {
+                axis: axis as i64,
+                sizes,
+            }),
+            &[dy],
+        )?;
         Ok(parts
             .into_iter()
             .zip(inputs)
@@ -262,7 +340,10 @@ impl Op for SplitOp {
         if self.sizes.iter().sum::<usize>() != t.shape[axis] {
             return Err(GraphError::shape(format!(
                 "split: sizes {:?} do not add up to dimension {} ({}) of shape {}",
-                self.sizes, axis, t.shape[axis], fmt_shape(&t.shape)
+                self.sizes,
+                axis,
+                t.shape[axis],
+                fmt_shape(&t.shape)
             )));
         }
         Ok(self
@@ -283,15 +364,25 @@ impl Op for SplitOp {
         for out in outputs.iter_mut() {
             let shape = out.shape;
             match (&inputs[0].data, &mut out.data) {
-                (DataRef::F32(x), DataMut::F32(y)) => k::strided_slice(x, inputs[0].shape, &begin, &step, y, shape)?,
-                (DataRef::I32(x), DataMut::I32(y)) => k::strided_slice(x, inputs[0].shape, &begin, &step, y, shape)?,
+                (DataRef::F32(x), DataMut::F32(y)) => {
+                    k::strided_slice(x, inputs[0].shape, &begin, &step, y, shape)?
+                }
+                (DataRef::I32(x), DataMut::I32(y)) => {
+                    k::strided_slice(x, inputs[0].shape, &begin, &step, y, shape)?
+                }
                 _ => return Err(GraphError::dtype("split: output dtype differs from input")),
             }
             begin[axis] += shape[axis];
         }
         Ok(())
     }
-    fn backward(&self, g: &mut Graph, inputs: &[ValueId], outputs: &[ValueId], dys: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
+    fn backward(
+        &self,
+        g: &mut Graph,
+        inputs: &[ValueId],
+        outputs: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
         if dys.iter().all(|d| d.is_none()) {
             return Ok(vec![None]);
         }
@@ -303,17 +394,24 @@ impl Op for SplitOp {
             });
         }
         let _ = inputs;
-        Ok(vec![Some(g.apply1(Box::new(ConcatOp { axis: self.axis }), &parts)?)])
+        Ok(vec![Some(
+            g.apply1(Box::new(ConcatOp { axis: self.axis }), &parts)?,
+        )])
     }
 }
 
-fn check_slice(op: &str, x: &[usize], begin: &[usize], step: &[usize], out: &[usize]) -> Result<()> {
+fn check_slice(
+    op: &str,
+    x: &[usize],
+    begin: &[usize],
+    step: &[usize],
+    out: &[usize],
+) -> Result<()> {
     let ok = begin.len() == x.len()
         && step.len() == x.len()
         && out.len() == x.len()
-        && (0..x.len()).all(|d| {
-            step[d] >= 1 && (out[d] == 0 || begin[d] + (out[d] - 1) * step[d] < x[d])
-        });
+        && (0..x.len())
+            .all(|d| step[d] >= 1 && (out[d] == 0 || begin[d] + (out[d] - 1) * step[d] < x[d]));
     if !ok {
         return Err(GraphError::shape(format!(
             "{op}: begin {begin:?}, step {step:?} and result shape {out:?} do not fit in shape {}",
@@ -329,21 +427,43 @@ impl Op for SliceOp {
     }
     fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
         expect_inputs("slice", inputs, 1)?;
-        check_slice("slice", &inputs[0].shape, &self.begin, &self.step, &self.shape)?;
+        check_slice(
+            "slice",
+            &inputs[0].shape,
+            &self.begin,
+            &self.step,
+            &self.shape,
+        )?;
         Ok(vec![TensorType::new(self.shape.clone(), inputs[0].dtype)])
     }
     fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
         let (xs, ys) = (inputs[0].shape, outputs[0].shape);
         match (&inputs[0].data, &mut outputs[0].data) {
-            (DataRef::F32(x), DataMut::F32(y)) => k::strided_slice(x, xs, &self.begin, &self.step, y, ys)?,
-            (DataRef::I32(x), DataMut::I32(y)) => k::strided_slice(x, xs, &self.begin, &self.step, y, ys)?,
+            (DataRef::F32(x), DataMut::F32(y)) => {
+                k::strided_slice(x, xs, &self.begin, &self.step, y, ys)?
+            }
+            (DataRef::I32(x), DataMut::I32(y)) => {
+                k::strided_slice(x, xs, &self.begin, &self.step, y, ys)?
+            }
             _ => return Err(GraphError::dtype("slice: output dtype differs from input")),
         }
         Ok(())
     }
-    fn backward(&self, g: &mut Graph, inputs: &[ValueId], _o: &[ValueId], dys: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
-        let Some(dy) = dys[0] else { return Ok(vec![None]) };
-        let op = SliceGradOp { begin: self.begin.clone(), step: self.step.clone(), input_shape: g.shape(inputs[0]).to_vec() };
+    fn backward(
+        &self,
+        g: &mut Graph,
+        inputs: &[ValueId],
+        _o: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = dys[0] else {
+            return Ok(vec![None]);
+        };
+        let op = SliceGradOp {
+            begin: self.begin.clone(),
+            step: self.step.clone(),
+            input_shape: g.shape(inputs[0]).to_vec(),
+        };
         Ok(vec![Some(g.apply1(Box::new(op), &[dy])?)])
     }
 }
@@ -354,17 +474,42 @@ impl Op for SliceGradOp {
     }
     fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
         expect_inputs("slice_grad", inputs, 1)?;
-        check_slice("slice_grad", &self.input_shape, &self.begin, &self.step, &inputs[0].shape)?;
+        check_slice(
+            "slice_grad",
+            &self.input_shape,
+            &self.begin,
+            &self.step,
+            &inputs[0].shape,
+        )?;
         Ok(vec![TensorType::f32(self.input_shape.clone())])
     }
     fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
         let shape = outputs[0].shape;
-        k::strided_slice_grad(inputs[0].f32()?, inputs[0].shape, &self.begin, &self.step, outputs[0].f32()?, shape)?;
+        k::strided_slice_grad(
+            inputs[0].f32()?,
+            inputs[0].shape,
+            &self.begin,
+            &self.step,
+            outputs[0].f32()?,
+            shape,
+        )?;
         Ok(())
     }
-    fn backward(&self, g: &mut Graph, _i: &[ValueId], _o: &[ValueId], dys: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
-        let Some(dy) = dys[0] else { return Ok(vec![None]) };
-        let op = SliceOp { begin: self.begin.clone(), step: self.step.clone(), shape: g.shape(_i[0]).to_vec() };
+    fn backward(
+        &self,
+        g: &mut Graph,
+        _i: &[ValueId],
+        _o: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = dys[0] else {
+            return Ok(vec![None]);
+        };
+        let op = SliceOp {
+            begin: self.begin.clone(),
+            step: self.step.clone(),
+            shape: g.shape(_i[0]).to_vec(),
+        };
         Ok(vec![Some(g.apply1(Box::new(op), &[dy])?)])
     }
 }
@@ -382,17 +527,38 @@ impl Op for PadOp {
                 t.rank(), fmt_shape(&t.shape), self.before, self.after
             )));
         }
-        let shape = (0..t.rank()).map(|d| t.shape[d] + self.before[d] + self.after[d]).collect();
+        let shape = (0..t.rank())
+            .map(|d| t.shape[d] + self.before[d] + self.after[d])
+            .collect();
         Ok(vec![TensorType::f32(shape)])
     }
     fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
-        k::pad(inputs[0].f32()?, inputs[0].shape, &self.before, &self.after, self.value, outputs[0].f32()?)?;
+        k::pad(
+            inputs[0].f32()?,
+            inputs[0].shape,
+            &self.before,
+            &self.after,
+            self.value,
+            outputs[0].f32()?,
+        )?;
         Ok(())
     }
-    fn backward(&self, g: &mut Graph, inputs: &[ValueId], _o: &[ValueId], dys: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
-        let Some(dy) = dys[0] else { return Ok(vec![None]) };
+    fn backward(
+        &self,
+        g: &mut Graph,
+        inputs: &[ValueId],
+        _o: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = dys[0] else {
+            return Ok(vec![None]);
+        };
         let shape = g.shape(inputs[0]).to_vec();
-        let op = SliceOp { begin: self.before.clone(), step: vec![1; shape.len()], shape };
+        let op = SliceOp {
+            begin: self.before.clone(),
+            step: vec![1; shape.len()],
+            shape,
+        };
         Ok(vec![Some(g.apply1(Box::new(op), &[dy])?)])
     }
 }
@@ -405,7 +571,9 @@ impl Op for BroadcastToOp {
         expect_inputs("broadcast_to", inputs, 1)?;
         let t = inputs[0];
         let ok = t.dtype != DType::I32
-            && kb::broadcast_shapes(&t.shape, &self.shape).map(|s| s == self.shape).unwrap_or(false);
+            && kb::broadcast_shapes(&t.shape, &self.shape)
+                .map(|s| s == self.shape)
+                .unwrap_or(false);
         if !ok {
             return Err(GraphError::shape(format!(
                 "broadcast_to: cannot broadcast shape {} to {}",
@@ -416,11 +584,24 @@ impl Op for BroadcastToOp {
         Ok(vec![TensorType::new(self.shape.clone(), t.dtype)])
     }
     fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
-        kb::broadcast_to(inputs[0].f32()?, inputs[0].shape, outputs[0].f32()?, &self.shape)?;
+        kb::broadcast_to(
+            inputs[0].f32()?,
+            inputs[0].shape,
+            outputs[0].f32()?,
+            &self.shape,
+        )?;
         Ok(())
     }
-    fn backward(&self, g: &mut Graph, inputs: &[ValueId], _o: &[ValueId], dys: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
-        let Some(dy) = dys[0] else { return Ok(vec![None]) };
+    fn backward(
+        &self,
+        g: &mut Graph,
+        inputs: &[ValueId],
+        _o: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = dys[0] else {
+            return Ok(vec![None]);
+        };
         Ok(vec![Some(g.sum_to_shape(dy, g.shape(inputs[0]).to_vec())?)])
     }
 }
@@ -433,7 +614,9 @@ impl Op for SumToShapeOp {
         expect_inputs("sum_to_shape", inputs, 1)?;
         let t = inputs[0];
         let ok = t.dtype == DType::F32
-            && kb::broadcast_shapes(&self.shape, &t.shape).map(|s| s == t.shape).unwrap_or(false);
+            && kb::broadcast_shapes(&self.shape, &t.shape)
+                .map(|s| s == t.shape)
+                .unwrap_or(false);
         if !ok {
             return Err(GraphError::shape(format!(
                 "sum_to_shape: shape {} is not a broadcast of {}",
@@ -444,11 +627,24 @@ impl Op for SumToShapeOp {
         Ok(vec![TensorType::f32(self.shape.clone())])
     }
     fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
-        kr::sum_to_shape(inputs[0].f32()?, inputs[0].shape, outputs[0].f32()?, &self.shape)?;
+        kr::sum_to_shape(
+            inputs[0].f32()?,
+            inputs[0].shape,
+            outputs[0].f32()?,
+            &self.shape,
+        )?;
         Ok(())
     }
-    fn backward(&self, g: &mut Graph, inputs: &[ValueId], _o: &[ValueId], dys: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
-        let Some(dy) = dys[0] else { return Ok(vec![None]) };
+    fn backward(
+        &self,
+        g: &mut Graph,
+        inputs: &[ValueId],
+        _o: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = dys[0] else {
+            return Ok(vec![None]);
+        };
         Ok(vec![Some(g.broadcast_to(dy, g.shape(inputs[0]).to_vec())?)])
     }
 }

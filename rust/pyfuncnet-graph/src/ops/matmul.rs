@@ -42,7 +42,10 @@ pub(crate) fn build(name: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>> {
                     "dense: activation '{act}' cannot be fused; apply it as a separate op"
                 )));
             }
-            Box::new(DenseOp { activation, use_bias: a.bool_or("use_bias", true)? })
+            Box::new(DenseOp {
+                activation,
+                use_bias: a.bool_or("use_bias", true)?,
+            })
         }
         _ => return Ok(None),
     }))
@@ -64,9 +67,17 @@ impl MatmulOp {
             GraphError::shape(format!(
                 "matmul: {why}: a has shape {}{}, b has shape {}{}",
                 fmt_shape(a),
-                if self.transpose_a { " (transposed)" } else { "" },
+                if self.transpose_a {
+                    " (transposed)"
+                } else {
+                    ""
+                },
                 fmt_shape(b),
-                if self.transpose_b { " (transposed)" } else { "" },
+                if self.transpose_b {
+                    " (transposed)"
+                } else {
+                    ""
+                },
             ))
         };
         if a.len() < 2 || b.len() < 2 {
@@ -77,8 +88,9 @@ impl MatmulOp {
         if ka != kb {
             return Err(bad(&format!("inner dimensions differ ({ka} vs {kb})")));
         }
-        let batch = pyfuncnet_kernels::binary::broadcast_shapes(&a[..a.len() - 2], &b[..b.len() - 2])
-            .map_err(|_| bad("batch dimensions cannot be broadcast"))?;
+        let batch =
+            pyfuncnet_kernels::binary::broadcast_shapes(&a[..a.len() - 2], &b[..b.len() - 2])
+                .map_err(|_| bad("batch dimensions cannot be broadcast"))?;
         Ok((batch, m, ka, n))
     }
 }
@@ -145,10 +157,23 @@ impl Op for MatmulOp {
         Ok(())
     }
 
-    fn backward(&self, g: &mut Graph, inputs: &[ValueId], _o: &[ValueId], dys: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
-        let Some(dy) = dys[0] else { return Ok(vec![None, None]) };
+    fn backward(
+        &self,
+        g: &mut Graph,
+        inputs: &[ValueId],
+        _o: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = dys[0] else {
+            return Ok(vec![None, None]);
+        };
         let (a, b) = (inputs[0], inputs[1]);
-        let mm = |ta, tb| Box::new(MatmulOp { transpose_a: ta, transpose_b: tb });
+        let mm = |ta, tb| {
+            Box::new(MatmulOp {
+                transpose_a: ta,
+                transpose_b: tb,
+            })
+        };
         // With C = op(A) op(B): dop(A) = dC op(B)^T, dop(B) = op(A)^T dC; a transposed
         // operand receives the transpose, which the flags express without copies.
         let da = match (self.transpose_a, self.transpose_b) {
@@ -178,7 +203,9 @@ impl Op for DenseOp {
         let expected = if self.use_bias { 3 } else { 2 };
         super::expect_inputs("dense", inputs, expected)?;
         if inputs.iter().any(|t| t.dtype != DType::F32) {
-            return Err(GraphError::dtype("dense: inputs, kernel and bias must be float32"));
+            return Err(GraphError::dtype(
+                "dense: inputs, kernel and bias must be float32",
+            ));
         }
         let (x, w) = (&inputs[0].shape, &inputs[1].shape);
         if x.is_empty() || w.len() != 2 || x[x.len() - 1] != w[0] {
@@ -203,35 +230,81 @@ impl Op for DenseOp {
     fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
         let (x, w) = (inputs[0].f32()?, inputs[1].f32()?);
         let (k, n) = (inputs[1].shape[0], inputs[1].shape[1]);
-        let m = if k == 0 { inputs[0].shape[..inputs[0].shape.len() - 1].iter().product() } else { x.len() / k };
-        let bias = if self.use_bias { Some(inputs[2].f32()?) } else { None };
+        let m = if k == 0 {
+            inputs[0].shape[..inputs[0].shape.len() - 1]
+                .iter()
+                .product()
+        } else {
+            x.len() / k
+        };
+        let bias = if self.use_bias {
+            Some(inputs[2].f32()?)
+        } else {
+            None
+        };
         let act = self.activation;
         let apply = move |row: &mut [f32]| ku::unary_inplace(act, row);
         let epilogue = Epilogue {
             bias,
-            activation: if act == Unary::Linear { None } else { Some(&apply) },
+            activation: if act == Unary::Linear {
+                None
+            } else {
+                Some(&apply)
+            },
         };
         let c = MatMut::row_major(outputs[0].f32()?, m, n)?;
-        gemm::sgemm(1.0, MatRef::row_major(x, m, k)?, MatRef::row_major(w, k, n)?, 0.0, c, &epilogue)?;
+        gemm::sgemm(
+            1.0,
+            MatRef::row_major(x, m, k)?,
+            MatRef::row_major(w, k, n)?,
+            0.0,
+            c,
+            &epilogue,
+        )?;
         Ok(())
     }
 
-    fn backward(&self, g: &mut Graph, inputs: &[ValueId], outputs: &[ValueId], dys: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
-        let Some(dy) = dys[0] else { return Ok(vec![None; inputs.len()]) };
+    fn backward(
+        &self,
+        g: &mut Graph,
+        inputs: &[ValueId],
+        outputs: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = dys[0] else {
+            return Ok(vec![None; inputs.len()]);
+        };
         let (x, w) = (inputs[0], inputs[1]);
         let dz = if self.activation == Unary::Linear {
             dy
         } else {
-            g.apply1(Box::new(super::unary::UnaryGradOp { kind: self.activation }), &[outputs[0], dy])?
+            g.apply1(
+                Box::new(super::unary::UnaryGradOp {
+                    kind: self.activation,
+                }),
+                &[outputs[0], dy],
+            )?
         };
         let x_shape = g.shape(x).to_vec();
         let (k, n) = (g.shape(w)[0], g.shape(w)[1]);
         let rows: usize = x_shape[..x_shape.len() - 1].iter().product();
         let x2 = g.reshape(x, &[rows, k])?;
         let dz2 = g.reshape(dz, &[rows, n])?;
-        let dx2 = g.apply1(Box::new(MatmulOp { transpose_a: false, transpose_b: true }), &[dz2, w])?;
+        let dx2 = g.apply1(
+            Box::new(MatmulOp {
+                transpose_a: false,
+                transpose_b: true,
+            }),
+            &[dz2, w],
+        )?;
         let dx = g.reshape(dx2, &x_shape)?;
-        let dw = g.apply1(Box::new(MatmulOp { transpose_a: true, transpose_b: false }), &[x2, dz2])?;
+        let dw = g.apply1(
+            Box::new(MatmulOp {
+                transpose_a: true,
+                transpose_b: false,
+            }),
+            &[x2, dz2],
+        )?;
         let mut grads = vec![Some(dx), Some(dw)];
         if self.use_bias {
             grads.push(Some(g.reduce(Reduce::Sum, dz2, &[0], false)?));

@@ -67,7 +67,9 @@ impl<'a> Attrs<'a> {
         match attrs {
             Json::Object(map) => Ok(Attrs { op, map: Some(map) }),
             Json::Null => Ok(Attrs { op, map: None }),
-            other => Err(GraphError::value(format!("{op}: attributes must be an object, got {other}"))),
+            other => Err(GraphError::value(format!(
+                "{op}: attributes must be an object, got {other}"
+            ))),
         }
     }
 
@@ -76,7 +78,10 @@ impl<'a> Attrs<'a> {
     }
 
     fn bad(&self, key: &str, expected: &str, got: &Json) -> GraphError {
-        GraphError::value(format!("{}: attribute '{key}' must be {expected}, got {got}", self.op))
+        GraphError::value(format!(
+            "{}: attribute '{key}' must be {expected}, got {got}",
+            self.op
+        ))
     }
 
     fn missing(&self, key: &str) -> GraphError {
@@ -90,13 +95,18 @@ impl<'a> Attrs<'a> {
     pub fn f32_or(&self, key: &str, default: f32) -> Result<f32> {
         match self.raw(key) {
             None => Ok(default),
-            Some(v) => v.as_f64().map(|x| x as f32).ok_or_else(|| self.bad(key, "a number", v)),
+            Some(v) => v
+                .as_f64()
+                .map(|x| x as f32)
+                .ok_or_else(|| self.bad(key, "a number", v)),
         }
     }
 
     pub fn f32(&self, key: &str) -> Result<f32> {
         let v = self.raw(key).ok_or_else(|| self.missing(key))?;
-        v.as_f64().map(|x| x as f32).ok_or_else(|| self.bad(key, "a number", v))
+        v.as_f64()
+            .map(|x| x as f32)
+            .ok_or_else(|| self.bad(key, "a number", v))
     }
 
     pub fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
@@ -121,13 +131,17 @@ impl<'a> Attrs<'a> {
     pub fn u64_or(&self, key: &str, default: u64) -> Result<u64> {
         match self.raw(key) {
             None => Ok(default),
-            Some(v) => v.as_u64().ok_or_else(|| self.bad(key, "a non-negative integer", v)),
+            Some(v) => v
+                .as_u64()
+                .ok_or_else(|| self.bad(key, "a non-negative integer", v)),
         }
     }
 
     pub fn usize(&self, key: &str) -> Result<usize> {
         let v = self.raw(key).ok_or_else(|| self.missing(key))?;
-        v.as_u64().map(|x| x as usize).ok_or_else(|| self.bad(key, "a non-negative integer", v))
+        v.as_u64()
+            .map(|x| x as usize)
+            .ok_or_else(|| self.bad(key, "a non-negative integer", v))
     }
 
     pub fn str_or(&self, key: &str, default: &'a str) -> Result<&'a str> {
@@ -142,9 +156,15 @@ impl<'a> Attrs<'a> {
         match v {
             Json::Array(items) => items
                 .iter()
-                .map(|x| x.as_i64().ok_or_else(|| self.bad(key, "a list of integers", v)))
+                .map(|x| {
+                    x.as_i64()
+                        .ok_or_else(|| self.bad(key, "a list of integers", v))
+                })
                 .collect(),
-            Json::Number(n) => n.as_i64().map(|x| vec![x]).ok_or_else(|| self.bad(key, "a list of integers", v)),
+            Json::Number(n) => n
+                .as_i64()
+                .map(|x| vec![x])
+                .ok_or_else(|| self.bad(key, "a list of integers", v)),
             _ => Err(self.bad(key, "a list of integers", v)),
         }
     }
@@ -154,7 +174,10 @@ impl<'a> Attrs<'a> {
             .into_iter()
             .map(|x| {
                 usize::try_from(x).map_err(|_| {
-                    GraphError::value(format!("{}: attribute '{key}' must be non-negative, got {x}", self.op))
+                    GraphError::value(format!(
+                        "{}: attribute '{key}' must be non-negative, got {x}",
+                        self.op
+                    ))
                 })
             })
             .collect()
@@ -193,13 +216,20 @@ pub fn normalize_axis(op: &str, axis: i64, rank: usize) -> Result<usize> {
             "{op}: axis {axis} is out of bounds for a tensor of rank {rank}"
         )));
     }
-    Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
+    Ok(if axis < 0 {
+        (axis + r) as usize
+    } else {
+        axis as usize
+    })
 }
 
 /// Checks the number of inputs an op received.
 pub fn expect_inputs(op: &str, inputs: &[&TensorType], expected: usize) -> Result<()> {
     if inputs.len() != expected {
-        return Err(GraphError::value(format!("{op}: expected {expected} inputs, got {}", inputs.len())));
+        return Err(GraphError::value(format!(
+            "{op}: expected {expected} inputs, got {}",
+            inputs.len()
+        )));
     }
     Ok(())
 }

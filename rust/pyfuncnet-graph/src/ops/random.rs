@@ -23,9 +23,15 @@ pub(crate) fn build(name: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>> {
     }
     let rate = a.f32("rate")?;
     if !(0.0..1.0).contains(&rate) {
-        return Err(GraphError::value(format!("dropout: rate must be in [0, 1), got {rate}")));
+        return Err(GraphError::value(format!(
+            "dropout: rate must be in [0, 1), got {rate}"
+        )));
     }
-    Ok(Some(Box::new(DropoutOp { rate, seed: a.u64_or("seed", 0)?, stream: a.u64_or("stream", 0)? })))
+    Ok(Some(Box::new(DropoutOp {
+        rate,
+        seed: a.u64_or("seed", 0)?,
+        stream: a.u64_or("stream", 0)?,
+    })))
 }
 
 impl Op for DropoutOp {
@@ -45,15 +51,31 @@ impl Op for DropoutOp {
         let (y_out, mask_out) = outputs.split_at_mut(1);
         let (y, mask) = (y_out[0].f32()?, mask_out[0].f32()?);
         if ctx.training && self.rate > 0.0 {
-            rng::dropout(ctx.seed ^ self.seed, self.stream, ctx.step, self.rate, x, mask, y)?;
+            rng::dropout(
+                ctx.seed ^ self.seed,
+                self.stream,
+                ctx.step,
+                self.rate,
+                x,
+                mask,
+                y,
+            )?;
         } else {
             y.copy_from_slice(x);
             mask.fill(1.0);
         }
         Ok(())
     }
-    fn backward(&self, g: &mut Graph, _i: &[ValueId], outputs: &[ValueId], dys: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
-        let Some(dy) = dys[0] else { return Ok(vec![None]) };
+    fn backward(
+        &self,
+        g: &mut Graph,
+        _i: &[ValueId],
+        outputs: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = dys[0] else {
+            return Ok(vec![None]);
+        };
         Ok(vec![Some(g.mul(dy, outputs[1])?)])
     }
 }

@@ -32,7 +32,11 @@ pub struct ArgReduceOp {
 }
 
 pub(crate) fn build(name: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>> {
-    let axes = if a.has("axis") { Some(a.i64_list("axis")?) } else { None };
+    let axes = if a.has("axis") {
+        Some(a.i64_list("axis")?)
+    } else {
+        None
+    };
     let keepdims = a.bool_or("keepdims", false)?;
     let kind = match name {
         "sum" => Reduce::Sum,
@@ -43,11 +47,19 @@ pub(crate) fn build(name: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>> {
         "var" => return Ok(Some(Box::new(VarOp { axes, keepdims }))),
         "argmax" | "argmin" => {
             let axis = a.i64_or("axis", -1)?;
-            return Ok(Some(Box::new(ArgReduceOp { is_max: name == "argmax", axis, keepdims })));
+            return Ok(Some(Box::new(ArgReduceOp {
+                is_max: name == "argmax",
+                axis,
+                keepdims,
+            })));
         }
         _ => return Ok(None),
     };
-    Ok(Some(Box::new(ReduceOp { kind, axes, keepdims })))
+    Ok(Some(Box::new(ReduceOp {
+        kind,
+        axes,
+        keepdims,
+    })))
 }
 
 /// Resolves the axes against a rank: all axes when `None`.
@@ -56,6 +68,45 @@ fn resolve(op: &str, axes: &Option<Vec<i64>>, rank: usize) -> Result<Vec<usize>>
         None => Ok((0..rank).collect()),
         Some(list) => normalize_axes(op, list, rank),
     }
+}
+
+/// The most axes a reduction's forward pass resolves without allocating.
+const MAX_AXES: usize = 16;
+
+/// [`resolve`] into a stack buffer, for forward passes (which must not allocate).
+fn resolve_into<'b>(
+    op: &str,
+    axes: &Option<Vec<i64>>,
+    rank: usize,
+    buf: &'b mut [usize; MAX_AXES],
+) -> Result<&'b [usize]> {
+    if rank > MAX_AXES {
+        return Err(GraphError::shape(format!(
+            "{op}: tensors of rank {rank} exceed the supported {MAX_AXES}"
+        )));
+    }
+    let n = match axes {
+        None => {
+            for (d, slot) in buf.iter_mut().enumerate().take(rank) {
+                *slot = d;
+            }
+            rank
+        }
+        Some(list) => {
+            // Sorted insertion without duplicates (lists are short).
+            let mut n = 0;
+            for &a in list {
+                let a = normalize_axis(op, a, rank)?;
+                if let Err(pos) = buf[..n].binary_search(&a) {
+                    buf.copy_within(pos..n, pos + 1);
+                    buf[pos] = a;
+                    n += 1;
+                }
+            }
+            n
+        }
+    };
+    Ok(&buf[..n])
 }
 
 /// The shape after reducing `axes`, with them kept as 1 or dropped.
@@ -77,7 +128,10 @@ fn reduced_count(shape: &[usize], axes: &[usize]) -> usize {
 
 fn float_only(op: &str, t: &TensorType) -> Result<()> {
     if t.dtype == DType::I32 {
-        return Err(GraphError::dtype(format!("{op}: expected a float tensor, got int32 of shape {:?}", t.shape)));
+        return Err(GraphError::dtype(format!(
+            "{op}: expected a float tensor, got int32 of shape {:?}",
+            t.shape
+        )));
     }
     Ok(())
 }
@@ -97,24 +151,45 @@ impl Op for ReduceOp {
         expect_inputs(self.name(), inputs, 1)?;
         float_only(self.name(), inputs[0])?;
         let axes = resolve(self.name(), &self.axes, inputs[0].rank())?;
-        if matches!(self.kind, Reduce::Max | Reduce::Min) && reduced_count(&inputs[0].shape, &axes) == 0 {
+        if matches!(self.kind, Reduce::Max | Reduce::Min)
+            && reduced_count(&inputs[0].shape, &axes) == 0
+        {
             return Err(GraphError::value(format!(
                 "{}: cannot reduce a zero-size dimension of shape {:?}",
                 self.name(),
                 inputs[0].shape
             )));
         }
-        Ok(vec![TensorType::f32(reduced_shape(&inputs[0].shape, &axes, self.keepdims))])
+        Ok(vec![TensorType::f32(reduced_shape(
+            &inputs[0].shape,
+            &axes,
+            self.keepdims,
+        ))])
     }
 
     fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
-        let axes = resolve(self.name(), &self.axes, inputs[0].shape.len())?;
-        k::reduce(self.kind, inputs[0].f32()?, inputs[0].shape, &axes, outputs[0].f32()?)?;
+        let mut buf = [0; MAX_AXES];
+        let axes = resolve_into(self.name(), &self.axes, inputs[0].shape.len(), &mut buf)?;
+        k::reduce(
+            self.kind,
+            inputs[0].f32()?,
+            inputs[0].shape,
+            axes,
+            outputs[0].f32()?,
+        )?;
         Ok(())
     }
 
-    fn backward(&self, g: &mut Graph, inputs: &[ValueId], outputs: &[ValueId], dys: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
-        let Some(dy) = dys[0] else { return Ok(vec![None]) };
+    fn backward(
+        &self,
+        g: &mut Graph,
+        inputs: &[ValueId],
+        outputs: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = dys[0] else {
+            return Ok(vec![None]);
+        };
         let x = inputs[0];
         let x_shape = g.shape(x).to_vec();
         let axes = resolve(self.name(), &self.axes, x_shape.len())?;
@@ -155,17 +230,30 @@ impl Op for VarOp {
         expect_inputs("var", inputs, 1)?;
         float_only("var", inputs[0])?;
         let axes = resolve("var", &self.axes, inputs[0].rank())?;
-        Ok(vec![TensorType::f32(reduced_shape(&inputs[0].shape, &axes, self.keepdims))])
+        Ok(vec![TensorType::f32(reduced_shape(
+            &inputs[0].shape,
+            &axes,
+            self.keepdims,
+        ))])
     }
 
     fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
-        let axes = resolve("var", &self.axes, inputs[0].shape.len())?;
-        k::variance(inputs[0].f32()?, inputs[0].shape, &axes, outputs[0].f32()?)?;
+        let mut buf = [0; MAX_AXES];
+        let axes = resolve_into("var", &self.axes, inputs[0].shape.len(), &mut buf)?;
+        k::variance(inputs[0].f32()?, inputs[0].shape, axes, outputs[0].f32()?)?;
         Ok(())
     }
 
-    fn backward(&self, g: &mut Graph, inputs: &[ValueId], _o: &[ValueId], dys: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
-        let Some(dy) = dys[0] else { return Ok(vec![None]) };
+    fn backward(
+        &self,
+        g: &mut Graph,
+        inputs: &[ValueId],
+        _o: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = dys[0] else {
+            return Ok(vec![None]);
+        };
         let x = inputs[0];
         let x_shape = g.shape(x).to_vec();
         let axes = resolve("var", &self.axes, x_shape.len())?;
@@ -195,26 +283,57 @@ impl Op for ArgReduceOp {
         float_only(self.name(), inputs[0])?;
         let axis = normalize_axis(self.name(), self.axis, inputs[0].rank())?;
         if inputs[0].shape[axis] == 0 {
-            return Err(GraphError::value(format!("{}: axis {axis} has size 0", self.name())));
+            return Err(GraphError::value(format!(
+                "{}: axis {axis} has size 0",
+                self.name()
+            )));
         }
-        Ok(vec![TensorType::new(reduced_shape(&inputs[0].shape, &[axis], self.keepdims), DType::I32)])
+        Ok(vec![TensorType::new(
+            reduced_shape(&inputs[0].shape, &[axis], self.keepdims),
+            DType::I32,
+        )])
     }
 
     fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
         let axis = normalize_axis(self.name(), self.axis, inputs[0].shape.len())?;
-        k::arg_reduce(self.is_max, inputs[0].f32()?, inputs[0].shape, axis, outputs[0].i32()?)?;
+        k::arg_reduce(
+            self.is_max,
+            inputs[0].f32()?,
+            inputs[0].shape,
+            axis,
+            outputs[0].i32()?,
+        )?;
         Ok(())
     }
 
-    fn backward(&self, _g: &mut Graph, _i: &[ValueId], _o: &[ValueId], _d: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
+    fn backward(
+        &self,
+        _g: &mut Graph,
+        _i: &[ValueId],
+        _o: &[ValueId],
+        _d: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
         Ok(vec![None])
     }
 }
 
 impl Graph {
     /// Appends a reduction over normalised `axes`.
-    pub fn reduce(&mut self, kind: Reduce, x: ValueId, axes: &[usize], keepdims: bool) -> Result<ValueId> {
+    pub fn reduce(
+        &mut self,
+        kind: Reduce,
+        x: ValueId,
+        axes: &[usize],
+        keepdims: bool,
+    ) -> Result<ValueId> {
         let axes = Some(axes.iter().map(|&a| a as i64).collect());
-        self.apply1(Box::new(ReduceOp { kind, axes, keepdims }), &[x])
+        self.apply1(
+            Box::new(ReduceOp {
+                kind,
+                axes,
+                keepdims,
+            }),
+            &[x],
+        )
     }
 }

@@ -47,12 +47,20 @@ pub struct SigmoidCrossEntropyGradOp;
 
 pub(crate) fn build(name: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>> {
     Ok(Some(match name {
-        "softmax" | "log_softmax" => Box::new(SoftmaxOp { axis: a.i64_or("axis", -1)?, log: name == "log_softmax" }),
-        "softmax_grad" | "log_softmax_grad" => {
-            Box::new(SoftmaxGradOp { axis: a.i64_or("axis", -1)?, log: name == "log_softmax_grad" })
-        }
-        "softmax_cross_entropy" => Box::new(SoftmaxCrossEntropyOp { sparse: a.bool_or("sparse", false)? }),
-        "softmax_cross_entropy_grad" => Box::new(SoftmaxCrossEntropyGradOp { sparse: a.bool_or("sparse", false)? }),
+        "softmax" | "log_softmax" => Box::new(SoftmaxOp {
+            axis: a.i64_or("axis", -1)?,
+            log: name == "log_softmax",
+        }),
+        "softmax_grad" | "log_softmax_grad" => Box::new(SoftmaxGradOp {
+            axis: a.i64_or("axis", -1)?,
+            log: name == "log_softmax_grad",
+        }),
+        "softmax_cross_entropy" => Box::new(SoftmaxCrossEntropyOp {
+            sparse: a.bool_or("sparse", false)?,
+        }),
+        "softmax_cross_entropy_grad" => Box::new(SoftmaxCrossEntropyGradOp {
+            sparse: a.bool_or("sparse", false)?,
+        }),
         "sigmoid_cross_entropy" => Box::new(SigmoidCrossEntropyOp),
         "sigmoid_cross_entropy_grad" => Box::new(SigmoidCrossEntropyGradOp),
         _ => return Ok(None),
@@ -61,12 +69,19 @@ pub(crate) fn build(name: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>> {
 
 /// (outer, n, inner) of `shape` around `axis`.
 fn split_at_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
-    (shape[..axis].iter().product(), shape[axis], shape[axis + 1..].iter().product())
+    (
+        shape[..axis].iter().product(),
+        shape[axis],
+        shape[axis + 1..].iter().product(),
+    )
 }
 
 fn float_input(op: &str, t: &TensorType) -> Result<()> {
     if t.dtype == DType::I32 {
-        return Err(GraphError::dtype(format!("{op}: expected float logits, got int32 of shape {}", fmt_shape(&t.shape))));
+        return Err(GraphError::dtype(format!(
+            "{op}: expected float logits, got int32 of shape {}",
+            fmt_shape(&t.shape)
+        )));
     }
     Ok(())
 }
@@ -95,9 +110,20 @@ impl Op for SoftmaxOp {
         }
         Ok(())
     }
-    fn backward(&self, g: &mut Graph, _i: &[ValueId], outputs: &[ValueId], dys: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
-        let Some(dy) = dys[0] else { return Ok(vec![None]) };
-        let op = SoftmaxGradOp { axis: self.axis, log: self.log };
+    fn backward(
+        &self,
+        g: &mut Graph,
+        _i: &[ValueId],
+        outputs: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = dys[0] else {
+            return Ok(vec![None]);
+        };
+        let op = SoftmaxGradOp {
+            axis: self.axis,
+            log: self.log,
+        };
         Ok(vec![Some(g.apply1(Box::new(op), &[outputs[0], dy])?)])
     }
 }
@@ -113,7 +139,10 @@ impl Op for SoftmaxGradOp {
     fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
         expect_inputs(self.name(), inputs, 2)?;
         if inputs[0].shape != inputs[1].shape {
-            return Err(GraphError::shape(format!("{}: y and dy shapes differ", self.name())));
+            return Err(GraphError::shape(format!(
+                "{}: y and dy shapes differ",
+                self.name()
+            )));
         }
         Ok(vec![TensorType::f32(inputs[0].shape.clone())])
     }
@@ -128,22 +157,43 @@ impl Op for SoftmaxGradOp {
         }
         Ok(())
     }
-    fn backward(&self, _g: &mut Graph, _i: &[ValueId], _o: &[ValueId], _d: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
-        Err(GraphError::unsupported("second-order gradients of softmax are not supported"))
+    fn backward(
+        &self,
+        _g: &mut Graph,
+        _i: &[ValueId],
+        _o: &[ValueId],
+        _d: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        Err(GraphError::unsupported(
+            "second-order gradients of softmax are not supported",
+        ))
     }
 }
 
 /// Checks logits/labels of the fused cross-entropy; returns (rows, classes).
-fn xent_dims(op: &str, sparse: bool, logits: &TensorType, labels: &TensorType) -> Result<(usize, usize)> {
+fn xent_dims(
+    op: &str,
+    sparse: bool,
+    logits: &TensorType,
+    labels: &TensorType,
+) -> Result<(usize, usize)> {
     float_input(op, logits)?;
     if logits.rank() == 0 {
-        return Err(GraphError::shape(format!("{op}: logits need at least one axis (the classes)")));
+        return Err(GraphError::shape(format!(
+            "{op}: logits need at least one axis (the classes)"
+        )));
     }
     let lead = &logits.shape[..logits.rank() - 1];
     let (ok, want) = if sparse {
-        (labels.dtype == DType::I32 && labels.shape == lead, format!("int32 class indices of shape {}", fmt_shape(lead)))
+        (
+            labels.dtype == DType::I32 && labels.shape == lead,
+            format!("int32 class indices of shape {}", fmt_shape(lead)),
+        )
     } else {
-        (labels.dtype != DType::I32 && labels.shape == logits.shape, format!("float labels of shape {}", fmt_shape(&logits.shape)))
+        (
+            labels.dtype != DType::I32 && labels.shape == logits.shape,
+            format!("float labels of shape {}", fmt_shape(&logits.shape)),
+        )
     };
     if !ok {
         return Err(GraphError::shape(format!(
@@ -164,7 +214,10 @@ impl Op for SoftmaxCrossEntropyOp {
         expect_inputs(self.name(), inputs, 2)?;
         xent_dims(self.name(), self.sparse, inputs[0], inputs[1])?;
         let lead = inputs[0].shape[..inputs[0].rank() - 1].to_vec();
-        Ok(vec![TensorType::f32(lead), TensorType::f32(inputs[0].shape.clone())])
+        Ok(vec![
+            TensorType::f32(lead),
+            TensorType::f32(inputs[0].shape.clone()),
+        ])
     }
     fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
         let shape = inputs[0].shape;
@@ -173,18 +226,44 @@ impl Op for SoftmaxCrossEntropyOp {
         let (loss_out, probs_out) = outputs.split_at_mut(1);
         let (loss, probs) = (loss_out[0].f32()?, probs_out[0].f32()?);
         if self.sparse {
-            k::sparse_softmax_cross_entropy(inputs[0].f32()?, inputs[1].i32()?, rows, classes, probs, loss)?;
+            k::sparse_softmax_cross_entropy(
+                inputs[0].f32()?,
+                inputs[1].i32()?,
+                rows,
+                classes,
+                probs,
+                loss,
+            )?;
         } else {
-            k::softmax_cross_entropy(inputs[0].f32()?, inputs[1].f32()?, rows, classes, probs, loss)?;
+            k::softmax_cross_entropy(
+                inputs[0].f32()?,
+                inputs[1].f32()?,
+                rows,
+                classes,
+                probs,
+                loss,
+            )?;
         }
         Ok(())
     }
-    fn backward(&self, g: &mut Graph, inputs: &[ValueId], outputs: &[ValueId], dys: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
+    fn backward(
+        &self,
+        g: &mut Graph,
+        inputs: &[ValueId],
+        outputs: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
         if dys[1].is_some() {
-            return Err(GraphError::unsupported("softmax_cross_entropy: the probabilities output is not differentiable"));
+            return Err(GraphError::unsupported(
+                "softmax_cross_entropy: the probabilities output is not differentiable",
+            ));
         }
-        let Some(dloss) = dys[0] else { return Ok(vec![None, None]) };
-        let op = SoftmaxCrossEntropyGradOp { sparse: self.sparse };
+        let Some(dloss) = dys[0] else {
+            return Ok(vec![None, None]);
+        };
+        let op = SoftmaxCrossEntropyGradOp {
+            sparse: self.sparse,
+        };
         let dlogits = g.apply1(Box::new(op), &[outputs[1], inputs[1], dloss])?;
         Ok(vec![Some(dlogits), None])
     }
@@ -198,7 +277,9 @@ impl Op for SoftmaxCrossEntropyGradOp {
         expect_inputs(self.name(), inputs, 3)?;
         let (rows, _) = xent_dims(self.name(), self.sparse, inputs[0], inputs[1])?;
         if inputs[2].numel() != rows {
-            return Err(GraphError::shape("softmax_cross_entropy_grad: dloss must have one value per row"));
+            return Err(GraphError::shape(
+                "softmax_cross_entropy_grad: dloss must have one value per row",
+            ));
         }
         Ok(vec![TensorType::f32(inputs[0].shape.clone())])
     }
@@ -209,14 +290,29 @@ impl Op for SoftmaxCrossEntropyGradOp {
         let (probs, dloss) = (inputs[0].f32()?, inputs[2].f32()?);
         let out = outputs[0].f32()?;
         if self.sparse {
-            k::sparse_softmax_cross_entropy_grad(probs, inputs[1].i32()?, dloss, rows, classes, out)?;
+            k::sparse_softmax_cross_entropy_grad(
+                probs,
+                inputs[1].i32()?,
+                dloss,
+                rows,
+                classes,
+                out,
+            )?;
         } else {
             k::softmax_cross_entropy_grad(probs, inputs[1].f32()?, dloss, rows, classes, out)?;
         }
         Ok(())
     }
-    fn backward(&self, _g: &mut Graph, _i: &[ValueId], _o: &[ValueId], _d: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
-        Err(GraphError::unsupported("second-order gradients of softmax_cross_entropy are not supported"))
+    fn backward(
+        &self,
+        _g: &mut Graph,
+        _i: &[ValueId],
+        _o: &[ValueId],
+        _d: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        Err(GraphError::unsupported(
+            "second-order gradients of softmax_cross_entropy are not supported",
+        ))
     }
 }
 
@@ -247,9 +343,20 @@ impl Op for SigmoidCrossEntropyOp {
         k::sigmoid_cross_entropy(inputs[0].f32()?, inputs[1].f32()?, outputs[0].f32()?)?;
         Ok(())
     }
-    fn backward(&self, g: &mut Graph, inputs: &[ValueId], _o: &[ValueId], dys: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
-        let Some(dloss) = dys[0] else { return Ok(vec![None, None]) };
-        let d = g.apply1(Box::new(SigmoidCrossEntropyGradOp), &[inputs[0], inputs[1], dloss])?;
+    fn backward(
+        &self,
+        g: &mut Graph,
+        inputs: &[ValueId],
+        _o: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        let Some(dloss) = dys[0] else {
+            return Ok(vec![None, None]);
+        };
+        let d = g.apply1(
+            Box::new(SigmoidCrossEntropyGradOp),
+            &[inputs[0], inputs[1], dloss],
+        )?;
         Ok(vec![Some(d), None])
     }
 }
@@ -264,10 +371,23 @@ impl Op for SigmoidCrossEntropyGradOp {
         Ok(vec![TensorType::f32(inputs[0].shape.clone())])
     }
     fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
-        k::sigmoid_cross_entropy_grad(inputs[0].f32()?, inputs[1].f32()?, inputs[2].f32()?, outputs[0].f32()?)?;
+        k::sigmoid_cross_entropy_grad(
+            inputs[0].f32()?,
+            inputs[1].f32()?,
+            inputs[2].f32()?,
+            outputs[0].f32()?,
+        )?;
         Ok(())
     }
-    fn backward(&self, _g: &mut Graph, _i: &[ValueId], _o: &[ValueId], _d: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
-        Err(GraphError::unsupported("second-order gradients of sigmoid_cross_entropy are not supported"))
+    fn backward(
+        &self,
+        _g: &mut Graph,
+        _i: &[ValueId],
+        _o: &[ValueId],
+        _d: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        Err(GraphError::unsupported(
+            "second-order gradients of sigmoid_cross_entropy are not supported",
+        ))
     }
 }

@@ -28,7 +28,10 @@ pub struct ClipOp {
 
 pub(crate) fn build(name: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>> {
     if name == "clip" {
-        let (lo, hi) = (a.f32_or("min", f32::NEG_INFINITY)?, a.f32_or("max", f32::INFINITY)?);
+        let (lo, hi) = (
+            a.f32_or("min", f32::NEG_INFINITY)?,
+            a.f32_or("max", f32::INFINITY)?,
+        );
         return Ok(Some(Box::new(ClipOp { lo, hi })));
     }
     if name == "unary_grad" {
@@ -47,13 +50,20 @@ fn kind_from_attrs(name: &str, a: &Attrs) -> Result<Option<Unary>> {
     } else {
         None
     };
-    let approximate = if a.has("approximate") { Some(a.bool_or("approximate", false)?) } else { None };
+    let approximate = if a.has("approximate") {
+        Some(a.bool_or("approximate", false)?)
+    } else {
+        None
+    };
     Ok(Unary::from_name(name, alpha, approximate))
 }
 
 fn float_input(op: &str, t: &TensorType) -> Result<()> {
     if t.dtype == DType::I32 {
-        return Err(GraphError::dtype(format!("{op}: expected a float tensor, got int32 of shape {:?}", t.shape)));
+        return Err(GraphError::dtype(format!(
+            "{op}: expected a float tensor, got int32 of shape {:?}",
+            t.shape
+        )));
     }
     Ok(())
 }
@@ -74,8 +84,16 @@ impl Op for UnaryOp {
         Ok(())
     }
 
-    fn backward(&self, g: &mut Graph, inputs: &[ValueId], outputs: &[ValueId], dys: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
-        let Some(dy) = dys[0] else { return Ok(vec![None]) };
+    fn backward(
+        &self,
+        g: &mut Graph,
+        inputs: &[ValueId],
+        outputs: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = dys[0] else {
+            return Ok(vec![None]);
+        };
         let grad = Box::new(UnaryGradOp { kind: self.kind });
         let dx = if self.kind.grad_needs_input() {
             g.apply1(grad, &[inputs[0], outputs[0], dy])?
@@ -96,7 +114,9 @@ impl Op for UnaryGradOp {
         expect_inputs("unary_grad", inputs, n)?;
         let shape = &inputs[0].shape;
         if inputs.iter().any(|t| &t.shape != shape) {
-            return Err(GraphError::shape("unary_grad: all inputs must have one shape"));
+            return Err(GraphError::shape(
+                "unary_grad: all inputs must have one shape",
+            ));
         }
         Ok(vec![TensorType::f32(shape.clone())])
     }
@@ -104,14 +124,26 @@ impl Op for UnaryGradOp {
     fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
         let dx = outputs[0].f32()?;
         if self.kind.grad_needs_input() {
-            k::unary_grad(self.kind, inputs[0].f32()?, inputs[1].f32()?, inputs[2].f32()?, dx)?;
+            k::unary_grad(
+                self.kind,
+                inputs[0].f32()?,
+                inputs[1].f32()?,
+                inputs[2].f32()?,
+                dx,
+            )?;
         } else {
             k::unary_grad(self.kind, &[], inputs[0].f32()?, inputs[1].f32()?, dx)?;
         }
         Ok(())
     }
 
-    fn backward(&self, _g: &mut Graph, _i: &[ValueId], _o: &[ValueId], _d: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
+    fn backward(
+        &self,
+        _g: &mut Graph,
+        _i: &[ValueId],
+        _o: &[ValueId],
+        _d: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
         Err(GraphError::unsupported(format!(
             "second-order gradients of '{}' are not supported",
             self.kind.name()
@@ -128,7 +160,10 @@ impl Op for ClipOp {
         expect_inputs("clip", inputs, 1)?;
         float_input("clip", inputs[0])?;
         if self.lo > self.hi {
-            return Err(GraphError::value(format!("clip: min {} is greater than max {}", self.lo, self.hi)));
+            return Err(GraphError::value(format!(
+                "clip: min {} is greater than max {}",
+                self.lo, self.hi
+            )));
         }
         Ok(vec![TensorType::f32(inputs[0].shape.clone())])
     }
@@ -138,12 +173,24 @@ impl Op for ClipOp {
         Ok(())
     }
 
-    fn backward(&self, g: &mut Graph, inputs: &[ValueId], _o: &[ValueId], dys: &[Option<ValueId>]) -> Result<Vec<Option<ValueId>>> {
-        let Some(dy) = dys[0] else { return Ok(vec![None]) };
+    fn backward(
+        &self,
+        g: &mut Graph,
+        inputs: &[ValueId],
+        _o: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = dys[0] else {
+            return Ok(vec![None]);
+        };
         // The gradient passes where lo <= x <= hi (both bounds inclusive, as TF and JAX).
         let lo = g.scalar(self.lo);
         let hi = g.scalar(self.hi);
-        let above = g.binary(pyfuncnet_kernels::binary::Binary::GreaterEqual, inputs[0], lo)?;
+        let above = g.binary(
+            pyfuncnet_kernels::binary::Binary::GreaterEqual,
+            inputs[0],
+            lo,
+        )?;
         let below = g.binary(pyfuncnet_kernels::binary::Binary::LessEqual, inputs[0], hi)?;
         let inside = g.mul(above, below)?;
         Ok(vec![Some(g.mul(dy, inside)?)])

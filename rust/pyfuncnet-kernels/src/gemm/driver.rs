@@ -26,28 +26,36 @@ use super::scratch::{with_scratch, Slot};
 use super::{small, Epilogue, MatRef};
 use crate::par;
 
+// TUNING-ONLY (remove)
+fn tun(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// K block: a `KC x NR` B micro-panel (16 KiB for AVX2) stays in L1 with the A
 /// micro-panel while the kernel runs.
-const KC: usize = 256;
+const KC_DEF: usize = 256;
 /// Largest M block: the packed `MC x KC` A block (up to 192 KiB) stays in the
 /// 1 MiB L2.
-const MC: usize = 192;
+const MC_DEF: usize = 192;
 /// Smallest M block when M is cut finer to make parallel tasks.
-const MIN_MC: usize = 48;
+const MIN_MC_DEF: usize = 48;
 /// Largest N block.
-const NC: usize = 4096;
+const NC_DEF: usize = 4096;
 /// Largest packed B block, `k x nc` floats (8 MiB, in the shared L3).
-const B_PACK_MAX: usize = 2 * 1024 * 1024;
+const B_PACK_MAX_DEF: usize = 2 * 1024 * 1024;
 /// Each parallel task should carry at least this many flops (~40 µs at peak), so
 /// that handing it to another thread costs little.
-const MIN_TASK_FLOPS: usize = 4_000_000;
+const MIN_TASK_FLOPS_DEF: usize = 4_000_000;
 /// Tasks per N block when the problem is large enough: plenty for dynamic load
 /// balancing on a few cores.
-const TARGET_TASKS: usize = 16;
+const TARGET_TASKS_DEF: usize = 16;
 /// Narrowest N chunk of a task, in NR panels: A is re-packed once per chunk.
-const MIN_CHUNK_PANELS: usize = 8;
+const MIN_CHUNK_PANELS_DEF: usize = 8;
 /// Packing B is split into groups of at least this many elements per task.
-const MIN_PACK_TASK: usize = 16 * 1024;
+const MIN_PACK_TASK_DEF: usize = 16 * 1024;
 
 /// One product, after the shape checks: `C <- epilogue(alpha * A * B + beta * C)`.
 pub(crate) struct Problem<'a> {
@@ -66,7 +74,7 @@ pub(crate) fn gemm<K: MicroKernel>(p: &Problem, c: &mut [f32], ldc: usize) {
     let target = CTarget::new(c, ldc, p.m, p.n);
     if p.k == 0 {
         scale_only(p, c, ldc);
-    } else if small::prefers_small::<K>(p.m, p.n, p.k) {
+    } else if small::prefers_small(p.m, p.n, p.k) {
         small::gemm::<K>(p, target);
     } else {
         blocked::<K>(p, target);
@@ -109,79 +117,150 @@ pub(crate) fn balanced_block(len: usize, max: usize, unit: usize) -> usize {
     round_up(len.div_ceil(blocks), unit).max(unit)
 }
 
+#[allow(non_snake_case)]
 fn blocked<K: MicroKernel>(p: &Problem, c: CTarget) {
+    let (KC, NC, B_PACK_MAX, MIN_PACK_TASK) = (
+        tun("T_KC", KC_DEF),
+        tun("T_NC", NC_DEF),
+        tun("T_BPM", B_PACK_MAX_DEF),
+        tun("T_MPT", MIN_PACK_TASK_DEF),
+    );
+    let _ = MIN_PACK_TASK;
     let (m, n, k) = (p.m, p.n, p.k);
     let (mr, nr) = (K::MR, K::NR);
     let kc = balanced_block(k, KC, 1);
     let nc_max = (B_PACK_MAX / k / nr * nr).clamp(nr, NC);
     let nc = balanced_block(n, nc_max, nr);
     let bt = p.b.t();
+    let m_pad = round_up(m, mr);
+    // When M alone gives too few tasks, N chunks would each pack the same A
+    // block again: pack all of A once instead (if it is not too large).
+    let (_, first_chunk) = partition(m, nc.div_ceil(nr), k, mr, nr);
+    let shared_a = first_chunk < nc.div_ceil(nr) && m_pad * k <= B_PACK_MAX;
 
-    with_scratch(Slot::B, k * nc, |bpack| {
-        for j0 in (0..n).step_by(nc) {
-            let ncur = nc.min(n - j0);
-            let n_panels = ncur.div_ceil(nr);
-            // Pack B[:, j0..j0+ncur] as NR-column panels, K block by K block: the
-            // block at p0 starts at p0 * n_panels*NR and holds its panels (kcur x NR
-            // each) one after the other, so the panels a task streams are adjacent.
-            let bp = &mut bpack[..n_panels * nr * k];
-            for p0 in (0..k).step_by(kc) {
-                let kcur = kc.min(k - p0);
-                let block = &mut bp[p0 * n_panels * nr..(p0 + kcur) * n_panels * nr];
-                let group = (MIN_PACK_TASK / (nr * kcur)).max(1);
-                let chunk_len = group * nr * kcur;
-                let pack_group = |g: usize, chunk: &mut [f32]| {
-                    let col = g * group * nr;
-                    let cols = (group * nr).min(ncur - col);
-                    pack_panels(chunk, &bt, j0 + col, cols, p0, kcur, nr);
-                };
-                if block.len() <= chunk_len || par::num_threads() == 1 {
-                    block.chunks_mut(chunk_len).enumerate().for_each(|(g, chunk)| pack_group(g, chunk));
-                } else {
-                    par::for_each_chunk_mut(block, chunk_len, pack_group);
-                }
+    with_scratch(
+        Slot::SharedA,
+        if shared_a { m_pad * k } else { 0 },
+        |apack| {
+            if shared_a {
+                pack_k_blocked(apack, &p.a, 0, m, k, kc, mr);
             }
-            let bp: &[f32] = bp;
+            let apack: &[f32] = apack;
+            with_scratch(Slot::B, k * nc, |bpack| {
+                for j0 in (0..n).step_by(nc) {
+                    let ncur = nc.min(n - j0);
+                    let n_panels = ncur.div_ceil(nr);
+                    let n_pad = n_panels * nr;
+                    let bp = &mut bpack[..n_pad * k];
+                    pack_k_blocked(bp, &bt, j0, ncur, k, kc, nr);
+                    let bp: &[f32] = bp;
 
-            let (mc, chunk_panels) = partition(m, n_panels, k, mr, nr);
-            let m_blocks = m.div_ceil(mc);
-            let n_chunks = n_panels.div_ceil(chunk_panels);
-            run_tasks(m_blocks * n_chunks, |t| {
-                let i0 = (t / n_chunks) * mc;
-                let mcur = mc.min(m - i0);
-                let jp0 = (t % n_chunks) * chunk_panels;
-                let jp1 = (jp0 + chunk_panels).min(n_panels);
-                let m_panels = mcur.div_ceil(mr);
-                with_scratch(Slot::A, m_panels * mr * kc, |ap| {
-                    for p0 in (0..k).step_by(kc) {
-                        let kcur = kc.min(k - p0);
-                        let beta = if p0 == 0 { p.beta } else { 1.0 };
-                        let ap = &mut ap[..m_panels * mr * kcur];
-                        pack_panels(ap, &p.a, i0, mcur, p0, kcur, mr);
-                        for jp in jp0..jp1 {
-                            let j = j0 + jp * nr;
-                            let cols = nr.min(n - j);
-                            let b_src = Operand { data: bp, offset: p0 * n_panels * nr + jp * nr * kcur, rs: nr, cs: 1 };
-                            for ip in 0..m_panels {
-                                let i = i0 + ip * mr;
-                                let rows = mr.min(m - i);
-                                let a_src = Operand { data: ap, offset: ip * mr * kcur, rs: 1, cs: mr };
-                                let tile = Tile { i, j, rows, cols };
-                                // SAFETY: task t owns rows i0..i0+mcur and the columns
-                                // of panels jp0..jp1 of this N block; no other task
-                                // touches the tile. The caller picked K for this CPU.
-                                unsafe { c.run_tile::<K>(tile, kcur, p.alpha, a_src, b_src, beta) };
-                            }
-                        }
-                    }
-                });
-                let j = j0 + jp0 * nr;
-                let cols = ((jp1 - jp0) * nr).min(n - j);
-                // SAFETY: the same rows and columns as above, owned by task t.
-                unsafe { c.apply_epilogue(p.epilogue, i0..i0 + mcur, j, cols) };
+                    let (mc, chunk_panels) = partition(m, n_panels, k, mr, nr);
+                    let m_blocks = m.div_ceil(mc);
+                    let n_chunks = n_panels.div_ceil(chunk_panels);
+                    run_tasks(m_blocks * n_chunks, |t| {
+                        let i0 = (t / n_chunks) * mc;
+                        let mcur = mc.min(m - i0);
+                        let jp0 = (t % n_chunks) * chunk_panels;
+                        let jp1 = (jp0 + chunk_panels).min(n_panels);
+                        let m_panels = mcur.div_ceil(mr);
+                        with_scratch(
+                            Slot::A,
+                            if shared_a { 0 } else { m_panels * mr * kc },
+                            |own| {
+                                for p0 in (0..k).step_by(kc) {
+                                    let kcur = kc.min(k - p0);
+                                    let beta = if p0 == 0 { p.beta } else { 1.0 };
+                                    // This task's A panels for this K block: in the shared
+                                    // pack, or packed now into the thread's own buffer.
+                                    let (a_data, a_base) = if shared_a {
+                                        (apack, p0 * m_pad + (i0 / mr) * mr * kcur)
+                                    } else {
+                                        let own = &mut own[..m_panels * mr * kcur];
+                                        pack_panels(own, &p.a, i0, mcur, p0, kcur, mr);
+                                        (&*own, 0)
+                                    };
+                                    let b_base = p0 * n_pad;
+                                    for jp in jp0..jp1 {
+                                        let j = j0 + jp * nr;
+                                        let cols = nr.min(n - j);
+                                        let b_src = Operand {
+                                            data: bp,
+                                            offset: b_base + jp * nr * kcur,
+                                            rs: nr,
+                                            cs: 1,
+                                        };
+                                        for ip in 0..m_panels {
+                                            let i = i0 + ip * mr;
+                                            let rows = mr.min(m - i);
+                                            let a_src = Operand {
+                                                data: a_data,
+                                                offset: a_base + ip * mr * kcur,
+                                                rs: 1,
+                                                cs: mr,
+                                            };
+                                            let tile = Tile { i, j, rows, cols };
+                                            // SAFETY: task t owns rows i0..i0+mcur and the
+                                            // columns of panels jp0..jp1 of this N block; no
+                                            // other task touches the tile. The caller picked
+                                            // K for this CPU.
+                                            unsafe {
+                                                c.run_tile::<K>(
+                                                    tile, kcur, p.alpha, a_src, b_src, beta,
+                                                )
+                                            };
+                                        }
+                                    }
+                                }
+                            },
+                        );
+                        let j = j0 + jp0 * nr;
+                        let cols = ((jp1 - jp0) * nr).min(n - j);
+                        // SAFETY: the same rows and columns as above, owned by task t.
+                        unsafe { c.apply_epilogue(p.epilogue, i0..i0 + mcur, j, cols) };
+                    });
+                }
             });
+        },
+    );
+}
+
+/// Packs rows `row0..row0+rows` and all `k` columns of `x` into `w`-row panels, K
+/// block by K block: with `rows_pad = ceil(rows / w) * w`, the block at `p0` starts
+/// at `p0 * rows_pad` and holds its panels (`kcur x w` each) one after the other,
+/// so the panels one K block of a task streams through are adjacent in memory.
+/// Parallel over groups of panels.
+#[allow(non_snake_case)]
+fn pack_k_blocked(
+    dst: &mut [f32],
+    x: &MatRef,
+    row0: usize,
+    rows: usize,
+    k: usize,
+    kc: usize,
+    w: usize,
+) {
+    let MIN_PACK_TASK = tun("T_MPT", MIN_PACK_TASK_DEF);
+    let rows_pad = round_up(rows, w);
+    let serial = par::num_threads() == 1;
+    for p0 in (0..k).step_by(kc) {
+        let kcur = kc.min(k - p0);
+        let block = &mut dst[p0 * rows_pad..(p0 + kcur) * rows_pad];
+        let group = (MIN_PACK_TASK / (w * kcur)).max(1);
+        let chunk_len = group * w * kcur;
+        let pack_group = |g: usize, chunk: &mut [f32]| {
+            let r = g * group * w;
+            pack_panels(chunk, x, row0 + r, (group * w).min(rows - r), p0, kcur, w);
+        };
+        if serial || block.len() <= chunk_len {
+            block
+                .chunks_mut(chunk_len)
+                .enumerate()
+                .for_each(|(g, chunk)| pack_group(g, chunk));
+        } else {
+            par::for_each_chunk_mut(block, chunk_len, pack_group);
         }
-    });
+    }
 }
 
 /// The task partition of one N block of `n_panels` NR-panels: returns the M block
@@ -190,13 +269,24 @@ fn blocked<K: MicroKernel>(p: &Problem, c: CTarget) {
 /// M is cut first (down to [`MIN_MC`] rows), since M blocks share the packed B
 /// and pack disjoint parts of A; N chunks are added only when M is too short,
 /// because each N chunk packs the A block again.
+#[allow(non_snake_case)]
 fn partition(m: usize, n_panels: usize, k: usize, mr: usize, nr: usize) -> (usize, usize) {
+    let (MIN_TASK_FLOPS, TARGET_TASKS, MC, MIN_MC, MIN_CHUNK_PANELS) = (
+        tun("T_MTF", MIN_TASK_FLOPS_DEF),
+        tun("T_TT", TARGET_TASKS_DEF),
+        tun("T_MC", MC_DEF),
+        tun("T_MINMC", MIN_MC_DEF),
+        tun("T_MCP", MIN_CHUNK_PANELS_DEF),
+    );
     let flops = 2 * m * n_panels * nr * k;
     let tasks = (flops / MIN_TASK_FLOPS).clamp(1, TARGET_TASKS);
     let m_blocks = m.div_ceil(MC).max(tasks.min(m / MIN_MC)).max(1);
     let mc = round_up(m.div_ceil(m_blocks), mr);
     let m_blocks = m.div_ceil(mc);
-    let n_chunks = tasks.div_ceil(m_blocks).min(n_panels / MIN_CHUNK_PANELS).max(1);
+    let n_chunks = tasks
+        .div_ceil(m_blocks)
+        .min(n_panels / MIN_CHUNK_PANELS)
+        .max(1);
     (mc, n_panels.div_ceil(n_chunks))
 }
 
@@ -249,7 +339,13 @@ impl CTarget {
     fn new(c: &mut [f32], ldc: usize, m: usize, n: usize) -> Self {
         assert!(m == 0 || n == 0 || (m - 1) * ldc + n <= c.len());
         assert!(m <= 1 || ldc >= n);
-        CTarget { ptr: c.as_mut_ptr(), len: c.len(), ldc, m, n }
+        CTarget {
+            ptr: c.as_mut_ptr(),
+            len: c.len(),
+            ldc,
+            m,
+            n,
+        }
     }
 
     /// Runs micro-kernel `K` for one tile: the kernel reads `K::MR` rows of `a`,
@@ -271,7 +367,9 @@ impl CTarget {
         b: Operand,
         beta: f32,
     ) {
-        assert!(t.rows <= K::MR && t.cols <= K::NR && t.i + t.rows <= self.m && t.j + t.cols <= self.n);
+        assert!(
+            t.rows <= K::MR && t.cols <= K::NR && t.i + t.rows <= self.m && t.j + t.cols <= self.n
+        );
         assert!(b.cs == 1 && a.covers(K::MR, k) && b.covers(k, K::NR));
         let a_ptr = a.data[a.offset..].as_ptr();
         let b_ptr = b.data[b.offset..].as_ptr();
@@ -281,7 +379,9 @@ impl CTarget {
             // the tile and vouches for the instruction set.
             unsafe {
                 let c_ptr = self.ptr.add(t.i * self.ldc + t.j);
-                K::kernel(k, alpha, a_ptr, a.rs, a.cs, b_ptr, b.rs, beta, c_ptr, self.ldc);
+                K::kernel(
+                    k, alpha, a_ptr, a.rs, a.cs, b_ptr, b.rs, beta, c_ptr, self.ldc,
+                );
             }
         } else {
             // Edge tile: compute the full tile into a local buffer, then merge the
@@ -290,7 +390,20 @@ impl CTarget {
             assert!(K::MR * K::NR <= MAX_TILE);
             // SAFETY: `buf` holds MR x NR elements with leading dimension NR; beta = 0
             // so it is not read; operand ranges as above.
-            unsafe { K::kernel(k, alpha, a_ptr, a.rs, a.cs, b_ptr, b.rs, 0.0, buf.as_mut_ptr(), K::NR) };
+            unsafe {
+                K::kernel(
+                    k,
+                    alpha,
+                    a_ptr,
+                    a.rs,
+                    a.cs,
+                    b_ptr,
+                    b.rs,
+                    0.0,
+                    buf.as_mut_ptr(),
+                    K::NR,
+                )
+            };
             for r in 0..t.rows {
                 // SAFETY: row t.i + r < m, columns t.j..t.j+cols <= n, inside C and
                 // owned by the caller.
@@ -311,7 +424,13 @@ impl CTarget {
     ///
     /// # Safety
     /// No other thread accesses those elements during the call.
-    pub(crate) unsafe fn apply_epilogue(&self, ep: &Epilogue, rows: std::ops::Range<usize>, j: usize, cols: usize) {
+    pub(crate) unsafe fn apply_epilogue(
+        &self,
+        ep: &Epilogue,
+        rows: std::ops::Range<usize>,
+        j: usize,
+        cols: usize,
+    ) {
         if ep.is_identity() {
             return;
         }
@@ -326,6 +445,9 @@ impl CTarget {
     ///
     /// # Safety
     /// No other reference to those elements exists while the slice lives.
+    // The `&mut` from `&self` is the point of this type: exclusivity comes from
+    // the task partition, which the caller vouches for.
+    #[allow(clippy::mut_from_ref)]
     unsafe fn row_mut(&self, i: usize, j: usize, cols: usize) -> &mut [f32] {
         assert!(i < self.m && j + cols <= self.n);
         debug_assert!(i * self.ldc + j + cols <= self.len);

@@ -59,7 +59,13 @@ impl<'a> MatRef<'a> {
     /// `BufferTooSmall` unless the last element `(rows-1, cols-1)` lies inside `data`
     /// (a view with `rows == 0` or `cols == 0` is always fine).
     pub fn new(data: &'a [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Result<Self> {
-        let view = MatRef { data, rows, cols, rs, cs };
+        let view = MatRef {
+            data,
+            rows,
+            cols,
+            rs,
+            cs,
+        };
         view.check("MatRef")?;
         Ok(view)
     }
@@ -74,7 +80,13 @@ impl<'a> MatRef<'a> {
 
     /// The transposed view: rows and columns, and their strides, swap. No data moves.
     pub fn t(self) -> Self {
-        MatRef { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+        MatRef {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
     }
 
     /// Element `(i, j)`; the caller keeps `i < rows` and `j < cols` on a checked view.
@@ -88,9 +100,11 @@ impl<'a> MatRef<'a> {
         if self.rows == 0 || self.cols == 0 {
             return Ok(());
         }
-        let last = (self.rows - 1)
-            .checked_mul(self.rs)
-            .and_then(|r| (self.cols - 1).checked_mul(self.cs).and_then(|c| r.checked_add(c)));
+        let last = (self.rows - 1).checked_mul(self.rs).and_then(|r| {
+            (self.cols - 1)
+                .checked_mul(self.cs)
+                .and_then(|c| r.checked_add(c))
+        });
         match last {
             Some(last) if last < self.data.len() => Ok(()),
             _ => Err(KernelError::BufferTooSmall {
@@ -125,7 +139,12 @@ impl<'a> MatMut<'a> {
     /// `InvalidArgument` if `ldc < cols` (rows would overlap) and `BufferTooSmall`
     /// unless the last element lies inside `data`.
     pub fn new(data: &'a mut [f32], rows: usize, cols: usize, ldc: usize) -> Result<Self> {
-        let view = MatMut { data, rows, cols, ldc };
+        let view = MatMut {
+            data,
+            rows,
+            cols,
+            ldc,
+        };
         view.check()?;
         Ok(view)
     }
@@ -162,6 +181,9 @@ impl<'a> MatMut<'a> {
     }
 }
 
+/// An in-place activation applied to row segments of C by [`Epilogue`].
+pub type Activation = dyn Fn(&mut [f32]) + Sync;
+
 /// What happens to each element of C once the product is complete:
 /// `C <- act(alpha*A*B + beta*C + bias[j])`.
 ///
@@ -173,7 +195,7 @@ pub struct Epilogue<'a> {
     /// Added to column `j` of every row.
     pub bias: Option<&'a [f32]>,
     /// Applied in place to contiguous row segments of C after the bias.
-    pub activation: Option<&'a (dyn Fn(&mut [f32]) + Sync)>,
+    pub activation: Option<&'a Activation>,
 }
 
 impl std::fmt::Debug for Epilogue<'_> {
@@ -207,7 +229,12 @@ impl Epilogue<'_> {
 }
 
 /// Checks the shapes of a product and returns `(m, n, k)`.
-pub(crate) fn check_shapes(a: &MatRef, b: &MatRef, c: &MatMut, epilogue: &Epilogue) -> Result<(usize, usize, usize)> {
+pub(crate) fn check_shapes(
+    a: &MatRef,
+    b: &MatRef,
+    c: &MatMut,
+    epilogue: &Epilogue,
+) -> Result<(usize, usize, usize)> {
     a.check("sgemm operand A")?;
     b.check("sgemm operand B")?;
     c.check()?;
@@ -248,7 +275,14 @@ pub(crate) fn check_shapes(a: &MatRef, b: &MatRef, c: &MatMut, epilogue: &Epilog
 /// `ShapeMismatch` if `a.cols != b.rows`, `c.rows != a.rows`, `c.cols != b.cols` or
 /// the bias length is not `n`; `BufferTooSmall` / `InvalidArgument` if a view does
 /// not fit its buffer.
-pub fn sgemm(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: MatMut, epilogue: &Epilogue) -> Result<()> {
+pub fn sgemm(
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    c: MatMut,
+    epilogue: &Epilogue,
+) -> Result<()> {
     sgemm_with_level(cpu::active(), alpha, a, b, beta, c, epilogue)
 }
 
@@ -275,7 +309,16 @@ pub fn sgemm_with_level(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let problem = driver::Problem { m, n, k, alpha, a, b, beta, epilogue };
+    let problem = driver::Problem {
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        b,
+        beta,
+        epilogue,
+    };
     match level {
         SimdLevel::Scalar => driver::gemm::<scalar::ScalarKernel>(&problem, c.data, c.ldc),
         SimdLevel::Avx2Fma => avx2::gemm(&problem, c.data, c.ldc),

@@ -55,28 +55,62 @@ pub(crate) fn pack_panels(
 }
 
 /// `pack_panels` for a view whose columns are contiguous (`x.rs == 1`).
-fn deal_columns<const W: usize>(dst: &mut [f32], x: &MatRef, row0: usize, rows: usize, col0: usize, cols: usize) {
-    let full = rows / W;
-    let tail = rows - full * W;
-    for p in 0..cols {
-        let start = row0 + (col0 + p) * x.cs;
-        let column = &x.data[start..start + rows];
-        for (s, run) in column.chunks_exact(W).enumerate() {
-            let out = &mut dst[s * W * cols + p * W..][..W];
-            out.copy_from_slice(run);
-        }
-        if tail > 0 {
-            let out = &mut dst[full * W * cols + p * W..][..W];
-            out[..tail].copy_from_slice(&column[full * W..]);
-            out[tail..].fill(0.0);
+///
+/// Panels lie `w * cols` floats apart, often a power of two bytes, so writing
+/// all of them for each column would make the writes fight over a few cache sets.
+/// Instead the copy goes tile by tile: [`DEAL_PANELS`] panels by [`DEAL_COLS`]
+/// columns, whose source runs stay in L1 while each panel receives a contiguous
+/// burst of `DEAL_COLS * w` floats.
+fn deal_columns<const W: usize>(
+    dst: &mut [f32],
+    x: &MatRef,
+    row0: usize,
+    rows: usize,
+    col0: usize,
+    cols: usize,
+) {
+    let panels = rows.div_ceil(W);
+    for s0 in (0..panels).step_by(DEAL_PANELS) {
+        let s1 = (s0 + DEAL_PANELS).min(panels);
+        for p0 in (0..cols).step_by(DEAL_COLS) {
+            let p1 = (p0 + DEAL_COLS).min(cols);
+            for s in s0..s1 {
+                let r = s * W;
+                let valid = W.min(rows - r);
+                let panel = &mut dst[s * W * cols..(s + 1) * W * cols];
+                for p in p0..p1 {
+                    let start = row0 + r + (col0 + p) * x.cs;
+                    let out: &mut [f32; W] = (&mut panel[p * W..p * W + W]).try_into().unwrap();
+                    if valid == W {
+                        let run: &[f32; W] = x.data[start..start + W].try_into().unwrap();
+                        *out = *run;
+                    } else {
+                        out[..valid].copy_from_slice(&x.data[start..start + valid]);
+                        out[valid..].fill(0.0);
+                    }
+                }
+            }
         }
     }
 }
 
+/// Panels per tile of [`deal_columns`].
+const DEAL_PANELS: usize = 16;
+/// Columns per tile of [`deal_columns`].
+const DEAL_COLS: usize = 16;
+
 /// Packs one panel of `valid <= w` rows starting at row `r0`, with the panel width
 /// as a constant when it is one of the kernels' tile sizes (so the inner copies
 /// unroll into a few vector moves).
-fn pack_one_panel(panel: &mut [f32], x: &MatRef, r0: usize, valid: usize, col0: usize, cols: usize, w: usize) {
+fn pack_one_panel(
+    panel: &mut [f32],
+    x: &MatRef,
+    r0: usize,
+    valid: usize,
+    col0: usize,
+    cols: usize,
+    w: usize,
+) {
     if cols == 0 {
         return;
     }
@@ -122,7 +156,15 @@ fn pack_full<const W: usize>(panel: &mut [f32], x: &MatRef, r0: usize, col0: usi
 }
 
 /// Any panel width and any strides.
-fn pack_any(panel: &mut [f32], x: &MatRef, r0: usize, valid: usize, col0: usize, cols: usize, w: usize) {
+fn pack_any(
+    panel: &mut [f32],
+    x: &MatRef,
+    r0: usize,
+    valid: usize,
+    col0: usize,
+    cols: usize,
+    w: usize,
+) {
     for (p, out) in panel[..w * cols].chunks_exact_mut(w).enumerate() {
         for (r, o) in out[..valid].iter_mut().enumerate() {
             *o = x.at(r0 + r, col0 + p);
@@ -154,7 +196,11 @@ mod tests {
                     for p in 0..cols {
                         for r in 0..w {
                             let i = s * w + r;
-                            let want = if i < rows { x.at(row0 + i, col0 + p) } else { 0.0 };
+                            let want = if i < rows {
+                                x.at(row0 + i, col0 + p)
+                            } else {
+                                0.0
+                            };
                             assert_eq!(dst[s * w * cols + p * w + r], want);
                         }
                     }

@@ -12,7 +12,14 @@ use crate::error::Result;
 ///
 /// # Errors
 /// The shape and buffer errors of [`super::sgemm`].
-pub fn sgemm_reference(alpha: f32, a: MatRef, b: MatRef, beta: f32, c: MatMut, epilogue: &Epilogue) -> Result<()> {
+pub fn sgemm_reference(
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    c: MatMut,
+    epilogue: &Epilogue,
+) -> Result<()> {
     let (m, n, k) = check_shapes(&a, &b, &c, epilogue)?;
     if m == 0 || n == 0 {
         return Ok(());

@@ -45,7 +45,11 @@ impl MicroKernel for ScalarKernel {
                 // i < MR, j < NR, and exclusively ours.
                 unsafe {
                     let dst = c.add(i * ldc + j);
-                    *dst = if beta == 0.0 { alpha * x } else { alpha * x + beta * *dst };
+                    *dst = if beta == 0.0 {
+                        alpha * x
+                    } else {
+                        alpha * x + beta * *dst
+                    };
                 }
             }
         }

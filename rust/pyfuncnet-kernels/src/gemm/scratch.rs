@@ -19,17 +19,21 @@ pub(crate) enum Slot {
     B,
     /// Packed A, or small remainders, private to one task.
     A,
+    /// All of A packed once and shared by the tasks (held by the calling thread).
+    SharedA,
 }
 
 thread_local! {
     static BUF_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BUF_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static BUF_SHARED_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 fn key(slot: Slot) -> &'static LocalKey<RefCell<Vec<f32>>> {
     match slot {
         Slot::B => &BUF_B,
         Slot::A => &BUF_A,
+        Slot::SharedA => &BUF_SHARED_A,
     }
 }
 

@@ -23,7 +23,7 @@ const KC: usize = 256;
 const MIN_TASK_FLOPS: usize = 2_000_000;
 
 /// Whether `(m, n, k)` goes to the small path rather than the blocked one.
-pub(crate) fn prefers_small<K: MicroKernel>(m: usize, n: usize, k: usize) -> bool {
+pub(crate) fn prefers_small(m: usize, n: usize, k: usize) -> bool {
     let _ = k;
     // TUNING-ONLY (remove)
     match std::env::var("PYFUNCNET_GEMM_PATH").as_deref() {
@@ -31,7 +31,7 @@ pub(crate) fn prefers_small<K: MicroKernel>(m: usize, n: usize, k: usize) -> boo
         Ok("blocked") => return false,
         _ => {}
     }
-    m <= 64 || n <= 64 || m * n * k <= 128 * 128 * 128
+    m * n * k <= 112 * 112 * 112 || (m.min(n) <= 64 && k * n <= 128 * 1024)
 }
 
 /// Runs a checked problem (`m, n, k > 0`) on the small path.
@@ -71,17 +71,37 @@ pub(crate) fn gemm<K: MicroKernel>(p: &Problem, c: CTarget) {
                         let j = jp * nr;
                         let cols = nr.min(n - j);
                         let b_src = if j < n_direct {
-                            Operand { data: b.data, offset: p0 * b.rs + j, rs: b.rs, cs: 1 }
+                            Operand {
+                                data: b.data,
+                                offset: p0 * b.rs + j,
+                                rs: b.rs,
+                                cs: 1,
+                            }
                         } else {
                             let s = (j - n_direct) / nr;
-                            Operand { data: bpack, offset: s * nr * k + p0 * nr, rs: nr, cs: 1 }
+                            Operand {
+                                data: bpack,
+                                offset: s * nr * k + p0 * nr,
+                                rs: nr,
+                                cs: 1,
+                            }
                         };
                         for i in (i0..i1).step_by(mr) {
                             let rows = mr.min(i1 - i);
                             let a_src = if i < full_end {
-                                Operand { data: a.data, offset: i * a.rs + p0 * a.cs, rs: a.rs, cs: a.cs }
+                                Operand {
+                                    data: a.data,
+                                    offset: i * a.rs + p0 * a.cs,
+                                    rs: a.rs,
+                                    cs: a.cs,
+                                }
                             } else {
-                                Operand { data: apack, offset: p0 * mr, rs: 1, cs: mr }
+                                Operand {
+                                    data: apack,
+                                    offset: p0 * mr,
+                                    rs: 1,
+                                    cs: mr,
+                                }
                             };
                             let tile = Tile { i, j, rows, cols };
                             // SAFETY: task t owns rows i0..i1 of C; the caller

@@ -1,0 +1,269 @@
+//! Reverse-mode gradients of each op family equal central finite differences of
+//! the forward pass (loss = sum(op(inputs) * w) with fixed random weights w).
+
+mod common;
+
+use pyfuncnet_graph::autodiff::gradients;
+use pyfuncnet_graph::exec::Executor;
+use pyfuncnet_graph::graph::Graph;
+use pyfuncnet_graph::ops::{self, Ctx};
+use pyfuncnet_graph::tensor::{DataRef, TensorRef, TensorType};
+use serde_json::{json, Value};
+
+/// Builds loss = sum(op(x...) * w) for float inputs of `shapes` (plus int `indices`
+/// appended as the last input when given) and returns (graph, loss, input ids).
+fn build(
+    op: &str,
+    attrs: &Value,
+    shapes: &[Vec<usize>],
+    indices: Option<&[usize]>,
+) -> (Graph, usize, Vec<usize>) {
+    let mut g = Graph::new();
+    let mut ids: Vec<usize> = shapes
+        .iter()
+        .map(|s| g.add_input(TensorType::f32(s.clone())))
+        .collect();
+    if let Some(shape) = indices {
+        ids.push(g.add_input(TensorType::new(
+            shape.to_vec(),
+            pyfuncnet_graph::tensor::DType::I32,
+        )));
+    }
+    let out = g.apply1(ops::build(op, attrs).unwrap(), &ids).unwrap();
+    let out_shape = g.shape(out).to_vec();
+    let n: usize = out_shape.iter().product();
+    let w = g.add_const(out_shape, common::values(n, 99)).unwrap();
+    let weighted = g.mul(out, w).unwrap();
+    let loss = g
+        .apply1(ops::build("sum", &json!({})).unwrap(), &[weighted])
+        .unwrap();
+    (g, loss, ids)
+}
+
+fn eval(
+    op: &str,
+    attrs: &Value,
+    shapes: &[Vec<usize>],
+    data: &[Vec<f32>],
+    idx: Option<(&[usize], &[i32])>,
+) -> f64 {
+    let (g, loss, _) = build(op, attrs, shapes, idx.map(|(s, _)| s));
+    let mut exec = Executor::new(g, vec![loss]);
+    let mut inputs: Vec<TensorRef> = shapes
+        .iter()
+        .zip(data)
+        .map(|(s, d)| TensorRef::new_f32(s, d))
+        .collect();
+    if let Some((s, i)) = idx {
+        inputs.push(TensorRef {
+            shape: s,
+            data: DataRef::I32(i),
+        });
+    }
+    exec.run(&Ctx::default(), &inputs, &[]).unwrap();
+    match exec.fetch(0).data {
+        DataRef::F32(d) => f64::from(d[0]),
+        DataRef::I32(_) => unreachable!(),
+    }
+}
+
+/// Compares autodiff with central differences for every element of every float input.
+fn check(op: &str, attrs: Value, shapes: &[Vec<usize>], idx: Option<(&[usize], &[i32])>) {
+    check_first(op, attrs, shapes, shapes.len(), idx);
+}
+
+/// As [`check`], differentiating only the first `n_diff` inputs (the rest are labels).
+fn check_first(
+    op: &str,
+    attrs: Value,
+    shapes: &[Vec<usize>],
+    n_diff: usize,
+    idx: Option<(&[usize], &[i32])>,
+) {
+    let data: Vec<Vec<f32>> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            // Keep values away from 0, where relu/selu/abs-like ops have kinks that a
+            // central difference would straddle.
+            let away = |v: f32| {
+                if v.abs() < 0.05 {
+                    v + 0.1f32.copysign(v)
+                } else {
+                    v
+                }
+            };
+            common::values(s.iter().product(), 7 + i as u64)
+                .iter()
+                .map(|v| away(v * 1.5))
+                .collect()
+        })
+        .collect();
+    let (mut g, loss, ids) = build(op, &attrs, shapes, idx.map(|(s, _)| s));
+    let float_ids = &ids[..n_diff];
+    let grads = gradients(&mut g, loss, float_ids).unwrap();
+    let fetches: Vec<usize> = grads
+        .iter()
+        .map(|g| g.expect("every float input gets a gradient"))
+        .collect();
+    let mut exec = Executor::new(g, fetches);
+    let mut inputs: Vec<TensorRef> = shapes
+        .iter()
+        .zip(&data)
+        .map(|(s, d)| TensorRef::new_f32(s, d))
+        .collect();
+    if let Some((s, i)) = idx {
+        inputs.push(TensorRef {
+            shape: s,
+            data: DataRef::I32(i),
+        });
+    }
+    exec.run(&Ctx::default(), &inputs, &[]).unwrap();
+    for k in 0..n_diff {
+        let DataRef::F32(analytic) = exec.fetch(k).data else {
+            unreachable!()
+        };
+        for e in 0..data[k].len() {
+            let h = 1e-2f32;
+            let mut plus = data.clone();
+            plus[k][e] += h;
+            let mut minus = data.clone();
+            minus[k][e] -= h;
+            let fd = (eval(op, &attrs, shapes, &plus, idx) - eval(op, &attrs, shapes, &minus, idx))
+                / (2.0 * f64::from(h));
+            let a = f64::from(analytic[e]);
+            assert!(
+                (a - fd).abs() <= 2e-2 * (1.0 + fd.abs()),
+                "{op} {attrs}: d/d input{k}[{e}] autodiff {a} vs finite difference {fd}"
+            );
+        }
+    }
+}
+
+#[test]
+fn matmul_grads_for_every_transpose_and_broadcast_batch() {
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        let a = if ta { vec![2, 4, 3] } else { vec![2, 3, 4] };
+        let b = if tb { vec![5, 4] } else { vec![4, 5] };
+        check(
+            "matmul",
+            json!({"transpose_a": ta, "transpose_b": tb}),
+            &[a, b],
+            None,
+        );
+    }
+    check(
+        "matmul",
+        json!({}),
+        &[vec![3, 1, 2, 4], vec![2, 4, 3]],
+        None,
+    );
+}
+
+#[test]
+fn dense_grads_with_fused_activations() {
+    for act in ["linear", "relu", "sigmoid", "tanh", "exponential"] {
+        check(
+            "dense",
+            json!({"activation": act}),
+            &[vec![5, 4], vec![4, 3], vec![3]],
+            None,
+        );
+    }
+    check(
+        "dense",
+        json!({"use_bias": false}),
+        &[vec![2, 3, 4], vec![4, 3]],
+        None,
+    );
+}
+
+#[test]
+fn elementwise_and_broadcast_grads() {
+    for op in [
+        "add",
+        "subtract",
+        "multiply",
+        "maximum",
+        "minimum",
+        "squared_difference",
+    ] {
+        check(op, json!({}), &[vec![3, 1, 4], vec![2, 1]], None);
+    }
+    check("divide", json!({}), &[vec![3, 4], vec![4]], None);
+    for op in [
+        "tanh", "sigmoid", "exp", "softplus", "gelu", "silu", "elu", "selu", "sin",
+    ] {
+        check(op, json!({}), &[vec![2, 5]], None);
+    }
+}
+
+#[test]
+fn reduction_and_softmax_grads() {
+    for op in ["sum", "mean", "max", "min", "var"] {
+        check(
+            op,
+            json!({"axis": [0, 2], "keepdims": op == "mean"}),
+            &[vec![3, 2, 4]],
+            None,
+        );
+    }
+    check("softmax", json!({"axis": 1}), &[vec![2, 4, 3]], None);
+    check("log_softmax", json!({}), &[vec![3, 5]], None);
+}
+
+#[test]
+fn layout_grads() {
+    check(
+        "transpose",
+        json!({"perm": [2, 0, 1]}),
+        &[vec![2, 3, 4]],
+        None,
+    );
+    check(
+        "concatenate",
+        json!({"axis": 1}),
+        &[vec![2, 3], vec![2, 2]],
+        None,
+    );
+    check(
+        "slice",
+        json!({"begin": [1, 0], "step": [2, 3], "shape": [2, 2]}),
+        &[vec![5, 6]],
+        None,
+    );
+    check(
+        "pad",
+        json!({"before": [1, 0], "after": [0, 2]}),
+        &[vec![2, 3]],
+        None,
+    );
+    check("reshape", json!({"shape": [-1, 2]}), &[vec![3, 4]], None);
+}
+
+#[test]
+fn gather_and_fused_loss_grads() {
+    let idx_shape = [4];
+    let idx = [2, 0, 2, 1];
+    check(
+        "take",
+        json!({"axis": 0}),
+        &[vec![3, 5]],
+        Some((&idx_shape, &idx)),
+    );
+    let label_shape = [3];
+    let labels = [1, 4, 0];
+    check(
+        "softmax_cross_entropy",
+        json!({"sparse": true}),
+        &[vec![3, 5]],
+        Some((&label_shape, &labels)),
+    );
+    check_first(
+        "sigmoid_cross_entropy",
+        json!({}),
+        &[vec![3, 2], vec![3, 2]],
+        1,
+        None,
+    );
+}

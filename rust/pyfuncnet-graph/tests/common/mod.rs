@@ -1,0 +1,83 @@
+//! Shared helpers of the graph crate's integration tests.
+#![allow(dead_code)]
+
+use pyfuncnet_graph::program::Variables;
+use serde_json::json;
+
+/// A deterministic pseudo-random sequence in [-1, 1) (xorshift), so tests need no RNG crate.
+pub fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Spec of a 784-64-64-10 MLP (relu, relu, logits) with sparse softmax
+/// cross-entropy averaged over the batch. Inputs: x (batch, 784) and labels (batch,).
+pub fn mlp_spec(batch: usize, dims: &[usize]) -> String {
+    let n_layers = dims.len() - 1;
+    let mut weights = Vec::new();
+    for l in 0..n_layers {
+        weights.push(json!({"index": 2 * l, "shape": [dims[l], dims[l + 1]]}));
+        weights.push(json!({"index": 2 * l + 1, "shape": [dims[l + 1]]}));
+    }
+    // Ids: x = 0, labels = 1, weights 2.., then node outputs.
+    let mut nodes = Vec::new();
+    let mut h = 0;
+    let mut next = 2 + 2 * n_layers;
+    for l in 0..n_layers {
+        let act = if l + 1 < n_layers { "relu" } else { "linear" };
+        nodes.push(json!({"op": "dense", "attrs": {"activation": act}, "inputs": [h, 2 + 2 * l, 3 + 2 * l], "label": format!("dense_{l}")}));
+        h = next;
+        next += 1;
+    }
+    nodes.push(json!({"op": "softmax_cross_entropy", "attrs": {"sparse": true}, "inputs": [h, 1]}));
+    let per_sample = next;
+    next += 2;
+    nodes.push(json!({"op": "mean", "attrs": {}, "inputs": [per_sample]}));
+    let loss = next;
+    json!({
+        "inputs": [{"shape": [batch, dims[0]], "dtype": "float32"}, {"shape": [batch], "dtype": "int32"}],
+        "weights": weights,
+        "nodes": nodes,
+        "outputs": [h],
+        "loss": loss,
+        "trainable": (0..2 * n_layers).collect::<Vec<_>>(),
+    })
+    .to_string()
+}
+
+/// Glorot-ish weights for [`mlp_spec`].
+pub fn mlp_variables(dims: &[usize]) -> Variables {
+    let mut values_out = Vec::new();
+    for l in 0..dims.len() - 1 {
+        let scale = (6.0 / (dims[l] + dims[l + 1]) as f32).sqrt();
+        values_out.push(
+            values(dims[l] * dims[l + 1], 100 + l as u64)
+                .iter()
+                .map(|v| v * scale)
+                .collect(),
+        );
+        values_out.push(vec![0.0; dims[l + 1]]);
+    }
+    Variables { values: values_out }
+}
+
+/// A learnable batch: the label is the argmax of the first 10 features.
+pub fn mlp_batch(batch: usize, features: usize, seed: u64) -> (Vec<f32>, Vec<i32>) {
+    let x = values(batch * features, seed);
+    let labels = (0..batch)
+        .map(|r| {
+            let row = &x[r * features..r * features + 10];
+            (0..10)
+                .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                .unwrap_or(0) as i32
+        })
+        .collect();
+    (x, labels)
+}

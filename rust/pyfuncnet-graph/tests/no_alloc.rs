@@ -1,0 +1,51 @@
+//! A steady-state training step makes no heap allocation (its own test binary:
+//! the counting allocator is process-wide).
+
+mod common;
+
+use pyfuncnet_graph::optim::{OptimizerConfig, OptimizerState};
+use pyfuncnet_graph::program::{CompiledStep, Mode};
+use pyfuncnet_graph::tensor::{DataRef, TensorRef};
+use pyfuncnet_kernels::alloc_count::{allocations, CountingAllocator};
+use pyfuncnet_kernels::par;
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+#[test]
+fn steady_state_train_step_does_not_allocate() {
+    let dims = [784, 64, 64, 10];
+    for batch in [64, 256] {
+        let mut step = CompiledStep::compile(&common::mlp_spec(batch, &dims), Mode::Train).unwrap();
+        let mut vars = common::mlp_variables(&dims);
+        let config = OptimizerConfig::from_json(&serde_json::json!({"name": "adam"})).unwrap();
+        let sizes: Vec<usize> = vars.values.iter().map(Vec::len).collect();
+        let mut state = OptimizerState::new(&config, &sizes);
+        let (x, y) = common::mlp_batch(batch, dims[0], 11);
+        let (x_shape, y_shape) = ([batch, dims[0]], [batch]);
+        let inputs = [
+            TensorRef::new_f32(&x_shape, &x),
+            TensorRef {
+                shape: &y_shape,
+                data: DataRef::I32(&y),
+            },
+        ];
+        // As the bindings do: the whole step runs inside the project's pool.
+        par::install(|| {
+            for _ in 0..30 {
+                step.train(&inputs, &mut vars, &config, &mut state, 1e-3)
+                    .unwrap();
+            }
+            let before = allocations();
+            for _ in 0..10 {
+                step.train(&inputs, &mut vars, &config, &mut state, 1e-3)
+                    .unwrap();
+            }
+            let made = allocations() - before;
+            assert_eq!(
+                made, 0,
+                "batch {batch}: 10 steady-state steps made {made} heap allocations"
+            );
+        });
+    }
+}

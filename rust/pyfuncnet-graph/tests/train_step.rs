@@ -1,0 +1,135 @@
+//! A compiled training step of an MLP: the loss falls, errors leave the weights
+//! and optimizer state unchanged.
+
+mod common;
+
+use pyfuncnet_graph::optim::{OptimizerConfig, OptimizerState};
+use pyfuncnet_graph::program::{CompiledStep, Mode};
+use pyfuncnet_graph::tensor::{DataRef, TensorRef};
+use serde_json::json;
+
+const DIMS: [usize; 4] = [784, 64, 64, 10];
+
+fn adam() -> OptimizerConfig {
+    OptimizerConfig::from_json(&json!({"name": "adam"})).unwrap()
+}
+
+#[test]
+fn mlp_training_step_reduces_the_loss() {
+    let batch = 32;
+    let mut step = CompiledStep::compile(&common::mlp_spec(batch, &DIMS), Mode::Train).unwrap();
+    let mut vars = common::mlp_variables(&DIMS);
+    let config = adam();
+    let sizes: Vec<usize> = vars.values.iter().map(Vec::len).collect();
+    let mut state = OptimizerState::new(&config, &sizes);
+    let (x, y) = common::mlp_batch(batch, DIMS[0], 7);
+    let (x_shape, y_shape) = ([batch, DIMS[0]], [batch]);
+    let inputs = [
+        TensorRef::new_f32(&x_shape, &x),
+        TensorRef {
+            shape: &y_shape,
+            data: DataRef::I32(&y),
+        },
+    ];
+    let mut losses = Vec::new();
+    for _ in 0..30 {
+        step.train(&inputs, &mut vars, &config, &mut state, 1e-3)
+            .unwrap();
+        losses.push(step.loss().unwrap());
+    }
+    // Ten classes: the first loss is near ln(10); memorising one batch drives it down.
+    assert!(
+        (losses[0] - 10f32.ln()).abs() < 1.0,
+        "first loss {}",
+        losses[0]
+    );
+    assert!(losses[29] < 0.5 * losses[0], "losses {losses:?}");
+    assert_eq!(state.iterations, 30);
+}
+
+#[test]
+fn a_failed_step_changes_nothing() {
+    let batch = 4;
+    let mut step = CompiledStep::compile(&common::mlp_spec(batch, &DIMS), Mode::Train).unwrap();
+    let mut vars = common::mlp_variables(&DIMS);
+    let config = adam();
+    let sizes: Vec<usize> = vars.values.iter().map(Vec::len).collect();
+    let mut state = OptimizerState::new(&config, &sizes);
+    let (x, mut y) = common::mlp_batch(batch, DIMS[0], 3);
+    y[2] = 10; // a label outside [0, 10)
+    let (x_shape, y_shape) = ([batch, DIMS[0]], [batch]);
+    let inputs = [
+        TensorRef::new_f32(&x_shape, &x),
+        TensorRef {
+            shape: &y_shape,
+            data: DataRef::I32(&y),
+        },
+    ];
+    let (vars_before, state_before) = (vars.values.clone(), state.clone());
+    let err = step
+        .train(&inputs, &mut vars, &config, &mut state, 1e-3)
+        .unwrap_err();
+    assert!(
+        err.message.contains("10") && err.message.contains("position 2"),
+        "{}",
+        err.message
+    );
+    assert_eq!(vars.values, vars_before);
+    assert_eq!(state, state_before);
+
+    // A wrong input shape is refused before anything runs.
+    let short_shape = [batch, 783];
+    let short = [
+        TensorRef::new_f32(&short_shape, &x[..batch * 783]),
+        inputs[1],
+    ];
+    let err = step
+        .train(&short, &mut vars, &config, &mut state, 1e-3)
+        .unwrap_err();
+    assert!(
+        err.message.contains("(4, 784)") && err.message.contains("(4, 783)"),
+        "{}",
+        err.message
+    );
+    assert_eq!(vars.values, vars_before);
+}
+
+#[test]
+fn weights_without_gradient_are_left_alone() {
+    // loss = mean(x @ w0); w1 is trainable but unused: Keras skips it (no decay).
+    let spec = json!({
+        "inputs": [{"shape": [2, 3]}],
+        "weights": [{"index": 0, "shape": [3, 1]}, {"index": 1, "shape": [2]}],
+        "nodes": [{"op": "matmul", "inputs": [0, 1]}, {"op": "mean", "inputs": [3]}],
+        "outputs": [],
+        "loss": 4,
+        "trainable": [0, 1],
+    })
+    .to_string();
+    let mut step = CompiledStep::compile(&spec, Mode::Train).unwrap();
+    let config = OptimizerConfig::from_json(&json!({"name": "sgd", "weight_decay": 0.5})).unwrap();
+    let mut vars = pyfuncnet_graph::program::Variables {
+        values: vec![vec![1.0, 2.0, 3.0], vec![5.0, 6.0]],
+    };
+    let mut state = OptimizerState::new(&config, &[3, 2]);
+    let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+    let shape = [2, 3];
+    step.train(
+        &[TensorRef::new_f32(&shape, &x)],
+        &mut vars,
+        &config,
+        &mut state,
+        0.1,
+    )
+    .unwrap();
+    assert_eq!(vars.values[1], vec![5.0, 6.0]);
+    // d mean(x @ w) / dw = column means of x = [2.5, 3.5, 4.5]; Keras applies decay
+    // first (w -= w * wd * lr), then w -= lr * g.
+    for (i, (w0, g)) in [(1.0f32, 2.5f32), (2.0, 3.5), (3.0, 4.5)]
+        .iter()
+        .enumerate()
+    {
+        let decayed = w0 - w0 * 0.5 * 0.1;
+        assert!((vars.values[0][i] - (decayed - 0.1 * g)).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,29 @@
+"""Shared test configuration: a fast hypothesis profile and the thread-count guard."""
+
+import os
+import sys
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+# tests/ on the path so test modules can `import helpers`.
+sys.path.insert(0, os.path.dirname(__file__))
+
+settings.register_profile(
+    "pyfuncnet",
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile("thorough", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("PYFUNCNET_HYPOTHESIS_PROFILE", "pyfuncnet"))
+
+
+@pytest.fixture
+def restore_threads():
+    """Restores the thread count a test changes."""
+    from pyfuncnet import config
+
+    n = config.get_num_threads()
+    yield n
+    config.set_num_threads(n)
