@@ -16,8 +16,10 @@ import numpy as np
 from pyfuncnet import _core
 
 # Two sizes no real model uses; a dimension that differs between the two runs of
-# inference depends on an unknown dimension and is reported as None.
-_SENTINELS = (1_000_003, 1_000_033)
+# inference depends on an unknown dimension and is reported as None. Both are
+# multiples of lcm(1..16), so reshaping an unknown dimension by any small factor
+# (e.g. (None, 6) -> (-1, 4)) divides evenly, as it would for a real batch.
+_SENTINELS = (720_720 * 1009, 720_720 * 1013)
 _names = itertools.count(1)
 
 

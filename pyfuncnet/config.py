@@ -18,6 +18,8 @@ def set_num_threads(n):
     """
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"set_num_threads: expected a positive integer, got {n!r}")
+    if n < 1:
+        raise ValueError(f"set_num_threads: the thread count must be at least 1, got {n}")
     _core.set_num_threads(n)
 
 

@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 settings.register_profile(
     "pyfuncnet",
-    max_examples=30,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

@@ -26,9 +26,10 @@ DIMS = (0, 1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33)
 # view taking every other element of the last axis.
 LAYOUTS = ("c", "t", "s")
 
-# Batch sizes used to tell a batch-dependent output dimension from a static one: two
-# sizes whose ceil-divisions by 1..5 all differ, so strided slices show the difference.
-_BATCHES = (40, 53)
+# Batch sizes used to tell a batch-dependent output dimension from a static one:
+# larger than any slice bound the tests use (|bound| <= 35), and far enough apart that
+# strided slices (steps <= 5) give different sizes.
+_BATCHES = (101, 163)
 
 
 # ----------------------------------------------------------------------------
@@ -136,6 +137,13 @@ def axes(draw, ndim, allow_none=True):
 # Checks
 
 
+def same_call(name, *args, **kwargs):
+    """`(ops.<name>, numpy.<name>)`, each called as `f(x, *args, **kwargs)`: an op and its
+    reference when NumPy has the same function and arguments."""
+    op, ref = getattr(ops, name), getattr(np, name)
+    return (lambda x: op(x, *args, **kwargs)), (lambda x: ref(x, *args, **kwargs))
+
+
 def _as_list(out):
     return list(out) if isinstance(out, (list, tuple)) else [out]
 
@@ -195,7 +203,6 @@ def _loss64(ref, x64, ws):
     return sum(float(np.sum(np.asarray(o, dtype=np.float64) * w)) for o, w in zip(_as_list(ref(*x64)), ws))
 
 
-
 def finite_differences(ref, x64, ws, i, step=1e-3):
     """Central differences of `sum(ref(x) * w)` with respect to input `i`."""
     x = x64[i]
@@ -212,7 +219,6 @@ def finite_differences(ref, x64, ws, i, step=1e-3):
         f_minus = _loss64(ref, xs, ws)
         grad[j] = (f_plus - f_minus) / (2 * h)
     return grad
-
 
 
 def check_grad(fn, ref, arrays, *, rtol=2e-3, atol=2e-3, wrap=False, seed=0, step=1e-3):
@@ -260,7 +266,6 @@ def _default_dynamic(arrays):
     firsts = [a.shape[0] for a in arrays if a.ndim == top]
     broadcast = any(f != 1 for f in firsts)
     return [a.ndim == top and (not broadcast or a.shape[0] != 1) for a in arrays]
-
 
 
 def _dtype_name(a):
@@ -433,6 +438,23 @@ BINARY = {
 }
 
 BINARY_NAMES = sorted(BINARY)
+
+
+@st.composite
+def indices(draw, low, high, shape):
+    """int32 indices uniform in [low, high) of `shape` (a tuple or a shape strategy)."""
+    if not isinstance(shape, tuple):
+        shape = draw(shape)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    return rng.integers(low, high, shape).astype(np.int32)
+
+
+def split_specs(n, bound=0):
+    """`indices_or_sections` for splitting an axis of size `n`: a number of equal
+    sections, or sorted split points in [0, n + bound]."""
+    sections = [k for k in range(1, 5) if n % k == 0] if n else [1, 2, 3]
+    points = st.lists(st.integers(0, n + bound), max_size=4).map(sorted)
+    return st.one_of(st.sampled_from(sections), points)
 
 
 @st.composite

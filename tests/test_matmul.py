@@ -46,7 +46,12 @@ def operand(shape, transposed, seed):
 
 @pytest.mark.parametrize("ta", [False, True])
 @pytest.mark.parametrize("tb", [False, True])
-@given(m=st.sampled_from(EDGE_DIMS), k=st.sampled_from(EDGE_DIMS), n=st.sampled_from(EDGE_DIMS), seed=st.integers(0, 2**32 - 1))
+@given(
+    m=st.sampled_from(EDGE_DIMS),
+    k=st.sampled_from(EDGE_DIMS),
+    n=st.sampled_from(EDGE_DIMS),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_2d_all_transpose_combinations(ta, tb, m, k, n, seed):
     a, b = operand((m, k), ta, seed), operand((k, n), tb, seed + 1)
     assert_matmul_close(ops.matmul(a, b), a, b)
@@ -54,7 +59,10 @@ def test_2d_all_transpose_combinations(ta, tb, m, k, n, seed):
 
 @pytest.mark.parametrize(
     "m,k,n",
-    [(0, 5, 3), (4, 0, 3), (4, 5, 0), (0, 0, 0), (1, 1, 1), (65, 65, 65), (193, 257, 65), (200, 300, 150), (257, 129, 191)],
+    [
+        (0, 5, 3), (4, 0, 3), (4, 5, 0), (0, 0, 0), (1, 1, 1),  # empty and trivial
+        (65, 65, 65), (193, 257, 65), (200, 300, 150), (257, 129, 191),  # past the small-path cutoff
+    ],
 )
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
 def test_edge_shapes(m, k, n, ta, tb):
@@ -91,7 +99,10 @@ def test_batch_broadcasting(data):
 
 @pytest.mark.parametrize(
     "sa,sb",
-    [((5,), (5,)), ((1,), (1,)), ((0,), (0,)), ((7,), (7, 3)), ((4, 9), (9,)), ((3, 2, 17), (17,)), ((17,), (4, 17, 6)), ((33,), (2, 3, 33, 1))],
+    [
+        ((5,), (5,)), ((1,), (1,)), ((0,), (0,)), ((7,), (7, 3)),
+        ((4, 9), (9,)), ((3, 2, 17), (17,)), ((17,), (4, 17, 6)), ((33,), (2, 3, 33, 1)),
+    ],
 )
 def test_1d_operands(sa, sb):
     a, b = make_array(sa, "c", 1), make_array(sb, "c", 2)
@@ -112,7 +123,7 @@ _SCRIPT = textwrap.dedent(
 
     rng = np.random.default_rng(0)
     shapes = [((37, 129), (129, 45)), ((200, 300), (300, 150))]
-    arrays = [(rng.uniform(-1, 1, sa).astype(np.float32), rng.uniform(-1, 1, sb).astype(np.float32)) for sa, sb in shapes]
+    arrays = [tuple(rng.uniform(-1, 1, s).astype(np.float32) for s in pair) for pair in shapes]
     np.savez(sys.argv[1], **{f"p{i}": ops.matmul(a, b) for i, (a, b) in enumerate(arrays)},
              **{f"a{i}": a for i, (a, _) in enumerate(arrays)}, **{f"b{i}": b for i, (_, b) in enumerate(arrays)})
     sys.stdout.write("simd=" + pyfuncnet.config.build_info()["simd"] + "\\n")
@@ -125,7 +136,8 @@ def _run_with_simd(level, tmp_path):
     if level is not None:
         env["PYFUNCNET_SIMD"] = level
     out = tmp_path / "products.npz"
-    proc = subprocess.run([sys.executable, "-c", _SCRIPT, str(out)], env=env, capture_output=True, text=True, timeout=120)
+    cmd = [sys.executable, "-c", _SCRIPT, str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout, np.load(out)
 

@@ -5,7 +5,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import BINARY, BINARY_NAMES, UNARY, UNARY_NAMES, arrays, axes, broadcast_shapes, check_op, index_keys, shapes
+from helpers import (
+    BINARY,
+    BINARY_NAMES,
+    UNARY,
+    UNARY_NAMES,
+    arrays,
+    axes,
+    broadcast_shapes,
+    check_op,
+    index_keys,
+    indices,
+    same_call,
+    shapes,
+    split_specs,
+)
 from pyfuncnet import Variable, ops
 
 
@@ -68,7 +82,8 @@ def test_activations_stable_at_extremes():
 def test_where(data):
     s1, s2, s3 = data.draw(broadcast_shapes(n=3, min_dims=0, max_size=1024))
     cond = data.draw(arrays(s1)) > 0
-    check_op(lambda a, b: ops.where(cond, a, b), lambda a, b: np.where(cond, a, b), [data.draw(arrays(s2)), data.draw(arrays(s3))])
+    x1, x2 = data.draw(arrays(s2)), data.draw(arrays(s3))
+    check_op(lambda a, b: ops.where(cond, a, b), lambda a, b: np.where(cond, a, b), [x1, x2])
 
 
 @pytest.mark.parametrize("dtype", ["float32", "int32", "bool"])
@@ -93,9 +108,8 @@ def test_cast_int_back_to_float(x):
 def test_sum_mean(name, data):
     x = data.draw(arrays(min_dims=0, min_side=1 if name == "mean" else 0))
     axis, keepdims = data.draw(axes(x.ndim)), data.draw(st.booleans())
-    ref = getattr(np, name)
     tol = _sum_tol if name == "sum" else (lambda a: 1e-6 * (1.0 + float(np.max(np.abs(a), initial=0.0))))
-    check_op(lambda a: getattr(ops, name)(a, axis=axis, keepdims=keepdims), lambda a: ref(a, axis=axis, keepdims=keepdims), [x], atol=tol)
+    check_op(*same_call(name, axis=axis, keepdims=keepdims), [x], atol=tol)
 
 
 @pytest.mark.parametrize("name", ["max", "min"])
@@ -103,8 +117,7 @@ def test_sum_mean(name, data):
 def test_max_min(name, data):
     x = data.draw(arrays(min_dims=0, min_side=1))
     axis, keepdims = data.draw(axes(x.ndim)), data.draw(st.booleans())
-    ref = getattr(np, name)
-    check_op(lambda a: getattr(ops, name)(a, axis=axis, keepdims=keepdims), lambda a: ref(a, axis=axis, keepdims=keepdims), [x], rtol=0, atol=0)
+    check_op(*same_call(name, axis=axis, keepdims=keepdims), [x], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("name", ["var", "std"])
@@ -112,11 +125,10 @@ def test_max_min(name, data):
 def test_var_std(name, data):
     x = data.draw(arrays(min_dims=0, min_side=1))
     axis, keepdims = data.draw(axes(x.ndim)), data.draw(st.booleans())
-    ref = getattr(np, name)
     # var: float32 rounding of values of size ~|x|^2 (4 here); std: its square root,
     # whose error near zero variance is about sqrt(that).
     atol = 2e-5 if name == "var" else 5e-3
-    check_op(lambda a: getattr(ops, name)(a, axis=axis, keepdims=keepdims), lambda a: ref(a, axis=axis, keepdims=keepdims), [x], rtol=1e-4, atol=atol)
+    check_op(*same_call(name, axis=axis, keepdims=keepdims), [x], rtol=1e-4, atol=atol)
 
 
 @given(data=st.data())
@@ -138,8 +150,7 @@ def test_argmax_argmin(name, data):
     x = data.draw(arrays(min_side=1, distinct=True))
     axis = data.draw(st.one_of(st.none(), st.integers(-x.ndim, x.ndim - 1)))
     keepdims = data.draw(st.booleans()) and axis is not None
-    ref = getattr(np, name)
-    check_op(lambda a: getattr(ops, name)(a, axis=axis, keepdims=keepdims), lambda a: ref(a, axis=axis, keepdims=keepdims), [x])
+    check_op(*same_call(name, axis=axis, keepdims=keepdims), [x])
 
 
 def test_argmax_ties_pick_the_first():
@@ -158,7 +169,8 @@ def test_dot(data):
     k = data.draw(st.sampled_from([1, 3, 8, 17]))
     s1 = data.draw(shapes(min_dims=max(n1 - 1, 0), max_dims=max(n1 - 1, 0), max_size=64)) + ((k,) if n1 else ())
     if n2 >= 2:
-        s2 = data.draw(shapes(min_dims=n2 - 2, max_dims=n2 - 2, max_size=64)) + (k, data.draw(st.sampled_from([1, 5, 9])))
+        lead = data.draw(shapes(min_dims=n2 - 2, max_dims=n2 - 2, max_size=64))
+        s2 = lead + (k, data.draw(st.sampled_from([1, 5, 9])))
     else:
         s2 = (k,) if n2 == 1 else ()
     check_op(ops.dot, np.dot, [data.draw(arrays(s1)), data.draw(arrays(s2))], rtol=1e-5, atol=1e-5)
@@ -188,13 +200,20 @@ def test_reshape_with_minus_one(data):
 def test_transpose(data):
     x = data.draw(arrays(min_dims=0, max_dims=4, max_size=4096))
     perm = data.draw(st.one_of(st.none(), st.permutations(range(x.ndim)).map(tuple)))
+    if perm and data.draw(st.booleans()):
+        perm = tuple(p - x.ndim for p in perm)  # negative axes, as NumPy allows
     check_op(lambda a: ops.transpose(a, perm), lambda a: np.transpose(a, perm), [x], rtol=0, atol=0)
 
 
 @given(data=st.data())
 def test_expand_dims(data):
     x = data.draw(arrays(min_dims=0))
-    axis = data.draw(st.integers(-x.ndim - 1, x.ndim))
+    # One axis, or a tuple of distinct (possibly negative) axes of the result.
+    one = st.integers(-x.ndim - 1, x.ndim)
+    several = st.lists(st.integers(0, x.ndim + 1), min_size=2, max_size=2, unique=True).map(
+        lambda a: (a[0], a[1] - x.ndim - 2)
+    )
+    axis = data.draw(st.one_of(one, several))
     check_op(lambda a: ops.expand_dims(a, axis), lambda a: np.expand_dims(a, axis), [x], rtol=0, atol=0)
 
 
@@ -233,10 +252,7 @@ def test_split(data):
     x = data.draw(arrays())
     axis = data.draw(st.integers(-x.ndim, x.ndim - 1))
     n = x.shape[axis]
-    sections = [k for k in range(1, 5) if n % k == 0] if n else [1, 2, 3]
-    spec = data.draw(
-        st.one_of(st.sampled_from(sections), st.lists(st.integers(0, n + 2), max_size=4).map(sorted))
-    )
+    spec = data.draw(split_specs(n, bound=2))
     check_op(lambda a: ops.split(a, spec, axis=axis), lambda a: np.split(a, spec, axis=axis), [x], rtol=0, atol=0)
 
 
@@ -245,10 +261,8 @@ def test_take(data):
     x = data.draw(arrays(min_side=1))
     axis = data.draw(st.one_of(st.none(), st.integers(-x.ndim, x.ndim - 1)))
     n = x.size if axis is None else x.shape[axis]
-    idx_shape = data.draw(shapes(min_dims=0, max_dims=2, max_size=64))
-    seed = data.draw(st.integers(0, 2**32 - 1))
     # Negative indices count from the end, as in NumPy.
-    idx = np.random.default_rng(seed).integers(-n, n, idx_shape).astype(np.int32)
+    idx = data.draw(indices(-n, n, shapes(min_dims=0, max_dims=2, max_size=64)))
     check_op(lambda a, i: ops.take(a, i, axis=axis), lambda a, i: np.take(a, i, axis=axis), [x, idx], rtol=0, atol=0)
 
 
@@ -262,7 +276,7 @@ def test_take_accepts_integral_floats_and_lists():
 def test_one_hot(data):
     depth = data.draw(st.sampled_from([1, 2, 3, 7, 8, 9, 17]))
     shape = data.draw(shapes(min_dims=0, max_dims=2, max_size=64))
-    idx = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1))).integers(0, depth, shape).astype(np.int32)
+    idx = data.draw(indices(0, depth, shape))
     axis = data.draw(st.integers(-1, len(shape)))
     check_op(
         lambda i: ops.one_hot(i, depth, axis=axis),

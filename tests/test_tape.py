@@ -166,6 +166,17 @@ def test_list_target_is_summed():
     np.testing.assert_allclose(tape.gradient([y1, y2], a), [7.0, 9.0])
 
 
+def test_nested_tapes_record_independently():
+    a = Variable(np.array([1.0, 2.0]))
+    with GradientTape() as outer:
+        y = ops.sum(ops.multiply(a, 3.0))
+        with GradientTape() as inner:
+            z = ops.sum(ops.square(a))
+        total = ops.add(y, z)  # recorded by the outer tape only
+    np.testing.assert_allclose(inner.gradient(z, a), [2.0, 4.0])
+    np.testing.assert_allclose(outer.gradient(total, a), [5.0, 7.0])
+
+
 def test_reused_input_accumulates():
     x = _x()
     with GradientTape() as tape:

@@ -28,12 +28,15 @@ def run_with_threads(fn, restore_threads):
     for n, res in zip(THREADS[1:], results[1:]):
         for k, (a, b) in enumerate(zip(first, res)):
             assert a.shape == b.shape and a.dtype == b.dtype
-            diff = np.flatnonzero(a.view(np.uint32) != b.view(np.uint32)) if a.dtype == np.float32 else np.flatnonzero(a != b)
-            assert diff.size == 0, f"result {k} with {n} threads differs from 1 thread at {diff.size} elements (first {diff[0]})"
+            bits = (a.view(np.uint32), b.view(np.uint32)) if a.dtype == np.float32 else (a, b)
+            diff = np.flatnonzero(bits[0] != bits[1])
+            assert diff.size == 0, f"result {k}: {n} threads differ from 1 at {diff.size} elements (first {diff[0]})"
     return first
 
 
-@pytest.mark.parametrize("bad,error", [(0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError), ("2", TypeError)])
+@pytest.mark.parametrize(
+    "bad,error", [(0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError), ("2", TypeError)]
+)
 def test_set_num_threads_validates(bad, error, restore_threads):
     with pytest.raises(error):
         config.set_num_threads(bad)

@@ -26,8 +26,19 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// Plans `graph` for computing `fetches` and allocates its buffers.
-    pub fn new(graph: Graph, fetches: Vec<ValueId>) -> Executor {
+    /// Plans `graph` for computing `fetches` and allocates its buffers. A fetch that
+    /// is not computed by a node (an input, weight or constant) is copied into a
+    /// buffer of its own, so every fetch can be read after the run.
+    pub fn new(mut graph: Graph, mut fetches: Vec<ValueId>) -> Executor {
+        for f in fetches.iter_mut() {
+            if !matches!(graph.values[*f].source, ValueSource::Node { .. }) {
+                let shape = graph.shape(*f).iter().map(|&d| d as i64).collect();
+                let copy = Box::new(crate::ops::layout::ReshapeOp { shape });
+                *f = graph
+                    .apply1(copy, &[*f])
+                    .expect("a same-shape reshape always type-checks");
+            }
+        }
         let plan = Plan::new(&graph, &fetches);
         let slots = plan
             .slots
@@ -269,14 +280,7 @@ impl Executor {
                 shape: &ty.shape,
                 data: self.slots[s].as_ref(ty.numel()),
             },
-            Location::Const => match &self.graph.values[v].source {
-                ValueSource::Const(data) => TensorRef {
-                    shape: &ty.shape,
-                    data: DataRef::F32(data),
-                },
-                _ => EMPTY_REF,
-            },
-            _ => EMPTY_REF,
+            other => unreachable!("fetches are node outputs, planned into slots; got {other:?}"),
         }
     }
 

@@ -290,6 +290,9 @@ fn apply_to_subset(
     result
 }
 
+/// A computed tensor: its shape and data.
+pub type ShapedBuffer = (Vec<usize>, Buffer);
+
 /// Evaluates d(sum(target)) / d(source) for a spec whose first output is the target
 /// and whose remaining outputs are the sources (GradientTape). `None` for a source
 /// the target does not depend on; otherwise the gradient's shape and data.
@@ -300,7 +303,7 @@ pub fn gradient(
     spec_text: &str,
     inputs: &[TensorRef],
     vars: &Variables,
-) -> Result<Vec<Option<(Vec<usize>, Buffer)>>> {
+) -> Result<Vec<Option<ShapedBuffer>>> {
     let Spec {
         mut graph, outputs, ..
     } = spec::parse(spec_text)?;

@@ -230,13 +230,11 @@ impl Op for DenseOp {
     fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
         let (x, w) = (inputs[0].f32()?, inputs[1].f32()?);
         let (k, n) = (inputs[1].shape[0], inputs[1].shape[1]);
-        let m = if k == 0 {
+        let m = x.len().checked_div(k).unwrap_or_else(|| {
             inputs[0].shape[..inputs[0].shape.len() - 1]
                 .iter()
                 .product()
-        } else {
-            x.len() / k
-        };
+        });
         let bias = if self.use_bias {
             Some(inputs[2].f32()?)
         } else {

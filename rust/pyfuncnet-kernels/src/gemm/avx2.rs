@@ -23,10 +23,49 @@ pub(super) fn gemm(problem: &Problem, c: &mut [f32], ldc: usize) {
     super::driver::gemm::<super::scalar::ScalarKernel>(problem, c, ldc);
 }
 
+/// Packs the leading columns of a panel of `W` rows that are each contiguous along
+/// the columns (`rows[r][p]`): `panel[p*W + r] = rows[r][p]`, eight columns at a
+/// time with 8 x 8 register transposes. Returns how many columns it packed; the
+/// caller packs the rest. Handles `W == 6` and `W == 16` (0 columns otherwise).
+///
+/// The caller has checked `SimdLevel::Avx2Fma.is_supported()`.
+///
+/// # Panics
+/// If a row is shorter than `panel.len() / W`.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn pack_rows<const W: usize>(panel: &mut [f32], rows: &[&[f32]; W]) -> usize {
+    let cols = panel.len() / W;
+    assert!(rows.iter().all(|r| r.len() >= cols));
+    // With W = 6 each 8-wide store spills two floats into the next column, which a
+    // later store overwrites: so stop while at least one column remains after.
+    let done = match W {
+        16 => cols / 8 * 8,
+        6 => cols.saturating_sub(1) / 8 * 8,
+        _ => 0,
+    };
+    if done == 0 {
+        return 0;
+    }
+    let ptrs: [*const f32; W] = std::array::from_fn(|r| rows[r].as_ptr());
+    // SAFETY: every row holds at least `cols >= done` floats and the panel holds
+    // `W * cols`; `transpose_rows` reads columns `< done` and writes below
+    // `(done - 1) * W + 8 <= W * cols` (W = 6 leaves a column spare). The caller
+    // checked AVX2 support.
+    unsafe { x86::transpose_rows(panel.as_mut_ptr(), &ptrs, done) };
+    done
+}
+
+/// Not reached off x86-64 (the AVX2 level is unsupported there).
+#[cfg(not(target_arch = "x86_64"))]
+pub(super) fn pack_rows<const W: usize>(_panel: &mut [f32], _rows: &[&[f32]; W]) -> usize {
+    0
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
+    use crate::cpu::SimdLevel;
     use crate::gemm::kernel::MicroKernel;
 
     const MR: usize = 6;
@@ -38,7 +77,7 @@ mod x86 {
     impl MicroKernel for Avx2Kernel {
         const MR: usize = MR;
         const NR: usize = NR;
-        const NAME: &'static str = "avx2";
+        const LEVEL: SimdLevel = SimdLevel::Avx2Fma;
 
         #[inline]
         unsafe fn kernel(
@@ -133,5 +172,74 @@ mod x86 {
                 }
             }
         }
+    }
+
+    /// `out[p*W + r] = rows[r][p]` for `p < cols` (a multiple of 8), `W` = 6 or 16.
+    ///
+    /// # Safety
+    /// Each `rows[r]` is readable for `cols` floats; `out` is writable for
+    /// `(cols - 1) * W + 8` floats (W = 6 writes two floats past each column, which
+    /// the next column overwrites); the CPU supports AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn transpose_rows<const W: usize>(
+        out: *mut f32,
+        rows: &[*const f32; W],
+        cols: usize,
+    ) {
+        let zero = _mm256_setzero_ps();
+        for g in 0..W.div_ceil(8) {
+            let r0 = g * 8;
+            for p in (0..cols).step_by(8) {
+                // SAFETY: rows r0..r0+8 that exist are readable at p..p+8 < cols;
+                // missing rows (W = 6) read as zero.
+                let v: [__m256; 8] = std::array::from_fn(|r| {
+                    if r0 + r < W {
+                        unsafe { _mm256_loadu_ps(rows[r0 + r].add(p)) }
+                    } else {
+                        zero
+                    }
+                });
+                let t = transpose8(v);
+                for (q, col) in t.iter().enumerate() {
+                    // SAFETY: column p + q < cols; the 8 floats at (p+q)*W + r0 end
+                    // at most 2 floats past the column (W = 6), within the bound
+                    // above, and earlier than the next column's store.
+                    unsafe { _mm256_storeu_ps(out.add((p + q) * W + r0), *col) };
+                }
+            }
+        }
+    }
+
+    /// Transposes 8 rows of 8 floats: element `q` of output `i` is element `i` of
+    /// input `q`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ]
     }
 }

@@ -24,6 +24,7 @@ use super::kernel::MicroKernel;
 use super::pack::pack_panels;
 use super::scratch::{with_scratch, Slot};
 use super::{small, Epilogue, MatRef};
+use crate::cpu::SimdLevel;
 use crate::par;
 
 // TUNING-ONLY (remove)
@@ -143,7 +144,7 @@ fn blocked<K: MicroKernel>(p: &Problem, c: CTarget) {
         if shared_a { m_pad * k } else { 0 },
         |apack| {
             if shared_a {
-                pack_k_blocked(apack, &p.a, 0, m, k, kc, mr);
+                pack_k_blocked(apack, &p.a, 0, m, k, kc, mr, K::LEVEL);
             }
             let apack: &[f32] = apack;
             with_scratch(Slot::B, k * nc, |bpack| {
@@ -152,7 +153,7 @@ fn blocked<K: MicroKernel>(p: &Problem, c: CTarget) {
                     let n_panels = ncur.div_ceil(nr);
                     let n_pad = n_panels * nr;
                     let bp = &mut bpack[..n_pad * k];
-                    pack_k_blocked(bp, &bt, j0, ncur, k, kc, nr);
+                    pack_k_blocked(bp, &bt, j0, ncur, k, kc, nr, K::LEVEL);
                     let bp: &[f32] = bp;
 
                     let (mc, chunk_panels) = partition(m, n_panels, k, mr, nr);
@@ -177,7 +178,7 @@ fn blocked<K: MicroKernel>(p: &Problem, c: CTarget) {
                                         (apack, p0 * m_pad + (i0 / mr) * mr * kcur)
                                     } else {
                                         let own = &mut own[..m_panels * mr * kcur];
-                                        pack_panels(own, &p.a, i0, mcur, p0, kcur, mr);
+                                        pack_panels(own, &p.a, i0, mcur, p0, kcur, mr, K::LEVEL);
                                         (&*own, 0)
                                     };
                                     let b_base = p0 * n_pad;
@@ -239,6 +240,7 @@ fn pack_k_blocked(
     k: usize,
     kc: usize,
     w: usize,
+    level: SimdLevel,
 ) {
     let MIN_PACK_TASK = tun("T_MPT", MIN_PACK_TASK_DEF);
     let rows_pad = round_up(rows, w);
@@ -250,7 +252,16 @@ fn pack_k_blocked(
         let chunk_len = group * w * kcur;
         let pack_group = |g: usize, chunk: &mut [f32]| {
             let r = g * group * w;
-            pack_panels(chunk, x, row0 + r, (group * w).min(rows - r), p0, kcur, w);
+            pack_panels(
+                chunk,
+                x,
+                row0 + r,
+                (group * w).min(rows - r),
+                p0,
+                kcur,
+                w,
+                level,
+            );
         };
         if serial || block.len() <= chunk_len {
             block

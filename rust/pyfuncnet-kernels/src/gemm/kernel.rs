@@ -1,5 +1,7 @@
 //! The contract between the blocking driver and the per-ISA micro-kernels.
 
+use crate::cpu::SimdLevel;
+
 /// A register-blocked `MR x NR` matrix-multiply micro-kernel.
 ///
 /// One call computes, for `i < MR` and `j < NR`, with
@@ -21,8 +23,8 @@ pub trait MicroKernel {
     const MR: usize;
     /// Columns of the register tile.
     const NR: usize;
-    /// Name of the instruction set, as in `SimdLevel::name`.
-    const NAME: &'static str;
+    /// The instruction set the kernel needs (packing uses the same).
+    const LEVEL: SimdLevel;
 
     /// Runs the update rule above.
     ///

@@ -14,6 +14,7 @@
 //! so transposed operands pack at the same speed as plain ones.
 
 use super::MatRef;
+use crate::cpu::SimdLevel;
 
 /// Packs rows `row0..row0+rows` and columns `col0..col0+cols` of `x` into panels of
 /// `w` rows, zero-padding the last panel. `dst` must hold
@@ -29,6 +30,7 @@ pub(crate) fn pack_panels(
     col0: usize,
     cols: usize,
     w: usize,
+    level: SimdLevel,
 ) {
     assert!(row0 + rows <= x.rows && col0 + cols <= x.cols);
     let panels = rows.div_ceil(w);
@@ -50,7 +52,7 @@ pub(crate) fn pack_panels(
     for (s, panel) in dst.chunks_exact_mut(w * cols).enumerate() {
         let r0 = row0 + s * w;
         let valid = w.min(row0 + rows - r0);
-        pack_one_panel(panel, x, r0, valid, col0, cols, w);
+        pack_one_panel(panel, x, r0, valid, col0, cols, w, level);
     }
 }
 
@@ -110,6 +112,7 @@ fn pack_one_panel(
     col0: usize,
     cols: usize,
     w: usize,
+    level: SimdLevel,
 ) {
     if cols == 0 {
         return;
@@ -118,17 +121,24 @@ fn pack_one_panel(
         panel.fill(0.0);
     }
     match (w, valid == w) {
-        (4, true) => pack_full::<4>(panel, x, r0, col0, cols),
-        (6, true) => pack_full::<6>(panel, x, r0, col0, cols),
-        (8, true) => pack_full::<8>(panel, x, r0, col0, cols),
-        (16, true) => pack_full::<16>(panel, x, r0, col0, cols),
+        (4, true) => pack_full::<4>(panel, x, r0, col0, cols, level),
+        (6, true) => pack_full::<6>(panel, x, r0, col0, cols, level),
+        (8, true) => pack_full::<8>(panel, x, r0, col0, cols, level),
+        (16, true) => pack_full::<16>(panel, x, r0, col0, cols, level),
         _ => pack_any(panel, x, r0, valid, col0, cols, w),
     }
 }
 
 /// A panel of exactly `W` valid rows.
 #[inline(always)]
-fn pack_full<const W: usize>(panel: &mut [f32], x: &MatRef, r0: usize, col0: usize, cols: usize) {
+fn pack_full<const W: usize>(
+    panel: &mut [f32],
+    x: &MatRef,
+    r0: usize,
+    col0: usize,
+    cols: usize,
+    level: SimdLevel,
+) {
     let (rs, cs) = (x.rs, x.cs);
     let panel = &mut panel[..W * cols];
     if rs == 1 {
@@ -140,12 +150,16 @@ fn pack_full<const W: usize>(panel: &mut [f32], x: &MatRef, r0: usize, col0: usi
         }
     } else if cs == 1 {
         // Each row is contiguous along p: gather one element from each of the W row
-        // streams and write them side by side.
+        // streams and write them side by side (a transpose; AVX2 does it 8 x 8).
         let rows: [&[f32]; W] = std::array::from_fn(|r| {
             let start = (r0 + r) * rs + col0;
             &x.data[start..start + cols]
         });
-        for (p, out) in panel.chunks_exact_mut(W).enumerate() {
+        let done = match level {
+            SimdLevel::Avx2Fma => super::avx2::pack_rows::<W>(panel, &rows),
+            SimdLevel::Scalar => 0,
+        };
+        for (p, out) in panel.chunks_exact_mut(W).enumerate().skip(done) {
             for r in 0..W {
                 out[r] = rows[r][p];
             }
@@ -178,30 +192,39 @@ mod tests {
 
     #[test]
     fn pack_panels_matches_definition_for_every_layout() {
-        let data: Vec<f32> = (0..200).map(|v| v as f32).collect();
+        let data: Vec<f32> = (0..12000).map(|v| v as f32).collect();
         let views = [
+            MatRef::new(&data, 300, 37, 1, 310).unwrap(),
+            MatRef::new(&data, 37, 300, 310, 1).unwrap(),
             MatRef::new(&data, 7, 9, 9, 1).unwrap(),
             MatRef::new(&data, 7, 9, 9, 1).unwrap().t().t(),
             MatRef::new(&data, 9, 7, 1, 9).unwrap(),
             MatRef::new(&data, 6, 5, 20, 3).unwrap(),
         ];
         for x in views {
-            for w in [1, 4, 6, 16] {
+            for w in [1, 4, 6, 8, 16] {
                 let (row0, col0) = (1, 2);
                 let (rows, cols) = (x.rows - 1, x.cols - 2);
                 let panels = rows.div_ceil(w);
                 let mut dst = vec![f32::NAN; panels * w * cols];
-                pack_panels(&mut dst, &x, row0, rows, col0, cols, w);
-                for s in 0..panels {
-                    for p in 0..cols {
-                        for r in 0..w {
-                            let i = s * w + r;
-                            let want = if i < rows {
-                                x.at(row0 + i, col0 + p)
-                            } else {
-                                0.0
-                            };
-                            assert_eq!(dst[s * w * cols + p * w + r], want);
+                for level in crate::cpu::supported_levels() {
+                    dst.fill(f32::NAN);
+                    pack_panels(&mut dst, &x, row0, rows, col0, cols, w, level);
+                    for s in 0..panels {
+                        for p in 0..cols {
+                            for r in 0..w {
+                                let i = s * w + r;
+                                let want = if i < rows {
+                                    x.at(row0 + i, col0 + p)
+                                } else {
+                                    0.0
+                                };
+                                let got = dst[s * w * cols + p * w + r];
+                                assert_eq!(
+                                    got, want,
+                                    "{x:?} w={w} {level:?} panel {s} col {p} row {r}"
+                                );
+                            }
                         }
                     }
                 }

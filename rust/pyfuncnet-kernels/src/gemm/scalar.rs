@@ -6,6 +6,7 @@
 //! routine on targets without FMA.
 
 use super::kernel::MicroKernel;
+use crate::cpu::SimdLevel;
 
 /// The portable `4 x 8` micro-kernel.
 pub(crate) struct ScalarKernel;
@@ -16,7 +17,7 @@ const NR: usize = 8;
 impl MicroKernel for ScalarKernel {
     const MR: usize = MR;
     const NR: usize = NR;
-    const NAME: &'static str = "scalar";
+    const LEVEL: SimdLevel = SimdLevel::Scalar;
 
     unsafe fn kernel(
         k: usize,

@@ -53,7 +53,7 @@ pub(crate) fn gemm<K: MicroKernel>(p: &Problem, c: CTarget) {
     let tasks = m.div_ceil(rows_per_task);
 
     with_scratch(Slot::B, packed_panels * nr * k, |bpack| {
-        pack_panels(bpack, &b.t(), n_direct, packed_cols, 0, k, nr);
+        pack_panels(bpack, &b.t(), n_direct, packed_cols, 0, k, nr, K::LEVEL);
         let bpack: &[f32] = bpack;
         run_tasks(tasks, |t| {
             let i0 = t * rows_per_task;
@@ -62,7 +62,7 @@ pub(crate) fn gemm<K: MicroKernel>(p: &Problem, c: CTarget) {
             // The partial strip i0+full_end..i1 is packed, zero-padded to MR rows.
             with_scratch(Slot::A, if full_end < i1 { mr * k } else { 0 }, |apack| {
                 if full_end < i1 {
-                    pack_panels(apack, a, full_end, i1 - full_end, 0, k, mr);
+                    pack_panels(apack, a, full_end, i1 - full_end, 0, k, mr, K::LEVEL);
                 }
                 for p0 in (0..k).step_by(kc) {
                     let kcur = kc.min(k - p0);
