@@ -137,7 +137,8 @@ def _run_with_simd(level, tmp_path):
         env["PYFUNCNET_SIMD"] = level
     out = tmp_path / "products.npz"
     cmd = [sys.executable, "-c", _SCRIPT, str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    # Run outside the source tree, so the child imports the installed package.
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout, np.load(out)
 

@@ -32,7 +32,7 @@ fn steady_state_train_step_does_not_allocate() {
         ];
         // As the bindings do: the whole step runs inside the project's pool.
         par::install(|| {
-            for _ in 0..30 {
+            for _ in 0..5 {
                 step.train(&inputs, &mut vars, &config, &mut state, 1e-3)
                     .unwrap();
             }

@@ -19,6 +19,7 @@ fn build_pool(threads: usize) -> Arc<rayon::ThreadPool> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("pyfuncnet-{i}"))
+        .start_handler(|_| crate::gemm::reserve_thread_buffers())
         .build()
         .expect("the operating system refused to start pyfuncnet worker threads");
     Arc::new(pool)

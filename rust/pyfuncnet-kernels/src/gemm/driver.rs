@@ -24,39 +24,35 @@ use super::kernel::MicroKernel;
 use super::pack::pack_panels;
 use super::scratch::{with_scratch, Slot};
 use super::{small, Epilogue, MatRef};
+use std::ops::Range;
+
 use crate::cpu::SimdLevel;
 use crate::par;
 
-// TUNING-ONLY (remove)
-fn tun(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// K block: a `KC x NR` B micro-panel (16 KiB for AVX2) stays in L1 with the A
 /// micro-panel while the kernel runs.
-const KC_DEF: usize = 256;
+const KC: usize = 256;
 /// Largest M block: the packed `MC x KC` A block (up to 192 KiB) stays in the
 /// 1 MiB L2.
-const MC_DEF: usize = 192;
+const MC: usize = 192;
 /// Smallest M block when M is cut finer to make parallel tasks.
-const MIN_MC_DEF: usize = 48;
+const MIN_MC: usize = 48;
 /// Largest N block.
-const NC_DEF: usize = 4096;
+const NC: usize = 4096;
+/// Smallest N block when K is so long that B is packed by K super-blocks.
+const MIN_NC: usize = 256;
 /// Largest packed B block, `k x nc` floats (8 MiB, in the shared L3).
-const B_PACK_MAX_DEF: usize = 2 * 1024 * 1024;
+const B_PACK_MAX: usize = 2 * 1024 * 1024;
 /// Each parallel task should carry at least this many flops (~40 µs at peak), so
 /// that handing it to another thread costs little.
-const MIN_TASK_FLOPS_DEF: usize = 4_000_000;
+const MIN_TASK_FLOPS: usize = 4_000_000;
 /// Tasks per N block when the problem is large enough: plenty for dynamic load
 /// balancing on a few cores.
-const TARGET_TASKS_DEF: usize = 16;
+const TARGET_TASKS: usize = 16;
 /// Narrowest N chunk of a task, in NR panels: A is re-packed once per chunk.
-const MIN_CHUNK_PANELS_DEF: usize = 8;
+const MIN_CHUNK_PANELS: usize = 8;
 /// Packing B is split into groups of at least this many elements per task.
-const MIN_PACK_TASK_DEF: usize = 16 * 1024;
+const MIN_PACK_TASK: usize = 16 * 1024;
 
 /// One product, after the shape checks: `C <- epilogue(alpha * A * B + beta * C)`.
 pub(crate) struct Problem<'a> {
@@ -75,6 +71,28 @@ pub(crate) fn gemm<K: MicroKernel>(p: &Problem, c: &mut [f32], ldc: usize) {
     let target = CTarget::new(c, ldc, p.m, p.n);
     if p.k == 0 {
         scale_only(p, c, ldc);
+    } else if small::prefers_transposed::<K>(p) {
+        // Cᵀ = Bᵀ Aᵀ with the roles swapped, then the epilogue on C's rows.
+        let none = Epilogue::default();
+        let pt = Problem {
+            m: p.n,
+            n: p.m,
+            k: p.k,
+            alpha: p.alpha,
+            a: p.b.t(),
+            b: p.a.t(),
+            beta: p.beta,
+            epilogue: &none,
+        };
+        small::gemm::<K>(&pt, target.transposed());
+        if !p.epilogue.is_identity() {
+            let rows = (MIN_TASK_FLOPS / 16 / p.n).max(1);
+            run_tasks(p.m.div_ceil(rows), |t| {
+                let i0 = t * rows;
+                // SAFETY: task t owns rows i0..i0+rows of C; the product is done.
+                unsafe { target.apply_epilogue(p.epilogue, i0..(i0 + rows).min(p.m), 0, p.n) };
+            });
+        }
     } else if small::prefers_small(p.m, p.n, p.k) {
         small::gemm::<K>(p, target);
     } else {
@@ -117,21 +135,18 @@ pub(crate) fn balanced_block(len: usize, max: usize, unit: usize) -> usize {
     let blocks = len.div_ceil(max).max(1);
     round_up(len.div_ceil(blocks), unit).max(unit)
 }
-
-#[allow(non_snake_case)]
 fn blocked<K: MicroKernel>(p: &Problem, c: CTarget) {
-    let (KC, NC, B_PACK_MAX, MIN_PACK_TASK) = (
-        tun("T_KC", KC_DEF),
-        tun("T_NC", NC_DEF),
-        tun("T_BPM", B_PACK_MAX_DEF),
-        tun("T_MPT", MIN_PACK_TASK_DEF),
-    );
-    let _ = MIN_PACK_TASK;
     let (m, n, k) = (p.m, p.n, p.k);
     let (mr, nr) = (K::MR, K::NR);
     let kc = balanced_block(k, KC, 1);
-    let nc_max = (B_PACK_MAX / k / nr * nr).clamp(nr, NC);
+    let nc_max = (B_PACK_MAX / k / nr * nr).clamp(MIN_NC, NC);
     let nc = balanced_block(n, nc_max, nr);
+    // B is packed for a K super-block of `ks` (all of K unless that is huge).
+    let ks = if k * nc <= B_PACK_MAX {
+        k
+    } else {
+        (B_PACK_MAX / nc / kc).max(1) * kc
+    };
     let bt = p.b.t();
     let m_pad = round_up(m, mr);
     // When M alone gives too few tasks, N chunks would each pack the same A
@@ -144,124 +159,158 @@ fn blocked<K: MicroKernel>(p: &Problem, c: CTarget) {
         if shared_a { m_pad * k } else { 0 },
         |apack| {
             if shared_a {
-                pack_k_blocked(apack, &p.a, 0, m, k, kc, mr, K::LEVEL);
+                pack_k_blocked(apack, &p.a, 0, m, 0..k, kc, mr, K::LEVEL);
             }
-            let apack: &[f32] = apack;
-            with_scratch(Slot::B, k * nc, |bpack| {
+            let shared_a = shared_a.then_some(&*apack);
+            with_scratch(Slot::B, ks * nc, |bpack| {
                 for j0 in (0..n).step_by(nc) {
                     let ncur = nc.min(n - j0);
                     let n_panels = ncur.div_ceil(nr);
-                    let n_pad = n_panels * nr;
-                    let bp = &mut bpack[..n_pad * k];
-                    pack_k_blocked(bp, &bt, j0, ncur, k, kc, nr, K::LEVEL);
-                    let bp: &[f32] = bp;
-
                     let (mc, chunk_panels) = partition(m, n_panels, k, mr, nr);
                     let m_blocks = m.div_ceil(mc);
                     let n_chunks = n_panels.div_ceil(chunk_panels);
-                    run_tasks(m_blocks * n_chunks, |t| {
-                        let i0 = (t / n_chunks) * mc;
-                        let mcur = mc.min(m - i0);
-                        let jp0 = (t % n_chunks) * chunk_panels;
-                        let jp1 = (jp0 + chunk_panels).min(n_panels);
-                        let m_panels = mcur.div_ceil(mr);
-                        with_scratch(
-                            Slot::A,
-                            if shared_a { 0 } else { m_panels * mr * kc },
-                            |own| {
-                                for p0 in (0..k).step_by(kc) {
-                                    let kcur = kc.min(k - p0);
-                                    let beta = if p0 == 0 { p.beta } else { 1.0 };
-                                    // This task's A panels for this K block: in the shared
-                                    // pack, or packed now into the thread's own buffer.
-                                    let (a_data, a_base) = if shared_a {
-                                        (apack, p0 * m_pad + (i0 / mr) * mr * kcur)
-                                    } else {
-                                        let own = &mut own[..m_panels * mr * kcur];
-                                        pack_panels(own, &p.a, i0, mcur, p0, kcur, mr, K::LEVEL);
-                                        (&*own, 0)
-                                    };
-                                    let b_base = p0 * n_pad;
-                                    for jp in jp0..jp1 {
-                                        let j = j0 + jp * nr;
-                                        let cols = nr.min(n - j);
-                                        let b_src = Operand {
-                                            data: bp,
-                                            offset: b_base + jp * nr * kcur,
-                                            rs: nr,
-                                            cs: 1,
-                                        };
-                                        for ip in 0..m_panels {
-                                            let i = i0 + ip * mr;
-                                            let rows = mr.min(m - i);
-                                            let a_src = Operand {
-                                                data: a_data,
-                                                offset: a_base + ip * mr * kcur,
-                                                rs: 1,
-                                                cs: mr,
-                                            };
-                                            let tile = Tile { i, j, rows, cols };
-                                            // SAFETY: task t owns rows i0..i0+mcur and the
-                                            // columns of panels jp0..jp1 of this N block; no
-                                            // other task touches the tile. The caller picked
-                                            // K for this CPU.
-                                            unsafe {
-                                                c.run_tile::<K>(
-                                                    tile, kcur, p.alpha, a_src, b_src, beta,
-                                                )
-                                            };
-                                        }
-                                    }
-                                }
-                            },
-                        );
-                        let j = j0 + jp0 * nr;
-                        let cols = ((jp1 - jp0) * nr).min(n - j);
-                        // SAFETY: the same rows and columns as above, owned by task t.
-                        unsafe { c.apply_epilogue(p.epilogue, i0..i0 + mcur, j, cols) };
-                    });
+                    for k0 in (0..k).step_by(ks) {
+                        let k1 = (k0 + ks).min(k);
+                        let bp = &mut bpack[..n_panels * nr * (k1 - k0)];
+                        pack_k_blocked(bp, &bt, j0, ncur, k0..k1, kc, nr, K::LEVEL);
+                        let block = Block {
+                            p,
+                            c,
+                            kc,
+                            k0,
+                            k1,
+                            j0,
+                            n_panels,
+                            bp,
+                            shared_a,
+                            m_pad,
+                        };
+                        run_tasks(m_blocks * n_chunks, |t| {
+                            let i0 = (t / n_chunks) * mc;
+                            let jp0 = (t % n_chunks) * chunk_panels;
+                            let jp1 = (jp0 + chunk_panels).min(n_panels);
+                            block_task::<K>(&block, i0..(i0 + mc).min(m), jp0..jp1);
+                        });
+                    }
                 }
             });
         },
     );
 }
 
-/// Packs rows `row0..row0+rows` and all `k` columns of `x` into `w`-row panels, K
-/// block by K block: with `rows_pad = ceil(rows / w) * w`, the block at `p0` starts
-/// at `p0 * rows_pad` and holds its panels (`kcur x w` each) one after the other,
-/// so the panels one K block of a task streams through are adjacent in memory.
-/// Parallel over groups of panels.
-#[allow(non_snake_case)]
+/// What the tasks of one (N block, K super-block) share.
+struct Block<'a> {
+    p: &'a Problem<'a>,
+    c: CTarget,
+    kc: usize,
+    /// The K super-block `k0..k1` whose B is packed in `bp`.
+    k0: usize,
+    k1: usize,
+    /// First column of the N block, and its width in NR panels.
+    j0: usize,
+    n_panels: usize,
+    /// B of the super-block: the K block at `p0` starts at `(p0 - k0) * n_panels*NR`
+    /// and holds the panels (`kcur x NR` each) one after the other.
+    bp: &'a [f32],
+    /// All of A, packed the same way (K block at `p0` starts at `p0 * m_pad`), or
+    /// `None` when each task packs its own A block.
+    shared_a: Option<&'a [f32]>,
+    m_pad: usize,
+}
+
+/// One task: rows `rows` (a whole M block) times panels `panels` of the N block,
+/// for the K blocks of the super-block, in order.
+fn block_task<K: MicroKernel>(blk: &Block, rows: Range<usize>, panels: Range<usize>) {
+    let (mr, nr) = (K::MR, K::NR);
+    let p = blk.p;
+    let (m, n) = (p.m, p.n);
+    let m_panels = rows.len().div_ceil(mr);
+    let own_len = if blk.shared_a.is_some() {
+        0
+    } else {
+        m_panels * mr * blk.kc
+    };
+    with_scratch(Slot::A, own_len, |own| {
+        for p0 in (blk.k0..blk.k1).step_by(blk.kc) {
+            let kcur = blk.kc.min(p.k - p0);
+            let beta = if p0 == 0 { p.beta } else { 1.0 };
+            // This task's A panels for this K block: in the shared pack, or packed
+            // now into the thread's own buffer (where it stays in L2).
+            let (a_data, a_base) = match blk.shared_a {
+                Some(shared) => (shared, p0 * blk.m_pad + rows.start * kcur),
+                None => {
+                    let own = &mut own[..m_panels * mr * kcur];
+                    pack_panels(own, &p.a, rows.start, rows.len(), p0, kcur, mr, K::LEVEL);
+                    (&*own, 0)
+                }
+            };
+            let b_base = (p0 - blk.k0) * blk.n_panels * nr;
+            for jp in panels.clone() {
+                let j = blk.j0 + jp * nr;
+                let b_src = Operand {
+                    data: blk.bp,
+                    offset: b_base + jp * nr * kcur,
+                    rs: nr,
+                    cs: 1,
+                };
+                for ip in 0..m_panels {
+                    let i = rows.start + ip * mr;
+                    let a_src = Operand {
+                        data: a_data,
+                        offset: a_base + ip * mr * kcur,
+                        rs: 1,
+                        cs: mr,
+                    };
+                    let tile = Tile {
+                        i,
+                        j,
+                        rows: mr.min(m - i),
+                        cols: nr.min(n - j),
+                    };
+                    // SAFETY: this task owns `rows` x the columns of `panels` (the
+                    // partition in `blocked` is disjoint); the caller picked K for
+                    // this CPU.
+                    unsafe { blk.c.run_tile::<K>(tile, kcur, p.alpha, a_src, b_src, beta) };
+                }
+            }
+        }
+    });
+    if blk.k1 == p.k {
+        let j = blk.j0 + panels.start * nr;
+        let cols = (panels.len() * nr).min(n - j);
+        // SAFETY: the same rows and columns as above, owned by this task.
+        unsafe { blk.c.apply_epilogue(p.epilogue, rows, j, cols) };
+    }
+}
+
+/// Packs rows `row0..row0+rows` and columns `cols` of `x` into `w`-row panels, K
+/// block by K block (blocks of `kc` from `cols.start`): with `rows_pad = ceil(rows /
+/// w) * w`, the block at column `p0` starts at `(p0 - cols.start) * rows_pad` and
+/// holds its panels (`kcur x w` each) one after the other, so the panels one K
+/// block of a task streams through are adjacent in memory. Parallel over groups
+/// of panels.
 fn pack_k_blocked(
     dst: &mut [f32],
     x: &MatRef,
     row0: usize,
     rows: usize,
-    k: usize,
+    cols: Range<usize>,
     kc: usize,
     w: usize,
     level: SimdLevel,
 ) {
-    let MIN_PACK_TASK = tun("T_MPT", MIN_PACK_TASK_DEF);
     let rows_pad = round_up(rows, w);
     let serial = par::num_threads() == 1;
-    for p0 in (0..k).step_by(kc) {
-        let kcur = kc.min(k - p0);
-        let block = &mut dst[p0 * rows_pad..(p0 + kcur) * rows_pad];
+    for p0 in cols.clone().step_by(kc) {
+        let kcur = kc.min(cols.end - p0);
+        let start = (p0 - cols.start) * rows_pad;
+        let block = &mut dst[start..start + kcur * rows_pad];
         let group = (MIN_PACK_TASK / (w * kcur)).max(1);
         let chunk_len = group * w * kcur;
         let pack_group = |g: usize, chunk: &mut [f32]| {
             let r = g * group * w;
-            pack_panels(
-                chunk,
-                x,
-                row0 + r,
-                (group * w).min(rows - r),
-                p0,
-                kcur,
-                w,
-                level,
-            );
+            let n_rows = (group * w).min(rows - r);
+            pack_panels(chunk, x, row0 + r, n_rows, p0, kcur, w, level);
         };
         if serial || block.len() <= chunk_len {
             block
@@ -280,15 +329,7 @@ fn pack_k_blocked(
 /// M is cut first (down to [`MIN_MC`] rows), since M blocks share the packed B
 /// and pack disjoint parts of A; N chunks are added only when M is too short,
 /// because each N chunk packs the A block again.
-#[allow(non_snake_case)]
 fn partition(m: usize, n_panels: usize, k: usize, mr: usize, nr: usize) -> (usize, usize) {
-    let (MIN_TASK_FLOPS, TARGET_TASKS, MC, MIN_MC, MIN_CHUNK_PANELS) = (
-        tun("T_MTF", MIN_TASK_FLOPS_DEF),
-        tun("T_TT", TARGET_TASKS_DEF),
-        tun("T_MC", MC_DEF),
-        tun("T_MINMC", MIN_MC_DEF),
-        tun("T_MCP", MIN_CHUNK_PANELS_DEF),
-    );
     let flops = 2 * m * n_panels * nr * k;
     let tasks = (flops / MIN_TASK_FLOPS).clamp(1, TARGET_TASKS);
     let m_blocks = m.div_ceil(MC).max(tasks.min(m / MIN_MC)).max(1);
@@ -337,6 +378,9 @@ pub(crate) struct CTarget {
     ldc: usize,
     m: usize,
     n: usize,
+    /// Tiles address `Cᵀ` (`m x n` here are the dimensions of `Cᵀ`): tile element
+    /// `(i, j)` is stored at `j*ldc + i`.
+    transposed: bool,
 }
 
 // SAFETY: CTarget is a pointer into a `&mut [f32]` that outlives the product; tasks
@@ -356,6 +400,17 @@ impl CTarget {
             ldc,
             m,
             n,
+            transposed: false,
+        }
+    }
+
+    /// The same output seen as `Cᵀ`: tiles of the product `Bᵀ Aᵀ` land transposed.
+    fn transposed(self) -> Self {
+        CTarget {
+            m: self.n,
+            n: self.m,
+            transposed: !self.transposed,
+            ..self
         }
     }
 
@@ -384,7 +439,7 @@ impl CTarget {
         assert!(b.cs == 1 && a.covers(K::MR, k) && b.covers(k, K::NR));
         let a_ptr = a.data[a.offset..].as_ptr();
         let b_ptr = b.data[b.offset..].as_ptr();
-        if t.rows == K::MR && t.cols == K::NR {
+        if t.rows == K::MR && t.cols == K::NR && !self.transposed {
             // SAFETY: the tile is inside C (asserted above, with (m-1)*ldc + n <= len
             // from `new`), the operand ranges are covered (asserted), the caller owns
             // the tile and vouches for the instruction set.
@@ -415,13 +470,33 @@ impl CTarget {
                     K::NR,
                 )
             };
+            if self.transposed {
+                for r in 0..t.rows {
+                    for (c, &v) in buf[r * K::NR..r * K::NR + t.cols].iter().enumerate() {
+                        let idx = (t.j + c) * self.ldc + t.i + r;
+                        debug_assert!(idx < self.len);
+                        // SAFETY: (t.j + c, t.i + r) is an element of C (t.j + c <
+                        // n = C's rows, t.i + r < m = C's columns, asserted above),
+                        // so idx <= (rows-1)*ldc + cols - 1 < len; the caller owns it.
+                        unsafe {
+                            let x = self.ptr.add(idx);
+                            *x = if beta == 0.0 { v } else { v + beta * *x };
+                        }
+                    }
+                }
+                return;
+            }
             for r in 0..t.rows {
                 // SAFETY: row t.i + r < m, columns t.j..t.j+cols <= n, inside C and
                 // owned by the caller.
                 let row = unsafe { self.row_mut(t.i + r, t.j, t.cols) };
                 let src = &buf[r * K::NR..r * K::NR + t.cols];
                 if beta == 0.0 {
-                    row.copy_from_slice(src);
+                    // A loop, not `copy_from_slice`: a library call per short row
+                    // costs more than the copy.
+                    for (x, &v) in row.iter_mut().zip(src) {
+                        *x = v;
+                    }
                 } else {
                     for (x, &v) in row.iter_mut().zip(src) {
                         *x = v + beta * *x;
@@ -460,7 +535,7 @@ impl CTarget {
     // the task partition, which the caller vouches for.
     #[allow(clippy::mut_from_ref)]
     unsafe fn row_mut(&self, i: usize, j: usize, cols: usize) -> &mut [f32] {
-        assert!(i < self.m && j + cols <= self.n);
+        assert!(!self.transposed && i < self.m && j + cols <= self.n);
         debug_assert!(i * self.ldc + j + cols <= self.len);
         // SAFETY: i*ldc + j + cols <= (m-1)*ldc + n <= len (checked in `new`), the
         // pointer comes from a live `&mut [f32]`, exclusivity is the caller's.

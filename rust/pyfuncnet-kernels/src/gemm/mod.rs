@@ -28,6 +28,8 @@ mod scalar;
 mod scratch;
 mod small;
 
+pub(crate) use scratch::reserve_thread_buffers;
+
 pub use reference::sgemm_reference;
 
 use crate::cpu::{self, SimdLevel};
@@ -308,6 +310,18 @@ pub fn sgemm_with_level(
     let (m, n, k) = check_shapes(&a, &b, &c, epilogue)?;
     if m == 0 || n == 0 {
         return Ok(());
+    }
+    // Broadcast strides let a view be far larger than its buffer; the blocking
+    // arithmetic (flop counts, padded sizes) must not overflow.
+    let fits = (m + 16)
+        .checked_mul(n + 16)
+        .and_then(|x| x.checked_mul(k.max(1)))
+        .and_then(|x| x.checked_mul(4));
+    if fits.is_none() {
+        return Err(KernelError::InvalidArgument {
+            what: "sgemm".into(),
+            message: format!("the product {m} x {k} times {k} x {n} is too large"),
+        });
     }
     let problem = driver::Problem {
         m,

@@ -87,8 +87,12 @@ fn deal_columns<const W: usize>(
                         let run: &[f32; W] = x.data[start..start + W].try_into().unwrap();
                         *out = *run;
                     } else {
-                        out[..valid].copy_from_slice(&x.data[start..start + valid]);
-                        out[valid..].fill(0.0);
+                        // Element by element: a `copy_from_slice` of a few floats
+                        // would be a library call per column.
+                        let run = &x.data[start..start + valid];
+                        for (r, o) in out.iter_mut().enumerate() {
+                            *o = if r < valid { run[r] } else { 0.0 };
+                        }
                     }
                 }
             }

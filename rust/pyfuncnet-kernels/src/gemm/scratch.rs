@@ -37,15 +37,37 @@ fn key(slot: Slot) -> &'static LocalKey<RefCell<Vec<f32>>> {
     }
 }
 
+/// Floats every per-thread buffer holds at least once used: enough for the packed
+/// blocks of the shapes a training step meets, so a buffer is allocated once per
+/// thread rather than grown a little whenever a thread first meets a bigger block.
+const MIN_FLOATS: usize = 1 << 17;
+
+/// Allocates this thread's buffers at their minimum size. Pool workers call it when
+/// they start, so a steady-state GEMM never allocates, whichever worker runs it.
+pub(crate) fn reserve_thread_buffers() {
+    for slot in [Slot::A, Slot::B] {
+        key(slot).with(|cell| {
+            let mut buf = cell.borrow_mut();
+            if buf.len() < MIN_FLOATS {
+                buf.resize(MIN_FLOATS, 0.0);
+            }
+        });
+    }
+}
+
 /// Runs `f` with a 64-byte aligned scratch slice of `len` floats.
 ///
 /// The contents are unspecified (left over from earlier uses); `f` must write
 /// before it reads.
 pub(crate) fn with_scratch<R>(slot: Slot, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    if len == 0 {
+        // Nothing to lend: leave the slot (and the allocator) alone.
+        return f(&mut []);
+    }
     let mut buf = key(slot).with(|cell| cell.take());
     let needed = len + ALIGN_FLOATS;
     if buf.len() < needed {
-        buf.resize(needed, 0.0);
+        buf.resize(needed.max(MIN_FLOATS), 0.0);
     }
     let misalign = (buf.as_ptr() as usize % ALIGN_BYTES) / std::mem::size_of::<f32>();
     let offset = (ALIGN_FLOATS - misalign) % ALIGN_FLOATS;

@@ -22,15 +22,17 @@ const KC: usize = 256;
 /// Each task carries at least this many flops (~20 µs at peak).
 const MIN_TASK_FLOPS: usize = 2_000_000;
 
+/// Whether a product with fewer columns than the kernel is wide goes to the small
+/// path as `Cᵀ = Bᵀ Aᵀ`: the kernel's NR lanes then run along M, which is long,
+/// instead of along the short N. Needs Aᵀ readable in place (A's columns
+/// contiguous, as for `Xᵀ` in a weight gradient); the transposed write-back costs
+/// a little per tile, so K must not be tiny either.
+pub(crate) fn prefers_transposed<K: MicroKernel>(p: &Problem) -> bool {
+    p.n < K::NR && p.m >= 2 * K::NR && p.a.rs == 1 && p.k >= 32 && p.m * p.k <= 1 << 20
+}
+
 /// Whether `(m, n, k)` goes to the small path rather than the blocked one.
 pub(crate) fn prefers_small(m: usize, n: usize, k: usize) -> bool {
-    let _ = k;
-    // TUNING-ONLY (remove)
-    match std::env::var("PYFUNCNET_GEMM_PATH").as_deref() {
-        Ok("small") => return true,
-        Ok("blocked") => return false,
-        _ => {}
-    }
     m * n * k <= 112 * 112 * 112 || (m.min(n) <= 64 && k * n <= 128 * 1024)
 }
 
