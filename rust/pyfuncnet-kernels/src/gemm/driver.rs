@@ -4,10 +4,13 @@
 //!
 //! ```text
 //! for jc in N by nc:                           N blocks (nc chosen so k x nc fits L3)
-//!   pack B[:, jc] into NR-column panels        (parallel over groups of panels)
+//!   pack B[:, jc] into NR-column panels        (parallel over groups of panels;
+//!                                               by K super-blocks if K is huge)
 //!   for each task (ic, chunk of jc):           (parallel: M blocks x N chunks)
 //!     for pc in K by kc:                       always in ascending order
-//!       pack A[ic, pc] into MR-row panels      (per-thread buffer, stays in L2)
+//!       pack A[ic, pc] into MR-row panels      (per-thread buffer, stays in L2;
+//!                                               or all of A packed once up front
+//!                                               when N chunks would repeat it)
 //!       for jr in chunk by NR:                 B micro-panel stays in L1
 //!         for ir in ic by MR:                  A micro-panels stream from L2
 //!           micro-kernel (beta on the first K block, 1 afterwards)
@@ -43,9 +46,9 @@ const NC: usize = 4096;
 const MIN_NC: usize = 256;
 /// Largest packed B block, `k x nc` floats (8 MiB, in the shared L3).
 const B_PACK_MAX: usize = 2 * 1024 * 1024;
-/// Each parallel task should carry at least this many flops (~40 µs at peak), so
+/// Each parallel task should carry at least this many flops (~15 µs at peak), so
 /// that handing it to another thread costs little.
-const MIN_TASK_FLOPS: usize = 4_000_000;
+const MIN_TASK_FLOPS: usize = 1_500_000;
 /// Tasks per N block when the problem is large enough: plenty for dynamic load
 /// balancing on a few cores.
 const TARGET_TASKS: usize = 16;
@@ -158,10 +161,6 @@ fn blocked<K: MicroKernel>(p: &Problem, c: CTarget) {
         Slot::SharedA,
         if shared_a { m_pad * k } else { 0 },
         |apack| {
-            if shared_a {
-                pack_k_blocked(apack, &p.a, 0, m, 0..k, kc, mr, K::LEVEL);
-            }
-            let shared_a = shared_a.then_some(&*apack);
             with_scratch(Slot::B, ks * nc, |bpack| {
                 for j0 in (0..n).step_by(nc) {
                     let ncur = nc.min(n - j0);
@@ -172,7 +171,23 @@ fn blocked<K: MicroKernel>(p: &Problem, c: CTarget) {
                     for k0 in (0..k).step_by(ks) {
                         let k1 = (k0 + ks).min(k);
                         let bp = &mut bpack[..n_panels * nr * (k1 - k0)];
-                        pack_k_blocked(bp, &bt, j0, ncur, k0..k1, kc, nr, K::LEVEL);
+                        let mut pack_b =
+                            || pack_k_blocked(bp, &bt, j0, ncur, k0..k1, kc, nr, K::LEVEL);
+                        let shared_a = if shared_a {
+                            if j0 == 0 && k0 == 0 {
+                                // The shared A is packed alongside the first B block:
+                                // one synchronisation instead of two.
+                                let pack_a =
+                                    || pack_k_blocked(apack, &p.a, 0, m, 0..k, kc, mr, K::LEVEL);
+                                both(pack_a, pack_b);
+                            } else {
+                                pack_b();
+                            }
+                            Some(&*apack)
+                        } else {
+                            pack_b();
+                            None
+                        };
                         let block = Block {
                             p,
                             c,
@@ -196,6 +211,16 @@ fn blocked<K: MicroKernel>(p: &Problem, c: CTarget) {
             });
         },
     );
+}
+
+/// Runs `a` and `b`, in parallel when the pool has more than one thread.
+fn both(a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
+    if par::num_threads() == 1 {
+        a();
+        b();
+    } else {
+        par::join(a, b);
+    }
 }
 
 /// What the tasks of one (N block, K super-block) share.

@@ -1,14 +1,15 @@
 //! Single-precision matrix multiply: `C <- act(alpha * A * B + beta * C + bias)`.
 //!
 //! The layout follows BLIS. The K dimension is cut into blocks of `kc`, N into
-//! blocks of `nc` and M into blocks of `mc`; a `kc x nc` block of B is packed into
-//! `NR`-column panels shared by all tasks, each task packs its `mc x kc` block of A
-//! into `MR`-row panels, and a register-blocked `MR x NR` micro-kernel
-//! ([`kernel::MicroKernel`]) walks the panels. Packing reads through the operand
-//! strides, so transposed ([`MatRef::t`]) and non-contiguous views cost nothing
-//! beyond the copy that packing does anyway. Small and skinny products take a path
-//! that feeds the micro-kernel straight from the operands and packs only what must
-//! be ([`small`]).
+//! blocks of `nc` and M into blocks of `mc`; B is packed, for one N block at a
+//! time, into `NR`-column panels shared by all tasks, each task packs its
+//! `mc x kc` blocks of A into `MR`-row panels, and a register-blocked `MR x NR`
+//! micro-kernel ([`kernel::MicroKernel`]) walks the panels. Packing reads through
+//! the operand strides, so transposed ([`MatRef::t`]) and non-contiguous views cost
+//! nothing beyond the copy that packing does anyway. Small and skinny products take
+//! a path that feeds the micro-kernel straight from the operands and packs only
+//! what must be (`small.rs`); products narrower than the kernel tile run as
+//! `Cᵀ = Bᵀ Aᵀ` there when that reads A in place.
 //!
 //! Parallel work is split over M and N blocks only, never over K, with a partition
 //! that depends on the shape alone: every element of C is computed by one task

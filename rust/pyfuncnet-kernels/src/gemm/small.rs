@@ -19,8 +19,8 @@ use super::scratch::{with_scratch, Slot};
 /// K block of the in-place path: the `KC x NR` slice of B the strips reuse stays
 /// in L1.
 const KC: usize = 256;
-/// Each task carries at least this many flops (~20 µs at peak).
-const MIN_TASK_FLOPS: usize = 2_000_000;
+/// Each task carries at least this many flops (~10 µs at peak).
+const MIN_TASK_FLOPS: usize = 1_000_000;
 
 /// Whether a product with fewer columns than the kernel is wide goes to the small
 /// path as `Cᵀ = Bᵀ Aᵀ`: the kernel's NR lanes then run along M, which is long,
