@@ -23,6 +23,9 @@ pub struct Executor {
     plan: Plan,
     slots: Vec<Buffer>,
     fetches: Vec<ValueId>,
+    /// (weight index, element count, shape) of every weight the graph reads,
+    /// checked against the store before each run.
+    weights: Vec<(usize, usize, Vec<usize>)>,
 }
 
 impl Executor {
@@ -45,11 +48,20 @@ impl Executor {
             .iter()
             .map(|&(dtype, size)| Buffer::zeros(dtype, size))
             .collect();
+        let weights = graph
+            .values
+            .iter()
+            .filter_map(|v| match v.source {
+                ValueSource::Weight(w) => Some((w, v.ty.numel(), v.ty.shape.clone())),
+                _ => None,
+            })
+            .collect();
         Executor {
             graph,
             plan,
             slots,
             fetches,
+            weights,
         }
     }
 
@@ -101,17 +113,14 @@ impl Executor {
                 )));
             }
         }
-        for value in &self.graph.values {
-            if let ValueSource::Weight(w) = value.source {
-                let got = weights.get(w).map(|x| x.len());
-                if got != Some(value.ty.numel()) {
-                    return Err(GraphError::shape(format!(
-                        "weight {w}: expected {} values (shape {}), got {}",
-                        value.ty.numel(),
-                        fmt_shape(&value.ty.shape),
-                        got.map_or("no such weight".to_string(), |n| n.to_string())
-                    )));
-                }
+        for (w, numel, shape) in &self.weights {
+            let got = weights.get(*w).map(|x| x.len());
+            if got != Some(*numel) {
+                return Err(GraphError::shape(format!(
+                    "weight {w}: expected {numel} values (shape {}), got {}",
+                    fmt_shape(shape),
+                    got.map_or("no such weight".to_string(), |n| n.to_string())
+                )));
             }
         }
         Ok(())

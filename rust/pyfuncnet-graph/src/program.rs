@@ -141,10 +141,6 @@ impl CompiledStep {
         })
     }
 
-    pub fn mode(&self) -> Mode {
-        self.mode
-    }
-
     /// Number of user outputs.
     pub fn num_outputs(&self) -> usize {
         self.n_outputs
@@ -197,7 +193,6 @@ impl CompiledStep {
                 "trainable weight {w} does not exist"
             )));
         }
-        config.validate().map_err(GraphError::value)?;
         let ctx = Ctx {
             seed: self.seed,
             step: state.iterations,
