@@ -1,4 +1,15 @@
 //! The executor: runs a planned graph over one set of step inputs.
+//!
+//! Nodes run wave by wave ([`Plan`]). A node whose kernels split their work across
+//! threads runs alone; the small nodes of a wave, too small to split, run side by
+//! side instead, grouped into tasks of at least [`MIN_TASK_WORK`] so that handing
+//! a task to another thread stays cheap next to the work in it. Every node computes
+//! the same values whichever way it runs, so results do not depend on the thread
+//! count.
+
+use std::ops::Range;
+
+use pyfuncnet_kernels::par;
 
 use crate::error::{GraphError, Result};
 use crate::graph::{Graph, ValueId, ValueSource};
@@ -11,10 +22,23 @@ use crate::tensor::{fmt_shape, Buffer, DType, DataMut, DataRef, TensorMut, Tenso
 const STACK_INPUTS: usize = 16;
 const STACK_OUTPUTS: usize = 8;
 
+/// Least work ([`crate::ops::OpCost::work`], about ns) of a task of small nodes
+/// run beside others.
+const MIN_TASK_WORK: usize = 10_000;
+
 const EMPTY_REF: TensorRef<'static> = TensorRef {
     shape: &[],
     data: DataRef::F32(&[]),
 };
+
+/// Small nodes run one after the other by one thread, beside other tasks.
+#[derive(Debug, Clone)]
+struct Task {
+    /// A range of `Executor::task_nodes`.
+    nodes: Range<usize>,
+    /// How many output buffers its nodes write.
+    buffers: usize,
+}
 
 /// A graph with its memory plan and buffers, ready to run step after step.
 #[derive(Debug)]
@@ -26,6 +50,24 @@ pub struct Executor {
     /// (weight index, element count, shape) of every weight the graph reads,
     /// checked against the store before each run.
     weights: Vec<(usize, usize, Vec<usize>)>,
+    /// Each stage is a range of `tasks` run side by side (often a single task
+    /// of a single node, whose kernels may then use every thread).
+    stages: Vec<Range<usize>>,
+    tasks: Vec<Task>,
+    task_nodes: Vec<usize>,
+    /// Output buffers moved out of their slots while their nodes run (capacity
+    /// reserved for the largest stage, so a run does not allocate).
+    taken: Vec<Buffer>,
+}
+
+/// What every node of a run reads: shared by the tasks of a group.
+struct View<'a> {
+    graph: &'a Graph,
+    plan: &'a Plan,
+    slots: &'a [Buffer],
+    inputs: &'a [TensorRef<'a>],
+    weights: &'a [Vec<f32>],
+    ctx: &'a Ctx,
 }
 
 impl Executor {
@@ -56,12 +98,22 @@ impl Executor {
                 _ => None,
             })
             .collect();
+        let (stages, tasks, task_nodes) = schedule(&graph, &plan);
+        let most_buffers = stages
+            .iter()
+            .map(|r| tasks[r.clone()].iter().map(|t| t.buffers).sum())
+            .max()
+            .unwrap_or(0);
         Executor {
             graph,
             plan,
             slots,
             fetches,
             weights,
+            stages,
+            tasks,
+            task_nodes,
+            taken: Vec::with_capacity(most_buffers),
         }
     }
 
@@ -134,150 +186,50 @@ impl Executor {
     /// out-of-range indices, prefixed with the node's label and op.
     pub fn run(&mut self, ctx: &Ctx, inputs: &[TensorRef], weights: &[Vec<f32>]) -> Result<()> {
         self.check(inputs, weights)?;
-        for step in 0..self.plan.order.len() {
-            let ni = self.plan.order[step];
-            self.run_node(ni, ctx, inputs, weights).map_err(|e| {
-                let node = &self.graph.nodes[ni];
-                match &node.label {
-                    Some(label) => e.context(&format!("{label} ({})", node.op.name())),
-                    None => e.context(node.op.name()),
-                }
-            })?;
+        let serial = par::num_threads() == 1;
+        for i in 0..self.stages.len() {
+            self.run_stage(self.stages[i].clone(), serial, ctx, inputs, weights)?;
         }
         Ok(())
     }
 
-    fn value_ref<'a>(
-        &'a self,
-        v: ValueId,
-        inputs: &[TensorRef<'a>],
-        weights: &'a [Vec<f32>],
-    ) -> TensorRef<'a> {
-        let value = &self.graph.values[v];
-        let shape = value.ty.shape.as_slice();
-        let numel = value.ty.numel();
-        match (self.plan.locations[v], &value.source) {
-            (Location::Input(i), _) => inputs[i],
-            (Location::Weight(w), _) => TensorRef {
-                shape,
-                data: DataRef::F32(&weights[w][..numel]),
-            },
-            (Location::Const, ValueSource::Const(data)) => TensorRef {
-                shape,
-                data: DataRef::F32(data),
-            },
-            (Location::Slot(s), _) => TensorRef {
-                shape,
-                data: self.slots[s].as_ref(numel),
-            },
-            _ => EMPTY_REF,
-        }
-    }
-
-    fn run_node(
+    /// Runs the tasks `tasks` side by side (in order on this thread when `serial`):
+    /// their output buffers are moved out of the slots, so every task can write its
+    /// own while all read the slots, and moved back afterwards.
+    fn run_stage(
         &mut self,
-        ni: usize,
+        tasks: Range<usize>,
+        serial: bool,
         ctx: &Ctx,
         inputs: &[TensorRef],
         weights: &[Vec<f32>],
     ) -> Result<()> {
-        let n_out = self.graph.nodes[ni].outputs.len();
-        // Move the output buffers out of their slots so the inputs can be borrowed
-        // from the remaining slots (the plan never gives an output an input's slot).
-        let mut taken: [Buffer; STACK_OUTPUTS] = Default::default();
-        let mut overflow: Vec<Buffer> = Vec::new();
-        for k in 0..n_out {
-            let s = self.out_slot(ni, k);
-            let buf = std::mem::take(&mut self.slots[s]);
-            if k < STACK_OUTPUTS {
-                taken[k] = buf;
-            } else {
-                overflow.push(buf);
+        let tasks = &self.tasks[tasks];
+        let nodes = &self.task_nodes[tasks[0].nodes.start..tasks[tasks.len() - 1].nodes.end];
+        self.taken.clear();
+        for &ni in nodes {
+            for k in 0..self.graph.nodes[ni].outputs.len() {
+                let s = out_slot(&self.graph, &self.plan, ni, k);
+                self.taken.push(std::mem::take(&mut self.slots[s]));
             }
         }
-        let result = self.forward_node(
-            ni,
-            ctx,
+        let view = View {
+            graph: &self.graph,
+            plan: &self.plan,
+            slots: &self.slots,
             inputs,
             weights,
-            &mut taken[..n_out.min(STACK_OUTPUTS)],
-            &mut overflow,
-        );
-        for k in (0..n_out).rev() {
-            let buf = if k < STACK_OUTPUTS {
-                std::mem::take(&mut taken[k])
-            } else {
-                overflow.pop().unwrap_or_default()
-            };
-            let s = self.out_slot(ni, k);
-            self.slots[s] = buf;
+            ctx,
+        };
+        let result = run_tasks(&view, tasks, &self.task_nodes, &mut self.taken, serial);
+        let mut buffers = self.taken.drain(..);
+        for &ni in nodes {
+            for k in 0..self.graph.nodes[ni].outputs.len() {
+                let s = out_slot(&self.graph, &self.plan, ni, k);
+                self.slots[s] = buffers.next().unwrap_or_default();
+            }
         }
         result
-    }
-
-    fn out_slot(&self, ni: usize, k: usize) -> usize {
-        match self.plan.locations[self.graph.nodes[ni].outputs[k]] {
-            Location::Slot(s) => s,
-            other => unreachable!("node outputs are always planned into slots, got {other:?}"),
-        }
-    }
-
-    fn forward_node(
-        &self,
-        ni: usize,
-        ctx: &Ctx,
-        inputs: &[TensorRef],
-        weights: &[Vec<f32>],
-        first: &mut [Buffer],
-        overflow: &mut [Buffer],
-    ) -> Result<()> {
-        let node = &self.graph.nodes[ni];
-        let buffers = first.iter_mut().chain(overflow.iter_mut());
-        let views = node.outputs.iter().zip(buffers).map(|(&o, buf)| {
-            let ty = self.graph.ty(o);
-            TensorMut {
-                shape: &ty.shape,
-                data: buf.as_mut(ty.numel()),
-            }
-        });
-        if node.outputs.len() <= STACK_OUTPUTS {
-            let mut outs: [TensorMut; STACK_OUTPUTS] = std::array::from_fn(|_| TensorMut {
-                shape: &[],
-                data: DataMut::F32(&mut []),
-            });
-            for (slot, view) in outs.iter_mut().zip(views) {
-                *slot = view;
-            }
-            self.call(ni, ctx, inputs, weights, &mut outs[..node.outputs.len()])
-        } else {
-            let mut outs: Vec<TensorMut> = views.collect();
-            self.call(ni, ctx, inputs, weights, &mut outs)
-        }
-    }
-
-    fn call(
-        &self,
-        ni: usize,
-        ctx: &Ctx,
-        inputs: &[TensorRef],
-        weights: &[Vec<f32>],
-        outs: &mut [TensorMut],
-    ) -> Result<()> {
-        let node = &self.graph.nodes[ni];
-        if node.inputs.len() <= STACK_INPUTS {
-            let mut refs = [EMPTY_REF; STACK_INPUTS];
-            for (r, &v) in refs.iter_mut().zip(&node.inputs) {
-                *r = self.value_ref(v, inputs, weights);
-            }
-            node.op.forward(ctx, &refs[..node.inputs.len()], outs)
-        } else {
-            let refs: Vec<TensorRef> = node
-                .inputs
-                .iter()
-                .map(|&v| self.value_ref(v, inputs, weights))
-                .collect();
-            node.op.forward(ctx, &refs, outs)
-        }
     }
 
     /// The `k`-th fetched value after a run.
@@ -336,6 +288,189 @@ impl Executor {
     /// The dtype of the `k`-th fetch.
     pub fn fetch_dtype(&self, k: usize) -> DType {
         self.graph.ty(self.fetches[k]).dtype
+    }
+}
+
+/// Splits the plan's waves into stages of tasks. In each wave, the nodes that run
+/// as one task ([`crate::ops::OpCost::single_task`]) are grouped, in order, into
+/// tasks of about equal work, at least [`MIN_TASK_WORK`] each, run side by side;
+/// the other nodes, and small nodes whose total work would not make two tasks,
+/// are stages of their own. Returns the stages, the tasks and the node list the
+/// tasks index.
+fn schedule(g: &Graph, plan: &Plan) -> (Vec<Range<usize>>, Vec<Task>, Vec<usize>) {
+    let mut stages = Vec::new();
+    let mut tasks = Vec::new();
+    let mut task_nodes = Vec::new();
+    let push_task = |tasks: &mut Vec<Task>, task_nodes: &mut Vec<usize>, nodes: &[usize]| {
+        let start = task_nodes.len();
+        task_nodes.extend_from_slice(nodes);
+        let buffers = nodes.iter().map(|&ni| g.nodes[ni].outputs.len()).sum();
+        tasks.push(Task {
+            nodes: start..task_nodes.len(),
+            buffers,
+        });
+    };
+    for wave in &plan.waves {
+        let mut small = Vec::new();
+        let mut work = Vec::new();
+        for &ni in &plan.order[wave.clone()] {
+            let node = &g.nodes[ni];
+            let ins: Vec<&TensorType> = node.inputs.iter().map(|&v| g.ty(v)).collect();
+            let outs: Vec<&TensorType> = node.outputs.iter().map(|&v| g.ty(v)).collect();
+            let cost = node.op.cost(&ins, &outs);
+            if cost.single_task {
+                small.push(ni);
+                work.push(cost.work);
+            } else {
+                let t = tasks.len();
+                push_task(&mut tasks, &mut task_nodes, &[ni]);
+                stages.push(t..t + 1);
+            }
+        }
+        let total: usize = work.iter().sum();
+        let n_tasks = (total / MIN_TASK_WORK).min(small.len());
+        if n_tasks < 2 {
+            for &ni in &small {
+                let t = tasks.len();
+                push_task(&mut tasks, &mut task_nodes, &[ni]);
+                stages.push(t..t + 1);
+            }
+            continue;
+        }
+        let first = tasks.len();
+        let target = total / n_tasks;
+        let (mut start, mut acc) = (0, 0);
+        for (i, &w) in work.iter().enumerate() {
+            acc += w;
+            if acc >= target || i + 1 == small.len() {
+                push_task(&mut tasks, &mut task_nodes, &small[start..=i]);
+                start = i + 1;
+                acc = 0;
+            }
+        }
+        stages.push(first..tasks.len());
+    }
+    (stages, tasks, task_nodes)
+}
+
+/// The slot of output `k` of node `ni`.
+fn out_slot(g: &Graph, plan: &Plan, ni: usize, k: usize) -> usize {
+    match plan.locations[g.nodes[ni].outputs[k]] {
+        Location::Slot(s) => s,
+        other => unreachable!("node outputs are always planned into slots, got {other:?}"),
+    }
+}
+
+/// Runs `tasks` (whose output buffers are `bufs`, in order), splitting the list in
+/// halves run in parallel; the first error in task order wins.
+fn run_tasks(
+    view: &View,
+    tasks: &[Task],
+    task_nodes: &[usize],
+    bufs: &mut [Buffer],
+    serial: bool,
+) -> Result<()> {
+    if tasks.len() == 1 || serial {
+        let mut rest = bufs;
+        for task in tasks {
+            for &ni in &task_nodes[task.nodes.clone()] {
+                let (mine, tail) = rest.split_at_mut(view.graph.nodes[ni].outputs.len());
+                exec_node(view, ni, mine)?;
+                rest = tail;
+            }
+        }
+        return Ok(());
+    }
+    let mid = tasks.len() / 2;
+    let split: usize = tasks[..mid].iter().map(|t| t.buffers).sum();
+    let (left, right) = bufs.split_at_mut(split);
+    let (a, b) = par::join(
+        || run_tasks(view, &tasks[..mid], task_nodes, left, serial),
+        || run_tasks(view, &tasks[mid..], task_nodes, right, serial),
+    );
+    a.and(b)
+}
+
+/// Runs node `ni` with its output buffers `bufs`; errors carry its label and op.
+fn exec_node(view: &View, ni: usize, bufs: &mut [Buffer]) -> Result<()> {
+    let node = &view.graph.nodes[ni];
+    call_node(view, ni, bufs).map_err(|e| match &node.label {
+        Some(label) => e.context(&format!("{label} ({})", node.op.name())),
+        None => e.context(node.op.name()),
+    })
+}
+
+fn call_node(view: &View, ni: usize, bufs: &mut [Buffer]) -> Result<()> {
+    let node = &view.graph.nodes[ni];
+    let inplace = view.plan.inplace[ni];
+    let mut views = node.outputs.iter().zip(bufs.iter_mut()).map(|(&o, buf)| {
+        let ty = view.graph.ty(o);
+        TensorMut {
+            shape: &ty.shape,
+            data: buf.as_mut(ty.numel()),
+        }
+    });
+    let n_in = node.inputs.len();
+    let mut stack_refs = [EMPTY_REF; STACK_INPUTS];
+    let mut heap_refs = Vec::new();
+    let refs: &mut [TensorRef] = if n_in <= STACK_INPUTS {
+        &mut stack_refs[..n_in]
+    } else {
+        heap_refs.resize(n_in, EMPTY_REF);
+        &mut heap_refs
+    };
+    for (k, (r, &v)) in refs.iter_mut().zip(&node.inputs).enumerate() {
+        *r = if inplace == Some(k) {
+            // Its values are in the output buffer, moved out of the slot.
+            TensorRef {
+                shape: &view.graph.ty(v).shape,
+                data: DataRef::F32(&[]),
+            }
+        } else {
+            view.value_ref(v)
+        };
+    }
+    if let Some(k) = inplace {
+        let mut out = views.next().expect("an in-place node has an output");
+        return node.op.forward_inplace(view.ctx, refs, k, &mut out);
+    }
+    let n_out = node.outputs.len();
+    if n_out <= STACK_OUTPUTS {
+        let mut outs: [TensorMut; STACK_OUTPUTS] = std::array::from_fn(|_| TensorMut {
+            shape: &[],
+            data: DataMut::F32(&mut []),
+        });
+        for (slot, v) in outs.iter_mut().zip(views) {
+            *slot = v;
+        }
+        node.op.forward(view.ctx, refs, &mut outs[..n_out])
+    } else {
+        let mut outs: Vec<TensorMut> = views.collect();
+        node.op.forward(view.ctx, refs, &mut outs)
+    }
+}
+
+impl View<'_> {
+    fn value_ref(&self, v: ValueId) -> TensorRef<'_> {
+        let value = &self.graph.values[v];
+        let shape = value.ty.shape.as_slice();
+        let numel = value.ty.numel();
+        match (self.plan.locations[v], &value.source) {
+            (Location::Input(i), _) => self.inputs[i],
+            (Location::Weight(w), _) => TensorRef {
+                shape,
+                data: DataRef::F32(&self.weights[w][..numel]),
+            },
+            (Location::Const, ValueSource::Const(data)) => TensorRef {
+                shape,
+                data: DataRef::F32(data),
+            },
+            (Location::Slot(s), _) => TensorRef {
+                shape,
+                data: self.slots[s].as_ref(numel),
+            },
+            _ => EMPTY_REF,
+        }
     }
 }
 

@@ -667,6 +667,93 @@ pub fn binary(
     ))
 }
 
+/// `acc = op(acc, other)`, or `acc = op(other, acc)` when `acc_is_rhs`, in place:
+/// `acc` already has the output shape and `other` broadcasts to it. The executor
+/// uses it when an operand's buffer is dead after the op. Gives bitwise the same
+/// values as [`binary`] with `acc` as that operand.
+///
+/// # Errors
+/// `ShapeMismatch` when `other` does not broadcast to `acc_shape` or a buffer
+/// length differs from its shape's size; `InvalidArgument` past [`MAX_RANK`]
+/// merged dimensions.
+pub fn binary_inplace(
+    op: Binary,
+    acc: &mut [f32],
+    acc_shape: &[usize],
+    other: &[f32],
+    other_shape: &[usize],
+    acc_is_rhs: bool,
+) -> Result<()> {
+    let what = op.name();
+    check_data(what, "in-place operand", acc, acc_shape)?;
+    check_data(what, "other operand", other, other_shape)?;
+    check_broadcast_out(what, &[acc_shape, other_shape], acc_shape)?;
+    with_binary!(op, |f| if acc_is_rhs {
+        inplace_impl(move |x, o| f(o, x), acc, acc_shape, other, other_shape)
+    } else {
+        inplace_impl(f, acc, acc_shape, other, other_shape)
+    })
+}
+
+/// `acc[i] = f(acc[i], other[bcast i])`, by the same paths as `binary_impl`.
+fn inplace_impl<F>(
+    f: F,
+    acc: &mut [f32],
+    acc_shape: &[usize],
+    other: &[f32],
+    other_shape: &[usize],
+) -> Result<()>
+where
+    F: Fn(f32, f32) -> f32 + Copy + Send + Sync,
+{
+    let n = acc.len();
+    if n == 0 {
+        return Ok(());
+    }
+    if other.len() == n {
+        par::for_each_chunk_mut(acc, CHUNK, |ci, c| {
+            let (s, len) = (ci * CHUNK, c.len());
+            for (x, &o) in c.iter_mut().zip(&other[s..s + len]) {
+                *x = f(*x, o);
+            }
+        });
+        return Ok(());
+    }
+    if other.len() == 1 {
+        let o = other[0];
+        par::for_each_chunk_mut(acc, CHUNK, |_, c| c.iter_mut().for_each(|x| *x = f(*x, o)));
+        return Ok(());
+    }
+    if is_row_of(other_shape, acc_shape) {
+        let m = other.len();
+        let chunk = (CHUNK / m).max(1) * m;
+        par::for_each_chunk_mut(acc, chunk, |_, c| {
+            for row in c.chunks_exact_mut(m) {
+                for (x, &o) in row.iter_mut().zip(other) {
+                    *x = f(*x, o);
+                }
+            }
+        });
+        return Ok(());
+    }
+    let plan = Plan::new("binary", [other_shape], acc_shape)?;
+    let so = plan.strides[0][0];
+    par::for_each_chunk_mut(acc, CHUNK, |ci, c| {
+        plan.for_each_run(ci * CHUNK, c.len(), |pos, run, [oo]| {
+            let xs = &mut c[pos..pos + run];
+            if so == 0 {
+                let o = other[oo];
+                xs.iter_mut().for_each(|x| *x = f(*x, o));
+            } else {
+                for (x, &o) in xs.iter_mut().zip(&other[oo..oo + run]) {
+                    *x = f(*x, o);
+                }
+            }
+        });
+    });
+    Ok(())
+}
+
 #[inline(always)]
 fn pick(c: f32, x: f32, y: f32) -> f32 {
     if c != 0.0 {

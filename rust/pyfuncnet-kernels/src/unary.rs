@@ -848,6 +848,36 @@ pub fn unary_grad(op: Unary, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32]) -
     Ok(())
 }
 
+/// `dy_dx = dy * f'(src)` in place over the incoming gradient, with `src` the
+/// forward input `x` when `op.grad_needs_input()`, else the forward output `y`.
+/// Gives bitwise the same values as [`unary_grad`].
+///
+/// # Errors
+/// `ShapeMismatch` when `src` and `dy_dx` differ in length.
+pub fn unary_grad_inplace(op: Unary, src: &[f32], dy_dx: &mut [f32]) -> Result<()> {
+    check_len("unary_grad src", src.len(), dy_dx.len())?;
+    let chunk = op.chunk();
+    if op.grad_needs_input() {
+        with_derivative!(op, |g| grad_inplace(src, dy_dx, chunk, move |v| g(v, 0.0)));
+    } else {
+        with_derivative!(op, |g| grad_inplace(src, dy_dx, chunk, move |v| g(0.0, v)));
+    }
+    Ok(())
+}
+
+/// `dy_dx[i] = dy_dx[i] * g(src[i])` over fixed chunks.
+fn grad_inplace<G>(src: &[f32], dy_dx: &mut [f32], chunk: usize, g: G)
+where
+    G: Fn(f32) -> f32 + Copy + Send + Sync,
+{
+    par::for_each_chunk_mut(dy_dx, chunk, |ci, c| {
+        let sc = &src[ci * chunk..ci * chunk + c.len()];
+        for (d, &s) in c.iter_mut().zip(sc) {
+            *d *= g(s);
+        }
+    });
+}
+
 /// `y = min(max(x, lo), hi)` elementwise (NumPy `clip`; NaN stays NaN).
 ///
 /// # Errors

@@ -87,6 +87,32 @@ impl Op for BinaryOp {
         Ok(())
     }
 
+    /// In place over an operand that already has the output's shape.
+    fn inplace_input(&self, inputs: &[&TensorType]) -> Option<usize> {
+        let out = k::broadcast_shapes(&inputs[0].shape, &inputs[1].shape).ok()?;
+        (0..2).find(|&i| inputs[i].shape == out)
+    }
+
+    fn forward_inplace(
+        &self,
+        _ctx: &Ctx,
+        inputs: &[TensorRef],
+        inplace: usize,
+        out: &mut TensorMut,
+    ) -> Result<()> {
+        let shape = out.shape;
+        let other = &inputs[1 - inplace];
+        k::binary_inplace(
+            self.kind,
+            out.f32()?,
+            shape,
+            other.f32()?,
+            other.shape,
+            inplace == 1,
+        )?;
+        Ok(())
+    }
+
     fn backward(
         &self,
         g: &mut Graph,

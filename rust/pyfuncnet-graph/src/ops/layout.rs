@@ -183,6 +183,21 @@ impl Op for ReshapeOp {
     fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
         copy(&inputs[0], &mut outputs[0])
     }
+
+    /// In place, a reshape moves nothing: the buffer already holds the values.
+    fn inplace_input(&self, _inputs: &[&TensorType]) -> Option<usize> {
+        Some(0)
+    }
+
+    fn forward_inplace(
+        &self,
+        _ctx: &Ctx,
+        _inputs: &[TensorRef],
+        _inplace: usize,
+        _out: &mut TensorMut,
+    ) -> Result<()> {
+        Ok(())
+    }
     fn backward(
         &self,
         g: &mut Graph,

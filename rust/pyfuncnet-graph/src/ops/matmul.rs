@@ -5,7 +5,7 @@ use pyfuncnet_kernels::gemm::{self, Epilogue, MatMut, MatRef};
 use pyfuncnet_kernels::reduce::Reduce;
 use pyfuncnet_kernels::unary::{self as ku, Unary};
 
-use super::{Attrs, Ctx, Op};
+use super::{Attrs, Ctx, Op, OpCost};
 use crate::error::{GraphError, Result};
 use crate::graph::{Graph, ValueId};
 use crate::tensor::{fmt_shape, DType, TensorMut, TensorRef, TensorType};
@@ -115,6 +115,19 @@ fn batch_offset(mut i: usize, out_batch: &[usize], dims: &[usize], mat_size: usi
     offset
 }
 
+/// Flops per unit of [`OpCost::work`]: about what one core's SIMD GEMM does per ns.
+const FLOPS_PER_WORK: usize = 32;
+/// Products under this many flops run as one GEMM task (the kernels' smallest
+/// parallel task is larger).
+const SINGLE_TASK_FLOPS: usize = 1_000_000;
+
+fn gemm_cost(flops: usize) -> OpCost {
+    OpCost {
+        work: flops / FLOPS_PER_WORK,
+        single_task: flops < SINGLE_TASK_FLOPS,
+    }
+}
+
 impl Op for MatmulOp {
     fn name(&self) -> &'static str {
         "matmul"
@@ -155,6 +168,15 @@ impl Op for MatmulOp {
             gemm::sgemm(1.0, am, bm, 0.0, cm, &Epilogue::default())?;
         }
         Ok(())
+    }
+
+    fn cost(&self, inputs: &[&TensorType], _outputs: &[&TensorType]) -> OpCost {
+        match self.shapes(&inputs[0].shape, &inputs[1].shape) {
+            Ok((batch, m, k, n)) => {
+                gemm_cost(2 * batch.iter().product::<usize>() * m * k * n)
+            }
+            Err(_) => gemm_cost(usize::MAX),
+        }
     }
 
     fn backward(
@@ -260,6 +282,11 @@ impl Op for DenseOp {
             &epilogue,
         )?;
         Ok(())
+    }
+
+    fn cost(&self, inputs: &[&TensorType], outputs: &[&TensorType]) -> OpCost {
+        let (k, out) = (inputs[0].shape.last().copied().unwrap_or(0), outputs[0].numel());
+        gemm_cost(2 * out * k)
     }
 
     fn backward(

@@ -29,6 +29,21 @@ pub struct Ctx {
     pub training: bool,
 }
 
+/// The fewest elements any elementwise, reduction or data-movement kernel hands to
+/// one parallel task (`pyfuncnet_kernels`' chunk sizes): a tensor no larger never
+/// makes a kernel split its work across threads.
+pub const SMALLEST_KERNEL_CHUNK: usize = 1 << 14;
+
+/// What [`Op::cost`] estimates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpCost {
+    /// Work in about nanoseconds of one core (one unit per element moved, or per
+    /// ~32 flops of GEMM).
+    pub work: usize,
+    /// Whether the kernels run it as one task (never splitting it across threads).
+    pub single_task: bool,
+}
+
 /// An operation of the graph.
 pub trait Op: Debug + Send + Sync {
     /// The name Python uses for this op (`"matmul"`, `"relu"`, ...).
@@ -43,6 +58,42 @@ pub trait Op: Debug + Send + Sync {
     /// Computes the outputs. Output buffers have exactly the inferred sizes and are
     /// not zeroed: an op writes every element.
     fn forward(&self, ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()>;
+
+    /// Which input's buffer output 0 may take over, computing in place, for these
+    /// input types; `None` (the default) when the op has no in-place form. That
+    /// input has output 0's element count and storage type.
+    fn inplace_input(&self, _inputs: &[&TensorType]) -> Option<usize> {
+        None
+    }
+
+    /// [`Op::forward`] for a single-output op with output 0 in the buffer of input
+    /// `inplace` (what [`Op::inplace_input`] chose): on entry `out` holds that
+    /// input's values, and `inputs[inplace]` is an empty placeholder. Gives bitwise
+    /// the same result as `forward`.
+    fn forward_inplace(
+        &self,
+        _ctx: &Ctx,
+        _inputs: &[TensorRef],
+        _inplace: usize,
+        _out: &mut TensorMut,
+    ) -> Result<()> {
+        Err(GraphError::unsupported(format!(
+            "{}: no in-place form",
+            self.name()
+        )))
+    }
+
+    /// A rough single-thread cost, for the executor's choice of which ops of one
+    /// wave to run side by side. The default suits elementwise and data-movement
+    /// ops: one unit per element read or written, split by the kernels only past
+    /// [`SMALLEST_KERNEL_CHUNK`] elements.
+    fn cost(&self, inputs: &[&TensorType], outputs: &[&TensorType]) -> OpCost {
+        let sizes = inputs.iter().chain(outputs).map(|t| t.numel());
+        OpCost {
+            work: sizes.clone().sum(),
+            single_task: sizes.clone().all(|n| n <= SMALLEST_KERNEL_CHUNK),
+        }
+    }
 
     /// Appends the nodes computing the gradient of each input from the gradients of
     /// the outputs (`None` = no gradient flows into that output). Returns one entry

@@ -84,6 +84,21 @@ impl Op for UnaryOp {
         Ok(())
     }
 
+    fn inplace_input(&self, _inputs: &[&TensorType]) -> Option<usize> {
+        Some(0)
+    }
+
+    fn forward_inplace(
+        &self,
+        _ctx: &Ctx,
+        _inputs: &[TensorRef],
+        _inplace: usize,
+        out: &mut TensorMut,
+    ) -> Result<()> {
+        k::unary_inplace(self.kind, out.f32()?);
+        Ok(())
+    }
+
     fn backward(
         &self,
         g: &mut Graph,
@@ -134,6 +149,23 @@ impl Op for UnaryGradOp {
         } else {
             k::unary_grad(self.kind, &[], inputs[0].f32()?, inputs[1].f32()?, dx)?;
         }
+        Ok(())
+    }
+
+    /// In place over the incoming gradient `dy`, the last input.
+    fn inplace_input(&self, inputs: &[&TensorType]) -> Option<usize> {
+        inputs.len().checked_sub(1)
+    }
+
+    fn forward_inplace(
+        &self,
+        _ctx: &Ctx,
+        inputs: &[TensorRef],
+        _inplace: usize,
+        out: &mut TensorMut,
+    ) -> Result<()> {
+        // The derivative reads x (or y when it needs no input): input 0 either way.
+        k::unary_grad_inplace(self.kind, inputs[0].f32()?, out.f32()?)?;
         Ok(())
     }
 
