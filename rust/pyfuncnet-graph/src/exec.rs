@@ -117,6 +117,11 @@ impl Executor {
         }
     }
 
+    /// How many stages run several tasks side by side (for tests and diagnostics).
+    pub fn parallel_stages(&self) -> usize {
+        self.stages.iter().filter(|r| r.len() > 1).count()
+    }
+
     pub fn graph(&self) -> &Graph {
         &self.graph
     }

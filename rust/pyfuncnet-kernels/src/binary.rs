@@ -955,6 +955,25 @@ mod tests {
         }
 
         #[test]
+        fn binary_inplace_matches_reference((sa, sb) in compatible_pair(), op_i in 0usize..16, rhs in any::<bool>()) {
+            let op = Binary::ALL[op_i];
+            let so = broadcast_shapes(&sa, &sb).unwrap();
+            // The in-place operand is the one with the output's shape (if any).
+            let (acc_shape, other_shape) = if rhs { (&sb, &sa) } else { (&sa, &sb) };
+            prop_assume!(acc_shape == &so);
+            let acc0 = fill(acc_shape.iter().product(), 1);
+            let other = fill(other_shape.iter().product(), 77);
+            let mut acc = acc0.clone();
+            binary_inplace(op, &mut acc, acc_shape, &other, other_shape, rhs).unwrap();
+            let want = if rhs {
+                naive_binary(op, &other, other_shape, &acc0, acc_shape, &so)
+            } else {
+                naive_binary(op, &acc0, acc_shape, &other, other_shape, &so)
+            };
+            prop_assert_eq!(acc.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        }
+
+        #[test]
         fn incompatible_or_wrong_out_shapes_are_errors(sa in prop::collection::vec(dim(), 0..5), sb in prop::collection::vec(dim(), 0..5)) {
             let a = fill(sa.iter().product(), 1);
             let b = fill(sb.iter().product(), 2);

@@ -1202,6 +1202,31 @@ mod tests {
     }
 
     #[test]
+    fn unary_grad_inplace_matches_unary_grad() {
+        // Sizes past one chunk, so the chunked loops are exercised too.
+        for n in [0usize, 1, 7, 20_000] {
+            let x: Vec<f32> = (0..n)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 13.0)
+                .collect();
+            let dy: Vec<f32> = (0..n)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 7.0)
+                .collect();
+            for op in Unary::ALL {
+                let mut y = vec![0.0; n];
+                unary(op, &x, &mut y).unwrap();
+                let mut want = vec![0.0; n];
+                unary_grad(op, &x, &y, &dy, &mut want).unwrap();
+                let src = if op.grad_needs_input() { &x } else { &y };
+                let mut got = dy.clone();
+                unary_grad_inplace(op, src, &mut got).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{} n={n}", op.name());
+            }
+        }
+        assert!(unary_grad_inplace(Unary::Relu, &[1.0], &mut [1.0, 2.0]).is_err());
+    }
+
+    #[test]
     fn nan_propagates() {
         for op in Unary::ALL {
             assert!(op.apply_scalar(f32::NAN).is_nan(), "{}", op.name());

@@ -172,9 +172,7 @@ impl Op for MatmulOp {
 
     fn cost(&self, inputs: &[&TensorType], _outputs: &[&TensorType]) -> OpCost {
         match self.shapes(&inputs[0].shape, &inputs[1].shape) {
-            Ok((batch, m, k, n)) => {
-                gemm_cost(2 * batch.iter().product::<usize>() * m * k * n)
-            }
+            Ok((batch, m, k, n)) => gemm_cost(2 * batch.iter().product::<usize>() * m * k * n),
             Err(_) => gemm_cost(usize::MAX),
         }
     }
@@ -285,7 +283,10 @@ impl Op for DenseOp {
     }
 
     fn cost(&self, inputs: &[&TensorType], outputs: &[&TensorType]) -> OpCost {
-        let (k, out) = (inputs[0].shape.last().copied().unwrap_or(0), outputs[0].numel());
+        let (k, out) = (
+            inputs[0].shape.last().copied().unwrap_or(0),
+            outputs[0].numel(),
+        );
         gemm_cost(2 * out * k)
     }
 

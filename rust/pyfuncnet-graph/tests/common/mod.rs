@@ -81,3 +81,67 @@ pub fn mlp_batch(batch: usize, features: usize, seed: u64) -> (Vec<f32>, Vec<i32
         .collect();
     (x, labels)
 }
+
+/// Spec of `towers` independent dense+tanh towers on one input (batch, features)
+/// -> (batch, units) each, summed, with sparse softmax cross-entropy: wide waves of
+/// small GEMMs that the executor runs side by side. Weights: kernel then bias per
+/// tower. Inputs: x and labels (batch,).
+pub fn towers_spec(batch: usize, features: usize, units: usize, towers: usize) -> String {
+    let weights: Vec<_> = (0..towers)
+        .flat_map(|t| {
+            [
+                json!({"index": 2 * t, "shape": [features, units]}),
+                json!({"index": 2 * t + 1, "shape": [units]}),
+            ]
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    let mut next = 2 + 2 * towers;
+    let mut outs = Vec::new();
+    for t in 0..towers {
+        nodes.push(json!({"op": "dense", "attrs": {"activation": "tanh"}, "inputs": [0, 2 + 2 * t, 3 + 2 * t], "label": format!("tower_{t}")}));
+        outs.push(next);
+        next += 1;
+    }
+    let mut sum = outs[0];
+    for &o in &outs[1..] {
+        nodes.push(json!({"op": "add", "inputs": [sum, o]}));
+        sum = next;
+        next += 1;
+    }
+    nodes.push(
+        json!({"op": "softmax_cross_entropy", "attrs": {"sparse": true}, "inputs": [sum, 1]}),
+    );
+    let per_sample = next;
+    next += 2;
+    nodes.push(json!({"op": "mean", "attrs": {}, "inputs": [per_sample]}));
+    json!({
+        "inputs": [{"shape": [batch, features], "dtype": "float32"}, {"shape": [batch], "dtype": "int32"}],
+        "weights": weights,
+        "nodes": nodes,
+        "outputs": [sum],
+        "loss": next,
+        "trainable": (0..2 * towers).collect::<Vec<_>>(),
+    })
+    .to_string()
+}
+
+/// Weights for [`towers_spec`].
+pub fn towers_variables(features: usize, units: usize, towers: usize) -> Variables {
+    let mut values_out = Vec::new();
+    for t in 0..towers {
+        values_out.push(
+            values(features * units, 300 + t as u64)
+                .iter()
+                .map(|v| v * 0.2)
+                .collect(),
+        );
+        values_out.push(
+            values(units, 400 + t as u64)
+                .iter()
+                .map(|v| v * 0.1)
+                .collect(),
+        );
+    }
+    Variables { values: values_out }
+}
