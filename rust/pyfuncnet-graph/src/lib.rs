@@ -6,6 +6,7 @@
 pub mod autodiff;
 pub mod error;
 pub mod exec;
+pub mod fuse;
 pub mod graph;
 pub mod ops;
 pub mod optim;

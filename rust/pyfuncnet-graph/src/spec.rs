@@ -190,6 +190,10 @@ pub fn parse(text: &str) -> Result<Spec> {
         }
         updates.push((w, v));
     }
+    let mut keep = outputs.clone();
+    keep.extend(loss);
+    keep.extend(updates.iter().map(|&(_, v)| v));
+    crate::fuse::fuse_dense(&mut g, &keep);
     Ok(Spec {
         graph: g,
         outputs,

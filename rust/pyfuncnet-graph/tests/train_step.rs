@@ -47,6 +47,51 @@ fn mlp_training_step_reduces_the_loss() {
     assert_eq!(state.iterations, 30);
 }
 
+/// Trains `spec` for five steps; returns the losses and the weights.
+fn train_five(spec: &str, batch: usize) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let mut step = CompiledStep::compile(spec, Mode::Train).unwrap();
+    let mut vars = common::mlp_variables(&DIMS);
+    let config = adam();
+    let sizes: Vec<usize> = vars.values.iter().map(Vec::len).collect();
+    let mut state = OptimizerState::new(&config, &sizes);
+    let (x, y) = common::mlp_batch(batch, DIMS[0], 5);
+    let (x_shape, y_shape) = ([batch, DIMS[0]], [batch]);
+    let inputs = [
+        TensorRef::new_f32(&x_shape, &x),
+        TensorRef {
+            shape: &y_shape,
+            data: DataRef::I32(&y),
+        },
+    ];
+    let losses = (0..5)
+        .map(|_| {
+            step.train(&inputs, &mut vars, &config, &mut state, 1e-3)
+                .unwrap();
+            step.loss().unwrap()
+        })
+        .collect();
+    (losses, vars.values)
+}
+
+#[test]
+fn layers_written_with_matmul_add_relu_fuse_into_dense() {
+    // The fusion pass turns the primitive graph into the dense one: the same
+    // kernels run in the same order, so the results are bitwise identical.
+    let batch = 16;
+    let spec = pyfuncnet_graph::spec::parse(&common::mlp_spec_primitive(batch, &DIMS)).unwrap();
+    let mut fetches = spec.outputs.clone();
+    fetches.extend(spec.loss);
+    let plan = pyfuncnet_graph::plan::Plan::new(&spec.graph, &fetches);
+    let ops: Vec<&str> = plan.order.iter().map(|&i| spec.graph.nodes[i].op.name()).collect();
+    assert_eq!(ops[..3], ["dense", "dense", "dense"], "planned ops {ops:?}");
+    assert!(!ops.contains(&"matmul"), "planned ops {ops:?}");
+    let fused = train_five(&common::mlp_spec_primitive(batch, &DIMS), batch);
+    let dense = train_five(&common::mlp_spec(batch, &DIMS), batch);
+    assert_eq!(fused.0, dense.0);
+    assert_eq!(fused.1, dense.1);
+    assert!(fused.0[4] < fused.0[0]);
+}
+
 #[test]
 fn a_failed_step_changes_nothing() {
     let batch = 4;

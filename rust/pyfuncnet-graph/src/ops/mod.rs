@@ -1,6 +1,7 @@
 //! Ops: each file holds the shape rule, forward and backward of one op family, and
 //! `build` is the one registry from the op name Python uses to the op.
 
+use std::any::Any;
 use std::fmt::Debug;
 
 use serde_json::{Map, Value as Json};
@@ -44,8 +45,19 @@ pub struct OpCost {
     pub single_task: bool,
 }
 
+/// Access to an op's concrete type, for graph passes that match patterns of ops.
+pub trait AsAny {
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: Any> AsAny for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
 /// An operation of the graph.
-pub trait Op: Debug + Send + Sync {
+pub trait Op: Debug + Send + Sync + AsAny {
     /// The name Python uses for this op (`"matmul"`, `"relu"`, ...).
     fn name(&self) -> &'static str;
 

@@ -20,6 +20,16 @@ pub fn values(n: usize, seed: u64) -> Vec<f32> {
 /// Spec of a 784-64-64-10 MLP (relu, relu, logits) with sparse softmax
 /// cross-entropy averaged over the batch. Inputs: x (batch, 784) and labels (batch,).
 pub fn mlp_spec(batch: usize, dims: &[usize]) -> String {
+    mlp_spec_from(batch, dims, false)
+}
+
+/// [`mlp_spec`] with each layer written as `matmul`, `add` and `relu` nodes, as a
+/// custom layer built from ops would be.
+pub fn mlp_spec_primitive(batch: usize, dims: &[usize]) -> String {
+    mlp_spec_from(batch, dims, true)
+}
+
+fn mlp_spec_from(batch: usize, dims: &[usize], primitive: bool) -> String {
     let n_layers = dims.len() - 1;
     let mut weights = Vec::new();
     for l in 0..n_layers {
@@ -32,6 +42,17 @@ pub fn mlp_spec(batch: usize, dims: &[usize]) -> String {
     let mut next = 2 + 2 * n_layers;
     for l in 0..n_layers {
         let act = if l + 1 < n_layers { "relu" } else { "linear" };
+        if primitive {
+            nodes.push(json!({"op": "matmul", "inputs": [h, 2 + 2 * l]}));
+            nodes.push(json!({"op": "add", "inputs": [next, 3 + 2 * l]}));
+            next += 2;
+            if act == "relu" {
+                nodes.push(json!({"op": "relu", "inputs": [next - 1]}));
+                next += 1;
+            }
+            h = next - 1;
+            continue;
+        }
         nodes.push(json!({"op": "dense", "attrs": {"activation": act}, "inputs": [h, 2 + 2 * l, 3 + 2 * l], "label": format!("dense_{l}")}));
         h = next;
         next += 1;

@@ -1,0 +1,187 @@
+//! Fusion pass: `matmul` followed by a bias `add` and/or an activation becomes
+//! one `dense` op, whose GEMM adds the bias and applies the activation in its
+//! epilogue (one pass over the output instead of three) and whose backward is
+//! the fused one. Graphs built from primitive ops (custom layers, Lambda layers)
+//! get what the built-in Dense layer lowers to directly.
+
+use pyfuncnet_kernels::binary::Binary;
+use pyfuncnet_kernels::unary::Unary;
+
+use crate::graph::{Graph, ValueId, ValueSource};
+use crate::ops::binary::BinaryOp;
+use crate::ops::matmul::{DenseOp, MatmulOp};
+use crate::ops::unary::UnaryOp;
+use crate::ops::Op;
+use crate::tensor::DType;
+
+/// Rewrites every `matmul(x, w)` (no transposes, `w` of rank 2) whose result
+/// feeds only an `add` of a bias of shape `(units,)` and/or only an activation
+/// whose derivative needs no input, into one `dense` node in place of the last
+/// op of the pattern. Values in `keep` (fetched outputs, the loss) are never
+/// fused away. The replaced nodes stay in the graph, unread, and are neither
+/// planned nor differentiated. Returns the number of fusions.
+pub fn fuse_dense(g: &mut Graph, keep: &[ValueId]) -> usize {
+    let mut readers = vec![0usize; g.values.len()];
+    for node in &g.nodes {
+        for &v in &node.inputs {
+            readers[v] += 1;
+        }
+    }
+    for &v in keep {
+        readers[v] += 1;
+    }
+    let mut fused = 0;
+    for mm in 0..g.nodes.len() {
+        let node = &g.nodes[mm];
+        let Some(op) = node.op.as_any().downcast_ref::<MatmulOp>() else {
+            continue;
+        };
+        let (x, w, m) = (node.inputs[0], node.inputs[1], node.outputs[0]);
+        let w_shape = g.shape(w);
+        if op.transpose_a || op.transpose_b || w_shape.len() != 2 || g.shape(x).len() < 2 {
+            continue;
+        }
+        if g.ty(x).dtype != DType::F32 || g.ty(w).dtype != DType::F32 {
+            continue;
+        }
+        let units = w_shape[1];
+        let (mut last, mut cur) = (mm, m);
+        let mut bias = None;
+        let add_node = sole_reader(g, &readers, cur).filter(|&n| {
+            let add = g.nodes[n].op.as_any().downcast_ref::<BinaryOp>();
+            add.is_some_and(|b| b.kind == Binary::Add)
+        });
+        if let Some(n) = add_node {
+            let add = &g.nodes[n];
+            let other = if add.inputs[0] == cur {
+                add.inputs[1]
+            } else {
+                add.inputs[0]
+            };
+            let bias_like = g.ty(other).dtype == DType::F32 && g.shape(other) == [units];
+            if bias_like && g.shape(add.outputs[0]) == g.shape(cur) {
+                bias = Some(other);
+                (last, cur) = (n, add.outputs[0]);
+            }
+        }
+        let mut activation = Unary::Linear;
+        if let Some(n) = sole_reader(g, &readers, cur) {
+            let act = &g.nodes[n];
+            if let Some(u) = act.op.as_any().downcast_ref::<UnaryOp>() {
+                if !u.kind.grad_needs_input() {
+                    activation = u.kind;
+                    (last, cur) = (n, act.outputs[0]);
+                }
+            }
+        }
+        if last == mm {
+            continue;
+        }
+        let mut inputs = vec![x, w];
+        inputs.extend(bias);
+        let dense = DenseOp {
+            activation,
+            use_bias: bias.is_some(),
+        };
+        // The pattern's result keeps its value id and type: check the fused op
+        // infers exactly that type before committing.
+        let types: Vec<_> = inputs.iter().map(|&v| g.ty(v)).collect();
+        match dense.infer(&types) {
+            Ok(t) if t.len() == 1 && t[0] == *g.ty(cur) => {}
+            _ => continue,
+        }
+        debug_assert!(
+            matches!(g.values[cur].source, ValueSource::Node { node, .. } if node == last)
+        );
+        let label = g.nodes[last]
+            .label
+            .take()
+            .or_else(|| g.nodes[mm].label.clone());
+        let node = &mut g.nodes[last];
+        node.op = Box::new(dense);
+        node.inputs = inputs;
+        node.label = label;
+        fused += 1;
+    }
+    fused
+}
+
+/// The only node reading `v`, when exactly one does and nothing else needs it.
+fn sole_reader(g: &Graph, readers: &[usize], v: ValueId) -> Option<usize> {
+    if readers[v] != 1 {
+        return None;
+    }
+    g.nodes.iter().position(|n| n.inputs.contains(&v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Plan;
+    use crate::tensor::TensorType;
+
+    fn planned_ops(g: &Graph, fetches: &[ValueId]) -> Vec<&'static str> {
+        let plan = Plan::new(g, fetches);
+        plan.order.iter().map(|&i| g.nodes[i].op.name()).collect()
+    }
+
+    fn matmul(g: &mut Graph, x: ValueId, w: ValueId) -> ValueId {
+        g.apply1(Box::new(MatmulOp::default()), &[x, w]).unwrap()
+    }
+
+    #[test]
+    fn matmul_bias_activation_becomes_one_dense() {
+        let mut g = Graph::new();
+        let x = g.add_input(TensorType::f32(vec![5, 3]));
+        let w = g.add_weight(0, TensorType::f32(vec![3, 4]));
+        let b = g.add_weight(1, TensorType::f32(vec![4]));
+        let m = matmul(&mut g, x, w);
+        let z = g.add(b, m).unwrap(); // the bias on either side
+        let y = g.unary(Unary::Relu, z).unwrap();
+        assert_eq!(fuse_dense(&mut g, &[y]), 1);
+        assert_eq!(planned_ops(&g, &[y]), vec!["dense"]);
+        let dense = g.nodes[2].op.as_any().downcast_ref::<DenseOp>().unwrap();
+        assert_eq!((dense.activation, dense.use_bias), (Unary::Relu, true));
+        assert_eq!(g.nodes[2].inputs, vec![x, w, b]);
+    }
+
+    #[test]
+    fn partial_patterns_fuse_and_shared_values_do_not() {
+        let mut g = Graph::new();
+        let x = g.add_input(TensorType::f32(vec![2, 5, 3]));
+        let w = g.add_weight(0, TensorType::f32(vec![3, 4]));
+        let b = g.add_weight(1, TensorType::f32(vec![4]));
+        // matmul + tanh (no bias), batched input.
+        let m1 = matmul(&mut g, x, w);
+        let y1 = g.unary(Unary::Tanh, m1).unwrap();
+        // matmul + bias whose pre-activation is also fetched: only the add fuses.
+        let m2 = matmul(&mut g, x, w);
+        let z2 = g.add(m2, b).unwrap();
+        let y2 = g.unary(Unary::Sigmoid, z2).unwrap();
+        // matmul read twice: nothing fuses.
+        let m3 = matmul(&mut g, x, w);
+        let y3 = g.mul(m3, m3).unwrap();
+        // gelu's derivative needs its input: it stays separate (the add fuses).
+        let m4 = matmul(&mut g, x, w);
+        let z4 = g.add(m4, b).unwrap();
+        let y4 = g.unary(Unary::Gelu { approximate: false }, z4).unwrap();
+        let fetches = [y1, z2, y2, y3, y4];
+        assert_eq!(fuse_dense(&mut g, &fetches), 3);
+        assert_eq!(
+            planned_ops(&g, &fetches),
+            vec!["dense", "dense", "matmul", "dense", "sigmoid", "multiply", "gelu"]
+        );
+    }
+
+    #[test]
+    fn a_bias_of_another_shape_is_left_alone() {
+        let mut g = Graph::new();
+        let x = g.add_input(TensorType::f32(vec![5, 3]));
+        let w = g.add_weight(0, TensorType::f32(vec![3, 4]));
+        let b = g.add_weight(1, TensorType::f32(vec![5, 4]));
+        let m = matmul(&mut g, x, w);
+        let z = g.add(m, b).unwrap();
+        assert_eq!(fuse_dense(&mut g, &[z]), 0);
+        assert_eq!(planned_ops(&g, &[z]), vec!["matmul", "add"]);
+    }
+}
