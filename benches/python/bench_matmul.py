@@ -1,12 +1,18 @@
 """pyfuncnet.ops.matmul against NumPy (OpenBLAS) in the same run, at 1 and 2 threads.
 
-Usage: python benches/python/bench_matmul.py [--repeats 7] [--threads 1 2]
+Usage: python benches/python/bench_matmul.py [--repeats 7] [--threads 1 2] [--busy 1]
 
 Each thread count runs in a child process whose environment fixes both libraries'
 thread counts before they load (OPENBLAS_NUM_THREADS / PYFUNCNET_NUM_THREADS).
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are removed for the children, since they
 slow a current NumPy down. Times are the median of `--repeats` runs, each run the
 mean of enough calls to last ~0.2 s. GFLOP/s = 2*m*n*k / time.
+
+`--busy N` keeps N other processes spinning for the whole run (a machine shared
+with another job): a library that splits work statically and waits at a barrier
+for its slowest thread then runs far slower with 2 threads than with 1, while
+dynamic work splitting should lose little. The tables then end with the
+2-thread / 1-thread ratio of each library.
 """
 
 import argparse
@@ -77,15 +83,44 @@ def child(repeats):
     print(json.dumps({"results": results, "build_info": info, "blas": blas}))
 
 
+def spin():
+    """Burns one core until killed (the `--busy` load)."""
+    x = 0
+    while True:
+        x += 1
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--busy", type=int, default=0, help="processes kept spinning during the run")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--spin", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.spin:
+        spin()
     if args.child:
         child(args.repeats)
         return
+    spinners = [subprocess.Popen([sys.executable, __file__, "--spin"]) for _ in range(args.busy)]
+    try:
+        reports = run_all(args)
+    finally:
+        for p in spinners:
+            p.kill()
+    if args.busy and len(reports) > 1:
+        (t1, r1), (t2, r2) = reports[0], reports[-1]
+        print(f"\n## {args.busy} other process(es) busy: {t2} threads / {t1} thread, time ratio (< 1 = slower with more threads)")
+        print(f"| case | numpy {t2}t/{t1}t | pyfuncnet {t2}t/{t1}t |")
+        print("|---|---:|---:|")
+        for a, b in zip(r1, r2):
+            print(f"| {a['case']} | {b['numpy'] / a['numpy']:.2f} | {b['pyfuncnet'] / a['pyfuncnet']:.2f} |")
+
+
+def run_all(args):
+    """Runs each thread count in a child; prints its table; returns the results."""
+    reports = []
     for threads in args.threads:
         env = dict(os.environ)
         env.pop("OPENBLAS_CORETYPE", None)
@@ -108,6 +143,8 @@ def main():
         print("|---|---:|---:|---:|")
         for r in report["results"]:
             print(f"| {r['case']} | {r['numpy']:.1f} | {r['pyfuncnet']:.1f} | {r['pyfuncnet'] / r['numpy']:.2f} |")
+        reports.append((threads, report["results"]))
+    return reports
 
 
 if __name__ == "__main__":
