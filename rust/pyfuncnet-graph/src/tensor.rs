@@ -199,3 +199,22 @@ impl<'a> TensorMut<'a> {
         }
     }
 }
+
+/// Runs `$body` with `$x: &[T]` and `$y: &mut [T]` bound to the data of a
+/// same-dtype input and output (f32 or i32 storage); a mismatch returns a `DType`
+/// error naming `$op`. For data-movement ops, which work on either element type.
+macro_rules! with_same_dtype {
+    ($op:expr, $input:expr, $output:expr, |$x:ident, $y:ident| $body:expr) => {
+        match ($input, $output) {
+            ($crate::tensor::DataRef::F32($x), $crate::tensor::DataMut::F32($y)) => $body,
+            ($crate::tensor::DataRef::I32($x), $crate::tensor::DataMut::I32($y)) => $body,
+            _ => {
+                return Err($crate::error::GraphError::dtype(format!(
+                    "{}: output dtype differs from input",
+                    $op
+                )))
+            }
+        }
+    };
+}
+pub(crate) use with_same_dtype;

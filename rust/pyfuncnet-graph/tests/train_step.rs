@@ -82,7 +82,11 @@ fn layers_written_with_matmul_add_relu_fuse_into_dense() {
     let mut fetches = spec.outputs.clone();
     fetches.extend(spec.loss);
     let plan = pyfuncnet_graph::plan::Plan::new(&spec.graph, &fetches);
-    let ops: Vec<&str> = plan.order.iter().map(|&i| spec.graph.nodes[i].op.name()).collect();
+    let ops: Vec<&str> = plan
+        .order
+        .iter()
+        .map(|&i| spec.graph.nodes[i].op.name())
+        .collect();
     assert_eq!(ops[..3], ["dense", "dense", "dense"], "planned ops {ops:?}");
     assert!(!ops.contains(&"matmul"), "planned ops {ops:?}");
     let fused = train_five(&common::mlp_spec_primitive(batch, &DIMS), batch);

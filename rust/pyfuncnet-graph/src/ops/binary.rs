@@ -3,7 +3,7 @@
 use pyfuncnet_kernels::binary::{self as k, Binary};
 use pyfuncnet_kernels::unary::Unary;
 
-use super::{expect_inputs, Attrs, Ctx, Op};
+use super::{expect_float, expect_inputs, Attrs, Ctx, Op};
 use crate::error::{GraphError, Result};
 use crate::graph::{Graph, ValueId};
 use crate::tensor::{DType, TensorMut, TensorRef, TensorType};
@@ -37,16 +37,6 @@ fn is_comparison(kind: Binary) -> bool {
     )
 }
 
-fn check_float(op: &str, which: &str, t: &TensorType) -> Result<()> {
-    if t.dtype == DType::I32 {
-        return Err(GraphError::dtype(format!(
-            "{op}: {which} must be float or bool, got int32 of shape {:?} (cast it first)",
-            t.shape
-        )));
-    }
-    Ok(())
-}
-
 fn broadcast(op: &str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     k::broadcast_shapes(a, b).map_err(|_| {
         GraphError::shape(format!(
@@ -62,8 +52,8 @@ impl Op for BinaryOp {
 
     fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
         expect_inputs(self.name(), inputs, 2)?;
-        check_float(self.name(), "the first operand", inputs[0])?;
-        check_float(self.name(), "the second operand", inputs[1])?;
+        expect_float(self.name(), "the first operand", inputs[0])?;
+        expect_float(self.name(), "the second operand", inputs[1])?;
         let shape = broadcast(self.name(), &inputs[0].shape, &inputs[1].shape)?;
         let dtype = if is_comparison(self.kind) {
             DType::Bool
@@ -195,7 +185,7 @@ impl Op for WhereOp {
     fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
         expect_inputs("where", inputs, 3)?;
         for (t, which) in inputs.iter().zip(["condition", "x", "y"]) {
-            check_float("where", which, t)?;
+            expect_float("where", which, t)?;
         }
         let s = broadcast("where", &inputs[0].shape, &inputs[1].shape)?;
         let s = broadcast("where", &s, &inputs[2].shape)?;

@@ -6,7 +6,9 @@ use pyfuncnet_kernels::layout as k;
 use super::{expect_inputs, normalize_axis, Attrs, Ctx, Op};
 use crate::error::{GraphError, Result};
 use crate::graph::{Graph, ValueId};
-use crate::tensor::{fmt_shape, DType, DataMut, DataRef, TensorMut, TensorRef, TensorType};
+use crate::tensor::{
+    fmt_shape, with_same_dtype, DType, DataMut, DataRef, TensorMut, TensorRef, TensorType,
+};
 
 /// `numpy.take(x, indices, axis)`; indices int32 of any shape, each in `[0, n)`.
 #[derive(Debug, Clone, Copy)]
@@ -86,11 +88,9 @@ impl Op for TakeOp {
         let shape = inputs[0].shape;
         let axis = normalize_axis("take", self.axis, shape.len())?;
         let idx = inputs[1].i32()?;
-        match (&inputs[0].data, &mut outputs[0].data) {
-            (DataRef::F32(x), DataMut::F32(y)) => k::gather("take", x, shape, axis, idx, y)?,
-            (DataRef::I32(x), DataMut::I32(y)) => k::gather("take", x, shape, axis, idx, y)?,
-            _ => return Err(GraphError::dtype("take: output dtype differs from input")),
-        }
+        with_same_dtype!("take", &inputs[0].data, &mut outputs[0].data, |x, y| {
+            k::gather("take", x, shape, axis, idx, y)?
+        });
         Ok(())
     }
     fn backward(

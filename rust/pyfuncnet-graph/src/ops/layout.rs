@@ -6,7 +6,7 @@ use pyfuncnet_kernels::{binary as kb, layout as k, reduce as kr};
 use super::{expect_inputs, normalize_axis, Attrs, Ctx, Op};
 use crate::error::{GraphError, Result};
 use crate::graph::{Graph, ValueId};
-use crate::tensor::{fmt_shape, DType, DataMut, DataRef, TensorMut, TensorRef, TensorType};
+use crate::tensor::{fmt_shape, with_same_dtype, DType, DataMut, TensorMut, TensorRef, TensorType};
 
 /// Copies the data under a new shape with the same element count.
 #[derive(Debug, Clone)]
@@ -157,17 +157,35 @@ pub fn resolve_shape(op: &str, from: &[usize], target: &[i64]) -> Result<Vec<usi
     Ok(out)
 }
 
+/// Concatenates `inputs` (their data read by `data`) into `y`. Up to
+/// [`STACK_PARTS`] parts are listed on the stack, so a training step that
+/// concatenates does not allocate.
+fn concat_parts<'a, T: Copy + Send + Sync + 'a>(
+    inputs: &[TensorRef<'a>],
+    data: impl Fn(&TensorRef<'a>) -> Result<&'a [T]>,
+    axis: usize,
+    y: &mut [T],
+    out_shape: &[usize],
+) -> Result<()> {
+    const STACK_PARTS: usize = 16;
+    if inputs.len() > STACK_PARTS {
+        let parts: Vec<(&[T], &[usize])> = inputs
+            .iter()
+            .map(|t| Ok((data(t)?, t.shape)))
+            .collect::<Result<_>>()?;
+        return Ok(k::concat(&parts, axis, y, out_shape)?);
+    }
+    let mut parts: [(&[T], &[usize]); STACK_PARTS] = [(&[], &[]); STACK_PARTS];
+    for (p, t) in parts.iter_mut().zip(inputs) {
+        *p = (data(t)?, t.shape);
+    }
+    Ok(k::concat(&parts[..inputs.len()], axis, y, out_shape)?)
+}
+
 /// Copies between same-typed buffers.
 fn copy(input: &TensorRef, output: &mut TensorMut) -> Result<()> {
-    match (&input.data, &mut output.data) {
-        (DataRef::F32(x), DataMut::F32(y)) => y.copy_from_slice(x),
-        (DataRef::I32(x), DataMut::I32(y)) => y.copy_from_slice(x),
-        _ => {
-            return Err(GraphError::dtype(
-                "copy between buffers of different dtypes",
-            ))
-        }
-    }
+    with_same_dtype!("copy", &input.data, &mut output.data, |x, y| y
+        .copy_from_slice(x));
     Ok(())
 }
 
@@ -238,15 +256,12 @@ impl Op for TransposeOp {
     }
     fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
         let shape = inputs[0].shape;
-        match (&inputs[0].data, &mut outputs[0].data) {
-            (DataRef::F32(x), DataMut::F32(y)) => k::transpose(x, shape, &self.perm, y)?,
-            (DataRef::I32(x), DataMut::I32(y)) => k::transpose(x, shape, &self.perm, y)?,
-            _ => {
-                return Err(GraphError::dtype(
-                    "transpose: output dtype differs from input",
-                ))
-            }
-        }
+        with_same_dtype!(
+            "transpose",
+            &inputs[0].data,
+            &mut outputs[0].data,
+            |x, y| { k::transpose(x, shape, &self.perm, y)? }
+        );
         Ok(())
     }
     fn backward(
@@ -300,20 +315,8 @@ impl Op for ConcatOp {
         let axis = normalize_axis("concatenate", self.axis, inputs[0].shape.len())?;
         let out_shape = outputs[0].shape;
         match &mut outputs[0].data {
-            DataMut::F32(y) => {
-                let parts: Vec<(&[f32], &[usize])> = inputs
-                    .iter()
-                    .map(|t| Ok((t.f32()?, t.shape)))
-                    .collect::<Result<_>>()?;
-                k::concat(&parts, axis, y, out_shape)?;
-            }
-            DataMut::I32(y) => {
-                let parts: Vec<(&[i32], &[usize])> = inputs
-                    .iter()
-                    .map(|t| Ok((t.i32()?, t.shape)))
-                    .collect::<Result<_>>()?;
-                k::concat(&parts, axis, y, out_shape)?;
-            }
+            DataMut::F32(y) => concat_parts(inputs, |t| t.f32(), axis, y, out_shape)?,
+            DataMut::I32(y) => concat_parts(inputs, |t| t.i32(), axis, y, out_shape)?,
         }
         Ok(())
     }
@@ -378,15 +381,9 @@ impl Op for SplitOp {
         let step = vec![1usize; begin.len()];
         for out in outputs.iter_mut() {
             let shape = out.shape;
-            match (&inputs[0].data, &mut out.data) {
-                (DataRef::F32(x), DataMut::F32(y)) => {
-                    k::strided_slice(x, inputs[0].shape, &begin, &step, y, shape)?
-                }
-                (DataRef::I32(x), DataMut::I32(y)) => {
-                    k::strided_slice(x, inputs[0].shape, &begin, &step, y, shape)?
-                }
-                _ => return Err(GraphError::dtype("split: output dtype differs from input")),
-            }
+            with_same_dtype!("split", &inputs[0].data, &mut out.data, |x, y| {
+                k::strided_slice(x, inputs[0].shape, &begin, &step, y, shape)?
+            });
             begin[axis] += shape[axis];
         }
         Ok(())
@@ -453,15 +450,9 @@ impl Op for SliceOp {
     }
     fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
         let (xs, ys) = (inputs[0].shape, outputs[0].shape);
-        match (&inputs[0].data, &mut outputs[0].data) {
-            (DataRef::F32(x), DataMut::F32(y)) => {
-                k::strided_slice(x, xs, &self.begin, &self.step, y, ys)?
-            }
-            (DataRef::I32(x), DataMut::I32(y)) => {
-                k::strided_slice(x, xs, &self.begin, &self.step, y, ys)?
-            }
-            _ => return Err(GraphError::dtype("slice: output dtype differs from input")),
-        }
+        with_same_dtype!("slice", &inputs[0].data, &mut outputs[0].data, |x, y| {
+            k::strided_slice(x, xs, &self.begin, &self.step, y, ys)?
+        });
         Ok(())
     }
     fn backward(

@@ -286,6 +286,20 @@ pub fn normalize_axis(op: &str, axis: i64, rank: usize) -> Result<usize> {
     })
 }
 
+/// Checks that an op's input `what` is float (or bool) rather than int32 indices.
+///
+/// # Errors
+/// `DType` naming the op, the input and its shape.
+pub fn expect_float(op: &str, what: &str, t: &TensorType) -> Result<()> {
+    if t.dtype == crate::tensor::DType::I32 {
+        return Err(GraphError::dtype(format!(
+            "{op}: {what} must be a float tensor, got int32 of shape {} (cast it first)",
+            crate::tensor::fmt_shape(&t.shape)
+        )));
+    }
+    Ok(())
+}
+
 /// Checks the number of inputs an op received.
 pub fn expect_inputs(op: &str, inputs: &[&TensorType], expected: usize) -> Result<()> {
     if inputs.len() != expected {

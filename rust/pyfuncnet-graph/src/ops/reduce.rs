@@ -3,7 +3,7 @@
 use pyfuncnet_kernels::binary::Binary;
 use pyfuncnet_kernels::reduce::{self as k, Reduce};
 
-use super::{expect_inputs, normalize_axes, normalize_axis, Attrs, Ctx, Op};
+use super::{expect_float, expect_inputs, normalize_axes, normalize_axis, Attrs, Ctx, Op};
 use crate::error::{GraphError, Result};
 use crate::graph::{Graph, ValueId};
 use crate::tensor::{DType, TensorMut, TensorRef, TensorType};
@@ -126,16 +126,6 @@ fn reduced_count(shape: &[usize], axes: &[usize]) -> usize {
     axes.iter().map(|&a| shape[a]).product()
 }
 
-fn float_only(op: &str, t: &TensorType) -> Result<()> {
-    if t.dtype == DType::I32 {
-        return Err(GraphError::dtype(format!(
-            "{op}: expected a float tensor, got int32 of shape {:?}",
-            t.shape
-        )));
-    }
-    Ok(())
-}
-
 impl Op for ReduceOp {
     fn name(&self) -> &'static str {
         match self.kind {
@@ -149,7 +139,7 @@ impl Op for ReduceOp {
 
     fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
         expect_inputs(self.name(), inputs, 1)?;
-        float_only(self.name(), inputs[0])?;
+        expect_float(self.name(), "the input", inputs[0])?;
         let axes = resolve(self.name(), &self.axes, inputs[0].rank())?;
         if matches!(self.kind, Reduce::Max | Reduce::Min)
             && reduced_count(&inputs[0].shape, &axes) == 0
@@ -228,7 +218,7 @@ impl Op for VarOp {
 
     fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
         expect_inputs("var", inputs, 1)?;
-        float_only("var", inputs[0])?;
+        expect_float("var", "the input", inputs[0])?;
         let axes = resolve("var", &self.axes, inputs[0].rank())?;
         Ok(vec![TensorType::f32(reduced_shape(
             &inputs[0].shape,
@@ -280,7 +270,7 @@ impl Op for ArgReduceOp {
 
     fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
         expect_inputs(self.name(), inputs, 1)?;
-        float_only(self.name(), inputs[0])?;
+        expect_float(self.name(), "the input", inputs[0])?;
         let axis = normalize_axis(self.name(), self.axis, inputs[0].rank())?;
         if inputs[0].shape[axis] == 0 {
             return Err(GraphError::value(format!(

@@ -3,7 +3,7 @@
 
 use pyfuncnet_kernels::softmax as k;
 
-use super::{expect_inputs, normalize_axis, Attrs, Ctx, Op};
+use super::{expect_float, expect_inputs, normalize_axis, Attrs, Ctx, Op};
 use crate::error::{GraphError, Result};
 use crate::graph::{Graph, ValueId};
 use crate::tensor::{fmt_shape, DType, TensorMut, TensorRef, TensorType};
@@ -76,16 +76,6 @@ fn split_at_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
     )
 }
 
-fn float_input(op: &str, t: &TensorType) -> Result<()> {
-    if t.dtype == DType::I32 {
-        return Err(GraphError::dtype(format!(
-            "{op}: expected float logits, got int32 of shape {}",
-            fmt_shape(&t.shape)
-        )));
-    }
-    Ok(())
-}
-
 impl Op for SoftmaxOp {
     fn name(&self) -> &'static str {
         if self.log {
@@ -96,7 +86,7 @@ impl Op for SoftmaxOp {
     }
     fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
         expect_inputs(self.name(), inputs, 1)?;
-        float_input(self.name(), inputs[0])?;
+        expect_float(self.name(), "the logits", inputs[0])?;
         normalize_axis(self.name(), self.axis, inputs[0].rank())?;
         Ok(vec![TensorType::f32(inputs[0].shape.clone())])
     }
@@ -177,7 +167,7 @@ fn xent_dims(
     logits: &TensorType,
     labels: &TensorType,
 ) -> Result<(usize, usize)> {
-    float_input(op, logits)?;
+    expect_float(op, "the logits", logits)?;
     if logits.rank() == 0 {
         return Err(GraphError::shape(format!(
             "{op}: logits need at least one axis (the classes)"
@@ -318,7 +308,7 @@ impl Op for SoftmaxCrossEntropyGradOp {
 
 fn same_float_shapes(op: &str, inputs: &[&TensorType]) -> Result<()> {
     for t in inputs {
-        float_input(op, t)?;
+        expect_float(op, "the logits", t)?;
         if t.shape != inputs[0].shape {
             return Err(GraphError::shape(format!(
                 "{op}: logits of shape {} and labels of shape {} must have the same shape",

@@ -2,10 +2,10 @@
 
 use pyfuncnet_kernels::unary::{self as k, Unary};
 
-use super::{expect_inputs, Attrs, Ctx, Op};
+use super::{expect_float, expect_inputs, Attrs, Ctx, Op};
 use crate::error::{GraphError, Result};
 use crate::graph::{Graph, ValueId};
-use crate::tensor::{DType, TensorMut, TensorRef, TensorType};
+use crate::tensor::{TensorMut, TensorRef, TensorType};
 
 /// `y = f(x)` for one [`Unary`] function.
 #[derive(Debug, Clone, Copy)]
@@ -58,16 +58,6 @@ fn kind_from_attrs(name: &str, a: &Attrs) -> Result<Option<Unary>> {
     Ok(Unary::from_name(name, alpha, approximate))
 }
 
-fn float_input(op: &str, t: &TensorType) -> Result<()> {
-    if t.dtype == DType::I32 {
-        return Err(GraphError::dtype(format!(
-            "{op}: expected a float tensor, got int32 of shape {:?}",
-            t.shape
-        )));
-    }
-    Ok(())
-}
-
 impl Op for UnaryOp {
     fn name(&self) -> &'static str {
         self.kind.name()
@@ -75,7 +65,7 @@ impl Op for UnaryOp {
 
     fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
         expect_inputs(self.name(), inputs, 1)?;
-        float_input(self.name(), inputs[0])?;
+        expect_float(self.name(), "the input", inputs[0])?;
         Ok(vec![TensorType::f32(inputs[0].shape.clone())])
     }
 
@@ -190,7 +180,7 @@ impl Op for ClipOp {
 
     fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
         expect_inputs("clip", inputs, 1)?;
-        float_input("clip", inputs[0])?;
+        expect_float("clip", "the input", inputs[0])?;
         if self.lo > self.hi {
             return Err(GraphError::value(format!(
                 "clip: min {} is greater than max {}",
