@@ -13,7 +13,6 @@ their parts.
 """
 
 import builtins
-import json
 import math
 
 import numpy as np
@@ -29,8 +28,19 @@ _INT32 = np.iinfo(np.int32)
 # Dispatch
 
 
+_NDARRAY = np.ndarray
+_FLOAT32 = np.dtype(np.float32)
+_INT32_DTYPE = np.dtype(np.int32)
+
+
 def _is_symbolic(values):
     return builtins.any(isinstance(v, KerasTensor) for v in values)
+
+
+def _is_ready(x):
+    """Whether `x` can go to the core as it is: an exact ndarray, float32 or int32,
+    C-contiguous. A cheap test (identity checks) that most eager inputs pass."""
+    return type(x) is _NDARRAY and (x.dtype is _FLOAT32 or x.dtype is _INT32_DTYPE) and x.flags.c_contiguous
 
 
 def _to_array(x, name):
@@ -70,12 +80,19 @@ def _dtype_of(x):
 
 
 def _run(op, attrs, inputs, label=None):
-    """Applies a core op; returns the list of its outputs."""
-    if _is_symbolic(inputs):
+    """Applies a core op; returns the list of its outputs.
+
+    `attrs` is a dict of JSON-like values (the core reads it directly), or a
+    function from the input shapes to that dict.
+    """
+    if builtins.all(map(_is_ready, inputs)):
+        arrays = inputs
+    elif _is_symbolic(inputs):
         return _symbolic.apply(op, attrs, inputs, label)
-    arrays = [_to_array(x, op) for x in inputs]
+    else:
+        arrays = [_to_array(x, op) for x in inputs]
     a = attrs([list(arr.shape) for arr in arrays]) if callable(attrs) else attrs
-    outs = _core.run_op(op, json.dumps(a), arrays)
+    outs = _core.run_op(op, a, arrays)
     if _tape._active:
         _tape.record(op, a, inputs, arrays, outs)
     return outs
@@ -87,6 +104,8 @@ def _run1(op, attrs, *inputs):
 
 def _float(x):
     """`x` as a float tensor (bools and ints are cast, as Keras promotes them)."""
+    if type(x) is _NDARRAY and x.dtype is _FLOAT32:
+        return x
     if _dtype_of(x) == "float32" and not isinstance(x, (bool, int, np.integer)):
         return x
     if isinstance(x, KerasTensor) or isinstance(x, Variable):
@@ -108,12 +127,16 @@ def _int(x, name):
 
 
 def _shape(x):
+    if type(x) is _NDARRAY:
+        return x.shape
     if isinstance(x, (KerasTensor, Variable, np.ndarray)):
         return tuple(x.shape)
     return np.shape(x)
 
 
 def _ndim(x):
+    if type(x) is _NDARRAY:
+        return x.ndim
     return len(_shape(x))
 
 
