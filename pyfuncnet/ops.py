@@ -37,12 +37,6 @@ def _is_symbolic(values):
     return builtins.any(isinstance(v, KerasTensor) for v in values)
 
 
-def _is_ready(x):
-    """Whether `x` can go to the core as it is: an exact ndarray, float32 or int32,
-    C-contiguous. A cheap test (identity checks) that most eager inputs pass."""
-    return type(x) is _NDARRAY and (x.dtype is _FLOAT32 or x.dtype is _INT32_DTYPE) and x.flags.c_contiguous
-
-
 def _to_array(x, name):
     """An eager input as a contiguous float32 / int32 numpy array."""
     if isinstance(x, Variable):
@@ -85,12 +79,15 @@ def _run(op, attrs, inputs, label=None):
     `attrs` is a dict of JSON-like values (the core reads it directly), or a
     function from the input shapes to that dict.
     """
-    if builtins.all(map(_is_ready, inputs)):
-        arrays = inputs
-    elif _is_symbolic(inputs):
-        return _symbolic.apply(op, attrs, inputs, label)
-    else:
-        arrays = [_to_array(x, op) for x in inputs]
+    arrays = inputs
+    for x in inputs:
+        # Exact float32 / int32 C-contiguous ndarrays (most eager inputs) go to the
+        # core as they are; identity checks keep this test cheap.
+        if not (type(x) is _NDARRAY and (x.dtype is _FLOAT32 or x.dtype is _INT32_DTYPE) and x.flags.c_contiguous):
+            if _is_symbolic(inputs):
+                return _symbolic.apply(op, attrs, inputs, label)
+            arrays = [_to_array(v, op) for v in inputs]
+            break
     a = attrs([list(arr.shape) for arr in arrays]) if callable(attrs) else attrs
     outs = _core.run_op(op, a, arrays)
     if _tape._active:
@@ -154,7 +151,7 @@ def _axis_list(axis):
 
 def _unary(name, **attrs):
     def op(x):
-        return _run1(name, attrs, _float(x))
+        return _run(name, attrs, (_float(x),))[0]
 
     op.__name__ = name
     op.__doc__ = f"Elementwise `{name}`."
@@ -227,7 +224,7 @@ def clip(x, x_min, x_max):
 
 def _binary(name):
     def op(x1, x2):
-        return _run1(name, {}, _float(x1), _float(x2))
+        return _run(name, {}, (_float(x1), _float(x2)))[0]
 
     op.__name__ = name
     op.__doc__ = f"Elementwise `{name}` with NumPy broadcasting."

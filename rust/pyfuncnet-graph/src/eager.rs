@@ -148,12 +148,15 @@ mod tests {
 
     #[test]
     fn run_matmul_matches_a_triple_loop() {
-        let (m, k, n) = (5, 7, 3);
+        const M: usize = 5;
+        const K: usize = 7;
+        const N: usize = 3;
+        let (m, k, n) = (M, K, N);
         let a: Vec<f32> = (0..m * k).map(|i| (i % 5) as f32 - 2.0).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 3) as f32 * 0.5).collect();
         let inputs = [
-            TensorRef::new_f32(&[m, k], &a),
-            TensorRef::new_f32(&[k, n], &b),
+            TensorRef::new_f32(&[M, K], &a),
+            TensorRef::new_f32(&[K, N], &b),
         ];
         let outs = run("matmul", &json!({}), &inputs).unwrap();
         let c = f32s(&outs[0].1);
@@ -176,7 +179,7 @@ mod tests {
         let err = run("add", &json!({}), &inputs).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Shape);
         assert!(err.message.starts_with("add:"), "{}", err.message);
-        assert!(err.message.contains("(2, 3)") && err.message.contains("(4,)"));
+        assert!(err.message.contains("[2, 3]") && err.message.contains("[4]"));
     }
 
     #[test]
