@@ -11,6 +11,7 @@ import timeit
 
 import numpy as np
 
+import pyfuncnet
 from pyfuncnet import ops
 
 
@@ -37,7 +38,7 @@ def main():
     ]
     threads = os.environ.get("PYFUNCNET_NUM_THREADS", "default")
     blas = os.environ.get("OPENBLAS_NUM_THREADS", "default")
-    print(f"PYFUNCNET_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={blas}")
+    print(f"{pyfuncnet.__file__}: PYFUNCNET_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={blas}")
     print(f"{'case':<26}{'pyfuncnet us':>14}{'numpy us':>10}{'ratio':>8}")
     for name, ours, ref, number in cases:
         t_ours, t_ref = _us(ours, number), _us(ref, number)

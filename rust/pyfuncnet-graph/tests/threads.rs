@@ -55,8 +55,8 @@ fn training_is_bitwise_identical_for_any_thread_count() {
     }
 }
 
-/// Ops big enough to split their work, run eagerly from the calling thread (never a
-/// pool worker, as the bindings run them); returns every output's bits.
+/// Ops big enough to split their work, run eagerly as the bindings run them: from a
+/// thread outside the pool; returns every output's bits.
 fn eager_outputs() -> Vec<Vec<u32>> {
     let a = common::values(256 * 784, 11);
     let b = common::values(784 * 64, 12);

@@ -209,9 +209,9 @@ pub fn enter_core<T: Send>(
     enter_core_here(py, || pyfuncnet_kernels::par::install(f))
 }
 
-/// [`enter_core`] on the calling thread: for one eager op. A kernel that splits its
-/// work enters the pool itself (`par::for_each_task`), so a small op never pays
-/// for waking a worker (~10 us) and a big one still runs in parallel.
+/// [`enter_core`] on the calling thread: for one eager op, which decides itself
+/// whether to enter the pool (`pyfuncnet_graph::eager::forward`), so a small op
+/// never pays for waking a worker (~10 us) and a big one still runs in parallel.
 pub fn enter_core_here<T: Send>(
     py: Python<'_>,
     f: impl FnOnce() -> Result<T, GraphError> + Send,

@@ -91,8 +91,9 @@ fn op_with_attrs(name: &str, attrs: &Bound<'_, PyAny>) -> PyResult<Arc<dyn Op>> 
 /// Runs op `name` with `attrs` (a dict of JSON-like values, or JSON text) on numpy
 /// arrays at once; returns its outputs.
 ///
-/// The outputs are new numpy arrays that the op writes into directly, on this
-/// thread with the GIL released (see [`enter_core_here`]).
+/// The outputs are new numpy arrays that the op writes into directly, with the GIL
+/// released: a small op on this thread, a big one on the pool (see
+/// `pyfuncnet_graph::eager::forward`).
 #[pyfunction]
 pub fn run_op<'py>(
     py: Python<'py>,
