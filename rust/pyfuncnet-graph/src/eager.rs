@@ -27,8 +27,23 @@ pub fn input_type(t: &TensorRef) -> TensorType {
 /// The output types of `op` applied to `inputs`.
 ///
 /// # Errors
-/// The op's shape and dtype errors, prefixed with its name.
+/// `Shape` when an input holds more or fewer values than its shape says; the op's
+/// shape and dtype errors. Both prefixed with its name.
 pub fn output_types(op: &dyn Op, inputs: &[TensorRef]) -> Result<Vec<TensorType>> {
+    for (i, t) in inputs.iter().enumerate() {
+        let len = match t.data {
+            DataRef::F32(d) => d.len(),
+            DataRef::I32(d) => d.len(),
+        };
+        let numel: usize = t.shape.iter().product();
+        if len != numel {
+            return Err(GraphError::shape(format!(
+                "{}: input {i} of shape {} needs {numel} values, got {len}",
+                op.name(),
+                fmt_shape(t.shape)
+            )));
+        }
+    }
     let types: Vec<TensorType> = inputs.iter().map(input_type).collect();
     let refs: Vec<&TensorType> = types.iter().collect();
     op.infer(&refs).map_err(|e| e.context(op.name()))
@@ -220,6 +235,15 @@ mod tests {
         let err = run("take", &json!({"axis": 0}), &inputs).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Index);
         assert!(err.message.starts_with("take:"), "{}", err.message);
+    }
+
+    #[test]
+    fn inputs_must_hold_as_many_values_as_their_shape() {
+        let a = [1.0; 5];
+        let inputs = [TensorRef::new_f32(&[2, 3], &a)];
+        let err = run("relu", &json!({}), &inputs).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Shape);
+        assert!(err.message.starts_with("relu: input 0"), "{}", err.message);
     }
 
     #[test]
