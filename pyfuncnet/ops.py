@@ -13,7 +13,6 @@ their parts.
 """
 
 import builtins
-import json
 import math
 
 import numpy as np
@@ -27,6 +26,11 @@ _INT32 = np.iinfo(np.int32)
 
 # ----------------------------------------------------------------------------
 # Dispatch
+
+
+_NDARRAY = np.ndarray
+_FLOAT32 = np.dtype(np.float32)
+_INT32_DTYPE = np.dtype(np.int32)
 
 
 def _is_symbolic(values):
@@ -70,12 +74,22 @@ def _dtype_of(x):
 
 
 def _run(op, attrs, inputs, label=None):
-    """Applies a core op; returns the list of its outputs."""
-    if _is_symbolic(inputs):
-        return _symbolic.apply(op, attrs, inputs, label)
-    arrays = [_to_array(x, op) for x in inputs]
+    """Applies a core op; returns the list of its outputs.
+
+    `attrs` is a dict of JSON-like values (the core reads it directly), or a
+    function from the input shapes to that dict.
+    """
+    arrays = inputs
+    for x in inputs:
+        # Exact float32 / int32 C-contiguous ndarrays (most eager inputs) go to the
+        # core as they are; identity checks keep this test cheap.
+        if not (type(x) is _NDARRAY and (x.dtype is _FLOAT32 or x.dtype is _INT32_DTYPE) and x.flags.c_contiguous):
+            if _is_symbolic(inputs):
+                return _symbolic.apply(op, attrs, inputs, label)
+            arrays = [_to_array(v, op) for v in inputs]
+            break
     a = attrs([list(arr.shape) for arr in arrays]) if callable(attrs) else attrs
-    outs = _core.run_op(op, json.dumps(a), arrays)
+    outs = _core.run_op(op, a, arrays)
     if _tape._active:
         _tape.record(op, a, inputs, arrays, outs)
     return outs
@@ -87,6 +101,8 @@ def _run1(op, attrs, *inputs):
 
 def _float(x):
     """`x` as a float tensor (bools and ints are cast, as Keras promotes them)."""
+    if type(x) is _NDARRAY and x.dtype is _FLOAT32:
+        return x
     if _dtype_of(x) == "float32" and not isinstance(x, (bool, int, np.integer)):
         return x
     if isinstance(x, KerasTensor) or isinstance(x, Variable):
@@ -108,12 +124,16 @@ def _int(x, name):
 
 
 def _shape(x):
+    if type(x) is _NDARRAY:
+        return x.shape
     if isinstance(x, (KerasTensor, Variable, np.ndarray)):
         return tuple(x.shape)
     return np.shape(x)
 
 
 def _ndim(x):
+    if type(x) is _NDARRAY:
+        return x.ndim
     return len(_shape(x))
 
 
@@ -131,7 +151,7 @@ def _axis_list(axis):
 
 def _unary(name, **attrs):
     def op(x):
-        return _run1(name, attrs, _float(x))
+        return _run(name, attrs, (_float(x),))[0]
 
     op.__name__ = name
     op.__doc__ = f"Elementwise `{name}`."
@@ -204,7 +224,7 @@ def clip(x, x_min, x_max):
 
 def _binary(name):
     def op(x1, x2):
-        return _run1(name, {}, _float(x1), _float(x2))
+        return _run(name, {}, (_float(x1), _float(x2)))[0]
 
     op.__name__ = name
     op.__doc__ = f"Elementwise `{name}` with NumPy broadcasting."

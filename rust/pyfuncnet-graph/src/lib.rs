@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod autodiff;
+pub mod eager;
 pub mod error;
 pub mod exec;
 pub mod fuse;

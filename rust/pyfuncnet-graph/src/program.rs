@@ -5,11 +5,10 @@ use crate::autodiff;
 use crate::error::{GraphError, Result};
 use crate::exec::Executor;
 use crate::exec::{recycle, recycle_opt};
-use crate::graph::Graph;
 use crate::ops::Ctx;
 use crate::optim::{self, OptimizerConfig, OptimizerState, VariableState};
 use crate::spec::{self, Spec};
-use crate::tensor::{Buffer, DType, DataRef, TensorRef, TensorType};
+use crate::tensor::{Buffer, DataRef, TensorRef, TensorType};
 
 /// What a compiled step computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,39 +318,6 @@ pub fn gradient(
                 (t.shape.to_vec(), to_buffer(t))
             })
         })
-        .collect())
-}
-
-/// Runs one op at once on the given tensors (eager mode); returns each output's
-/// type and data.
-///
-/// # Errors
-/// Unknown op, bad attributes, shape/dtype inference and op errors.
-pub fn eager(
-    name: &str,
-    attrs: &serde_json::Value,
-    inputs: &[TensorRef],
-) -> Result<Vec<(TensorType, Buffer)>> {
-    let op = crate::ops::build(name, attrs)?;
-    let mut graph = Graph::new();
-    let ids: Vec<_> = inputs
-        .iter()
-        .map(|t| {
-            let dtype = match t.data {
-                DataRef::F32(_) => DType::F32,
-                DataRef::I32(_) => DType::I32,
-            };
-            graph.add_input(TensorType::new(t.shape.to_vec(), dtype))
-        })
-        .collect();
-    let outs = graph.apply(op, &ids)?;
-    let types: Vec<TensorType> = outs.iter().map(|&o| graph.ty(o).clone()).collect();
-    let mut exec = Executor::new(graph, outs);
-    exec.run(&Ctx::default(), inputs, &[])?;
-    Ok(types
-        .into_iter()
-        .enumerate()
-        .map(|(k, t)| (t, to_buffer(exec.fetch(k))))
         .collect())
 }
 

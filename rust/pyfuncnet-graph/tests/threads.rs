@@ -1,12 +1,17 @@
-//! Training results are bitwise identical for 1, 2 and 3 threads (own test binary:
-//! it changes the global thread count).
+//! Training and eager results are bitwise identical for 1, 2 and 3 threads (own
+//! test binary: it changes the global thread count).
 
 mod common;
 
+use pyfuncnet_graph::eager;
 use pyfuncnet_graph::optim::{OptimizerConfig, OptimizerState};
 use pyfuncnet_graph::program::{CompiledStep, Mode};
-use pyfuncnet_graph::tensor::{DataRef, TensorRef};
+use pyfuncnet_graph::tensor::{Buffer, DataRef, TensorRef};
 use pyfuncnet_kernels::par;
+use serde_json::json;
+
+/// The tests of this file replace the global pool; they take turns.
+static POOL_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn train(threads: usize) -> (Vec<Vec<f32>>, Vec<f32>) {
     par::set_num_threads(threads).unwrap();
@@ -36,6 +41,7 @@ fn train(threads: usize) -> (Vec<Vec<f32>>, Vec<f32>) {
 
 #[test]
 fn training_is_bitwise_identical_for_any_thread_count() {
+    let _turn = POOL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let (w1, l1) = train(1);
     for threads in [2, 3] {
         let (w, l) = train(threads);
@@ -46,5 +52,71 @@ fn training_is_bitwise_identical_for_any_thread_count() {
                 "weights differ with {threads} threads"
             );
         }
+    }
+}
+
+/// Ops big enough to split their work, run eagerly as the bindings run them: from a
+/// thread outside the pool; returns every output's bits.
+fn eager_outputs() -> Vec<Vec<u32>> {
+    let a = common::values(256 * 784, 11);
+    let b = common::values(784 * 64, 12);
+    let big = common::values(600 * 1001, 13);
+    let t = TensorRef::new_f32;
+    let runs = [
+        (
+            "matmul",
+            json!({}),
+            vec![t(&[256, 784], &a), t(&[784, 64], &b)],
+        ),
+        // A narrow product (10 output columns).
+        (
+            "matmul",
+            json!({}),
+            vec![t(&[64, 784], &a[..64 * 784]), t(&[784, 10], &b[..7840])],
+        ),
+        (
+            "transpose",
+            json!({"perm": [1, 0]}),
+            vec![t(&[256, 784], &a)],
+        ),
+        ("sum", json!({"axis": [0]}), vec![t(&[600, 1001], &big)]),
+        ("mean", json!({}), vec![t(&[600, 1001], &big)]),
+        ("softmax", json!({"axis": -1}), vec![t(&[600, 1001], &big)]),
+        ("tanh", json!({}), vec![t(&[600, 1001], &big)]),
+    ];
+    let mut bits = Vec::new();
+    for (name, attrs, inputs) in &runs {
+        for (_, buf) in eager::run(name, attrs, inputs).unwrap() {
+            match buf {
+                Buffer::F32(d) => bits.push(d.iter().map(|x| x.to_bits()).collect()),
+                Buffer::I32(d) => bits.push(d.iter().map(|&x| x as u32).collect()),
+            }
+        }
+    }
+    bits
+}
+
+#[test]
+fn eager_ops_off_the_pool_are_bitwise_identical_for_any_thread_count() {
+    let _turn = POOL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    par::set_num_threads(1).unwrap();
+    let one = eager_outputs();
+    // The same inside the pool (how compiled steps run their ops).
+    assert!(
+        par::install(eager_outputs) == one,
+        "1 thread: pool and caller differ"
+    );
+    for threads in [2, 3] {
+        par::set_num_threads(threads).unwrap();
+        assert!(eager_outputs() == one, "{threads} threads differ from 1");
+        // Several callers at once share the pool and still get the same bits.
+        let all: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..3).map(|_| s.spawn(eager_outputs)).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(
+            all.iter().all(|r| *r == one),
+            "concurrent callers with {threads} threads differ from 1 thread"
+        );
     }
 }

@@ -1,9 +1,12 @@
 //! numpy <-> tensor conversion and the one helper that enters Rust compute.
 
-use numpy::{IntoPyArray, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use numpy::{
+    IntoPyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn,
+    PyUntypedArrayMethods,
+};
 use pyo3::prelude::*;
 
-use pyfuncnet_graph::tensor::{DataRef, TensorRef};
+use pyfuncnet_graph::tensor::{DType, DataMut, DataRef, TensorMut, TensorRef, TensorType};
 use pyfuncnet_graph::GraphError;
 
 use crate::errors::{dtype_err, graph_err, value_err};
@@ -16,19 +19,25 @@ pub enum ArrayIn<'py> {
 
 impl<'py> ArrayIn<'py> {
     /// Borrows a C-contiguous float32 or int32 array; anything else is refused with
-    /// a message naming `what` (Python converts before calling).
-    pub fn extract(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Self> {
-        let arr = if let Ok(a) = obj.extract::<PyReadonlyArrayDyn<'py, f32>>() {
-            ArrayIn::F32(a)
-        } else if let Ok(a) = obj.extract::<PyReadonlyArrayDyn<'py, i32>>() {
-            ArrayIn::I32(a)
+    /// a message naming the array as `what()` says (Python converts before calling).
+    /// `what` runs only on error, so the success path formats nothing.
+    pub fn extract(obj: &Bound<'py, PyAny>, what: impl Fn() -> String) -> PyResult<Self> {
+        let borrowed = |e: numpy::BorrowError, what: String| {
+            value_err(format!("{what}: the array is being written elsewhere: {e}"))
+        };
+        // `cast` checks the type and dtype without building an exception on a miss.
+        let arr = if let Ok(a) = obj.cast::<PyArrayDyn<f32>>() {
+            ArrayIn::F32(a.try_readonly().map_err(|e| borrowed(e, what()))?)
+        } else if let Ok(a) = obj.cast::<PyArrayDyn<i32>>() {
+            ArrayIn::I32(a.try_readonly().map_err(|e| borrowed(e, what()))?)
         } else {
             let dtype = obj
                 .getattr("dtype")
                 .map(|d| d.to_string())
                 .unwrap_or_else(|_| obj.get_type().to_string());
             return Err(dtype_err(format!(
-                "{what}: expected a float32 or int32 numpy array, got {dtype}"
+                "{}: expected a float32 or int32 numpy array, got {dtype}",
+                what()
             )));
         };
         let contiguous = match &arr {
@@ -36,7 +45,10 @@ impl<'py> ArrayIn<'py> {
             ArrayIn::I32(a) => a.is_c_contiguous(),
         };
         if !contiguous {
-            return Err(value_err(format!("{what}: the array must be C-contiguous")));
+            return Err(value_err(format!(
+                "{}: the array must be C-contiguous",
+                what()
+            )));
         }
         Ok(arr)
     }
@@ -61,13 +73,80 @@ impl<'py> ArrayIn<'py> {
     }
 }
 
-/// Borrows every array of a list.
+/// Borrows every array of a list; errors name the array as "`what` `i`".
 pub fn extract_all<'py>(arrays: &[Bound<'py, PyAny>], what: &str) -> PyResult<Vec<ArrayIn<'py>>> {
     arrays
         .iter()
         .enumerate()
-        .map(|(i, a)| ArrayIn::extract(a, &format!("{what} {i}")))
+        .map(|(i, a)| ArrayIn::extract(a, || format!("{what} {i}")))
         .collect()
+}
+
+/// A new numpy array that an op writes its output into directly.
+pub enum ArrayOut<'py> {
+    F32(PyReadwriteArrayDyn<'py, f32>),
+    I32(PyReadwriteArrayDyn<'py, i32>),
+    /// Bool values are computed as f32 0.0 / 1.0 (`DType::Bool` storage) into this
+    /// buffer, then converted to a numpy bool array by [`ArrayOut::finish`].
+    Bool(Vec<f32>),
+}
+
+impl<'py> ArrayOut<'py> {
+    /// Allocates the output for a value of type `ty`. The numpy array is zero-filled
+    /// (`PyArray_Zeros`: calloc, so large arrays get zero pages from the OS); making
+    /// it uninitialised would need `unsafe`, which stays in the kernels crate.
+    pub fn new(py: Python<'py>, ty: &TensorType) -> PyResult<Self> {
+        let shape = numpy::ndarray::IxDyn(&ty.shape);
+        let taken = |e: numpy::BorrowError| value_err(format!("internal borrow error: {e}"));
+        Ok(match ty.dtype {
+            DType::F32 => ArrayOut::F32(
+                PyArrayDyn::<f32>::zeros(py, shape, false)
+                    .try_readwrite()
+                    .map_err(taken)?,
+            ),
+            DType::I32 => ArrayOut::I32(
+                PyArrayDyn::<i32>::zeros(py, shape, false)
+                    .try_readwrite()
+                    .map_err(taken)?,
+            ),
+            DType::Bool => ArrayOut::Bool(vec![0.0; ty.numel()]),
+        })
+    }
+
+    /// The output as a writable tensor of `shape` (the shape it was made with).
+    pub fn tensor<'a>(&'a mut self, shape: &'a [usize]) -> PyResult<TensorMut<'a>> {
+        let not_contiguous = |e: numpy::AsSliceError| value_err(format!("internal error: {e}"));
+        let data = match self {
+            ArrayOut::F32(a) => DataMut::F32(a.as_slice_mut().map_err(not_contiguous)?),
+            ArrayOut::I32(a) => DataMut::I32(a.as_slice_mut().map_err(not_contiguous)?),
+            ArrayOut::Bool(v) => DataMut::F32(v),
+        };
+        Ok(TensorMut { shape, data })
+    }
+
+    /// Releases the write borrow and returns the numpy array (of `shape`).
+    pub fn finish(self, py: Python<'py>, shape: &[usize]) -> PyResult<Bound<'py, PyAny>> {
+        match self {
+            ArrayOut::F32(a) => Ok(a.as_any().clone()),
+            ArrayOut::I32(a) => Ok(a.as_any().clone()),
+            ArrayOut::Bool(v) => {
+                let shape = numpy::ndarray::IxDyn(shape);
+                let arr = PyArrayDyn::<bool>::zeros(py, shape, false);
+                {
+                    let mut w = arr
+                        .try_readwrite()
+                        .map_err(|e| value_err(format!("internal borrow error: {e}")))?;
+                    let out = w
+                        .as_slice_mut()
+                        .map_err(|e| value_err(format!("internal error: {e}")))?;
+                    for (o, &x) in out.iter_mut().zip(&v) {
+                        *o = x != 0.0;
+                    }
+                }
+                Ok(arr.into_any())
+            }
+        }
+    }
 }
 
 /// Copies a tensor into a new numpy array (bool values come back as numpy bool).
@@ -119,15 +198,25 @@ pub fn f32_array<'py>(
 /// Runs `f` with the GIL released, on the project's thread pool, and converts its
 /// error. A panic inside is caught and reported as an exception, never unwound
 /// into Python.
+///
+/// For calls that run many kernels (a compiled step, one call per batch): on a
+/// pool worker, the kernels' parallel loops hand out work without waking this
+/// thread again.
 pub fn enter_core<T: Send>(
     py: Python<'_>,
     f: impl FnOnce() -> Result<T, GraphError> + Send,
 ) -> PyResult<T> {
-    let result = py.detach(|| {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            pyfuncnet_kernels::par::install(f)
-        }))
-    });
+    enter_core_here(py, || pyfuncnet_kernels::par::install(f))
+}
+
+/// [`enter_core`] on the calling thread: for one eager op, which decides itself
+/// whether to enter the pool (`pyfuncnet_graph::eager::forward`), so a small op
+/// never pays for waking a worker (~10 us) and a big one still runs in parallel.
+pub fn enter_core_here<T: Send>(
+    py: Python<'_>,
+    f: impl FnOnce() -> Result<T, GraphError> + Send,
+) -> PyResult<T> {
+    let result = py.detach(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
     match result {
         Ok(r) => r.map_err(graph_err),
         Err(panic) => {
@@ -141,4 +230,65 @@ pub fn enter_core<T: Send>(
             )))
         }
     }
+}
+
+/// Op attributes given as a dict (or None) of JSON-like values, as `json.loads`
+/// would have made them from `json.dumps(obj)`: the eager path takes the dict
+/// itself, which is much cheaper than a round trip through JSON text.
+///
+/// # Errors
+/// `TypeError` for a value JSON cannot hold (naming `op`); `ValueError` for a
+/// non-finite float.
+pub fn json_from_py(obj: &Bound<'_, PyAny>, op: &str) -> PyResult<serde_json::Value> {
+    use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+    use serde_json::Value;
+    let items = |it: Bound<'_, pyo3::types::PyIterator>| -> PyResult<Value> {
+        it.map(|x| json_from_py(&x?, op))
+            .collect::<PyResult<_>>()
+            .map(Value::Array)
+    };
+    if obj.is_none() {
+        Ok(Value::Null)
+    } else if let Ok(b) = obj.cast::<PyBool>() {
+        Ok(Value::Bool(b.is_true()))
+    } else if let Ok(i) = obj.cast::<PyInt>() {
+        // As serde_json parses a number: i64, else u64, else f64.
+        if let Ok(v) = i.extract::<i64>() {
+            Ok(v.into())
+        } else if let Ok(v) = i.extract::<u64>() {
+            Ok(v.into())
+        } else {
+            finite(i.extract::<f64>()?, op)
+        }
+    } else if let Ok(f) = obj.cast::<PyFloat>() {
+        finite(f.value(), op)
+    } else if let Ok(s) = obj.cast::<PyString>() {
+        Ok(Value::String(s.to_cow()?.into_owned()))
+    } else if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
+        items(obj.try_iter()?)
+    } else if let Ok(d) = obj.cast::<PyDict>() {
+        let mut map = serde_json::Map::new();
+        for (k, v) in d.iter() {
+            let key = k.cast::<PyString>().map_err(|_| {
+                pyo3::exceptions::PyTypeError::new_err(format!(
+                    "{op}: attribute names must be strings, got {}",
+                    k.get_type()
+                ))
+            })?;
+            map.insert(key.to_cow()?.into_owned(), json_from_py(&v, op)?);
+        }
+        Ok(Value::Object(map))
+    } else {
+        Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "{op}: attribute values must be None, bools, numbers, strings, lists or dicts, \
+             got {}",
+            obj.get_type()
+        )))
+    }
+}
+
+fn finite(x: f64, op: &str) -> PyResult<serde_json::Value> {
+    serde_json::Number::from_f64(x)
+        .map(serde_json::Value::Number)
+        .ok_or_else(|| value_err(format!("{op}: attribute values must be finite, got {x}")))
 }
