@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from pyfuncnet import _core, _symbolic, _tape
+from pyfuncnet import _core, _symbolic, _tape, _tensor
 from pyfuncnet._symbolic import KerasTensor
 from pyfuncnet._variable import Variable
 
@@ -90,7 +90,9 @@ def _run(op, attrs, inputs, label=None):
             break
     a = attrs([list(arr.shape) for arr in arrays]) if callable(attrs) else attrs
     outs = _core.run_op(op, a, arrays)
-    if _tape._active:
+    if _tape._active and _tensor._recording():
+        # Results a tape can follow through Python operators (see _tensor).
+        outs = [_tensor.track(o) for o in outs]
         _tape.record(op, a, inputs, arrays, outs)
     return outs
 
@@ -575,15 +577,16 @@ def ndim(x):
 
 
 def convert_to_tensor(x, dtype=None):
-    """A numpy array of `x` (float32 / int32 / bool)."""
+    """A tensor of `x` (float32 / int32 / bool): a numpy array whose Python
+    operators a `GradientTape` records (as TensorFlow's `tf.constant`)."""
     arr = np.asarray(x.value if isinstance(x, Variable) else x)
     if dtype is not None:
-        return arr.astype(dtype)
-    if arr.dtype.kind == "f":
-        return arr.astype(np.float32)
-    if arr.dtype.kind in "iu":
-        return arr.astype(np.int32)
-    return arr
+        arr = arr.astype(dtype)
+    elif arr.dtype.kind == "f":
+        arr = arr.astype(np.float32)
+    elif arr.dtype.kind in "iu":
+        arr = arr.astype(np.int32)
+    return _tensor.track(arr)
 
 
 def convert_to_numpy(x):
