@@ -476,9 +476,9 @@ impl CTarget {
             }
         } else {
             // Edge tile: compute the full tile into a local buffer, then merge the
-            // valid part. Sized for the largest kernel (AVX2 6x16).
+            // valid part. Sized for the largest kernel (AVX-512 12x32).
+            const { assert!(K::MR * K::NR <= MAX_TILE) };
             let mut buf = [0.0f32; MAX_TILE];
-            assert!(K::MR * K::NR <= MAX_TILE);
             // SAFETY: `buf` holds MR x NR elements with leading dimension NR; beta = 0
             // so it is not read; operand ranges as above.
             unsafe {
@@ -569,4 +569,4 @@ impl CTarget {
 }
 
 /// Largest `MR * NR` of any micro-kernel.
-const MAX_TILE: usize = 6 * 16;
+const MAX_TILE: usize = 12 * 32;

@@ -1,0 +1,107 @@
+//! Quick SGEMM throughput table: the shapes of `benches/gemm.rs` (square sizes up to
+//! 2048 and the MLP training shapes), median GFLOP/s over repeated timings.
+//!
+//! Faster to run than the criterion bench and easy to compare with
+//! `benches/python/np_gemm.py`, which times NumPy on the same shapes.
+//!
+//! ```text
+//! PYFUNCNET_NUM_THREADS=1 cargo run --release -p pyfuncnet-benches --example gemm_gflops [reps] [filter]
+//! ```
+//!
+//! `PYFUNCNET_SIMD` picks the kernel family as usual; `filter` keeps the shapes
+//! whose name contains it.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use pyfuncnet_kernels::cpu;
+use pyfuncnet_kernels::gemm::{sgemm, Epilogue, MatMut, MatRef};
+use pyfuncnet_kernels::par;
+
+/// Deterministic values in [-1, 1).
+fn values(len: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// `(name, m, n, k, A stored transposed, B stored transposed)`.
+type Shape = (String, usize, usize, usize, bool, bool);
+
+fn shapes() -> Vec<Shape> {
+    let mut v: Vec<Shape> = [64, 128, 256, 384, 512, 1024, 2048]
+        .into_iter()
+        .map(|n| (format!("sq{n}"), n, n, n, false, false))
+        .collect();
+    for batch in [64, 256] {
+        for (fan_in, fan_out) in [(784, 64), (64, 64), (64, 10)] {
+            let l = format!("b{batch}_{fan_in}x{fan_out}");
+            v.push((format!("{l}_x.w"), batch, fan_out, fan_in, false, false));
+            v.push((format!("{l}_dy.wt"), batch, fan_in, fan_out, false, true));
+            v.push((format!("{l}_xt.dy"), fan_in, fan_out, batch, true, false));
+        }
+    }
+    v
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let reps: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(7);
+    let filter = args.get(2).cloned().unwrap_or_default();
+    println!(
+        "simd = {}, threads = {}, median of {reps}",
+        cpu::active().name(),
+        par::num_threads()
+    );
+    for (name, m, n, k, ta, tb) in shapes() {
+        if !name.contains(&filter) {
+            continue;
+        }
+        let a_data = values(m * k, 1);
+        let b_data = values(k * n, 2);
+        let mut c_data = vec![0.0f32; m * n];
+        let a = if ta {
+            MatRef::row_major(&a_data, k, m).unwrap().t()
+        } else {
+            MatRef::row_major(&a_data, m, k).unwrap()
+        };
+        let b = if tb {
+            MatRef::row_major(&b_data, n, k).unwrap().t()
+        } else {
+            MatRef::row_major(&b_data, k, n).unwrap()
+        };
+        let ep = Epilogue::default();
+        let flops = 2.0 * (m * n * k) as f64;
+        // About 0.1 s of work per timing at 100 GFLOP/s.
+        let inner = ((1e10 / flops) as usize).max(1);
+        // Inside the pool, as the bindings call kernels.
+        let mut res: Vec<f64> = par::install(|| {
+            let mut run = || {
+                let out = MatMut::row_major(&mut c_data, m, n).unwrap();
+                sgemm(1.0, black_box(a), black_box(b), 0.0, out, &ep).unwrap();
+            };
+            run();
+            (0..reps)
+                .map(|_| {
+                    let t = Instant::now();
+                    for _ in 0..inner {
+                        run();
+                    }
+                    flops * inner as f64 / t.elapsed().as_secs_f64() / 1e9
+                })
+                .collect()
+        });
+        res.sort_by(f64::total_cmp);
+        println!(
+            "{name:24} {:7.1}  (max {:.1})",
+            res[res.len() / 2],
+            res[res.len() - 1]
+        );
+    }
+}
