@@ -89,55 +89,143 @@ mod x86 {
             c: *mut f32,
             ldc: usize,
         ) {
+            let args = (k, alpha, a, rsa, csa, b, rsb, beta, c, ldc);
             if rsa == 1 && csa == MR && rsb == NR {
                 // SAFETY: forwarded contract of `MicroKernel::kernel` (the caller
                 // checked AVX-512 support); the strides equal the constants used.
-                unsafe { kernel_tile::<true>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc) }
+                unsafe { tile::<MR, NV, true>(args, ALL) }
             } else {
                 // SAFETY: as above.
-                unsafe { kernel_tile::<false>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc) }
+                unsafe { tile::<MR, NV, false>(args, ALL) }
+            }
+        }
+
+        #[inline]
+        unsafe fn kernel_edge(
+            rows: usize,
+            cols: usize,
+            k: usize,
+            alpha: f32,
+            a: *const f32,
+            rsa: usize,
+            csa: usize,
+            b: *const f32,
+            rsb: usize,
+            beta: f32,
+            c: *mut f32,
+            ldc: usize,
+        ) {
+            assert!(rows <= MR && cols <= NR);
+            if rows == 0 || cols == 0 {
+                return;
+            }
+            let args = (k, alpha, a, rsa, csa, b, rsb, beta, c, ldc);
+            // Columns `16 * (vectors - 1)..cols` go through the last, masked vector.
+            let vectors = cols.div_ceil(16);
+            let mask = lanes(cols - 16 * (vectors - 1));
+            let packed = rsa == 1 && csa == MR && rsb == NR;
+            // SAFETY: the contract of `kernel_edge`: only rows < rows and the
+            // columns < cols that `mask` leaves in the last vector touch C; the
+            // operands are readable for the full tile. AVX-512 checked by the caller.
+            unsafe {
+                match (vectors, packed) {
+                    (1, true) => edge::<1, true>(rows, args, mask),
+                    (1, false) => edge::<1, false>(rows, args, mask),
+                    (_, true) => edge::<NV, true>(rows, args, mask),
+                    (_, false) => edge::<NV, false>(rows, args, mask),
+                }
             }
         }
     }
 
-    /// The kernel body; `PACKED` replaces the strides by the packed-panel constants
+    /// All sixteen lanes of a vector.
+    const ALL: __mmask16 = 0xFFFF;
+
+    /// The mask of the first `n <= 16` lanes.
+    fn lanes(n: usize) -> __mmask16 {
+        if n >= 16 {
+            ALL
+        } else {
+            (1u16 << n) - 1
+        }
+    }
+
+    /// The arguments of [`MicroKernel::kernel`]:
+    /// `(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc)`.
+    type Args = (
+        usize,
+        f32,
+        *const f32,
+        usize,
+        usize,
+        *const f32,
+        usize,
+        f32,
+        *mut f32,
+        usize,
+    );
+
+    /// [`tile`] with the row count as a run-time value.
+    ///
+    /// # Safety
+    /// As [`tile`] with `R = rows`, `1 <= rows <= MR`.
+    #[inline]
+    unsafe fn edge<const V: usize, const PACKED: bool>(rows: usize, args: Args, mask: __mmask16) {
+        // SAFETY: forwarded; each arm's row count is `rows`.
+        unsafe {
+            match rows {
+                1 => tile::<1, V, PACKED>(args, mask),
+                2 => tile::<2, V, PACKED>(args, mask),
+                3 => tile::<3, V, PACKED>(args, mask),
+                4 => tile::<4, V, PACKED>(args, mask),
+                5 => tile::<5, V, PACKED>(args, mask),
+                6 => tile::<6, V, PACKED>(args, mask),
+                7 => tile::<7, V, PACKED>(args, mask),
+                8 => tile::<8, V, PACKED>(args, mask),
+                9 => tile::<9, V, PACKED>(args, mask),
+                10 => tile::<10, V, PACKED>(args, mask),
+                11 => tile::<11, V, PACKED>(args, mask),
+                _ => tile::<MR, V, PACKED>(args, mask),
+            }
+        }
+    }
+
+    /// The kernel body for the top-left `R x (16*(V-1) + lanes of mask)` corner of
+    /// the tile: `R <= MR` rows, `V <= NV` vectors of columns, the last one stored
+    /// through `mask`. `PACKED` replaces the strides by the packed-panel constants
     /// so the loads use fixed displacements.
     ///
     /// # Safety
-    /// The contract of [`MicroKernel::kernel`].
+    /// The contract of [`MicroKernel::kernel`] for the operand reads (rows < R,
+    /// columns < 16V); C is read (beta != 0) and written only at rows < R and the
+    /// columns named above.
     #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn kernel_tile<const PACKED: bool>(
-        k: usize,
-        alpha: f32,
-        a: *const f32,
-        rsa: usize,
-        csa: usize,
-        b: *const f32,
-        rsb: usize,
-        beta: f32,
-        c: *mut f32,
-        ldc: usize,
+    unsafe fn tile<const R: usize, const V: usize, const PACKED: bool>(
+        (k, alpha, a, rsa, csa, b, rsb, beta, c, ldc): Args,
+        mask: __mmask16,
     ) {
         let (rsa, csa, rsb) = if PACKED { (1, MR, NR) } else { (rsa, csa, rsb) };
         // Warm the C tile (three lines per row when it straddles them) while the
         // product runs. Prefetching never faults, so it needs no `unsafe`.
-        for i in 0..MR {
+        for i in 0..R {
             let row = c.wrapping_add(i * ldc);
             _mm_prefetch::<_MM_HINT_T0>(row as *const i8);
-            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(16) as *const i8);
-            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(NR - 1) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(16 * V - 1) as *const i8);
+            if V > 1 {
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(16) as *const i8);
+            }
         }
-        let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
         let mut ap = a;
         let mut bp = b;
         for _ in 0..k {
             // SAFETY: `bp = b + p*rsb` and `ap = a + p*csa` for the current p < k;
             // the reads are inside the ranges the caller guarantees.
             unsafe {
-                let bv: [__m512; NV] = std::array::from_fn(|v| _mm512_loadu_ps(bp.add(16 * v)));
+                let bv: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(bp.add(16 * v)));
                 for (i, acc_i) in acc.iter_mut().enumerate() {
                     let ai = _mm512_set1_ps(*ap.add(i * rsa));
-                    for v in 0..NV {
+                    for v in 0..V {
                         acc_i[v] = _mm512_fmadd_ps(ai, bv[v], acc_i[v]);
                     }
                 }
@@ -146,28 +234,22 @@ mod x86 {
             }
         }
         let alpha_v = _mm512_set1_ps(alpha);
-        if beta == 0.0 {
-            for (i, acc_i) in acc.iter().enumerate() {
-                for v in 0..NV {
-                    // SAFETY: row i < MR, columns 16v..16v+16 <= NR of the C tile,
-                    // writable per the contract.
-                    unsafe {
-                        let cv = c.add(i * ldc + 16 * v);
-                        _mm512_storeu_ps(cv, _mm512_mul_ps(alpha_v, acc_i[v]));
-                    }
-                }
-            }
-        } else {
-            let beta_v = _mm512_set1_ps(beta);
-            for (i, acc_i) in acc.iter().enumerate() {
-                for v in 0..NV {
-                    // SAFETY: as above; readable too since beta != 0.
-                    unsafe {
-                        let cv = c.add(i * ldc + 16 * v);
-                        let old = _mm512_loadu_ps(cv);
-                        let r = _mm512_fmadd_ps(beta_v, old, _mm512_mul_ps(alpha_v, acc_i[v]));
-                        _mm512_storeu_ps(cv, r);
-                    }
+        let beta_v = _mm512_set1_ps(beta);
+        for (i, acc_i) in acc.iter().enumerate() {
+            for v in 0..V {
+                let m = if v + 1 == V { mask } else { ALL };
+                let ab = _mm512_mul_ps(alpha_v, acc_i[v]);
+                // SAFETY: row i < R, the lanes of `m` in columns 16v..16v+16 of the
+                // C tile: writable, and readable when beta != 0, per the contract.
+                // Masked-off lanes are not accessed.
+                unsafe {
+                    let cv = c.add(i * ldc + 16 * v);
+                    let r = if beta == 0.0 {
+                        ab
+                    } else {
+                        _mm512_fmadd_ps(beta_v, _mm512_maskz_loadu_ps(m, cv), ab)
+                    };
+                    _mm512_mask_storeu_ps(cv, m, r);
                 }
             }
         }
