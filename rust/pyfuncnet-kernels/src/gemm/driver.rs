@@ -557,9 +557,15 @@ impl CTarget {
     }
 }
 
-pub(crate) fn tune(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+pub(crate) fn tune(name: &'static str, default: usize) -> usize {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static T: OnceLock<Mutex<HashMap<&'static str, Option<usize>>>> = OnceLock::new();
+    let m = T.get_or_init(|| Mutex::new(HashMap::new()));
+    let v = *m
+        .lock()
+        .unwrap()
+        .entry(name)
+        .or_insert_with(|| std::env::var(name).ok().and_then(|v| v.parse().ok()));
+    v.unwrap_or(default)
 }
