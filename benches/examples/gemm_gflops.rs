@@ -5,11 +5,12 @@
 //! `benches/python/np_gemm.py`, which times NumPy on the same shapes.
 //!
 //! ```text
-//! PYFUNCNET_NUM_THREADS=1 cargo run --release -p pyfuncnet-benches --example gemm_gflops [reps] [filter]
+//! PYFUNCNET_NUM_THREADS=1 cargo run --release -p pyfuncnet-benches --example gemm_gflops \
+//!     [reps] [filter] [extra shapes, e.g. 1000,96x2048x256]
 //! ```
 //!
-//! `PYFUNCNET_SIMD` picks the kernel family as usual; `filter` keeps the shapes
-//! whose name contains it.
+//! `PYFUNCNET_SIMD` picks the kernel family as usual; `filter` (comma-separated)
+//! keeps the shapes whose name contains one of its parts.
 //!
 //! Besides wall-clock GFLOP/s, it prints GFLOP/s per second of CPU time of the
 //! calling thread (Linux `/proc/thread-self/schedstat`), which on one thread
@@ -39,11 +40,14 @@ fn values(len: usize, seed: u32) -> Vec<f32> {
 /// `(name, m, n, k, A stored transposed, B stored transposed)`.
 type Shape = (String, usize, usize, usize, bool, bool);
 
-fn shapes() -> Vec<Shape> {
+fn shapes(extra: &[[usize; 3]]) -> Vec<Shape> {
     let mut v: Vec<Shape> = [64, 128, 256, 384, 512, 1024, 2048]
         .into_iter()
         .map(|n| (format!("sq{n}"), n, n, n, false, false))
         .collect();
+    for &[m, n, k] in extra {
+        v.push((format!("{m}x{n}x{k}"), m, n, k, false, false));
+    }
     for batch in [64, 256] {
         for (fan_in, fan_out) in [(784, 64), (64, 64), (64, 10)] {
             let l = format!("b{batch}_{fan_in}x{fan_out}");
@@ -71,13 +75,29 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let reps: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(15);
     let filter = args.get(2).cloned().unwrap_or_default();
+    // `MxNxK` or a square size `N`.
+    let extra: Vec<[usize; 3]> = args
+        .get(3)
+        .map(|s| {
+            s.split(',')
+                .filter_map(|x| {
+                    let d: Vec<usize> = x.split('x').filter_map(|d| d.parse().ok()).collect();
+                    match d[..] {
+                        [n] => Some([n; 3]),
+                        [m, n, k] => Some([m, n, k]),
+                        _ => None,
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     println!(
         "simd = {}, threads = {}, GFLOP/s, median of {reps}",
         cpu::active().name(),
         par::num_threads()
     );
-    for (name, m, n, k, ta, tb) in shapes() {
-        if !name.contains(&filter) {
+    for (name, m, n, k, ta, tb) in shapes(&extra) {
+        if !filter.split(',').any(|f| name.contains(f)) {
             continue;
         }
         let a_data = values(m * k, 1);

@@ -239,7 +239,11 @@ fn gemm_forward_matches_reference_on_edge_shapes() {
 /// kernels were exercised, not silently replaced by the portable one.
 fn assert_every_supported_level_ran(seen: &BTreeSet<&'static str>) {
     for level in cpu::supported_levels() {
-        assert!(seen.contains(level.name()), "the {} kernel did not run", level.name());
+        assert!(
+            seen.contains(level.name()),
+            "the {} kernel did not run",
+            level.name()
+        );
     }
     if SimdLevel::Avx2Fma.is_supported() {
         assert!(seen.contains("avx2"), "the AVX2 kernel did not run");

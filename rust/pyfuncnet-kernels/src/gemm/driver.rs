@@ -136,7 +136,7 @@ pub(crate) fn balanced_block(len: usize, max: usize, unit: usize) -> usize {
 fn blocked<K: MicroKernel>(p: &Problem, c: CTarget) {
     let (m, n, k) = (p.m, p.n, p.k);
     let (mr, nr) = (K::MR, K::NR);
-    let kc = balanced_block(k, tune("TUNE_KC", K::KC), 1);
+    let kc = balanced_block(k, K::KC, 1);
     let nc_max = (B_PACK_MAX / k / nr * nr).clamp(MIN_NC, NC);
     let nc = balanced_block(n, nc_max, nr);
     // B is packed for a K super-block of `ks` (all of K unless that is huge).
@@ -325,7 +325,19 @@ fn pack_k_blocked(
         let kcur = kc.min(cols.end - p0);
         let start = (p0 - cols.start) * rows_pad;
         let block = &mut dst[start..start + kcur * rows_pad];
-        let group = (MIN_PACK_TASK / (w * kcur)).max(1);
+        // One task per group of panels. A group reads its source rows in runs of
+        // `group * w` floats, so groups are made as large as the parallel split
+        // allows (all panels when serial): short runs from many rows defeat the
+        // prefetchers. Packing is an exact copy, so the split may depend on the
+        // thread count.
+        let panels = rows_pad / w;
+        let group = if serial {
+            panels
+        } else {
+            (MIN_PACK_TASK / (w * kcur))
+                .max(panels.div_ceil(2 * par::num_threads()))
+                .max(1)
+        };
         let chunk_len = group * w * kcur;
         let pack_group = |g: usize, chunk: &mut [f32]| {
             let r = g * group * w;
@@ -353,10 +365,7 @@ fn partition<K: MicroKernel>(m: usize, n_panels: usize, k: usize) -> (usize, usi
     let (mr, nr) = (K::MR, K::NR);
     let flops = 2 * m * n_panels * nr * k;
     let tasks = (flops / MIN_TASK_FLOPS).clamp(1, TARGET_TASKS);
-    let m_blocks = m
-        .div_ceil(tune("TUNE_MC", K::MC))
-        .max(tasks.min(m / MIN_MC))
-        .max(1);
+    let m_blocks = m.div_ceil(K::MC).max(tasks.min(m / MIN_MC)).max(1);
     let mc = round_up(m.div_ceil(m_blocks), mr);
     let m_blocks = m.div_ceil(mc);
     let n_chunks = tasks
@@ -555,17 +564,4 @@ impl CTarget {
         // pointer comes from a live `&mut [f32]`, exclusivity is the caller's.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * self.ldc + j), cols) }
     }
-}
-
-pub(crate) fn tune(name: &'static str, default: usize) -> usize {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
-    static T: OnceLock<Mutex<HashMap<&'static str, Option<usize>>>> = OnceLock::new();
-    let m = T.get_or_init(|| Mutex::new(HashMap::new()));
-    let v = *m
-        .lock()
-        .unwrap()
-        .entry(name)
-        .or_insert_with(|| std::env::var(name).ok().and_then(|v| v.parse().ok()));
-    v.unwrap_or(default)
 }

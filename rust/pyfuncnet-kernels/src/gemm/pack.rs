@@ -74,6 +74,10 @@ fn deal_columns<const W: usize>(
     cols: usize,
 ) {
     let panels = rows.div_ceil(W);
+    if !rows.is_multiple_of(W) {
+        // The partial last panel: zero it once, then copy only its valid rows.
+        dst[(panels - 1) * W * cols..panels * W * cols].fill(0.0);
+    }
     for s0 in (0..panels).step_by(DEAL_PANELS) {
         let s1 = (s0 + DEAL_PANELS).min(panels);
         for p0 in (0..cols).step_by(DEAL_COLS) {
@@ -92,8 +96,8 @@ fn deal_columns<const W: usize>(
                         // Element by element: a `copy_from_slice` of a few floats
                         // would be a library call per column.
                         let run = &x.data[start..start + valid];
-                        for (r, o) in out.iter_mut().enumerate() {
-                            *o = if r < valid { run[r] } else { 0.0 };
+                        for (o, &v) in out.iter_mut().zip(run) {
+                            *o = v;
                         }
                     }
                 }

@@ -43,7 +43,7 @@ pub(crate) fn gemm<K: MicroKernel>(p: &Problem, c: CTarget) {
     let packed_cols = n - n_direct;
     let packed_panels = packed_cols.div_ceil(nr);
     let n_panels = n.div_ceil(nr);
-    let kc = balanced_block(k, super::driver::tune("TUNE_SKC", K::KC), 1);
+    let kc = balanced_block(k, K::KC, 1);
     // Tasks of whole strips, as even as possible, each worth MIN_TASK_FLOPS or more.
     let strips = m.div_ceil(mr);
     let strip_flops = 2 * mr * n * k;
