@@ -4,7 +4,7 @@
 //! floating-point operation, so criterion's `Gelem/s` reads as GFLOP/s.
 //!
 //! Environment: `PYFUNCNET_NUM_THREADS` (thread count), `PYFUNCNET_SIMD`
-//! (`scalar` / `avx2`), `PYFUNCNET_BENCH_LARGE=1` adds the 2048 square product.
+//! (`scalar` / `avx2` / `avx512`), `PYFUNCNET_BENCH_LARGE=1` adds the 2048 square product.
 //! Run one thread count at a time, e.g.
 //! `PYFUNCNET_NUM_THREADS=1 cargo bench -p pyfuncnet-benches --bench gemm`.
 

@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-/// Environment variable that forces a SIMD level (`scalar` or `avx2`).
+/// Environment variable that forces a SIMD level (`scalar`, `avx2` or `avx512`).
 pub const SIMD_ENV: &str = "PYFUNCNET_SIMD";
 
 /// The instruction sets a kernel family can be specialised for.
@@ -12,6 +12,8 @@ pub enum SimdLevel {
     Scalar,
     /// x86-64 AVX2 with FMA3.
     Avx2Fma,
+    /// x86-64 AVX-512 (foundation), with AVX2 and FMA3 for the shared helpers.
+    Avx512,
 }
 
 impl SimdLevel {
@@ -20,6 +22,7 @@ impl SimdLevel {
         match self {
             SimdLevel::Scalar => "scalar",
             SimdLevel::Avx2Fma => "avx2",
+            SimdLevel::Avx512 => "avx512",
         }
     }
 
@@ -28,6 +31,7 @@ impl SimdLevel {
         match name.trim().to_ascii_lowercase().as_str() {
             "scalar" => Some(SimdLevel::Scalar),
             "avx2" | "avx2fma" | "avx2_fma" => Some(SimdLevel::Avx2Fma),
+            "avx512" | "avx512f" | "avx-512" => Some(SimdLevel::Avx512),
             _ => None,
         }
     }
@@ -37,6 +41,7 @@ impl SimdLevel {
         match self {
             SimdLevel::Scalar => true,
             SimdLevel::Avx2Fma => avx2_fma_supported(),
+            SimdLevel::Avx512 => avx512_supported(),
         }
     }
 }
@@ -51,9 +56,22 @@ fn avx2_fma_supported() -> bool {
     false
 }
 
+/// The AVX-512 kernels use AVX-512F only (zmm FMAs, masked loads and stores, lane
+/// shuffles), plus the AVX2+FMA helpers they share with the `avx2` level. The OS
+/// must also save the zmm state, which `is_x86_feature_detected!` checks.
+#[cfg(target_arch = "x86_64")]
+fn avx512_supported() -> bool {
+    avx2_fma_supported() && std::arch::is_x86_feature_detected!("avx512f")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn avx512_supported() -> bool {
+    false
+}
+
 /// Every level this CPU supports, best last. Tests iterate over it.
 pub fn supported_levels() -> Vec<SimdLevel> {
-    [SimdLevel::Scalar, SimdLevel::Avx2Fma]
+    [SimdLevel::Scalar, SimdLevel::Avx2Fma, SimdLevel::Avx512]
         .into_iter()
         .filter(|l| l.is_supported())
         .collect()

@@ -201,7 +201,8 @@ fn check_every_level(case: Case) {
 
 #[test]
 fn gemm_forward_matches_reference_on_edge_shapes() {
-    // Sizes around the tile sizes (scalar 4x8, AVX2 6x16), the K blocks (256) and
+    // Sizes around the tile sizes (scalar 4x8, AVX2 6x16, AVX-512 12x32), the K
+    // blocks (256) and
     // the switch between the small and the blocked paths.
     let dims = [0, 1, 2, 5, 6, 7, 15, 16, 17, 31, 33, 65];
     for &m in &dims {
@@ -231,10 +232,83 @@ fn gemm_forward_matches_reference_on_edge_shapes() {
     }
     let seen = LEVELS_RUN.lock().unwrap().clone();
     eprintln!("gemm levels run: {seen:?}");
+    assert_every_supported_level_ran(&seen);
+}
+
+/// Fails unless every level this CPU supports ran a product: proves the SIMD
+/// kernels were exercised, not silently replaced by the portable one.
+fn assert_every_supported_level_ran(seen: &BTreeSet<&'static str>) {
+    for level in cpu::supported_levels() {
+        assert!(
+            seen.contains(level.name()),
+            "the {} kernel did not run",
+            level.name()
+        );
+    }
     if SimdLevel::Avx2Fma.is_supported() {
         assert!(seen.contains("avx2"), "the AVX2 kernel did not run");
     }
+    if SimdLevel::Avx512.is_supported() {
+        assert!(seen.contains("avx512"), "the AVX-512 kernel did not run");
+    }
     assert!(seen.contains("scalar"));
+}
+
+#[test]
+fn gemm_shapes_around_the_avx512_tile_match_reference() {
+    // The AVX-512 tile is 12 x 32, its edge tiles use 1..12 rows and one or two
+    // 16-lane vectors (the last one masked); 14, 48 and their neighbours cover
+    // the other tile shapes worth trying.
+    let ms = [1, 4, 11, 12, 13, 14, 15, 24, 25, 36];
+    let ns = [1, 10, 15, 16, 17, 31, 32, 33, 47, 48, 49, 64, 65];
+    for &m in &ms {
+        for &n in &ns {
+            for &k in &[1, 2, 17] {
+                check_every_level(Case::plain(m, n, k));
+            }
+        }
+    }
+    // beta != 0, alpha != 1 and the epilogue on edge tiles, with strided C.
+    for &m in &[11, 12, 13, 25] {
+        for &n in &[15, 17, 32, 33, 48] {
+            for (alpha, beta) in [(0.5, 0.0), (1.0, 1.0), (-2.0, 0.25)] {
+                check_every_level(Case {
+                    alpha,
+                    beta,
+                    ldc_pad: 3,
+                    bias: true,
+                    activation: true,
+                    ..Case::plain(m, n, 19)
+                });
+            }
+        }
+    }
+    // Transposed and strided operands at those sizes; sizes that reach the
+    // blocked path (and its edge tiles) too.
+    for (m, n, k) in [
+        (12, 32, 1),
+        (13, 33, 7),
+        (14, 48, 40),
+        (25, 47, 64),
+        (37, 95, 129),
+        (121, 161, 300),
+        (140, 250, 260),
+    ] {
+        for la in all_layouts() {
+            for lb in all_layouts() {
+                check_every_level(Case {
+                    la,
+                    lb,
+                    beta: 0.5,
+                    ldc_pad: 1,
+                    ..Case::plain(m, n, k)
+                });
+            }
+        }
+    }
+    let seen = LEVELS_RUN.lock().unwrap().clone();
+    eprintln!("gemm levels run: {seen:?}");
+    assert_every_supported_level_ran(&seen);
 }
 
 #[test]
@@ -350,6 +424,13 @@ fn gemm_skinny_products_match_reference() {
 #[test]
 fn gemm_active_level_runs() {
     eprintln!("gemm level (active): {}", cpu::active().name());
+    // Without an override the best supported level is the active one.
+    if std::env::var(cpu::SIMD_ENV).is_err() {
+        assert_eq!(cpu::active(), cpu::detected());
+        if SimdLevel::Avx512.is_supported() {
+            assert_eq!(cpu::active(), SimdLevel::Avx512);
+        }
+    }
     run_case(None, Case::plain(37, 45, 53)).unwrap();
 }
 

@@ -147,7 +147,7 @@ pub fn resolve_shape(op: &str, from: &[usize], target: &[i64]) -> Result<Vec<usi
     }
     let mut out: Vec<usize> = target.iter().map(|&d| d.max(0) as usize).collect();
     if let Some(i) = free {
-        if known == 0 || numel % known != 0 {
+        if known == 0 || !numel.is_multiple_of(known) {
             return Err(bad());
         }
         out[i] = numel / known;

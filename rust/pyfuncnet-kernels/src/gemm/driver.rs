@@ -23,7 +23,7 @@
 //! only, so every element of C sees the same sequence of operations whatever the
 //! number of threads.
 
-use super::kernel::MicroKernel;
+use super::kernel::{MicroKernel, MAX_TILE};
 use super::pack::pack_panels;
 use super::scratch::{with_scratch, Slot};
 use super::{small, Epilogue, MatRef};
@@ -32,12 +32,7 @@ use std::ops::Range;
 use crate::cpu::SimdLevel;
 use crate::par;
 
-/// K block: a `KC x NR` B micro-panel (16 KiB for AVX2) stays in L1 with the A
-/// micro-panel while the kernel runs.
-const KC: usize = 256;
-/// Largest M block: the packed `MC x KC` A block (up to 192 KiB) stays in the
-/// 1 MiB L2.
-const MC: usize = 192;
+// The K block and the largest M block are the kernel's (`MicroKernel::KC`, `MC`).
 /// Smallest M block when M is cut finer to make parallel tasks.
 const MIN_MC: usize = 48;
 /// Largest N block.
@@ -141,7 +136,7 @@ pub(crate) fn balanced_block(len: usize, max: usize, unit: usize) -> usize {
 fn blocked<K: MicroKernel>(p: &Problem, c: CTarget) {
     let (m, n, k) = (p.m, p.n, p.k);
     let (mr, nr) = (K::MR, K::NR);
-    let kc = balanced_block(k, KC, 1);
+    let kc = balanced_block(k, K::KC, 1);
     let nc_max = (B_PACK_MAX / k / nr * nr).clamp(MIN_NC, NC);
     let nc = balanced_block(n, nc_max, nr);
     // B is packed for a K super-block of `ks` (all of K unless that is huge).
@@ -154,7 +149,7 @@ fn blocked<K: MicroKernel>(p: &Problem, c: CTarget) {
     let m_pad = round_up(m, mr);
     // When M alone gives too few tasks, N chunks would each pack the same A
     // block again: pack all of A once instead (if it is not too large).
-    let (_, first_chunk) = partition(m, nc.div_ceil(nr), k, mr, nr);
+    let (_, first_chunk) = partition::<K>(m, nc.div_ceil(nr), k);
     let shared_a = first_chunk < nc.div_ceil(nr) && m_pad * k <= B_PACK_MAX;
 
     with_scratch(
@@ -165,7 +160,7 @@ fn blocked<K: MicroKernel>(p: &Problem, c: CTarget) {
                 for j0 in (0..n).step_by(nc) {
                     let ncur = nc.min(n - j0);
                     let n_panels = ncur.div_ceil(nr);
-                    let (mc, chunk_panels) = partition(m, n_panels, k, mr, nr);
+                    let (mc, chunk_panels) = partition::<K>(m, n_panels, k);
                     let m_blocks = m.div_ceil(mc);
                     let n_chunks = n_panels.div_ceil(chunk_panels);
                     for k0 in (0..k).step_by(ks) {
@@ -330,7 +325,19 @@ fn pack_k_blocked(
         let kcur = kc.min(cols.end - p0);
         let start = (p0 - cols.start) * rows_pad;
         let block = &mut dst[start..start + kcur * rows_pad];
-        let group = (MIN_PACK_TASK / (w * kcur)).max(1);
+        // One task per group of panels. A group reads its source rows in runs of
+        // `group * w` floats, so groups are made as large as the parallel split
+        // allows (all panels when serial): short runs from many rows defeat the
+        // prefetchers. Packing is an exact copy, so the split may depend on the
+        // thread count.
+        let panels = rows_pad / w;
+        let group = if serial {
+            panels
+        } else {
+            (MIN_PACK_TASK / (w * kcur))
+                .max(panels.div_ceil(2 * par::num_threads()))
+                .max(1)
+        };
         let chunk_len = group * w * kcur;
         let pack_group = |g: usize, chunk: &mut [f32]| {
             let r = g * group * w;
@@ -354,10 +361,11 @@ fn pack_k_blocked(
 /// M is cut first (down to [`MIN_MC`] rows), since M blocks share the packed B
 /// and pack disjoint parts of A; N chunks are added only when M is too short,
 /// because each N chunk packs the A block again.
-fn partition(m: usize, n_panels: usize, k: usize, mr: usize, nr: usize) -> (usize, usize) {
+fn partition<K: MicroKernel>(m: usize, n_panels: usize, k: usize) -> (usize, usize) {
+    let (mr, nr) = (K::MR, K::NR);
     let flops = 2 * m * n_panels * nr * k;
     let tasks = (flops / MIN_TASK_FLOPS).clamp(1, TARGET_TASKS);
-    let m_blocks = m.div_ceil(MC).max(tasks.min(m / MIN_MC)).max(1);
+    let m_blocks = m.div_ceil(K::MC).max(tasks.min(m / MIN_MC)).max(1);
     let mc = round_up(m.div_ceil(m_blocks), mr);
     let m_blocks = m.div_ceil(mc);
     let n_chunks = tasks
@@ -474,11 +482,21 @@ impl CTarget {
                     k, alpha, a_ptr, a.rs, a.cs, b_ptr, b.rs, beta, c_ptr, self.ldc,
                 );
             }
+        } else if !self.transposed {
+            // SAFETY: the valid corner of the tile is inside C (asserted above), the
+            // operand ranges are covered (asserted), the caller owns the tile and
+            // vouches for the instruction set.
+            unsafe {
+                let c_ptr = self.ptr.add(t.i * self.ldc + t.j);
+                K::kernel_edge(
+                    t.rows, t.cols, k, alpha, a_ptr, a.rs, a.cs, b_ptr, b.rs, beta, c_ptr, self.ldc,
+                );
+            }
         } else {
-            // Edge tile: compute the full tile into a local buffer, then merge the
-            // valid part. Sized for the largest kernel (AVX2 6x16).
+            // A tile of Cᵀ: compute the full tile into a local buffer, then store
+            // its valid part transposed.
+            const { assert!(K::MR * K::NR <= MAX_TILE) };
             let mut buf = [0.0f32; MAX_TILE];
-            assert!(K::MR * K::NR <= MAX_TILE);
             // SAFETY: `buf` holds MR x NR elements with leading dimension NR; beta = 0
             // so it is not read; operand ranges as above.
             unsafe {
@@ -495,36 +513,16 @@ impl CTarget {
                     K::NR,
                 )
             };
-            if self.transposed {
-                for r in 0..t.rows {
-                    for (c, &v) in buf[r * K::NR..r * K::NR + t.cols].iter().enumerate() {
-                        let idx = (t.j + c) * self.ldc + t.i + r;
-                        debug_assert!(idx < self.len);
-                        // SAFETY: (t.j + c, t.i + r) is an element of C (t.j + c <
-                        // n = C's rows, t.i + r < m = C's columns, asserted above),
-                        // so idx <= (rows-1)*ldc + cols - 1 < len; the caller owns it.
-                        unsafe {
-                            let x = self.ptr.add(idx);
-                            *x = if beta == 0.0 { v } else { v + beta * *x };
-                        }
-                    }
-                }
-                return;
-            }
             for r in 0..t.rows {
-                // SAFETY: row t.i + r < m, columns t.j..t.j+cols <= n, inside C and
-                // owned by the caller.
-                let row = unsafe { self.row_mut(t.i + r, t.j, t.cols) };
-                let src = &buf[r * K::NR..r * K::NR + t.cols];
-                if beta == 0.0 {
-                    // A loop, not `copy_from_slice`: a library call per short row
-                    // costs more than the copy.
-                    for (x, &v) in row.iter_mut().zip(src) {
-                        *x = v;
-                    }
-                } else {
-                    for (x, &v) in row.iter_mut().zip(src) {
-                        *x = v + beta * *x;
+                for (c, &v) in buf[r * K::NR..r * K::NR + t.cols].iter().enumerate() {
+                    let idx = (t.j + c) * self.ldc + t.i + r;
+                    debug_assert!(idx < self.len);
+                    // SAFETY: (t.j + c, t.i + r) is an element of C (t.j + c <
+                    // n = C's rows, t.i + r < m = C's columns, asserted above),
+                    // so idx <= (rows-1)*ldc + cols - 1 < len; the caller owns it.
+                    unsafe {
+                        let x = self.ptr.add(idx);
+                        *x = if beta == 0.0 { v } else { v + beta * *x };
                     }
                 }
             }
@@ -567,6 +565,3 @@ impl CTarget {
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * self.ldc + j), cols) }
     }
 }
-
-/// Largest `MR * NR` of any micro-kernel.
-const MAX_TILE: usize = 6 * 16;

@@ -25,6 +25,12 @@ pub trait MicroKernel {
     const NR: usize;
     /// The instruction set the kernel needs (packing uses the same).
     const LEVEL: SimdLevel;
+    /// K block of the blocked and small paths: a `KC x NR` micro-panel of B stays
+    /// in L1 next to the `MR x KC` micro-panel of A the kernel streams past it.
+    const KC: usize = 256;
+    /// Largest M block of the blocked path: the packed `MC x KC` block of A stays
+    /// in L2 while the B micro-panels of a task go by.
+    const MC: usize = 192;
 
     /// Runs the update rule above.
     ///
@@ -46,4 +52,59 @@ pub trait MicroKernel {
         c: *mut f32,
         ldc: usize,
     );
+
+    /// The update rule for the top-left `rows x cols` corner of the tile only
+    /// (`rows <= MR`, `cols <= NR`): the rest of C is neither read nor written.
+    ///
+    /// The operands stay readable for the whole tile, as for
+    /// [`kernel`](Self::kernel) (the driver zero-pads partial panels), so a kernel
+    /// may compute all of it. This default does: it runs the full kernel into a
+    /// buffer on the stack and merges the corner; kernels with masked stores
+    /// override it to skip the buffer and the unused rows.
+    ///
+    /// # Safety
+    /// As for [`kernel`](Self::kernel), except that `c + i*ldc + j` need only be
+    /// valid for `i < rows`, `j < cols`; and `rows <= MR`, `cols <= NR`.
+    unsafe fn kernel_edge(
+        rows: usize,
+        cols: usize,
+        k: usize,
+        alpha: f32,
+        a: *const f32,
+        rsa: usize,
+        csa: usize,
+        b: *const f32,
+        rsb: usize,
+        beta: f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        const { assert!(Self::MR * Self::NR <= MAX_TILE) };
+        let (mr, nr) = (Self::MR, Self::NR);
+        assert!(rows <= mr && cols <= nr);
+        let mut buf = [0.0f32; MAX_TILE];
+        // SAFETY: `buf` holds MR x NR elements with leading dimension NR and beta =
+        // 0, so it is only written; the operand reads are the caller's contract.
+        unsafe { Self::kernel(k, alpha, a, rsa, csa, b, rsb, 0.0, buf.as_mut_ptr(), nr) };
+        for (r, src) in buf.chunks_exact(nr).take(rows).enumerate() {
+            // SAFETY: row r < rows, columns < cols of C are valid and exclusively
+            // the caller's.
+            let row = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), cols) };
+            if beta == 0.0 {
+                // A loop, not `copy_from_slice`: a library call per short row
+                // costs more than the copy.
+                for (x, &v) in row.iter_mut().zip(src) {
+                    *x = v;
+                }
+            } else {
+                for (x, &v) in row.iter_mut().zip(src) {
+                    *x = v + beta * *x;
+                }
+            }
+        }
+    }
 }
+
+/// Largest `MR * NR` of any micro-kernel (AVX-512 `12 x 32`): the size of the
+/// stack buffers that edge tiles are computed into.
+pub(crate) const MAX_TILE: usize = 12 * 32;

@@ -16,12 +16,13 @@
 //! adding the K blocks in the same order, so results are bitwise identical for any
 //! thread count.
 //!
-//! The micro-kernel is chosen at run time from [`SimdLevel`]: AVX2+FMA
-//! ([`avx2`]) or portable Rust ([`scalar`]). [`sgemm_reference`] is the test oracle.
+//! The micro-kernel is chosen at run time from [`SimdLevel`]: AVX-512
+//! ([`avx512`]), AVX2+FMA ([`avx2`]) or portable Rust ([`scalar`]). [`sgemm_reference`] is the test oracle.
 
 pub mod kernel;
 
 mod avx2;
+mod avx512;
 mod driver;
 mod pack;
 mod reference;
@@ -337,6 +338,7 @@ pub fn sgemm_with_level(
     match level {
         SimdLevel::Scalar => driver::gemm::<scalar::ScalarKernel>(&problem, c.data, c.ldc),
         SimdLevel::Avx2Fma => avx2::gemm(&problem, c.data, c.ldc),
+        SimdLevel::Avx512 => avx512::gemm(&problem, c.data, c.ldc),
     }
     Ok(())
 }

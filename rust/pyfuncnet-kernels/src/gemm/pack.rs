@@ -42,10 +42,12 @@ pub(crate) fn pack_panels(
             4 => deal_columns::<4>(dst, x, row0, rows, col0, cols),
             6 => deal_columns::<6>(dst, x, row0, rows, col0, cols),
             8 => deal_columns::<8>(dst, x, row0, rows, col0, cols),
+            12 => deal_columns::<12>(dst, x, row0, rows, col0, cols),
             16 => deal_columns::<16>(dst, x, row0, rows, col0, cols),
+            32 => deal_columns::<32>(dst, x, row0, rows, col0, cols),
             _ => {}
         }
-        if matches!(w, 4 | 6 | 8 | 16) {
+        if matches!(w, 4 | 6 | 8 | 12 | 16 | 32) {
             return;
         }
     }
@@ -72,6 +74,10 @@ fn deal_columns<const W: usize>(
     cols: usize,
 ) {
     let panels = rows.div_ceil(W);
+    if !rows.is_multiple_of(W) {
+        // The partial last panel: zero it once, then copy only its valid rows.
+        dst[(panels - 1) * W * cols..panels * W * cols].fill(0.0);
+    }
     for s0 in (0..panels).step_by(DEAL_PANELS) {
         let s1 = (s0 + DEAL_PANELS).min(panels);
         for p0 in (0..cols).step_by(DEAL_COLS) {
@@ -90,8 +96,8 @@ fn deal_columns<const W: usize>(
                         // Element by element: a `copy_from_slice` of a few floats
                         // would be a library call per column.
                         let run = &x.data[start..start + valid];
-                        for (r, o) in out.iter_mut().enumerate() {
-                            *o = if r < valid { run[r] } else { 0.0 };
+                        for (o, &v) in out.iter_mut().zip(run) {
+                            *o = v;
                         }
                     }
                 }
@@ -128,7 +134,9 @@ fn pack_one_panel(
         (4, true) => pack_full::<4>(panel, x, r0, col0, cols, level),
         (6, true) => pack_full::<6>(panel, x, r0, col0, cols, level),
         (8, true) => pack_full::<8>(panel, x, r0, col0, cols, level),
+        (12, true) => pack_full::<12>(panel, x, r0, col0, cols, level),
         (16, true) => pack_full::<16>(panel, x, r0, col0, cols, level),
+        (32, true) => pack_full::<32>(panel, x, r0, col0, cols, level),
         _ => pack_any(panel, x, r0, valid, col0, cols, w),
     }
 }
@@ -154,13 +162,15 @@ fn pack_full<const W: usize>(
         }
     } else if cs == 1 {
         // Each row is contiguous along p: gather one element from each of the W row
-        // streams and write them side by side (a transpose; AVX2 does it 8 x 8).
+        // streams and write them side by side (a transpose; AVX2 does it 8 x 8,
+        // AVX-512 16 x 16).
         let rows: [&[f32]; W] = std::array::from_fn(|r| {
             let start = (r0 + r) * rs + col0;
             &x.data[start..start + cols]
         });
         let done = match level {
             SimdLevel::Avx2Fma => super::avx2::pack_rows::<W>(panel, &rows),
+            SimdLevel::Avx512 => super::avx512::pack_rows::<W>(panel, &rows),
             SimdLevel::Scalar => 0,
         };
         for (p, out) in panel.chunks_exact_mut(W).enumerate().skip(done) {
@@ -206,7 +216,7 @@ mod tests {
             MatRef::new(&data, 6, 5, 20, 3).unwrap(),
         ];
         for x in views {
-            for w in [1, 4, 6, 8, 16] {
+            for w in [1, 4, 6, 8, 12, 14, 16, 32, 48] {
                 let (row0, col0) = (1, 2);
                 let (rows, cols) = (x.rows - 1, x.cols - 2);
                 let panels = rows.div_ceil(w);

@@ -16,9 +16,6 @@ use super::kernel::MicroKernel;
 use super::pack::pack_panels;
 use super::scratch::{with_scratch, Slot};
 
-/// K block of the in-place path: the `KC x NR` slice of B the strips reuse stays
-/// in L1.
-const KC: usize = 256;
 /// Each task carries at least this many flops (~10 µs at peak).
 const MIN_TASK_FLOPS: usize = 1_000_000;
 
@@ -46,7 +43,7 @@ pub(crate) fn gemm<K: MicroKernel>(p: &Problem, c: CTarget) {
     let packed_cols = n - n_direct;
     let packed_panels = packed_cols.div_ceil(nr);
     let n_panels = n.div_ceil(nr);
-    let kc = balanced_block(k, KC, 1);
+    let kc = balanced_block(k, K::KC, 1);
     // Tasks of whole strips, as even as possible, each worth MIN_TASK_FLOPS or more.
     let strips = m.div_ceil(mr);
     let strip_flops = 2 * mr * n * k;

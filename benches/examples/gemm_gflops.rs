@@ -1,0 +1,150 @@
+//! Quick SGEMM throughput table: the shapes of `benches/gemm.rs` (square sizes up to
+//! 2048 and the MLP training shapes), median GFLOP/s over repeated timings.
+//!
+//! Faster to run than the criterion bench and easy to compare with
+//! `benches/python/np_gemm.py`, which times NumPy on the same shapes.
+//!
+//! ```text
+//! PYFUNCNET_NUM_THREADS=1 cargo run --release -p pyfuncnet-benches --example gemm_gflops \
+//!     [reps] [filter] [extra shapes, e.g. 1000,96x2048x256]
+//! ```
+//!
+//! `PYFUNCNET_SIMD` picks the kernel family as usual; `filter` (comma-separated)
+//! keeps the shapes whose name contains one of its parts.
+//!
+//! Besides wall-clock GFLOP/s, it prints GFLOP/s per second of CPU time of the
+//! calling thread (Linux `/proc/thread-self/schedstat`), which on one thread
+//! leaves out the time other processes held the core: on a busy machine that is
+//! the steadier measure of the kernel itself.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use pyfuncnet_kernels::cpu;
+use pyfuncnet_kernels::gemm::{sgemm, Epilogue, MatMut, MatRef};
+use pyfuncnet_kernels::par;
+
+/// Deterministic values in [-1, 1).
+fn values(len: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// `(name, m, n, k, A stored transposed, B stored transposed)`.
+type Shape = (String, usize, usize, usize, bool, bool);
+
+fn shapes(extra: &[[usize; 3]]) -> Vec<Shape> {
+    let mut v: Vec<Shape> = [64, 128, 256, 384, 512, 1024, 2048]
+        .into_iter()
+        .map(|n| (format!("sq{n}"), n, n, n, false, false))
+        .collect();
+    for &[m, n, k] in extra {
+        v.push((format!("{m}x{n}x{k}"), m, n, k, false, false));
+    }
+    for batch in [64, 256] {
+        for (fan_in, fan_out) in [(784, 64), (64, 64), (64, 10)] {
+            let l = format!("b{batch}_{fan_in}x{fan_out}");
+            v.push((format!("{l}_x.w"), batch, fan_out, fan_in, false, false));
+            v.push((format!("{l}_dy.wt"), batch, fan_in, fan_out, false, true));
+            v.push((format!("{l}_xt.dy"), fan_in, fan_out, batch, true, false));
+        }
+    }
+    v
+}
+
+/// Nanoseconds this thread has run on a CPU, if the kernel reports it.
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// `(median, max)` of `v`.
+fn median_max(v: &mut [f64]) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[v.len() - 1])
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let reps: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(15);
+    let filter = args.get(2).cloned().unwrap_or_default();
+    // `MxNxK` or a square size `N`.
+    let extra: Vec<[usize; 3]> = args
+        .get(3)
+        .map(|s| {
+            s.split(',')
+                .filter_map(|x| {
+                    let d: Vec<usize> = x.split('x').filter_map(|d| d.parse().ok()).collect();
+                    match d[..] {
+                        [n] => Some([n; 3]),
+                        [m, n, k] => Some([m, n, k]),
+                        _ => None,
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    println!(
+        "simd = {}, threads = {}, GFLOP/s, median of {reps}",
+        cpu::active().name(),
+        par::num_threads()
+    );
+    for (name, m, n, k, ta, tb) in shapes(&extra) {
+        if !filter.split(',').any(|f| name.contains(f)) {
+            continue;
+        }
+        let a_data = values(m * k, 1);
+        let b_data = values(k * n, 2);
+        let mut c_data = vec![0.0f32; m * n];
+        let a = if ta {
+            MatRef::row_major(&a_data, k, m).unwrap().t()
+        } else {
+            MatRef::row_major(&a_data, m, k).unwrap()
+        };
+        let b = if tb {
+            MatRef::row_major(&b_data, n, k).unwrap().t()
+        } else {
+            MatRef::row_major(&b_data, k, n).unwrap()
+        };
+        let ep = Epilogue::default();
+        let flops = 2.0 * (m * n * k) as f64;
+        // About 20 ms of work per timing at 100 GFLOP/s: short timings, many of them,
+        // so that the best ones dodge the other processes of a shared machine.
+        let inner = ((2e9 / flops) as usize).max(1);
+        // Inside the pool, as the bindings call kernels.
+        let res: Vec<(f64, f64)> = par::install(|| {
+            let mut run = || {
+                let out = MatMut::row_major(&mut c_data, m, n).unwrap();
+                sgemm(1.0, black_box(a), black_box(b), 0.0, out, &ep).unwrap();
+            };
+            run();
+            (0..reps)
+                .map(|_| {
+                    let cpu0 = thread_cpu_ns();
+                    let t = Instant::now();
+                    for _ in 0..inner {
+                        run();
+                    }
+                    let wall = t.elapsed().as_secs_f64();
+                    let cpu = match (cpu0, thread_cpu_ns()) {
+                        (Some(a), Some(b)) if b > a => (b - a) as f64 * 1e-9,
+                        _ => f64::NAN,
+                    };
+                    let total = flops * inner as f64 / 1e9;
+                    (total / wall, total / cpu)
+                })
+                .collect()
+        });
+        let (wall_med, wall_max) = median_max(&mut res.iter().map(|r| r.0).collect::<Vec<_>>());
+        // Over all timings together: the CPU-time counter is only exact to a tick.
+        let cpu_all = res.len() as f64 / res.iter().map(|r| 1.0 / r.1).sum::<f64>();
+        println!("{name:24} wall {wall_med:7.1} (max {wall_max:6.1})  per-cpu-s {cpu_all:7.1}");
+    }
+}

@@ -1,0 +1,374 @@
+//! AVX-512 micro-kernel: a `12 x 32` tile held in twenty-four `zmm` accumulators.
+//!
+//! Per step of K it loads one 32-wide row of B (two `zmm`), broadcasts twelve
+//! elements of A and issues twenty-four FMAs. With two 512-bit FMA pipes that is
+//! twelve cycles of arithmetic against fourteen loads, which the two vector load
+//! ports absorb; twenty-four independent accumulators hide the four-cycle FMA
+//! latency three times over. Accumulators, the two B registers and the broadcast
+//! registers fit in the thirty-two `zmm` registers without spilling.
+//!
+//! Edge tiles run the same body with fewer rows (a copy per row count, 1 to 12)
+//! and, when at most 16 columns remain, one vector instead of two; the last vector
+//! is loaded and stored through a lane mask, so partial tiles write C in place
+//! with no buffer and no wasted rows.
+//!
+//! Block sizes are the trait defaults: a `256 x 32` B micro-panel is 32 KiB of
+//! the 48 KiB L1, and a `192 x 256` A block 192 KiB of the 2 MiB L2. Larger K
+//! blocks (320, 384) and M blocks (288, 480) measured the same within noise on
+//! a Sapphire Rapids core.
+//!
+//! Packing uses a 16 x 16 register transpose with masked loads and stores, so any
+//! panel width and any number of columns take the vector path.
+
+use super::driver::Problem;
+
+/// Runs the whole product with the AVX-512 kernel.
+///
+/// The caller has checked `SimdLevel::Avx512.is_supported()`.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn gemm(problem: &Problem, c: &mut [f32], ldc: usize) {
+    super::driver::gemm::<x86::Avx512Kernel>(problem, c, ldc);
+}
+
+/// Never reached: `SimdLevel::Avx512` is unsupported off x86-64, and
+/// `sgemm_with_level` refuses unsupported levels. Falls back to the portable kernel.
+#[cfg(not(target_arch = "x86_64"))]
+pub(super) fn gemm(problem: &Problem, c: &mut [f32], ldc: usize) {
+    super::driver::gemm::<super::scalar::ScalarKernel>(problem, c, ldc);
+}
+
+/// Packs a panel of `W` rows that are each contiguous along the columns
+/// (`rows[r][p]`): `panel[p*W + r] = rows[r][p]`, sixteen rows by sixteen columns
+/// at a time. Returns how many columns it packed: all of them.
+///
+/// The caller has checked `SimdLevel::Avx512.is_supported()`.
+///
+/// # Panics
+/// If a row is shorter than `panel.len() / W`.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn pack_rows<const W: usize>(panel: &mut [f32], rows: &[&[f32]; W]) -> usize {
+    let cols = panel.len() / W;
+    assert!(rows.iter().all(|r| r.len() >= cols));
+    let ptrs: [*const f32; W] = std::array::from_fn(|r| rows[r].as_ptr());
+    // SAFETY: every row holds at least `cols` floats and the panel `W * cols`;
+    // `transpose_rows` reads columns `< cols` of rows `< W` and writes
+    // `out[p*W + r]` for `p < cols`, `r < W` only (masked loads and stores). The
+    // caller checked AVX-512 support.
+    unsafe { x86::transpose_rows(panel.as_mut_ptr(), &ptrs, cols) };
+    cols
+}
+
+/// Not reached off x86-64 (the AVX-512 level is unsupported there).
+#[cfg(not(target_arch = "x86_64"))]
+pub(super) fn pack_rows<const W: usize>(_panel: &mut [f32], _rows: &[&[f32]; W]) -> usize {
+    0
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use crate::cpu::SimdLevel;
+    use crate::gemm::kernel::MicroKernel;
+
+    /// Rows of the tile.
+    const MR: usize = 12;
+    /// `zmm` vectors per row of the tile.
+    const NV: usize = 2;
+    /// Columns of the tile.
+    const NR: usize = 16 * NV;
+
+    /// The AVX-512 `12 x 32` micro-kernel.
+    pub(crate) struct Avx512Kernel;
+
+    impl MicroKernel for Avx512Kernel {
+        const MR: usize = MR;
+        const NR: usize = NR;
+        const LEVEL: SimdLevel = SimdLevel::Avx512;
+
+        #[inline]
+        unsafe fn kernel(
+            k: usize,
+            alpha: f32,
+            a: *const f32,
+            rsa: usize,
+            csa: usize,
+            b: *const f32,
+            rsb: usize,
+            beta: f32,
+            c: *mut f32,
+            ldc: usize,
+        ) {
+            let args = (k, alpha, a, rsa, csa, b, rsb, beta, c, ldc);
+            if rsa == 1 && csa == MR && rsb == NR {
+                // SAFETY: forwarded contract of `MicroKernel::kernel` (the caller
+                // checked AVX-512 support); the strides equal the constants used.
+                unsafe { tile::<MR, NV, true>(args, ALL) }
+            } else {
+                // SAFETY: as above.
+                unsafe { tile::<MR, NV, false>(args, ALL) }
+            }
+        }
+
+        #[inline]
+        unsafe fn kernel_edge(
+            rows: usize,
+            cols: usize,
+            k: usize,
+            alpha: f32,
+            a: *const f32,
+            rsa: usize,
+            csa: usize,
+            b: *const f32,
+            rsb: usize,
+            beta: f32,
+            c: *mut f32,
+            ldc: usize,
+        ) {
+            assert!(rows <= MR && cols <= NR);
+            if rows == 0 || cols == 0 {
+                return;
+            }
+            let args = (k, alpha, a, rsa, csa, b, rsb, beta, c, ldc);
+            // Columns `16 * (vectors - 1)..cols` go through the last, masked vector.
+            let vectors = cols.div_ceil(16);
+            let mask = lanes(cols - 16 * (vectors - 1));
+            let packed = rsa == 1 && csa == MR && rsb == NR;
+            // SAFETY: the contract of `kernel_edge`: only rows < rows and the
+            // columns < cols that `mask` leaves in the last vector touch C; the
+            // operands are readable for the full tile. AVX-512 checked by the caller.
+            unsafe {
+                match (vectors, packed) {
+                    (1, true) => edge::<1, true>(rows, args, mask),
+                    (1, false) => edge::<1, false>(rows, args, mask),
+                    (_, true) => edge::<NV, true>(rows, args, mask),
+                    (_, false) => edge::<NV, false>(rows, args, mask),
+                }
+            }
+        }
+    }
+
+    /// All sixteen lanes of a vector.
+    const ALL: __mmask16 = 0xFFFF;
+
+    /// The mask of the first `n <= 16` lanes.
+    fn lanes(n: usize) -> __mmask16 {
+        if n >= 16 {
+            ALL
+        } else {
+            (1u16 << n) - 1
+        }
+    }
+
+    /// The arguments of [`MicroKernel::kernel`]:
+    /// `(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc)`.
+    type Args = (
+        usize,
+        f32,
+        *const f32,
+        usize,
+        usize,
+        *const f32,
+        usize,
+        f32,
+        *mut f32,
+        usize,
+    );
+
+    /// [`tile`] with the row count as a run-time value.
+    ///
+    /// # Safety
+    /// As [`tile`] with `R = rows`, `1 <= rows <= MR`.
+    #[inline]
+    unsafe fn edge<const V: usize, const PACKED: bool>(rows: usize, args: Args, mask: __mmask16) {
+        // SAFETY: forwarded; each arm's row count is `rows`.
+        unsafe {
+            match rows {
+                1 => tile::<1, V, PACKED>(args, mask),
+                2 => tile::<2, V, PACKED>(args, mask),
+                3 => tile::<3, V, PACKED>(args, mask),
+                4 => tile::<4, V, PACKED>(args, mask),
+                5 => tile::<5, V, PACKED>(args, mask),
+                6 => tile::<6, V, PACKED>(args, mask),
+                7 => tile::<7, V, PACKED>(args, mask),
+                8 => tile::<8, V, PACKED>(args, mask),
+                9 => tile::<9, V, PACKED>(args, mask),
+                10 => tile::<10, V, PACKED>(args, mask),
+                11 => tile::<11, V, PACKED>(args, mask),
+                _ => tile::<MR, V, PACKED>(args, mask),
+            }
+        }
+    }
+
+    /// The kernel body for the top-left `R x (16*(V-1) + lanes of mask)` corner of
+    /// the tile: `R <= MR` rows, `V <= NV` vectors of columns, the last one stored
+    /// through `mask`. `PACKED` replaces the strides by the packed-panel constants
+    /// so the loads use fixed displacements.
+    ///
+    /// # Safety
+    /// The contract of [`MicroKernel::kernel`] for the operand reads (rows < R,
+    /// columns < 16V); C is read (beta != 0) and written only at rows < R and the
+    /// columns named above.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn tile<const R: usize, const V: usize, const PACKED: bool>(
+        (k, alpha, a, rsa, csa, b, rsb, beta, c, ldc): Args,
+        mask: __mmask16,
+    ) {
+        let (rsa, csa, rsb) = if PACKED { (1, MR, NR) } else { (rsa, csa, rsb) };
+        // Warm the C tile (three lines per row when it straddles them) while the
+        // product runs. Prefetching never faults, so it needs no `unsafe`.
+        for i in 0..R {
+            let row = c.wrapping_add(i * ldc);
+            _mm_prefetch::<_MM_HINT_T0>(row as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(16 * V - 1) as *const i8);
+            if V > 1 {
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(16) as *const i8);
+            }
+        }
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
+        // Rows of A in groups of three, each group with its own pointer: row
+        // 3g + r is at `ap[g] + r*rsa`. For A read in place the compiler would
+        // otherwise step one pointer row by row, a chain of R dependent additions
+        // per step of K: as slow as the FMAs with two vectors, twice as slow with
+        // one. It would also see that the groups are `3*rsa` apart and fold them
+        // back into that chain; `black_box` hides it (one trip through the stack
+        // per call). Packed panels keep constant offsets. Groups past the last
+        // row are never read.
+        let groups: [*const f32; MR.div_ceil(3)] =
+            std::array::from_fn(|g| a.wrapping_add(3 * g * rsa));
+        let mut ap = if PACKED || V > 1 {
+            groups
+        } else {
+            std::hint::black_box(groups)
+        };
+        let mut bp = b;
+        for _ in 0..k {
+            // SAFETY: `bp = b + p*rsb` and `ap[g] + r*rsa = a + (3g + r)*rsa +
+            // p*csa` for the current p < k and rows 3g + r < R: inside the ranges
+            // the caller guarantees.
+            unsafe {
+                let bv: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(bp.add(16 * v)));
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let ai = _mm512_set1_ps(*ap[i / 3].add((i % 3) * rsa));
+                    for v in 0..V {
+                        acc_i[v] = _mm512_fmadd_ps(ai, bv[v], acc_i[v]);
+                    }
+                }
+                for g in ap.iter_mut() {
+                    *g = g.wrapping_add(csa);
+                }
+                bp = bp.add(rsb);
+            }
+        }
+        let alpha_v = _mm512_set1_ps(alpha);
+        let beta_v = _mm512_set1_ps(beta);
+        for (i, acc_i) in acc.iter().enumerate() {
+            for v in 0..V {
+                let m = if v + 1 == V { mask } else { ALL };
+                let ab = _mm512_mul_ps(alpha_v, acc_i[v]);
+                // SAFETY: row i < R, the lanes of `m` in columns 16v..16v+16 of the
+                // C tile: writable, and readable when beta != 0, per the contract.
+                // Masked-off lanes are not accessed.
+                unsafe {
+                    let cv = c.add(i * ldc + 16 * v);
+                    let r = if beta == 0.0 {
+                        ab
+                    } else {
+                        _mm512_fmadd_ps(beta_v, _mm512_maskz_loadu_ps(m, cv), ab)
+                    };
+                    _mm512_mask_storeu_ps(cv, m, r);
+                }
+            }
+        }
+    }
+
+    /// `out[p*W + r] = rows[r][p]` for `p < cols`, `r < W`.
+    ///
+    /// Rows go sixteen at a time (missing rows of the last group read as zero and
+    /// are not stored), columns sixteen at a time (the last block with masked
+    /// loads).
+    ///
+    /// # Safety
+    /// Each `rows[r]` is readable for `cols` floats; `out` is writable for
+    /// `cols * W` floats; the CPU supports AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transpose_rows<const W: usize>(
+        out: *mut f32,
+        rows: &[*const f32; W],
+        cols: usize,
+    ) {
+        let zero = _mm512_setzero_ps();
+        for g in 0..W.div_ceil(16) {
+            let r0 = g * 16;
+            let live = (W - r0).min(16);
+            let store_mask: __mmask16 = if live == 16 {
+                0xFFFF
+            } else {
+                (1u16 << live) - 1
+            };
+            for p in (0..cols).step_by(16) {
+                let width = (cols - p).min(16);
+                let load_mask: __mmask16 = if width == 16 {
+                    0xFFFF
+                } else {
+                    (1u16 << width) - 1
+                };
+                let v: [__m512; 16] = std::array::from_fn(|r| {
+                    if r < live {
+                        // SAFETY: row r0 + r < W is readable at p..p+width <= cols;
+                        // the masked-off lanes are not accessed.
+                        unsafe { _mm512_maskz_loadu_ps(load_mask, rows[r0 + r].add(p)) }
+                    } else {
+                        zero
+                    }
+                });
+                let t = transpose16(v);
+                for (q, col) in t.iter().enumerate().take(width) {
+                    // SAFETY: column p + q < cols; lanes r < live write
+                    // out[(p+q)*W + r0 + r] with r0 + r < W, inside `cols * W`.
+                    unsafe { _mm512_mask_storeu_ps(out.add((p + q) * W + r0), store_mask, *col) };
+                }
+            }
+        }
+    }
+
+    /// Transposes 16 rows of 16 floats: element `q` of output `i` is element `i` of
+    /// input `q`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+        // Within each 128-bit lane: pairs of rows interleaved, then quads.
+        let t: [__m512; 16] = std::array::from_fn(|i| {
+            let (x, y) = (r[i & !1], r[i | 1]);
+            if i % 2 == 0 {
+                _mm512_unpacklo_ps(x, y)
+            } else {
+                _mm512_unpackhi_ps(x, y)
+            }
+        });
+        // u[4q + j], lane L: column 4L + j of rows 4q..4q+4.
+        let u: [__m512; 16] = std::array::from_fn(|i| {
+            let (q, j) = (i / 4, i % 4);
+            let (x, y) = (t[4 * q + j / 2], t[4 * q + 2 + j / 2]);
+            if j % 2 == 0 {
+                _mm512_shuffle_ps::<0x44>(x, y)
+            } else {
+                _mm512_shuffle_ps::<0xEE>(x, y)
+            }
+        });
+        // For each j, a 4 x 4 transpose of 128-bit lanes across u[j], u[4+j],
+        // u[8+j], u[12+j] gives columns j, 4+j, 8+j and 12+j.
+        let mut out = [_mm512_setzero_ps(); 16];
+        for j in 0..4 {
+            let x0 = _mm512_shuffle_f32x4::<0x44>(u[j], u[4 + j]);
+            let x1 = _mm512_shuffle_f32x4::<0xEE>(u[j], u[4 + j]);
+            let x2 = _mm512_shuffle_f32x4::<0x44>(u[8 + j], u[12 + j]);
+            let x3 = _mm512_shuffle_f32x4::<0xEE>(u[8 + j], u[12 + j]);
+            out[j] = _mm512_shuffle_f32x4::<0x88>(x0, x2);
+            out[4 + j] = _mm512_shuffle_f32x4::<0xDD>(x0, x2);
+            out[8 + j] = _mm512_shuffle_f32x4::<0x88>(x1, x3);
+            out[12 + j] = _mm512_shuffle_f32x4::<0xDD>(x1, x3);
+        }
+        out
+    }
+}
