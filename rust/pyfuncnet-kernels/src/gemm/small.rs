@@ -8,13 +8,15 @@
 //! columns, and each task's last partial strip of A's rows (zero-padded, so the
 //! kernel never reads outside the operands).
 //!
-//! Work is split into tasks of whole row strips, sized from the shape only; each
-//! task walks the K blocks in order, so results do not depend on the thread count.
+//! Work is split into tasks of whole row strips (or, when all of B is packed, of
+//! whole column panels), sized from the shape only; each task walks the K blocks
+//! in order, so results do not depend on the thread count.
 
 use super::driver::{balanced_block, run_tasks, CTarget, Operand, Problem, Tile};
 use super::kernel::MicroKernel;
 use super::pack::pack_panels;
 use super::scratch::{with_scratch, Slot};
+use std::ops::Range;
 
 /// Each task carries at least this many flops (~10 µs at peak).
 const MIN_TASK_FLOPS: usize = 1_000_000;
@@ -37,81 +39,132 @@ pub(crate) fn prefers_small(m: usize, n: usize, k: usize) -> bool {
 pub(crate) fn gemm<K: MicroKernel>(p: &Problem, c: CTarget) {
     let (m, n, k) = (p.m, p.n, p.k);
     let (mr, nr) = (K::MR, K::NR);
-    let (a, b) = (&p.a, &p.b);
-    // Columns 0..n_direct are read in place; the rest come from packed panels.
-    let n_direct = if b.cs == 1 { n / nr * nr } else { 0 };
-    let packed_cols = n - n_direct;
-    let packed_panels = packed_cols.div_ceil(nr);
+    let b = &p.b;
     let n_panels = n.div_ceil(nr);
     let kc = balanced_block(k, K::KC, 1);
-    // Tasks of whole strips, as even as possible, each worth MIN_TASK_FLOPS or more.
-    let strips = m.div_ceil(mr);
+    if b.cs != 1 {
+        // B must be packed whole (its rows are strided, e.g. `Wᵀ`): tasks take
+        // chunks of its column panels and pack their own, so packing runs in
+        // parallel, each task's panels stay in its core's cache, and a call is one
+        // parallel section rather than a serial pack followed by one.
+        let panel_flops = 2 * m * nr * k;
+        let max_tasks = (n_panels * panel_flops / MIN_TASK_FLOPS).clamp(1, n_panels);
+        let per_task = n_panels.div_ceil(max_tasks);
+        run_tasks(n_panels.div_ceil(per_task), |t| {
+            let (jp0, jp1) = (t * per_task, ((t + 1) * per_task).min(n_panels));
+            let (j0, j1) = (jp0 * nr, (jp1 * nr).min(n));
+            with_scratch(Slot::B, (jp1 - jp0) * nr * k, |bpack| {
+                pack_panels(bpack, &b.t(), j0, j1 - j0, 0, k, nr, K::LEVEL);
+                let bpack: &[f32] = bpack;
+                let panel = |jp: usize, p0: usize| Operand {
+                    data: bpack,
+                    offset: (jp - jp0) * nr * k + p0 * nr,
+                    rs: nr,
+                    cs: 1,
+                };
+                strips::<K>(p, c, 0..m, jp0..jp1, kc, panel);
+            });
+            // SAFETY: columns j0..j1, all rows, belong to task t.
+            unsafe { c.apply_epilogue(p.epilogue, 0..m, j0, j1 - j0) };
+        });
+        return;
+    }
+    // B's rows are read in place; only the last partial panel is packed, once, and
+    // tasks take whole row strips, as even as possible, each worth
+    // MIN_TASK_FLOPS or more.
+    let n_direct = n / nr * nr;
+    let strips_count = m.div_ceil(mr);
     let strip_flops = 2 * mr * n * k;
-    let max_tasks = (strips * strip_flops / MIN_TASK_FLOPS).clamp(1, strips);
-    let rows_per_task = strips.div_ceil(max_tasks) * mr;
+    let max_tasks = (strips_count * strip_flops / MIN_TASK_FLOPS).clamp(1, strips_count);
+    let rows_per_task = strips_count.div_ceil(max_tasks) * mr;
     let tasks = m.div_ceil(rows_per_task);
-
-    with_scratch(Slot::B, packed_panels * nr * k, |bpack| {
+    let packed_cols = n - n_direct;
+    with_scratch(Slot::B, packed_cols.div_ceil(nr) * nr * k, |bpack| {
         pack_panels(bpack, &b.t(), n_direct, packed_cols, 0, k, nr, K::LEVEL);
         let bpack: &[f32] = bpack;
+        let panel = |jp: usize, p0: usize| {
+            let j = jp * nr;
+            if j < n_direct {
+                Operand {
+                    data: b.data,
+                    offset: p0 * b.rs + j,
+                    rs: b.rs,
+                    cs: 1,
+                }
+            } else {
+                Operand {
+                    data: bpack,
+                    offset: p0 * nr,
+                    rs: nr,
+                    cs: 1,
+                }
+            }
+        };
         run_tasks(tasks, |t| {
             let i0 = t * rows_per_task;
             let i1 = (i0 + rows_per_task).min(m);
-            let full_end = i0 + (i1 - i0) / mr * mr;
-            // The partial strip i0+full_end..i1 is packed, zero-padded to MR rows.
-            with_scratch(Slot::A, if full_end < i1 { mr * k } else { 0 }, |apack| {
-                if full_end < i1 {
-                    pack_panels(apack, a, full_end, i1 - full_end, 0, k, mr, K::LEVEL);
-                }
-                for p0 in (0..k).step_by(kc) {
-                    let kcur = kc.min(k - p0);
-                    let beta = if p0 == 0 { p.beta } else { 1.0 };
-                    for jp in 0..n_panels {
-                        let j = jp * nr;
-                        let cols = nr.min(n - j);
-                        let b_src = if j < n_direct {
-                            Operand {
-                                data: b.data,
-                                offset: p0 * b.rs + j,
-                                rs: b.rs,
-                                cs: 1,
-                            }
-                        } else {
-                            let s = (j - n_direct) / nr;
-                            Operand {
-                                data: bpack,
-                                offset: s * nr * k + p0 * nr,
-                                rs: nr,
-                                cs: 1,
-                            }
-                        };
-                        for i in (i0..i1).step_by(mr) {
-                            let rows = mr.min(i1 - i);
-                            let a_src = if i < full_end {
-                                Operand {
-                                    data: a.data,
-                                    offset: i * a.rs + p0 * a.cs,
-                                    rs: a.rs,
-                                    cs: a.cs,
-                                }
-                            } else {
-                                Operand {
-                                    data: apack,
-                                    offset: p0 * mr,
-                                    rs: 1,
-                                    cs: mr,
-                                }
-                            };
-                            let tile = Tile { i, j, rows, cols };
-                            // SAFETY: task t owns rows i0..i1 of C; the caller
-                            // checked the instruction set when it picked K.
-                            unsafe { c.run_tile::<K>(tile, kcur, p.alpha, a_src, b_src, beta) };
-                        }
-                    }
-                }
-            });
+            strips::<K>(p, c, i0..i1, 0..n_panels, kc, panel);
             // SAFETY: rows i0..i1, all columns, belong to task t.
             unsafe { c.apply_epilogue(p.epilogue, i0..i1, 0, n) };
         });
+    });
+}
+
+/// Computes the tiles of rows `rows` and panels `panels` of C, K block by K
+/// block in order; `panel(jp, p0)` gives B's panel `jp` from row `p0`. A is read
+/// in place, but for a last partial strip, which is packed zero-padded to MR rows.
+fn strips<'b, K: MicroKernel>(
+    p: &Problem,
+    c: CTarget,
+    rows: Range<usize>,
+    panels: Range<usize>,
+    kc: usize,
+    panel: impl Fn(usize, usize) -> Operand<'b>,
+) {
+    let (n, k) = (p.n, p.k);
+    let (mr, nr) = (K::MR, K::NR);
+    let a = &p.a;
+    let (i0, i1) = (rows.start, rows.end);
+    let full_end = i0 + (i1 - i0) / mr * mr;
+    with_scratch(Slot::A, if full_end < i1 { mr * k } else { 0 }, |apack| {
+        if full_end < i1 {
+            pack_panels(apack, a, full_end, i1 - full_end, 0, k, mr, K::LEVEL);
+        }
+        for p0 in (0..k).step_by(kc) {
+            let kcur = kc.min(k - p0);
+            let beta = if p0 == 0 { p.beta } else { 1.0 };
+            for jp in panels.clone() {
+                let j = jp * nr;
+                let cols = nr.min(n - j);
+                let b_src = panel(jp, p0);
+                for i in (i0..i1).step_by(mr) {
+                    let a_src = if i < full_end {
+                        Operand {
+                            data: a.data,
+                            offset: i * a.rs + p0 * a.cs,
+                            rs: a.rs,
+                            cs: a.cs,
+                        }
+                    } else {
+                        Operand {
+                            data: apack,
+                            offset: p0 * mr,
+                            rs: 1,
+                            cs: mr,
+                        }
+                    };
+                    let tile = Tile {
+                        i,
+                        j,
+                        rows: mr.min(i1 - i),
+                        cols,
+                    };
+                    // SAFETY: the calling task owns rows `rows` x the columns of
+                    // `panels` of C; the caller checked the instruction set when
+                    // it picked K.
+                    unsafe { c.run_tile::<K>(tile, kcur, p.alpha, a_src, b_src, beta) };
+                }
+            }
+        }
     });
 }
