@@ -3,10 +3,20 @@
 //! Kernels call [`for_each_task`] with a task count that depends on the problem size
 //! only, never on the thread count, so the partition of work (and therefore every
 //! floating-point result) is the same for 1 or 64 threads. Work is handed out
-//! dynamically by rayon's work stealing, so a busy core slows a run down gracefully
-//! instead of stalling a static split at a barrier.
+//! dynamically (tasks are claimed one at a time by whichever thread is free), so a
+//! busy core slows a run down gracefully instead of stalling a static split at a
+//! barrier.
+//!
+//! One stall remains when another process competes for the cores: a worker that the
+//! operating system deschedules while it holds a task makes the caller wait for it
+//! at the end of the section, for up to a scheduler time slice (milliseconds), far
+//! longer than the section. [`for_each_task`] watches for such stalls and, after
+//! one, runs the sections of the next [`BACKOFF`] on the calling thread alone (a
+//! probe in parallel follows). Which thread runs a task never changes its result.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::error::{KernelError, Result};
 
@@ -81,10 +91,46 @@ pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// Whether the helpers below should run their tasks in order on this thread: with a
 /// single worker nothing runs in parallel anyway, and handing the work to it from
 /// another thread (an eager op runs on the caller's) would add a wake-up and a
-/// hand-back, ~10 us each when it sleeps. Tasks are independent and the partition
-/// is the caller's, so the results are the same either way.
+/// hand-back, ~10 us each when it sleeps; and while backing off after a stall (see
+/// the module docs). Tasks are independent and the partition is the caller's, so
+/// the results are the same either way.
 fn serial() -> bool {
-    num_threads() == 1
+    num_threads() == 1 || backing_off()
+}
+
+/// How long sections run on the calling thread alone after a stall.
+pub const BACKOFF: Duration = Duration::from_millis(100);
+/// A wait for helpers longer than this (and than [`STALL_TASKS`] average tasks)
+/// counts as a stall: wake-up latency and uneven task ends stay well below it, a
+/// descheduled worker well above.
+const MIN_STALL: Duration = Duration::from_micros(200);
+const STALL_TASKS: u32 = 4;
+
+/// Nanoseconds since the first call, as a lock-free timestamp.
+fn now_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// End of the current back-off, in [`now_ns`] time (0: none).
+static SERIAL_UNTIL_NS: AtomicU64 = AtomicU64::new(0);
+
+fn backing_off() -> bool {
+    let until = SERIAL_UNTIL_NS.load(Ordering::Relaxed);
+    until != 0 && now_ns() < until
+}
+
+/// Records how a parallel section ended on the calling thread: it ran `ran` tasks in
+/// `busy`, then waited `wait` for the helpers. Starts a back-off after a stall.
+/// Returns whether it did.
+fn note_section_end(ran: u32, busy: Duration, wait: Duration) -> bool {
+    let typical_task = if ran == 0 { Duration::ZERO } else { busy / ran };
+    let stalled = wait > MIN_STALL.max(typical_task * STALL_TASKS);
+    if stalled {
+        let until = now_ns() + BACKOFF.as_nanos() as u64;
+        SERIAL_UNTIL_NS.store(until.max(1), Ordering::Relaxed);
+    }
+    stalled
 }
 
 /// Runs `task(i)` for every `i` in `0..tasks`, in parallel when `tasks > 1` and the
@@ -93,12 +139,54 @@ fn serial() -> bool {
 /// Tasks are independent; callers size them to tens of microseconds of work or more,
 /// because handing a task to another thread costs microseconds.
 pub fn for_each_task(tasks: usize, task: impl Fn(usize) + Sync + Send) {
-    use rayon::prelude::*;
     match tasks {
         0 => {}
         1 => task(0),
         _ if serial() => (0..tasks).for_each(task),
-        _ => install(|| (0..tasks).into_par_iter().for_each(task)),
+        _ => install(|| claim_in_parallel(tasks, &task)),
+    }
+}
+
+/// The parallel section of [`for_each_task`]: the calling thread and up to
+/// `threads - 1` helpers claim task indices from one counter until none are left.
+fn claim_in_parallel(tasks: usize, task: &(impl Fn(usize) + Sync)) {
+    let next = AtomicUsize::new(0);
+    let claim = || {
+        let mut ran = 0u32;
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= tasks {
+                return ran;
+            }
+            task(i);
+            ran += 1;
+        }
+    };
+    let helpers = (num_threads() - 1).min(tasks - 1);
+    let start = Instant::now();
+    let ((ran, busy, done), ()) = rayon::join(
+        || {
+            let ran = claim();
+            (ran, start.elapsed(), Instant::now())
+        },
+        || {
+            offer_helpers(helpers, &|| {
+                claim();
+            })
+        },
+    );
+    note_section_end(ran, busy, done.elapsed());
+}
+
+/// Offers `help` to `n` more threads (nested joins: no allocation). A half nobody
+/// steals is run by the thread that offered it, finding no task left.
+fn offer_helpers(n: usize, help: &(impl Fn() + Sync)) {
+    match n {
+        0 => {}
+        1 => help(),
+        _ => {
+            rayon::join(help, || offer_helpers(n - 1, help));
+        }
     }
 }
 
@@ -144,7 +232,6 @@ pub fn join<A: Send, B: Send>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
     fn for_each_task_runs_every_index_once() {
@@ -166,6 +253,39 @@ mod tests {
         for (i, x) in data.iter().enumerate() {
             assert_eq!(*x, i / 10);
         }
+    }
+
+    #[test]
+    fn a_long_wait_for_helpers_starts_a_back_off() {
+        // Ordinary ends of sections: short waits, or waits of a few tasks' length.
+        assert!(!note_section_end(
+            10,
+            Duration::from_micros(500),
+            Duration::from_micros(100)
+        ));
+        assert!(!note_section_end(
+            2,
+            Duration::from_millis(4),
+            Duration::from_millis(3)
+        ));
+        assert!(!backing_off());
+        // A worker descheduled for a time slice while it held a task.
+        assert!(note_section_end(
+            8,
+            Duration::from_micros(400),
+            Duration::from_millis(3)
+        ));
+        assert!(backing_off());
+        // Meanwhile sections run on the calling thread, every task exactly once.
+        let me = std::thread::current().id();
+        let hits: Vec<AtomicUsize> = (0..16).map(|_| AtomicUsize::new(0)).collect();
+        for_each_task(hits.len(), |i| {
+            assert_eq!(std::thread::current().id(), me);
+            hits[i].fetch_add(1, Ordering::Relaxed);
+        });
+        assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+        std::thread::sleep(BACKOFF);
+        assert!(!backing_off());
     }
 
     #[test]
