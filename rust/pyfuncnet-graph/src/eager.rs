@@ -83,7 +83,7 @@ pub fn forward(
         .sum::<usize>()
         + types.iter().map(TensorType::numel).sum::<usize>();
     let ctx = Ctx::default();
-    let result = if elements >= POOL_MIN_ELEMENTS && par::num_threads() > 1 {
+    let result = if elements >= POOL_MIN_ELEMENTS && par::runs_in_parallel() {
         par::install(|| op.forward(&ctx, inputs, outputs))
     } else {
         op.forward(&ctx, inputs, outputs)
