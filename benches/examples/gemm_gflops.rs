@@ -20,42 +20,28 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use pyfuncnet_benches::{mlp_shapes, Operands, Shape};
 use pyfuncnet_kernels::cpu;
-use pyfuncnet_kernels::gemm::{sgemm, Epilogue, MatMut, MatRef};
+use pyfuncnet_kernels::gemm::{sgemm, Epilogue, MatMut};
 use pyfuncnet_kernels::par;
 
-/// Deterministic values in [-1, 1).
-fn values(len: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect()
-}
-
-/// `(name, m, n, k, A stored transposed, B stored transposed)`.
-type Shape = (String, usize, usize, usize, bool, bool);
-
+/// The square sizes up to 2048, the `extra` products (`MxNxK`), then the MLP's.
 fn shapes(extra: &[[usize; 3]]) -> Vec<Shape> {
     let mut v: Vec<Shape> = [64, 128, 256, 384, 512, 1024, 2048]
         .into_iter()
-        .map(|n| (format!("sq{n}"), n, n, n, false, false))
+        .map(|n| Shape::square(format!("sq{n}"), n))
         .collect();
     for &[m, n, k] in extra {
-        v.push((format!("{m}x{n}x{k}"), m, n, k, false, false));
+        v.push(Shape {
+            name: format!("{m}x{n}x{k}"),
+            m,
+            n,
+            k,
+            ta: false,
+            tb: false,
+        });
     }
-    for batch in [64, 256] {
-        for (fan_in, fan_out) in [(784, 64), (64, 64), (64, 10)] {
-            let l = format!("b{batch}_{fan_in}x{fan_out}");
-            v.push((format!("{l}_x.w"), batch, fan_out, fan_in, false, false));
-            v.push((format!("{l}_dy.wt"), batch, fan_in, fan_out, false, true));
-            v.push((format!("{l}_xt.dy"), fan_in, fan_out, batch, true, false));
-        }
-    }
+    v.extend(mlp_shapes());
     v
 }
 
@@ -96,25 +82,16 @@ fn main() {
         cpu::active().name(),
         par::num_threads()
     );
-    for (name, m, n, k, ta, tb) in shapes(&extra) {
-        if !filter.split(',').any(|f| name.contains(f)) {
+    for s in shapes(&extra) {
+        if !filter.split(',').any(|f| s.name.contains(f)) {
             continue;
         }
-        let a_data = values(m * k, 1);
-        let b_data = values(k * n, 2);
+        let (m, n, name) = (s.m, s.n, &s.name);
+        let operands = Operands::new(&s);
+        let (a, b) = (operands.a(&s), operands.b(&s));
         let mut c_data = vec![0.0f32; m * n];
-        let a = if ta {
-            MatRef::row_major(&a_data, k, m).unwrap().t()
-        } else {
-            MatRef::row_major(&a_data, m, k).unwrap()
-        };
-        let b = if tb {
-            MatRef::row_major(&b_data, n, k).unwrap().t()
-        } else {
-            MatRef::row_major(&b_data, k, n).unwrap()
-        };
         let ep = Epilogue::default();
-        let flops = 2.0 * (m * n * k) as f64;
+        let flops = s.flops() as f64;
         // About 20 ms of work per timing at 100 GFLOP/s: short timings, many of them,
         // so that the best ones dodge the other processes of a shared machine.
         let inner = ((2e9 / flops) as usize).max(1);

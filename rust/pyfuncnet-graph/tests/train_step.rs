@@ -14,15 +14,15 @@ fn adam() -> OptimizerConfig {
     OptimizerConfig::from_json(&json!({"name": "adam"})).unwrap()
 }
 
-#[test]
-fn mlp_training_step_reduces_the_loss() {
-    let batch = 32;
-    let mut step = CompiledStep::compile(&common::mlp_spec(batch, &DIMS), Mode::Train).unwrap();
+/// Trains `spec` for `steps` Adam steps on one batch (labels from `seed`); returns
+/// the losses, the weights and the optimizer's iteration count.
+fn train(spec: &str, batch: usize, steps: usize, seed: u64) -> (Vec<f32>, Vec<Vec<f32>>, u64) {
+    let mut step = CompiledStep::compile(spec, Mode::Train).unwrap();
     let mut vars = common::mlp_variables(&DIMS);
     let config = adam();
     let sizes: Vec<usize> = vars.values.iter().map(Vec::len).collect();
     let mut state = OptimizerState::new(&config, &sizes);
-    let (x, y) = common::mlp_batch(batch, DIMS[0], 7);
+    let (x, y) = common::mlp_batch(batch, DIMS[0], seed);
     let (x_shape, y_shape) = ([batch, DIMS[0]], [batch]);
     let inputs = [
         TensorRef::new_f32(&x_shape, &x),
@@ -31,12 +31,20 @@ fn mlp_training_step_reduces_the_loss() {
             data: DataRef::I32(&y),
         },
     ];
-    let mut losses = Vec::new();
-    for _ in 0..30 {
-        step.train(&inputs, &mut vars, &config, &mut state, 1e-3)
-            .unwrap();
-        losses.push(step.loss().unwrap());
-    }
+    let losses = (0..steps)
+        .map(|_| {
+            step.train(&inputs, &mut vars, &config, &mut state, 1e-3)
+                .unwrap();
+            step.loss().unwrap()
+        })
+        .collect();
+    (losses, vars.values, state.iterations)
+}
+
+#[test]
+fn mlp_training_step_reduces_the_loss() {
+    let batch = 32;
+    let (losses, _, iterations) = train(&common::mlp_spec(batch, &DIMS), batch, 30, 7);
     // Ten classes: the first loss is near ln(10); memorising one batch drives it down.
     assert!(
         (losses[0] - 10f32.ln()).abs() < 1.0,
@@ -44,33 +52,7 @@ fn mlp_training_step_reduces_the_loss() {
         losses[0]
     );
     assert!(losses[29] < 0.5 * losses[0], "losses {losses:?}");
-    assert_eq!(state.iterations, 30);
-}
-
-/// Trains `spec` for five steps; returns the losses and the weights.
-fn train_five(spec: &str, batch: usize) -> (Vec<f32>, Vec<Vec<f32>>) {
-    let mut step = CompiledStep::compile(spec, Mode::Train).unwrap();
-    let mut vars = common::mlp_variables(&DIMS);
-    let config = adam();
-    let sizes: Vec<usize> = vars.values.iter().map(Vec::len).collect();
-    let mut state = OptimizerState::new(&config, &sizes);
-    let (x, y) = common::mlp_batch(batch, DIMS[0], 5);
-    let (x_shape, y_shape) = ([batch, DIMS[0]], [batch]);
-    let inputs = [
-        TensorRef::new_f32(&x_shape, &x),
-        TensorRef {
-            shape: &y_shape,
-            data: DataRef::I32(&y),
-        },
-    ];
-    let losses = (0..5)
-        .map(|_| {
-            step.train(&inputs, &mut vars, &config, &mut state, 1e-3)
-                .unwrap();
-            step.loss().unwrap()
-        })
-        .collect();
-    (losses, vars.values)
+    assert_eq!(iterations, 30);
 }
 
 #[test]
@@ -89,8 +71,8 @@ fn layers_written_with_matmul_add_relu_fuse_into_dense() {
         .collect();
     assert_eq!(ops[..3], ["dense", "dense", "dense"], "planned ops {ops:?}");
     assert!(!ops.contains(&"matmul"), "planned ops {ops:?}");
-    let fused = train_five(&common::mlp_spec_primitive(batch, &DIMS), batch);
-    let dense = train_five(&common::mlp_spec(batch, &DIMS), batch);
+    let fused = train(&common::mlp_spec_primitive(batch, &DIMS), batch, 5, 5);
+    let dense = train(&common::mlp_spec(batch, &DIMS), batch, 5, 5);
     assert_eq!(fused.0, dense.0);
     assert_eq!(fused.1, dense.1);
     assert!(fused.0[4] < fused.0[0]);
