@@ -360,8 +360,27 @@ def _transposed_base(x):
     return None
 
 
+_MATMUL_ATTRS = {(ta, tb): {"transpose_a": ta, "transpose_b": tb} for ta in (False, True) for tb in (False, True)}
+
+
+def _gemm_operand(x):
+    """`(array, transposed)` for a float32 ndarray of rank >= 2 that the GEMM reads
+    as it is (C-contiguous) or as a transposed C-contiguous array; else None."""
+    if type(x) is not _NDARRAY or x.dtype is not _FLOAT32 or x.ndim < 2:
+        return None
+    if x.flags.c_contiguous:
+        return x, False
+    base = _transposed_base(x)
+    return None if base is None else (base, True)
+
+
 def matmul(x1, x2):
     """Matrix product with NumPy semantics (batch dims broadcast, 1-D operands promoted)."""
+    if not _tape._active:
+        # Fast path for the common eager call: two float32 matrices (or stacks).
+        a, b = _gemm_operand(x1), _gemm_operand(x2)
+        if a is not None and b is not None:
+            return _core.run_op("matmul", _MATMUL_ATTRS[a[1], b[1]], [a[0], b[0]])[0]
     x1, x2 = _float(x1), _float(x2)
     n1, n2 = _ndim(x1), _ndim(x2)
     if n1 == 0 or n2 == 0:
