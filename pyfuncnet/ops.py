@@ -347,19 +347,6 @@ def argmin(x, axis=None, keepdims=False):
 # Linear algebra
 
 
-_NO_TRANSPOSE = {}
-
-
-def _transposed_base(x):
-    """For a float32 ndarray whose last two axes are a transposed C-contiguous
-    array (such as `w.T`), that array; otherwise None."""
-    if type(x) is np.ndarray and x.ndim >= 2 and x.dtype == np.float32 and not x.flags.c_contiguous:
-        base = np.swapaxes(x, -1, -2)
-        if base.flags.c_contiguous:
-            return base
-    return None
-
-
 _MATMUL_ATTRS = {(ta, tb): {"transpose_a": ta, "transpose_b": tb} for ta in (False, True) for tb in (False, True)}
 
 
@@ -370,14 +357,17 @@ def _gemm_operand(x):
         return None
     if x.flags.c_contiguous:
         return x, False
-    base = _transposed_base(x)
-    return None if base is None else (base, True)
+    # A transposed view (`w.T`) goes as its C-contiguous base with a transpose
+    # flag: the GEMM reads it through strides, nothing is copied.
+    base = np.swapaxes(x, -1, -2)
+    return (base, True) if base.flags.c_contiguous else None
 
 
 def matmul(x1, x2):
     """Matrix product with NumPy semantics (batch dims broadcast, 1-D operands promoted)."""
     if not _tape._active:
-        # Fast path for the common eager call: two float32 matrices (or stacks).
+        # Fast path for the common eager call: two float32 matrices (or stacks);
+        # anything else (a tape, 1-D operands, other dtypes) takes the general path.
         a, b = _gemm_operand(x1), _gemm_operand(x2)
         if a is not None and b is not None:
             return _core.run_op("matmul", _MATMUL_ATTRS[a[1], b[1]], [a[0], b[0]])[0]
@@ -387,16 +377,7 @@ def matmul(x1, x2):
         raise ValueError(f"matmul: operands must not be scalars, got shapes {_shape(x1)} and {_shape(x2)}")
     a = expand_dims(x1, 0) if n1 == 1 else x1
     b = expand_dims(x2, -1) if n2 == 1 else x2
-    attrs = _NO_TRANSPOSE
-    if not (_tape._active and _tensor._recording()):
-        # A transposed view (`w.T`) goes to the kernel as its C-contiguous base with
-        # a transpose flag: the GEMM reads it through strides, nothing is copied.
-        ta, tb = _transposed_base(a), _transposed_base(b)
-        if ta is not None or tb is not None:
-            attrs = {"transpose_a": ta is not None, "transpose_b": tb is not None}
-            a = a if ta is None else ta
-            b = b if tb is None else tb
-    out = _run1("matmul", attrs, a, b)
+    out = _run1("matmul", {}, a, b)
     if n1 == 1:
         out = squeeze(out, -2)
     if n2 == 1:
