@@ -12,6 +12,7 @@ import numpy as np
 
 from pyfuncnet import _core
 from pyfuncnet._symbolic import KerasTensor
+from pyfuncnet._variable import store
 
 
 def topological_nodes(outputs):
@@ -42,18 +43,20 @@ class GraphSpec:
         inputs: placeholder KerasTensors, fed in this order.
         outputs: KerasTensors to compute.
         input_shapes: the concrete shape of each input.
-        extra_weights: Variables to include even if unused (their order fixes indices).
+        loss: a scalar KerasTensor to differentiate (test and train steps), or None.
+        trainable: the Variables a train step updates, in the optimizer's order.
+        seed: the program's random seed (dropout).
 
     Attributes:
         spec: the dict handed to the core.
-        variables: the Variables the graph reads, in weight-index order.
+        variables: the Variables the graph reads.
         output_dtypes: dtype of each output.
     """
 
-    def __init__(self, inputs, outputs, input_shapes, variables=None):
-        self.variables = list(variables or [])
-        var_index = {id(v): i for i, v in enumerate(self.variables)}
-        nodes = topological_nodes(outputs)
+    def __init__(self, inputs, outputs, input_shapes, loss=None, trainable=(), seed=0):
+        self.variables = []
+        var_index = {}
+        nodes = topological_nodes(list(outputs) + ([loss] if loss is not None else []))
         ids, shapes = {}, {}
         spec_inputs = []
         for t, shape in zip(inputs, input_shapes):
@@ -82,7 +85,11 @@ class GraphSpec:
             ids[id(t)] = None
         for t in weights:
             ids[id(t)] = len(spec_inputs) + len(weights[: weights.index(t)])
-        spec_weights = [{"index": var_index[id(t._variable)], "shape": list(t.shape)} for t in weights]
+        for t in weights:
+            if t._variable._index is None:
+                raise TypeError(f"compiled graphs read float32 variables only; {t.name} is {t.dtype}")
+        # Weight indices are the Variables' slots in the core's store.
+        spec_weights = [{"index": t._variable._index, "shape": list(t.shape)} for t in weights]
         for t in weights:
             shapes[id(t)] = list(t.shape)
         base = len(spec_inputs) + len(weights)
@@ -114,6 +121,12 @@ class GraphSpec:
             "nodes": spec_nodes,
             "outputs": [ids[id(t)] for t in outputs],
         }
+        if loss is not None:
+            self.spec["loss"] = ids[id(loss)]
+        if trainable:
+            self.spec["trainable"] = [v._index for v in trainable]
+        if seed:
+            self.spec["seed"] = int(seed)
 
 
 class Function:
@@ -148,15 +161,9 @@ class Function:
             if t.dtype == "int32" and a.dtype != np.int32 or t.dtype != "int32" and a.dtype != np.float32:
                 raise TypeError(f"input {t.name}: expected dtype {t.dtype}, got {a.dtype}")
         key = tuple(a.shape for a in arrays)
-        if key not in self._compiled:
+        step = self._compiled.get(key)
+        if step is None:
             gs = GraphSpec(self.inputs, self.outputs, key)
-            step = _core.CompiledStep(json.dumps(gs.spec), "predict")
-            store = _core.Variables()
-            for v in gs.variables:
-                store.add(np.asarray(v.value, dtype=np.float32))
-            self._compiled[key] = (step, store, gs.variables)
-        step, store, variables = self._compiled[key]
-        for i, v in enumerate(variables):
-            store.set(i, np.asarray(v.value, dtype=np.float32))
-        outs, _ = step.run(arrays, store)
+            step = self._compiled[key] = _core.CompiledStep(json.dumps(gs.spec), "predict")
+        outs, _ = step.run(arrays, store.core)
         return outs[0] if self._single_output else outs

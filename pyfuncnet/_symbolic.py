@@ -7,6 +7,7 @@ dimensions replaced by two different large sentinels: a dimension that follows t
 sentinel is unknown, one that does not is static. Errors raise here, at build time.
 """
 
+import contextlib
 import itertools
 import json
 import re
@@ -245,8 +246,24 @@ def symbolic(x):
     return constant(x)
 
 
+_labels = []
+
+
+@contextlib.contextmanager
+def label_scope(name):
+    """Ops recorded inside are labelled `name` (the calling layer), so errors from the
+    compiled graph name the layer."""
+    _labels.append(name)
+    try:
+        yield
+    finally:
+        _labels.pop()
+
+
 def apply(op, attrs, inputs, label=None):
     """Records `op` on symbolic inputs; returns its output KerasTensor(s) as a list."""
+    if label is None and _labels:
+        label = f"{_labels[-1]}/{op}"
     inputs = [symbolic(t) for t in inputs]
     types = infer(op, attrs, inputs)
     node = OpNode(op, attrs, inputs, label)

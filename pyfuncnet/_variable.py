@@ -1,10 +1,49 @@
-"""`Variable`: a named, mutable float32 array that models train and tapes watch."""
+"""`Variable`: a named, mutable float32 array that models train and tapes watch.
+
+The values of all float32 Variables live in one store in the Rust core, so compiled
+training steps update weights in place and every model that shares a layer sees the
+same weights without copying. Python reads a value through a cached copy that is
+refreshed after the core has changed the store (`mark_store_changed`).
+"""
 
 import itertools
+import weakref
 
 import numpy as np
 
+from pyfuncnet import _core
+
 _ids = itertools.count(1)
+
+
+class _Store:
+    """The core's weight store, its free slots and a generation counter bumped each
+    time compiled code writes to it (cached copies older than it are stale)."""
+
+    def __init__(self):
+        self.core = _core.Variables()
+        self.free = []
+        self.generation = 0
+
+    def add(self, value):
+        if self.free:
+            index = self.free.pop()
+            self.core.replace(index, value)
+        else:
+            index = self.core.add(value)
+        return index
+
+    def release(self, index):
+        self.core.replace(index, np.zeros(0, np.float32))
+        self.free.append(index)
+
+
+store = _Store()
+
+
+def mark_store_changed():
+    """Called after compiled code wrote Variables in the store."""
+    store.generation += 1
 
 
 class Variable:
@@ -44,10 +83,19 @@ class Variable:
         self.trainable = bool(trainable)
         self.name = name or f"variable_{next(_ids)}"
         self.path = self.name
+        # float32 values live in the core's store (index), cached in `_value`.
+        self._index = None
+        if self._value.dtype == np.float32:
+            self._index = store.add(self._value)
+            self._generation = store.generation
+            weakref.finalize(self, store.release, self._index)
 
     @property
     def value(self):
         """The current value (a numpy array; do not modify it in place)."""
+        if self._index is not None and self._generation != store.generation:
+            self._value = store.core.get(self._index)
+            self._generation = store.generation
         return self._value
 
     @property
@@ -64,7 +112,7 @@ class Variable:
 
     def numpy(self):
         """A copy of the value."""
-        return self._value.copy()
+        return self.value.copy()
 
     def assign(self, value):
         """Replaces the value; the shape must not change."""
@@ -75,19 +123,23 @@ class Variable:
                 f"to a variable of shape {self._value.shape}"
             )
         self._value = np.array(new, order="C")
+        if self._index is not None:
+            store.core.set(self._index, self._value)
+            self._generation = store.generation
         return self
 
     def assign_add(self, delta):
-        return self.assign(self._value + np.asarray(delta, dtype=self._value.dtype))
+        return self.assign(self.value + np.asarray(delta, dtype=self._value.dtype))
 
     def assign_sub(self, delta):
-        return self.assign(self._value - np.asarray(delta, dtype=self._value.dtype))
+        return self.assign(self.value - np.asarray(delta, dtype=self._value.dtype))
 
     def __array__(self, dtype=None, copy=None):
-        return self._value if dtype is None else self._value.astype(dtype)
+        value = self.value
+        return value if dtype is None else value.astype(dtype)
 
     def __repr__(self):
-        return f"<Variable path={self.path}, shape={self.shape}, dtype={self.dtype}, value={self._value}>"
+        return f"<Variable path={self.path}, shape={self.shape}, dtype={self.dtype}, value={self.value}>"
 
     def __len__(self):
         return len(self._value)

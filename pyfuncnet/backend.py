@@ -150,3 +150,10 @@ def eval(x):  # noqa: A001 - Keras 2 name
 
 def is_keras_tensor(x):
     return isinstance(x, KerasTensor)
+
+
+def clear_session():
+    """Resets the automatic layer names (the next Dense is "dense" again), as Keras."""
+    from pyfuncnet.layers.layer import clear_session as reset_names
+
+    reset_names()

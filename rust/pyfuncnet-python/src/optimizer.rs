@@ -2,10 +2,13 @@
 
 use pyo3::prelude::*;
 
-use pyfuncnet_graph::optim::{OptimizerConfig, OptimizerState};
+use pyfuncnet_graph::optim::{self, OptimizerConfig, OptimizerState};
+use pyfuncnet_graph::tensor::fmt_shape;
+use pyfuncnet_graph::GraphError;
 
-use crate::convert::{f32_array, f32_vec};
+use crate::convert::{enter_core, f32_array, f32_vec};
 use crate::errors::value_err;
+use crate::variables::Variables;
 
 /// Optimizer configuration (Keras 3 formulas) and per-variable state.
 #[pyclass(module = "pyfuncnet._core")]
@@ -41,6 +44,63 @@ impl Optimizer {
     #[setter]
     fn set_iterations(&mut self, value: u64) {
         self.state.iterations = value;
+    }
+
+    /// One update of the store's variables `indices` (in optimizer-state order, all
+    /// of them) with `grads` at learning rate `lr`: the eager `apply_gradients`.
+    /// Every gradient is checked first; on error nothing changes.
+    fn apply(
+        &mut self,
+        py: Python<'_>,
+        mut variables: PyRefMut<'_, Variables>,
+        indices: Vec<usize>,
+        grads: Vec<Bound<'_, PyAny>>,
+        lr: f32,
+    ) -> PyResult<()> {
+        if indices.len() != self.sizes.len() || grads.len() != indices.len() {
+            return Err(value_err(format!(
+                "apply: the optimizer was built for {} variables, got {} variables and {} gradients",
+                self.sizes.len(),
+                indices.len(),
+                grads.len()
+            )));
+        }
+        let mut grad_data = Vec::with_capacity(grads.len());
+        for (k, (g, &index)) in grads.iter().zip(&indices).enumerate() {
+            let (shape, data) = f32_vec(g, "gradient")?;
+            let want = variables.shape(index)?;
+            if shape != want {
+                return Err(value_err(format!(
+                    "apply: gradient {k} has shape {}, its variable {}",
+                    fmt_shape(&shape),
+                    fmt_shape(&want)
+                )));
+            }
+            grad_data.push(data);
+        }
+        let mut seen = vec![false; variables.inner.values.len()];
+        for &index in &indices {
+            if std::mem::replace(&mut seen[index], true) {
+                return Err(value_err(format!("apply: variable {index} is listed twice")));
+            }
+        }
+        // Borrow each listed variable once, in the order of `indices`.
+        let mut slots: Vec<Option<&mut [f32]>> = variables
+            .inner
+            .values
+            .iter_mut()
+            .map(|v| Some(v.as_mut_slice()))
+            .collect();
+        let mut vars: Vec<&mut [f32]> = indices
+            .iter()
+            .map(|&i| slots[i].take().expect("indices are distinct and exist"))
+            .collect();
+        let mut grad_refs: Vec<&mut [f32]> = grad_data.iter_mut().map(|g| g.as_mut_slice()).collect();
+        let (config, state) = (&self.config, &mut self.state);
+        enter_core(py, || {
+            optim::apply_gradients(config, state, lr, &mut vars, &mut grad_refs)
+                .map_err(GraphError::value)
+        })
     }
 
     /// The slot arrays of trainable variable `index` (e.g. Adam's m and v), flat.

@@ -69,8 +69,17 @@ impl Variables {
         Ok(())
     }
 
+    /// Puts a new value of any shape in slot `index` (a freed slot taken again).
+    fn replace(&mut self, index: usize, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.check_index(index)?;
+        let (shape, data) = f32_vec(value, "Variables.replace")?;
+        self.inner.values[index] = data;
+        self.shapes[index] = shape;
+        Ok(())
+    }
+
     /// The shape of variable `index`.
-    fn shape(&self, index: usize) -> PyResult<Vec<usize>> {
+    pub fn shape(&self, index: usize) -> PyResult<Vec<usize>> {
         self.check_index(index)?;
         Ok(self.shapes[index].clone())
     }

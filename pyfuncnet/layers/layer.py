@@ -1,0 +1,552 @@
+"""`Layer`, the unit users build models from, and `Node`, one call of a layer.
+
+Called on symbolic tensors (`Input(...)` and what layers return), a layer builds
+its weights from the input shapes, runs `call` (whose `ops` record graph nodes) and
+records a `Node` linking its input tensors to its output tensors: that is the graph
+`Model(inputs, outputs)` walks. Called on arrays, it runs `call` eagerly. A layer
+called twice shares one set of weights between the two calls.
+"""
+
+import inspect
+import re
+
+import numpy as np
+
+from pyfuncnet import _nest, _symbolic
+from pyfuncnet._symbolic import KerasTensor
+from pyfuncnet._variable import Variable
+
+_name_counts = {}
+# Activity losses of the layer calls in progress (innermost last).
+_activity_stack = []
+
+
+def to_snake_case(name):
+    """`"BatchNormalization"` -> `"batch_normalization"`, `"Conv2D"` -> `"conv2d"`."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def unique_name(base):
+    """`base` the first time, then `base_1`, `base_2`, ... (Keras's automatic names)."""
+    count = _name_counts.get(base, 0)
+    _name_counts[base] = count + 1
+    return base if count == 0 else f"{base}_{count}"
+
+
+def clear_session():
+    """Forgets the automatic names handed out so far (Keras's `clear_session`)."""
+    _name_counts.clear()
+
+
+class Node:
+    """One call of `layer`: the tensors it was given and the ones it returned.
+
+    Attributes:
+        layer: the layer called.
+        arguments: `(inputs, args, kwargs)` of the call, tensors included, so the
+            call can be replayed on other tensors (a model called as a layer).
+        input_tensors: the flat list of KerasTensors among the arguments.
+        output_tensors: the flat list of outputs.
+        outputs: the outputs with the structure `call` returned.
+    """
+
+    def __init__(self, layer, arguments, outputs):
+        self.layer = layer
+        self.arguments = arguments
+        self.input_tensors = [t for t in _nest.flatten(list(arguments)) if isinstance(t, KerasTensor)]
+        self.outputs = outputs
+        self.output_tensors = _nest.flatten(outputs)
+        self.activity_losses = []
+        index = len(layer._inbound_nodes)
+        layer._inbound_nodes.append(self)
+        for k, t in enumerate(self.output_tensors):
+            t._keras_history = (layer, index, k)
+
+    @property
+    def parent_nodes(self):
+        """The nodes that produced this node's inputs."""
+        return [t._keras_history[0]._inbound_nodes[t._keras_history[1]] for t in self.input_tensors]
+
+    @property
+    def is_input(self):
+        return not self.input_tensors
+
+
+class InputSpec:
+    """What a layer accepts: rank bounds and fixed sizes of some axes.
+
+    Args:
+        dtype: required dtype, or None.
+        shape: a full shape (None for free dims), or None.
+        ndim / min_ndim / max_ndim: rank requirements.
+        axes: `{axis: size}` sizes the inputs must have.
+    """
+
+    def __init__(self, dtype=None, shape=None, ndim=None, max_ndim=None, min_ndim=None, axes=None, allow_last_axis_squeeze=False, name=None, optional=False):
+        self.dtype = dtype
+        self.shape = None if shape is None else tuple(shape)
+        self.ndim = len(self.shape) if shape is not None else ndim
+        self.max_ndim = max_ndim
+        self.min_ndim = min_ndim
+        self.axes = dict(axes or {})
+        self.name = name
+        self.optional = optional
+
+    def check(self, layer, index, shape):
+        """Raises ValueError naming `layer` when an input of `shape` does not fit."""
+        where = f'Input {index} of layer "{layer.name}" is incompatible with the layer'
+        rank = len(shape)
+        if self.ndim is not None and rank != self.ndim:
+            raise ValueError(f"{where}: expected ndim={self.ndim}, found ndim={rank}. Full shape received: {tuple(shape)}")
+        if self.min_ndim is not None and rank < self.min_ndim:
+            raise ValueError(f"{where}: expected min_ndim={self.min_ndim}, found ndim={rank}. Full shape received: {tuple(shape)}")
+        if self.max_ndim is not None and rank > self.max_ndim:
+            raise ValueError(f"{where}: expected max_ndim={self.max_ndim}, found ndim={rank}. Full shape received: {tuple(shape)}")
+        for axis, size in self.axes.items():
+            got = shape[axis] if -rank <= axis < rank else None
+            if size is not None and got not in (size, None):
+                raise ValueError(
+                    f"{where}: expected axis {axis} of input shape to have value {size}, "
+                    f"but received input with shape {tuple(shape)}"
+                )
+        if self.shape is not None:
+            for want, got in zip(self.shape, shape):
+                if want is not None and got is not None and want != got:
+                    raise ValueError(f"{where}: expected shape={self.shape}, found shape={tuple(shape)}")
+
+
+def _accepts(fn, name):
+    params = inspect.signature(fn).parameters
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _shape_of(x):
+    if isinstance(x, (KerasTensor, np.ndarray, Variable)):
+        return tuple(x.shape)
+    return tuple(np.shape(x))
+
+
+def _as_eager_input(x):
+    """An eager layer input: float data as float32 arrays, ints as they are."""
+    if isinstance(x, Variable) or (isinstance(x, np.ndarray) and x.dtype in (np.float32, np.int32)):
+        return x
+    arr = np.asarray(x)
+    if arr.dtype.kind in "fb":
+        return arr.astype(np.float32)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int32)
+    return x
+
+
+class Layer:
+    """The base class of all layers.
+
+    Args:
+        trainable: whether the layer's weights are trained.
+        name: a unique name (derived from the class name by default).
+        dtype: the dtype of the weights and computations ("float32").
+        activity_regularizer: a function of each output whose value is added to
+            the loss (divided by the batch size, as Keras does).
+        input_shape / input_dim / batch_size / batch_input_shape: accepted for the
+            first layer of a `Sequential` model, which creates its `Input` from them.
+
+    Subclasses implement `build(input_shape)` (create weights with `add_weight`)
+    and `call(inputs, training=None, mask=None)` (written with `pyfuncnet.ops`).
+
+    Example:
+        >>> class Scale(Layer):
+        ...     def build(self, input_shape):
+        ...         self.s = self.add_weight(shape=(input_shape[-1],), initializer="ones")
+        ...     def call(self, x):
+        ...         return x * self.s
+    """
+
+    def __init__(self, *, activity_regularizer=None, trainable=True, dtype=None, autocast=True, name=None, **kwargs):
+        input_dim = kwargs.pop("input_dim", None)
+        input_shape = kwargs.pop("input_shape", None)
+        batch_input_shape = kwargs.pop("batch_input_shape", None)
+        batch_size = kwargs.pop("batch_size", None)
+        if kwargs:
+            raise TypeError(f"{type(self).__name__}: unrecognized keyword arguments: {sorted(kwargs)}")
+        if input_shape is None and input_dim is not None:
+            input_shape = (input_dim,)
+        if batch_input_shape is None and input_shape is not None:
+            batch_input_shape = (batch_size,) + tuple(input_shape)
+        self._batch_input_shape = None if batch_input_shape is None else tuple(batch_input_shape)
+        self.name = name or unique_name(to_snake_case(type(self).__name__))
+        self._trainable = bool(trainable)
+        self.dtype = "float32" if dtype is None else str(np.dtype(dtype) if not isinstance(dtype, str) else dtype)
+        self.autocast = autocast
+        from pyfuncnet import regularizers
+
+        self.activity_regularizer = regularizers.get(activity_regularizer)
+        self.built = False
+        self.input_spec = None
+        self.supports_masking = False
+        self._own_trainable = []
+        self._own_non_trainable = []
+        self._inbound_nodes = []
+        self._weight_regularizers = []
+        self._call_has_training = _accepts(self.call, "training")
+        self._call_has_mask = _accepts(self.call, "mask")
+
+    # ------------------------------------------------------------------ tracking
+
+    def __setattr__(self, name, value):
+        # Sub-layers assigned as attributes (alone or in lists) are tracked: their
+        # weights are part of this layer's, as in Keras.
+        if not name.startswith("__"):
+            layers = self.__dict__.setdefault("_sublayers", [])
+            candidates = value if isinstance(value, (list, tuple)) else [value]
+            for item in candidates:
+                if isinstance(item, Layer) and item is not self and not any(item is x for x in layers):
+                    layers.append(item)
+        object.__setattr__(self, name, value)
+
+    @property
+    def _layers(self):
+        return list(self.__dict__.get("_sublayers", []))
+
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        value = bool(value)
+        self._trainable = value
+        for layer in self._layers:
+            layer.trainable = value
+
+    # ------------------------------------------------------------------ weights
+
+    def add_weight(self, shape=None, initializer=None, dtype=None, trainable=True, autocast=True, regularizer=None, constraint=None, aggregation="none", name=None, **kwargs):
+        """Creates a weight `Variable` of this layer.
+
+        Args:
+            shape: the weight's shape (a Keras 2 style call may pass the name first).
+            initializer: an initializer name, object or callable
+                ("glorot_uniform" for float weights by default).
+            trainable: whether optimizers update it.
+            regularizer: a function of the weight added to the loss.
+            constraint: a function applied to the weight after each update.
+            name: the weight's name (its path is "<layer name>/<name>").
+
+        Returns:
+            The new `Variable`.
+        """
+        from pyfuncnet import constraints, initializers, regularizers
+
+        if isinstance(shape, str):  # Keras 2: add_weight(name, shape, ...)
+            shape, name = kwargs.pop("shape", initializer), shape
+        kwargs.pop("use_resource", None)
+        kwargs.pop("synchronization", None)
+        if kwargs:
+            raise TypeError(f"add_weight() of layer '{self.name}': unexpected arguments {sorted(kwargs)}")
+        shape = () if shape is None else tuple(int(d) for d in shape)
+        if any(d < 0 for d in shape):
+            raise ValueError(f"add_weight() of layer '{self.name}': negative dimension in shape {shape}")
+        dtype = dtype or self.dtype
+        if initializer is None:
+            initializer = "glorot_uniform" if "float" in str(dtype) else "zeros"
+        init = initializers.get(initializer)
+        value = np.asarray(init(shape, dtype=dtype) if callable(init) else init)
+        name = name or f"variable_{len(self._own_trainable) + len(self._own_non_trainable)}"
+        var = Variable(value.astype(dtype), dtype=dtype, trainable=trainable, name=name)
+        var.path = f"{self.name}/{name}"
+        var.constraint = constraints.get(constraint)
+        var.regularizer = regularizers.get(regularizer)
+        (self._own_trainable if trainable else self._own_non_trainable).append(var)
+        return var
+
+    def add_variable(self, *args, **kwargs):
+        """Alias of `add_weight`."""
+        return self.add_weight(*args, **kwargs)
+
+    def _all_weights(self):
+        seen, out = set(), []
+        for v in self._own_trainable + self._own_non_trainable:
+            if id(v) not in seen:
+                seen.add(id(v))
+                out.append(v)
+        for layer in self._layers:
+            for v in layer.weights:
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    out.append(v)
+        return out
+
+    @property
+    def weights(self):
+        """Every weight: this layer's (trainable first), then its sub-layers'."""
+        return self._all_weights()
+
+    @property
+    def variables(self):
+        return self.weights
+
+    @property
+    def trainable_weights(self):
+        if not self.trainable:
+            return []
+        out = [v for v in self._own_trainable if v.trainable]
+        seen = {id(v) for v in out}
+        for layer in self._layers:
+            for v in layer.trainable_weights:
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    out.append(v)
+        return out
+
+    @property
+    def non_trainable_weights(self):
+        if not self.trainable:
+            return self.weights
+        trainable = {id(v) for v in self.trainable_weights}
+        return [v for v in self.weights if id(v) not in trainable]
+
+    trainable_variables = trainable_weights
+    non_trainable_variables = non_trainable_weights
+
+    def get_weights(self):
+        """The weights' values as numpy arrays, in `weights` order."""
+        return [v.numpy() for v in self.weights]
+
+    def set_weights(self, weights):
+        """Sets every weight from a list of arrays in `weights` order."""
+        params = self.weights
+        weights = list(weights)
+        if len(weights) != len(params):
+            raise ValueError(
+                f"Layer '{self.name}' expected {len(params)} weights, but the given list has {len(weights)}: "
+                f"expected shapes {[tuple(p.shape) for p in params]}"
+            )
+        values = []
+        for p, w in zip(params, weights):
+            w = np.asarray(w)
+            if tuple(w.shape) != tuple(p.shape):
+                raise ValueError(
+                    f"Layer '{self.name}' weight shape mismatch for '{p.path}': expected {tuple(p.shape)}, got {tuple(w.shape)}"
+                )
+            values.append(w)
+        for p, w in zip(params, values):
+            p.assign(w)
+
+    def count_params(self):
+        """The number of scalars in all weights."""
+        if not self.built:
+            raise ValueError(
+                f"You tried to call `count_params` on layer '{self.name}', but the layer isn't built. "
+                "Build it first by calling it on an input."
+            )
+        return int(sum(int(np.prod(v.shape)) for v in self.weights))
+
+    @property
+    def losses(self):
+        """Weight regularization penalties of this layer and its sub-layers (scalars)."""
+        return self._regularization_losses(eager=True)
+
+    def _regularization_losses(self, eager):
+        """One penalty per regularized weight; symbolic (graph) unless `eager`."""
+        out = []
+        for v in self.weights:
+            reg = getattr(v, "regularizer", None)
+            if reg is not None:
+                out.append(reg(v.value if eager else _symbolic.variable_ref(v)))
+        return out
+
+    # ------------------------------------------------------------------ building
+
+    def build(self, input_shape):
+        """Creates the weights for inputs of `input_shape`; called once, before the first call."""
+        self.built = True
+
+    def _maybe_build(self, inputs):
+        if self.built:
+            return
+        shapes = _nest.map_structure(_shape_of, inputs)
+        self.build(shapes)
+        self.built = True
+
+    def call(self, inputs, *args, **kwargs):
+        """The layer's computation, written with `pyfuncnet.ops`."""
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        """The output shape for `input_shape`, found by running `call` symbolically."""
+        if isinstance(input_shape, dict):
+            tensors = {k: KerasTensor(tuple(s)) for k, s in input_shape.items()}
+        elif input_shape and all(isinstance(s, (list, tuple)) for s in input_shape):
+            tensors = [KerasTensor(tuple(s)) for s in input_shape]
+        else:
+            tensors = KerasTensor(tuple(input_shape))
+        self._maybe_build(tensors)
+        return _nest.map_structure(lambda t: t.shape, self.call(tensors))
+
+    def compute_output_spec(self, *args, **kwargs):
+        return self(*args, **kwargs)
+
+    # ------------------------------------------------------------------ calling
+
+    def __call__(self, *args, **kwargs):
+        if args:
+            inputs, args = args[0], args[1:]
+        elif "inputs" in kwargs:
+            inputs = kwargs.pop("inputs")
+        else:
+            raise TypeError(f"Layer '{self.name}' was called without inputs")
+        if not self._call_has_training:
+            kwargs.pop("training", None)
+        if not self._call_has_mask:
+            kwargs.pop("mask", None)
+        flat = _nest.flatten([inputs, list(args), kwargs])
+        if any(isinstance(t, KerasTensor) for t in flat):
+            return self._symbolic_call(inputs, args, kwargs)
+        inputs = _nest.map_structure(_as_eager_input, inputs)
+        self._check_inputs(inputs)
+        self._maybe_build(inputs)
+        return self.call(inputs, *args, **kwargs)
+
+    def _check_inputs(self, inputs):
+        specs = self.input_spec
+        if specs is None:
+            return
+        specs = specs if isinstance(specs, (list, tuple)) else [specs]
+        flat = _nest.flatten(inputs)
+        for k, (spec, x) in enumerate(zip(specs, flat)):
+            if spec is not None:
+                spec.check(self, k, _shape_of(x))
+
+    def _symbolic_call(self, inputs, args, kwargs):
+        flat_in = [t for t in _nest.flatten(inputs) if not isinstance(t, KerasTensor)]
+        if flat_in:
+            inputs = _nest.map_structure(
+                lambda t: t if isinstance(t, KerasTensor) else _symbolic.symbolic(_as_eager_input(t)), inputs
+            )
+        self._check_inputs(inputs)
+        _activity_stack.append([])
+        with _symbolic.label_scope(self.name):
+            try:
+                self._maybe_build(inputs)
+                outputs = self.call(inputs, *args, **kwargs)
+            except (ValueError, TypeError, IndexError) as e:
+                raise _with_layer(e, self, inputs) from None
+            finally:
+                inner_losses = _activity_stack.pop()
+        originals = {id(t) for t in _nest.flatten([inputs, list(args), kwargs]) if isinstance(t, KerasTensor)}
+        outputs = _nest.map_structure(lambda t: _fresh(t, originals, self.name), outputs)
+        node = Node(self, (inputs, tuple(args), dict(kwargs)), outputs)
+        # A node's activity losses include those of the layers called inside it, so a
+        # model used as a layer carries its inner layers' penalties.
+        node.activity_losses = inner_losses
+        if self.activity_regularizer is not None:
+            with _symbolic.label_scope(self.name):
+                for out in node.output_tensors:
+                    node.activity_losses.append(_per_sample(self.activity_regularizer, out))
+        if _activity_stack:
+            _activity_stack[-1].extend(node.activity_losses)
+        return outputs
+
+    # ------------------------------------------------------------------ node API
+
+    def _node_attr(self, what, index=None):
+        nodes = self._inbound_nodes
+        if not nodes:
+            raise AttributeError(
+                f"Layer '{self.name}' has never been called and thus has no defined {what}."
+            )
+        if index is None:
+            if len(nodes) > 1:
+                raise AttributeError(
+                    f"Layer '{self.name}' has multiple inbound nodes, hence the notion of \"layer {what}\" "
+                    f"is ill-defined. Use `get_{what}_at(node_index)` instead."
+                )
+            index = 0
+        if not 0 <= index < len(nodes):
+            raise ValueError(f"Asked to get {what} at node {index}, but layer '{self.name}' has only {len(nodes)} inbound nodes.")
+        node = nodes[index]
+        if what in ("input", "input_shape"):
+            tensors = node.input_tensors if node.input_tensors else node.output_tensors
+            value = tensors[0] if len(tensors) == 1 else list(tensors)
+        else:
+            value = node.outputs
+        if what.endswith("_shape"):
+            return _nest.map_structure(lambda t: t.shape, value)
+        return value
+
+    @property
+    def input(self):
+        return self._node_attr("input")
+
+    @property
+    def output(self):
+        return self._node_attr("output")
+
+    @property
+    def input_shape(self):
+        return self._node_attr("input_shape")
+
+    @property
+    def output_shape(self):
+        return self._node_attr("output_shape")
+
+    def get_input_at(self, node_index):
+        return self._node_attr("input", node_index)
+
+    def get_output_at(self, node_index):
+        return self._node_attr("output", node_index)
+
+    def get_input_shape_at(self, node_index):
+        return self._node_attr("input_shape", node_index)
+
+    def get_output_shape_at(self, node_index):
+        return self._node_attr("output_shape", node_index)
+
+    # ------------------------------------------------------------------ config
+
+    def get_config(self):
+        """The constructor arguments that recreate this layer (without weights)."""
+        config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
+        if self._batch_input_shape is not None:
+            config["batch_input_shape"] = self._batch_input_shape
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+def _fresh(t, originals, label):
+    """A layer's output as a new tensor: a layer that returns one of its inputs
+    (or a tensor made elsewhere) still gets an output of its own."""
+    if not isinstance(t, KerasTensor):
+        return t
+    if id(t) in originals or hasattr(t, "_keras_history") or t._node is None:
+        return _symbolic.apply("reshape", lambda shapes: {"shape": list(shapes[0])}, [t], label)[0]
+    return t
+
+
+def _per_sample(regularizer, output):
+    """`regularizer(output)` divided by the batch size (Keras's activity regularization)."""
+    from pyfuncnet import ops
+
+    penalty = regularizer(output)
+    if output.ndim == 0:
+        return penalty
+    first = output[(slice(None),) + (0,) * (output.ndim - 1)]
+    batch = ops.sum(ops.add(ops.multiply(first, 0.0), 1.0))
+    return ops.divide(penalty, batch)
+
+
+def _with_layer(error, layer, inputs):
+    """`error` with the layer and its input shapes named, same exception type."""
+    shapes = _nest.map_structure(lambda t: getattr(t, "shape", None), inputs)
+    message = f'Exception encountered when calling {type(layer).__name__}.call() (layer "{layer.name}", input shape {shapes}): {error}'
+    try:
+        return type(error)(message)
+    except TypeError:
+        return ValueError(message)

@@ -1,0 +1,198 @@
+"""Functional models: the graph of layers between `inputs` and `outputs`.
+
+`Model(inputs, outputs)` walks the layer calls (Nodes) back from the outputs, orders
+the layers as Keras does (by depth from the outputs, then by discovery), and can be
+called like a layer: on new symbolic tensors it replays its layer calls (weights
+shared); on arrays it runs a compiled predict step.
+"""
+
+import numpy as np
+
+from pyfuncnet import _nest
+from pyfuncnet._function import Function
+from pyfuncnet._symbolic import KerasTensor
+from pyfuncnet.layers.input_layer import InputLayer
+from pyfuncnet.models.model import Model
+
+
+def _history(t, what):
+    if not isinstance(t, KerasTensor) or not hasattr(t, "_keras_history"):
+        raise ValueError(
+            f"{what} of a functional model must be tensors returned by `Input` or by calling layers; got {t!r}"
+        )
+    return t._keras_history
+
+
+def map_graph(inputs, outputs):
+    """The nodes between `inputs` and `outputs` and the layers, in Keras's order.
+
+    Returns:
+        `(nodes_by_depth, layers)`: a dict depth -> nodes (depth 0 produces the
+        outputs) and the layers sorted by decreasing depth, then by the order the
+        walk from the outputs found them.
+
+    Raises:
+        ValueError: an output depends on an `Input` that is not among `inputs`.
+    """
+    input_ids = {id(t) for t in inputs}
+    finished, in_progress = set(), set()
+    post_order = []
+    layer_order = {}
+
+    def visit(tensor):
+        layer, node_index, _ = tensor._keras_history
+        node = layer._inbound_nodes[node_index]
+        if id(node) in finished:
+            return
+        if id(node) in in_progress:
+            raise ValueError(f"The graph has a cycle at layer '{layer.name}'")
+        if id(tensor) not in input_ids and node.is_input:
+            raise ValueError(
+                f"Graph disconnected: cannot obtain value for tensor {tensor.name} (shape {tensor.shape}) "
+                f"at layer '{layer.name}': it is the output of an Input that is not among the model's inputs "
+                f"{[t.name for t in inputs]}. Pass it in `inputs`."
+            )
+        layer_order.setdefault(id(layer), (len(layer_order), layer))
+        in_progress.add(id(node))
+        if id(tensor) not in input_ids:
+            for t in node.input_tensors:
+                visit(t)
+        in_progress.discard(id(node))
+        finished.add(id(node))
+        post_order.append((node, id(tensor) in input_ids))
+
+    for t in inputs:
+        _history(t, "Inputs")
+        layer = t._keras_history[0]
+        if not isinstance(layer, InputLayer):
+            raise ValueError(f"Model inputs must come from `Input(...)`; {t.name} is the output of layer '{layer.name}'")
+    for t in outputs:
+        _history(t, "Outputs")
+        visit(t)
+
+    node_depth, layer_depth = {}, {}
+    for node, is_model_input in reversed(post_order):
+        depth = max(node_depth.setdefault(id(node), 0), layer_depth.get(id(node.layer), 0))
+        node_depth[id(node)] = depth
+        layer_depth[id(node.layer)] = depth
+        if not is_model_input:
+            for parent in node.parent_nodes:
+                node_depth[id(parent)] = max(depth + 1, node_depth.get(id(parent), 0))
+    nodes_by_depth = {}
+    for node, _ in post_order:
+        nodes_by_depth.setdefault(node_depth[id(node)], []).append(node)
+    layers = sorted(
+        (layer for _, layer in layer_order.values()),
+        key=lambda layer: (-layer_depth[id(layer)], layer_order[id(layer)][0]),
+    )
+    return nodes_by_depth, layers
+
+
+class Functional(Model):
+    """A model defined by its input and output tensors (see `Model`)."""
+
+    def __init__(self, inputs, outputs, name=None, trainable=True, **kwargs):
+        super().__init__(name=name, trainable=trainable, **kwargs)
+        self._init_graph(inputs, outputs)
+
+    def _init_graph(self, inputs, outputs):
+        self._inputs_struct = inputs
+        self._outputs_struct = outputs
+        self.inputs = _nest.flatten(inputs)
+        self.outputs = _nest.flatten(outputs)
+        if not self.inputs:
+            raise ValueError("A functional model needs at least one input")
+        self._nodes_by_depth, layers = map_graph(self.inputs, self.outputs)
+        self._functional_layers = layers
+        tracked = self.__dict__.setdefault("_sublayers", [])
+        tracked.extend(layer for layer in layers if not any(layer is x for x in tracked))
+        self.built = True
+        self._predict_function = None
+
+    @property
+    def layers(self):
+        return list(self._functional_layers)
+
+    @property
+    def input_names(self):
+        if isinstance(self._inputs_struct, dict):
+            return sorted(self._inputs_struct)
+        return [t._keras_history[0].name for t in self.inputs]
+
+    @property
+    def output_names(self):
+        if isinstance(self._outputs_struct, dict):
+            return sorted(self._outputs_struct)
+        return [t._keras_history[0].name for t in self.outputs]
+
+    @property
+    def input(self):
+        return self._inputs_struct if not (isinstance(self._inputs_struct, (list, tuple)) and len(self._inputs_struct) == 1) else self._inputs_struct[0]
+
+    @property
+    def output(self):
+        return self._outputs_struct if not (isinstance(self._outputs_struct, (list, tuple)) and len(self._outputs_struct) == 1) else self._outputs_struct[0]
+
+    @property
+    def input_shape(self):
+        return _nest.map_structure(lambda t: t.shape, self.input)
+
+    @property
+    def output_shape(self):
+        return _nest.map_structure(lambda t: t.shape, self.output)
+
+    def _flatten_call_inputs(self, inputs):
+        """The call's inputs in the order of `self.inputs` (dicts matched by name)."""
+        if isinstance(inputs, dict):
+            names = self.input_names
+            missing = [n for n in names if n not in inputs]
+            if missing:
+                raise ValueError(f"Model '{self.name}': missing input(s) {missing}; expected keys {names}, got {sorted(inputs)}")
+            if isinstance(self._inputs_struct, dict):
+                return [inputs[k] for k in sorted(self._inputs_struct)]
+            return [inputs[n] for n in names]
+        flat = _nest.flatten(inputs)
+        if len(flat) != len(self.inputs):
+            raise ValueError(f"Model '{self.name}' expects {len(self.inputs)} input(s), but it received {len(flat)} input tensors")
+        return flat
+
+    def call(self, inputs, training=None, mask=None):
+        flat = self._flatten_call_inputs(inputs)
+        if any(isinstance(t, KerasTensor) for t in flat):
+            return self._run_through_graph(flat, training)
+        if self._predict_function is None:
+            self._predict_function = Function(self.inputs, self.outputs)
+        arrays = [_cast_like(a, t) for a, t in zip(flat, self.inputs)]
+        outs = self._predict_function(*arrays)
+        outs = outs if isinstance(outs, list) else [outs]
+        return _nest.pack_like(self._outputs_struct, outs)
+
+    def _run_through_graph(self, flat_inputs, training):
+        """Replays every layer call on new tensors (the weights are shared)."""
+        values = {id(t): new for t, new in zip(self.inputs, flat_inputs)}
+        for depth in sorted(self._nodes_by_depth, reverse=True):
+            for node in self._nodes_by_depth[depth]:
+                if node.is_input or all(id(t) in values for t in node.output_tensors):
+                    continue
+                args = _nest.map_structure(lambda t: values.get(id(t), t) if isinstance(t, KerasTensor) else t, list(node.arguments[:2]))
+                kwargs = _nest.map_structure(lambda t: values.get(id(t), t) if isinstance(t, KerasTensor) else t, node.arguments[2])
+                if training is not None and node.layer._call_has_training:
+                    kwargs = dict(kwargs, training=training)
+                outs = node.layer(args[0], *args[1], **kwargs)
+                for old, new in zip(node.output_tensors, _nest.flatten(outs)):
+                    values[id(old)] = new
+        return _nest.pack_like(self._outputs_struct, [values[id(t)] for t in self.outputs])
+
+    def compute_output_shape(self, input_shape):
+        return self.output_shape
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable}
+
+
+def _cast_like(a, tensor):
+    arr = np.asarray(a)
+    dtype = np.int32 if tensor.dtype == "int32" else np.float32
+    if arr.dtype != dtype or not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr, dtype=dtype)
+    return arr

@@ -1,0 +1,701 @@
+"""`compile`, `fit`, `evaluate`, `predict` and the `*_on_batch` methods of models.
+
+A training step is one native call: the model's symbolic graph, the losses applied
+to its outputs, the regularization penalties, autodiff and the optimizer update are
+compiled together by the core, once per input signature (shapes and dtypes), and
+run with the GIL released. Python keeps the epoch loop, batching, metrics (computed
+with NumPy from the predictions each step returns) and callbacks.
+"""
+
+import json
+import math
+
+import numpy as np
+
+from pyfuncnet import _core, _nest, _symbolic
+from pyfuncnet._function import GraphSpec
+from pyfuncnet._symbolic import KerasTensor
+from pyfuncnet._variable import mark_store_changed, store
+from pyfuncnet.models import data as data_utils
+
+
+class _Program:
+    """One compiled step and what it feeds and fetches."""
+
+    def __init__(self, step, n_outputs, loss_outputs):
+        self.step = step
+        self.n_outputs = n_outputs
+        # Indices, among the step's outputs, of each output's own loss (or None).
+        self.loss_outputs = loss_outputs
+
+
+class _MeanTracker:
+    """A running mean weighted by batch size (Keras's loss tracker)."""
+
+    def __init__(self):
+        self.total, self.count = 0.0, 0.0
+
+    def update(self, value, weight):
+        self.total += float(value) * weight
+        self.count += weight
+
+    def result(self):
+        return self.total / self.count if self.count else 0.0
+
+
+class Trainer:
+    """The training and inference methods shared by every model."""
+
+    def __init__(self):
+        self.compiled = False
+        self.optimizer = None
+        self.loss = None
+        self.stop_training = False
+        self.history = None
+        self._programs = {}
+        self._traced = {}
+        self._compile_config = None
+        self._metric_objects = None
+
+    # ------------------------------------------------------------------ compile
+
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None, run_eagerly=False, steps_per_execution=1, jit_compile="auto", auto_scale_loss=True, **kwargs):
+        """Configures the model for training.
+
+        Args:
+            optimizer: a name ("sgd", "rmsprop", "adam", "adamw", "adagrad",
+                "adadelta", "adamax", "nadam") or an optimizer object.
+            loss: a loss name, function or `Loss` (applied to every output), a list
+                (one per output) or a dict keyed by output name.
+            loss_weights: a list or dict of scalars weighting each output's loss.
+            metrics: a list of metrics (names, functions, `Metric` objects) for every
+                output, a list of lists (one list per output) or a dict keyed by
+                output name. "accuracy" / "acc" resolve to the binary, categorical
+                or sparse variant by the loss and output shape, as in Keras.
+            weighted_metrics: metrics weighted by `sample_weight`.
+        """
+        from pyfuncnet import optimizers
+
+        kwargs.pop("sample_weight_mode", None)
+        if kwargs:
+            raise TypeError(f"compile() got unexpected keyword arguments {sorted(kwargs)}")
+        self.optimizer = optimizers.get(optimizer)
+        self.loss = loss
+        self._compile_config = {
+            "loss": loss,
+            "loss_weights": loss_weights,
+            "metrics": metrics,
+            "weighted_metrics": weighted_metrics,
+        }
+        self._programs = {}
+        self._metric_objects = None
+        self._trainable_snapshot = None
+        self.compiled = True
+
+    def _check_compiled(self, what):
+        if not self.compiled:
+            raise RuntimeError(f"You must call `compile()` before using the model for {what}.")
+
+    # ------------------------------------------------------------------ structure
+
+    def _io_names(self):
+        """Input and output names used to match dicts and name losses/metrics."""
+        inputs, outputs = self._symbolic_io()
+        input_names = getattr(self, "input_names", None) or [t.name for t in inputs]
+        outs = _nest.flatten(outputs)
+        output_names = getattr(self, "output_names", None) or (
+            [f"output_{k}" for k in range(len(outs))] if len(outs) > 1 else ["output"]
+        )
+        return input_names, output_names
+
+    def _symbolic_io(self, x_flat=None, x_names=None):
+        """`(input tensors, output structure)` of the model's graph.
+
+        Functional models have them; other models are traced once per input
+        signature by calling them on symbolic inputs shaped like the data (a dict
+        of them when `x_names` are dict keys, a list when there are several).
+        """
+        if hasattr(self, "_nodes_by_depth"):
+            return self.inputs, self._outputs_struct
+        if x_flat is None:
+            if not self._traced:
+                raise ValueError(f"Model '{self.name}' has not been called on data yet, so its inputs are unknown")
+            return next(reversed(self._traced.values()))
+        key = (tuple(x_names or ()), tuple((a.shape[1:], a.dtype.kind) for a in x_flat))
+        if key not in self._traced:
+            tensors = [
+                KerasTensor((None,) + tuple(a.shape[1:]), "int32" if a.dtype.kind in "iu" else "float32", name=name)
+                for a, name in zip(x_flat, x_names or [None] * len(x_flat))
+            ]
+            if self._x_kind == "dict":
+                call_inputs = dict(zip(x_names, tensors))
+            elif self._x_kind == "list":
+                call_inputs = tensors
+            else:
+                call_inputs = tensors[0]
+            self._traced[key] = (tensors, self(call_inputs))
+        return self._traced[key]
+
+    _x_kind = "single"
+
+    # ------------------------------------------------------------------ losses
+
+    def _resolved_losses(self, output_names):
+        """One `(Loss or None, weight)` per output."""
+        from pyfuncnet import losses as losses_module
+
+        cfg = self._compile_config
+        loss, weights = cfg["loss"], cfg["loss_weights"]
+        n = len(output_names)
+        if loss is None:
+            raise ValueError("No loss to compute: pass `loss` to `compile()`")
+        if isinstance(loss, dict):
+            unknown = [k for k in loss if k not in output_names]
+            if unknown:
+                raise ValueError(f"compile(loss=...) has keys {unknown} that match no output; the outputs are {output_names}")
+            per_output = [loss.get(name) for name in output_names]
+        elif isinstance(loss, (list, tuple)):
+            if len(loss) != n:
+                raise ValueError(f"compile(loss=...) is a list of {len(loss)} losses, but the model has {n} outputs: {output_names}")
+            per_output = list(loss)
+        else:
+            per_output = [loss] * n
+        if weights is None:
+            w = [1.0] * n
+        elif isinstance(weights, dict):
+            unknown = [k for k in weights if k not in output_names]
+            if unknown:
+                raise ValueError(f"compile(loss_weights=...) has keys {unknown} that match no output; the outputs are {output_names}")
+            w = [float(weights.get(name, 1.0)) for name in output_names]
+        elif isinstance(weights, (list, tuple)):
+            if len(weights) != n:
+                raise ValueError(f"compile(loss_weights=...) has {len(weights)} entries, but the model has {n} outputs: {output_names}")
+            w = [float(v) for v in weights]
+        else:
+            w = [float(weights)] * n
+        return [(None if l is None else losses_module.get(l), wk) for l, wk in zip(per_output, w)]
+
+    def _resolved_metrics(self, output_names, ys, outputs):
+        """Per output: a list of `(history name, Metric, weighted)`."""
+        from pyfuncnet import metrics as metrics_module
+
+        if self._metric_objects is not None:
+            return self._metric_objects
+        cfg = self._compile_config
+        losses = self._resolved_losses(output_names)
+        result = [[] for _ in output_names]
+        for weighted, spec in ((False, cfg["metrics"]), (True, cfg["weighted_metrics"])):
+            if spec is None:
+                continue
+            per_output = _metrics_per_output(spec, output_names)
+            for k, items in enumerate(per_output):
+                for item in items:
+                    y_shape = ys[k].shape if ys[k] is not None else outputs[k].shape
+                    metric = metrics_module.resolve(item, losses[k][0], y_shape, outputs[k].shape)
+                    name = metric.name if len(output_names) == 1 else f"{output_names[k]}_{metric.name}"
+                    if weighted and cfg["metrics"] is not None:
+                        name = f"weighted_{name}" if any(name == r[0] for rs in result for r in rs) else name
+                    result[k].append((name, metric, weighted))
+        self._metric_objects = result
+        return result
+
+    @property
+    def metrics_names(self):
+        names = ["loss"]
+        if self._metric_objects:
+            names += [name for per in self._metric_objects for name, _, _ in per]
+        return names
+
+    @property
+    def metrics(self):
+        return [m for per in (self._metric_objects or []) for _, m, _ in per]
+
+    # ------------------------------------------------------------------ programs
+
+    def _program(self, mode, x, ys, sws):
+        key = (mode, tuple((a.shape, a.dtype.str) for a in x), tuple(None if y is None else (y.shape, y.dtype.str) for y in ys), tuple(sw is not None for sw in sws))
+        program = self._programs.get(key)
+        if program is None:
+            program = self._programs[key] = self._build_program(mode, x, ys, sws)
+        return program
+
+    def _build_program(self, mode, x, ys, sws):
+        inputs, outputs_struct = self._symbolic_io(x)
+        outputs = _nest.flatten(outputs_struct)
+        feeds, shapes = list(inputs), [a.shape for a in x]
+        fetches = list(outputs)
+        total, loss_outputs = None, [None] * len(outputs)
+        if mode != "predict":
+            _, output_names = self._io_names()
+            terms = []
+            for k, ((loss_fn, weight), out) in enumerate(zip(self._resolved_losses(output_names), outputs)):
+                if loss_fn is None or ys[k] is None:
+                    continue
+                y = ys[k]
+                y_ph = KerasTensor((None,) + y.shape[1:], "int32" if y.dtype == np.int32 else "float32", name=f"{output_names[k]}_target")
+                feeds.append(y_ph)
+                shapes.append(y.shape)
+                sw_ph = None
+                if sws[k] is not None:
+                    sw_ph = KerasTensor((None,) + sws[k].shape[1:], "float32", name=f"{output_names[k]}_sample_weight")
+                    feeds.append(sw_ph)
+                    shapes.append(sws[k].shape)
+                with _symbolic.label_scope(f"{output_names[k]}_loss"):
+                    value = loss_fn(y_ph, out, sample_weight=sw_ph)
+                    if not isinstance(value, KerasTensor):
+                        raise TypeError(f"The loss of output {output_names[k]!r} does not depend on the model's output")
+                    loss_outputs[k] = len(fetches)
+                    fetches.append(value)
+                    terms.append(value if weight == 1.0 else value * weight)
+            if not terms:
+                raise ValueError("No output has both a loss and target data (`y`)")
+            with _symbolic.label_scope("regularization"):
+                terms += self._penalties()
+            total = terms[0]
+            for t in terms[1:]:
+                total = total + t
+        trainable = self._trainable_for_program() if mode == "train" else ()
+        from pyfuncnet import utils
+
+        spec = GraphSpec(feeds, fetches, shapes, loss=total, trainable=trainable, seed=utils.get_random_seed() or 0)
+        step = _core.CompiledStep(json.dumps(spec.spec), mode)
+        return _Program(step, len(outputs), loss_outputs)
+
+    def _penalties(self):
+        """Weight regularization and activity penalties, as symbolic scalars."""
+        out = []
+        for layer in [self] + _all_sublayers(self):
+            for v in layer._own_trainable + layer._own_non_trainable:
+                reg = getattr(v, "regularizer", None)
+                if reg is not None:
+                    out.append(reg(_symbolic.variable_ref(v)))
+        if hasattr(self, "_nodes_by_depth"):
+            nodes = [n for ns in self._nodes_by_depth.values() for n in ns]
+        else:
+            nodes = [n for n in self._inbound_nodes]
+        for node in nodes:
+            out.extend(node.activity_losses)
+        return out
+
+    def _trainable_for_program(self):
+        if self._trainable_snapshot is None:
+            self._trainable_snapshot = [v for v in self.trainable_weights if v._index is not None]
+            self.optimizer.build(self._trainable_snapshot)
+        return self._trainable_snapshot
+
+    # ------------------------------------------------------------------ data
+
+    def _prepare(self, x, y=None, sample_weight=None, class_weight=None):
+        """Arrays in the model's input/output order, checked and cast."""
+        if hasattr(self, "_nodes_by_depth"):
+            input_names = self.input_names
+            inputs, outputs = self._symbolic_io()
+            x_arrays = data_utils.match_structure(x, input_names, "x")
+        else:
+            if isinstance(x, dict):
+                self._x_kind, input_names = "dict", sorted(x)
+            elif isinstance(x, (list, tuple)) and not data_utils._is_plain_numbers(x):
+                self._x_kind, input_names = "list", [f"input_{k}" for k in range(len(x))]
+            else:
+                self._x_kind, input_names = "single", ["input"]
+            x_arrays = data_utils.match_structure(x, input_names, "x")
+            inputs, outputs = self._symbolic_io(x_arrays, input_names)
+        _, output_names = self._io_names()
+        x_arrays = data_utils.check_inputs(x_arrays, inputs, input_names, self.name)
+        outputs = _nest.flatten(outputs)
+        ys = [None] * len(outputs)
+        sws = [None] * len(outputs)
+        if y is not None:
+            ys = data_utils.match_structure(y, output_names, "y")
+            ys = [self._cast_target(yk, out, name, k) for k, (yk, out, name) in enumerate(zip(ys, outputs, output_names))]
+        if sample_weight is not None:
+            sws = data_utils.match_structure(sample_weight, output_names, "sample_weight") if (isinstance(sample_weight, dict) or len(output_names) > 1 and isinstance(sample_weight, (list, tuple))) else [np.asarray(sample_weight)] * len(outputs)
+            sws = [np.ascontiguousarray(s, dtype=np.float32) for s in sws]
+            for s, name in zip(sws, output_names):
+                if not np.all(np.isfinite(s)):
+                    raise ValueError(f"sample_weight for output {name!r} contains NaN or Inf")
+        if class_weight is not None:
+            if y is None:
+                raise ValueError("class_weight needs targets `y`")
+            if len(outputs) > 1 and not isinstance(class_weight, dict):
+                raise ValueError("class_weight must be a dict")
+            for k, yk in enumerate(ys):
+                cw = class_weight.get(output_names[k], class_weight) if len(outputs) > 1 else class_weight
+                w = data_utils.class_weights_to_sample_weights(yk, cw, output_names[k])
+                sws[k] = w if sws[k] is None else (sws[k] * w).astype(np.float32)
+        arrays = x_arrays + [a for a in ys if a is not None] + [s for s in sws if s is not None]
+        labels = [f"x:{n}" for n in input_names] + [f"y:{n}" for n, a in zip(output_names, ys) if a is not None] + [f"sample_weight:{n}" for n, s in zip(output_names, sws) if s is not None]
+        n = data_utils.check_count(arrays, labels)
+        return x_arrays, ys, sws, n
+
+    def _cast_target(self, y, out, name, k):
+        loss_fn = None
+        if self._compile_config is not None and self._compile_config["loss"] is not None:
+            loss_fn = self._resolved_losses(self._io_names()[1])[k][0]
+        sparse = _is_sparse_loss(loss_fn)
+        if not np.all(np.isfinite(y)):
+            bad = np.argwhere(~np.isfinite(y))[0]
+            raise ValueError(f"Target data `y` for output {name!r} contains NaN or Inf (first at index {tuple(int(i) for i in bad)})")
+        if sparse:
+            classes = out.shape[-1]
+            if np.any(y != np.round(y)):
+                raise ValueError(f"Targets for output {name!r} must be integer class indices for {type(loss_fn).__name__}")
+            if y.size and (y.min() < 0 or (classes is not None and y.max() >= classes)):
+                bad = y.min() if y.min() < 0 else y.max()
+                raise ValueError(
+                    f"Received a label value of {int(bad)} for output {name!r}, which is outside the valid range of [0, {classes}). "
+                    f"Label values must be class indices for {type(loss_fn).__name__}"
+                )
+            return np.ascontiguousarray(y, dtype=np.int32)
+        return np.ascontiguousarray(y, dtype=np.float32)
+
+    # ------------------------------------------------------------------ steps
+
+    def _run_train_batch(self, x, ys, sws):
+        program = self._program("train", x, ys, sws)
+        feeds = x + [y for y in ys if y is not None] + [s for s, y in zip(sws, ys) if s is not None and y is not None]
+        lr = float(self.optimizer.current_learning_rate())
+        try:
+            outs, loss = program.step.train(feeds, store.core, self.optimizer.core, lr)
+        finally:
+            mark_store_changed()
+        self._apply_constraints()
+        return program, outs, loss
+
+    def _run_test_batch(self, x, ys, sws):
+        program = self._program("test", x, ys, sws)
+        feeds = x + [y for y in ys if y is not None] + [s for s, y in zip(sws, ys) if s is not None and y is not None]
+        outs, loss = program.step.run(feeds, store.core)
+        return program, outs, loss
+
+    def _run_predict_batch(self, x):
+        program = self._program("predict", x, [], [])
+        outs, _ = program.step.run(x, store.core)
+        return outs
+
+    def _apply_constraints(self):
+        for v in self.trainable_weights:
+            constraint = getattr(v, "constraint", None)
+            if constraint is not None:
+                v.assign(constraint(v.value))
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0, validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None, validation_batch_size=None, validation_freq=1):
+        """Trains the model for `epochs` epochs; returns a `History`.
+
+        Args:
+            x, y: arrays, lists of arrays, dicts keyed by input/output names, or a
+                generator yielding `(x, y)` / `(x, y, sample_weight)` batches.
+            batch_size: samples per step (32 by default).
+            epochs: the epoch to stop after (counting from 0, after `initial_epoch`).
+            verbose: 0 silent, 1 progress bar, 2 one line per epoch; "auto" is 1.
+            callbacks: a list of `Callback`s.
+            validation_split: the fraction of the (unshuffled) data kept for validation.
+            validation_data: `(x_val, y_val)` or `(x_val, y_val, sample_weight)`.
+            shuffle: shuffle the training samples before each epoch.
+            class_weight: `{class index: weight}` scaling each sample's loss.
+            sample_weight: per-sample loss weights.
+            steps_per_epoch: batches per epoch (required for endless generators).
+        """
+        from pyfuncnet import callbacks as callbacks_module
+
+        self._check_compiled("training")
+        verbose = 1 if verbose == "auto" else int(verbose)
+        if batch_size is None:
+            batch_size = 32
+        _check_positive("batch_size", batch_size)
+        iterator = data_utils.is_iterator_data(x)
+        if iterator:
+            if y is not None:
+                raise ValueError("`y` must not be given when `x` is a generator: the generator yields the targets")
+            train_data = _GeneratorBatches(self, x, class_weight)
+            steps = steps_per_epoch
+        else:
+            x_arr, ys, sws, n = self._prepare(x, y, sample_weight, class_weight)
+            val_arrays = None
+            if validation_split and validation_data is None:
+                cut = int(n * (1.0 - validation_split))
+                if not 0 < validation_split < 1 or cut == 0 or cut == n:
+                    raise ValueError(f"validation_split={validation_split} leaves no training or no validation samples out of {n}")
+                val_arrays = ([a[cut:] for a in x_arr], [None if a is None else a[cut:] for a in ys], [None if s is None else s[cut:] for s in sws])
+                x_arr = [a[:cut] for a in x_arr]
+                ys = [None if a is None else a[:cut] for a in ys]
+                sws = [None if s is None else s[:cut] for s in sws]
+                n = cut
+            train_data = _ArrayBatches(x_arr, ys, sws, n, batch_size, shuffle)
+            steps = math.ceil(n / batch_size)
+            if steps_per_epoch is not None:
+                steps = min(steps, steps_per_epoch)
+            if validation_data is None and val_arrays is not None:
+                validation_data = _Prepared(*val_arrays)
+        if validation_data is not None and not isinstance(validation_data, _Prepared) and not data_utils.is_iterator_data(validation_data):
+            vx, vy, vsw = data_utils.unpack_batch(tuple(validation_data))
+            validation_data = _Prepared(*self._prepare(vx, vy, vsw)[:3])
+        cbs = callbacks_module.CallbackList(callbacks, add_history=True, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=epochs, steps=steps)
+        self.stop_training = False
+        cbs.on_train_begin()
+        logs = {}
+        for epoch in range(initial_epoch, epochs):
+            self._reset_metrics()
+            cbs.on_epoch_begin(epoch)
+            trackers = None
+            for step, (bx, bys, bsws) in enumerate(train_data.epoch(steps_per_epoch)):
+                cbs.on_train_batch_begin(step)
+                program, outs, loss = self._run_train_batch(bx, bys, bsws)
+                trackers = self._update_trackers(trackers, program, outs, loss, bys, bsws, len(bx[0]))
+                logs = self._logs(trackers)
+                cbs.on_train_batch_end(step, logs)
+                if self.stop_training:
+                    break
+            epoch_logs = dict(logs)
+            if validation_data is not None and (epoch + 1) % validation_freq == 0:
+                val_logs = self._evaluate_prepared(validation_data, validation_batch_size or batch_size, validation_steps)
+                epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
+            cbs.on_epoch_end(epoch, epoch_logs)
+            logs = epoch_logs
+            if self.stop_training:
+                break
+        cbs.on_train_end(logs)
+        self.history = next(c for c in cbs.callbacks if isinstance(c, callbacks_module.History))
+        return self.history
+
+    def _reset_metrics(self):
+        for per in self._metric_objects or []:
+            for _, metric, _ in per:
+                metric.reset_state()
+
+    def _update_trackers(self, trackers, program, outs, loss, ys, sws, batch):
+        if trackers is None:
+            trackers = {"loss": _MeanTracker(), "per_output": {}}
+        trackers["loss"].update(loss, batch)
+        _, output_names = self._io_names()
+        preds = outs[: program.n_outputs]
+        named = [(k, i) for k, i in enumerate(program.loss_outputs) if i is not None]
+        if len(output_names) > 1:
+            for k, i in named:
+                trackers["per_output"].setdefault(f"{output_names[k]}_loss", _MeanTracker()).update(float(np.asarray(outs[i])), batch)
+        if self._compile_config["metrics"] is not None or self._compile_config["weighted_metrics"] is not None:
+            per_output = self._resolved_metrics(output_names, ys, preds)
+            for k, items in enumerate(per_output):
+                for _, metric, weighted in items:
+                    if ys[k] is not None:
+                        metric.update_state(ys[k], preds[k], sample_weight=sws[k] if weighted else None)
+        return trackers
+
+    def _logs(self, trackers):
+        logs = {"loss": trackers["loss"].result()}
+        for name, t in trackers["per_output"].items():
+            logs[name] = t.result()
+        for per in self._metric_objects or []:
+            for name, metric, _ in per:
+                logs[name] = float(np.asarray(metric.result()))
+        return logs
+
+    # ------------------------------------------------------------------ evaluate / predict
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None, callbacks=None, return_dict=False, **kwargs):
+        """The loss (and metrics) on the given data.
+
+        Returns:
+            The loss if there are no metrics, else `[loss, *metrics]` in
+            `metrics_names` order; with `return_dict`, a dict of them.
+        """
+        from pyfuncnet import callbacks as callbacks_module
+
+        self._check_compiled("evaluation")
+        verbose = 1 if verbose == "auto" else int(verbose)
+        batch_size = batch_size or 32
+        _check_positive("batch_size", batch_size)
+        if data_utils.is_iterator_data(x):
+            prepared = x
+        else:
+            prepared = _Prepared(*self._prepare(x, y, sample_weight)[:3])
+        n_steps = None if not isinstance(prepared, _Prepared) else math.ceil(prepared.count / batch_size)
+        cbs = callbacks_module.CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=1, steps=steps or n_steps)
+        cbs.on_test_begin()
+        logs = self._evaluate_prepared(prepared, batch_size, steps, cbs)
+        cbs.on_test_end(logs)
+        if return_dict:
+            return logs
+        values = [logs[k] for k in logs]
+        return values[0] if len(values) == 1 else values
+
+    def _evaluate_prepared(self, prepared, batch_size, steps=None, cbs=None):
+        self._reset_metrics()
+        trackers = None
+        logs = {}
+        if isinstance(prepared, _Prepared):
+            batches = _ArrayBatches(prepared.x, prepared.ys, prepared.sws, prepared.count, batch_size, False).epoch(steps)
+        else:
+            batches = _GeneratorBatches(self, prepared, None).epoch(steps)
+        for step, (bx, bys, bsws) in enumerate(batches):
+            if cbs is not None:
+                cbs.on_test_batch_begin(step)
+            program, outs, loss = self._run_test_batch(bx, bys, bsws)
+            trackers = self._update_trackers(trackers, program, outs, loss, bys, bsws, len(bx[0]))
+            logs = self._logs(trackers)
+            if cbs is not None:
+                cbs.on_test_batch_end(step, logs)
+        return logs
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """The model's outputs on `x`, computed in batches (32 samples by default)."""
+        from pyfuncnet import callbacks as callbacks_module
+
+        verbose = 1 if verbose == "auto" else int(verbose)
+        batch_size = batch_size or 32
+        _check_positive("batch_size", batch_size)
+        if data_utils.is_iterator_data(x):
+            chunks = [self._predict_arrays(self._prepare(data_utils.unpack_batch(item)[0])[0]) for item in _take(x, steps)]
+        else:
+            x_arr, _, _, n = self._prepare(x)
+            n_steps = math.ceil(n / batch_size) if steps is None else steps
+            cbs = callbacks_module.CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=1, steps=n_steps)
+            cbs.on_predict_begin()
+            chunks = []
+            for step in range(n_steps):
+                cbs.on_predict_batch_begin(step)
+                sl = slice(step * batch_size, min((step + 1) * batch_size, n))
+                chunks.append(self._predict_arrays([a[sl] for a in x_arr]))
+                cbs.on_predict_batch_end(step, {"outputs": chunks[-1]})
+            cbs.on_predict_end()
+        if not chunks:
+            raise ValueError("predict() received no data")
+        outs = [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
+        return self._pack_outputs(outs)
+
+    def _predict_arrays(self, x_arr):
+        return [np.asarray(o) for o in self._run_predict_batch(x_arr)]
+
+    def _pack_outputs(self, outs):
+        _, structure = self._symbolic_io()
+        return _nest.pack_like(structure, outs) if _nest.is_nested(structure) else outs[0]
+
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+        """One training step on one batch; returns the loss (and metrics) of that batch."""
+        self._check_compiled("training")
+        x_arr, ys, sws, _ = self._prepare(x, y, sample_weight, class_weight)
+        self._reset_metrics()
+        program, outs, loss = self._run_train_batch(x_arr, ys, sws)
+        logs = self._logs(self._update_trackers(None, program, outs, loss, ys, sws, len(x_arr[0])))
+        return logs if return_dict else (list(logs.values()) if len(logs) > 1 else logs["loss"])
+
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        """The loss (and metrics) of one batch, without training."""
+        self._check_compiled("evaluation")
+        x_arr, ys, sws, _ = self._prepare(x, y, sample_weight)
+        self._reset_metrics()
+        program, outs, loss = self._run_test_batch(x_arr, ys, sws)
+        logs = self._logs(self._update_trackers(None, program, outs, loss, ys, sws, len(x_arr[0])))
+        return logs if return_dict else (list(logs.values()) if len(logs) > 1 else logs["loss"])
+
+    def predict_on_batch(self, x):
+        """The model's outputs on one batch."""
+        x_arr, _, _, _ = self._prepare(x)
+        return self._pack_outputs(self._predict_arrays(x_arr))
+
+
+class _Prepared:
+    """Checked arrays for evaluation."""
+
+    def __init__(self, x, ys, sws):
+        self.x, self.ys, self.sws = x, ys, sws
+        self.count = len(x[0]) if x else 0
+
+
+class _ArrayBatches:
+    """Batches of in-memory arrays, shuffled per epoch when asked."""
+
+    def __init__(self, x, ys, sws, n, batch_size, shuffle):
+        self.x, self.ys, self.sws, self.n = x, ys, sws, n
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.rng = np.random.default_rng(np.random.randint(0, 2**31 - 1))
+
+    def epoch(self, steps=None):
+        index = data_utils.batches(self.n, self.batch_size, self.shuffle, self.rng)
+        if steps is not None:
+            index = index[:steps]
+        for idx in index:
+            take = (lambda a: a[idx]) if isinstance(idx, slice) else (lambda a: np.ascontiguousarray(a[idx]))
+            yield (
+                [take(a) for a in self.x],
+                [None if y is None else take(y) for y in self.ys],
+                [None if s is None else take(s) for s in self.sws],
+            )
+
+
+class _GeneratorBatches:
+    """Batches from a generator: each item is checked like array data."""
+
+    def __init__(self, model, source, class_weight):
+        self.model = model
+        self.iterator = iter(source)
+        self.class_weight = class_weight
+
+    def epoch(self, steps=None):
+        count = 0
+        while steps is None or count < steps:
+            try:
+                item = next(self.iterator)
+            except StopIteration:
+                return
+            bx, by, bsw = data_utils.unpack_batch(item)
+            x_arr, ys, sws, _ = self.model._prepare(bx, by, bsw, self.class_weight)
+            yield x_arr, ys, sws
+            count += 1
+
+
+def _take(iterable, steps):
+    for k, item in enumerate(iterable):
+        if steps is not None and k >= steps:
+            return
+        yield item
+
+
+def _check_positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+
+
+def _is_sparse_loss(loss_fn):
+    if loss_fn is None:
+        return False
+    target = getattr(loss_fn, "fn", loss_fn)
+    name = getattr(target, "__name__", "") or getattr(loss_fn, "name", "")
+    return "sparse_categorical" in name or type(loss_fn).__name__ == "SparseCategoricalCrossentropy"
+
+
+def _metrics_per_output(spec, output_names):
+    """The compile(metrics=...) argument as one list of metrics per output."""
+    n = len(output_names)
+    if isinstance(spec, dict):
+        unknown = [k for k in spec if k not in output_names]
+        if unknown:
+            raise ValueError(f"compile(metrics=...) has keys {unknown} that match no output; the outputs are {output_names}")
+        return [_as_list(spec.get(name)) for name in output_names]
+    if not isinstance(spec, (list, tuple)):
+        spec = [spec]
+    if n > 1 and len(spec) == n and any(isinstance(m, (list, tuple)) or m is None for m in spec):
+        return [_as_list(m) for m in spec]
+    return [list(spec) for _ in range(n)]
+
+
+def _as_list(m):
+    if m is None:
+        return []
+    return list(m) if isinstance(m, (list, tuple)) else [m]
+
+
+def _all_sublayers(layer):
+    out, seen = [], set()
+    stack = list(layer._layers)
+    while stack:
+        sub = stack.pop(0)
+        if id(sub) in seen:
+            continue
+        seen.add(id(sub))
+        out.append(sub)
+        stack.extend(sub._layers)
+    return out
