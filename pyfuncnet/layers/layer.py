@@ -19,6 +19,20 @@ from pyfuncnet._variable import Variable
 _name_counts = {}
 # Activity losses of the layer calls in progress (innermost last).
 _activity_stack = []
+# The layers whose build or call is running (innermost last): weights created
+# meanwhile get the path "outer/inner/name", as Keras's name scopes give them.
+_scope = []
+
+
+class _InScope:
+    def __init__(self, layer):
+        self.layer = layer
+
+    def __enter__(self):
+        _scope.append(self.layer)
+
+    def __exit__(self, *exc):
+        _scope.pop()
 
 
 def to_snake_case(name):
@@ -254,7 +268,8 @@ class Layer:
         value = np.asarray(init(shape, dtype=dtype) if callable(init) else init)
         name = name or f"variable_{len(self._own_trainable) + len(self._own_non_trainable)}"
         var = Variable(value.astype(dtype), dtype=dtype, trainable=trainable, name=name)
-        var.path = f"{self.name}/{name}"
+        scope = "/".join(layer.name for layer in _scope) if _scope and _scope[-1] is self else self.name
+        var.path = f"{scope}/{name}"
         var.constraint = constraints.get(constraint)
         var.regularizer = regularizers.get(regularizer)
         (self._own_trainable if trainable else self._own_non_trainable).append(var)
@@ -405,8 +420,9 @@ class Layer:
             return self._symbolic_call(inputs, args, kwargs)
         inputs = _nest.map_structure(_as_eager_input, inputs)
         self._check_inputs(inputs)
-        self._maybe_build(inputs)
-        return self.call(inputs, *args, **kwargs)
+        with _InScope(self):
+            self._maybe_build(inputs)
+            return self.call(inputs, *args, **kwargs)
 
     def _check_inputs(self, inputs):
         specs = self.input_spec
@@ -426,7 +442,7 @@ class Layer:
             )
         self._check_inputs(inputs)
         _activity_stack.append([])
-        with _symbolic.label_scope(self.name):
+        with _symbolic.label_scope(self.name), _InScope(self):
             try:
                 self._maybe_build(inputs)
                 outputs = self.call(inputs, *args, **kwargs)

@@ -9,7 +9,7 @@ import numpy as np
 
 from pyfuncnet._symbolic import KerasTensor
 from pyfuncnet.layers.input_layer import InputLayer
-from pyfuncnet.layers.layer import Layer
+from pyfuncnet.layers.layer import Layer, _InScope
 from pyfuncnet.models.functional import Functional
 from pyfuncnet.models.model import Model
 
@@ -89,8 +89,10 @@ class Sequential(Functional):
     def _build_graph(self, input_tensor):
         self._forget_graph()
         x = input_tensor
-        for layer in self._stack:
-            x = layer(x)
+        # Layers built here get paths under the model's name, as in Keras.
+        with _InScope(self):
+            for layer in self._stack:
+                x = layer(x)
         self._init_graph(input_tensor, x)
         self._functional_layers = [self._input_layer] + list(self._stack)
 
