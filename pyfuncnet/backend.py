@@ -153,7 +153,9 @@ def is_keras_tensor(x):
 
 
 def clear_session():
-    """Resets the automatic layer names (the next Dense is "dense" again), as Keras."""
+    """Resets the automatic layer, loss and metric names (the next Dense is "dense" again), as Keras."""
+    from pyfuncnet import losses
     from pyfuncnet.layers.layer import clear_session as reset_names
 
     reset_names()
+    losses._clear_auto_names()  # also the metrics' names, which share its counter

@@ -56,6 +56,7 @@ class Trainer:
         self._traced = {}
         self._compile_config = None
         self._metric_objects = None
+        self._loss_objects = None
 
     # ------------------------------------------------------------------ compile
 
@@ -89,6 +90,7 @@ class Trainer:
         }
         self._programs = {}
         self._metric_objects = None
+        self._loss_objects = None
         self._trainable_snapshot = None
         self.compiled = True
 
@@ -140,10 +142,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ losses
 
-    def _resolved_losses(self, output_names):
-        """One `(Loss or None, weight)` per output."""
+    def _resolved_losses(self, output_names, y_shapes=None, output_shapes=None):
+        """One `(Loss or None, weight)` per output, resolved once per compile (the
+        shapes decide what "crossentropy" means)."""
         from pyfuncnet import losses as losses_module
 
+        if self._loss_objects is not None:
+            return self._loss_objects
+        y_shapes = y_shapes or [None] * len(output_names)
+        output_shapes = output_shapes or [None] * len(output_names)
         cfg = self._compile_config
         loss, weights = cfg["loss"], cfg["loss_weights"]
         n = len(output_names)
@@ -173,7 +180,10 @@ class Trainer:
             w = [float(v) for v in weights]
         else:
             w = [float(weights)] * n
-        return [(None if l is None else losses_module.get(l), wk) for l, wk in zip(per_output, w)]
+        self._loss_objects = [
+            (losses_module.resolve(l, ys, os_), wk) for l, wk, ys, os_ in zip(per_output, w, y_shapes, output_shapes)
+        ]
+        return self._loss_objects
 
     def _resolved_metrics(self, output_names, ys, outputs):
         """Per output: a list of `(history name, Metric, weighted)`."""
@@ -307,6 +317,8 @@ class Trainer:
         sws = [None] * len(outputs)
         if y is not None:
             ys = data_utils.match_structure(y, output_names, "y")
+            if self._compile_config is not None and self._compile_config["loss"] is not None:
+                self._resolved_losses(output_names, [(None,) + a.shape[1:] for a in ys], [t.shape for t in outputs])
             ys = [self._cast_target(yk, out, name, k) for k, (yk, out, name) in enumerate(zip(ys, outputs, output_names))]
         if sample_weight is not None:
             sws = data_utils.match_structure(sample_weight, output_names, "sample_weight") if (isinstance(sample_weight, dict) or len(output_names) > 1 and isinstance(sample_weight, (list, tuple))) else [np.asarray(sample_weight)] * len(outputs)
@@ -330,8 +342,8 @@ class Trainer:
 
     def _cast_target(self, y, out, name, k):
         loss_fn = None
-        if self._compile_config is not None and self._compile_config["loss"] is not None:
-            loss_fn = self._resolved_losses(self._io_names()[1])[k][0]
+        if self._loss_objects is not None:
+            loss_fn = self._loss_objects[k][0]
         sparse = _is_sparse_loss(loss_fn)
         if not np.all(np.isfinite(y)):
             bad = np.argwhere(~np.isfinite(y))[0]
@@ -484,13 +496,14 @@ class Trainer:
         return trackers
 
     def _logs(self, trackers):
+        """The running results, keys sorted as Keras sorts them."""
         logs = {"loss": trackers["loss"].result()}
         for name, t in trackers["per_output"].items():
             logs[name] = t.result()
         for per in self._metric_objects or []:
             for name, metric, _ in per:
                 logs[name] = float(np.asarray(metric.result()))
-        return logs
+        return dict(sorted(logs.items()))
 
     # ------------------------------------------------------------------ evaluate / predict
 

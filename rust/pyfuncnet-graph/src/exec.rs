@@ -58,6 +58,9 @@ pub struct Executor {
     /// Output buffers moved out of their slots while their nodes run (capacity
     /// reserved for the largest stage, so a run does not allocate).
     taken: Vec<Buffer>,
+    /// Whether no node splits its work across threads and no stage runs tasks
+    /// side by side: the whole run is one thread's work.
+    one_thread: bool,
 }
 
 /// What every node of a run reads: shared by the tasks of a group.
@@ -98,7 +101,8 @@ impl Executor {
                 _ => None,
             })
             .collect();
-        let (stages, tasks, task_nodes) = schedule(&graph, &plan);
+        let (stages, tasks, task_nodes, all_single_task) = schedule(&graph, &plan);
+        let one_thread = all_single_task && stages.iter().all(|r| r.len() == 1);
         let most_buffers = stages
             .iter()
             .map(|r| tasks[r.clone()].iter().map(|t| t.buffers).sum())
@@ -114,7 +118,15 @@ impl Executor {
             tasks,
             task_nodes,
             taken: Vec::with_capacity(most_buffers),
+            one_thread,
         }
+    }
+
+    /// Whether a run never uses more than one thread (every node is a single task
+    /// and no stage has tasks side by side): such a run is cheapest on the calling
+    /// thread, without handing it to the pool and back.
+    pub fn runs_on_one_thread(&self) -> bool {
+        self.one_thread
     }
 
     /// How many stages run several tasks side by side (for tests and diagnostics).
@@ -300,9 +312,10 @@ impl Executor {
 /// as one task ([`crate::ops::OpCost::single_task`]) are grouped, in order, into
 /// tasks of about equal work, at least [`MIN_TASK_WORK`] each, run side by side;
 /// the other nodes, and small nodes whose total work would not make two tasks,
-/// are stages of their own. Returns the stages, the tasks and the node list the
-/// tasks index.
-fn schedule(g: &Graph, plan: &Plan) -> (Vec<Range<usize>>, Vec<Task>, Vec<usize>) {
+/// are stages of their own. Returns the stages, the tasks, the node list the
+/// tasks index, and whether every node is a single task.
+fn schedule(g: &Graph, plan: &Plan) -> (Vec<Range<usize>>, Vec<Task>, Vec<usize>, bool) {
+    let mut all_single_task = true;
     let mut stages = Vec::new();
     let mut tasks = Vec::new();
     let mut task_nodes = Vec::new();
@@ -323,6 +336,7 @@ fn schedule(g: &Graph, plan: &Plan) -> (Vec<Range<usize>>, Vec<Task>, Vec<usize>
             let ins: Vec<&TensorType> = node.inputs.iter().map(|&v| g.ty(v)).collect();
             let outs: Vec<&TensorType> = node.outputs.iter().map(|&v| g.ty(v)).collect();
             let cost = node.op.cost(&ins, &outs);
+            all_single_task &= cost.single_task;
             if cost.single_task {
                 small.push(ni);
                 work.push(cost.work);
@@ -355,7 +369,7 @@ fn schedule(g: &Graph, plan: &Plan) -> (Vec<Range<usize>>, Vec<Task>, Vec<usize>
         }
         stages.push(first..tasks.len());
     }
-    (stages, tasks, task_nodes)
+    (stages, tasks, task_nodes, all_single_task)
 }
 
 /// The slot of output `k` of node `ni`.

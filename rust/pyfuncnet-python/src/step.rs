@@ -5,7 +5,7 @@ use pyo3::prelude::*;
 use pyfuncnet_graph::program::{self, Mode};
 use pyfuncnet_graph::tensor::DType;
 
-use crate::convert::{enter_core, extract_all, to_numpy};
+use crate::convert::{enter_core, enter_core_here, extract_all, to_numpy};
 use crate::errors::value_err;
 use crate::optimizer::Optimizer;
 use crate::variables::Variables;
@@ -57,7 +57,11 @@ impl CompiledStep {
         let tensors: Vec<_> = arrays.iter().map(|a| a.tensor()).collect();
         let vars = &variables.inner;
         let inner = &mut self.inner;
-        enter_core(py, || inner.run(&tensors, vars, step))?;
+        if inner.executor().runs_on_one_thread() {
+            enter_core_here(py, || inner.run(&tensors, vars, step))?;
+        } else {
+            enter_core(py, || inner.run(&tensors, vars, step))?;
+        }
         Ok((self.outputs(py)?, self.inner.loss()))
     }
 
@@ -77,9 +81,15 @@ impl CompiledStep {
         let vars = &mut variables.inner;
         let opt = &mut *optimizer;
         let inner = &mut self.inner;
-        enter_core(py, || {
-            inner.train(&tensors, vars, &opt.config, &mut opt.state, lr)
-        })?;
+        // A step with no parallel work runs on the calling thread: handing it to the
+        // pool and back would cost two thread wake-ups (~10 us each).
+        let small_step = inner.executor().runs_on_one_thread();
+        let train = || inner.train(&tensors, vars, &opt.config, &mut opt.state, lr);
+        if small_step {
+            enter_core_here(py, train)?;
+        } else {
+            enter_core(py, train)?;
+        }
         Ok((self.outputs(py)?, self.inner.loss()))
     }
 
