@@ -211,9 +211,14 @@ class Trainer:
 
     @property
     def metrics_names(self):
+        """Keras 3's names of the model's metric trackers: "loss", then
+        "compile_metrics" once metrics are set up, then each output's loss."""
         names = ["loss"]
         if self._metric_objects:
-            names += [name for per in self._metric_objects for name, _, _ in per]
+            names.append("compile_metrics")
+        _, output_names = self._io_names() if self.compiled and (self._traced or hasattr(self, "_nodes_by_depth")) else (None, [])
+        if len(output_names) > 1:
+            names += [f"{name}_loss" for name in output_names]
         return names
 
     @property
@@ -531,7 +536,13 @@ class Trainer:
         cbs.on_test_end(logs)
         if return_dict:
             return logs
-        values = [logs[k] for k in logs]
+        return self._flatten_logs(logs)
+
+    def _flatten_logs(self, logs):
+        """Keras's order for list results: the loss, each output's loss (in output
+        order), then the other entries sorted by name."""
+        first = ["loss"] + [f"{name}_loss" for name in self._io_names()[1]]
+        values = [logs[k] for k in first if k in logs] + [logs[k] for k in sorted(logs) if k not in first]
         return values[0] if len(values) == 1 else values
 
     def _evaluate_prepared(self, prepared, batch_size, steps=None, cbs=None):
@@ -592,7 +603,7 @@ class Trainer:
         self._reset_metrics()
         program, outs, loss = self._run_train_batch(x_arr, ys, sws)
         logs = self._logs(self._update_trackers(None, program, outs, loss, ys, sws, len(x_arr[0])))
-        return logs if return_dict else (list(logs.values()) if len(logs) > 1 else logs["loss"])
+        return logs if return_dict else self._flatten_logs(logs)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
         """The loss (and metrics) of one batch, without training."""
@@ -601,7 +612,7 @@ class Trainer:
         self._reset_metrics()
         program, outs, loss = self._run_test_batch(x_arr, ys, sws)
         logs = self._logs(self._update_trackers(None, program, outs, loss, ys, sws, len(x_arr[0])))
-        return logs if return_dict else (list(logs.values()) if len(logs) > 1 else logs["loss"])
+        return logs if return_dict else self._flatten_logs(logs)
 
     def predict_on_batch(self, x):
         """The model's outputs on one batch."""
