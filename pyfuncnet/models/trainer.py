@@ -22,11 +22,20 @@ from pyfuncnet.models import data as data_utils
 class _Program:
     """One compiled step and what it feeds and fetches."""
 
-    def __init__(self, step, n_outputs, loss_outputs):
+    def __init__(self, step, n_outputs, loss_outputs, constrained=()):
         self.step = step
         self.n_outputs = n_outputs
         # Indices, among the step's outputs, of each output's own loss (or None).
         self.loss_outputs = loss_outputs
+        # (output index, loss output index) of the outputs with a loss of their own.
+        self.named_losses = [(k, i) for k, i in enumerate(loss_outputs) if i is not None]
+        # The trained Variables with a constraint to apply after each update.
+        self.constrained = list(constrained)
+
+    @staticmethod
+    def feeds(x, ys, sws):
+        """The step's inputs: model inputs, then targets, then sample weights."""
+        return x + [y for y in ys if y is not None] + [s for s, y in zip(sws, ys) if s is not None and y is not None]
 
 
 class _MeanTracker:
@@ -228,7 +237,7 @@ class Trainer:
     # ------------------------------------------------------------------ programs
 
     def _program(self, mode, x, ys, sws):
-        key = (mode, tuple((a.shape, a.dtype.str) for a in x), tuple(None if y is None else (y.shape, y.dtype.str) for y in ys), tuple(sw is not None for sw in sws))
+        key = (mode, tuple((a.shape, a.dtype.char) for a in x), tuple(None if y is None else (y.shape, y.dtype.char) for y in ys), tuple(sw is not None for sw in sws))
         program = self._programs.get(key)
         if program is None:
             program = self._programs[key] = self._build_program(mode, x, ys, sws)
@@ -274,7 +283,8 @@ class Trainer:
 
         spec = GraphSpec(feeds, fetches, shapes, loss=total, trainable=trainable, seed=utils.get_random_seed() or 0)
         step = _core.CompiledStep(json.dumps(spec.spec), mode)
-        return _Program(step, len(outputs), loss_outputs)
+        constrained = [v for v in trainable if getattr(v, "constraint", None) is not None]
+        return _Program(step, len(outputs), loss_outputs, constrained)
 
     def _penalties(self):
         """Weight regularization and activity penalties, as symbolic scalars."""
@@ -370,31 +380,24 @@ class Trainer:
 
     def _run_train_batch(self, x, ys, sws):
         program = self._program("train", x, ys, sws)
-        feeds = x + [y for y in ys if y is not None] + [s for s, y in zip(sws, ys) if s is not None and y is not None]
         lr = float(self.optimizer.current_learning_rate())
         try:
-            outs, loss = program.step.train(feeds, store.core, self.optimizer.core, lr)
+            outs, loss = program.step.train(program.feeds(x, ys, sws), store.core, self.optimizer.core, lr)
         finally:
             mark_store_changed()
-        self._apply_constraints()
+        for v in program.constrained:
+            v.assign(v.constraint(v.value))
         return program, outs, loss
 
     def _run_test_batch(self, x, ys, sws):
         program = self._program("test", x, ys, sws)
-        feeds = x + [y for y in ys if y is not None] + [s for s, y in zip(sws, ys) if s is not None and y is not None]
-        outs, loss = program.step.run(feeds, store.core)
+        outs, loss = program.step.run(program.feeds(x, ys, sws), store.core)
         return program, outs, loss
 
     def _run_predict_batch(self, x):
         program = self._program("predict", x, [], [])
         outs, _ = program.step.run(x, store.core)
         return outs
-
-    def _apply_constraints(self):
-        for v in self.trainable_weights:
-            constraint = getattr(v, "constraint", None)
-            if constraint is not None:
-                v.assign(constraint(v.value))
 
     # ------------------------------------------------------------------ fit
 
@@ -484,14 +487,13 @@ class Trainer:
 
     def _update_trackers(self, trackers, program, outs, loss, ys, sws, batch):
         if trackers is None:
-            trackers = {"loss": _MeanTracker(), "per_output": {}}
+            trackers = {"loss": _MeanTracker(), "per_output": {}, "output_names": self._io_names()[1]}
         trackers["loss"].update(loss, batch)
-        _, output_names = self._io_names()
+        output_names = trackers["output_names"]
         preds = outs[: program.n_outputs]
-        named = [(k, i) for k, i in enumerate(program.loss_outputs) if i is not None]
         if len(output_names) > 1:
-            for k, i in named:
-                trackers["per_output"].setdefault(f"{output_names[k]}_loss", _MeanTracker()).update(float(np.asarray(outs[i])), batch)
+            for k, i in program.named_losses:
+                trackers["per_output"].setdefault(f"{output_names[k]}_loss", _MeanTracker()).update(float(outs[i]), batch)
         if self._compile_config["metrics"] is not None or self._compile_config["weighted_metrics"] is not None:
             per_output = self._resolved_metrics(output_names, ys, preds)
             for k, items in enumerate(per_output):

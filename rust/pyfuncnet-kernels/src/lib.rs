@@ -10,6 +10,7 @@ pub mod alloc_count;
 pub mod binary;
 pub mod cpu;
 pub mod error;
+pub mod fpenv;
 pub mod gemm;
 pub mod layout;
 pub mod par;

@@ -29,7 +29,10 @@ fn build_pool(threads: usize) -> Arc<rayon::ThreadPool> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("pyfuncnet-{i}"))
-        .start_handler(|_| crate::gemm::reserve_thread_buffers())
+        .start_handler(|_| {
+            crate::gemm::reserve_thread_buffers();
+            crate::fpenv::flush_subnormals_on_this_thread();
+        })
         .build()
         .expect("the operating system refused to start pyfuncnet worker threads");
     Arc::new(pool)
@@ -80,9 +83,12 @@ pub fn num_threads() -> usize {
 }
 
 /// Runs `f` on the project's pool, so nested [`for_each_task`] calls use its workers.
+///
+/// Already on a pool worker, or with a single worker (whose sections all run
+/// serially on the caller), `f` runs right here: the hop to a worker and back
+/// would only add two thread wake-ups.
 pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if rayon::current_thread_index().is_some() {
-        // Already on a pool worker: installing again would only add a hop.
+    if rayon::current_thread_index().is_some() || num_threads() == 1 {
         return f();
     }
     current_pool().install(f)

@@ -216,7 +216,13 @@ pub fn enter_core_here<T: Send>(
     py: Python<'_>,
     f: impl FnOnce() -> Result<T, GraphError> + Send,
 ) -> PyResult<T> {
-    let result = py.detach(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    // Kernels run with subnormals flushed to zero (see `fpenv`); the mode is
+    // restored before returning to Python.
+    let result = py.detach(|| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pyfuncnet_kernels::fpenv::with_subnormals_flushed(f)
+        }))
+    });
     match result {
         Ok(r) => r.map_err(graph_err),
         Err(panic) => {

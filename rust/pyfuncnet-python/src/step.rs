@@ -10,6 +10,14 @@ use crate::errors::value_err;
 use crate::optimizer::Optimizer;
 use crate::variables::Variables;
 
+/// Whether a step runs on the calling thread rather than on the pool: a step with no
+/// parallel work gains nothing from a worker, and handing it over and back would
+/// cost two thread wake-ups (~10 us each). (With a single worker,
+/// `par::install` itself stays on the caller.)
+fn runs_here(step: &program::CompiledStep) -> bool {
+    step.executor().runs_on_one_thread()
+}
+
 /// A compiled predict / test / train step.
 #[pyclass(module = "pyfuncnet._core")]
 pub struct CompiledStep {
@@ -57,7 +65,7 @@ impl CompiledStep {
         let tensors: Vec<_> = arrays.iter().map(|a| a.tensor()).collect();
         let vars = &variables.inner;
         let inner = &mut self.inner;
-        if inner.executor().runs_on_one_thread() {
+        if runs_here(inner) {
             enter_core_here(py, || inner.run(&tensors, vars, step))?;
         } else {
             enter_core(py, || inner.run(&tensors, vars, step))?;
@@ -81,9 +89,7 @@ impl CompiledStep {
         let vars = &mut variables.inner;
         let opt = &mut *optimizer;
         let inner = &mut self.inner;
-        // A step with no parallel work runs on the calling thread: handing it to the
-        // pool and back would cost two thread wake-ups (~10 us each).
-        let small_step = inner.executor().runs_on_one_thread();
+        let small_step = runs_here(inner);
         let train = || inner.train(&tensors, vars, &opt.config, &mut opt.state, lr);
         if small_step {
             enter_core_here(py, train)?;
