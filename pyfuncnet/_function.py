@@ -149,6 +149,10 @@ class Function:
         self.outputs = [outputs] if self._single_output else list(outputs)
         self._compiled = {}
 
+    def compiled_step(self, shapes):
+        """The step compiled for inputs of `shapes` (a tuple of shapes), or None."""
+        return self._compiled.get(shapes)
+
     def __call__(self, *arrays):
         from pyfuncnet.ops import _to_array
 

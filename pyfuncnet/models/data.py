@@ -57,8 +57,9 @@ def _is_plain_numbers(data):
     return all(isinstance(v, (int, float, np.number)) for v in data)
 
 
-def check_inputs(arrays, tensors, names, model_name):
-    """Casts to the inputs' dtypes and checks shapes; returns the cast arrays."""
+def check_inputs(arrays, tensors, names, model_name, finite=False):
+    """Casts to the inputs' dtypes and checks shapes (and, with `finite`, that float
+    inputs hold no NaN or Inf, as training requires); returns the cast arrays."""
     out = []
     for arr, t, name in zip(arrays, tensors, names):
         want = t.shape
@@ -73,7 +74,7 @@ def check_inputs(arrays, tensors, names, model_name):
             arr = np.ascontiguousarray(arr, dtype=np.int32)
         else:
             arr = np.ascontiguousarray(arr, dtype=np.float32)
-            if not np.all(np.isfinite(arr)):
+            if finite and not np.all(np.isfinite(arr)):
                 bad = np.argwhere(~np.isfinite(arr))[0]
                 raise ValueError(f"Input {name!r} contains NaN or Inf (first at index {tuple(int(i) for i in bad)})")
         out.append(arr)

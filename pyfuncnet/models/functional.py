@@ -11,6 +11,7 @@ import numpy as np
 from pyfuncnet import _nest
 from pyfuncnet._function import Function
 from pyfuncnet._symbolic import KerasTensor
+from pyfuncnet._variable import store
 from pyfuncnet.layers.input_layer import InputLayer
 from pyfuncnet.models.model import Model
 
@@ -140,6 +141,18 @@ class Functional(Model):
     @property
     def output_shape(self):
         return _nest.map_structure(lambda t: t.shape, self.output)
+
+    def __call__(self, *args, **kwargs):
+        # Fast path for `model(x)` with one float32 array on a one-input model whose
+        # step for this batch shape is compiled: straight to the core.
+        if len(args) == 1 and not kwargs and getattr(self, "_predict_function", None) is not None:
+            x = args[0]
+            if type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous:
+                step = self._predict_function.compiled_step((x.shape,))
+                if step is not None:
+                    outs, _ = step.run([x], store.core)
+                    return _nest.pack_like(self._outputs_struct, outs) if _nest.is_nested(self._outputs_struct) else outs[0]
+        return super().__call__(*args, **kwargs)
 
     def _flatten_call_inputs(self, inputs):
         """The call's inputs in the order of `self.inputs` (dicts matched by name)."""

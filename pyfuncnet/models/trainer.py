@@ -310,8 +310,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
 
-    def _prepare(self, x, y=None, sample_weight=None, class_weight=None):
-        """Arrays in the model's input/output order, checked and cast."""
+    def _prepare(self, x, y=None, sample_weight=None, class_weight=None, training=False):
+        """Arrays in the model's input/output order, checked and cast (for training,
+        also free of NaN and Inf)."""
         if hasattr(self, "_nodes_by_depth"):
             input_names = self.input_names
             inputs, outputs = self._symbolic_io()
@@ -326,7 +327,7 @@ class Trainer:
             x_arrays = data_utils.match_structure(x, input_names, "x")
             inputs, outputs = self._symbolic_io(x_arrays, input_names)
         _, output_names = self._io_names()
-        x_arrays = data_utils.check_inputs(x_arrays, inputs, input_names, self.name)
+        x_arrays = data_utils.check_inputs(x_arrays, inputs, input_names, self.name, finite=training)
         outputs = _nest.flatten(outputs)
         ys = [None] * len(outputs)
         sws = [None] * len(outputs)
@@ -429,10 +430,10 @@ class Trainer:
         if iterator:
             if y is not None:
                 raise ValueError("`y` must not be given when `x` is a generator: the generator yields the targets")
-            train_data = _GeneratorBatches(self, x, class_weight)
+            train_data = _GeneratorBatches(self, x, class_weight, training=True)
             steps = steps_per_epoch
         else:
-            x_arr, ys, sws, n = self._prepare(x, y, sample_weight, class_weight)
+            x_arr, ys, sws, n = self._prepare(x, y, sample_weight, class_weight, training=True)
             val_arrays = None
             if validation_split and validation_data is None:
                 cut = int(n * (1.0 - validation_split))
@@ -601,7 +602,7 @@ class Trainer:
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
         """One training step on one batch; returns the loss (and metrics) of that batch."""
         self._check_compiled("training")
-        x_arr, ys, sws, _ = self._prepare(x, y, sample_weight, class_weight)
+        x_arr, ys, sws, _ = self._prepare(x, y, sample_weight, class_weight, training=True)
         self._reset_metrics()
         program, outs, loss = self._run_train_batch(x_arr, ys, sws)
         logs = self._logs(self._update_trackers(None, program, outs, loss, ys, sws, len(x_arr[0])))
@@ -618,6 +619,9 @@ class Trainer:
 
     def predict_on_batch(self, x):
         """The model's outputs on one batch."""
+        if _is_plain_batch(x) and hasattr(self, "_nodes_by_depth") and len(self.inputs) == 1 and _fits(x, self.inputs[0]):
+            # One float32 array for a one-input model: straight to the compiled step.
+            return self._pack_outputs(self._run_predict_batch([x]))
         x_arr, _, _, _ = self._prepare(x)
         return self._pack_outputs(self._predict_arrays(x_arr))
 
@@ -655,10 +659,11 @@ class _ArrayBatches:
 class _GeneratorBatches:
     """Batches from a generator: each item is checked like array data."""
 
-    def __init__(self, model, source, class_weight):
+    def __init__(self, model, source, class_weight, training=False):
         self.model = model
         self.iterator = iter(source)
         self.class_weight = class_weight
+        self.training = training
 
     def epoch(self, steps=None):
         count = 0
@@ -668,9 +673,19 @@ class _GeneratorBatches:
             except StopIteration:
                 return
             bx, by, bsw = data_utils.unpack_batch(item)
-            x_arr, ys, sws, _ = self.model._prepare(bx, by, bsw, self.class_weight)
+            x_arr, ys, sws, _ = self.model._prepare(bx, by, bsw, self.class_weight, self.training)
             yield x_arr, ys, sws
             count += 1
+
+
+def _is_plain_batch(x):
+    return type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous and x.ndim > 0
+
+
+def _fits(x, tensor):
+    """Whether array `x` matches the shape and float dtype of input `tensor`."""
+    shape = tensor.shape
+    return tensor.dtype == "float32" and x.ndim == len(shape) and all(d is None or d == g for d, g in zip(shape, x.shape))
 
 
 def _take(iterable, steps):
