@@ -667,3 +667,25 @@ def test_apply_sgd_momentum_two_steps_by_hand():
     v2 = 0.9 * v1 - 0.1 * g
     np.testing.assert_allclose(w.value, np.array([1.0, -2.0]) + v1 + v2, rtol=1e-6)
     assert opt.iterations == 2
+
+
+def test_nadam_state_round_trips_through_save_and_load_own_variables():
+    """Nadam keeps `u_product` (the running product of its momentum schedule) next
+    to its slots: after a step it is mu_1 = beta_1 * (1 - 0.5 * 0.96**1) (Keras 3's
+    schedule, whose decay is 0.96 per step), and
+    saving then loading the state into a fresh optimizer reproduces every array."""
+    from pyfuncnet import Variable
+
+    w = Variable(np.ones((3, 2), np.float32))
+    opt = optimizers.Nadam(learning_rate=0.01)
+    opt.apply_gradients([(np.full((3, 2), 0.5, np.float32), w)])
+    state = opt.variables
+    mu_1 = 0.9 * (1.0 - 0.5 * 0.96)
+    assert float(state[-1]) == pytest.approx(mu_1, rel=1e-6)
+    store = {}
+    opt.save_own_variables(store)
+    other = optimizers.Nadam(learning_rate=0.01)
+    other.build([w])
+    other.load_own_variables(store)
+    for a, b in zip(other.variables, state):
+        np.testing.assert_array_equal(a, b)

@@ -707,25 +707,16 @@ class Nadam(Optimizer):
         self.epsilon = _number(epsilon, "epsilon", "Nadam")
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
 
-    def _scalar_access(self):
-        if not hasattr(self._core, "scalars"):
-            raise NotImplementedError(
-                "Saving or loading Nadam's state needs `_core.Optimizer.scalars(index)` / `set_scalars`, "
-                "which this build of the core does not provide yet"
-            )
-        return self._core
-
     def _extra_variables(self):
         # Keras's `u_product`: one per optimizer; the core keeps equal copies per variable.
         if not self._trainable_variables:
             return [np.array(1.0, dtype=np.float32)]
-        return [np.array(self._scalar_access().scalars(0)[0], dtype=np.float32)]
+        return [np.array(self._core.scalars(0)[0], dtype=np.float32)]
 
     def _set_extra_variables(self, arrays):
         if self._trainable_variables:
-            core = self._scalar_access()
             for i in range(len(self._trainable_variables)):
-                core.set_scalars(i, [float(arrays[0])])
+                self._core.set_scalars(i, [float(arrays[0])])
 
 
 _CLASSES = (SGD, RMSprop, Adam, AdamW, Adagrad, Adadelta, Adamax, Nadam)

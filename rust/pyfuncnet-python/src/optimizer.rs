@@ -116,6 +116,34 @@ impl Optimizer {
             .collect()
     }
 
+    /// The scalar state of trainable variable `index` (Nadam's `u_product`; empty
+    /// for the other optimizers).
+    fn scalars(&self, index: usize) -> PyResult<Vec<f64>> {
+        self.state
+            .variables
+            .get(index)
+            .map(|v| v.scalars.clone())
+            .ok_or_else(|| value_err(format!("optimizer variable {index} does not exist")))
+    }
+
+    /// Replaces the scalar state of trainable variable `index` (same count).
+    fn set_scalars(&mut self, index: usize, values: Vec<f64>) -> PyResult<()> {
+        let var = self
+            .state
+            .variables
+            .get_mut(index)
+            .ok_or_else(|| value_err(format!("optimizer variable {index} does not exist")))?;
+        if values.len() != var.scalars.len() {
+            return Err(value_err(format!(
+                "expected {} scalars, got {}",
+                var.scalars.len(),
+                values.len()
+            )));
+        }
+        var.scalars = values;
+        Ok(())
+    }
+
     /// Replaces the slot arrays of trainable variable `index`.
     fn set_slots(&mut self, index: usize, slots: Vec<Bound<'_, PyAny>>) -> PyResult<()> {
         let var = self
