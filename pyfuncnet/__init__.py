@@ -28,6 +28,7 @@ _SUBMODULES = (
     "models",
     "optimizers",
     "regularizers",
+    "saving",
     "utils",
 )
 

@@ -296,3 +296,18 @@ def test_automatic_names_follow_keras():
     assert inp.name == "input_layer"
     m = keras.Model(inp, layers.Dense(1)(inp))
     assert m.name == "functional"
+
+
+def test_sublayers_in_dicts_and_nested_lists_are_tracked():
+    class Block(layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.heads = {"a": layers.Dense(2), "b": [layers.Dense(3), (layers.Dense(1),)]}
+
+        def call(self, x):
+            return ops.concatenate([self.heads["a"](x), self.heads["b"][0](x), self.heads["b"][1][0](x)], axis=-1)
+
+    block = Block()
+    y = block(np.ones((2, 4), np.float32))
+    assert y.shape == (2, 6)
+    assert len(block.weights) == 6 and block.count_params() == (4 * 2 + 2) + (4 * 3 + 3) + (4 + 1)

@@ -208,11 +208,11 @@ class Layer:
     # ------------------------------------------------------------------ tracking
 
     def __setattr__(self, name, value):
-        # Sub-layers assigned as attributes (alone or in lists) are tracked: their
-        # weights are part of this layer's, as in Keras.
+        # Sub-layers assigned as attributes (alone, or in lists, tuples and dicts,
+        # nested or not) are tracked: their weights are part of this layer's, as in Keras.
         if not name.startswith("__"):
             layers = self.__dict__.setdefault("_sublayers", [])
-            candidates = value if isinstance(value, (list, tuple)) else [value]
+            candidates = _nest.flatten(value) if _nest.is_nested(value) else [value]
             for item in candidates:
                 if isinstance(item, Layer) and item is not self and not any(item is x for x in layers):
                     layers.append(item)

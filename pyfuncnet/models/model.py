@@ -63,6 +63,38 @@ class Model(Trainer, Layer):
                 return layer
         raise ValueError(f"No such layer: {name}. Existing layers are: {[layer.name for layer in self.layers]}.")
 
+    def save_weights(self, filepath, overwrite=True):
+        """Saves every weight to a Keras 3 `.weights.h5` file, written atomically.
+
+        Args:
+            filepath: a path ending in ".weights.h5".
+            overwrite: replace an existing file; with False, ask on the terminal
+                first (as Keras).
+
+        Example:
+            >>> model.save_weights("mlp.weights.h5")
+        """
+        from pyfuncnet.saving.weights_h5 import save_weights
+
+        save_weights(self, filepath, overwrite=overwrite)
+
+    def load_weights(self, filepath, skip_mismatch=False):
+        """Loads weights saved by `save_weights` here or in Keras 3 (".weights.h5"
+        or ".keras"), matched by the model's structure; all are checked before any
+        is assigned.
+
+        Args:
+            filepath: the file to read.
+            skip_mismatch: skip layers whose weights do not fit, with a warning,
+                instead of raising ValueError.
+
+        Example:
+            >>> model.load_weights("mlp.weights.h5")
+        """
+        from pyfuncnet.saving.weights_h5 import load_weights
+
+        load_weights(self, filepath, skip_mismatch=skip_mismatch)
+
     def summary(self, line_length=None, positions=None, print_fn=None, expand_nested=False, show_trainable=False, layer_range=None):
         """Prints Keras's table of the layers, output shapes and parameter counts."""
         from pyfuncnet.models.summary import print_summary
