@@ -25,6 +25,11 @@ const STACK_OUTPUTS: usize = 8;
 /// Least work ([`crate::ops::OpCost::work`], about ns) of a task of small nodes
 /// run beside others.
 const MIN_TASK_WORK: usize = 10_000;
+/// Runs estimated below this much work ([`crate::ops::OpCost`] units; a
+/// 784-64-64-10 MLP's training step at batch 64 is ~460k, at 256 ~1.8M) run on
+/// one thread start to end: on the project's 2-core VM, handing a step to the pool
+/// and waking helpers for its parallel parts cost more (~70-120 us) than they saved.
+const SERIAL_RUN_WORK: usize = 1 << 20;
 
 const EMPTY_REF: TensorRef<'static> = TensorRef {
     shape: &[],
@@ -58,8 +63,9 @@ pub struct Executor {
     /// Output buffers moved out of their slots while their nodes run (capacity
     /// reserved for the largest stage, so a run does not allocate).
     taken: Vec<Buffer>,
-    /// Whether no node splits its work across threads and no stage runs tasks
-    /// side by side: the whole run is one thread's work.
+    /// Whether the run is best done by one thread: no node splits its work and no
+    /// stage runs tasks side by side, or the whole run is too small to repay a
+    /// hand-off to the pool (see [`SERIAL_RUN_WORK`]).
     one_thread: bool,
 }
 
@@ -101,8 +107,9 @@ impl Executor {
                 _ => None,
             })
             .collect();
-        let (stages, tasks, task_nodes, all_single_task) = schedule(&graph, &plan);
-        let one_thread = all_single_task && stages.iter().all(|r| r.len() == 1);
+        let (stages, tasks, task_nodes, all_single_task, total_work) = schedule(&graph, &plan);
+        let one_thread = (all_single_task && stages.iter().all(|r| r.len() == 1))
+            || total_work < SERIAL_RUN_WORK;
         let most_buffers = stages
             .iter()
             .map(|r| tasks[r.clone()].iter().map(|t| t.buffers).sum())
@@ -122,9 +129,9 @@ impl Executor {
         }
     }
 
-    /// Whether a run never uses more than one thread (every node is a single task
-    /// and no stage has tasks side by side): such a run is cheapest on the calling
-    /// thread, without handing it to the pool and back.
+    /// Whether a run is best done by one thread, start to end (every node a single
+    /// task and no stage with tasks side by side, or a small run): such a run is
+    /// cheapest on the calling thread, without handing it to the pool and back.
     pub fn runs_on_one_thread(&self) -> bool {
         self.one_thread
     }
@@ -313,9 +320,10 @@ impl Executor {
 /// tasks of about equal work, at least [`MIN_TASK_WORK`] each, run side by side;
 /// the other nodes, and small nodes whose total work would not make two tasks,
 /// are stages of their own. Returns the stages, the tasks, the node list the
-/// tasks index, and whether every node is a single task.
-fn schedule(g: &Graph, plan: &Plan) -> (Vec<Range<usize>>, Vec<Task>, Vec<usize>, bool) {
+/// tasks index, whether every node is a single task, and the total work.
+fn schedule(g: &Graph, plan: &Plan) -> (Vec<Range<usize>>, Vec<Task>, Vec<usize>, bool, usize) {
     let mut all_single_task = true;
+    let mut total_work = 0;
     let mut stages = Vec::new();
     let mut tasks = Vec::new();
     let mut task_nodes = Vec::new();
@@ -337,6 +345,7 @@ fn schedule(g: &Graph, plan: &Plan) -> (Vec<Range<usize>>, Vec<Task>, Vec<usize>
             let outs: Vec<&TensorType> = node.outputs.iter().map(|&v| g.ty(v)).collect();
             let cost = node.op.cost(&ins, &outs);
             all_single_task &= cost.single_task;
+            total_work += cost.work;
             if cost.single_task {
                 small.push(ni);
                 work.push(cost.work);
@@ -369,7 +378,7 @@ fn schedule(g: &Graph, plan: &Plan) -> (Vec<Range<usize>>, Vec<Task>, Vec<usize>
         }
         stages.push(first..tasks.len());
     }
-    (stages, tasks, task_nodes, all_single_task)
+    (stages, tasks, task_nodes, all_single_task, total_work)
 }
 
 /// The slot of output `k` of node `ni`.

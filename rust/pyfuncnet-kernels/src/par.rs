@@ -88,10 +88,30 @@ pub fn num_threads() -> usize {
 /// serially on the caller), `f` runs right here: the hop to a worker and back
 /// would only add two thread wake-ups.
 pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if rayon::current_thread_index().is_some() || num_threads() == 1 {
+    if rayon::current_thread_index().is_some() || serial() {
         return f();
     }
     current_pool().install(f)
+}
+
+thread_local! {
+    /// Set while [`serially`] runs on this thread.
+    static SERIAL_SCOPE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every parallel helper of this module running its work in order on
+/// this thread: for a whole step too small to gain from other threads, where a
+/// single hand-off to the pool would cost more than its parallel parts save. The
+/// partitions are the same, so the results are too.
+pub fn serially<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            SERIAL_SCOPE.with(|s| s.set(self.0));
+        }
+    }
+    let _reset = Reset(SERIAL_SCOPE.with(|s| s.replace(true)));
+    f()
 }
 
 /// Whether the helpers below should run their tasks in order on this thread: with a
@@ -101,7 +121,7 @@ pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// the module docs). Tasks are independent and the partition is the caller's, so
 /// the results are the same either way.
 fn serial() -> bool {
-    num_threads() == 1 || backing_off()
+    num_threads() == 1 || SERIAL_SCOPE.with(|s| s.get()) || backing_off()
 }
 
 /// How long sections run on the calling thread alone after a stall.
@@ -261,6 +281,30 @@ pub fn join<A: Send, B: Send>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serially_runs_every_task_on_the_calling_thread_then_resets() {
+        let me = std::thread::current().id();
+        let seen = Mutex::new(Vec::new());
+        serially(|| {
+            for_each_task(64, |i| {
+                seen.lock().unwrap().push((i, std::thread::current().id()))
+            });
+            assert!(!runs_in_parallel());
+        });
+        let mut seen = seen.into_inner().unwrap();
+        seen.sort_by_key(|&(i, _)| i);
+        assert_eq!(
+            seen.iter().map(|&(i, _)| i).collect::<Vec<_>>(),
+            (0..64).collect::<Vec<_>>()
+        );
+        assert!(seen.iter().all(|&(_, t)| t == me));
+        assert_eq!(
+            runs_in_parallel(),
+            num_threads() > 1 && !backing_off(),
+            "the scope ends with the call"
+        );
+    }
 
     #[test]
     fn for_each_task_runs_every_index_once() {

@@ -81,7 +81,9 @@ impl Optimizer {
         let mut seen = vec![false; variables.inner.values.len()];
         for &index in &indices {
             if std::mem::replace(&mut seen[index], true) {
-                return Err(value_err(format!("apply: variable {index} is listed twice")));
+                return Err(value_err(format!(
+                    "apply: variable {index} is listed twice"
+                )));
             }
         }
         // Borrow each listed variable once, in the order of `indices`.
@@ -95,7 +97,8 @@ impl Optimizer {
             .iter()
             .map(|&i| slots[i].take().expect("indices are distinct and exist"))
             .collect();
-        let mut grad_refs: Vec<&mut [f32]> = grad_data.iter_mut().map(|g| g.as_mut_slice()).collect();
+        let mut grad_refs: Vec<&mut [f32]> =
+            grad_data.iter_mut().map(|g| g.as_mut_slice()).collect();
         let (config, state) = (&self.config, &mut self.state);
         enter_core(py, || {
             optim::apply_gradients(config, state, lr, &mut vars, &mut grad_refs)

@@ -5,17 +5,19 @@ use pyo3::prelude::*;
 use pyfuncnet_graph::program::{self, Mode};
 use pyfuncnet_graph::tensor::DType;
 
+use pyfuncnet_kernels::par;
+
 use crate::convert::{enter_core, enter_core_here, extract_all, to_numpy};
 use crate::errors::value_err;
 use crate::optimizer::Optimizer;
 use crate::variables::Variables;
 
-/// Whether a step runs on the calling thread rather than on the pool: a step with no
-/// parallel work gains nothing from a worker, and handing it over and back would
-/// cost two thread wake-ups (~10 us each). (With a single worker,
+/// Whether a step runs on the calling thread, everything in it serial, rather than
+/// on the pool: a step with no parallel node gains less from a worker than handing
+/// it over and back costs (two thread wake-ups). (With a single worker,
 /// `par::install` itself stays on the caller.)
 fn runs_here(step: &program::CompiledStep) -> bool {
-    step.executor().runs_on_one_thread()
+    step.runs_on_one_thread()
 }
 
 /// A compiled predict / test / train step.
@@ -66,7 +68,7 @@ impl CompiledStep {
         let vars = &variables.inner;
         let inner = &mut self.inner;
         if runs_here(inner) {
-            enter_core_here(py, || inner.run(&tensors, vars, step))?;
+            enter_core_here(py, || par::serially(|| inner.run(&tensors, vars, step)))?;
         } else {
             enter_core(py, || inner.run(&tensors, vars, step))?;
         }
@@ -92,7 +94,7 @@ impl CompiledStep {
         let small_step = runs_here(inner);
         let train = || inner.train(&tensors, vars, &opt.config, &mut opt.state, lr);
         if small_step {
-            enter_core_here(py, train)?;
+            enter_core_here(py, || par::serially(train))?;
         } else {
             enter_core(py, train)?;
         }

@@ -117,9 +117,9 @@ fn batch_offset(mut i: usize, out_batch: &[usize], dims: &[usize], mat_size: usi
 
 /// Flops per unit of [`OpCost::work`]: about what one core's SIMD GEMM does per ns.
 const FLOPS_PER_WORK: usize = 32;
-/// Products under this many flops run as one GEMM task (the kernels' smallest
-/// parallel task is larger).
-const SINGLE_TASK_FLOPS: usize = 1_000_000;
+/// Products under this many flops run as one GEMM task (two of the kernels'
+/// smallest parallel tasks).
+const SINGLE_TASK_FLOPS: usize = 2 * gemm::MIN_TASK_FLOPS;
 
 fn gemm_cost(flops: usize) -> OpCost {
     OpCost {

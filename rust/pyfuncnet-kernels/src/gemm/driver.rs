@@ -41,9 +41,7 @@ const NC: usize = 4096;
 const MIN_NC: usize = 256;
 /// Largest packed B block, `k x nc` floats (8 MiB, in the shared L3).
 const B_PACK_MAX: usize = 2 * 1024 * 1024;
-/// Each parallel task should carry at least this many flops (~15 µs at peak), so
-/// that handing it to another thread costs little.
-const MIN_TASK_FLOPS: usize = 1_500_000;
+use super::MIN_TASK_FLOPS;
 /// Tasks per N block when the problem is large enough: plenty for dynamic load
 /// balancing on a few cores.
 const TARGET_TASKS: usize = 16;

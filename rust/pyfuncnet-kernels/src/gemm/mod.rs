@@ -32,6 +32,14 @@ mod small;
 
 pub(crate) use scratch::reserve_thread_buffers;
 
+/// Each parallel GEMM task carries at least this many flops (~40 µs of one core at
+/// peak), so a product of fewer than twice as many runs as one task. Handing a task
+/// to another thread and waiting for it costs tens of microseconds when the thread
+/// has gone idle (more on a VM): with 1.5 MFLOP tasks a small MLP's training step
+/// ran slower on two threads than on one. The partition of M and N never changes
+/// what each element of C computes, so results do not depend on it.
+pub const MIN_TASK_FLOPS: usize = 6_000_000;
+
 pub use reference::sgemm_reference;
 
 use crate::cpu::{self, SimdLevel};

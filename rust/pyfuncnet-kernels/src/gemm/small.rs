@@ -18,8 +18,7 @@ use super::pack::pack_panels;
 use super::scratch::{with_scratch, Slot};
 use std::ops::Range;
 
-/// Each task carries at least this many flops (~10 µs at peak).
-const MIN_TASK_FLOPS: usize = 1_000_000;
+use super::MIN_TASK_FLOPS;
 
 /// Whether a product with fewer columns than the kernel is wide goes to the small
 /// path as `Cᵀ = Bᵀ Aᵀ`: the kernel's NR lanes then run along M, which is long,
