@@ -28,8 +28,9 @@ const MIN_TASK_WORK: usize = 10_000;
 /// Runs estimated below this much work ([`crate::ops::OpCost`] units; a
 /// 784-64-64-10 MLP's training step at batch 64 is ~460k, at 256 ~1.8M) run on
 /// one thread start to end: on the project's 2-core VM, handing a step to the pool
-/// and waking helpers for its parallel parts cost more (~70-120 us) than they saved.
-const SERIAL_RUN_WORK: usize = 1 << 20;
+/// and waking helpers for its parallel parts cost more than they saved (a batch-256
+/// step, ~550 us, still ran 10% slower on two threads than on one).
+const SERIAL_RUN_WORK: usize = 1 << 22;
 
 const EMPTY_REF: TensorRef<'static> = TensorRef {
     shape: &[],
