@@ -125,9 +125,11 @@ def test_pad_sequences_sequence_errors():
 # Seeds
 
 
-def test_get_random_seed_is_none_until_set():
+def test_get_random_seed_is_none_until_set(tmp_path):
     code = "from pyfuncnet import utils; print(utils.get_random_seed())"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # A fresh interpreter, run outside the source tree (whose pyfuncnet has no
+    # compiled core) so it imports the installed package.
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert out.stdout.strip() == "None"
 
 
