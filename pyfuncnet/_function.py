@@ -15,14 +15,17 @@ from pyfuncnet._symbolic import KerasTensor
 from pyfuncnet._variable import store
 
 
-def topological_nodes(outputs):
-    """The op nodes the outputs depend on, each after its inputs."""
+def topological_nodes(outputs, stop=()):
+    """The op nodes the outputs depend on, each after its inputs; the walk does not
+    go past the tensors in `stop` (a model's inputs, which may be intermediate
+    tensors of a larger graph)."""
+    stop_ids = {id(t) for t in stop}
     order, seen = [], set()
     stack = [(t, False) for t in outputs]
     while stack:
         tensor, expanded = stack.pop()
         node = tensor._node
-        if node is None or id(node) in seen and not expanded:
+        if node is None or id(tensor) in stop_ids or id(node) in seen and not expanded:
             continue
         if expanded:
             if id(node) not in seen:
@@ -31,7 +34,7 @@ def topological_nodes(outputs):
             continue
         stack.append((tensor, True))
         for inp in node.inputs:
-            if inp._node is not None and id(inp._node) not in seen:
+            if inp._node is not None and id(inp._node) not in seen and id(inp) not in stop_ids:
                 stack.append((inp, False))
     return order
 
@@ -56,7 +59,7 @@ class GraphSpec:
     def __init__(self, inputs, outputs, input_shapes, loss=None, trainable=(), seed=0):
         self.variables = []
         var_index = {}
-        nodes = topological_nodes(list(outputs) + ([loss] if loss is not None else []))
+        nodes = topological_nodes(list(outputs) + ([loss] if loss is not None else []), stop=inputs)
         ids, shapes = {}, {}
         spec_inputs = []
         for t, shape in zip(inputs, input_shapes):

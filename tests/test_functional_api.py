@@ -311,3 +311,25 @@ def test_sublayers_in_dicts_and_nested_lists_are_tracked():
     y = block(np.ones((2, 4), np.float32))
     assert y.shape == (2, 6)
     assert len(block.weights) == 6 and block.count_params() == (4 * 2 + 2) + (4 * 3 + 3) + (4 + 1)
+
+
+def test_models_from_intermediate_tensors_share_the_weights():
+    # Keras 3's documented use: sub-models taken out of a larger graph.
+    inputs = keras.Input(shape=(8,), name="raw")
+    hidden = layers.Dense(4, activation="tanh", name="encode")(inputs)
+    outputs = layers.Dense(2, name="head")(hidden)
+    full = keras.Model(inputs, outputs)
+    head = keras.Model(hidden, outputs)
+    encoder = keras.Model(inputs, hidden)
+    assert [layer.name for layer in head.layers] == ["head"]
+    assert head.count_params() == 4 * 2 + 2
+    x = np.random.default_rng(12).normal(size=(5, 8)).astype(np.float32)
+    h = encoder(x)
+    np.testing.assert_allclose(h, dense_ref(x, *full.get_layer("encode").get_weights(), np.tanh), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(head(h), full(x), rtol=1e-5, atol=1e-5)
+    # Training the sub-model trains the shared layer.
+    head.compile(optimizer="sgd", loss="mse")
+    before = full.get_layer("head").get_weights()[0].copy()
+    head.fit(h, np.ones((5, 2), np.float32), epochs=1, verbose=0)
+    assert not np.array_equal(before, full.get_layer("head").get_weights()[0])
+    assert full.get_layer("encode").get_weights()[0].shape == (8, 4)

@@ -12,7 +12,6 @@ from pyfuncnet import _nest
 from pyfuncnet._function import Function
 from pyfuncnet._symbolic import KerasTensor
 from pyfuncnet._variable import store
-from pyfuncnet.layers.input_layer import InputLayer
 from pyfuncnet.models.model import Model
 
 
@@ -53,6 +52,11 @@ def map_graph(inputs, outputs):
                 f"at layer '{layer.name}': it is the output of an Input that is not among the model's inputs "
                 f"{[t.name for t in inputs]}. Pass it in `inputs`."
             )
+        if id(tensor) in input_ids and not node.is_input:
+            # An intermediate tensor given as an input: the model starts there, so
+            # the layer that produced it is not part of the model (Keras allows this
+            # to take sub-models out of a larger graph).
+            return
         layer_order.setdefault(id(layer), (len(layer_order), layer))
         in_progress.add(id(node))
         if id(tensor) not in input_ids:
@@ -64,9 +68,6 @@ def map_graph(inputs, outputs):
 
     for t in inputs:
         _history(t, "Inputs")
-        layer = t._keras_history[0]
-        if not isinstance(layer, InputLayer):
-            raise ValueError(f"Model inputs must come from `Input(...)`; {t.name} is the output of layer '{layer.name}'")
     for t in outputs:
         _history(t, "Outputs")
         visit(t)
