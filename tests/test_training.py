@@ -257,3 +257,37 @@ def test_every_reference_model_trains_evaluates_and_predicts(name):
     assert after < 0.7 * before
     pred = student.predict(x, verbose=0)
     assert type(pred) is type(targets)
+
+
+def test_weight_and_activity_penalties_are_added_to_the_loss():
+    """Keras adds `l2 * sum(W**2)` of a regularized kernel and the activity penalty
+    divided by the batch size to the loss; checked against NumPy in float64."""
+    keras.utils.set_random_seed(5)
+    x_in = keras.Input(shape=(6,))
+    h = layers.Dense(4, kernel_regularizer=keras.regularizers.L2(0.01), name="reg")(x_in)
+    h = layers.ActivityRegularization(l1=0.02)(h)
+    out = layers.Dense(1, name="out")(h)
+    model = keras.Model(x_in, out)
+    model.compile(optimizer="sgd", loss="mse")
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(10, 6)).astype(np.float32)
+    y = rng.normal(size=(10, 1)).astype(np.float32)
+    w1, b1, w2, b2 = [w.astype(np.float64) for w in model.get_weights()]
+    hid = x @ w1 + b1
+    pred = hid @ w2 + b2
+    want = np.mean((pred - y) ** 2) + 0.01 * np.sum(w1**2) + 0.02 * np.sum(np.abs(hid)) / 10
+    assert model.test_on_batch(x, y) == pytest.approx(want, rel=1e-5)
+
+
+def test_subclassed_model_rejects_unknown_keyword_arguments():
+    class Net(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.out = layers.Dense(1)
+
+        def call(self, x):
+            return self.out(x)
+
+    with pytest.raises(TypeError, match="unrecognized keyword arguments.*bogus"):
+        Net(bogus=3)
+    assert Net(name="net").name == "net"

@@ -91,15 +91,17 @@ def check_count(arrays, what_names):
     return next(iter(counts.values())) if counts else 0
 
 
-def split_validation(arrays, fraction):
-    """The last `fraction` of the samples for validation, as Keras (before shuffling)."""
+def split_validation(arrays, n, fraction):
+    """The first `1 - fraction` and the last `fraction` of the `n` samples of each
+    array (None entries stay None), as Keras splits before shuffling."""
     if not 0 < fraction < 1:
         raise ValueError(f"validation_split must be in (0, 1), got {fraction}")
-    n = arrays[0].shape[0]
     cut = int(n * (1.0 - fraction))
     if cut == 0 or cut == n:
         raise ValueError(f"validation_split={fraction} leaves no training or no validation samples out of {n}")
-    return [a[:cut] for a in arrays], [a[cut:] for a in arrays]
+    head = [None if a is None else a[:cut] for a in arrays]
+    tail = [None if a is None else a[cut:] for a in arrays]
+    return head, tail
 
 
 def class_weights_to_sample_weights(y, class_weight, output_name):

@@ -39,7 +39,7 @@ class Model(Trainer, Layer):
                 f"{type(self).__name__}: a subclass of Model cannot be initialised with `inputs` and `outputs`; "
                 "build a functional `Model(inputs, outputs)` or define `call`"
             )
-        Layer.__init__(self, **{k: v for k, v in kwargs.items() if k in ("name", "trainable", "dtype")})
+        Layer.__init__(self, **kwargs)
         Trainer.__init__(self)
 
     @property

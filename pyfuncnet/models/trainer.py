@@ -288,12 +288,7 @@ class Trainer:
 
     def _penalties(self):
         """Weight regularization and activity penalties, as symbolic scalars."""
-        out = []
-        for layer in [self] + _all_sublayers(self):
-            for v in layer._own_trainable + layer._own_non_trainable:
-                reg = getattr(v, "regularizer", None)
-                if reg is not None:
-                    out.append(reg(_symbolic.variable_ref(v)))
+        out = self._regularization_losses(eager=False)
         if hasattr(self, "_nodes_by_depth"):
             nodes = [n for ns in self._nodes_by_depth.values() for n in ns]
         else:
@@ -434,22 +429,16 @@ class Trainer:
             steps = steps_per_epoch
         else:
             x_arr, ys, sws, n = self._prepare(x, y, sample_weight, class_weight, training=True)
-            val_arrays = None
             if validation_split and validation_data is None:
-                cut = int(n * (1.0 - validation_split))
-                if not 0 < validation_split < 1 or cut == 0 or cut == n:
-                    raise ValueError(f"validation_split={validation_split} leaves no training or no validation samples out of {n}")
-                val_arrays = ([a[cut:] for a in x_arr], [None if a is None else a[cut:] for a in ys], [None if s is None else s[cut:] for s in sws])
-                x_arr = [a[:cut] for a in x_arr]
-                ys = [None if a is None else a[:cut] for a in ys]
-                sws = [None if s is None else s[:cut] for s in sws]
-                n = cut
+                k, m = len(x_arr), len(ys)
+                head, tail = data_utils.split_validation(x_arr + ys + sws, n, validation_split)
+                x_arr, ys, sws = head[:k], head[k : k + m], head[k + m :]
+                validation_data = _Prepared(tail[:k], tail[k : k + m], tail[k + m :])
+                n = len(x_arr[0])
             train_data = _ArrayBatches(x_arr, ys, sws, n, batch_size, shuffle)
             steps = math.ceil(n / batch_size)
             if steps_per_epoch is not None:
                 steps = min(steps, steps_per_epoch)
-            if validation_data is None and val_arrays is not None:
-                validation_data = _Prepared(*val_arrays)
         if validation_data is not None and not isinstance(validation_data, _Prepared) and not data_utils.is_iterator_data(validation_data):
             vx, vy, vsw = data_utils.unpack_batch(tuple(validation_data))
             validation_data = _Prepared(*self._prepare(vx, vy, vsw)[:3])
@@ -727,16 +716,3 @@ def _as_list(m):
     if m is None:
         return []
     return list(m) if isinstance(m, (list, tuple)) else [m]
-
-
-def _all_sublayers(layer):
-    out, seen = [], set()
-    stack = list(layer._layers)
-    while stack:
-        sub = stack.pop(0)
-        if id(sub) in seen:
-            continue
-        seen.add(id(sub))
-        out.append(sub)
-        stack.extend(sub._layers)
-    return out
