@@ -18,5 +18,6 @@ pub mod reduce;
 pub mod rng;
 pub mod softmax;
 pub mod unary;
+pub mod window;
 
 pub use error::{KernelError, Result};
