@@ -50,12 +50,12 @@ cProfile pass to the pyfuncnet worker, after and apart from its timed runs.
 import argparse
 import json
 import os
-import resource
-import shutil
 import statistics
-import subprocess
 import sys
 import time
+
+import _bench_common as common
+from _bench_common import parse_ints, timed, warmup_size
 
 FEATURES, HIDDEN, CLASSES = 784, 64, 10
 SEED = 1234
@@ -65,18 +65,6 @@ LABELS = {"pyfuncnet": "pyfuncnet", "keras": "keras 3 (jax)", "torch": "pytorch"
 REPORT_TAG = "BENCH_MLP_REPORT "
 FULL = {"samples": 60_000, "latency_calls": 2000, "warmup_batches": 10}
 QUICK = {"samples": 6_000, "latency_calls": 200, "warmup_batches": 2}
-
-
-def warmup_size(n, batch, warmup_batches):
-    """A slice with `warmup_batches` full batches and the full set's last, short one."""
-    return min(n, warmup_batches * batch + n % batch)
-
-
-def timed(fn):
-    """Seconds one call of `fn` takes."""
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def median_call_us(fn, calls):
@@ -287,92 +275,16 @@ def worker(args):
 
 
 # ---------------------------------------------------------------- driver
-
-
-def parse_ints(text):
-    """`"1,2"` -> `[1, 2]`; raises ValueError unless all are positive integers."""
-    values = [int(v) for v in text.split(",") if v.strip()]
-    if not values or min(values) < 1:
-        raise ValueError(f"expected a comma-separated list of positive integers, got {text!r}")
-    return values
-
-
-def worker_env(framework, threads):
-    """The environment a worker starts with: thread counts fixed before libraries load."""
-    env = dict(os.environ)
-    # As in bench_matmul.py: these two slow a current NumPy/OpenBLAS down.
-    env.pop("OPENBLAS_CORETYPE", None)
-    env.pop("OPENBLAS_L2_SIZE", None)
-    count = str(threads)
-    env.update(PYFUNCNET_NUM_THREADS=count, OMP_NUM_THREADS=count, MKL_NUM_THREADS=count, OPENBLAS_NUM_THREADS=count)
-    if framework == "keras":
-        env.update(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
-        if threads == 1:
-            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
-        else:
-            env.pop("XLA_FLAGS", None)
-    return env
-
-
-def busy_cpu_seconds():
-    """CPU time spent by the whole machine (every process, also outside this one's
-    view, plus time stolen by the hypervisor), from /proc/stat."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def children_cpu_seconds():
-    """CPU seconds used by the finished child processes of this one."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+# Launching workers, the /proc/stat accounting, the spinners and the tables live in
+# _bench_common.py, shared with bench_cnn.py.
 
 
 def run_worker(args, framework, threads, cpus, profile):
     """Runs one worker; returns its report with when it ran and how busy the machine was."""
-    python = args.pyfuncnet_python if framework == "pyfuncnet" else args.peer_python
-    cpu_list = ",".join(str(c) for c in cpus[:threads])
-    command = ["taskset", "-c", cpu_list, python, os.path.abspath(__file__), "--worker", framework]
-    command += ["--threads", str(threads), "--batches", args.batches, "--repeat", str(args.repeat)]
-    command += ["--quick"] * args.quick + ["--profile"] * profile
-    started = time.strftime("%Y-%m-%d %H:%M:%S")
-    machine0, own0, t0 = busy_cpu_seconds(), children_cpu_seconds(), time.perf_counter()
-    proc = subprocess.run(command, env=worker_env(framework, threads), capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    # Cores kept busy by everything but the worker: the --busy spinners and whatever
-    # else shares the machine. A run with much more of it than the others is disturbed.
-    others = max(0.0, ((busy_cpu_seconds() - machine0) - (children_cpu_seconds() - own0)) / wall)
-    print(f"[{started}] {framework:<9} threads={threads} cpus={cpu_list} {wall:4.0f} s, other load {others:.2f} cores", file=sys.stderr, flush=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith(REPORT_TAG)]
-    if proc.returncode != 0 or not lines:
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
-        report = {"framework": framework, "threads": threads, "error": f"worker exited with {proc.returncode}:\n{tail}"}
-    else:
-        report = json.loads(lines[-1][len(REPORT_TAG) :])
-    report.update(started=started, wall_s=wall, other_load_cores=others, python=python)
-    return report
-
-
-def combine_rounds(runs):
-    """One report per (framework, threads): each result the median over the rounds."""
-    grouped = {}
-    for run in runs:
-        grouped.setdefault((run["framework"], run["threads"]), []).append(run)
-    combined = []
-    for (framework, threads), group in grouped.items():
-        report = {"framework": framework, "threads": threads, "other_load_cores": [r["other_load_cores"] for r in group]}
-        measured = [r for r in group if "results" in r]
-        if measured:
-            keys = measured[0]["results"]
-            report["results"] = {}
-            for k in keys:
-                per_round = [r["results"][k]["value"] for r in measured]
-                report["results"][k] = {"value": statistics.median(per_round), "rounds": per_round}
-        else:
-            report.update({k: group[-1][k] for k in ("skipped", "error") if k in group[-1]})
-        combined.append(report)
-    return combined
+    worker_args = ["--batches", args.batches, "--repeat", str(args.repeat)]
+    worker_args += ["--quick"] * args.quick + ["--profile"] * profile
+    env = common.worker_env(threads, "jax" if framework == "keras" else None)
+    return common.run_worker(args, __file__, framework, threads, cpus, worker_args, env, REPORT_TAG)
 
 
 def table_rows(batches):
@@ -383,11 +295,6 @@ def table_rows(batches):
         ("latency_predict_on_batch", "1 sample predict_on_batch (us)", False),
         ("latency_call", "1 sample model(x) (us)", False),
     ]
-
-
-def speedup(ours, theirs, higher_is_better):
-    """How many times faster pyfuncnet is (above 1 = faster)."""
-    return ours / theirs if higher_is_better else theirs / ours
 
 
 def target(key, threads, values):
@@ -406,68 +313,6 @@ def target(key, threads, values):
     return "<= 20 us", None if ours is None else ours <= 20.0
 
 
-def fmt(value, higher_is_better):
-    """Throughputs as whole numbers, latencies with one decimal."""
-    if value is None:
-        return "-"
-    return f"{value:,.0f}" if higher_is_better else f"{value:.1f}"
-
-
-def print_table(reports, frameworks, batches, busy, rounds):
-    """All frameworks side by side, with the ratio to the fastest peer and the targets."""
-    by_run = {(r["framework"], r["threads"]): r for r in reports}
-    threads_list = sorted({r["threads"] for r in reports})
-    print(f"\n## MLP {FEATURES}-{HIDDEN}-{HIDDEN}-{CLASSES}, {time.strftime('%Y-%m-%d %H:%M')}, {busy} spinning process(es), median of {rounds} round(s)")
-    header = ["case", "threads"] + [LABELS[f] for f in frameworks] + ["pyfuncnet / fastest peer", "target", "met"]
-    print("| " + " | ".join(header) + " |")
-    print("|---|---:|" + "---:|" * len(frameworks) + "---:|---|---|")
-    for threads in threads_list:
-        for key, label, hib in table_rows(batches):
-            values = {}
-            for f in frameworks:
-                result = by_run.get((f, threads), {}).get("results", {}).get(key)
-                if result is not None:
-                    values[f] = result["value"]
-            peers = [v for f, v in values.items() if f != "pyfuncnet"]
-            ratio = "-"
-            if "pyfuncnet" in values and peers:
-                best = max(peers) if hib else min(peers)
-                ratio = f"{speedup(values['pyfuncnet'], best, hib):.2f}"
-            text, met = target(key, threads, values)
-            verdict = {True: "yes", False: "**no**", None: "-"}[met]
-            cells = [label, str(threads)] + [fmt(values.get(f), hib) for f in frameworks] + [ratio, text, verdict]
-            print("| " + " | ".join(cells) + " |")
-    print("\nCores kept busy by other processes during each worker, round by round:")
-    for r in reports:
-        print(f"- {LABELS[r['framework']]} at {r['threads']} thread(s): " + ", ".join(f"{c:.2f}" for c in r["other_load_cores"]))
-    for r in reports:
-        if "skipped" in r or "error" in r:
-            print(f"\n{r['framework']} at {r['threads']} thread(s): {r.get('skipped') or r.get('error')}")
-
-
-def print_thread_scaling(reports, frameworks, batches, busy):
-    """Each framework's speed at the most threads over the fewest (above 1 = faster with more)."""
-    threads_list = sorted({r["threads"] for r in reports})
-    low, high = threads_list[0], threads_list[-1]
-    by_run = {(r["framework"], r["threads"]): r.get("results", {}) for r in reports}
-    print(f"\n## {busy} other process(es) busy: speed at {high} threads / speed at {low} (target for pyfuncnet: >= 1.00)")
-    print("| case | " + " | ".join(LABELS[f] for f in frameworks) + " |")
-    print("|---|" + "---:|" * len(frameworks))
-    for key, label, hib in table_rows(batches):
-        cells = []
-        for f in frameworks:
-            a, b = by_run.get((f, low), {}).get(key), by_run.get((f, high), {}).get(key)
-            cells.append("-" if a is None or b is None else f"{speedup(b['value'], a['value'], hib):.2f}")
-        print(f"| {label} | " + " | ".join(cells) + " |")
-
-
-def spin():
-    """Burns one core until killed (the `--busy` load)."""
-    x = 0
-    while True:
-        x += 1
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
@@ -482,10 +327,7 @@ def main():
     parser.add_argument("--pyfuncnet-python", default=sys.executable, help="interpreter that imports pyfuncnet")
     parser.add_argument("--peer-python", default=sys.executable, help="interpreter that imports keras, jax and torch")
     parser.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
-    parser.add_argument("--spin", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.spin:
-        spin()
     if args.repeat < 1 or args.rounds < 1:
         parser.error(f"--repeat and --rounds must be at least 1, got {args.repeat} and {args.rounds}")
     if args.worker:
@@ -494,31 +336,21 @@ def main():
         return
     try:
         threads_list = parse_ints(args.threads)
-        parse_ints(args.batches)
+        batches = parse_ints(args.batches)
     except ValueError as err:
         parser.error(str(err))
-    frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
-    unknown = [f for f in frameworks if f not in FRAMEWORKS]
-    if unknown or not frameworks:
-        parser.error(f"--frameworks: expected names among {','.join(FRAMEWORKS)}, got {args.frameworks!r}")
-    if shutil.which("taskset") is None:
-        parser.error("taskset (util-linux) is needed to pin each worker to its CPUs")
-    cpus = sorted(os.sched_getaffinity(0))
-    if max(threads_list) > len(cpus):
-        parser.error(f"--threads: at most {len(cpus)} CPUs are available to this process, got {args.threads}")
+    frameworks = common.parse_frameworks(parser, args.frameworks, FRAMEWORKS)
+    cpus = common.usable_cpus(parser, threads_list, args.threads)
 
-    spinners = [subprocess.Popen([sys.executable, __file__, "--spin"]) for _ in range(args.busy)]
-    try:
+    with common.spinners(args.busy):
         # Rounds interleave the workers, so that a slow spell on the machine
         # spreads over every framework instead of hitting one.
         runs = [run_worker(args, f, t, cpus, args.profile and r == 0) for r in range(args.rounds) for t in threads_list for f in frameworks]
-    finally:
-        for p in spinners:
-            p.kill()
-    reports = combine_rounds(runs)
-    print_table(reports, frameworks, parse_ints(args.batches), args.busy, args.rounds)
+    reports = common.combine_rounds(runs)
+    print(f"\n## MLP {FEATURES}-{HIDDEN}-{HIDDEN}-{CLASSES}, {time.strftime('%Y-%m-%d %H:%M')}, {args.busy} spinning process(es), median of {args.rounds} round(s)")
+    common.print_comparison(reports, frameworks, LABELS, table_rows(batches), target)
     if len(threads_list) > 1:
-        print_thread_scaling(reports, frameworks, parse_ints(args.batches), args.busy)
+        common.print_thread_scaling(reports, frameworks, LABELS, table_rows(batches), args.busy)
     for r in runs:
         for name, text in r.get("profile", {}).items():
             print(f"\n## cProfile, pyfuncnet at {r['threads']} thread(s): {name}\n{text}")

@@ -1,25 +1,66 @@
-//! Fusion pass: `matmul` followed by a bias `add` and/or an activation becomes
-//! one `dense` op, whose GEMM adds the bias and applies the activation in its
-//! epilogue (one pass over the output instead of three) and whose backward is
-//! the fused one. Graphs built from primitive ops (custom layers, Lambda layers)
-//! get what the built-in Dense layer lowers to directly.
+//! Fusion pass: `matmul` (or a plain `conv`) followed by a bias `add` and/or an
+//! activation becomes one `dense` (or `conv`) op, whose GEMM adds the bias and
+//! applies the activation in its epilogue (one pass over the output instead of
+//! three) and whose backward is the fused one. Graphs built from primitive ops
+//! (custom layers, Lambda layers) get what the built-in layers lower to directly.
 
 use pyfuncnet_kernels::binary::Binary;
 use pyfuncnet_kernels::unary::Unary;
 
 use crate::graph::{Graph, ValueId, ValueSource};
 use crate::ops::binary::BinaryOp;
+use crate::ops::conv::ConvOp;
 use crate::ops::matmul::{DenseOp, MatmulOp};
 use crate::ops::unary::UnaryOp;
 use crate::ops::Op;
 use crate::tensor::DType;
 
-/// Rewrites every `matmul(x, w)` (no transposes, `w` of rank 2) whose result
-/// feeds only an `add` of a bias of shape `(units,)` and/or only an activation
-/// whose derivative needs no input, into one `dense` node in place of the last
-/// op of the pattern. Values in `keep` (fetched outputs, the loss) are never
-/// fused away. The replaced nodes stay in the graph, unread, and are neither
-/// planned nor differentiated. Returns the number of fusions.
+/// A product that can take a bias and an activation into its epilogue.
+enum Head {
+    Matmul,
+    Conv(ConvOp),
+}
+
+impl Head {
+    /// The head of a fusion at `node`, with its output's last dimension.
+    fn of(g: &Graph, node: usize) -> Option<(Head, usize)> {
+        let node = &g.nodes[node];
+        let (x, w) = (*node.inputs.first()?, *node.inputs.get(1)?);
+        if g.ty(x).dtype != DType::F32 || g.ty(w).dtype != DType::F32 {
+            return None;
+        }
+        let w_shape = g.shape(w);
+        if let Some(op) = node.op.as_any().downcast_ref::<MatmulOp>() {
+            let plain = !op.transpose_a && !op.transpose_b;
+            return (plain && w_shape.len() == 2 && g.shape(x).len() >= 2)
+                .then(|| (Head::Matmul, w_shape[1]));
+        }
+        let op = node.op.as_any().downcast_ref::<ConvOp>()?;
+        let units = *w_shape.last()?;
+        (!op.use_bias && op.activation == Unary::Linear).then(|| (Head::Conv(op.clone()), units))
+    }
+
+    fn fused(self, activation: Unary, use_bias: bool) -> Box<dyn Op> {
+        match self {
+            Head::Matmul => Box::new(DenseOp {
+                activation,
+                use_bias,
+            }),
+            Head::Conv(conv) => Box::new(ConvOp {
+                activation,
+                use_bias,
+                ..conv
+            }),
+        }
+    }
+}
+
+/// Rewrites every `matmul(x, w)` (no transposes, `w` of rank 2) or plain `conv(x,
+/// w)` whose result feeds only an `add` of a bias of shape `(units,)` and/or only
+/// an activation whose derivative needs no input, into one `dense` or `conv` node
+/// in place of the last op of the pattern. Values in `keep` (fetched outputs, the
+/// loss) are never fused away. The replaced nodes stay in the graph, unread, and
+/// are neither planned nor differentiated. Returns the number of fusions.
 pub fn fuse_dense(g: &mut Graph, keep: &[ValueId]) -> usize {
     let mut readers = vec![0usize; g.values.len()];
     for node in &g.nodes {
@@ -32,19 +73,11 @@ pub fn fuse_dense(g: &mut Graph, keep: &[ValueId]) -> usize {
     }
     let mut fused = 0;
     for mm in 0..g.nodes.len() {
-        let node = &g.nodes[mm];
-        let Some(op) = node.op.as_any().downcast_ref::<MatmulOp>() else {
+        let Some((head, units)) = Head::of(g, mm) else {
             continue;
         };
+        let node = &g.nodes[mm];
         let (x, w, m) = (node.inputs[0], node.inputs[1], node.outputs[0]);
-        let w_shape = g.shape(w);
-        if op.transpose_a || op.transpose_b || w_shape.len() != 2 || g.shape(x).len() < 2 {
-            continue;
-        }
-        if g.ty(x).dtype != DType::F32 || g.ty(w).dtype != DType::F32 {
-            continue;
-        }
-        let units = w_shape[1];
         let (mut last, mut cur) = (mm, m);
         let mut bias = None;
         let add_node = sole_reader(g, &readers, cur).filter(|&n| {
@@ -79,10 +112,7 @@ pub fn fuse_dense(g: &mut Graph, keep: &[ValueId]) -> usize {
         }
         let mut inputs = vec![x, w];
         inputs.extend(bias);
-        let dense = DenseOp {
-            activation,
-            use_bias: bias.is_some(),
-        };
+        let dense = head.fused(activation, bias.is_some());
         // The pattern's result keeps its value id and type: check the fused op
         // infers exactly that type before committing.
         let types: Vec<_> = inputs.iter().map(|&v| g.ty(v)).collect();
@@ -98,7 +128,7 @@ pub fn fuse_dense(g: &mut Graph, keep: &[ValueId]) -> usize {
             .take()
             .or_else(|| g.nodes[mm].label.clone());
         let node = &mut g.nodes[last];
-        node.op = Box::new(dense);
+        node.op = dense;
         node.inputs = inputs;
         node.label = label;
         fused += 1;
@@ -171,6 +201,25 @@ mod tests {
             planned_ops(&g, &fetches),
             vec!["dense", "dense", "matmul", "dense", "sigmoid", "multiply", "gelu"]
         );
+    }
+
+    #[test]
+    fn conv_bias_activation_becomes_one_fused_conv() {
+        let mut g = Graph::new();
+        let x = g.add_input(TensorType::f32(vec![2, 6, 6, 3]));
+        let w = g.add_weight(0, TensorType::f32(vec![3, 3, 3, 4]));
+        let b = g.add_weight(1, TensorType::f32(vec![4]));
+        let attrs = serde_json::json!({"strides": [1, 1], "padding": "same"});
+        let c = g
+            .apply1(crate::ops::build("conv", &attrs).unwrap(), &[x, w])
+            .unwrap();
+        let z = g.add(c, b).unwrap();
+        let y = g.unary(Unary::Relu, z).unwrap();
+        assert_eq!(fuse_dense(&mut g, &[y]), 1);
+        assert_eq!(planned_ops(&g, &[y]), vec!["conv"]);
+        let conv = g.nodes[2].op.as_any().downcast_ref::<ConvOp>().unwrap();
+        assert_eq!((conv.activation, conv.use_bias), (Unary::Relu, true));
+        assert_eq!(g.nodes[2].inputs, vec![x, w, b]);
     }
 
     #[test]

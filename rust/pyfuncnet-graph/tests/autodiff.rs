@@ -267,3 +267,78 @@ fn gather_and_fused_loss_grads() {
         None,
     );
 }
+
+#[test]
+fn conv_grads_over_ranks_strides_dilations_paddings_and_groups() {
+    let cases = [
+        (
+            json!({"strides": [1], "padding": "causal", "dilation_rate": [2]}),
+            vec![2, 7, 3],
+            vec![2, 3, 4],
+        ),
+        (
+            json!({"strides": [2], "padding": "same"}),
+            vec![1, 8, 2],
+            vec![3, 2, 3],
+        ),
+        (
+            json!({"strides": [1, 2], "padding": "same"}),
+            vec![2, 5, 6, 3],
+            vec![2, 3, 3, 2],
+        ),
+        (
+            json!({"strides": [1, 1], "padding": "valid", "dilation_rate": [2, 1]}),
+            vec![1, 6, 4, 2],
+            vec![2, 2, 2, 3],
+        ),
+        (
+            json!({"strides": [1, 1], "padding": "valid", "groups": 2}),
+            vec![2, 4, 4, 4],
+            vec![3, 3, 2, 6],
+        ),
+        (
+            json!({"strides": [2, 2], "padding": "valid"}),
+            vec![2, 5, 5, 3],
+            vec![1, 1, 3, 4],
+        ),
+        (
+            json!({"strides": [1, 1, 2], "padding": "same"}),
+            vec![1, 3, 3, 4, 2],
+            vec![2, 2, 2, 2, 2],
+        ),
+    ];
+    for (attrs, x, k) in cases {
+        check("conv", attrs, &[x, k], None);
+    }
+    for act in ["linear", "relu", "tanh"] {
+        check(
+            "conv",
+            json!({"strides": [1, 1], "padding": "same", "use_bias": true, "activation": act}),
+            &[vec![2, 4, 3, 2], vec![3, 2, 2, 3], vec![3]],
+            None,
+        );
+    }
+}
+
+#[test]
+fn conv_gradient_ops_are_differentiable() {
+    // conv_input_grad(dy, kernel) and conv_kernel_grad(x, dy) of a strided,
+    // padded convolution of a (2, 5, 4, 3) input by a (3, 2, 3, 4) kernel.
+    let geometry = json!({"strides": [2, 1], "padding": "same"});
+    let mut attrs = geometry.clone();
+    attrs["input_shape"] = json!([2, 5, 4, 3]);
+    check(
+        "conv_input_grad",
+        attrs,
+        &[vec![2, 3, 4, 4], vec![3, 2, 3, 4]],
+        None,
+    );
+    let mut attrs = geometry;
+    attrs["kernel_shape"] = json!([3, 2, 3, 4]);
+    check(
+        "conv_kernel_grad",
+        attrs,
+        &[vec![2, 5, 4, 3], vec![2, 3, 4, 4]],
+        None,
+    );
+}

@@ -8,6 +8,7 @@
 
 pub mod alloc_count;
 pub mod binary;
+pub mod conv;
 pub mod cpu;
 pub mod error;
 pub mod fpenv;
@@ -16,6 +17,7 @@ pub mod layout;
 pub mod par;
 pub mod reduce;
 pub mod rng;
+mod scratch;
 pub mod softmax;
 pub mod unary;
 pub mod window;

@@ -30,7 +30,7 @@ fn build_pool(threads: usize) -> Arc<rayon::ThreadPool> {
         .num_threads(threads)
         .thread_name(|i| format!("pyfuncnet-{i}"))
         .start_handler(|_| {
-            crate::gemm::reserve_thread_buffers();
+            crate::scratch::reserve_thread_buffers();
             crate::fpenv::flush_subnormals_on_this_thread();
         })
         .build()

@@ -11,6 +11,7 @@ use crate::graph::{Graph, ValueId};
 use crate::tensor::{TensorMut, TensorRef, TensorType};
 
 pub mod binary;
+pub mod conv;
 pub mod gather;
 pub mod layout;
 pub mod matmul;
@@ -324,6 +325,9 @@ pub fn build(name: &str, attrs: &Json) -> Result<Box<dyn Op>> {
         return Ok(op);
     }
     if let Some(op) = reduce::build(name, &a)? {
+        return Ok(op);
+    }
+    if let Some(op) = conv::build(name, &a)? {
         return Ok(op);
     }
     if let Some(op) = matmul::build(name, &a)? {

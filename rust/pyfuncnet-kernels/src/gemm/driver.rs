@@ -25,8 +25,8 @@
 
 use super::kernel::{MicroKernel, MAX_TILE};
 use super::pack::pack_panels;
-use super::scratch::{with_scratch, Slot};
 use super::{small, Epilogue, MatRef};
+use crate::scratch::{with_scratch, Slot};
 use std::ops::Range;
 
 use crate::cpu::SimdLevel;

@@ -27,10 +27,7 @@ mod driver;
 mod pack;
 mod reference;
 mod scalar;
-mod scratch;
 mod small;
-
-pub(crate) use scratch::reserve_thread_buffers;
 
 /// Each parallel GEMM task carries at least this many flops (~40 µs of one core at
 /// peak), so a product of fewer than twice as many runs as one task. Handing a task

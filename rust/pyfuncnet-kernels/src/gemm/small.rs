@@ -15,7 +15,7 @@
 use super::driver::{balanced_block, run_tasks, CTarget, Operand, Problem, Tile};
 use super::kernel::MicroKernel;
 use super::pack::pack_panels;
-use super::scratch::{with_scratch, Slot};
+use crate::scratch::{with_scratch, Slot};
 use std::ops::Range;
 
 use super::MIN_TASK_FLOPS;

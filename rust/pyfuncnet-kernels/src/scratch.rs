@@ -1,4 +1,5 @@
-//! Per-thread packing buffers that grow once and are then reused.
+//! Per-thread scratch buffers (GEMM packing, im2col tiles) that grow once and are
+//! then reused.
 //!
 //! A buffer is moved out of its thread-local slot for the duration of a use and put
 //! back afterwards. A nested use on the same thread (a pool worker that steals
@@ -12,21 +13,27 @@ use std::thread::LocalKey;
 const ALIGN_BYTES: usize = 64;
 const ALIGN_FLOATS: usize = ALIGN_BYTES / std::mem::size_of::<f32>();
 
-/// Which per-thread buffer to use; one GEMM may hold one of each at a time.
+/// Which per-thread buffer to use; one kernel call may hold one of each at a time.
 #[derive(Clone, Copy)]
 pub(crate) enum Slot {
-    /// Packed B, shared by the tasks of one product (held by the calling thread).
+    /// GEMM: packed B, shared by the tasks of one product (held by the calling thread).
     B,
-    /// Packed A, or small remainders, private to one task.
+    /// GEMM: packed A, or small remainders, private to one task.
     A,
-    /// All of A packed once and shared by the tasks (held by the calling thread).
+    /// GEMM: all of A packed once and shared by the tasks (held by the calling thread).
     SharedA,
+    /// Convolution: one task's tile of im2col columns (or of their gradient).
+    Columns,
+    /// Convolution: the per-chunk partial weight gradients, held by the calling thread.
+    Partials,
 }
 
 thread_local! {
     static BUF_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BUF_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BUF_SHARED_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static BUF_COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static BUF_PARTIALS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 fn key(slot: Slot) -> &'static LocalKey<RefCell<Vec<f32>>> {
@@ -34,6 +41,8 @@ fn key(slot: Slot) -> &'static LocalKey<RefCell<Vec<f32>>> {
         Slot::B => &BUF_B,
         Slot::A => &BUF_A,
         Slot::SharedA => &BUF_SHARED_A,
+        Slot::Columns => &BUF_COLUMNS,
+        Slot::Partials => &BUF_PARTIALS,
     }
 }
 
