@@ -630,3 +630,116 @@ def zeros_like(x, dtype=None):
 
 def ones_like(x, dtype=None):
     return np.ones(_shape(x), dtype=dtype or "float32")
+
+
+# ----------------------------------------------------------------------------
+# Padding, broadcasting, convolution and pooling
+
+
+def pad(x, pad_width, mode="constant", constant_values=None):
+    """Pads with a constant: `pad_width` is one `(before, after)` pair per axis
+    (or one pair, or one int, for every axis), as in NumPy."""
+    if mode != "constant":
+        raise ValueError(f"pad: only mode='constant' is supported, got {mode!r}")
+    n = _ndim(x)
+    widths = np.asarray(pad_width, dtype=np.int64)
+    widths = np.full((n, 2), int(widths)) if widths.ndim == 0 else np.broadcast_to(widths.reshape(-1, 2), (n, 2))
+    if (widths < 0).any():
+        raise ValueError(f"pad: widths must be non-negative, got {np.asarray(pad_width).tolist()}")
+    attrs = {"before": widths[:, 0].tolist(), "after": widths[:, 1].tolist(), "value": float(constant_values or 0.0)}
+    return _run1("pad", attrs, _float(x))
+
+
+def broadcast_to(x, shape):
+    """`x` repeated along axes of size 1 (and new leading axes) to `shape`."""
+    target = [None if d is None else int(d) for d in shape]
+
+    def attrs(shapes):
+        # Unknown target dims (symbolic batch) take the input's size there.
+        src = [1] * (len(target) - len(shapes[0])) + list(shapes[0])
+        return {"shape": [s if d is None or d == -1 else d for d, s in zip(target, src)]}
+
+    return _run1("broadcast_to", attrs, x if isinstance(x, KerasTensor) else _eager_value(x))
+
+
+def _spatial_tuple(value, rank, name):
+    """An int or a sequence as a list of `rank` positive ints."""
+    values = [value] * rank if isinstance(value, (int, np.integer)) else list(value)
+    if len(values) != rank or not builtins.all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in values):
+        raise ValueError(f"`{name}` must be a positive integer or a tuple of {rank} positive integers, got {value!r}")
+    return [int(v) for v in values]
+
+
+def _padding_name(padding, allowed=("valid", "same")):
+    name = str(padding).lower()
+    if name not in allowed:
+        raise ValueError(f"`padding` must be one of {', '.join(repr(a) for a in allowed)}, got {padding!r}")
+    return name
+
+
+def _channels_first(data_format):
+    fmt = (data_format or "channels_last").lower()
+    if fmt not in ("channels_last", "channels_first"):
+        raise ValueError(f"`data_format` must be 'channels_last' or 'channels_first', got {data_format!r}")
+    return fmt == "channels_first"
+
+
+def _to_channels_last(x, rank):
+    return transpose(x, [0] + list(range(2, rank + 2)) + [1])
+
+
+def _to_channels_first(x, rank):
+    return transpose(x, [0, rank + 1] + list(range(1, rank + 1)))
+
+
+def _spatial_rank(x, what):
+    rank = _ndim(x) - 2
+    if rank not in (1, 2, 3):
+        raise ValueError(f"{what}: expected an input of rank 3, 4 or 5 (batch, 1 to 3 spatial axes, channels), got shape {_shape(x)}")
+    return rank
+
+
+def conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):
+    """N-d convolution (1 to 3 spatial axes) of `inputs` by `kernel` of shape
+    `(k..., in_channels / groups, filters)`; the groups follow from the channels."""
+    rank = _spatial_rank(inputs, "conv")
+    first = _channels_first(data_format)
+    x = _to_channels_last(_float(inputs), rank) if first else _float(inputs)
+    k_shape = _shape(kernel)
+    channels = _shape(x)[-1]
+    groups = 1
+    if channels is not None and len(k_shape) == rank + 2 and k_shape[-2] and channels % k_shape[-2] == 0:
+        groups = channels // k_shape[-2]
+    attrs = {
+        "strides": _spatial_tuple(strides, rank, "strides"),
+        "dilation_rate": _spatial_tuple(dilation_rate, rank, "dilation_rate"),
+        "padding": _padding_name(padding, ("valid", "same", "causal")),
+        "groups": groups,
+    }
+    y = _run1("conv", attrs, x, _float(kernel))
+    return _to_channels_first(y, rank) if first else y
+
+
+def _pool(op, inputs, pool_size, strides, padding, data_format):
+    rank = _spatial_rank(inputs, op)
+    first = _channels_first(data_format)
+    x = _to_channels_last(_float(inputs), rank) if first else _float(inputs)
+    size = _spatial_tuple(pool_size, rank, "pool_size")
+    attrs = {
+        "pool_size": size,
+        "strides": size if strides is None else _spatial_tuple(strides, rank, "strides"),
+        "padding": _padding_name(padding),
+    }
+    y = _run1(op, attrs, x)
+    return _to_channels_first(y, rank) if first else y
+
+
+def max_pool(inputs, pool_size, strides=None, padding="valid", data_format=None):
+    """Max pooling over 1 to 3 spatial axes (strides default to the pool size)."""
+    return _pool("max_pool", inputs, pool_size, strides, padding, data_format)
+
+
+def average_pool(inputs, pool_size, strides=None, padding="valid", data_format=None):
+    """Average pooling over 1 to 3 spatial axes; with 'same' padding a window's
+    mean is over its taps inside the input."""
+    return _pool("avg_pool", inputs, pool_size, strides, padding, data_format)
