@@ -743,3 +743,39 @@ def average_pool(inputs, pool_size, strides=None, padding="valid", data_format=N
     """Average pooling over 1 to 3 spatial axes; with 'same' padding a window's
     mean is over its taps inside the input."""
     return _pool("avg_pool", inputs, pool_size, strides, padding, data_format)
+
+
+def conv_transpose(inputs, kernel, strides=1, padding="valid", output_padding=None, data_format=None, dilation_rate=1):
+    """Transposed convolution (the adjoint of `conv`) with a kernel of shape
+    `(k..., filters, in_channels)`; output lengths follow Keras."""
+    rank = _spatial_rank(inputs, "conv_transpose")
+    first = _channels_first(data_format)
+    x = _to_channels_last(_float(inputs), rank) if first else _float(inputs)
+    attrs = {
+        "strides": _spatial_tuple(strides, rank, "strides"),
+        "dilation_rate": _spatial_tuple(dilation_rate, rank, "dilation_rate"),
+        "padding": _padding_name(padding),
+    }
+    if output_padding is not None:
+        pads = [output_padding] * rank if isinstance(output_padding, (int, np.integer)) else list(output_padding)
+        if len(pads) != rank or builtins.any(int(p) < 0 for p in pads):
+            raise ValueError(f"`output_padding` must be a non-negative integer or a tuple of {rank}, got {output_padding!r}")
+        attrs["output_padding"] = [int(p) for p in pads]
+    y = _run1("conv_transpose", attrs, x, _float(kernel))
+    return _to_channels_first(y, rank) if first else y
+
+
+def depthwise_conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):
+    """Each input channel convolved with its own `depth_multiplier` filters: kernel
+    `(k..., in_channels, depth_multiplier)`, output channel `c * multiplier + m`."""
+    k_shape = _shape(kernel)
+    # The grouped convolution with one input channel per group has exactly this
+    # kernel, read as (k..., 1, in_channels * multiplier).
+    grouped = reshape(kernel, tuple(k_shape[:-2]) + (1, k_shape[-2] * k_shape[-1]))
+    return conv(inputs, grouped, strides=strides, padding=padding, data_format=data_format, dilation_rate=dilation_rate)
+
+
+def separable_conv(inputs, depthwise_kernel, pointwise_kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):
+    """A depthwise convolution followed by a pointwise (1x1) one."""
+    x = depthwise_conv(inputs, depthwise_kernel, strides=strides, padding=padding, data_format=data_format, dilation_rate=dilation_rate)
+    return conv(x, pointwise_kernel, strides=1, padding="valid", data_format=data_format)

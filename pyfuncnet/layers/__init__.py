@@ -11,7 +11,18 @@ from pyfuncnet.layers.core import (
     RepeatVector,
     Reshape,
 )
-from pyfuncnet.layers.convolutional import Conv1D, Conv2D, Conv3D
+from pyfuncnet.layers.convolutional import (
+    Conv1D,
+    Conv1DTranspose,
+    Conv2D,
+    Conv2DTranspose,
+    Conv3D,
+    Conv3DTranspose,
+    DepthwiseConv1D,
+    DepthwiseConv2D,
+    SeparableConv1D,
+    SeparableConv2D,
+)
 from pyfuncnet.layers.input_layer import Input, InputLayer
 from pyfuncnet.layers.layer import InputSpec, Layer
 from pyfuncnet.layers.pooling import (
@@ -49,6 +60,8 @@ from pyfuncnet.layers.merge import (
 
 # Keras's other names for the same classes.
 Convolution1D, Convolution2D, Convolution3D = Conv1D, Conv2D, Conv3D
+Convolution2DTranspose, Convolution3DTranspose = Conv2DTranspose, Conv3DTranspose
+SeparableConvolution1D, SeparableConvolution2D = SeparableConv1D, SeparableConv2D
 MaxPool1D, MaxPool2D, MaxPool3D = MaxPooling1D, MaxPooling2D, MaxPooling3D
 AvgPool1D, AvgPool2D, AvgPool3D = AveragePooling1D, AveragePooling2D, AveragePooling3D
 GlobalMaxPool1D, GlobalMaxPool2D, GlobalMaxPool3D = GlobalMaxPooling1D, GlobalMaxPooling2D, GlobalMaxPooling3D
@@ -67,6 +80,17 @@ __all__ = [
     "AvgPool3D",
     "Concatenate",
     "Conv1D",
+    "Conv1DTranspose",
+    "Conv2DTranspose",
+    "Conv3DTranspose",
+    "Convolution2DTranspose",
+    "Convolution3DTranspose",
+    "DepthwiseConv1D",
+    "DepthwiseConv2D",
+    "SeparableConv1D",
+    "SeparableConv2D",
+    "SeparableConvolution1D",
+    "SeparableConvolution2D",
     "Conv2D",
     "Conv3D",
     "Convolution1D",

@@ -342,3 +342,32 @@ fn conv_gradient_ops_are_differentiable() {
         None,
     );
 }
+
+#[test]
+fn conv_transpose_grads() {
+    let cases = [
+        (
+            json!({"strides": [2], "padding": "valid"}),
+            vec![2, 4, 3],
+            vec![3, 2, 3],
+        ),
+        (
+            json!({"strides": [2], "padding": "same", "output_padding": [1]}),
+            vec![1, 3, 2],
+            vec![4, 3, 2],
+        ),
+        (
+            json!({"strides": [2, 1], "padding": "same"}),
+            vec![2, 3, 3, 2],
+            vec![3, 2, 4, 2],
+        ),
+        (
+            json!({"strides": [1, 1], "padding": "valid", "dilation_rate": [2, 1]}),
+            vec![1, 3, 2, 2],
+            vec![2, 2, 3, 2],
+        ),
+    ];
+    for (attrs, x, k) in cases {
+        check("conv_transpose", attrs, &[x, k], None);
+    }
+}

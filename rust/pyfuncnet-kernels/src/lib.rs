@@ -15,6 +15,7 @@ pub mod fpenv;
 pub mod gemm;
 pub mod layout;
 pub mod par;
+pub mod pool;
 pub mod reduce;
 pub mod rng;
 mod scratch;

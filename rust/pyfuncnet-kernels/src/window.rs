@@ -164,6 +164,51 @@ impl Window {
         Ok(w)
     }
 
+    /// The window over `input` with explicit padding: `before[i]` virtual zeros
+    /// before axis `i` and `after[i]` after it (negative: that many trailing
+    /// input elements are never read). Transposed convolutions are the adjoints
+    /// of such windows.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a rank outside 1..=3, lists of the wrong length,
+    /// zero sizes, or a padded axis shorter than the window.
+    pub fn explicit(
+        what: &str,
+        input: &[usize],
+        size: &[usize],
+        stride: &[usize],
+        dilation: &[usize],
+        before: &[usize],
+        after: &[i64],
+    ) -> Result<Self> {
+        let rank = input.len();
+        let invalid = |message: String| KernelError::InvalidArgument {
+            what: what.to_string(),
+            message,
+        };
+        if before.len() != rank || after.len() != rank {
+            return Err(invalid(format!(
+                "explicit padding needs {rank} entries before and after, got {} and {}",
+                before.len(),
+                after.len()
+            )));
+        }
+        let mut w = Window::new(what, input, size, stride, dilation, Padding::Same)?;
+        let lead = MAX_SPATIAL - rank;
+        for i in 0..rank {
+            let extent = (size[i] - 1) * dilation[i] + 1;
+            let padded = input[i] as i64 + before[i] as i64 + after[i];
+            if padded < extent as i64 {
+                return Err(invalid(format!(
+                    "axis {i}: the padded input (length {padded}) is shorter than the window (extent {extent})"
+                )));
+            }
+            w.pad_before[lead + i] = before[i];
+            w.output[lead + i] = (padded as usize - extent) / stride[i] + 1;
+        }
+        Ok(w)
+    }
+
     /// Elements of one spatial input image (all axes, no channels).
     pub fn input_pixels(&self) -> usize {
         self.input.iter().product()
@@ -229,6 +274,13 @@ mod tests {
         assert!(Window::new("t", &[4, 4], &[2], &[1, 1], &[1, 1], Padding::Valid).is_err());
         assert!(Window::new("t", &[4, 4], &[2, 2], &[1, 1], &[1, 1], Padding::Causal).is_err());
         assert!(Window::new("t", &[], &[], &[], &[], Padding::Valid).is_err());
+    }
+
+    #[test]
+    fn explicit_padding_sets_the_output() {
+        let w = Window::explicit("t", &[8], &[3], &[2], &[1], &[1], &[-1]).unwrap();
+        assert_eq!((w.pad_before[2], w.output[2]), (1, 3));
+        assert!(Window::explicit("t", &[2], &[3], &[1], &[1], &[0], &[0]).is_err());
     }
 
     #[test]

@@ -18,8 +18,30 @@ use crate::tensor::{fmt_shape, DType, TensorMut, TensorRef, TensorType};
 pub struct ConvGeometry {
     pub strides: Vec<usize>,
     pub dilation: Vec<usize>,
-    pub padding: Padding,
+    pub padding: ConvPadding,
     pub groups: usize,
+}
+
+/// How a convolution pads its input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConvPadding {
+    /// Keras's rule ('valid', 'same', 'causal').
+    Rule(Padding),
+    /// Fixed amounts per spatial axis (transposed convolutions are adjoints of
+    /// such convolutions); a negative `after` leaves trailing inputs unread.
+    Explicit { before: Vec<usize>, after: Vec<i64> },
+}
+
+/// `y = conv_transpose(x, kernel)`: the adjoint of a convolution whose kernel is
+/// `(k..., filters, in_channels)` (Keras's Conv*DTranspose layout), with Keras's
+/// output lengths (`padding` and optional `output_padding`). Output `(batch,
+/// out..., filters)`.
+#[derive(Debug, Clone)]
+pub struct ConvTransposeOp {
+    pub strides: Vec<usize>,
+    pub dilation: Vec<usize>,
+    pub padding: Padding,
+    pub output_padding: Option<Vec<usize>>,
 }
 
 /// `y = activation(conv(x, kernel) + bias)`: `x (batch, spatial..., cin)`, `kernel
@@ -64,7 +86,7 @@ fn geometry(name: &str, a: &Attrs) -> Result<ConvGeometry> {
     Ok(ConvGeometry {
         strides,
         dilation,
-        padding,
+        padding: ConvPadding::Rule(padding),
         groups: usize::try_from(a.u64_or("groups", 1)?).unwrap_or(usize::MAX),
     })
 }
@@ -84,6 +106,27 @@ pub(crate) fn build(name: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>> {
                 geometry: geometry(name, a)?,
                 use_bias: a.bool_or("use_bias", false)?,
                 activation,
+            })
+        }
+        "conv_transpose" => {
+            let g = geometry(name, a)?;
+            let ConvPadding::Rule(padding) = g.padding else {
+                unreachable!("geometry() reads a padding rule")
+            };
+            if padding == Padding::Causal {
+                return Err(GraphError::value(
+                    "conv_transpose: padding must be 'valid' or 'same', got 'causal'",
+                ));
+            }
+            Box::new(ConvTransposeOp {
+                strides: g.strides,
+                dilation: g.dilation,
+                padding,
+                output_padding: if a.has("output_padding") {
+                    Some(a.usize_list("output_padding")?)
+                } else {
+                    None
+                },
             })
         }
         "conv_input_grad" => Box::new(ConvInputGradOp {
@@ -136,14 +179,21 @@ impl ConvGeometry {
                 "with {groups} group(s) the input's {cin} channels must equal the kernel's {kin} input channels times the groups, and the {cout} filters must divide by the groups"
             )));
         }
-        Window::new(
-            op,
-            &x[1..=rank],
-            &k[..rank],
-            &self.strides,
-            &self.dilation,
-            self.padding,
-        )
+        let (input, size) = (&x[1..=rank], &k[..rank]);
+        match &self.padding {
+            ConvPadding::Rule(rule) => {
+                Window::new(op, input, size, &self.strides, &self.dilation, *rule)
+            }
+            ConvPadding::Explicit { before, after } => Window::explicit(
+                op,
+                input,
+                size,
+                &self.strides,
+                &self.dilation,
+                before,
+                after,
+            ),
+        }
         .map_err(|e| bad(e.to_string()))
     }
 
@@ -460,5 +510,146 @@ impl Op for ConvKernelGradOp {
         let d_x = input_grad(g, &self.geometry, dy, h, g.shape(x).to_vec())?;
         let d_dy = plain_conv(g, &self.geometry, x, h)?;
         Ok(vec![Some(d_x), Some(d_dy)])
+    }
+}
+
+impl ConvTransposeOp {
+    /// Keras's output lengths and the convolution this op is the adjoint of.
+    fn adjoint_of(&self, x: &[usize], k: &[usize]) -> Result<(Vec<usize>, ConvGeometry)> {
+        let rank = self.strides.len();
+        let bad = |why: String| {
+            GraphError::shape(format!(
+                "conv_transpose: {why}: input of shape {}, kernel of shape {}",
+                fmt_shape(x),
+                fmt_shape(k)
+            ))
+        };
+        if !(1..=3).contains(&rank) || self.dilation.len() != rank {
+            return Err(GraphError::value(format!(
+                "conv_transpose: strides and dilation_rate need one entry per spatial axis (1 to 3), got {:?} and {:?}",
+                self.strides, self.dilation
+            )));
+        }
+        if x.len() != rank + 2 || k.len() != rank + 2 {
+            return Err(bad(format!(
+                "expected an input and a kernel of rank {} (batch or window axes, {rank} spatial axes, channels)",
+                rank + 2
+            )));
+        }
+        if k[rank + 1] != x[rank + 1] {
+            return Err(bad(format!(
+                "the kernel's last axis ({}) must equal the input's channels ({})",
+                k[rank + 1],
+                x[rank + 1]
+            )));
+        }
+        if let Some(op) = &self.output_padding {
+            if op.len() != rank || op.iter().zip(&self.strides).any(|(p, s)| p >= s) {
+                return Err(GraphError::value(format!(
+                    "conv_transpose: output_padding {op:?} needs one entry per spatial axis, each smaller than its stride (strides {:?})",
+                    self.strides
+                )));
+            }
+        }
+        let mut out = vec![x[0]];
+        let (mut before, mut after) = (Vec::new(), Vec::new());
+        for i in 0..rank {
+            let (n, s, d) = (x[i + 1], self.strides[i], self.dilation[i]);
+            if k[i] == 0 || s == 0 || d == 0 {
+                return Err(bad(
+                    "kernel sizes, strides and dilations must be positive".into()
+                ));
+            }
+            let ext = (k[i] - 1) * d + 1;
+            let op = self.output_padding.as_ref().map(|p| p[i]);
+            // The lengths and left paddings of Keras's conv_transpose; the adjoint
+            // convolution pads `ext - 1 - left` before.
+            let (length, left) = match (self.padding, op) {
+                (Padding::Same, None) => {
+                    let total = s + ext - 2;
+                    (n * s, (total / 2 + total % 2).min(ext - 1))
+                }
+                (Padding::Same, Some(op)) => {
+                    let total = ext + ext % 2 - 2 + op;
+                    (
+                        (n.max(1) - 1) * s + ext % 2 + op,
+                        (total / 2 + total % 2).min(ext - 1),
+                    )
+                }
+                (_, op) => {
+                    let op = op.unwrap_or(s.max(ext) - ext);
+                    ((n.max(1) - 1) * s + ext + op, ext - 1)
+                }
+            };
+            let pad = ext - 1 - left;
+            before.push(pad);
+            after.push(((n.max(1) - 1) * s + ext) as i64 - length as i64 - pad as i64);
+            out.push(if n == 0 { 0 } else { length });
+        }
+        out.push(k[rank]);
+        let geometry = ConvGeometry {
+            strides: self.strides.clone(),
+            dilation: self.dilation.clone(),
+            padding: ConvPadding::Explicit { before, after },
+            groups: 1,
+        };
+        Ok((out, geometry))
+    }
+}
+
+impl Op for ConvTransposeOp {
+    fn name(&self) -> &'static str {
+        "conv_transpose"
+    }
+
+    fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
+        super::expect_inputs(self.name(), inputs, 2)?;
+        expect_f32(self.name(), inputs)?;
+        let (out, geometry) = self.adjoint_of(&inputs[0].shape, &inputs[1].shape)?;
+        check_dy(
+            self.name(),
+            &geometry,
+            &out,
+            &inputs[1].shape,
+            &inputs[0].shape,
+        )?;
+        Ok(vec![TensorType::f32(out)])
+    }
+
+    fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
+        let (out, geometry) = self.adjoint_of(inputs[0].shape, inputs[1].shape)?;
+        let shape = geometry.shape(self.name(), &out, inputs[1].shape)?;
+        kc::conv_backward_input(
+            &shape,
+            inputs[0].f32()?,
+            inputs[1].f32()?,
+            outputs[0].f32()?,
+        )?;
+        Ok(())
+    }
+
+    fn cost(&self, inputs: &[&TensorType], _outputs: &[&TensorType]) -> OpCost {
+        let shape = self
+            .adjoint_of(&inputs[0].shape, &inputs[1].shape)
+            .and_then(|(out, geometry)| geometry.shape(self.name(), &out, &inputs[1].shape));
+        conv_cost(shape)
+    }
+
+    fn backward(
+        &self,
+        g: &mut Graph,
+        inputs: &[ValueId],
+        outputs: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        let Some(h) = dys[0] else {
+            return Ok(vec![None, None]);
+        };
+        let (x, k) = (inputs[0], inputs[1]);
+        let (_, geometry) = self.adjoint_of(g.shape(x), g.shape(k))?;
+        debug_assert_eq!(g.shape(outputs[0]), g.shape(h));
+        let d_x = plain_conv(g, &geometry, h, k)?;
+        let d_k = kernel_grad(g, &geometry, h, x, g.shape(k).to_vec())?;
+        Ok(vec![Some(d_x), Some(d_k)])
     }
 }
