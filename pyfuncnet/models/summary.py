@@ -97,8 +97,9 @@ def _column_widths(line_length, positions):
 
 
 def _wrap(text, width):
-    """Greedy word wrap at spaces (leading spaces of the text kept); words longer
-    than `width` are cut."""
+    """Greedy word wrap at spaces (leading spaces of the text kept); a word longer
+    than `width` keeps a line of its own, cut with an ellipsis (rich's default
+    overflow for table cells)."""
     lines = []
     for paragraph in text.split("\n"):
         line = None
@@ -111,11 +112,8 @@ def _wrap(text, width):
             else:
                 lines.append(line)
                 line = token.lstrip(" ")
-            while len(line) > width:
-                lines.append(line[:width])
-                line = line[width:]
         lines.append(line or "")
-    return lines
+    return [_fit(line, width) for line in lines]
 
 
 def _fit(text, width):
