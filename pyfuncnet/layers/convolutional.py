@@ -8,7 +8,8 @@ filters)`, transposed `kernel_size + (filters, input_channels)`, depthwise
 `kernel_size + (input_channels, depth_multiplier)`, then `bias`.
 """
 
-from pyfuncnet import activations, constraints, initializers, ops, regularizers
+from pyfuncnet import _symbolic, activations, constraints, initializers, ops, regularizers
+from pyfuncnet._symbolic import KerasTensor
 from pyfuncnet.layers.layer import InputSpec, Layer
 
 
@@ -103,6 +104,9 @@ class _Windowed(Layer):
         if self.bias is not None:
             bias = self.bias
             if self.data_format == "channels_first":
+                # Reshaped as a weight of the graph, not as its current value.
+                if isinstance(x, KerasTensor):
+                    bias = _symbolic.variable_ref(bias)
                 bias = ops.reshape(bias, (-1,) + (1,) * self.rank)
             x = ops.add(x, bias)
         return self.activation(x)

@@ -180,6 +180,42 @@ fn for_each_tap(shape: &ConvShape, r: usize, mut visit: impl FnMut(usize, Option
 /// (`rows x depth`, row-major).
 fn im2col(shape: &ConvShape, x: &[f32], g: usize, r0: usize, col: &mut [f32]) {
     let (cg, cin, depth) = (shape.group_in(), shape.in_channels, shape.depth());
+    let w = &shape.window;
+    if shape.groups == 1 && w.dilation[2] == 1 {
+        // The taps along the last axis read adjacent pixels, whose channels are
+        // contiguous: one copy per run of them instead of one per tap.
+        let run = w.size[2] * cin;
+        for (i, dst) in col.chunks_exact_mut(depth).enumerate() {
+            let r = r0 + i;
+            let o2 = r % w.output[2];
+            let o1 = (r / w.output[2]) % w.output[1];
+            let o0 = (r / (w.output[2] * w.output[1])) % w.output[0];
+            let b = r / w.output_pixels();
+            // Taps t2 in lo..hi fall inside the input.
+            let start = (o2 * w.stride[2]) as isize - w.pad_before[2] as isize;
+            let lo = (-start).clamp(0, w.size[2] as isize) as usize;
+            let hi = (w.input[2] as isize - start).clamp(lo as isize, w.size[2] as isize) as usize;
+            let mut segments = dst.chunks_exact_mut(run);
+            for t0 in 0..w.size[0] {
+                let s0 = w.source(0, o0, t0);
+                for t1 in 0..w.size[1] {
+                    let Some(seg) = segments.next() else { return };
+                    match (s0, w.source(1, o1, t1)) {
+                        (Some(a), Some(c)) if lo < hi => {
+                            let row = ((b * w.input[0] + a) * w.input[1] + c) * w.input[2];
+                            let from = (row as isize + start + lo as isize) as usize;
+                            seg[..lo * cin].fill(0.0);
+                            seg[lo * cin..hi * cin]
+                                .copy_from_slice(&x[from * cin..(from + hi - lo) * cin]);
+                            seg[hi * cin..].fill(0.0);
+                        }
+                        _ => seg.fill(0.0),
+                    }
+                }
+            }
+        }
+        return;
+    }
     for (i, dst) in col.chunks_exact_mut(depth).enumerate() {
         for_each_tap(shape, r0 + i, |tap, pixel| {
             let seg = &mut dst[tap * cg..(tap + 1) * cg];
@@ -371,6 +407,14 @@ pub fn conv_backward_input(
         }
         return Ok(());
     }
+    if let Some(adjoint) = stride_one_adjoint(shape) {
+        // dx is the convolution of dy by the kernel flipped in space with its
+        // channel axes swapped: a forward pass, with no scatter.
+        return with_scratch(Slot::FlippedKernel, kernel.len(), |flipped| {
+            flip_kernel(shape, kernel, flipped);
+            conv_forward(&adjoint, dy, flipped, &Epilogue::default(), dx)
+        });
+    }
     let w = &shape.window;
     let (in_pixels, out_pixels, depth) = (w.input_pixels(), w.output_pixels(), shape.depth());
     let tile = tile_rows(depth);
@@ -415,6 +459,61 @@ pub fn conv_backward_input(
         .into_inner()
         .unwrap_or_else(|p| p.into_inner())
         .map_or(Ok(()), Err)
+}
+
+/// For a convolution with stride 1 and no groups, the convolution of `dy` that
+/// gives `dx`: the same window reversed, padded so each output sees exactly the
+/// taps that read it.
+fn stride_one_adjoint(shape: &ConvShape) -> Option<ConvShape> {
+    let w = &shape.window;
+    if shape.groups != 1 || w.stride != [1; MAX_SPATIAL] {
+        return None;
+    }
+    let mut before = [0usize; MAX_SPATIAL];
+    let mut after = [0i64; MAX_SPATIAL];
+    for i in 0..MAX_SPATIAL {
+        let extent = (w.size[i] - 1) * w.dilation[i] + 1;
+        before[i] = (extent - 1).checked_sub(w.pad_before[i])?;
+        after[i] = (w.input[i] + extent) as i64 - 1 - w.output[i] as i64 - before[i] as i64;
+    }
+    let what = "conv input gradient";
+    let window = Window::explicit(
+        what,
+        &w.output,
+        &w.size,
+        &w.stride,
+        &w.dilation,
+        &before,
+        &after,
+    )
+    .ok()?;
+    if window.output != w.input {
+        return None;
+    }
+    ConvShape::new(
+        what,
+        shape.batch,
+        window,
+        shape.out_channels,
+        shape.in_channels,
+        1,
+    )
+    .ok()
+}
+
+/// `flipped[t'][o][c] = kernel[taps-1-t'][c][o]`: reversed taps (which reverses every
+/// spatial axis), input and output channels swapped.
+fn flip_kernel(shape: &ConvShape, kernel: &[f32], flipped: &mut [f32]) {
+    let (taps, cin, cout) = (shape.window.taps(), shape.in_channels, shape.out_channels);
+    for t in 0..taps {
+        let src = &kernel[(taps - 1 - t) * cin * cout..][..cin * cout];
+        let dst = &mut flipped[t * cin * cout..][..cin * cout];
+        for c in 0..cin {
+            for o in 0..cout {
+                dst[o * cin + c] = src[c * cout + o];
+            }
+        }
+    }
 }
 
 /// Adds `columns(rows r0..r0+n)ᵀ · dy(rows)` of every group into `dk` (`beta` 0

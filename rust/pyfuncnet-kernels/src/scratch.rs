@@ -26,6 +26,8 @@ pub(crate) enum Slot {
     Columns,
     /// Convolution: the per-chunk partial weight gradients, held by the calling thread.
     Partials,
+    /// Convolution: the flipped kernel of an input gradient, held by the calling thread.
+    FlippedKernel,
 }
 
 thread_local! {
@@ -34,6 +36,7 @@ thread_local! {
     static BUF_SHARED_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BUF_COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BUF_PARTIALS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static BUF_FLIPPED_KERNEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 fn key(slot: Slot) -> &'static LocalKey<RefCell<Vec<f32>>> {
@@ -43,6 +46,7 @@ fn key(slot: Slot) -> &'static LocalKey<RefCell<Vec<f32>>> {
         Slot::SharedA => &BUF_SHARED_A,
         Slot::Columns => &BUF_COLUMNS,
         Slot::Partials => &BUF_PARTIALS,
+        Slot::FlippedKernel => &BUF_FLIPPED_KERNEL,
     }
 }
 
