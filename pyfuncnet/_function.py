@@ -48,6 +48,8 @@ class GraphSpec:
         input_shapes: the concrete shape of each input.
         loss: a scalar KerasTensor to differentiate (test and train steps), or None.
         trainable: the Variables a train step updates, in the optimizer's order.
+        updates: `(variable, tensor)` pairs: a train step assigns each tensor to its
+            (non-trainable) variable after the optimizer update.
         seed: the program's random seed (dropout).
 
     Attributes:
@@ -56,10 +58,11 @@ class GraphSpec:
         output_dtypes: dtype of each output.
     """
 
-    def __init__(self, inputs, outputs, input_shapes, loss=None, trainable=(), seed=0):
+    def __init__(self, inputs, outputs, input_shapes, loss=None, trainable=(), updates=(), seed=0):
         self.variables = []
         var_index = {}
-        nodes = topological_nodes(list(outputs) + ([loss] if loss is not None else []), stop=inputs)
+        update_values = [t for _, t in updates]
+        nodes = topological_nodes(list(outputs) + ([loss] if loss is not None else []) + update_values, stop=inputs)
         ids, shapes = {}, {}
         spec_inputs = []
         for t, shape in zip(inputs, input_shapes):
@@ -128,6 +131,8 @@ class GraphSpec:
             self.spec["loss"] = ids[id(loss)]
         if trainable:
             self.spec["trainable"] = [v._index for v in trainable]
+        if updates:
+            self.spec["updates"] = [[v._index, ids[id(t)]] for v, t in updates]
         if seed:
             self.spec["seed"] = int(seed)
 

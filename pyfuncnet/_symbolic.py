@@ -247,6 +247,31 @@ def symbolic(x):
 
 
 _labels = []
+_update_scopes = []
+
+
+@contextlib.contextmanager
+def update_scope():
+    """Collects the state updates (`Variable.assign` of a symbolic tensor) recorded
+    inside, as a list of `(variable, tensor)`: one layer call's."""
+    updates = []
+    _update_scopes.append(updates)
+    try:
+        yield updates
+    finally:
+        _update_scopes.pop()
+    if _update_scopes:
+        _update_scopes[-1].extend(updates)
+
+
+def record_update(variable, tensor):
+    """Records that a training step assigns `tensor` to `variable`."""
+    if not _update_scopes:
+        raise ValueError(
+            f"Variable '{variable.name}': a symbolic value can only be assigned inside a "
+            "layer's call while a model is built"
+        )
+    _update_scopes[-1].append((variable, tensor))
 
 
 @contextlib.contextmanager

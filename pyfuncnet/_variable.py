@@ -115,7 +115,22 @@ class Variable:
         return self.value.copy()
 
     def assign(self, value):
-        """Replaces the value; the shape must not change."""
+        """Replaces the value; the shape must not change.
+
+        Given a symbolic tensor (inside a layer's `call` while a model is built),
+        records a state update instead: compiled training steps assign the
+        tensor's value after each step (batch normalization's moving statistics).
+        """
+        from pyfuncnet import _symbolic
+
+        if isinstance(value, _symbolic.KerasTensor):
+            if len(value.shape) != self._value.ndim or any(d is not None and d != s for d, s in zip(value.shape, self._value.shape)):
+                raise ValueError(
+                    f"Variable '{self.name}': cannot assign a tensor of shape {value.shape} "
+                    f"to a variable of shape {self._value.shape}"
+                )
+            _symbolic.record_update(self, value)
+            return self
         new = np.asarray(value, dtype=self._value.dtype)
         if new.shape != self._value.shape:
             raise ValueError(

@@ -779,3 +779,29 @@ def separable_conv(inputs, depthwise_kernel, pointwise_kernel, strides=1, paddin
     """A depthwise convolution followed by a pointwise (1x1) one."""
     x = depthwise_conv(inputs, depthwise_kernel, strides=strides, padding=padding, data_format=data_format, dilation_rate=dilation_rate)
     return conv(x, pointwise_kernel, strides=1, padding="valid", data_format=data_format)
+
+
+def batch_normalization(x, mean, variance, axis, offset=None, scale=None, epsilon=1e-3):
+    """`(x - mean) / sqrt(variance + epsilon) * scale + offset`, the statistics and
+    parameters given along `axis` (computed as Keras does: `x * inv + (offset -
+    mean * inv)`)."""
+    rank = _ndim(x)
+    axis = int(axis) % rank
+    shape = [1] * rank
+    shape[axis] = -1
+
+    def along(v):
+        return reshape(v, shape) if _ndim(v) == 1 and rank > 1 else v
+
+    inv = rsqrt(add(along(variance), epsilon))
+    if scale is not None:
+        inv = multiply(inv, along(scale))
+    res = multiply(negative(along(mean)), inv)
+    if offset is not None:
+        res = add(res, along(offset))
+    return add(multiply(x, inv), res)
+
+
+def _training_switch(in_training, otherwise):
+    """`in_training` in compiled training steps, `otherwise` everywhere else."""
+    return _run1("training_switch", {}, _float(in_training), _float(otherwise))

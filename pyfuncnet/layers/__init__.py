@@ -11,6 +11,7 @@ from pyfuncnet.layers.core import (
     RepeatVector,
     Reshape,
 )
+from pyfuncnet.layers.batch_normalization import BatchNormalization
 from pyfuncnet.layers.convolutional import (
     Conv1D,
     Conv1DTranspose,
@@ -84,6 +85,7 @@ __all__ = [
     "ActivityRegularization",
     "Add",
     "Average",
+    "BatchNormalization",
     "AveragePooling1D",
     "AveragePooling2D",
     "AveragePooling3D",

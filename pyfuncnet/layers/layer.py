@@ -72,6 +72,7 @@ class Node:
         self.outputs = outputs
         self.output_tensors = _nest.flatten(outputs)
         self.activity_losses = []
+        self.state_updates = []
         index = len(layer._inbound_nodes)
         layer._inbound_nodes.append(self)
         for k, t in enumerate(self.output_tensors):
@@ -442,7 +443,7 @@ class Layer:
             )
         self._check_inputs(inputs)
         _activity_stack.append([])
-        with _symbolic.label_scope(self.name), _InScope(self):
+        with _symbolic.label_scope(self.name), _InScope(self), _symbolic.update_scope() as updates:
             try:
                 self._maybe_build(inputs)
                 outputs = self.call(inputs, *args, **kwargs)
@@ -453,6 +454,8 @@ class Layer:
         originals = {id(t) for t in _nest.flatten([inputs, list(args), kwargs]) if isinstance(t, KerasTensor)}
         outputs = _nest.map_structure(lambda t: _fresh(t, originals, self.name), outputs)
         node = Node(self, (inputs, tuple(args), dict(kwargs)), outputs)
+        # Updates of the layers called inside come along, as activity losses do.
+        node.state_updates = updates
         # A node's activity losses include those of the layers called inside it, so a
         # model used as a layer carries its inner layers' penalties.
         node.activity_losses = inner_losses

@@ -279,23 +279,34 @@ class Trainer:
             for t in terms[1:]:
                 total = total + t
         trainable = self._trainable_for_program() if mode == "train" else ()
+        updates = self._state_updates() if mode == "train" else ()
         from pyfuncnet import utils
 
-        spec = GraphSpec(feeds, fetches, shapes, loss=total, trainable=trainable, seed=utils.get_random_seed() or 0)
+        spec = GraphSpec(feeds, fetches, shapes, loss=total, trainable=trainable, updates=updates, seed=utils.get_random_seed() or 0)
         step = _core.CompiledStep(json.dumps(spec.spec), mode)
         constrained = [v for v in trainable if getattr(v, "constraint", None) is not None]
         return _Program(step, len(outputs), loss_outputs, constrained)
 
+    def _graph_nodes(self):
+        if hasattr(self, "_nodes_by_depth"):
+            return [n for ns in self._nodes_by_depth.values() for n in ns]
+        return list(self._inbound_nodes)
+
     def _penalties(self):
         """Weight regularization and activity penalties, as symbolic scalars."""
         out = self._regularization_losses(eager=False)
-        if hasattr(self, "_nodes_by_depth"):
-            nodes = [n for ns in self._nodes_by_depth.values() for n in ns]
-        else:
-            nodes = [n for n in self._inbound_nodes]
-        for node in nodes:
+        for node in self._graph_nodes():
             out.extend(node.activity_losses)
         return out
+
+    def _state_updates(self):
+        """`(variable, tensor)` assignments a training step makes after its update
+        (moving statistics); the last one recorded wins for a variable updated twice."""
+        latest = {}
+        for node in self._graph_nodes():
+            for variable, tensor in node.state_updates:
+                latest[id(variable)] = (variable, tensor)
+        return list(latest.values())
 
     def _trainable_for_program(self):
         if self._trainable_snapshot is None:

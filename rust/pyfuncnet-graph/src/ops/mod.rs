@@ -15,6 +15,7 @@ pub mod conv;
 pub mod gather;
 pub mod layout;
 pub mod matmul;
+pub mod mode;
 pub mod pool;
 pub mod random;
 pub mod reduce;
@@ -347,6 +348,9 @@ pub fn build(name: &str, attrs: &Json) -> Result<Box<dyn Op>> {
         return Ok(op);
     }
     if let Some(op) = pool::build(name, &a)? {
+        return Ok(op);
+    }
+    if let Some(op) = mode::build(name, &a)? {
         return Ok(op);
     }
     Err(GraphError::unsupported(format!("unknown op '{name}'")))
