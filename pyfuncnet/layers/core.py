@@ -115,40 +115,105 @@ class Activation(Layer):
         return config
 
 
+def _check_rate(layer, rate):
+    """`rate` as a float in [0, 1), or a ValueError naming `layer`."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)) or not 0 <= rate < 1:
+        raise ValueError(f"{layer}: `rate` must be a number in [0, 1), got {rate!r}")
+    return float(rate)
+
+
+def _check_noise_shape(layer, noise_shape):
+    """`noise_shape` as a tuple of None / non-negative ints (or None)."""
+    if noise_shape is None:
+        return None
+    entries = tuple(noise_shape) if isinstance(noise_shape, (list, tuple)) else None
+    if entries is None or not all(
+        d is None or (isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0) for d in entries
+    ):
+        raise ValueError(f"{layer}: `noise_shape` must be a tuple of non-negative integers or None, got {noise_shape!r}")
+    return tuple(None if d is None else int(d) for d in entries)
+
+
 class Dropout(Layer):
     """Sets a fraction `rate` of the inputs to zero during training and scales the
     rest by `1 / (1 - rate)`; the identity at inference.
 
     Args:
         rate: the fraction to drop, in [0, 1).
-        noise_shape: unsupported beyond None (the mask has the input's shape).
+        noise_shape: the shape of the keep/drop mask, broadcast over the input, as
+            in Keras: one entry per input dimension, None for the input's size (e.g.
+            `(None, 1, 1, None)` drops whole feature maps of `(batch, h, w, c)`
+            inputs). None (the default) draws one decision per element.
         seed: an integer seed; the mask depends on it, the layer and the step
             (not on the thread count).
+
+    Example:
+        >>> y = Dropout(0.5, noise_shape=(None, 1, None))(Input(shape=(10, 8)))
     """
 
     def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-            raise ValueError(f"Dropout '{self.name}': `rate` must be a number in [0, 1), got {rate!r}")
-        if noise_shape is not None:
-            raise NotImplementedError(f"Dropout '{self.name}': noise_shape is not supported")
-        self.rate = float(rate)
-        self.noise_shape = None
+        self.rate = _check_rate(f"{type(self).__name__} '{self.name}'", rate)
+        self.noise_shape = _check_noise_shape(f"{type(self).__name__} '{self.name}'", noise_shape)
         self.seed = seed
         self._stream = next(_dropout_streams)
         self._eager_rng = np.random.default_rng(seed)
         self.supports_masking = True
 
+    def _noise_spec(self, ndim):
+        """The mask's shape before resolving: None entries take the input's size."""
+        return self.noise_shape
+
+    def _broadcast_axes(self, shape):
+        """For an input of `shape` (None for unknown sizes): a tuple with 1 on the
+        axes the mask is broadcast along and None elsewhere, or None when the mask
+        has the input's shape. Raises ValueError naming the layer for a noise shape
+        that does not fit."""
+        spec = self._noise_spec(len(shape))
+        if spec is None:
+            return None
+        where = f"{type(self).__name__} '{self.name}'"
+        if len(spec) != len(shape):
+            raise ValueError(
+                f"{where}: `noise_shape` {spec} must have one entry per input dimension; "
+                f"the input has shape {tuple(shape)}"
+            )
+        axes = []
+        for axis, (n, d) in enumerate(zip(spec, shape)):
+            if n is None or n == d or (d is None and n != 1):
+                # The input's size (an int against an unknown size is taken as it).
+                axes.append(None)
+            elif n == 1:
+                axes.append(1)
+            else:
+                raise ValueError(
+                    f"{where}: `noise_shape` {spec} does not fit an input of shape {tuple(shape)}: "
+                    f"entry {n} at axis {axis} must be None, 1 or the input's size {d}"
+                )
+        return tuple(axes) if 1 in axes else None
+
     def call(self, inputs, training=None):
-        if self.rate == 0:
+        if self.rate == 0 or training is False:
             return inputs
+        inputs = ops._float(inputs)
+        axes = self._broadcast_axes(ops._shape(inputs))
         if isinstance(inputs, KerasTensor):
             # The core's dropout op is active in training steps only.
             attrs = {"rate": self.rate, "seed": int(self.seed or 0), "stream": self._stream}
+            if axes is not None:
+                base = attrs
+
+                def attrs(shapes):
+                    noise = [d if a is None else 1 for a, d in zip(axes, shapes[0])]
+                    return dict(base, noise_shape=noise)
+
             return _symbolic.apply("dropout", attrs, [inputs])[0]
         if not training:
             return inputs
-        keep = self._eager_rng.random(np.shape(inputs)) >= self.rate
+        shape = ops._shape(inputs)
+        if axes is not None:
+            shape = tuple(d if a is None else 1 for a, d in zip(axes, shape))
+        keep = self._eager_rng.random(shape) >= self.rate
         return ops.multiply(inputs, keep.astype(np.float32) / np.float32(1.0 - self.rate))
 
     def compute_output_shape(self, input_shape):
@@ -156,7 +221,7 @@ class Dropout(Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(rate=self.rate, seed=self.seed, noise_shape=None)
+        config.update(rate=self.rate, seed=self.seed, noise_shape=self.noise_shape)
         return config
 
 

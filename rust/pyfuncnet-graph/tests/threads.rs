@@ -55,6 +55,75 @@ fn training_is_bitwise_identical_for_any_thread_count() {
     }
 }
 
+/// A 784-256-10 MLP with dropout (a mask broadcast over the batch), additive and
+/// multiplicative Gaussian noise after the hidden layer: every random op of the
+/// graph crate in one training program. Inputs: x (batch, 784) and labels (batch,).
+fn noisy_mlp_spec(batch: usize) -> String {
+    // Ids: x = 0, labels = 1, weights 2..=5, then node outputs from 6.
+    json!({
+        "inputs": [{"shape": [batch, 784], "dtype": "float32"}, {"shape": [batch], "dtype": "int32"}],
+        "weights": [
+            {"index": 0, "shape": [784, 256]}, {"index": 1, "shape": [256]},
+            {"index": 2, "shape": [256, 10]}, {"index": 3, "shape": [10]},
+        ],
+        "nodes": [
+            {"op": "dense", "attrs": {"activation": "relu"}, "inputs": [0, 2, 3]},
+            {"op": "dropout", "attrs": {"rate": 0.3, "stream": 1, "noise_shape": [1, 256]}, "inputs": [6]},
+            {"op": "gaussian_noise", "attrs": {"stddev": 0.1, "stream": 2}, "inputs": [7]},
+            {"op": "gaussian_dropout", "attrs": {"rate": 0.2, "stream": 3}, "inputs": [9]},
+            {"op": "dense", "attrs": {"activation": "linear"}, "inputs": [10, 4, 5]},
+            {"op": "softmax_cross_entropy", "attrs": {"sparse": true}, "inputs": [12, 1]},
+            {"op": "mean", "attrs": {}, "inputs": [13]},
+        ],
+        "outputs": [12],
+        "loss": 15,
+        "trainable": [0, 1, 2, 3],
+        "seed": 42,
+    })
+    .to_string()
+}
+
+fn train_noisy(threads: usize) -> (Vec<Vec<f32>>, Vec<f32>) {
+    par::set_num_threads(threads).unwrap();
+    let (batch, dims) = (96, [784, 256, 10]);
+    let mut step = CompiledStep::compile(&noisy_mlp_spec(batch), Mode::Train).unwrap();
+    let mut vars = common::mlp_variables(&dims);
+    let config = OptimizerConfig::from_json(&json!({"name": "sgd"})).unwrap();
+    let sizes: Vec<usize> = vars.values.iter().map(Vec::len).collect();
+    let mut state = OptimizerState::new(&config, &sizes);
+    let mut losses = Vec::new();
+    for s in 0..3 {
+        let (x, y) = common::mlp_batch(batch, dims[0], 40 + s);
+        let (x_shape, y_shape) = ([batch, dims[0]], [batch]);
+        let inputs = [
+            TensorRef::new_f32(&x_shape, &x),
+            TensorRef {
+                shape: &y_shape,
+                data: DataRef::I32(&y),
+            },
+        ];
+        par::install(|| step.train(&inputs, &mut vars, &config, &mut state, 0.1)).unwrap();
+        losses.push(step.loss().unwrap());
+    }
+    (vars.values, losses)
+}
+
+#[test]
+fn noise_ops_train_bitwise_identically_for_any_thread_count() {
+    let _turn = POOL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let (w1, l1) = train_noisy(1);
+    for threads in [2, 3] {
+        let (w, l) = train_noisy(threads);
+        assert_eq!(l, l1, "losses differ with {threads} threads");
+        for (a, b) in w.iter().zip(&w1) {
+            assert!(
+                a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "weights differ with {threads} threads"
+            );
+        }
+    }
+}
+
 /// Ops big enough to split their work, run eagerly as the bindings run them: from a
 /// thread outside the pool; returns every output's bits.
 fn eager_outputs() -> Vec<Vec<u32>> {

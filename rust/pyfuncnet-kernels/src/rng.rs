@@ -1,4 +1,4 @@
-//! Counter-based random numbers for initializers and dropout.
+//! Counter-based random numbers for initializers, dropout and noise.
 //!
 //! Every value is a pure function of `(seed, stream, step, element index)`: there is
 //! no generator state, so a fill gives the same numbers whether it runs on one thread
@@ -222,10 +222,46 @@ pub fn truncated_normal(seed: u64, stream: u64, step: u64, mean: f32, std: f32, 
     });
 }
 
-/// Inverted dropout: `mask[i] = 1 / (1 - rate)` when the uniform `u_i >= rate`
-/// (kept, probability `1 - rate`) and `0` otherwise, then `y = x * mask`. The mask
-/// is kept for the backward pass (`dx = dy * mask`). `u_i` is element `i` of
-/// [`uniform`] with the same `(seed, stream, step)`.
+/// Adds normal noise in place: `out[i] += std * z_i`, where `z_i` is the standard
+/// normal that [`normal`] turns into element `i` for the same `(seed, stream, step)`.
+/// So `x` followed by `add_normal` gives bitwise `x + normal(.., 0, std)`, in one pass
+/// and without a noise buffer (the `gaussian_noise` op, in place over its input).
+pub fn add_normal(seed: u64, stream: u64, step: u64, std: f32, out: &mut [f32]) {
+    fill_blocks(Philox::new(seed, stream, step), out, |g, b, lanes| {
+        let z = normals(g.block(b, 0));
+        for (v, &z) in lanes.iter_mut().zip(&z) {
+            *v += std * z as f32;
+        }
+    });
+}
+
+/// The mask of inverted dropout alone: `mask[i] = 1 / (1 - rate)` when the uniform
+/// `u_i >= rate` (kept, probability `1 - rate`) and `0` otherwise, `u_i` being element
+/// `i` of [`uniform`] with the same `(seed, stream, step)`. [`dropout`] draws exactly
+/// this mask; a dropout whose mask is broadcast (Keras's `noise_shape`) draws it at
+/// the smaller shape and multiplies.
+///
+/// # Errors
+/// `InvalidArgument` when `rate` is not in [0, 1) (NaN included).
+pub fn dropout_mask(seed: u64, stream: u64, step: u64, rate: f32, mask: &mut [f32]) -> Result<()> {
+    if !(0.0..1.0).contains(&rate) {
+        return Err(KernelError::InvalidArgument {
+            what: "dropout".to_string(),
+            message: format!("rate must be in [0, 1), got {rate}"),
+        });
+    }
+    let scale = 1.0 / (1.0 - rate);
+    fill_blocks(Philox::new(seed, stream, step), mask, |g, b, lanes| {
+        let w = g.block(b, 0);
+        for (m, &w) in lanes.iter_mut().zip(&w) {
+            *m = if unit_f32(w) >= rate { scale } else { 0.0 };
+        }
+    });
+    Ok(())
+}
+
+/// Inverted dropout: `mask` from [`dropout_mask`], then `y = x * mask`. The mask is
+/// kept for the backward pass (`dx = dy * mask`).
 ///
 /// # Errors
 /// `InvalidArgument` when `rate` is not in [0, 1) (NaN included); `ShapeMismatch`
@@ -239,21 +275,9 @@ pub fn dropout(
     mask: &mut [f32],
     y: &mut [f32],
 ) -> Result<()> {
-    if !(0.0..1.0).contains(&rate) {
-        return Err(KernelError::InvalidArgument {
-            what: "dropout".to_string(),
-            message: format!("rate must be in [0, 1), got {rate}"),
-        });
-    }
     check_len("dropout mask", mask.len(), x.len())?;
     check_len("dropout output", y.len(), x.len())?;
-    let scale = 1.0 / (1.0 - rate);
-    fill_blocks(Philox::new(seed, stream, step), mask, |g, b, lanes| {
-        let w = g.block(b, 0);
-        for (m, &w) in lanes.iter_mut().zip(&w) {
-            *m = if unit_f32(w) >= rate { scale } else { 0.0 };
-        }
-    });
+    dropout_mask(seed, stream, step, rate, mask)?;
     let mask = &*mask;
     par::for_each_chunk_mut(y, FILL_CHUNK, |ci, chunk| {
         let start = ci * FILL_CHUNK;
@@ -425,5 +449,33 @@ mod tests {
             );
         }
         assert!(dropout(0, 0, 0, 0.5, &x, &mut mask[..3], &mut y).is_err());
+    }
+
+    #[test]
+    fn add_normal_adds_what_normal_draws() {
+        let n = 3 * FILL_CHUNK + 5;
+        let x: Vec<f32> = (0..n).map(|i| (i % 7) as f32 * 0.25 - 1.0).collect();
+        let mut noise = vec![0.0f32; n];
+        normal(11, 2, 9, 0.0, 0.3, &mut noise);
+        let mut y = x.clone();
+        add_normal(11, 2, 9, 0.3, &mut y);
+        for i in 0..n {
+            assert_eq!(y[i].to_bits(), (x[i] + noise[i]).to_bits(), "element {i}");
+        }
+        let (mean, std) = mean_std(&noise);
+        assert!(mean.abs() < 0.005, "mean {mean}");
+        assert!((std - 0.3).abs() < 0.005, "std {std}");
+    }
+
+    #[test]
+    fn dropout_mask_is_the_mask_of_dropout() {
+        let n = 2 * FILL_CHUNK + 3;
+        let x = vec![1.5f32; n];
+        let (mut mask, mut y) = (vec![0.0f32; n], vec![0.0f32; n]);
+        dropout(3, 4, 5, 0.4, &x, &mut mask, &mut y).unwrap();
+        let mut alone = vec![0.0f32; n];
+        dropout_mask(3, 4, 5, 0.4, &mut alone).unwrap();
+        assert_eq!(mask, alone);
+        assert!(dropout_mask(3, 4, 5, 1.0, &mut alone).is_err());
     }
 }
