@@ -24,6 +24,7 @@ from pyfuncnet.layers.convolutional import (
     SeparableConv1D,
     SeparableConv2D,
 )
+from pyfuncnet.layers.embedding import Embedding
 from pyfuncnet.layers.input_layer import Input, InputLayer
 from pyfuncnet.layers.layer import InputSpec, Layer
 from pyfuncnet.layers.layer_normalization import LayerNormalization
@@ -119,6 +120,7 @@ __all__ = [
     "DepthwiseConv2D",
     "Dot",
     "Dropout",
+    "Embedding",
     "Flatten",
     "GaussianDropout",
     "GaussianNoise",
