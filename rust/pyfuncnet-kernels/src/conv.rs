@@ -16,8 +16,9 @@
 //! Backward: the input gradient multiplies each tile of `dy` by the transposed
 //! kernel and scatters the columns back (col2im); a task owns whole images of `dx`
 //! and adds into them in row order. The kernel gradient is `columnsᵀ · dy` summed
-//! over all rows: fixed chunks of [`WGRAD_CHUNK_ROWS`] rows each accumulate a
-//! partial sum tile by tile, and the partials are added in chunk order. Every
+//! over all rows: chunks of about [`WGRAD_CHUNK_ROWS`] rows (equal in size, so
+//! the threads finish together) each accumulate a partial sum tile by tile, and
+//! the partials are added in chunk order. Every
 //! partition depends on the shapes alone, so results are bitwise identical for any
 //! thread count. The `direct_*` functions are naive loops kept as the test oracle.
 
@@ -34,8 +35,10 @@ const COLUMN_TILE_FLOATS: usize = 1 << 17;
 const TILE_ROW_GRANULE: usize = 48;
 /// The most rows of one tile (tiles of very shallow convolutions stay modest).
 const MAX_TILE_ROWS: usize = 1536;
-/// Rows whose kernel-gradient contributions one partial sum gathers.
-pub const WGRAD_CHUNK_ROWS: usize = 4096;
+/// Rows whose kernel-gradient contributions one partial sum gathers, at most: a
+/// few tens of MFLOP per chunk for the usual channel counts, and enough chunks
+/// for every thread even for the small feature maps of a network's last layers.
+pub const WGRAD_CHUNK_ROWS: usize = 1024;
 /// Elements of the final sum of partial kernel gradients one task adds up.
 const SUM_GRAIN: usize = 1 << 14;
 
@@ -569,6 +572,8 @@ pub fn conv_backward_kernel(
         return Ok(());
     }
     let tile = tile_rows(shape.depth());
+    // Equal chunks of at most WGRAD_CHUNK_ROWS rows.
+    let chunk_rows = rows.div_ceil(rows.div_ceil(WGRAD_CHUNK_ROWS));
     let col_len = if shape.is_pointwise() {
         0
     } else {
@@ -576,7 +581,7 @@ pub fn conv_backward_kernel(
     };
     // One chunk's partial sum: its rows, tile by tile, the first tile overwriting.
     let chunk_sum = |c: usize, out: &mut [f32]| -> Result<()> {
-        let (first, end) = (c * WGRAD_CHUNK_ROWS, ((c + 1) * WGRAD_CHUNK_ROWS).min(rows));
+        let (first, end) = (c * chunk_rows, ((c + 1) * chunk_rows).min(rows));
         with_scratch(Slot::Columns, col_len, |col| {
             for r0 in (first..end).step_by(tile) {
                 let beta = if r0 == first { 0.0 } else { 1.0 };
@@ -585,7 +590,7 @@ pub fn conv_backward_kernel(
             Ok(())
         })
     };
-    let chunks = rows.div_ceil(WGRAD_CHUNK_ROWS);
+    let chunks = rows.div_ceil(chunk_rows);
     if chunks == 1 {
         return chunk_sum(0, dkernel);
     }
