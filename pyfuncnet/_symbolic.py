@@ -251,17 +251,22 @@ _update_scopes = []
 
 
 @contextlib.contextmanager
-def update_scope():
+def update_scope(layer):
     """Collects the state updates (`Variable.assign` of a symbolic tensor) recorded
-    inside, as a list of `(variable, tensor)`: one layer call's."""
+    inside `layer`'s call, as a list of `(variable, tensor, layer that assigned)`."""
     updates = []
-    _update_scopes.append(updates)
+    _update_scopes.append((layer, updates))
     try:
         yield updates
     finally:
         _update_scopes.pop()
     if _update_scopes:
-        _update_scopes[-1].extend(updates)
+        _update_scopes[-1][1].extend(updates)
+
+
+def building():
+    """Whether a layer is being called on symbolic tensors right now."""
+    return bool(_update_scopes)
 
 
 def record_update(variable, tensor):
@@ -271,7 +276,8 @@ def record_update(variable, tensor):
             f"Variable '{variable.name}': a symbolic value can only be assigned inside a "
             "layer's call while a model is built"
         )
-    _update_scopes[-1].append((variable, tensor))
+    layer, updates = _update_scopes[-1]
+    updates.append((variable, tensor, layer))
 
 
 @contextlib.contextmanager

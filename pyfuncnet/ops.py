@@ -84,7 +84,9 @@ def _run(op, attrs, inputs, label=None):
         # Exact float32 / int32 C-contiguous ndarrays (most eager inputs) go to the
         # core as they are; identity checks keep this test cheap.
         if not (type(x) is _NDARRAY and (x.dtype is _FLOAT32 or x.dtype is _INT32_DTYPE) and x.flags.c_contiguous):
-            if _is_symbolic(inputs):
+            if _is_symbolic(inputs) or (_symbolic.building() and builtins.any(isinstance(v, Variable) for v in inputs)):
+                # While a layer is called on symbolic tensors, ops on its
+                # Variables alone (a kernel reshaped, say) read them by reference.
                 return _symbolic.apply(op, attrs, inputs, label)
             arrays = [_to_array(v, op) for v in inputs]
             break
@@ -802,6 +804,9 @@ def batch_normalization(x, mean, variance, axis, offset=None, scale=None, epsilo
     return add(multiply(x, inv), res)
 
 
-def _training_switch(in_training, otherwise):
-    """`in_training` in compiled training steps, `otherwise` everywhere else."""
-    return _run1("training_switch", {}, _float(in_training), _float(otherwise))
+def _training_switch(in_training, otherwise, mode="training"):
+    """`in_training` in compiled training steps, `otherwise` everywhere else;
+    `mode` may be a function returning "training", "always" or "never", called
+    when a step is compiled."""
+    attrs = (lambda shapes: {"mode": mode()}) if callable(mode) else {"mode": mode}
+    return _run1("training_switch", attrs, _float(in_training), _float(otherwise))

@@ -49,6 +49,11 @@ def set_random_seed(seed):
     from pyfuncnet import initializers
 
     initializers._reseed(seed)
+    # Dropout and noise layers created from now on get the same streams as in
+    # any other run that set this seed first.
+    from pyfuncnet.layers.layer import reset_random_streams
+
+    reset_random_streams()
     _random_seed = seed
 
 

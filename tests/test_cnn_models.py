@@ -351,3 +351,22 @@ def test_frozen_batch_normalization_keeps_its_statistics_in_fit():
     h = keras.Model(model.inputs, model.get_layer("conv_strided").output).predict(x, verbose=0).astype(np.float64)
     np.testing.assert_allclose(model.predict(x, verbose=0), head_after_conv(model, h), rtol=1e-4, atol=1e-6)
     assert len(model.trainable_weights) == 6 and len(model.non_trainable_weights) == 4
+
+
+def test_fit_is_reproducible_after_set_random_seed():
+    """As in Keras, `set_random_seed` then the same code trains the same weights.
+    toy_resnet has a Dropout layer, so its masks must follow the seed too (not how many
+    Dropout layers the process made before)."""
+    rng = np.random.default_rng(12)
+    x = rng.uniform(0.0, 1.0, (32, 32, 32, 3)).astype(np.float32)
+    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 32)]
+    runs = []
+    for _ in range(2):
+        model = build("toy_resnet")
+        model.compile(optimizer=keras.optimizers.RMSprop(1e-3), loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+        history = model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+        runs.append((model.get_weights(), history.history["loss"]))
+    (first, first_loss), (second, second_loss) = runs
+    assert first_loss == second_loss
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)

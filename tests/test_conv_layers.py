@@ -33,7 +33,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import pyfuncnet as keras
@@ -622,7 +622,8 @@ def test_conv_transpose_output_length_follows_keras(n, k, s, padding, output_pad
 )
 def test_batch_normalization_training_inference_and_moving_update(shape, kwargs):
     layer = layers.BatchNormalization(**kwargs)
-    layer.build(shape)
+    inputs = keras.Input(shape=shape[1:])
+    model = keras.Model(inputs, layer(inputs))
     weights = dict(zip([w.name for w in layer.weights], random_weights(layer, 3)))
     axis = kwargs.get("axis", -1) % len(shape)
     momentum, epsilon = kwargs.get("momentum", 0.99), kwargs.get("epsilon", 1e-3)
@@ -634,6 +635,7 @@ def test_batch_normalization_training_inference_and_moving_update(shape, kwargs)
     # Inference (the default of an eager call) uses the moving statistics.
     assert_matches(layer(x), batch_norm_ref(x64, axis, gamma, beta, moving_mean, moving_variance, epsilon), "inference")
     assert_matches(layer(x, training=False), batch_norm_ref(x64, axis, gamma, beta, moving_mean, moving_variance, epsilon), "training=False")
+    assert_matches(model.predict(x, verbose=0), batch_norm_ref(x64, axis, gamma, beta, moving_mean, moving_variance, epsilon), "predict")
     got = {w.name: w.numpy() for w in layer.weights}
     np.testing.assert_array_equal(got["moving_mean"], moving_mean.astype(np.float32))
 
@@ -662,17 +664,6 @@ def test_batch_normalization_that_is_not_trainable_uses_moving_statistics_in_tra
 # Gradients: GradientTape against central finite differences of the references
 
 
-def _conv_case(cls, kwargs, x_shape, ref):
-    return cls, kwargs, x_shape, ref
-
-
-def _conv(ref_kwargs):
-    def ref(x, kernel, bias=None):
-        return conv_ref(x, kernel, bias, **ref_kwargs)
-
-    return ref
-
-
 def _from_layer_kwargs(kwargs, rank):
     return {
         "strides": _tuple(kwargs.get("strides", 1), rank),
@@ -690,7 +681,7 @@ def _channels_first_ref(ref):
     return wrapped
 
 
-def gradient_case(kind, rank, kwargs, x_shape):
+def gradient_case(kind, rank, kwargs):
     """(layer class, reference(x, *trainable weights)) of one gradient case."""
     fmt_first = kwargs.get("data_format") == "channels_first"
     window = _from_layer_kwargs(kwargs, rank)
@@ -774,7 +765,7 @@ def check_layer_gradients(layer, x, ref, seed=0, training=None):
 @pytest.mark.parametrize("case", GRADIENT_CASES, ids=[_case_id(c) for c in GRADIENT_CASES])
 def test_conv_gradients_match_finite_differences(case):
     kind, rank, kwargs, x_shape = case
-    cls, ref = gradient_case(kind, rank, kwargs, x_shape)
+    cls, ref = gradient_case(kind, rank, kwargs)
     layer = cls(**kwargs)
     layer.build(x_shape)
     random_weights(layer, 7)
@@ -878,7 +869,7 @@ def test_compiled_sgd_step_matches_finite_differences(case):
     """`train_on_batch` with SGD(lr) and mse moves each weight by -lr * dLoss/dw, with
     the gradient from finite differences of the float64 reference."""
     kind, rank, kwargs, x_shape = case
-    cls, ref = gradient_case(kind, rank, kwargs, x_shape)
+    cls, ref = gradient_case(kind, rank, kwargs)
     layer = cls(**kwargs)
     inputs = keras.Input(shape=x_shape[1:])
     model = keras.Model(inputs, layer(inputs))

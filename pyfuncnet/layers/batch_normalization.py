@@ -1,7 +1,7 @@
 """BatchNormalization: normalizes with the batch's statistics in training and with
 moving averages of them at inference."""
 
-from pyfuncnet import _symbolic, constraints, initializers, ops, regularizers
+from pyfuncnet import constraints, initializers, ops, regularizers
 from pyfuncnet._symbolic import KerasTensor
 from pyfuncnet.layers.layer import InputSpec, Layer
 
@@ -64,29 +64,36 @@ class BatchNormalization(Layer):
         self.built = True
 
     def call(self, inputs, training=None):
-        symbolic = isinstance(inputs, KerasTensor)
-
-        def read(v):
-            return None if v is None else (_symbolic.variable_ref(v) if symbolic else v.value)
-
-        gamma, beta = read(self.gamma), read(self.beta)
-        moving_mean, moving_variance = read(self.moving_mean), read(self.moving_variance)
-        # In a model being built, `training=None` means "as the step runs": the
-        # compiled graph picks batch or moving statistics per step.
-        batch_stats = self.trainable and (training or (symbolic and training is None))
-        if batch_stats:
-            axes = [a for a in range(len(inputs.shape)) if a != self.axis]
-            batch_mean, batch_variance = ops.moments(inputs, axes)
-            self.moving_mean.assign(ops.add(ops.multiply(moving_mean, self.momentum), ops.multiply(batch_mean, 1.0 - self.momentum)))
-            self.moving_variance.assign(ops.add(ops.multiply(moving_variance, self.momentum), ops.multiply(batch_variance, 1.0 - self.momentum)))
-            if symbolic and training is None:
-                mean = ops._training_switch(batch_mean, moving_mean)
-                variance = ops._training_switch(batch_variance, moving_variance)
+        if not isinstance(inputs, KerasTensor):
+            if training and self.trainable:
+                mean, variance = self._batch_statistics(inputs)
             else:
-                mean, variance = batch_mean, batch_variance
+                mean, variance = self.moving_mean, self.moving_variance
+        elif training is False:
+            mean, variance = self.moving_mean, self.moving_variance
         else:
-            mean, variance = moving_mean, moving_variance
-        return ops.batch_normalization(inputs, mean, variance, self.axis, offset=beta, scale=gamma, epsilon=self.epsilon)
+            # In a model's graph: batch statistics in training steps (always, with
+            # an explicit training=True) while the layer is trainable when a step
+            # is compiled; the moving ones otherwise. Steps apply the updates of
+            # trainable layers only (Keras's frozen batch normalization).
+            batch_mean, batch_variance = self._batch_statistics(inputs)
+
+            def mode():
+                return ("training" if training is None else "always") if self.trainable else "never"
+
+            mean = ops._training_switch(batch_mean, self.moving_mean, mode)
+            variance = ops._training_switch(batch_variance, self.moving_variance, mode)
+        return ops.batch_normalization(inputs, mean, variance, self.axis, offset=self.beta, scale=self.gamma, epsilon=self.epsilon)
+
+    def _batch_statistics(self, inputs):
+        """The batch's mean and (biased) variance; moves the moving statistics
+        toward them (at once on arrays, in each training step in a graph)."""
+        axes = [a for a in range(len(inputs.shape)) if a != self.axis]
+        mean, variance = ops.moments(inputs, axes)
+        keep = 1.0 - self.momentum
+        self.moving_mean.assign(ops.add(ops.multiply(self.moving_mean, self.momentum), ops.multiply(mean, keep)))
+        self.moving_variance.assign(ops.add(ops.multiply(self.moving_variance, self.momentum), ops.multiply(variance, keep)))
+        return mean, variance
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

@@ -5,16 +5,13 @@ They are written with `pyfuncnet.ops`; the core's fusion pass turns Dense's
 matmul + bias + activation into one GEMM with a fused epilogue in compiled steps.
 """
 
-import itertools
 import math
 
 import numpy as np
 
 from pyfuncnet import _symbolic, activations, constraints, initializers, ops, regularizers
 from pyfuncnet._symbolic import KerasTensor
-from pyfuncnet.layers.layer import InputSpec, Layer
-
-_dropout_streams = itertools.count(1)
+from pyfuncnet.layers.layer import InputSpec, Layer, next_random_stream
 
 
 def _positive_int(layer, arg, value):
@@ -156,7 +153,7 @@ class Dropout(Layer):
         self.rate = _check_rate(f"{type(self).__name__} '{self.name}'", rate)
         self.noise_shape = _check_noise_shape(f"{type(self).__name__} '{self.name}'", noise_shape)
         self.seed = seed
-        self._stream = next(_dropout_streams)
+        self._stream = next_random_stream()
         self._eager_rng = np.random.default_rng(seed)
         self.supports_masking = True
 

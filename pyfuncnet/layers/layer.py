@@ -17,6 +17,8 @@ from pyfuncnet._symbolic import KerasTensor
 from pyfuncnet._variable import Variable
 
 _name_counts = {}
+# The last random stream handed to a layer (dropout and noise masks are keyed by it).
+_stream_count = [0]
 # Activity losses of the layer calls in progress (innermost last).
 _activity_stack = []
 # The layers whose build or call is running (innermost last): weights created
@@ -49,8 +51,22 @@ def unique_name(base):
 
 
 def clear_session():
-    """Forgets the automatic names handed out so far (Keras's `clear_session`)."""
+    """Forgets the automatic names and random streams handed out so far (Keras's
+    `clear_session`)."""
     _name_counts.clear()
+    reset_random_streams()
+
+
+def next_random_stream():
+    """A random stream number for a new layer: dropout and noise draw from the
+    stream keyed by it, so the same code after the same `set_random_seed` (or
+    `clear_session`) draws the same masks."""
+    _stream_count[0] += 1
+    return _stream_count[0]
+
+
+def reset_random_streams():
+    _stream_count[0] = 0
 
 
 class Node:
@@ -443,7 +459,7 @@ class Layer:
             )
         self._check_inputs(inputs)
         _activity_stack.append([])
-        with _symbolic.label_scope(self.name), _InScope(self), _symbolic.update_scope() as updates:
+        with _symbolic.label_scope(self.name), _InScope(self), _symbolic.update_scope(self) as updates:
             try:
                 self._maybe_build(inputs)
                 outputs = self.call(inputs, *args, **kwargs)

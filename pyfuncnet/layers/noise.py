@@ -14,8 +14,8 @@ import numpy as np
 from pyfuncnet import _symbolic, ops
 from pyfuncnet._symbolic import KerasTensor
 from pyfuncnet.layers.convolutional import normalize_data_format
-from pyfuncnet.layers.core import Dropout, _check_rate, _dropout_streams
-from pyfuncnet.layers.layer import InputSpec, Layer
+from pyfuncnet.layers.core import Dropout, _check_rate
+from pyfuncnet.layers.layer import InputSpec, Layer, next_random_stream
 
 
 class _SpatialDropout(Dropout):
@@ -122,7 +122,7 @@ class GaussianNoise(Layer):
             raise ValueError(f"GaussianNoise '{self.name}': `stddev` must be a finite number >= 0, got {stddev!r}")
         self.stddev = float(stddev)
         self.seed = seed
-        self._stream = next(_dropout_streams)
+        self._stream = next_random_stream()
         self._eager_rng = np.random.default_rng(seed)
         self.supports_masking = True
         self.built = True
@@ -167,7 +167,7 @@ class GaussianDropout(Layer):
         super().__init__(**kwargs)
         self.rate = _check_rate(f"GaussianDropout '{self.name}'", rate)
         self.seed = seed
-        self._stream = next(_dropout_streams)
+        self._stream = next_random_stream()
         self._eager_rng = np.random.default_rng(seed)
         self.supports_masking = True
         self.built = True

@@ -301,11 +301,13 @@ class Trainer:
 
     def _state_updates(self):
         """`(variable, tensor)` assignments a training step makes after its update
-        (moving statistics); the last one recorded wins for a variable updated twice."""
+        (moving statistics) for the layers trainable now; the last one recorded wins
+        for a variable updated twice."""
         latest = {}
         for node in self._graph_nodes():
-            for variable, tensor in node.state_updates:
-                latest[id(variable)] = (variable, tensor)
+            for variable, tensor, layer in node.state_updates:
+                if layer.trainable:
+                    latest[id(variable)] = (variable, tensor)
         return list(latest.values())
 
     def _trainable_for_program(self):

@@ -1,27 +1,65 @@
 //! `training_switch(a, b)`: `a` in training steps, `b` otherwise. Layers whose
 //! computation differs between training and inference (batch normalization's
-//! batch vs moving statistics) compile to one graph that picks at run time.
+//! batch vs moving statistics) compile to one graph that picks at run time. The
+//! `mode` attribute can also fix the choice ("always" `a`, "never" `a`), as a
+//! layer called with an explicit `training` flag, or frozen, needs.
 
 use super::{expect_inputs, Attrs, Ctx, Op};
 use crate::error::{GraphError, Result};
 use crate::graph::{Graph, ValueId};
 use crate::tensor::{fmt_shape, DType, TensorMut, TensorRef, TensorType};
 
-/// Copies input 0 in training steps and input 1 otherwise.
-#[derive(Debug, Clone, Copy)]
-pub struct TrainingSwitchOp;
+/// When a switch picks its first input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwitchMode {
+    /// In training steps only.
+    Training,
+    Always,
+    Never,
+}
 
-/// The gradient of [`TrainingSwitchOp`]: `(dy, 0)` in training steps, `(0, dy)`
-/// otherwise.
-#[derive(Debug, Clone, Copy)]
-pub struct TrainingSwitchGradOp;
+impl SwitchMode {
+    fn first(self, ctx: &Ctx) -> bool {
+        match self {
+            SwitchMode::Training => ctx.training,
+            SwitchMode::Always => true,
+            SwitchMode::Never => false,
+        }
+    }
+}
 
-pub(crate) fn build(name: &str, _a: &Attrs) -> Result<Option<Box<dyn Op>>> {
-    Ok(match name {
-        "training_switch" => Some(Box::new(TrainingSwitchOp)),
-        "training_switch_grad" => Some(Box::new(TrainingSwitchGradOp)),
-        _ => None,
-    })
+/// Copies input 0 when its mode says so and input 1 otherwise.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainingSwitchOp {
+    pub mode: SwitchMode,
+}
+
+/// The gradient of [`TrainingSwitchOp`]: `(dy, 0)` when the switch picks its first
+/// input, `(0, dy)` otherwise.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainingSwitchGradOp {
+    pub mode: SwitchMode,
+}
+
+pub(crate) fn build(name: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>> {
+    if name != "training_switch" && name != "training_switch_grad" {
+        return Ok(None);
+    }
+    let mode = match a.str_or("mode", "training")? {
+        "training" => SwitchMode::Training,
+        "always" => SwitchMode::Always,
+        "never" => SwitchMode::Never,
+        other => {
+            return Err(GraphError::value(format!(
+                "{name}: mode must be 'training', 'always' or 'never', got '{other}'"
+            )))
+        }
+    };
+    Ok(Some(if name == "training_switch" {
+        Box::new(TrainingSwitchOp { mode })
+    } else {
+        Box::new(TrainingSwitchGradOp { mode })
+    }))
 }
 
 impl Op for TrainingSwitchOp {
@@ -42,7 +80,7 @@ impl Op for TrainingSwitchOp {
     }
 
     fn forward(&self, ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
-        let src = inputs[if ctx.training { 0 } else { 1 }].f32()?;
+        let src = inputs[if self.mode.first(ctx) { 0 } else { 1 }].f32()?;
         outputs[0].f32()?.copy_from_slice(src);
         Ok(())
     }
@@ -57,7 +95,7 @@ impl Op for TrainingSwitchOp {
         let Some(dy) = dys[0] else {
             return Ok(vec![None, None]);
         };
-        let grads = g.apply(Box::new(TrainingSwitchGradOp), &[dy])?;
+        let grads = g.apply(Box::new(TrainingSwitchGradOp { mode: self.mode }), &[dy])?;
         Ok(vec![Some(grads[0]), Some(grads[1])])
     }
 }
@@ -75,7 +113,7 @@ impl Op for TrainingSwitchGradOp {
     fn forward(&self, ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
         let dy = inputs[0].f32()?;
         let (first, second) = outputs.split_at_mut(1);
-        let (active, idle) = if ctx.training {
+        let (active, idle) = if self.mode.first(ctx) {
             (first[0].f32()?, second[0].f32()?)
         } else {
             (second[0].f32()?, first[0].f32()?)
@@ -99,7 +137,10 @@ impl Op for TrainingSwitchGradOp {
             (None, Some(b)) => (g.mul_scalar_zero_like(b)?, b),
             (Some(a), Some(b)) => (a, b),
         };
-        Ok(vec![Some(g.apply1(Box::new(TrainingSwitchOp), &[a, b])?)])
+        Ok(vec![Some(g.apply1(
+            Box::new(TrainingSwitchOp { mode: self.mode }),
+            &[a, b],
+        )?)])
     }
 }
 
