@@ -438,8 +438,11 @@ class Layer:
         inputs = _nest.map_structure(_as_eager_input, inputs)
         self._check_inputs(inputs)
         with _InScope(self):
-            self._maybe_build(inputs)
-            return self.call(inputs, *args, **kwargs)
+            try:
+                self._maybe_build(inputs)
+                return self.call(inputs, *args, **kwargs)
+            except (ValueError, TypeError, IndexError) as e:
+                raise _with_layer(e, self, inputs) from None
 
     def _check_inputs(self, inputs):
         specs = self.input_spec
