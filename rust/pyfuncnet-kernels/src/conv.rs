@@ -71,7 +71,10 @@ impl ConvShape {
             what: what.to_string(),
             message,
         };
-        if groups == 0 || !in_channels.is_multiple_of(groups) || !out_channels.is_multiple_of(groups) {
+        if groups == 0
+            || !in_channels.is_multiple_of(groups)
+            || !out_channels.is_multiple_of(groups)
+        {
             return Err(invalid(format!(
                 "groups ({groups}) must be positive and divide both the input channels ({in_channels}) and the filters ({out_channels})"
             )));
