@@ -141,37 +141,54 @@ pub(crate) fn build(name: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>> {
     }))
 }
 
+/// A shape error naming the op and both operands' shapes.
+fn operand_error(op: &str, why: &str, x: &[usize], k: &[usize]) -> GraphError {
+    GraphError::shape(format!(
+        "{op}: {why}: input of shape {}, kernel of shape {}",
+        fmt_shape(x),
+        fmt_shape(k)
+    ))
+}
+
+/// Checks the per-axis lists (1 to 3 spatial axes) and that the input and the
+/// kernel have two axes more; returns the number of spatial axes.
+fn spatial_rank(
+    op: &str,
+    strides: &[usize],
+    dilation: &[usize],
+    x: &[usize],
+    k: &[usize],
+) -> Result<usize> {
+    let rank = strides.len();
+    if !(1..=3).contains(&rank) || dilation.len() != rank {
+        return Err(GraphError::value(format!(
+            "{op}: strides and dilation_rate need one entry per spatial axis (1 to 3), got {strides:?} and {dilation:?}"
+        )));
+    }
+    if x.len() != rank + 2 {
+        let why = format!(
+            "expected an input of rank {} (batch, {rank} spatial axes, channels)",
+            rank + 2
+        );
+        return Err(operand_error(op, &why, x, k));
+    }
+    if k.len() != rank + 2 {
+        let why = format!(
+            "expected a kernel of rank {} ({rank} window axes, two channel axes)",
+            rank + 2
+        );
+        return Err(operand_error(op, &why, x, k));
+    }
+    Ok(rank)
+}
+
 impl ConvGeometry {
     /// The window of a convolution of input `x` by kernel `k`, every shape checked
     /// (but not the total sizes: symbolic shapes stand for unknown dims with huge
     /// sentinels).
     fn window(&self, op: &str, x: &[usize], k: &[usize]) -> Result<Window> {
-        let rank = self.strides.len();
-        let bad = |why: String| {
-            GraphError::shape(format!(
-                "{op}: {why}: input of shape {}, kernel of shape {}",
-                fmt_shape(x),
-                fmt_shape(k)
-            ))
-        };
-        if !(1..=3).contains(&rank) || self.dilation.len() != rank {
-            return Err(GraphError::value(format!(
-                "{op}: strides and dilation_rate need one entry per spatial axis (1 to 3), got {:?} and {:?}",
-                self.strides, self.dilation
-            )));
-        }
-        if x.len() != rank + 2 {
-            return Err(bad(format!(
-                "expected an input of rank {} (batch, {rank} spatial axes, channels)",
-                rank + 2
-            )));
-        }
-        if k.len() != rank + 2 {
-            return Err(bad(format!(
-                "expected a kernel of rank {} ({rank} window axes, input channels, filters)",
-                rank + 2
-            )));
-        }
+        let rank = spatial_rank(op, &self.strides, &self.dilation, x, k)?;
+        let bad = |why: String| operand_error(op, &why, x, k);
         let (cin, kin, cout) = (x[rank + 1], k[rank], k[rank + 1]);
         let groups = self.groups;
         if groups == 0 || kin * groups != cin || cout % groups != 0 {
@@ -516,26 +533,9 @@ impl Op for ConvKernelGradOp {
 impl ConvTransposeOp {
     /// Keras's output lengths and the convolution this op is the adjoint of.
     fn adjoint_of(&self, x: &[usize], k: &[usize]) -> Result<(Vec<usize>, ConvGeometry)> {
-        let rank = self.strides.len();
-        let bad = |why: String| {
-            GraphError::shape(format!(
-                "conv_transpose: {why}: input of shape {}, kernel of shape {}",
-                fmt_shape(x),
-                fmt_shape(k)
-            ))
-        };
-        if !(1..=3).contains(&rank) || self.dilation.len() != rank {
-            return Err(GraphError::value(format!(
-                "conv_transpose: strides and dilation_rate need one entry per spatial axis (1 to 3), got {:?} and {:?}",
-                self.strides, self.dilation
-            )));
-        }
-        if x.len() != rank + 2 || k.len() != rank + 2 {
-            return Err(bad(format!(
-                "expected an input and a kernel of rank {} (batch or window axes, {rank} spatial axes, channels)",
-                rank + 2
-            )));
-        }
+        let op = "conv_transpose";
+        let rank = spatial_rank(op, &self.strides, &self.dilation, x, k)?;
+        let bad = |why: String| operand_error(op, &why, x, k);
         if k[rank + 1] != x[rank + 1] {
             return Err(bad(format!(
                 "the kernel's last axis ({}) must equal the input's channels ({})",
