@@ -1117,7 +1117,9 @@ def test_thread_count_from_the_environment_gives_identical_training(tmp_path):
     for n in (1, 2):
         path = tmp_path / f"threads_{n}.npz"
         env = dict(os.environ, PYFUNCNET_NUM_THREADS=str(n))
-        subprocess.run([sys.executable, "-c", script, str(path)], env=env, check=True, timeout=120)
+        # Run outside the source tree, so the fresh interpreter imports the
+        # installed package (a clean checkout has no compiled core in pyfuncnet/).
+        subprocess.run([sys.executable, "-c", script, str(path)], env=env, check=True, timeout=120, cwd=tmp_path)
         with np.load(path) as archive:
             assert int(archive["threads"]) == n
             outputs.append([archive[f"arr_{k}"] for k in range(len(archive.files) - 1)])

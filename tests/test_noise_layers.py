@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import numpy as np
@@ -32,7 +33,6 @@ NOISE_CLASSES = {
     "GaussianDropout": GaussianDropout,
 }
 REFERENCE = os.path.join(os.path.dirname(__file__), "reference", "data", "cnn")
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _rng(seed=0):
@@ -363,8 +363,11 @@ _SCRIPT = textwrap.dedent(
 
 
 def _run_script(seed, threads):
-    env = dict(os.environ, PYFUNCNET_NUM_THREADS=str(threads), PYTHONPATH=REPO)
-    out = subprocess.run([sys.executable, "-c", _SCRIPT, str(seed)], env=env, capture_output=True, text=True, timeout=120, check=True)
+    env = dict(os.environ, PYFUNCNET_NUM_THREADS=str(threads))
+    # Run outside the source tree, so the fresh interpreter imports the installed
+    # package (a clean checkout has no compiled core in pyfuncnet/).
+    with tempfile.TemporaryDirectory() as cwd:
+        out = subprocess.run([sys.executable, "-c", _SCRIPT, str(seed)], env=env, capture_output=True, text=True, timeout=120, check=True, cwd=cwd)
     got_threads, digest = out.stdout.split()
     assert int(got_threads) == threads
     return digest
