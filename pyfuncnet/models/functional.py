@@ -8,7 +8,7 @@ shared); on arrays it runs a compiled predict step.
 
 import numpy as np
 
-from pyfuncnet import _nest
+from pyfuncnet import _nest, _tape, _tensor
 from pyfuncnet._function import Function
 from pyfuncnet._symbolic import KerasTensor
 from pyfuncnet._variable import store
@@ -146,7 +146,7 @@ class Functional(Model):
     def __call__(self, *args, **kwargs):
         # Fast path for `model(x)` with one float32 array on a one-input model whose
         # step for this batch shape is compiled: straight to the core.
-        if len(args) == 1 and not kwargs and getattr(self, "_predict_function", None) is not None:
+        if len(args) == 1 and not kwargs and getattr(self, "_predict_function", None) is not None and not _tape._active:
             x = args[0]
             if type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous:
                 step = self._predict_function.compiled_step((x.shape,))
@@ -174,6 +174,10 @@ class Functional(Model):
         flat = self._flatten_call_inputs(inputs)
         if any(isinstance(t, KerasTensor) for t in flat):
             return self._run_through_graph(flat, training)
+        if _tape._active and _tensor._recording():
+            # Under a GradientTape each layer runs eagerly, so the tape sees every
+            # op (a custom training loop differentiates through the model).
+            return self._run_through_graph([_cast_like(a, t) for a, t in zip(flat, self.inputs)], training)
         if self._predict_function is None:
             self._predict_function = Function(self.inputs, self.outputs)
         arrays = [_cast_like(a, t) for a, t in zip(flat, self.inputs)]
