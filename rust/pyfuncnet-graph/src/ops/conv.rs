@@ -222,6 +222,24 @@ impl ConvGeometry {
             .map_err(GraphError::from)
     }
 
+    /// [`ConvGeometry::shape`], checking that `dy` is the output's shape (a
+    /// gradient op's forward: the window is built once per step).
+    fn shape_for_dy(&self, op: &str, x: &[usize], k: &[usize], dy: &[usize]) -> Result<ConvShape> {
+        let shape = self.shape(op, x, k)?;
+        let rank = self.strides.len();
+        let mut expected = vec![x[0]];
+        expected.extend_from_slice(shape.window.output_dims(rank));
+        expected.push(k[rank + 1]);
+        if dy != expected.as_slice() {
+            return Err(GraphError::shape(format!(
+                "{op}: the output gradient has shape {}, expected {}",
+                fmt_shape(dy),
+                fmt_shape(&expected)
+            )));
+        }
+        Ok(shape)
+    }
+
     /// The output shape `(batch, out..., cout)` of input `x` by kernel `k`.
     fn output_shape(&self, op: &str, x: &[usize], k: &[usize]) -> Result<Vec<usize>> {
         let window = self.window(op, x, k)?;
@@ -423,16 +441,12 @@ impl Op for ConvInputGradOp {
     }
 
     fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
-        check_dy(
+        let shape = self.geometry.shape_for_dy(
             self.name(),
-            &self.geometry,
             &self.input_shape,
             inputs[1].shape,
             inputs[0].shape,
         )?;
-        let shape = self
-            .geometry
-            .shape(self.name(), &self.input_shape, inputs[1].shape)?;
         kc::conv_backward_input(
             &shape,
             inputs[0].f32()?,
@@ -486,16 +500,12 @@ impl Op for ConvKernelGradOp {
     }
 
     fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
-        check_dy(
+        let shape = self.geometry.shape_for_dy(
             self.name(),
-            &self.geometry,
             inputs[0].shape,
             &self.kernel_shape,
             inputs[1].shape,
         )?;
-        let shape = self
-            .geometry
-            .shape(self.name(), inputs[0].shape, &self.kernel_shape)?;
         kc::conv_backward_kernel(
             &shape,
             inputs[0].f32()?,
