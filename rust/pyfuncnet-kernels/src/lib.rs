@@ -18,9 +18,11 @@ pub mod par;
 pub mod pool;
 pub mod reduce;
 pub mod rng;
+pub mod rnn;
 mod scratch;
 pub mod softmax;
 pub mod unary;
+pub mod vmath;
 pub mod window;
 
 pub use error::{KernelError, Result};

@@ -28,6 +28,11 @@ pub(crate) enum Slot {
     Partials,
     /// Convolution: the flipped kernel of an input gradient, held by the calling thread.
     FlippedKernel,
+    /// Recurrent layers: the transposed recurrent kernel and the whole-sequence
+    /// gradients, held by the calling thread.
+    RecurrentShared,
+    /// Recurrent layers: one task's per-row temporaries.
+    RecurrentStep,
 }
 
 thread_local! {
@@ -37,6 +42,8 @@ thread_local! {
     static BUF_COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BUF_PARTIALS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BUF_FLIPPED_KERNEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static BUF_RECURRENT_SHARED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static BUF_RECURRENT_STEP: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 fn key(slot: Slot) -> &'static LocalKey<RefCell<Vec<f32>>> {
@@ -47,6 +54,8 @@ fn key(slot: Slot) -> &'static LocalKey<RefCell<Vec<f32>>> {
         Slot::Columns => &BUF_COLUMNS,
         Slot::Partials => &BUF_PARTIALS,
         Slot::FlippedKernel => &BUF_FLIPPED_KERNEL,
+        Slot::RecurrentShared => &BUF_RECURRENT_SHARED,
+        Slot::RecurrentStep => &BUF_RECURRENT_STEP,
     }
 }
 

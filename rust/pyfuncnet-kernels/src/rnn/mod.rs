@@ -1,0 +1,1087 @@
+//! Recurrent layers over whole sequences: LSTM, GRU (reset after or before the
+//! recurrent product) and SimpleRNN, forward and backward through time.
+//!
+//! The input projection `xp = x W + b` of all time steps is one GEMM done by the
+//! caller; these kernels run the recurrence on it. All buffers are batch-major
+//! (Keras's layout): `xp (batch, time, gates * units)`, the outputs `(batch, time,
+//! units)`. Each step does one recurrent GEMM (two for GRU with the reset before)
+//! and one fused elementwise kernel (`cells.rs`). The forward pass saves, per
+//! (row, time), the gate activations and the previous state; the backward pass
+//! runs from them, writes the pre-activation gradients `dxp` of every step (so
+//! the caller gets `dx` and `dW` as single GEMMs), and computes the recurrent
+//! kernel's gradient as one GEMM over all steps after the loop.
+//!
+//! Batch rows never interact in a recurrence, so the work is split into tasks of
+//! whole rows that each run the entire sequence: one parallel section per call,
+//! none per step. The split depends on the shape only (a step's GEMM never
+//! splits its K dimension either), so results are bitwise identical for any
+//! thread count.
+//!
+//! Masks (Keras's): a row whose mask is 0 at a step keeps its state; its output
+//! there repeats its previous output (0 before the first), or is 0 with
+//! `zero_output_for_mask`. `go_backwards` reads the inputs from the last step to
+//! the first and writes the outputs in that (processing) order.
+
+mod cells;
+#[cfg(test)]
+mod tests;
+
+use cells::{Other, Rows, Sigmoid, Tanh};
+
+use crate::cpu::{self, SimdLevel};
+use crate::error::{check_len, KernelError, Result};
+use crate::gemm::{self, Epilogue, MatMut, MatRef, MIN_TASK_FLOPS};
+use crate::par;
+use crate::scratch::{with_scratch, Slot};
+use crate::unary::Unary;
+
+/// The recurrent cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cell {
+    /// Gates `i, f, c, o` (Keras's order).
+    Lstm,
+    /// Gates `z, r, h`; `reset_after` applies the reset gate after the recurrent
+    /// product (Keras 3's default, with a separate recurrent bias).
+    Gru { reset_after: bool },
+    /// `h = act(x W + h R + b)`.
+    Simple,
+}
+
+impl Cell {
+    /// Gate blocks of the projections (`xp` and `R` are `gates * units` wide).
+    pub fn gates(self) -> usize {
+        match self {
+            Cell::Lstm => 4,
+            Cell::Gru { .. } => 3,
+            Cell::Simple => 1,
+        }
+    }
+
+    /// Blocks of `units` the forward pass saves per (row, time) step.
+    pub fn workspace_blocks(self) -> usize {
+        match self {
+            Cell::Lstm => 6,
+            Cell::Gru { .. } => 4,
+            Cell::Simple => 1,
+        }
+    }
+
+    /// Whether the cell carries a second state (the LSTM's `c`).
+    pub fn has_cell_state(self) -> bool {
+        self == Cell::Lstm
+    }
+
+    /// Whether the cell has a recurrent bias (GRU with reset_after).
+    pub fn has_recurrent_bias(self) -> bool {
+        self == Cell::Gru { reset_after: true }
+    }
+}
+
+/// A recurrent layer's configuration and sizes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RnnSpec {
+    pub cell: Cell,
+    pub batch: usize,
+    pub steps: usize,
+    pub units: usize,
+    /// The candidate / output activation (Keras `activation`, default tanh).
+    pub activation: Unary,
+    /// The gate activation (Keras `recurrent_activation`, default sigmoid).
+    pub recurrent_activation: Unary,
+    pub go_backwards: bool,
+    pub zero_output_for_mask: bool,
+}
+
+impl RnnSpec {
+    /// Width of `xp` and of the recurrent kernel.
+    pub fn gate_width(&self) -> usize {
+        self.cell.gates() * self.units
+    }
+
+    /// Width of the workspace per (row, time).
+    pub fn workspace_width(&self) -> usize {
+        self.cell.workspace_blocks() * self.units
+    }
+
+    /// Floating-point operations of the recurrent GEMMs of one pass.
+    pub fn recurrent_flops(&self) -> usize {
+        2 * self.batch * self.steps * self.units * self.gate_width()
+    }
+
+    /// Checks that both activations have a derivative computable from their
+    /// outputs (the backward pass keeps only those).
+    ///
+    /// # Errors
+    /// `InvalidArgument` naming the activation.
+    pub fn check_activations(&self) -> Result<()> {
+        for (what, act) in [
+            ("activation", self.activation),
+            ("recurrent_activation", self.recurrent_activation),
+        ] {
+            if act.grad_needs_input() && act != Unary::Linear {
+                return Err(KernelError::InvalidArgument {
+                    what: "recurrent layer".into(),
+                    message: format!(
+                        "{what} '{}' is not supported in a recurrent cell (its derivative needs its input); use one of tanh, sigmoid, relu, hard_sigmoid, linear, elu, selu, exponential, relu6",
+                        act.name()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The input time step read at processing step `s`.
+    fn time(&self, s: usize) -> usize {
+        if self.go_backwards {
+            self.steps - 1 - s
+        } else {
+            s
+        }
+    }
+
+    /// Rows per parallel task: whole rows, at least 32 of them, tasks of at least
+    /// `MIN_TASK_FLOPS`; from the shape alone.
+    fn rows_per_task(&self) -> usize {
+        let by_rows = (self.batch / 32).max(1);
+        let by_work = (self.recurrent_flops() / MIN_TASK_FLOPS).max(1);
+        let tasks = by_rows.min(by_work);
+        self.batch.div_ceil(tasks).div_ceil(4) * 4
+    }
+
+    /// Whether one call runs as a single task (the executor may then run it next
+    /// to independent work).
+    pub fn single_task(&self) -> bool {
+        self.rows_per_task() >= self.batch
+    }
+}
+
+/// The inputs of a forward pass.
+#[derive(Debug, Clone, Copy)]
+pub struct RnnInputs<'a> {
+    /// `(batch, steps, gates * units)`: `x W + b` at every step.
+    pub xp: &'a [f32],
+    /// `(units, gates * units)`, the recurrent kernel.
+    pub recurrent_kernel: &'a [f32],
+    /// `(gates * units)` for GRU with reset_after, else `None`.
+    pub recurrent_bias: Option<&'a [f32]>,
+    /// `(batch, units)` initial state.
+    pub h0: &'a [f32],
+    /// `(batch, units)` initial cell state (LSTM only).
+    pub c0: Option<&'a [f32]>,
+    /// `(batch, steps)` of 0 / 1, or `None`.
+    pub mask: Option<&'a [f32]>,
+}
+
+/// The outputs of a forward pass (every element is written).
+#[derive(Debug)]
+pub struct RnnOutputs<'a> {
+    /// `(batch, steps, units)`: the output of each processing step.
+    pub sequence: &'a mut [f32],
+    /// `(batch, units)`: the final state.
+    pub h_last: &'a mut [f32],
+    /// `(batch, units)`: the final cell state (LSTM only).
+    pub c_last: Option<&'a mut [f32]>,
+    /// `(batch, steps, workspace_width)`: what the backward pass reads.
+    pub workspace: &'a mut [f32],
+    /// `(batch, steps, units)`: the state before each input step.
+    pub h_prev: &'a mut [f32],
+}
+
+/// What the backward pass reads besides the forward's saved tensors.
+#[derive(Debug, Clone, Copy)]
+pub struct RnnGradInputs<'a> {
+    pub recurrent_kernel: &'a [f32],
+    pub mask: Option<&'a [f32]>,
+    /// The forward's `workspace` and `h_prev`.
+    pub workspace: &'a [f32],
+    pub h_prev: &'a [f32],
+    /// Gradients of the forward outputs; `None` where none flows.
+    pub d_sequence: Option<&'a [f32]>,
+    pub d_h_last: Option<&'a [f32]>,
+    pub d_c_last: Option<&'a [f32]>,
+}
+
+/// The gradients (every element is written).
+#[derive(Debug)]
+pub struct RnnGradOutputs<'a> {
+    /// `(batch, steps, gates * units)`.
+    pub d_xp: &'a mut [f32],
+    /// `(units, gates * units)`.
+    pub d_recurrent_kernel: &'a mut [f32],
+    /// `(gates * units)`, GRU with reset_after only.
+    pub d_recurrent_bias: Option<&'a mut [f32]>,
+    pub d_h0: &'a mut [f32],
+    /// LSTM only.
+    pub d_c0: Option<&'a mut [f32]>,
+}
+
+fn check_level(level: SimdLevel) -> Result<()> {
+    if !level.is_supported() {
+        return Err(KernelError::InvalidArgument {
+            what: "recurrent layer".into(),
+            message: format!("SIMD level `{}` is not supported by this CPU", level.name()),
+        });
+    }
+    Ok(())
+}
+
+fn presence(what: &str, expected: bool, got: bool) -> Result<()> {
+    if expected != got {
+        return Err(KernelError::InvalidArgument {
+            what: "recurrent layer".into(),
+            message: format!(
+                "{what} is {} for this cell but was {}",
+                if expected { "required" } else { "not used" },
+                if got { "given" } else { "missing" }
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn check_common(s: &RnnSpec, r: &[f32], mask: Option<&[f32]>) -> Result<()> {
+    s.check_activations()?;
+    let (b, t, u, g) = (s.batch, s.steps, s.units, s.gate_width());
+    let sizes = b
+        .checked_mul(t)
+        .and_then(|bt| bt.checked_mul(s.workspace_width().max(g)));
+    if sizes.is_none() || u.checked_mul(g).is_none() {
+        return Err(KernelError::InvalidArgument {
+            what: "recurrent layer".into(),
+            message: format!("sizes overflow: batch {b}, steps {t}, units {u}"),
+        });
+    }
+    check_len("recurrent kernel", r.len(), u * g)?;
+    if let Some(m) = mask {
+        check_len("mask", m.len(), b * t)?;
+    }
+    Ok(())
+}
+
+/// Runs the recurrence forward over every step.
+///
+/// # Errors
+/// `ShapeMismatch` when a buffer's length does not match the spec;
+/// `InvalidArgument` when an optional buffer's presence does not match the cell or
+/// an activation is not supported.
+pub fn rnn_forward(spec: &RnnSpec, x: &RnnInputs, out: RnnOutputs) -> Result<()> {
+    rnn_forward_with_level(cpu::active(), spec, x, out)
+}
+
+/// [`rnn_forward`] with an explicit instruction set (tests run every level).
+///
+/// # Errors
+/// As [`rnn_forward`], plus `InvalidArgument` if this CPU cannot run `level`.
+pub fn rnn_forward_with_level(
+    level: SimdLevel,
+    spec: &RnnSpec,
+    x: &RnnInputs,
+    out: RnnOutputs,
+) -> Result<()> {
+    let s = spec;
+    check_level(level)?;
+    check_common(s, x.recurrent_kernel, x.mask)?;
+    let (b, t, u, g, w) = (
+        s.batch,
+        s.steps,
+        s.units,
+        s.gate_width(),
+        s.workspace_width(),
+    );
+    check_len("xp", x.xp.len(), b * t * g)?;
+    check_len("initial state", x.h0.len(), b * u)?;
+    presence("the cell state", s.cell.has_cell_state(), x.c0.is_some())?;
+    presence(
+        "the cell state output",
+        s.cell.has_cell_state(),
+        out.c_last.is_some(),
+    )?;
+    presence(
+        "the recurrent bias",
+        s.cell.has_recurrent_bias(),
+        x.recurrent_bias.is_some(),
+    )?;
+    if let Some(c0) = x.c0 {
+        check_len("initial cell state", c0.len(), b * u)?;
+    }
+    if let Some(rb) = x.recurrent_bias {
+        check_len("recurrent bias", rb.len(), g)?;
+    }
+    check_len("output sequence", out.sequence.len(), b * t * u)?;
+    check_len("last state", out.h_last.len(), b * u)?;
+    check_len("workspace", out.workspace.len(), b * t * w)?;
+    check_len("previous states", out.h_prev.len(), b * t * u)?;
+    let mut c_last = out.c_last;
+    if let Some(c) = c_last.as_deref() {
+        check_len("last cell state", c.len(), b * u)?;
+    }
+    out.h_last.copy_from_slice(x.h0);
+    if let (Some(c), Some(c0)) = (c_last.as_deref_mut(), x.c0) {
+        c.copy_from_slice(c0);
+    }
+    if b == 0 || u == 0 {
+        return Ok(());
+    }
+    let all = ForwardRows {
+        xp: x.xp,
+        mask: x.mask,
+        sequence: out.sequence,
+        h: out.h_last,
+        c: c_last,
+        workspace: out.workspace,
+        h_prev: out.h_prev,
+    };
+    split_rows(all, b, s.rows_per_task(), &|part: ForwardRows, n| {
+        forward_rows(s, level, x, part, n)
+    })
+}
+
+/// A task's rows of the per-row buffers; every buffer is batch-major, so the
+/// rows of a task are one contiguous range of each.
+struct ForwardRows<'a> {
+    xp: &'a [f32],
+    mask: Option<&'a [f32]>,
+    sequence: &'a mut [f32],
+    h: &'a mut [f32],
+    c: Option<&'a mut [f32]>,
+    workspace: &'a mut [f32],
+    h_prev: &'a mut [f32],
+}
+
+/// Buffers of `rows` batch rows that split into the first `k` rows and the rest.
+trait SplitRows: Sized + Send {
+    fn split(self, rows: usize, k: usize) -> (Self, Self);
+}
+
+/// Splits `x` (per-row buffers holding `rows * (x.len() / rows)` elements) at row `k`.
+fn cut<T>(x: &mut [T], rows: usize, k: usize) -> (&mut [T], &mut [T]) {
+    let per_row = x.len() / rows;
+    x.split_at_mut(k * per_row)
+}
+
+fn cut_ref<T>(x: &[T], rows: usize, k: usize) -> (&[T], &[T]) {
+    let per_row = x.len() / rows;
+    x.split_at(k * per_row)
+}
+
+fn cut_opt<'a>(
+    x: Option<&'a mut [f32]>,
+    rows: usize,
+    k: usize,
+) -> (Option<&'a mut [f32]>, Option<&'a mut [f32]>) {
+    match x {
+        Some(x) => {
+            let (a, b) = cut(x, rows, k);
+            (Some(a), Some(b))
+        }
+        None => (None, None),
+    }
+}
+
+fn cut_opt_ref<'a>(
+    x: Option<&'a [f32]>,
+    rows: usize,
+    k: usize,
+) -> (Option<&'a [f32]>, Option<&'a [f32]>) {
+    match x {
+        Some(x) => {
+            let (a, b) = cut_ref(x, rows, k);
+            (Some(a), Some(b))
+        }
+        None => (None, None),
+    }
+}
+
+impl SplitRows for ForwardRows<'_> {
+    fn split(self, rows: usize, k: usize) -> (Self, Self) {
+        let (xp0, xp1) = cut_ref(self.xp, rows, k);
+        let (m0, m1) = cut_opt_ref(self.mask, rows, k);
+        let (s0, s1) = cut(self.sequence, rows, k);
+        let (h0, h1) = cut(self.h, rows, k);
+        let (c0, c1) = cut_opt(self.c, rows, k);
+        let (w0, w1) = cut(self.workspace, rows, k);
+        let (p0, p1) = cut(self.h_prev, rows, k);
+        (
+            ForwardRows {
+                xp: xp0,
+                mask: m0,
+                sequence: s0,
+                h: h0,
+                c: c0,
+                workspace: w0,
+                h_prev: p0,
+            },
+            ForwardRows {
+                xp: xp1,
+                mask: m1,
+                sequence: s1,
+                h: h1,
+                c: c1,
+                workspace: w1,
+                h_prev: p1,
+            },
+        )
+    }
+}
+
+/// Runs `task` on tasks of `per_task` rows (the last may be shorter), splitting
+/// the buffers in halves of whole tasks with `par::join`: no allocation, and a
+/// partition that depends on `rows` and `per_task` only. Returns the first error.
+fn split_rows<B: SplitRows>(
+    bufs: B,
+    rows: usize,
+    per_task: usize,
+    task: &(impl Fn(B, usize) -> Result<()> + Sync),
+) -> Result<()> {
+    let tasks = rows.div_ceil(per_task);
+    if tasks <= 1 {
+        return task(bufs, rows);
+    }
+    let k = tasks / 2 * per_task;
+    let (left, right) = bufs.split(rows, k);
+    let (a, b) = par::join(
+        || split_rows(left, k, per_task, task),
+        || split_rows(right, rows - k, per_task, task),
+    );
+    a.and(b)
+}
+
+/// Calls `$body` with `$ra` / `$a` bound to the cell activations: the vectorised
+/// sigmoid and tanh when the layer uses Keras's defaults, the general formulas
+/// otherwise.
+macro_rules! with_acts {
+    ($spec:expr, |$ra:ident, $a:ident| $body:expr) => {
+        match ($spec.recurrent_activation, $spec.activation) {
+            (Unary::Sigmoid, Unary::Tanh) => {
+                let ($ra, $a) = (Sigmoid, Tanh);
+                $body
+            }
+            (ra, a) => {
+                let ($ra, $a) = (Other(ra), Other(a));
+                $body
+            }
+        }
+    };
+}
+
+/// The whole sequence for `n` rows.
+fn forward_rows(
+    s: &RnnSpec,
+    level: SimdLevel,
+    x: &RnnInputs,
+    part: ForwardRows,
+    n: usize,
+) -> Result<()> {
+    let ForwardRows {
+        xp,
+        mask,
+        sequence: seq,
+        h,
+        mut c,
+        workspace: ws,
+        h_prev: hp,
+    } = part;
+    let (t_len, u, g, w) = (s.steps, s.units, s.gate_width(), s.workspace_width());
+    let r = MatRef::row_major(x.recurrent_kernel, u, g)?;
+    let none = Epilogue::default();
+    let gru_before = s.cell == (Cell::Gru { reset_after: false });
+    with_scratch(
+        Slot::RecurrentStep,
+        if gru_before { n * u } else { 0 },
+        |rh_rows| {
+            for step in 0..t_len {
+                let t = s.time(step);
+                let rows = Rows {
+                    count: n,
+                    steps: t_len,
+                    units: u,
+                    t,
+                    mask: mask,
+                };
+                for bi in 0..n {
+                    hp[rows.at(bi, u)].copy_from_slice(&h[bi * u..(bi + 1) * u]);
+                }
+                match s.cell {
+                    Cell::Lstm => {
+                        let c = c.as_deref_mut().expect("checked: LSTM has a cell state");
+                        for bi in 0..n {
+                            let wr = rows.at(bi, w);
+                            ws[wr.start..wr.start + g].copy_from_slice(&xp[rows.at(bi, g)]);
+                            ws[wr.start + 5 * u..wr.end].copy_from_slice(&c[bi * u..(bi + 1) * u]);
+                        }
+                        let hm = MatRef::row_major(h, n, u)?;
+                        gemm::sgemm_with_level(
+                            level,
+                            1.0,
+                            hm,
+                            r,
+                            1.0,
+                            MatMut::new(&mut ws[t * w..], n, g, t_len * w)?,
+                            &none,
+                        )?;
+                        with_acts!(s, |ra, a| cells::run(
+                            level,
+                            &mut cells::LstmForward {
+                                rows,
+                                ra,
+                                a,
+                                ws,
+                                h,
+                                c
+                            }
+                        ));
+                    }
+                    Cell::Gru { reset_after: true } => {
+                        let bias = Epilogue {
+                            bias: x.recurrent_bias,
+                            activation: None,
+                        };
+                        let hm = MatRef::row_major(h, n, u)?;
+                        gemm::sgemm_with_level(
+                            level,
+                            1.0,
+                            hm,
+                            r,
+                            0.0,
+                            MatMut::new(&mut ws[t * w + u..], n, g, t_len * w)?,
+                            &bias,
+                        )?;
+                        with_acts!(s, |ra, a| cells::run(
+                            level,
+                            &mut cells::GruAfterForward {
+                                rows,
+                                ra,
+                                a,
+                                xp: xp,
+                                ws,
+                                h
+                            }
+                        ));
+                    }
+                    Cell::Gru { reset_after: false } => {
+                        let r_zr = MatRef::new(x.recurrent_kernel, u, 2 * u, g, 1)?;
+                        let r_h = MatRef::new(&x.recurrent_kernel[2 * u..], u, u, g, 1)?;
+                        let hm = MatRef::row_major(h, n, u)?;
+                        gemm::sgemm_with_level(
+                            level,
+                            1.0,
+                            hm,
+                            r_zr,
+                            0.0,
+                            MatMut::new(&mut ws[t * w + u..], n, 2 * u, t_len * w)?,
+                            &none,
+                        )?;
+                        with_acts!(s, |ra, _a| cells::run(
+                            level,
+                            &mut cells::GruBeforeGates {
+                                rows,
+                                ra,
+                                xp: xp,
+                                ws,
+                                h
+                            }
+                        ));
+                        // (r * h) R_h into the candidate's slot; A and C interleave in
+                        // the workspace, so A is copied out first.
+                        for bi in 0..n {
+                            let at = rows.at(bi, w).start + 3 * u;
+                            rh_rows[bi * u..(bi + 1) * u].copy_from_slice(&ws[at..at + u]);
+                        }
+                        let rh = MatRef::row_major(rh_rows, n, u)?;
+                        gemm::sgemm_with_level(
+                            level,
+                            1.0,
+                            rh,
+                            r_h,
+                            0.0,
+                            MatMut::new(&mut ws[t * w + 2 * u..], n, u, t_len * w)?,
+                            &none,
+                        )?;
+                        with_acts!(s, |_ra, a| cells::run(
+                            level,
+                            &mut cells::GruBeforeUpdate {
+                                rows,
+                                a,
+                                xp: xp,
+                                ws,
+                                h
+                            }
+                        ));
+                    }
+                    Cell::Simple => {
+                        for bi in 0..n {
+                            ws[rows.at(bi, w)].copy_from_slice(&xp[rows.at(bi, g)]);
+                        }
+                        let hm = MatRef::row_major(h, n, u)?;
+                        gemm::sgemm_with_level(
+                            level,
+                            1.0,
+                            hm,
+                            r,
+                            1.0,
+                            MatMut::new(&mut ws[t * w..], n, g, t_len * w)?,
+                            &none,
+                        )?;
+                        with_acts!(s, |_ra, a| cells::run(
+                            level,
+                            &mut cells::SimpleForward { rows, a, ws, h }
+                        ));
+                    }
+                }
+                write_outputs(s, &rows, step, h, seq);
+            }
+            Ok(())
+        },
+    )
+}
+
+/// The outputs of processing step `step`: the new state for active rows; for
+/// masked rows the previous output (0 at the first step) or 0.
+fn write_outputs(s: &RnnSpec, rows: &Rows, step: usize, h: &[f32], seq: &mut [f32]) {
+    let (t_len, u) = (s.steps, s.units);
+    for bi in 0..rows.count {
+        let at = (bi * t_len + step) * u;
+        if rows.active(bi) {
+            seq[at..at + u].copy_from_slice(&h[bi * u..(bi + 1) * u]);
+        } else if s.zero_output_for_mask || step == 0 {
+            seq[at..at + u].fill(0.0);
+        } else {
+            seq.copy_within(at - u..at, at);
+        }
+    }
+}
+
+/// Runs the recurrence backward through time.
+///
+/// # Errors
+/// As [`rnn_forward`].
+pub fn rnn_backward(spec: &RnnSpec, x: &RnnGradInputs, out: RnnGradOutputs) -> Result<()> {
+    rnn_backward_with_level(cpu::active(), spec, x, out)
+}
+
+/// [`rnn_backward`] with an explicit instruction set.
+///
+/// # Errors
+/// As [`rnn_forward_with_level`].
+pub fn rnn_backward_with_level(
+    level: SimdLevel,
+    spec: &RnnSpec,
+    x: &RnnGradInputs,
+    out: RnnGradOutputs,
+) -> Result<()> {
+    let s = spec;
+    check_level(level)?;
+    check_common(s, x.recurrent_kernel, x.mask)?;
+    let (b, t, u, g, w) = (
+        s.batch,
+        s.steps,
+        s.units,
+        s.gate_width(),
+        s.workspace_width(),
+    );
+    check_len("workspace", x.workspace.len(), b * t * w)?;
+    check_len("previous states", x.h_prev.len(), b * t * u)?;
+    if let Some(d) = x.d_sequence {
+        check_len("output sequence gradient", d.len(), b * t * u)?;
+    }
+    if let Some(d) = x.d_h_last {
+        check_len("last state gradient", d.len(), b * u)?;
+    }
+    presence(
+        "the cell state gradient output",
+        s.cell.has_cell_state(),
+        out.d_c0.is_some(),
+    )?;
+    if x.d_c_last.is_some() && !s.cell.has_cell_state() {
+        presence("the last cell state gradient", false, true)?;
+    }
+    if let Some(d) = x.d_c_last {
+        check_len("last cell state gradient", d.len(), b * u)?;
+    }
+    presence(
+        "the recurrent bias gradient",
+        s.cell.has_recurrent_bias(),
+        out.d_recurrent_bias.is_some(),
+    )?;
+    check_len("input projection gradient", out.d_xp.len(), b * t * g)?;
+    check_len(
+        "recurrent kernel gradient",
+        out.d_recurrent_kernel.len(),
+        u * g,
+    )?;
+    check_len("initial state gradient", out.d_h0.len(), b * u)?;
+    let mut d_c0 = out.d_c0;
+    if let Some(d) = d_c0.as_deref() {
+        check_len("initial cell state gradient", d.len(), b * u)?;
+    }
+    let mut d_rb = out.d_recurrent_bias;
+    if let Some(d) = d_rb.as_deref() {
+        check_len("recurrent bias gradient", d.len(), g)?;
+    }
+    copy_or_zero(out.d_h0, x.d_h_last);
+    if let Some(dc) = d_c0.as_deref_mut() {
+        copy_or_zero(dc, x.d_c_last);
+    }
+    if let Some(d) = d_rb.as_deref_mut() {
+        d.fill(0.0);
+    }
+    if b == 0 || u == 0 || t == 0 {
+        out.d_recurrent_kernel.fill(0.0);
+        return Ok(());
+    }
+    let gru_after = s.cell == (Cell::Gru { reset_after: true });
+    let shared = g * u + if gru_after { b * t * g } else { 0 };
+    with_scratch(Slot::RecurrentShared, shared, |buf| {
+        let (rt, drec) = buf.split_at_mut(g * u);
+        // Rᵀ (gates * units x units), so each step's GEMM reads it in place.
+        for (i, row) in x.recurrent_kernel.chunks_exact(g).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                rt[j * u + i] = v;
+            }
+        }
+        let rt: &[f32] = rt;
+        let all = BackwardRows {
+            mask: x.mask,
+            workspace: x.workspace,
+            h_prev: x.h_prev,
+            d_sequence: x.d_sequence,
+            d_xp: &mut *out.d_xp,
+            d_rec: gru_after.then_some(&mut *drec),
+            dh: &mut *out.d_h0,
+            dc: d_c0,
+        };
+        split_rows(all, b, s.rows_per_task(), &|part: BackwardRows, n| {
+            backward_rows(s, level, rt, part, n)
+        })?;
+        // The recurrent kernel's gradient: one GEMM over all (row, time) steps.
+        let hp = MatRef::row_major(x.h_prev, b * t, u)?.t();
+        let dr = &mut *out.d_recurrent_kernel;
+        let none = Epilogue::default();
+        match s.cell {
+            Cell::Gru { reset_after: true } => {
+                let drec: &[f32] = drec;
+                gemm::sgemm_with_level(
+                    level,
+                    1.0,
+                    hp,
+                    MatRef::row_major(drec, b * t, g)?,
+                    0.0,
+                    MatMut::row_major(dr, u, g)?,
+                    &none,
+                )?;
+                if let Some(d) = d_rb {
+                    for row in drec.chunks_exact(g) {
+                        for (acc, &v) in d.iter_mut().zip(row) {
+                            *acc += v;
+                        }
+                    }
+                }
+            }
+            Cell::Gru { reset_after: false } => {
+                let dxp: &[f32] = out.d_xp;
+                let dzr = MatRef::new(dxp, b * t, 2 * u, g, 1)?;
+                gemm::sgemm_with_level(
+                    level,
+                    1.0,
+                    hp,
+                    dzr,
+                    0.0,
+                    MatMut::new(dr, u, 2 * u, g)?,
+                    &none,
+                )?;
+                let rh = MatRef::new(&x.workspace[3 * u..], b * t, u, w, 1)?.t();
+                let dh = MatRef::new(&dxp[2 * u..], b * t, u, g, 1)?;
+                gemm::sgemm_with_level(
+                    level,
+                    1.0,
+                    rh,
+                    dh,
+                    0.0,
+                    MatMut::new(&mut dr[2 * u..], u, u, g)?,
+                    &none,
+                )?;
+            }
+            Cell::Lstm | Cell::Simple => {
+                let dxp = MatRef::row_major(out.d_xp, b * t, g)?;
+                gemm::sgemm_with_level(
+                    level,
+                    1.0,
+                    hp,
+                    dxp,
+                    0.0,
+                    MatMut::row_major(dr, u, g)?,
+                    &none,
+                )?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Columns `col..col + cols` of time step `t` of a `(n, t_len, width)` buffer, as an
+/// `n x cols` matrix.
+fn step_view(
+    x: &[f32],
+    n: usize,
+    t: usize,
+    t_len: usize,
+    width: usize,
+    col: usize,
+    cols: usize,
+) -> Result<MatRef<'_>> {
+    MatRef::new(&x[t * width + col..], n, cols, t_len * width, 1)
+}
+
+fn copy_or_zero(dst: &mut [f32], src: Option<&[f32]>) {
+    match src {
+        Some(src) => dst.copy_from_slice(src),
+        None => dst.fill(0.0),
+    }
+}
+
+/// A task's rows of the backward pass's per-row buffers.
+struct BackwardRows<'a> {
+    mask: Option<&'a [f32]>,
+    workspace: &'a [f32],
+    h_prev: &'a [f32],
+    d_sequence: Option<&'a [f32]>,
+    d_xp: &'a mut [f32],
+    /// GRU with reset_after: the gradient of the recurrent projection.
+    d_rec: Option<&'a mut [f32]>,
+    /// The running state gradients (ending as those of the initial states).
+    dh: &'a mut [f32],
+    dc: Option<&'a mut [f32]>,
+}
+
+impl SplitRows for BackwardRows<'_> {
+    fn split(self, rows: usize, k: usize) -> (Self, Self) {
+        let (m0, m1) = cut_opt_ref(self.mask, rows, k);
+        let (w0, w1) = cut_ref(self.workspace, rows, k);
+        let (p0, p1) = cut_ref(self.h_prev, rows, k);
+        let (s0, s1) = cut_opt_ref(self.d_sequence, rows, k);
+        let (x0, x1) = cut(self.d_xp, rows, k);
+        let (r0, r1) = cut_opt(self.d_rec, rows, k);
+        let (h0, h1) = cut(self.dh, rows, k);
+        let (c0, c1) = cut_opt(self.dc, rows, k);
+        (
+            BackwardRows {
+                mask: m0,
+                workspace: w0,
+                h_prev: p0,
+                d_sequence: s0,
+                d_xp: x0,
+                d_rec: r0,
+                dh: h0,
+                dc: c0,
+            },
+            BackwardRows {
+                mask: m1,
+                workspace: w1,
+                h_prev: p1,
+                d_sequence: s1,
+                d_xp: x1,
+                d_rec: r1,
+                dh: h1,
+                dc: c1,
+            },
+        )
+    }
+}
+
+/// The whole sequence backward for `n` rows.
+fn backward_rows(
+    s: &RnnSpec,
+    level: SimdLevel,
+    rt: &[f32],
+    part: BackwardRows,
+    n: usize,
+) -> Result<()> {
+    let BackwardRows {
+        mask,
+        workspace: ws,
+        h_prev: hp,
+        d_sequence,
+        d_xp: dxp,
+        mut d_rec,
+        dh,
+        mut dc,
+    } = part;
+    let (t_len, u, g) = (s.steps, s.units, s.gate_width());
+    let none = Epilogue::default();
+    let rt_all = MatRef::row_major(rt, g, u)?;
+    // Per task: the output gradient carried back through masked steps, and the
+    // GRU's `da_h R_hᵀ`.
+    with_scratch(Slot::RecurrentStep, 2 * n * u, |tmp| {
+        let (carry, gtmp) = tmp.split_at_mut(n * u);
+        carry.fill(0.0);
+        for step in (0..t_len).rev() {
+            let t = s.time(step);
+            let rows = Rows {
+                count: n,
+                steps: t_len,
+                units: u,
+                t,
+                mask,
+            };
+            add_output_gradient(s, &rows, step, d_sequence, carry, dh);
+            match s.cell {
+                Cell::Lstm => {
+                    let dc = dc.as_deref_mut().expect("checked: LSTM has a cell state");
+                    with_acts!(s, |ra, a| cells::run(
+                        level,
+                        &mut cells::LstmBackward {
+                            rows,
+                            ra,
+                            a,
+                            ws,
+                            dz: dxp,
+                            dh,
+                            dc
+                        }
+                    ));
+                    gemm::sgemm_with_level(
+                        level,
+                        1.0,
+                        step_view(dxp, n, t, t_len, g, 0, g)?,
+                        rt_all,
+                        1.0,
+                        MatMut::row_major(dh, n, u)?,
+                        &none,
+                    )?;
+                }
+                Cell::Gru { reset_after: true } => {
+                    let drec = d_rec
+                        .as_deref_mut()
+                        .expect("checked: reset_after keeps drec");
+                    with_acts!(s, |ra, a| cells::run(
+                        level,
+                        &mut cells::GruAfterBackward {
+                            rows,
+                            ra,
+                            a,
+                            ws,
+                            hprev: hp,
+                            dxp,
+                            drec,
+                            dh
+                        }
+                    ));
+                    let dr = MatRef::new(&drec[t * g..], n, g, t_len * g, 1)?;
+                    gemm::sgemm_with_level(
+                        level,
+                        1.0,
+                        dr,
+                        rt_all,
+                        1.0,
+                        MatMut::row_major(dh, n, u)?,
+                        &none,
+                    )?;
+                }
+                Cell::Gru { reset_after: false } => {
+                    with_acts!(s, |ra, a| cells::run(
+                        level,
+                        &mut cells::GruBeforeBackwardUpdate {
+                            rows,
+                            ra,
+                            a,
+                            ws,
+                            hprev: hp,
+                            dxp,
+                            dh
+                        }
+                    ));
+                    let rt_h = MatRef::row_major(&rt[2 * u * u..], u, u)?;
+                    gemm::sgemm_with_level(
+                        level,
+                        1.0,
+                        step_view(dxp, n, t, t_len, g, 2 * u, u)?,
+                        rt_h,
+                        0.0,
+                        MatMut::row_major(gtmp, n, u)?,
+                        &none,
+                    )?;
+                    with_acts!(s, |ra, _a| cells::run(
+                        level,
+                        &mut cells::GruBeforeBackwardReset {
+                            rows,
+                            ra,
+                            ws,
+                            hprev: hp,
+                            g: gtmp,
+                            dxp,
+                            dh
+                        }
+                    ));
+                    let rt_zr = MatRef::row_major(rt, 2 * u, u)?;
+                    gemm::sgemm_with_level(
+                        level,
+                        1.0,
+                        step_view(dxp, n, t, t_len, g, 0, 2 * u)?,
+                        rt_zr,
+                        1.0,
+                        MatMut::row_major(dh, n, u)?,
+                        &none,
+                    )?;
+                }
+                Cell::Simple => {
+                    with_acts!(s, |_ra, a| cells::run(
+                        level,
+                        &mut cells::SimpleBackward {
+                            rows,
+                            a,
+                            ws,
+                            dz: dxp,
+                            dh
+                        }
+                    ));
+                    gemm::sgemm_with_level(
+                        level,
+                        1.0,
+                        step_view(dxp, n, t, t_len, g, 0, g)?,
+                        rt_all,
+                        1.0,
+                        MatMut::row_major(dh, n, u)?,
+                        &none,
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Adds processing step `step`'s output gradient (plus what masked later steps
+/// carried back to it) to the state gradient of each active row; a masked row
+/// passes it on to its previous output instead (or drops it, with
+/// `zero_output_for_mask`).
+fn add_output_gradient(
+    s: &RnnSpec,
+    rows: &Rows,
+    step: usize,
+    d_sequence: Option<&[f32]>,
+    carry: &mut [f32],
+    dh: &mut [f32],
+) {
+    let (t_len, u) = (s.steps, s.units);
+    for bi in 0..rows.count {
+        let dh = &mut dh[bi * u..(bi + 1) * u];
+        let ds = d_sequence.map(|d| &d[(bi * t_len + step) * u..][..u]);
+        if rows.mask.is_none() {
+            if let Some(ds) = ds {
+                dh.iter_mut().zip(ds).for_each(|(a, &v)| *a += v);
+            }
+            continue;
+        }
+        let carry = &mut carry[bi * u..(bi + 1) * u];
+        if let Some(ds) = ds {
+            carry.iter_mut().zip(ds).for_each(|(c, &v)| *c += v);
+        }
+        if rows.active(bi) {
+            dh.iter_mut().zip(carry.iter()).for_each(|(a, &v)| *a += v);
+            carry.fill(0.0);
+        } else if s.zero_output_for_mask {
+            carry.fill(0.0);
+        }
+    }
+}
