@@ -371,3 +371,147 @@ fn conv_transpose_grads() {
         check("conv_transpose", attrs, &[x, k], None);
     }
 }
+
+/// loss = sum(seq * w0) + sum(h * w1) [+ sum(c * w2)] of an `rnn` op whose float
+/// inputs have `shapes`, with an optional constant mask; returns the graph, the
+/// loss and the input ids.
+fn rnn_graph(
+    attrs: &Value,
+    shapes: &[Vec<usize>],
+    mask: Option<&[f32]>,
+    outputs_used: usize,
+) -> (Graph, usize, Vec<usize>) {
+    let mut g = Graph::new();
+    let ids: Vec<usize> = shapes
+        .iter()
+        .map(|s| g.add_input(TensorType::f32(s.clone())))
+        .collect();
+    let mut all = ids.clone();
+    if let Some(m) = mask {
+        let (b, t) = (shapes[0][0], shapes[0][1]);
+        all.push(g.add_const(vec![b, t], m.to_vec()).unwrap());
+    }
+    let outs = g.apply(ops::build("rnn", attrs).unwrap(), &all).unwrap();
+    let mut loss = None;
+    for (k, &o) in outs.iter().take(outputs_used).enumerate() {
+        let shape = g.shape(o).to_vec();
+        let w = g
+            .add_const(
+                shape.clone(),
+                common::values(shape.iter().product(), 50 + k as u64),
+            )
+            .unwrap();
+        let term = g.mul(o, w).unwrap();
+        let term = g
+            .apply1(ops::build("sum", &json!({})).unwrap(), &[term])
+            .unwrap();
+        loss = Some(match loss {
+            None => term,
+            Some(l) => g.add(l, term).unwrap(),
+        });
+    }
+    (g, loss.unwrap(), ids)
+}
+
+#[test]
+fn rnn_grads_through_every_output_with_masks_and_both_directions() {
+    let (b, t, u) = (3, 4, 3);
+    let mask: Vec<f32> = (0..b * t)
+        .map(|i| if i % 5 == 3 { 0.0 } else { 1.0 })
+        .collect();
+    for (cell, gates, rb, c0) in [
+        ("lstm", 4, false, true),
+        ("gru", 3, true, false),
+        ("simple_rnn", 1, false, false),
+    ] {
+        for (masked, go_backwards) in [(false, false), (true, true)] {
+            let attrs = json!({"cell": cell, "masked": masked, "go_backwards": go_backwards});
+            let mut shapes = vec![vec![b, t, gates * u], vec![u, gates * u]];
+            if rb {
+                shapes.push(vec![gates * u]);
+            }
+            shapes.push(vec![b, u]);
+            if c0 {
+                shapes.push(vec![b, u]);
+            }
+            let used = if c0 { 3 } else { 2 };
+            let m = masked.then_some(&mask[..]);
+            let data: Vec<Vec<f32>> = shapes
+                .iter()
+                .enumerate()
+                .map(|(i, s)| common::values(s.iter().product(), 11 + i as u64))
+                .collect();
+            let eval_loss = |data: &[Vec<f32>]| {
+                let (g, loss, _) = rnn_graph(&attrs, &shapes, m, used);
+                let mut exec = Executor::new(g, vec![loss]);
+                let inputs: Vec<TensorRef> = shapes
+                    .iter()
+                    .zip(data)
+                    .map(|(s, d)| TensorRef::new_f32(s, d))
+                    .collect();
+                exec.run(&Ctx::default(), &inputs, &[]).unwrap();
+                let DataRef::F32(v) = exec.fetch(0).data else {
+                    unreachable!()
+                };
+                f64::from(v[0])
+            };
+            let (mut g, loss, ids) = rnn_graph(&attrs, &shapes, m, used);
+            let grads = gradients(&mut g, loss, &ids).unwrap();
+            let fetches: Vec<usize> = grads
+                .iter()
+                .map(|g| g.expect("every input gets a gradient"))
+                .collect();
+            let mut exec = Executor::new(g, fetches);
+            let inputs: Vec<TensorRef> = shapes
+                .iter()
+                .zip(&data)
+                .map(|(s, d)| TensorRef::new_f32(s, d))
+                .collect();
+            exec.run(&Ctx::default(), &inputs, &[]).unwrap();
+            for k in 0..shapes.len() {
+                let DataRef::F32(analytic) = exec.fetch(k).data else {
+                    unreachable!()
+                };
+                for e in 0..data[k].len() {
+                    let h = 1e-2f32;
+                    let mut plus = data.clone();
+                    plus[k][e] += h;
+                    let mut minus = data.clone();
+                    minus[k][e] -= h;
+                    let fd = (eval_loss(&plus) - eval_loss(&minus)) / (2.0 * f64::from(h));
+                    let a = f64::from(analytic[e]);
+                    assert!(
+                        (a - fd).abs() <= 2e-2 * (1.0 + fd.abs()),
+                        "rnn {attrs}: d/d input{k}[{e}] autodiff {a} vs finite difference {fd}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn rnn_rejects_bad_shapes_and_activations() {
+    let mut g = Graph::new();
+    let xp = g.add_input(TensorType::f32(vec![2, 5, 12]));
+    let r = g.add_input(TensorType::f32(vec![3, 12]));
+    let h0 = g.add_input(TensorType::f32(vec![2, 3]));
+    let c0 = g.add_input(TensorType::f32(vec![2, 4]));
+    let lstm = || ops::build("rnn", &json!({"cell": "lstm"})).unwrap();
+    let e = g.apply(lstm(), &[xp, r, h0, c0]).unwrap_err().to_string();
+    assert!(
+        e.contains("initial cell state") && e.contains("(2, 3)") && e.contains("(2, 4)"),
+        "{e}"
+    );
+    let r_bad = g.add_input(TensorType::f32(vec![3, 9]));
+    let e = g
+        .apply(lstm(), &[xp, r_bad, h0, h0])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("recurrent kernel"), "{e}");
+    let e = ops::build("rnn", &json!({"cell": "lstm", "activation": "gelu"}))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("gelu"), "{e}");
+    assert!(ops::build("rnn", &json!({"cell": "transformer"})).is_err());
+}

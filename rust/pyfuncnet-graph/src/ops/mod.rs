@@ -18,6 +18,7 @@ pub mod matmul;
 pub mod mode;
 pub mod pool;
 pub mod random;
+pub mod recurrent;
 pub mod reduce;
 pub mod softmax;
 pub mod unary;
@@ -351,6 +352,9 @@ pub fn build(name: &str, attrs: &Json) -> Result<Box<dyn Op>> {
         return Ok(op);
     }
     if let Some(op) = mode::build(name, &a)? {
+        return Ok(op);
+    }
+    if let Some(op) = recurrent::build(name, &a)? {
         return Ok(op);
     }
     Err(GraphError::unsupported(format!("unknown op '{name}'")))

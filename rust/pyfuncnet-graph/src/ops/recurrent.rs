@@ -1,0 +1,451 @@
+//! `rnn`: a whole recurrent layer (LSTM, GRU, SimpleRNN) over a sequence, after
+//! its input projection, as one op; and `rnn_grad`, its fused backward through
+//! time.
+//!
+//! `rnn` inputs: `xp (batch, time, gates * units)` (the projection `x W + b` of
+//! every step, a GEMM the layer does as a graph op, so `dx` and `dW` come from the
+//! matmul's own backward), the recurrent kernel `(units, gates * units)`, the
+//! recurrent bias `(gates * units)` (GRU with reset_after only), the initial state
+//! `(batch, units)`, the initial cell state (LSTM only) and, with `masked`, the
+//! mask `(batch, time)`. Outputs: the output sequence `(batch, time, units)` in
+//! processing order, the final state, the final cell state (LSTM only), and two
+//! tensors only the backward reads: the gate workspace and the previous states.
+
+use pyfuncnet_kernels::rnn::{self as kr, Cell, RnnSpec};
+use pyfuncnet_kernels::unary::Unary;
+
+use super::{Attrs, Ctx, Op, OpCost};
+use crate::error::{GraphError, Result};
+use crate::graph::{Graph, ValueId};
+use crate::tensor::{fmt_shape, DType, TensorMut, TensorRef, TensorType};
+
+/// The configuration shared by `rnn` and `rnn_grad`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RnnConfig {
+    pub cell: Cell,
+    pub activation: Unary,
+    pub recurrent_activation: Unary,
+    pub go_backwards: bool,
+    pub zero_output_for_mask: bool,
+    pub masked: bool,
+}
+
+/// The recurrent layer's forward pass.
+#[derive(Debug, Clone)]
+pub struct RnnOp {
+    pub config: RnnConfig,
+}
+
+/// Its backward pass. Inputs: recurrent kernel, mask (when masked), workspace,
+/// previous states, then the gradients that flow: of the output sequence, of
+/// the final state and of the final cell state, each when its flag is set.
+/// Outputs: `d_xp`, `d_recurrent_kernel`, `d_recurrent_bias` (reset_after GRU),
+/// `d_h0`, `d_c0` (LSTM).
+#[derive(Debug, Clone)]
+pub struct RnnGradOp {
+    pub config: RnnConfig,
+    pub has_d_sequence: bool,
+    pub has_d_h: bool,
+    pub has_d_c: bool,
+}
+
+fn activation(a: &Attrs, key: &str, default: &str) -> Result<Unary> {
+    let name = a.str_or(key, default)?;
+    Unary::from_name(name, None, None)
+        .ok_or_else(|| GraphError::value(format!("rnn: unknown {key} '{name}'")))
+}
+
+pub(crate) fn build(name: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>> {
+    if name != "rnn" {
+        return Ok(None);
+    }
+    let cell = match a.str_or("cell", "lstm")? {
+        "lstm" => Cell::Lstm,
+        "gru" => Cell::Gru {
+            reset_after: a.bool_or("reset_after", true)?,
+        },
+        "simple_rnn" => Cell::Simple,
+        other => {
+            return Err(GraphError::value(format!(
+                "rnn: cell must be 'lstm', 'gru' or 'simple_rnn', got '{other}'"
+            )))
+        }
+    };
+    let config = RnnConfig {
+        cell,
+        activation: activation(a, "activation", "tanh")?,
+        recurrent_activation: activation(a, "recurrent_activation", "sigmoid")?,
+        go_backwards: a.bool_or("go_backwards", false)?,
+        zero_output_for_mask: a.bool_or("zero_output_for_mask", false)?,
+        masked: a.bool_or("masked", false)?,
+    };
+    config.spec(0, 0, 0).check_activations()?;
+    Ok(Some(Box::new(RnnOp { config })))
+}
+
+impl RnnConfig {
+    fn spec(&self, batch: usize, steps: usize, units: usize) -> RnnSpec {
+        RnnSpec {
+            cell: self.cell,
+            batch,
+            steps,
+            units,
+            activation: self.activation,
+            recurrent_activation: self.recurrent_activation,
+            go_backwards: self.go_backwards,
+            zero_output_for_mask: self.zero_output_for_mask,
+        }
+    }
+
+    /// The number of forward inputs.
+    fn inputs(&self) -> usize {
+        3 + usize::from(self.cell.has_recurrent_bias())
+            + usize::from(self.cell.has_cell_state())
+            + usize::from(self.masked)
+    }
+
+    /// The spec of inputs `xp` and recurrent kernel `r`, checked (without
+    /// multiplying sizes: symbolic shapes stand for unknown dims with huge
+    /// sentinels).
+    fn checked_spec(&self, op: &str, xp: &[usize], r: &[usize]) -> Result<RnnSpec> {
+        let gates = self.cell.gates();
+        if r.len() != 2 || r[1] != gates * r[0] {
+            return Err(GraphError::shape(format!(
+                "{op}: the recurrent kernel must have shape (units, {gates} * units), got {}",
+                fmt_shape(r)
+            )));
+        }
+        if xp.len() != 3 || xp[2] != r[1] {
+            return Err(GraphError::shape(format!(
+                "{op}: the input projection must have shape (batch, time, {}), got {}",
+                r[1],
+                fmt_shape(xp)
+            )));
+        }
+        Ok(self.spec(xp[0], xp[1], r[0]))
+    }
+}
+
+fn expect_shape(op: &str, what: &str, t: &TensorType, shape: &[usize]) -> Result<()> {
+    if t.shape != shape {
+        return Err(GraphError::shape(format!(
+            "{op}: {what} must have shape {}, got {}",
+            fmt_shape(shape),
+            fmt_shape(&t.shape)
+        )));
+    }
+    if t.dtype == DType::I32 {
+        return Err(GraphError::dtype(format!(
+            "{op}: {what} must be a float tensor, got int32"
+        )));
+    }
+    Ok(())
+}
+
+/// About a nanosecond of one core per unit: GEMM flops / 32 plus elements moved.
+fn rnn_cost(spec: &RnnSpec, passes: usize) -> OpCost {
+    let elements = spec
+        .batch
+        .saturating_mul(spec.steps)
+        .saturating_mul(spec.workspace_width() + 2 * spec.units);
+    OpCost {
+        work: (spec.recurrent_flops() / 32)
+            .saturating_mul(passes)
+            .saturating_add(elements.saturating_mul(4)),
+        single_task: spec.single_task(),
+    }
+}
+
+impl Op for RnnOp {
+    fn name(&self) -> &'static str {
+        "rnn"
+    }
+
+    fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
+        let c = &self.config;
+        super::expect_inputs("rnn", inputs, c.inputs())?;
+        let s = c.checked_spec("rnn", &inputs[0].shape, &inputs[1].shape)?;
+        super::expect_float("rnn", "the input projection", inputs[0])?;
+        super::expect_float("rnn", "the recurrent kernel", inputs[1])?;
+        let (b, t, u) = (s.batch, s.steps, s.units);
+        let mut k = 2;
+        if c.cell.has_recurrent_bias() {
+            expect_shape("rnn", "the recurrent bias", inputs[k], &[s.gate_width()])?;
+            k += 1;
+        }
+        expect_shape("rnn", "the initial state", inputs[k], &[b, u])?;
+        k += 1;
+        if c.cell.has_cell_state() {
+            expect_shape("rnn", "the initial cell state", inputs[k], &[b, u])?;
+            k += 1;
+        }
+        if c.masked {
+            expect_shape("rnn", "the mask", inputs[k], &[b, t])?;
+        }
+        let mut out = vec![TensorType::f32(vec![b, t, u]), TensorType::f32(vec![b, u])];
+        if c.cell.has_cell_state() {
+            out.push(TensorType::f32(vec![b, u]));
+        }
+        out.push(TensorType::f32(vec![b, t, s.workspace_width()]));
+        out.push(TensorType::f32(vec![b, t, u]));
+        Ok(out)
+    }
+
+    fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
+        let c = &self.config;
+        let spec = c.checked_spec("rnn", inputs[0].shape, inputs[1].shape)?;
+        let mut k = 2;
+        let mut next = || {
+            k += 1;
+            k - 1
+        };
+        let recurrent_bias = if c.cell.has_recurrent_bias() {
+            Some(inputs[next()].f32()?)
+        } else {
+            None
+        };
+        let h0 = inputs[next()].f32()?;
+        let c0 = if c.cell.has_cell_state() {
+            Some(inputs[next()].f32()?)
+        } else {
+            None
+        };
+        let mask = if c.masked {
+            Some(inputs[next()].f32()?)
+        } else {
+            None
+        };
+        let x = kr::RnnInputs {
+            xp: inputs[0].f32()?,
+            recurrent_kernel: inputs[1].f32()?,
+            recurrent_bias,
+            h0,
+            c0,
+            mask,
+        };
+        let (sequence, rest) = outputs.split_first_mut().expect("inferred outputs");
+        let (h_last, rest) = rest.split_first_mut().expect("inferred outputs");
+        let (c_last, rest) = if c.cell.has_cell_state() {
+            let (cl, rest) = rest.split_first_mut().expect("inferred outputs");
+            (Some(cl.f32()?), rest)
+        } else {
+            (None, rest)
+        };
+        let [workspace, h_prev] = rest else {
+            return Err(GraphError::value("rnn: wrong number of outputs"));
+        };
+        let out = kr::RnnOutputs {
+            sequence: sequence.f32()?,
+            h_last: h_last.f32()?,
+            c_last,
+            workspace: workspace.f32()?,
+            h_prev: h_prev.f32()?,
+        };
+        kr::rnn_forward(&spec, &x, out)?;
+        Ok(())
+    }
+
+    fn cost(&self, inputs: &[&TensorType], _outputs: &[&TensorType]) -> OpCost {
+        match self
+            .config
+            .checked_spec("rnn", &inputs[0].shape, &inputs[1].shape)
+        {
+            Ok(spec) => rnn_cost(&spec, 1),
+            Err(_) => OpCost {
+                work: usize::MAX / 4,
+                single_task: false,
+            },
+        }
+    }
+
+    fn backward(
+        &self,
+        g: &mut Graph,
+        inputs: &[ValueId],
+        outputs: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        let c = &self.config;
+        let lstm = c.cell.has_cell_state();
+        let (d_seq, d_h) = (dys[0], dys[1]);
+        let d_c = if lstm { dys[2] } else { None };
+        let saved = if lstm { 3 } else { 2 };
+        if dys[saved..].iter().any(Option::is_some) {
+            return Err(GraphError::unsupported(
+                "rnn: its workspace outputs are not differentiable",
+            ));
+        }
+        if d_seq.is_none() && d_h.is_none() && d_c.is_none() {
+            return Ok(vec![None; inputs.len()]);
+        }
+        let mut grad_inputs = vec![inputs[1]];
+        if c.masked {
+            grad_inputs.push(inputs[inputs.len() - 1]);
+        }
+        grad_inputs.extend([outputs[saved], outputs[saved + 1]]);
+        grad_inputs.extend([d_seq, d_h, d_c].into_iter().flatten());
+        let op = RnnGradOp {
+            config: *c,
+            has_d_sequence: d_seq.is_some(),
+            has_d_h: d_h.is_some(),
+            has_d_c: d_c.is_some(),
+        };
+        let grads = g.apply(Box::new(op), &grad_inputs)?;
+        // Outputs: d_xp, d_r, [d_rb], d_h0, [d_c0]; inputs: xp, r, [rb], h0, [c0], [mask].
+        let mut out: Vec<Option<ValueId>> = grads.into_iter().map(Some).collect();
+        if c.masked {
+            out.push(None);
+        }
+        Ok(out)
+    }
+}
+
+impl RnnGradOp {
+    fn spec(&self, inputs: &[&[usize]]) -> Result<RnnSpec> {
+        // The workspace (after the recurrent kernel and the mask) is (batch, time, width).
+        let r = inputs[0];
+        let ws = inputs[1 + usize::from(self.config.masked)];
+        if r.len() != 2 || ws.len() != 3 {
+            return Err(GraphError::shape(format!(
+                "rnn_grad: unexpected recurrent kernel {} or workspace {}",
+                fmt_shape(r),
+                fmt_shape(ws)
+            )));
+        }
+        Ok(self.config.spec(ws[0], ws[1], r[0]))
+    }
+}
+
+impl Op for RnnGradOp {
+    fn name(&self) -> &'static str {
+        "rnn_grad"
+    }
+
+    fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
+        let c = &self.config;
+        let expected = 3
+            + usize::from(c.masked)
+            + usize::from(self.has_d_sequence)
+            + usize::from(self.has_d_h)
+            + usize::from(self.has_d_c);
+        super::expect_inputs("rnn_grad", inputs, expected)?;
+        let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
+        let s = self.spec(&shapes)?;
+        let (b, t, u, g) = (s.batch, s.steps, s.units, s.gate_width());
+        expect_shape("rnn_grad", "the recurrent kernel", inputs[0], &[u, g])?;
+        let mut k = 1 + usize::from(c.masked);
+        expect_shape(
+            "rnn_grad",
+            "the workspace",
+            inputs[k],
+            &[b, t, s.workspace_width()],
+        )?;
+        expect_shape("rnn_grad", "the previous states", inputs[k + 1], &[b, t, u])?;
+        k += 2;
+        for (present, what, shape) in [
+            (
+                self.has_d_sequence,
+                "the output sequence gradient",
+                vec![b, t, u],
+            ),
+            (self.has_d_h, "the final state gradient", vec![b, u]),
+            (self.has_d_c, "the final cell state gradient", vec![b, u]),
+        ] {
+            if present {
+                expect_shape("rnn_grad", what, inputs[k], &shape)?;
+                k += 1;
+            }
+        }
+        let mut out = vec![TensorType::f32(vec![b, t, g]), TensorType::f32(vec![u, g])];
+        if c.cell.has_recurrent_bias() {
+            out.push(TensorType::f32(vec![g]));
+        }
+        out.push(TensorType::f32(vec![b, u]));
+        if c.cell.has_cell_state() {
+            out.push(TensorType::f32(vec![b, u]));
+        }
+        Ok(out)
+    }
+
+    fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
+        let c = &self.config;
+        let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape).collect();
+        let spec = self.spec(&shapes)?;
+        let mut k = 1;
+        let mut next = || {
+            k += 1;
+            k - 1
+        };
+        let mask = if c.masked {
+            Some(inputs[next()].f32()?)
+        } else {
+            None
+        };
+        let workspace = inputs[next()].f32()?;
+        let h_prev = inputs[next()].f32()?;
+        let mut optional = |present: bool| -> Result<Option<&[f32]>> {
+            Ok(if present {
+                Some(inputs[next()].f32()?)
+            } else {
+                None
+            })
+        };
+        let d_sequence = optional(self.has_d_sequence)?;
+        let d_h_last = optional(self.has_d_h)?;
+        let d_c_last = optional(self.has_d_c)?;
+        let x = kr::RnnGradInputs {
+            recurrent_kernel: inputs[0].f32()?,
+            mask,
+            workspace,
+            h_prev,
+            d_sequence,
+            d_h_last,
+            d_c_last,
+        };
+        let (d_xp, rest) = outputs.split_first_mut().expect("inferred outputs");
+        let (d_r, rest) = rest.split_first_mut().expect("inferred outputs");
+        let (d_rb, rest) = if c.cell.has_recurrent_bias() {
+            let (d, rest) = rest.split_first_mut().expect("inferred outputs");
+            (Some(d.f32()?), rest)
+        } else {
+            (None, rest)
+        };
+        let (d_h0, rest) = rest.split_first_mut().expect("inferred outputs");
+        let d_c0 = match rest.first_mut() {
+            Some(d) => Some(d.f32()?),
+            None => None,
+        };
+        let out = kr::RnnGradOutputs {
+            d_xp: d_xp.f32()?,
+            d_recurrent_kernel: d_r.f32()?,
+            d_recurrent_bias: d_rb,
+            d_h0: d_h0.f32()?,
+            d_c0,
+        };
+        kr::rnn_backward(&spec, &x, out)?;
+        Ok(())
+    }
+
+    fn cost(&self, inputs: &[&TensorType], _outputs: &[&TensorType]) -> OpCost {
+        let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
+        match self.spec(&shapes) {
+            Ok(spec) => rnn_cost(&spec, 2),
+            Err(_) => OpCost {
+                work: usize::MAX / 4,
+                single_task: false,
+            },
+        }
+    }
+
+    fn backward(
+        &self,
+        _g: &mut Graph,
+        _i: &[ValueId],
+        _o: &[ValueId],
+        _d: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        Err(GraphError::unsupported(
+            "second-order gradients through recurrent layers are not supported",
+        ))
+    }
+}
