@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import json
 import re
+import weakref
 
 import numpy as np
 
@@ -157,6 +158,37 @@ def _ops():
     from pyfuncnet import ops
 
     return ops
+
+
+# Masks of values that take no attributes (numpy arrays), by id; an entry goes
+# when its array is freed. Keras keeps the masks of JAX arrays the same way.
+_masks = {}
+
+
+def get_keras_mask(x):
+    """The Keras mask attached to `x` (a tensor or array), or None."""
+    mask = getattr(x, "_keras_mask", None)
+    if mask is None and _masks:
+        mask = _masks.get(id(x))
+    return mask
+
+
+def set_keras_mask(x, mask):
+    """Attaches `mask` to `x` (None removes it): as the attribute `_keras_mask`
+    where `x` takes one, else in a table keyed by the array."""
+    try:
+        x._keras_mask = mask
+        return
+    except AttributeError:
+        pass
+    if mask is None:
+        _masks.pop(id(x), None)
+        return
+    try:
+        weakref.finalize(x, _masks.pop, id(x), None)
+    except TypeError:
+        return  # a Python number: nothing to attach to
+    _masks[id(x)] = mask
 
 
 def constant(value):

@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 
 from pyfuncnet import config, errors, ops
-from pyfuncnet._symbolic import KerasTensor
+from pyfuncnet._symbolic import KerasTensor, get_keras_mask
 from pyfuncnet._variable import Variable
 
 REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none", None)
@@ -228,9 +228,10 @@ def reduce_weighted_values(values, sample_weight=None, mask=None, reduction="sum
     if mask is not None:
         mask = _as_float(mask)
         if reduction in ("sum_over_batch_size", "mean"):
-            # Valid entries weigh total / valid, so the mean over all entries is
-            # the mean over the valid ones.
-            mask = ops.multiply(mask, ops.divide(_element_count(mask), ops.add(ops.sum(mask), config.epsilon())))
+            # Valid entries weigh total / valid (0 when none is valid), so the mean
+            # over all entries is the mean over the valid ones (Keras's formula).
+            weight = _divide_no_nan(_element_count(mask), ops.sum(mask))
+            mask = ops.where(mask, weight, 0.0)
         if sample_weight is not None:
             mask, sample_weight = squeeze_or_expand_to_same_rank(mask, sample_weight)
             sample_weight = ops.multiply(sample_weight, mask)
@@ -768,7 +769,7 @@ class Loss:
         Returns:
             A scalar tensor, or the weighted per-sample losses for reduction "none".
         """
-        in_mask = getattr(y_pred, "_keras_mask", None)
+        in_mask = get_keras_mask(y_pred)
         y_pred = _as_float(y_pred)
         y_true = _as_labels(y_true) if self._int_labels else _as_float(y_true)
         losses, out_mask = self._call_with_mask(y_true, y_pred)

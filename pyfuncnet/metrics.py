@@ -17,6 +17,7 @@ import inspect
 import numpy as np
 
 from pyfuncnet import losses
+from pyfuncnet._symbolic import get_keras_mask
 from pyfuncnet.losses import (  # noqa: F401 - re-exported under their metric names
     KLD,
     MAE,
@@ -384,7 +385,16 @@ class MeanMetricWrapper(Mean):
             y_pred: the predictions.
             sample_weight: optional weights, one per sample or per value.
         """
+        mask = get_keras_mask(y_pred)
         values = self._fn(y_true, y_pred, **self._fn_kwargs)
+        if mask is not None:
+            # Masked entries (padding steps) weigh 0, as in Keras.
+            mask = np.asarray(mask, dtype=np.float64)
+            if sample_weight is None:
+                sample_weight = mask
+            else:
+                mask, sample_weight = _match_ranks(mask, np.asarray(sample_weight, dtype=np.float64))
+                sample_weight = sample_weight * mask
         super().update_state(values, sample_weight=sample_weight)
 
     def get_config(self):

@@ -28,6 +28,7 @@ from pyfuncnet.layers.embedding import Embedding
 from pyfuncnet.layers.input_layer import Input, InputLayer
 from pyfuncnet.layers.layer import InputSpec, Layer
 from pyfuncnet.layers.layer_normalization import LayerNormalization
+from pyfuncnet.layers.masking import Masking
 from pyfuncnet.layers.reshaping import (
     Cropping1D,
     Cropping2D,
@@ -142,6 +143,7 @@ __all__ = [
     "Lambda",
     "Layer",
     "LayerNormalization",
+    "Masking",
     "MaxPool1D",
     "MaxPool2D",
     "MaxPool3D",

@@ -5,6 +5,7 @@ They are written with `pyfuncnet.ops`; the core's fusion pass turns Dense's
 matmul + bias + activation into one GEMM with a fused epilogue in compiled steps.
 """
 
+import inspect
 import math
 
 import numpy as np
@@ -353,8 +354,11 @@ class Lambda(Layer):
     """Wraps a function of tensors written with `ops` as a layer (differentiable).
 
     Args:
-        function: called as `function(inputs, **arguments)`.
+        function: called as `function(inputs, **arguments)`, plus `mask=` and
+            `training=` when it has arguments of those names.
         output_shape: accepted for compatibility; the shape is inferred.
+        mask: the output mask: a function `mask(inputs, previous_mask)` or a
+            fixed value. None (the default) drops the input's mask.
         arguments: extra keyword arguments for `function`.
     """
 
@@ -365,10 +369,29 @@ class Lambda(Layer):
         self.function = function
         self._output_shape = output_shape
         self.arguments = dict(arguments or {})
+        # As in Keras: the mask is dropped unless `mask` says what it becomes.
         self.mask = mask
+        self.supports_masking = mask is not None
+        try:
+            params = inspect.getfullargspec(function).args
+        except TypeError:
+            params = []
+        self._fn_expects_mask_arg = "mask" in params
+        self._fn_expects_training_arg = "training" in params
 
     def call(self, inputs, mask=None, training=None):
-        return self.function(inputs, **self.arguments)
+        kwargs = dict(self.arguments)
+        if self._fn_expects_mask_arg:
+            kwargs["mask"] = mask
+        if self._fn_expects_training_arg:
+            kwargs["training"] = training
+        return self.function(inputs, **kwargs)
+
+    def compute_mask(self, inputs, mask=None):
+        """`mask(inputs, previous_mask)` when `mask` is callable, else `mask` itself."""
+        if callable(self.mask):
+            return self.mask(inputs, mask)
+        return self.mask
 
     def compute_output_shape(self, input_shape):
         if self._output_shape is None:

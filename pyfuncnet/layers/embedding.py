@@ -42,7 +42,8 @@ class Embedding(Layer):
 
     def call(self, inputs):
         symbolic = isinstance(inputs, KerasTensor)
-        table = _symbolic.variable_ref(self.embeddings) if symbolic else self.embeddings.value
+        # Eagerly the Variable itself, so a GradientTape sees the lookup.
+        table = _symbolic.variable_ref(self.embeddings) if symbolic else self.embeddings
         if symbolic:
             indices = inputs if inputs.dtype == "int32" else ops.cast(inputs, "int32")
         else:

@@ -5,10 +5,16 @@ its weights from the input shapes, runs `call` (whose `ops` record graph nodes) 
 records a `Node` linking its input tensors to its output tensors: that is the graph
 `Model(inputs, outputs)` walks. Called on arrays, it runs `call` eagerly. A layer
 called twice shares one set of weights between the two calls.
+
+Masks follow Keras 3's rules: the mask attached to an input (`_keras_mask` on a
+symbolic tensor, a table entry for a numpy array: `_symbolic.get_keras_mask`) is
+passed to `call(..., mask=...)` when `call` takes one and none is given, and a
+layer that supports masking attaches `compute_mask`'s result to its outputs.
 """
 
 import inspect
 import re
+import warnings
 
 import numpy as np
 
@@ -183,7 +189,8 @@ class Layer:
             first layer of a `Sequential` model, which creates its `Input` from them.
 
     Subclasses implement `build(input_shape)` (create weights with `add_weight`)
-    and `call(inputs, training=None, mask=None)` (written with `pyfuncnet.ops`).
+    and `call(inputs, training=None, mask=None)` (written with `pyfuncnet.ops`),
+    and, to pass on or change masks, `compute_mask(inputs, mask)`.
 
     Example:
         >>> class Scale(Layer):
@@ -214,13 +221,19 @@ class Layer:
         self.activity_regularizer = regularizers.get(activity_regularizer)
         self.built = False
         self.input_spec = None
-        self.supports_masking = False
+        # As in Keras: a layer whose class defines its own `compute_mask` supports
+        # masking unless it says otherwise.
+        self._supports_masking = type(self).compute_mask is not Layer.compute_mask
         self._own_trainable = []
         self._own_non_trainable = []
         self._inbound_nodes = []
         self._weight_regularizers = []
         self._call_has_training = _accepts(self.call, "training")
         self._call_has_mask = _accepts(self.call, "mask")
+        self._call_signature = inspect.signature(self.call)
+        # `mask` and `<argument>_mask` parameters are filled from the masks of the
+        # inputs (a `**kwargs` parameter does not count, as in Keras).
+        self._mask_params = [n for n in self._call_signature.parameters if n == "mask" or n.endswith("_mask")]
 
     # ------------------------------------------------------------------ tracking
 
@@ -388,6 +401,83 @@ class Layer:
                 out.append(reg(v.value if eager else _symbolic.variable_ref(v)))
         return out
 
+    # ------------------------------------------------------------------ masking
+
+    @property
+    def supports_masking(self):
+        """Whether the layer passes masks on: after each call its outputs get the
+        mask `compute_mask` returns. A layer that does not drops its input's mask
+        (with a warning)."""
+        return self._supports_masking
+
+    @supports_masking.setter
+    def supports_masking(self, value):
+        self._supports_masking = bool(value)
+
+    def compute_mask(self, inputs, previous_mask):
+        """The mask of the outputs: by default the mask of the inputs."""
+        return previous_mask
+
+    def _fill_masks(self, inputs, args, kwargs):
+        """`kwargs` with the `mask` parameters of `call` that were not given set to
+        the masks attached to the inputs (Keras's rules: `mask` takes the mask of
+        the only tensor argument; with several tensor arguments, `x_mask` takes the
+        mask of argument `x`)."""
+        if not self._mask_params:
+            return kwargs
+        try:
+            bound = self._call_signature.bind(inputs, *args, **kwargs)
+        except TypeError:
+            return kwargs  # the call itself reports the bad arguments
+        bound.apply_defaults()
+        tensors = {name: v for name, v in bound.arguments.items() if _is_tensor_argument(v)}
+        kwargs = dict(kwargs)
+        if len(tensors) == 1:
+            if "mask" in bound.arguments and bound.arguments["mask"] is None:
+                kwargs["mask"] = _nest.map_structure(_symbolic.get_keras_mask, next(iter(tensors.values())))
+        else:
+            for name, value in tensors.items():
+                key = f"{name}_mask"
+                if key in bound.arguments and bound.arguments[key] is None:
+                    kwargs[key] = _nest.map_structure(_symbolic.get_keras_mask, value)
+        return kwargs
+
+    def _set_mask_metadata(self, inputs, outputs, previous_mask):
+        """Attaches `compute_mask`'s masks to the outputs that have none (a layer
+        that attached its own masks in `call` keeps them)."""
+        flat = _nest.flatten(outputs)
+        if all(_symbolic.get_keras_mask(t) is not None for t in flat):
+            return
+        masks = self.compute_mask(inputs, previous_mask)
+        if masks is None:
+            return
+        for t, m in zip(flat, _nest.flatten(masks)):
+            if m is not None and _symbolic.get_keras_mask(t) is None:
+                _symbolic.set_keras_mask(t, m)
+
+    def _call_with_masks(self, inputs, args, kwargs):
+        """Runs `call` with its mask arguments filled in; returns its outputs and
+        the mask `compute_mask` starts from (the `mask` given or filled in, else
+        that of the first argument)."""
+        kwargs = self._fill_masks(inputs, args, kwargs)
+        if kwargs.get("mask") is not None:
+            previous_mask = kwargs["mask"]
+        else:
+            previous_mask = _nest.map_structure(_symbolic.get_keras_mask, inputs)
+        outputs = self.call(inputs, *args, **kwargs)
+        return outputs, previous_mask
+
+    def _finish_masks(self, inputs, outputs, previous_mask):
+        """Attaches the output masks, or warns that an input mask is dropped."""
+        if self.supports_masking:
+            self._set_mask_metadata(inputs, outputs, previous_mask)
+        elif any(m is not None for m in _nest.flatten(previous_mask)):
+            warnings.warn(
+                f"Layer '{self.name}' (of type {type(self).__name__}) was passed an input with a mask attached to it. "
+                "However, this layer does not support masking and will therefore destroy the mask information. "
+                "Downstream layers will not see the mask."
+            )
+
     # ------------------------------------------------------------------ building
 
     def build(self, input_shape):
@@ -435,12 +525,14 @@ class Layer:
         flat = _nest.flatten([inputs, list(args), kwargs])
         if any(isinstance(t, KerasTensor) for t in flat):
             return self._symbolic_call(inputs, args, kwargs)
-        inputs = _nest.map_structure(_as_eager_input, inputs)
+        inputs = _nest.map_structure(_keep_mask(_as_eager_input), inputs)
         self._check_inputs(inputs)
         with _InScope(self):
             try:
                 self._maybe_build(inputs)
-                return self.call(inputs, *args, **kwargs)
+                outputs, previous_mask = self._call_with_masks(inputs, args, kwargs)
+                self._finish_masks(inputs, outputs, previous_mask)
+                return outputs
             except (ValueError, TypeError, IndexError) as e:
                 raise _with_layer(e, self, inputs) from None
 
@@ -458,20 +550,25 @@ class Layer:
         flat_in = [t for t in _nest.flatten(inputs) if not isinstance(t, KerasTensor)]
         if flat_in:
             inputs = _nest.map_structure(
-                lambda t: t if isinstance(t, KerasTensor) else _symbolic.symbolic(_as_eager_input(t)), inputs
+                _keep_mask(lambda t: t if isinstance(t, KerasTensor) else _symbolic.symbolic(_as_eager_input(t))), inputs
             )
         self._check_inputs(inputs)
         _activity_stack.append([])
         with _symbolic.label_scope(self.name), _InScope(self), _symbolic.update_scope(self) as updates:
             try:
                 self._maybe_build(inputs)
-                outputs = self.call(inputs, *args, **kwargs)
+                outputs, previous_mask = self._call_with_masks(inputs, args, kwargs)
             except (ValueError, TypeError, IndexError) as e:
                 raise _with_layer(e, self, inputs) from None
             finally:
                 inner_losses = _activity_stack.pop()
-        originals = {id(t) for t in _nest.flatten([inputs, list(args), kwargs]) if isinstance(t, KerasTensor)}
-        outputs = _nest.map_structure(lambda t: _fresh(t, originals, self.name), outputs)
+            originals = {id(t) for t in _nest.flatten([inputs, list(args), kwargs]) if isinstance(t, KerasTensor)}
+            outputs = _nest.map_structure(lambda t: _fresh(t, originals, self.name), outputs)
+            try:
+                self._finish_masks(inputs, outputs, previous_mask)
+            except (ValueError, TypeError, IndexError) as e:
+                raise _with_layer(e, self, inputs) from None
+        # The node keeps the arguments as given: a replay fills in the masks again.
         node = Node(self, (inputs, tuple(args), dict(kwargs)), outputs)
         # Updates of the layers called inside come along, as activity losses do.
         node.state_updates = updates
@@ -564,8 +661,40 @@ def _fresh(t, originals, label):
     if not isinstance(t, KerasTensor):
         return t
     if id(t) in originals or hasattr(t, "_keras_history") or t._node is None:
-        return _symbolic.apply("reshape", lambda shapes: {"shape": list(shapes[0])}, [t], label)[0]
+        new = _symbolic.apply("reshape", lambda shapes: {"shape": list(shapes[0])}, [t], label)[0]
+        # The same value, so the same mask (in Keras it is the very tensor).
+        _symbolic.set_keras_mask(new, _symbolic.get_keras_mask(t))
+        return new
     return t
+
+
+def _keep_mask(convert):
+    """`convert` for one input, keeping the mask attached to it (as Keras does
+    when it converts call arguments)."""
+
+    def run(x):
+        y = convert(x)
+        if y is not x:
+            mask = _symbolic.get_keras_mask(x)
+            if mask is not None:
+                _symbolic.set_keras_mask(y, mask)
+        return y
+
+    return run
+
+
+def _is_tensor_argument(value):
+    """Whether a call argument is a tensor, or a non-empty structure of tensors
+    (and Nones), as Keras counts tensor arguments to fill in masks."""
+    if _is_tensor(value):
+        return True
+    if _nest.is_nested(value) and len(value) > 0:
+        return all(v is None or _is_tensor(v) for v in _nest.flatten(value))
+    return False
+
+
+def _is_tensor(x):
+    return isinstance(x, (KerasTensor, np.ndarray, Variable))
 
 
 def _per_sample(regularizer, output):

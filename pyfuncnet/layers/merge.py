@@ -4,6 +4,7 @@ Average, Maximum, Minimum, Concatenate, Dot) and their functional forms."""
 import functools
 
 from pyfuncnet import ops
+from pyfuncnet._symbolic import get_keras_mask, set_keras_mask
 from pyfuncnet.layers.layer import Layer
 
 
@@ -54,6 +55,42 @@ class _Merge(Layer):
     def compute_output_shape(self, input_shape):
         return _broadcast_shape(self, input_shape)
 
+    def compute_mask(self, inputs, mask=None):
+        """Keras's rule for elementwise merges: a step is valid where it is valid
+        in any input; if some input has no mask, the output has none."""
+        if mask is None:
+            return None
+        _check_masks(inputs, mask)
+        if any(m is None for m in mask):
+            return None
+        out = mask[0]
+        for m in mask[1:]:
+            out = ops.not_equal(ops.maximum(out, m), 0.0)
+        return out
+
+
+def _check_masks(inputs, mask):
+    if not isinstance(mask, (tuple, list)):
+        raise ValueError(f"`mask` should be a list. Received: mask={mask}")
+    if not isinstance(inputs, (tuple, list)):
+        raise ValueError(f"`inputs` should be a list. Received: inputs={inputs}")
+    if len(mask) != len(inputs):
+        raise ValueError(
+            "The lists `inputs` and `mask` should have the same length. "
+            f"Received: inputs={inputs} of length {len(inputs)}, and mask={mask} of length {len(mask)}"
+        )
+
+
+def _mask_like(x, m):
+    """Mask `m` of input `x` as floats for concatenation: all ones for no mask, and
+    a mask of lower rank broadcast over `x`'s last axis."""
+    if m is not None and ops.ndim(m) >= ops.ndim(x):
+        return ops.cast(m, "float32")
+    zeros = ops.where(x, 0.0, 0.0)  # zeros of x's shape, whatever its values (NaN too)
+    if m is None:
+        return ops.add(zeros, 1.0)
+    return ops.add(zeros, ops.expand_dims(ops.cast(m, "float32"), -1))
+
 
 class Add(_Merge):
     """The elementwise sum of its inputs."""
@@ -72,10 +109,24 @@ class Subtract(_Merge):
 
 
 class Multiply(_Merge):
-    """The elementwise product of its inputs."""
+    """The elementwise product of its inputs. As in Keras, masked entries of an
+    input count as 1; when every input has a mask, entries masked in all of them
+    are 0 and the output gets the union of the masks."""
 
     def _merge(self, xs):
-        return functools.reduce(ops.multiply, xs)
+        masks = [_broadcast_mask(x) for x in xs]
+        if all(m is None for m in masks):
+            return functools.reduce(ops.multiply, xs)
+        out = out_mask = None
+        for x, m in zip(xs, masks):
+            if m is not None:
+                x = ops.where(m, x, 1.0)
+                out_mask = m if out_mask is None else ops.maximum(out_mask, m)
+            out = x if out is None else ops.multiply(out, x)
+        if all(m is not None for m in masks):
+            out = ops.where(out_mask, out, 0.0)
+            set_keras_mask(out, ops.greater(ops.max(out_mask, axis=-1), 0.0))
+        return out
 
 
 class Average(_Merge):
@@ -86,17 +137,46 @@ class Average(_Merge):
 
 
 class Maximum(_Merge):
-    """The elementwise maximum of its inputs."""
+    """The elementwise maximum of its inputs (masked entries left out, as in Keras)."""
 
     def _merge(self, xs):
-        return functools.reduce(ops.maximum, xs)
+        return _merge_skipping_masked(ops.maximum, xs)
 
 
 class Minimum(_Merge):
-    """The elementwise minimum of its inputs."""
+    """The elementwise minimum of its inputs (masked entries left out, as in Keras)."""
 
     def _merge(self, xs):
-        return functools.reduce(ops.minimum, xs)
+        return _merge_skipping_masked(ops.minimum, xs)
+
+
+def _broadcast_mask(x):
+    """The mask attached to `x` as 0/1 floats of `x`'s shape, or None."""
+    mask = get_keras_mask(x)
+    if mask is None:
+        return None
+    return ops.add(ops.where(x, 0.0, 0.0), ops.expand_dims(ops.cast(mask, "float32"), -1))
+
+
+def _merge_skipping_masked(op, xs):
+    """Keras's merge for ops without an identity (max, min): an input's masked
+    entries take the running result's value and the other way round, so they do
+    not take part; with masks on every input, the output gets their union."""
+    out = out_mask = None
+    for x in xs:
+        m = _broadcast_mask(x)
+        if out is None:
+            out, out_mask = x, m
+            continue
+        if m is not None:
+            x = ops.where(m, x, out)
+        if out_mask is not None:
+            out = ops.where(out_mask, out, x)
+        out_mask = ops.maximum(out_mask, m) if m is not None and out_mask is not None else None
+        out = op(out, x)
+    if out_mask is not None:
+        set_keras_mask(out, ops.greater(ops.max(out_mask, axis=-1), 0.0))
+    return out
 
 
 class Concatenate(_Merge):
@@ -142,6 +222,18 @@ class Concatenate(_Merge):
 
     def _merge(self, xs):
         return ops.concatenate(xs, axis=self.axis)
+
+    def compute_mask(self, inputs, mask=None):
+        """Keras's rule: the inputs' masks (all True for an input without one)
+        broadcast to the inputs' shapes, joined along `axis`, then reduced with
+        `any` over the last axis."""
+        if mask is None:
+            return None
+        _check_masks(inputs, mask)
+        if all(m is None for m in mask):
+            return None
+        joined = ops.concatenate([_mask_like(x, m) for x, m in zip(inputs, mask)], axis=self.axis)
+        return ops.greater(ops.max(joined, axis=-1), 0.0)
 
     def compute_output_shape(self, input_shape):
         return self._output_shape(input_shape)
@@ -221,6 +313,10 @@ class Dot(_Merge):
         elif xs[1].ndim == 2:
             out = ops.squeeze(out, 2)
         return out
+
+    def compute_mask(self, inputs, mask=None):
+        # The contracted axes are gone, so no mask carries over (as in Keras).
+        return None
 
     def compute_output_shape(self, input_shape):
         s0, s1 = input_shape

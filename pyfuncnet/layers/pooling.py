@@ -155,9 +155,27 @@ class GlobalMaxPooling3D(BaseGlobalPooling):
 
 
 class GlobalAveragePooling1D(BaseGlobalPooling):
-    """The mean over the steps of `(batch, steps, channels)`."""
+    """The mean over the steps of `(batch, steps, channels)`; with a mask
+    `(batch, steps)`, the mean over the unmasked steps (as Keras; a sample with
+    every step masked gives NaN, 0 / 0, as in Keras)."""
 
     rank, reduce_op = 1, "mean"
+
+    def __init__(self, data_format=None, keepdims=False, **kwargs):
+        super().__init__(data_format=data_format, keepdims=keepdims, **kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        if mask is None:
+            return super().call(inputs)
+        steps = self._spatial_axes()[0]
+        keep = ops.expand_dims(mask, 2 if self.data_format == "channels_last" else 1)
+        total = ops.sum(ops.where(keep, inputs, 0.0), axis=steps, keepdims=self.keepdims)
+        count = ops.sum(ops.cast(keep, "float32"), axis=steps, keepdims=self.keepdims)
+        return ops.divide(total, count)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
 
 
 class GlobalAveragePooling2D(BaseGlobalPooling):

@@ -10,7 +10,7 @@ import numpy as np
 
 from pyfuncnet import _nest, _tape, _tensor
 from pyfuncnet._function import Function
-from pyfuncnet._symbolic import KerasTensor
+from pyfuncnet._symbolic import KerasTensor, get_keras_mask, set_keras_mask
 from pyfuncnet._variable import store
 from pyfuncnet.models.model import Model
 
@@ -110,6 +110,7 @@ class Functional(Model):
         tracked.extend(layer for layer in layers if not any(layer is x for x in tracked))
         self.built = True
         self._predict_function = None
+        self._predict_masks = []
 
     @property
     def layers(self):
@@ -146,9 +147,9 @@ class Functional(Model):
     def __call__(self, *args, **kwargs):
         # Fast path for `model(x)` with one float32 array on a one-input model whose
         # step for this batch shape is compiled: straight to the core.
-        if len(args) == 1 and not kwargs and getattr(self, "_predict_function", None) is not None and not _tape._active:
+        if len(args) == 1 and not kwargs and getattr(self, "_predict_function", None) is not None and not self._predict_masks and not _tape._active:
             x = args[0]
-            if type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous:
+            if type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous and get_keras_mask(x) is None:
                 step = self._predict_function.compiled_step((x.shape,))
                 if step is not None:
                     outs, _ = step.run([x], store.core)
@@ -172,17 +173,35 @@ class Functional(Model):
 
     def call(self, inputs, training=None, mask=None):
         flat = self._flatten_call_inputs(inputs)
+        if not any(isinstance(t, KerasTensor) for t in flat):
+            flat = [_cast_like(a, t) for a, t in zip(flat, self.inputs)]
+        if mask is not None:
+            # Masks given for the inputs are attached to them, so the layers see
+            # them as they see masks made inside the model (Keras does the same);
+            # to a view of an array, so the caller's array keeps no mask.
+            for k, m in enumerate(_nest.flatten(mask)[: len(flat)]):
+                if m is not None:
+                    if isinstance(flat[k], np.ndarray):
+                        flat[k] = flat[k].view()
+                    set_keras_mask(flat[k], m)
         if any(isinstance(t, KerasTensor) for t in flat):
             return self._run_through_graph(flat, training)
-        if _tape._active and _tensor._recording():
+        if (_tape._active and _tensor._recording()) or any(get_keras_mask(a) is not None for a in flat):
             # Under a GradientTape each layer runs eagerly, so the tape sees every
-            # op (a custom training loop differentiates through the model).
-            return self._run_through_graph([_cast_like(a, t) for a, t in zip(flat, self.inputs)], training)
+            # op (a custom training loop differentiates through the model); so do
+            # inputs with masks, which the compiled graph has no place for.
+            return self._run_through_graph(flat, training)
         if self._predict_function is None:
-            self._predict_function = Function(self.inputs, self.outputs)
-        arrays = [_cast_like(a, t) for a, t in zip(flat, self.inputs)]
-        outs = self._predict_function(*arrays)
+            # The output masks are computed with the outputs and attached to them,
+            # as eager layer calls attach theirs.
+            masks = [get_keras_mask(t) for t in self.outputs]
+            self._predict_masks = [k for k, m in enumerate(masks) if isinstance(m, KerasTensor)]
+            self._predict_function = Function(self.inputs, self.outputs + [masks[k] for k in self._predict_masks])
+        outs = self._predict_function(*flat)
         outs = outs if isinstance(outs, list) else [outs]
+        outs, mask_values = outs[: len(self.outputs)], outs[len(self.outputs) :]
+        for k, m in zip(self._predict_masks, mask_values):
+            set_keras_mask(outs[k], m)
         return _nest.pack_like(self._outputs_struct, outs)
 
     def _run_through_graph(self, flat_inputs, training):
@@ -213,4 +232,7 @@ def _cast_like(a, tensor):
     dtype = np.int32 if tensor.dtype == "int32" else np.float32
     if arr.dtype != dtype or not arr.flags.c_contiguous:
         arr = np.ascontiguousarray(arr, dtype=dtype)
+    mask = get_keras_mask(a) if arr is not a else None
+    if mask is not None:
+        set_keras_mask(arr, mask)
     return arr

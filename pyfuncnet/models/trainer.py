@@ -22,11 +22,13 @@ from pyfuncnet.models import data as data_utils
 class _Program:
     """One compiled step and what it feeds and fetches."""
 
-    def __init__(self, step, n_outputs, loss_outputs, constrained=()):
+    def __init__(self, step, n_outputs, loss_outputs, constrained=(), mask_outputs=None):
         self.step = step
         self.n_outputs = n_outputs
         # Indices, among the step's outputs, of each output's own loss (or None).
         self.loss_outputs = loss_outputs
+        # Indices, among the step's outputs, of each output's mask (or None).
+        self.mask_outputs = mask_outputs or [None] * n_outputs
         # (output index, loss output index) of the outputs with a loss of their own.
         self.named_losses = [(k, i) for k, i in enumerate(loss_outputs) if i is not None]
         # The trained Variables with a constraint to apply after each update.
@@ -248,7 +250,7 @@ class Trainer:
         outputs = _nest.flatten(outputs_struct)
         feeds, shapes = list(inputs), [a.shape for a in x]
         fetches = list(outputs)
-        total, loss_outputs = None, [None] * len(outputs)
+        total, loss_outputs, mask_outputs = None, [None] * len(outputs), [None] * len(outputs)
         if mode != "predict":
             _, output_names = self._io_names()
             terms = []
@@ -278,6 +280,13 @@ class Trainer:
             total = terms[0]
             for t in terms[1:]:
                 total = total + t
+            # The output masks come back with the predictions: metrics skip the
+            # masked entries, as Keras's do.
+            for k, out in enumerate(outputs):
+                mask = _symbolic.get_keras_mask(out)
+                if isinstance(mask, KerasTensor):
+                    mask_outputs[k] = len(fetches)
+                    fetches.append(mask)
         trainable = self._trainable_for_program() if mode == "train" else ()
         updates = self._state_updates() if mode == "train" else ()
         from pyfuncnet import utils
@@ -285,7 +294,7 @@ class Trainer:
         spec = GraphSpec(feeds, fetches, shapes, loss=total, trainable=trainable, updates=updates, seed=utils.get_random_seed() or 0)
         step = _core.CompiledStep(json.dumps(spec.spec), mode)
         constrained = [v for v in trainable if getattr(v, "constraint", None) is not None]
-        return _Program(step, len(outputs), loss_outputs, constrained)
+        return _Program(step, len(outputs), loss_outputs, constrained, mask_outputs)
 
     def _graph_nodes(self):
         if hasattr(self, "_nodes_by_depth"):
@@ -494,6 +503,9 @@ class Trainer:
         trackers["loss"].update(loss, batch)
         output_names = trackers["output_names"]
         preds = outs[: program.n_outputs]
+        for pred, i in zip(preds, program.mask_outputs):
+            if i is not None:
+                _symbolic.set_keras_mask(pred, outs[i])
         if len(output_names) > 1:
             for k, i in program.named_losses:
                 trackers["per_output"].setdefault(f"{output_names[k]}_loss", _MeanTracker()).update(float(outs[i]), batch)
