@@ -29,6 +29,7 @@ from pyfuncnet.layers.input_layer import Input, InputLayer
 from pyfuncnet.layers.layer import InputSpec, Layer
 from pyfuncnet.layers.layer_normalization import LayerNormalization
 from pyfuncnet.layers.masking import Masking
+from pyfuncnet.layers.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, SimpleRNN, SimpleRNNCell
 from pyfuncnet.layers.reshaping import (
     Cropping1D,
     Cropping2D,
@@ -123,6 +124,8 @@ __all__ = [
     "Dropout",
     "Embedding",
     "Flatten",
+    "GRU",
+    "GRUCell",
     "GaussianDropout",
     "GaussianNoise",
     "GlobalAveragePooling1D",
@@ -140,6 +143,8 @@ __all__ = [
     "Input",
     "InputLayer",
     "InputSpec",
+    "LSTM",
+    "LSTMCell",
     "Lambda",
     "Layer",
     "LayerNormalization",
@@ -154,12 +159,15 @@ __all__ = [
     "Minimum",
     "Multiply",
     "Permute",
+    "RNN",
     "RepeatVector",
     "Reshape",
     "SeparableConv1D",
     "SeparableConv2D",
     "SeparableConvolution1D",
     "SeparableConvolution2D",
+    "SimpleRNN",
+    "SimpleRNNCell",
     "SpatialDropout1D",
     "SpatialDropout2D",
     "SpatialDropout3D",

@@ -258,7 +258,11 @@ class Trainer:
                 if loss_fn is None or ys[k] is None:
                     continue
                 y = ys[k]
-                y_ph = KerasTensor((None,) + y.shape[1:], "int32" if y.dtype == np.int32 else "float32", name=f"{output_names[k]}_target")
+                # Unknown where the prediction's size is unknown (a variable-length
+                # sequence), so symbolic shape checks agree; the program itself is
+                # compiled for the concrete shapes.
+                dims = tuple(None if len(out.shape) == len(y.shape) and out.shape[i] is None else d for i, d in enumerate(y.shape[1:], 1))
+                y_ph = KerasTensor((None,) + dims, "int32" if y.dtype == np.int32 else "float32", name=f"{output_names[k]}_target")
                 feeds.append(y_ph)
                 shapes.append(y.shape)
                 sw_ph = None

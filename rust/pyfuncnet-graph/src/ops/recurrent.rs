@@ -5,7 +5,7 @@
 //! `rnn` inputs: `xp (batch, time, gates * units)` (the projection `x W + b` of
 //! every step, a GEMM the layer does as a graph op, so `dx` and `dW` come from the
 //! matmul's own backward), the recurrent kernel `(units, gates * units)`, the
-//! recurrent bias `(gates * units)` (GRU with reset_after only), the initial state
+//! recurrent bias `(gates * units)` (GRU with reset_after only), with `initial_state` the initial state
 //! `(batch, units)`, the initial cell state (LSTM only) and, with `masked`, the
 //! mask `(batch, time)`. Outputs: the output sequence `(batch, time, units)` in
 //! processing order, the final state, the final cell state (LSTM only), and two
@@ -28,6 +28,8 @@ pub struct RnnConfig {
     pub go_backwards: bool,
     pub zero_output_for_mask: bool,
     pub masked: bool,
+    /// Whether the initial states are inputs (else they are zeros).
+    pub initial_state: bool,
 }
 
 /// The recurrent layer's forward pass.
@@ -40,7 +42,8 @@ pub struct RnnOp {
 /// previous states, then the gradients that flow: of the output sequence, of
 /// the final state and of the final cell state, each when its flag is set.
 /// Outputs: `d_xp`, `d_recurrent_kernel`, `d_recurrent_bias` (reset_after GRU),
-/// `d_h0`, `d_c0` (LSTM).
+/// `d_h0`, `d_c0` (LSTM); the last two also without initial state inputs (the
+/// pass runs its state gradients in them).
 #[derive(Debug, Clone)]
 pub struct RnnGradOp {
     pub config: RnnConfig,
@@ -78,6 +81,7 @@ pub(crate) fn build(name: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>> {
         go_backwards: a.bool_or("go_backwards", false)?,
         zero_output_for_mask: a.bool_or("zero_output_for_mask", false)?,
         masked: a.bool_or("masked", false)?,
+        initial_state: a.bool_or("initial_state", true)?,
     };
     config.spec(0, 0, 0).check_activations()?;
     Ok(Some(Box::new(RnnOp { config })))
@@ -97,11 +101,18 @@ impl RnnConfig {
         }
     }
 
+    /// The number of initial state inputs.
+    fn states(&self) -> usize {
+        if self.initial_state {
+            1 + usize::from(self.cell.has_cell_state())
+        } else {
+            0
+        }
+    }
+
     /// The number of forward inputs.
     fn inputs(&self) -> usize {
-        3 + usize::from(self.cell.has_recurrent_bias())
-            + usize::from(self.cell.has_cell_state())
-            + usize::from(self.masked)
+        2 + usize::from(self.cell.has_recurrent_bias()) + self.states() + usize::from(self.masked)
     }
 
     /// The spec of inputs `xp` and recurrent kernel `r`, checked (without
@@ -173,10 +184,8 @@ impl Op for RnnOp {
             expect_shape("rnn", "the recurrent bias", inputs[k], &[s.gate_width()])?;
             k += 1;
         }
-        expect_shape("rnn", "the initial state", inputs[k], &[b, u])?;
-        k += 1;
-        if c.cell.has_cell_state() {
-            expect_shape("rnn", "the initial cell state", inputs[k], &[b, u])?;
+        for what in ["the initial state", "the initial cell state"].into_iter().take(c.states()) {
+            expect_shape("rnn", what, inputs[k], &[b, u])?;
             k += 1;
         }
         if c.masked {
@@ -204,8 +213,12 @@ impl Op for RnnOp {
         } else {
             None
         };
-        let h0 = inputs[next()].f32()?;
-        let c0 = if c.cell.has_cell_state() {
+        let h0 = if c.initial_state {
+            Some(inputs[next()].f32()?)
+        } else {
+            None
+        };
+        let c0 = if c.states() == 2 {
             Some(inputs[next()].f32()?)
         } else {
             None
@@ -291,8 +304,9 @@ impl Op for RnnOp {
             has_d_c: d_c.is_some(),
         };
         let grads = g.apply(Box::new(op), &grad_inputs)?;
-        // Outputs: d_xp, d_r, [d_rb], d_h0, [d_c0]; inputs: xp, r, [rb], h0, [c0], [mask].
-        let mut out: Vec<Option<ValueId>> = grads.into_iter().map(Some).collect();
+        // Outputs: d_xp, d_r, [d_rb], d_h0, [d_c0]; inputs: xp, r, [rb], [h0, [c0]], [mask].
+        let weights = 2 + usize::from(c.cell.has_recurrent_bias());
+        let mut out: Vec<Option<ValueId>> = grads[..weights + c.states()].iter().map(|&v| Some(v)).collect();
         if c.masked {
             out.push(None);
         }

@@ -17,9 +17,9 @@
 //! splits its K dimension either), so results are bitwise identical for any
 //! thread count.
 //!
-//! Masks (Keras's): a row whose mask is 0 at a step keeps its state; its output
-//! there repeats its previous output (0 before the first), or is 0 with
-//! `zero_output_for_mask`. `go_backwards` reads the inputs from the last step to
+//! Masks (Keras 3's, as on its JAX backend): a row whose mask is 0 at a step keeps
+//! its state, and its output there is that state (so masked steps before the
+//! first valid one output the initial state), or 0 with `zero_output_for_mask`. `go_backwards` reads the inputs from the last step to
 //! the first and writes the outputs in that (processing) order.
 
 mod cells;
@@ -165,9 +165,9 @@ pub struct RnnInputs<'a> {
     pub recurrent_kernel: &'a [f32],
     /// `(gates * units)` for GRU with reset_after, else `None`.
     pub recurrent_bias: Option<&'a [f32]>,
-    /// `(batch, units)` initial state.
-    pub h0: &'a [f32],
-    /// `(batch, units)` initial cell state (LSTM only).
+    /// `(batch, units)` initial state; `None`: zeros.
+    pub h0: Option<&'a [f32]>,
+    /// `(batch, units)` initial cell state (LSTM with an initial state only).
     pub c0: Option<&'a [f32]>,
     /// `(batch, steps)` of 0 / 1, or `None`.
     pub mask: Option<&'a [f32]>,
@@ -290,8 +290,10 @@ pub fn rnn_forward_with_level(
         s.workspace_width(),
     );
     check_len("xp", x.xp.len(), b * t * g)?;
-    check_len("initial state", x.h0.len(), b * u)?;
-    presence("the cell state", s.cell.has_cell_state(), x.c0.is_some())?;
+    if let Some(h0) = x.h0 {
+        check_len("initial state", h0.len(), b * u)?;
+    }
+    presence("the initial cell state", s.cell.has_cell_state() && x.h0.is_some(), x.c0.is_some())?;
     presence(
         "the cell state output",
         s.cell.has_cell_state(),
@@ -316,9 +318,9 @@ pub fn rnn_forward_with_level(
     if let Some(c) = c_last.as_deref() {
         check_len("last cell state", c.len(), b * u)?;
     }
-    out.h_last.copy_from_slice(x.h0);
-    if let (Some(c), Some(c0)) = (c_last.as_deref_mut(), x.c0) {
-        c.copy_from_slice(c0);
+    copy_or_zero(out.h_last, x.h0);
+    if let Some(c) = c_last.as_deref_mut() {
+        copy_or_zero(c, x.c0);
     }
     if b == 0 || u == 0 {
         return Ok(());
@@ -636,18 +638,16 @@ fn forward_rows(
     )
 }
 
-/// The outputs of processing step `step`: the new state for active rows; for
-/// masked rows the previous output (0 at the first step) or 0.
+/// The outputs of processing step `step`: the state (which a masked row keeps),
+/// or 0 for masked rows with `zero_output_for_mask`.
 fn write_outputs(s: &RnnSpec, rows: &Rows, step: usize, h: &[f32], seq: &mut [f32]) {
     let (t_len, u) = (s.steps, s.units);
     for bi in 0..rows.count {
-        let at = (bi * t_len + step) * u;
-        if rows.active(bi) {
-            seq[at..at + u].copy_from_slice(&h[bi * u..(bi + 1) * u]);
-        } else if s.zero_output_for_mask || step == 0 {
-            seq[at..at + u].fill(0.0);
+        let out = &mut seq[(bi * t_len + step) * u..][..u];
+        if rows.active(bi) || !s.zero_output_for_mask {
+            out.copy_from_slice(&h[bi * u..(bi + 1) * u]);
         } else {
-            seq.copy_within(at - u..at, at);
+            out.fill(0.0);
         }
     }
 }
@@ -910,11 +910,9 @@ fn backward_rows(
     let (t_len, u, g) = (s.steps, s.units, s.gate_width());
     let none = Epilogue::default();
     let rt_all = MatRef::row_major(rt, g, u)?;
-    // Per task: the output gradient carried back through masked steps, and the
-    // GRU's `da_h R_hᵀ`.
-    with_scratch(Slot::RecurrentStep, 2 * n * u, |tmp| {
-        let (carry, gtmp) = tmp.split_at_mut(n * u);
-        carry.fill(0.0);
+    // Per task: the GRU's `da_h R_hᵀ`.
+    let gru_before = s.cell == (Cell::Gru { reset_after: false });
+    with_scratch(Slot::RecurrentStep, if gru_before { n * u } else { 0 }, |gtmp| {
         for step in (0..t_len).rev() {
             let t = s.time(step);
             let rows = Rows {
@@ -924,7 +922,7 @@ fn backward_rows(
                 t,
                 mask,
             };
-            add_output_gradient(s, &rows, step, d_sequence, carry, dh);
+            add_output_gradient(s, &rows, step, d_sequence, dh);
             match s.cell {
                 Cell::Lstm => {
                     let dc = dc.as_deref_mut().expect("checked: LSTM has a cell state");
@@ -1051,37 +1049,18 @@ fn backward_rows(
     })
 }
 
-/// Adds processing step `step`'s output gradient (plus what masked later steps
-/// carried back to it) to the state gradient of each active row; a masked row
-/// passes it on to its previous output instead (or drops it, with
+/// Adds processing step `step`'s output gradient to the state gradient (a
+/// masked row's output is its kept state, or the constant 0 with
 /// `zero_output_for_mask`).
-fn add_output_gradient(
-    s: &RnnSpec,
-    rows: &Rows,
-    step: usize,
-    d_sequence: Option<&[f32]>,
-    carry: &mut [f32],
-    dh: &mut [f32],
-) {
+fn add_output_gradient(s: &RnnSpec, rows: &Rows, step: usize, d_sequence: Option<&[f32]>, dh: &mut [f32]) {
+    let Some(d_sequence) = d_sequence else {
+        return;
+    };
     let (t_len, u) = (s.steps, s.units);
     for bi in 0..rows.count {
-        let dh = &mut dh[bi * u..(bi + 1) * u];
-        let ds = d_sequence.map(|d| &d[(bi * t_len + step) * u..][..u]);
-        if rows.mask.is_none() {
-            if let Some(ds) = ds {
-                dh.iter_mut().zip(ds).for_each(|(a, &v)| *a += v);
-            }
-            continue;
-        }
-        let carry = &mut carry[bi * u..(bi + 1) * u];
-        if let Some(ds) = ds {
-            carry.iter_mut().zip(ds).for_each(|(c, &v)| *c += v);
-        }
-        if rows.active(bi) {
-            dh.iter_mut().zip(carry.iter()).for_each(|(a, &v)| *a += v);
-            carry.fill(0.0);
-        } else if s.zero_output_for_mask {
-            carry.fill(0.0);
+        if rows.active(bi) || !s.zero_output_for_mask {
+            let ds = &d_sequence[(bi * t_len + step) * u..][..u];
+            dh[bi * u..(bi + 1) * u].iter_mut().zip(ds).for_each(|(a, &v)| *a += v);
         }
     }
 }

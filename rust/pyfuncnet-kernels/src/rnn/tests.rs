@@ -46,7 +46,6 @@ fn reference(c: &Case) -> RefOut {
     let mut h = c.h0.clone();
     let mut cs = c.c0.clone().unwrap_or_default();
     for bi in 0..b {
-        let mut prev_out = vec![0.0; u];
         for step in 0..t_len {
             let t = if s.go_backwards {
                 t_len - 1 - step
@@ -98,14 +97,12 @@ fn reference(c: &Case) -> RefOut {
                     }
                 }
             }
-            let out = &mut seq[(bi * t_len + step) * u..][..u];
             if active {
                 h[bi * u..(bi + 1) * u].copy_from_slice(&new_h);
-                out.copy_from_slice(&new_h);
-            } else if !s.zero_output_for_mask {
-                out.copy_from_slice(&prev_out);
             }
-            prev_out = out.to_vec();
+            if active || !s.zero_output_for_mask {
+                seq[(bi * t_len + step) * u..][..u].copy_from_slice(&h[bi * u..(bi + 1) * u]);
+            }
         }
     }
     RefOut { seq, h, c: cs }
@@ -159,7 +156,7 @@ fn run_kernels(level: SimdLevel, c: &Case) -> KernelOut {
         xp: &xp,
         recurrent_kernel: &r,
         recurrent_bias: rb.as_deref(),
-        h0: &h0,
+        h0: Some(&h0),
         c0: c0.as_deref(),
         mask: mask.as_deref(),
     };
