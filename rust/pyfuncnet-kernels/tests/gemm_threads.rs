@@ -63,6 +63,7 @@ fn gemm_is_bitwise_identical_for_1_2_and_3_threads() {
         (517, 263, 1030, true, true),
         (70, 4100, 40, false, true),
         (30, 300, 20000, true, false),
+        (32, 128, 12800, true, false),
         // Small path: several row tasks, K blocks, packed B.
         (256, 64, 784, false, false),
         (64, 784, 64, false, true),

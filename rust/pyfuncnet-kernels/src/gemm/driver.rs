@@ -147,8 +147,9 @@ fn blocked<K: MicroKernel>(p: &Problem, c: CTarget) {
     let m_pad = round_up(m, mr);
     // When M alone gives too few tasks, N chunks would each pack the same A
     // block again: pack all of A once instead (if it is not too large).
-    let (_, first_chunk) = partition::<K>(m, nc.div_ceil(nr), k);
-    let shared_a = first_chunk < nc.div_ceil(nr) && m_pad * k <= B_PACK_MAX;
+    let a_shareable = m_pad * k <= B_PACK_MAX;
+    let (_, first_chunk) = partition::<K>(m, nc.div_ceil(nr), k, a_shareable);
+    let shared_a = first_chunk < nc.div_ceil(nr) && a_shareable;
 
     with_scratch(
         Slot::SharedA,
@@ -158,7 +159,7 @@ fn blocked<K: MicroKernel>(p: &Problem, c: CTarget) {
                 for j0 in (0..n).step_by(nc) {
                     let ncur = nc.min(n - j0);
                     let n_panels = ncur.div_ceil(nr);
-                    let (mc, chunk_panels) = partition::<K>(m, n_panels, k);
+                    let (mc, chunk_panels) = partition::<K>(m, n_panels, k, a_shareable);
                     let m_blocks = m.div_ceil(mc);
                     let n_chunks = n_panels.div_ceil(chunk_panels);
                     for k0 in (0..k).step_by(ks) {
@@ -319,6 +320,26 @@ fn pack_k_blocked(
 ) {
     let rows_pad = round_up(rows, w);
     let serial = par::num_threads() == 1;
+    let panels = rows_pad / w;
+    let group_of = |kcur: usize| {
+        if serial {
+            panels
+        } else {
+            (MIN_PACK_TASK / (w * kcur))
+                .max(panels.div_ceil(2 * par::num_threads()))
+                .max(1)
+        }
+    };
+    if !serial && cols.len() > kc && group_of(kc) >= panels {
+        // Narrow and long (a weight gradient's operands): a K block is one
+        // group, too small to split, but there are many; pack them side by side.
+        let len = cols.len() * rows_pad;
+        par::for_each_chunk_mut(&mut dst[..len], kc * rows_pad, |b, block| {
+            let p0 = cols.start + b * kc;
+            pack_panels(block, x, row0, rows, p0, block.len() / rows_pad, w, level);
+        });
+        return;
+    }
     for p0 in cols.clone().step_by(kc) {
         let kcur = kc.min(cols.end - p0);
         let start = (p0 - cols.start) * rows_pad;
@@ -328,14 +349,7 @@ fn pack_k_blocked(
         // allows (all panels when serial): short runs from many rows defeat the
         // prefetchers. Packing is an exact copy, so the split may depend on the
         // thread count.
-        let panels = rows_pad / w;
-        let group = if serial {
-            panels
-        } else {
-            (MIN_PACK_TASK / (w * kcur))
-                .max(panels.div_ceil(2 * par::num_threads()))
-                .max(1)
-        };
+        let group = group_of(kcur);
         let chunk_len = group * w * kcur;
         let pack_group = |g: usize, chunk: &mut [f32]| {
             let r = g * group * w;
@@ -357,19 +371,24 @@ fn pack_k_blocked(
 /// size and the N chunk width in panels. Depends on the shape only.
 ///
 /// M is cut first (down to [`MIN_MC`] rows), since M blocks share the packed B
-/// and pack disjoint parts of A; N chunks are added only when M is too short,
-/// because each N chunk packs the A block again.
-fn partition<K: MicroKernel>(m: usize, n_panels: usize, k: usize) -> (usize, usize) {
+/// and pack disjoint parts of A; N chunks are added only when M is too short.
+/// Each N chunk packs its A block again unless all of A is packed once
+/// (`a_shareable`), so chunks are kept wide then; a shared A lets them be as
+/// narrow as one panel (a weight gradient: short M and N, very long K).
+fn partition<K: MicroKernel>(
+    m: usize,
+    n_panels: usize,
+    k: usize,
+    a_shareable: bool,
+) -> (usize, usize) {
     let (mr, nr) = (K::MR, K::NR);
     let flops = 2 * m * n_panels * nr * k;
     let tasks = (flops / MIN_TASK_FLOPS).clamp(1, TARGET_TASKS);
     let m_blocks = m.div_ceil(K::MC).max(tasks.min(m / MIN_MC)).max(1);
     let mc = round_up(m.div_ceil(m_blocks), mr);
     let m_blocks = m.div_ceil(mc);
-    let n_chunks = tasks
-        .div_ceil(m_blocks)
-        .min(n_panels / MIN_CHUNK_PANELS)
-        .max(1);
+    let min_chunk = if a_shareable { 1 } else { MIN_CHUNK_PANELS };
+    let n_chunks = tasks.div_ceil(m_blocks).min(n_panels / min_chunk).max(1);
     (mc, n_panels.div_ceil(n_chunks))
 }
 

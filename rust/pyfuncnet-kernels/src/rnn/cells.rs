@@ -19,19 +19,22 @@ pub(crate) trait Act: Copy {
     fn d(self, y: f32) -> f32;
 }
 
+/// The logistic function; with fused multiply-adds when `FMA` (for kernels
+/// compiled with FMA).
 #[derive(Clone, Copy)]
-pub(crate) struct Sigmoid;
+pub(crate) struct Sigmoid<const FMA: bool>;
+/// The hyperbolic tangent; with fused multiply-adds when `FMA`.
 #[derive(Clone, Copy)]
-pub(crate) struct Tanh;
+pub(crate) struct Tanh<const FMA: bool>;
 /// Any activation whose derivative follows from its output (checked by the
 /// caller), through the unary kernels' scalar formulas.
 #[derive(Clone, Copy)]
 pub(crate) struct Other(pub Unary);
 
-impl Act for Sigmoid {
+impl<const FMA: bool> Act for Sigmoid<FMA> {
     #[inline(always)]
     fn f(self, x: f32) -> f32 {
-        vmath::sigmoid(x)
+        vmath::sigmoid_with::<FMA>(x)
     }
     #[inline(always)]
     fn d(self, y: f32) -> f32 {
@@ -39,10 +42,10 @@ impl Act for Sigmoid {
     }
 }
 
-impl Act for Tanh {
+impl<const FMA: bool> Act for Tanh<FMA> {
     #[inline(always)]
     fn f(self, x: f32) -> f32 {
-        vmath::tanh(x)
+        vmath::tanh_with::<FMA>(x)
     }
     #[inline(always)]
     fn d(self, y: f32) -> f32 {
@@ -128,14 +131,87 @@ fn parts<const N: usize>(x: &mut [f32], len: usize) -> [&mut [f32]; N] {
     })
 }
 
+/// Units per block of [`blocks`]: one AVX-512 vector.
+const LANES: usize = 16;
+
+/// `dst = src` for the short rows of a step (a library call per row of a few
+/// dozen floats costs more than the copy): whole vectors, then the rest.
+#[inline(always)]
+pub(crate) fn copy_units(dst: &mut [f32], src: &[f32]) {
+    let mut d = dst.chunks_exact_mut(LANES);
+    let mut s = src.chunks_exact(LANES);
+    for (a, b) in (&mut d).zip(&mut s) {
+        a.copy_from_slice(b);
+    }
+    for (a, b) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *a = *b;
+    }
+}
+
+/// Runs `$body` over `$len` units in blocks of [`LANES`]: each block of the
+/// `$ins` and `$outs` slices (all `$len` long) is copied into local arrays `$x`
+/// and `$v`, `$body` computes on them, and the `$v` arrays are copied back.
+///
+/// The slices of one kernel are often parts of one buffer, which the compiler
+/// cannot tell apart; on local arrays it can, so the body's fixed-length loops
+/// become SIMD code. A last partial block is zero-padded (every cell function is
+/// finite at 0) and only its valid part is stored. A macro rather than a
+/// function taking a closure: the body must be compiled inside the caller, for
+/// the caller's instruction set.
+macro_rules! blocks {
+    ($len:expr, [$($ins:expr),*], [$($outs:expr),+], |$x:ident, $v:ident| $body:block) => {{
+        let ins: [&[f32]; blocks!(@count $($ins),*)] = [$($ins),*];
+        let mut outs: [&mut [f32]; blocks!(@count $($outs),+)] = [$($outs),+];
+        let len: usize = $len;
+        // Whole blocks: constant-length copies (vector moves, no library call).
+        let mut j = 0;
+        while j + LANES <= len {
+            let mut $x = [[0.0f32; LANES]; blocks!(@count $($ins),*)];
+            let mut $v = [[0.0f32; LANES]; blocks!(@count $($outs),+)];
+            for (dst, src) in $x.iter_mut().zip(&ins) {
+                *dst = *<&[f32; LANES]>::try_from(&src[j..j + LANES]).expect("a whole block");
+            }
+            for (dst, src) in $v.iter_mut().zip(&outs) {
+                *dst = *<&[f32; LANES]>::try_from(&src[j..j + LANES]).expect("a whole block");
+            }
+            let _ = &mut $x;
+            $body
+            for (dst, src) in outs.iter_mut().zip(&$v) {
+                *<&mut [f32; LANES]>::try_from(&mut dst[j..j + LANES]).expect("a whole block") = *src;
+            }
+            j += LANES;
+        }
+        if j < len {
+            let n = len - j;
+            let mut $x = [[0.0f32; LANES]; blocks!(@count $($ins),*)];
+            let mut $v = [[0.0f32; LANES]; blocks!(@count $($outs),+)];
+            for (dst, src) in $x.iter_mut().zip(&ins) {
+                dst[..n].copy_from_slice(&src[j..]);
+            }
+            for (dst, src) in $v.iter_mut().zip(&outs) {
+                dst[..n].copy_from_slice(&src[j..]);
+            }
+            let _ = &mut $x;
+            $body
+            for (dst, src) in outs.iter_mut().zip(&$v) {
+                dst[j..].copy_from_slice(&src[..n]);
+            }
+        }
+    }};
+    (@count) => { 0 };
+    (@count $head:expr $(, $tail:expr)*) => { 1 + blocks!(@count $($tail),*) };
+}
+
 // ---------------------------------------------------------------------------
 // LSTM. Workspace per (row, time): [i, f, g, o, act(c), c_prev]; on entry to the
-// forward kernel [0, 4u) holds the pre-activations.
+// forward kernel [0, 4u) holds the recurrent part `h_prev R` of the
+// pre-activations, to which the kernel adds the input projection.
 
 pub(crate) struct LstmForward<'a, RA, A> {
     pub rows: Rows<'a>,
     pub ra: RA,
     pub a: A,
+    pub xp: &'a [f32],
     pub ws: &'a mut [f32],
     pub h: &'a mut [f32],
     pub c: &'a mut [f32],
@@ -144,31 +220,39 @@ pub(crate) struct LstmForward<'a, RA, A> {
 impl<RA: Act, A: Act> StepKernel for LstmForward<'_, RA, A> {
     #[inline(always)]
     fn run(&mut self) {
-        let u = self.rows.units;
+        let (u, ra, a) = (self.rows.units, self.ra, self.a);
         for b in 0..self.rows.count {
             if !self.rows.active(b) {
                 continue;
             }
+            let x = &self.xp[self.rows.at(b, 4 * u)];
             let [i, f, g, o, ac, _] = parts::<6>(&mut self.ws[self.rows.at(b, 6 * u)], u);
-            let h = &mut self.h[b * u..(b + 1) * u];
-            let c = &mut self.c[b * u..(b + 1) * u];
-            for j in 0..u {
-                let (iv, fv) = (self.ra.f(i[j]), self.ra.f(f[j]));
-                let (gv, ov) = (self.a.f(g[j]), self.ra.f(o[j]));
-                let cv = fv * c[j] + iv * gv;
-                let acv = self.a.f(cv);
-                (i[j], f[j], g[j], o[j], ac[j]) = (iv, fv, gv, ov, acv);
-                c[j] = cv;
-                h[j] = ov * acv;
-            }
+            let h = &mut self.h[b * u..][..u];
+            let c = &mut self.c[b * u..][..u];
+            blocks!(
+                u,
+                [&x[..u], &x[u..2 * u], &x[2 * u..3 * u], &x[3 * u..4 * u]],
+                [i, f, g, o, ac, c, h],
+                |x, v| {
+                    for l in 0..LANES {
+                        let (iv, fv) = (ra.f(x[0][l] + v[0][l]), ra.f(x[1][l] + v[1][l]));
+                        let (gv, ov) = (a.f(x[2][l] + v[2][l]), ra.f(x[3][l] + v[3][l]));
+                        let cv = fv * v[5][l] + iv * gv;
+                        let acv = a.f(cv);
+                        (v[0][l], v[1][l], v[2][l], v[3][l], v[4][l]) = (iv, fv, gv, ov, acv);
+                        v[5][l] = cv;
+                        v[6][l] = ov * acv;
+                    }
+                }
+            );
         }
     }
 }
 
-/// Backward of one LSTM step: from `dh` (state gradient plus this step's output
-/// gradient, per row) and the running `dc`, writes the pre-activation gradients
+/// Backward of one LSTM step: from `dh` (the state gradient, this step's output
+/// gradient included) and the running `dc`, writes the pre-activation gradients
 /// `dz` and leaves `dc <- dc * f` and `dh <- 0` for the recurrent GEMM to
-/// accumulate into. Masked rows are untouched (their `dz` is zeroed).
+/// accumulate into. Masked rows keep `dh` and `dc` (their `dz` is zeroed).
 pub(crate) struct LstmBackward<'a, RA, A> {
     pub rows: Rows<'a>,
     pub ra: RA,
@@ -182,7 +266,7 @@ pub(crate) struct LstmBackward<'a, RA, A> {
 impl<RA: Act, A: Act> StepKernel for LstmBackward<'_, RA, A> {
     #[inline(always)]
     fn run(&mut self) {
-        let u = self.rows.units;
+        let (u, ra, a) = (self.rows.units, self.ra, self.a);
         for b in 0..self.rows.count {
             let dz = &mut self.dz[self.rows.at(b, 4 * u)];
             if !self.rows.active(b) {
@@ -190,27 +274,35 @@ impl<RA: Act, A: Act> StepKernel for LstmBackward<'_, RA, A> {
                 continue;
             }
             let w = &self.ws[self.rows.at(b, 6 * u)];
-            let (i, f, g, o, ac, cp) = (
-                &w[..u],
-                &w[u..2 * u],
-                &w[2 * u..3 * u],
-                &w[3 * u..4 * u],
-                &w[4 * u..5 * u],
-                &w[5 * u..],
-            );
             let [di, df, dg, do_] = parts::<4>(dz, u);
-            let dh = &mut self.dh[b * u..(b + 1) * u];
-            let dc = &mut self.dc[b * u..(b + 1) * u];
-            for j in 0..u {
-                let dhv = dh[j];
-                let dcv = dc[j] + dhv * o[j] * self.a.d(ac[j]);
-                do_[j] = dhv * ac[j] * self.ra.d(o[j]);
-                di[j] = dcv * g[j] * self.ra.d(i[j]);
-                df[j] = dcv * cp[j] * self.ra.d(f[j]);
-                dg[j] = dcv * i[j] * self.a.d(g[j]);
-                dc[j] = dcv * f[j];
-                dh[j] = 0.0;
-            }
+            let dh = &mut self.dh[b * u..][..u];
+            let dc = &mut self.dc[b * u..][..u];
+            blocks!(
+                u,
+                [
+                    &w[..u],
+                    &w[u..2 * u],
+                    &w[2 * u..3 * u],
+                    &w[3 * u..4 * u],
+                    &w[4 * u..5 * u],
+                    &w[5 * u..6 * u]
+                ],
+                [di, df, dg, do_, dh, dc],
+                |w, v| {
+                    for l in 0..LANES {
+                        let (i, f, g, o, ac, cp) =
+                            (w[0][l], w[1][l], w[2][l], w[3][l], w[4][l], w[5][l]);
+                        let dhv = v[4][l];
+                        let dcv = v[5][l] + dhv * o * a.d(ac);
+                        v[3][l] = dhv * ac * ra.d(o);
+                        v[0][l] = dcv * g * ra.d(i);
+                        v[1][l] = dcv * cp * ra.d(f);
+                        v[2][l] = dcv * i * a.d(g);
+                        v[5][l] = dcv * f;
+                        v[4][l] = 0.0;
+                    }
+                }
+            );
         }
     }
 }
@@ -234,23 +326,30 @@ pub(crate) struct GruAfterForward<'a, RA, A> {
 impl<RA: Act, A: Act> StepKernel for GruAfterForward<'_, RA, A> {
     #[inline(always)]
     fn run(&mut self) {
-        let u = self.rows.units;
+        let (u, ra, a) = (self.rows.units, self.ra, self.a);
         for b in 0..self.rows.count {
             if !self.rows.active(b) {
                 continue;
             }
             let x = &self.xp[self.rows.at(b, 3 * u)];
             let [z, r, hh, rh] = parts::<4>(&mut self.ws[self.rows.at(b, 4 * u)], u);
-            let h = &mut self.h[b * u..(b + 1) * u];
-            for j in 0..u {
-                // On entry the r, hh and rh slots hold the recurrent parts of
-                // z, r and the candidate (each read before its slot is written).
-                let zv = self.ra.f(x[j] + r[j]);
-                let rv = self.ra.f(x[u + j] + hh[j]);
-                let hv = self.a.f(x[2 * u + j] + rv * rh[j]);
-                (z[j], r[j], hh[j]) = (zv, rv, hv);
-                h[j] = zv * h[j] + (1.0 - zv) * hv;
-            }
+            let h = &mut self.h[b * u..][..u];
+            blocks!(
+                u,
+                [&x[..u], &x[u..2 * u], &x[2 * u..3 * u], &*rh],
+                [z, r, hh, h],
+                |x, v| {
+                    for l in 0..LANES {
+                        // On entry the r and hh slots hold the recurrent parts of z
+                        // and r, and rh that of the candidate.
+                        let zv = ra.f(x[0][l] + v[1][l]);
+                        let rv = ra.f(x[1][l] + v[2][l]);
+                        let hv = a.f(x[2][l] + rv * x[3][l]);
+                        (v[0][l], v[1][l], v[2][l]) = (zv, rv, hv);
+                        v[3][l] = zv * v[3][l] + (1.0 - zv) * hv;
+                    }
+                }
+            );
         }
     }
 }
@@ -272,7 +371,7 @@ pub(crate) struct GruAfterBackward<'a, RA, A> {
 impl<RA: Act, A: Act> StepKernel for GruAfterBackward<'_, RA, A> {
     #[inline(always)]
     fn run(&mut self) {
-        let u = self.rows.units;
+        let (u, ra, a) = (self.rows.units, self.ra, self.a);
         for b in 0..self.rows.count {
             let dx = &mut self.dxp[self.rows.at(b, 3 * u)];
             let dr = &mut self.drec[self.rows.at(b, 3 * u)];
@@ -282,27 +381,40 @@ impl<RA: Act, A: Act> StepKernel for GruAfterBackward<'_, RA, A> {
                 continue;
             }
             let w = &self.ws[self.rows.at(b, 4 * u)];
-            let (z, r, hh, rh) = (&w[..u], &w[u..2 * u], &w[2 * u..3 * u], &w[3 * u..]);
             let hp = &self.hprev[self.rows.at(b, u)];
             let [dxz, dxr, dxh] = parts::<3>(dx, u);
             let [drz, drr, drh] = parts::<3>(dr, u);
-            let dh = &mut self.dh[b * u..(b + 1) * u];
-            for j in 0..u {
-                let dhv = dh[j];
-                let daz = dhv * (hp[j] - hh[j]) * self.ra.d(z[j]);
-                let dah = dhv * (1.0 - z[j]) * self.a.d(hh[j]);
-                let dar = dah * rh[j] * self.ra.d(r[j]);
-                (dxz[j], dxr[j], dxh[j]) = (daz, dar, dah);
-                (drz[j], drr[j], drh[j]) = (daz, dar, dah * r[j]);
-                dh[j] = dhv * z[j];
-            }
+            let dh = &mut self.dh[b * u..][..u];
+            blocks!(
+                u,
+                [
+                    &w[..u],
+                    &w[u..2 * u],
+                    &w[2 * u..3 * u],
+                    &w[3 * u..4 * u],
+                    hp
+                ],
+                [dxz, dxr, dxh, drz, drr, drh, dh],
+                |w, v| {
+                    for l in 0..LANES {
+                        let (z, r, hh, rh, hp) = (w[0][l], w[1][l], w[2][l], w[3][l], w[4][l]);
+                        let dhv = v[6][l];
+                        let daz = dhv * (hp - hh) * ra.d(z);
+                        let dah = dhv * (1.0 - z) * a.d(hh);
+                        let dar = dah * rh * ra.d(r);
+                        (v[0][l], v[1][l], v[2][l]) = (daz, dar, dah);
+                        (v[3][l], v[4][l], v[5][l]) = (daz, dar, dah * r);
+                        v[6][l] = dhv * z;
+                    }
+                }
+            );
         }
     }
 }
 
 /// Reset before, first half: on entry `ws[u..3u]` holds `h_prev R_zr` (one slot
-/// to the right of z and r); writes z,
-/// r and `r * h_prev` (0 for masked rows, which the weight gradient reads).
+/// to the right of z and r); writes z, r and `r * h_prev` (0 for masked rows,
+/// which the weight gradient reads).
 pub(crate) struct GruBeforeGates<'a, RA> {
     pub rows: Rows<'a>,
     pub ra: RA,
@@ -314,7 +426,7 @@ pub(crate) struct GruBeforeGates<'a, RA> {
 impl<RA: Act> StepKernel for GruBeforeGates<'_, RA> {
     #[inline(always)]
     fn run(&mut self) {
-        let u = self.rows.units;
+        let (u, ra) = (self.rows.units, self.ra);
         for b in 0..self.rows.count {
             let [z, r, hh, rh] = parts::<4>(&mut self.ws[self.rows.at(b, 4 * u)], u);
             if !self.rows.active(b) {
@@ -322,14 +434,20 @@ impl<RA: Act> StepKernel for GruBeforeGates<'_, RA> {
                 continue;
             }
             let x = &self.xp[self.rows.at(b, 3 * u)];
-            let h = &self.h[b * u..(b + 1) * u];
-            for j in 0..u {
-                // The r and hh slots hold the recurrent parts of z and r.
-                let zv = self.ra.f(x[j] + r[j]);
-                let rv = self.ra.f(x[u + j] + hh[j]);
-                (z[j], r[j]) = (zv, rv);
-                rh[j] = rv * h[j];
-            }
+            blocks!(
+                u,
+                [&x[..u], &x[u..2 * u], &*hh, &self.h[b * u..][..u]],
+                [z, r, rh],
+                |x, v| {
+                    for l in 0..LANES {
+                        // The r and hh slots hold the recurrent parts of z and r.
+                        let zv = ra.f(x[0][l] + v[1][l]);
+                        let rv = ra.f(x[1][l] + x[2][l]);
+                        (v[0][l], v[1][l]) = (zv, rv);
+                        v[2][l] = rv * x[3][l];
+                    }
+                }
+            );
         }
     }
 }
@@ -346,19 +464,21 @@ pub(crate) struct GruBeforeUpdate<'a, A> {
 impl<A: Act> StepKernel for GruBeforeUpdate<'_, A> {
     #[inline(always)]
     fn run(&mut self) {
-        let u = self.rows.units;
+        let (u, a) = (self.rows.units, self.a);
         for b in 0..self.rows.count {
             if !self.rows.active(b) {
                 continue;
             }
-            let x = &self.xp[self.rows.at(b, 3 * u)];
+            let xh = &self.xp[self.rows.at(b, 3 * u)][2 * u..3 * u];
             let [z, _, hh, _] = parts::<4>(&mut self.ws[self.rows.at(b, 4 * u)], u);
-            let h = &mut self.h[b * u..(b + 1) * u];
-            for j in 0..u {
-                let hv = self.a.f(x[2 * u + j] + hh[j]);
-                hh[j] = hv;
-                h[j] = z[j] * h[j] + (1.0 - z[j]) * hv;
-            }
+            let h = &mut self.h[b * u..][..u];
+            blocks!(u, [xh, &*z], [hh, h], |x, v| {
+                for l in 0..LANES {
+                    let hv = a.f(x[0][l] + v[0][l]);
+                    v[0][l] = hv;
+                    v[1][l] = x[1][l] * v[1][l] + (1.0 - x[1][l]) * hv;
+                }
+            });
         }
     }
 }
@@ -378,7 +498,7 @@ pub(crate) struct GruBeforeBackwardUpdate<'a, RA, A> {
 impl<RA: Act, A: Act> StepKernel for GruBeforeBackwardUpdate<'_, RA, A> {
     #[inline(always)]
     fn run(&mut self) {
-        let u = self.rows.units;
+        let (u, ra, a) = (self.rows.units, self.ra, self.a);
         for b in 0..self.rows.count {
             let dx = &mut self.dxp[self.rows.at(b, 3 * u)];
             if !self.rows.active(b) {
@@ -386,16 +506,23 @@ impl<RA: Act, A: Act> StepKernel for GruBeforeBackwardUpdate<'_, RA, A> {
                 continue;
             }
             let w = &self.ws[self.rows.at(b, 4 * u)];
-            let (z, hh) = (&w[..u], &w[2 * u..3 * u]);
             let hp = &self.hprev[self.rows.at(b, u)];
             let [dxz, _, dxh] = parts::<3>(dx, u);
-            let dh = &mut self.dh[b * u..(b + 1) * u];
-            for j in 0..u {
-                let dhv = dh[j];
-                dxz[j] = dhv * (hp[j] - hh[j]) * self.ra.d(z[j]);
-                dxh[j] = dhv * (1.0 - z[j]) * self.a.d(hh[j]);
-                dh[j] = dhv * z[j];
-            }
+            let dh = &mut self.dh[b * u..][..u];
+            blocks!(
+                u,
+                [&w[..u], &w[2 * u..3 * u], hp],
+                [dxz, dxh, dh],
+                |w, v| {
+                    for l in 0..LANES {
+                        let (z, hh, hp) = (w[0][l], w[1][l], w[2][l]);
+                        let dhv = v[2][l];
+                        v[0][l] = dhv * (hp - hh) * ra.d(z);
+                        v[1][l] = dhv * (1.0 - z) * a.d(hh);
+                        v[2][l] = dhv * z;
+                    }
+                }
+            );
         }
     }
 }
@@ -415,20 +542,23 @@ pub(crate) struct GruBeforeBackwardReset<'a, RA> {
 impl<RA: Act> StepKernel for GruBeforeBackwardReset<'_, RA> {
     #[inline(always)]
     fn run(&mut self) {
-        let u = self.rows.units;
+        let (u, ra) = (self.rows.units, self.ra);
         for b in 0..self.rows.count {
             if !self.rows.active(b) {
                 continue;
             }
             let r = &self.ws[self.rows.at(b, 4 * u)][u..2 * u];
             let hp = &self.hprev[self.rows.at(b, u)];
-            let g = &self.g[b * u..(b + 1) * u];
+            let g = &self.g[b * u..][..u];
             let dxr = &mut self.dxp[self.rows.at(b, 3 * u)][u..2 * u];
-            let dh = &mut self.dh[b * u..(b + 1) * u];
-            for j in 0..u {
-                dxr[j] = g[j] * hp[j] * self.ra.d(r[j]);
-                dh[j] += g[j] * r[j];
-            }
+            let dh = &mut self.dh[b * u..][..u];
+            blocks!(u, [r, hp, g], [dxr, dh], |w, v| {
+                for l in 0..LANES {
+                    let (r, hp, g) = (w[0][l], w[1][l], w[2][l]);
+                    v[0][l] = g * hp * ra.d(r);
+                    v[1][l] += g * r;
+                }
+            });
         }
     }
 }
@@ -447,18 +577,19 @@ pub(crate) struct SimpleForward<'a, A> {
 impl<A: Act> StepKernel for SimpleForward<'_, A> {
     #[inline(always)]
     fn run(&mut self) {
-        let u = self.rows.units;
+        let (u, a) = (self.rows.units, self.a);
         for b in 0..self.rows.count {
             if !self.rows.active(b) {
                 continue;
             }
             let w = &mut self.ws[self.rows.at(b, u)];
-            let h = &mut self.h[b * u..(b + 1) * u];
-            for j in 0..u {
-                let v = self.a.f(w[j]);
-                w[j] = v;
-                h[j] = v;
-            }
+            let h = &mut self.h[b * u..][..u];
+            blocks!(u, [], [w, h], |_x, v| {
+                for l in 0..LANES {
+                    let y = a.f(v[0][l]);
+                    (v[0][l], v[1][l]) = (y, y);
+                }
+            });
         }
     }
 }
@@ -474,7 +605,7 @@ pub(crate) struct SimpleBackward<'a, A> {
 impl<A: Act> StepKernel for SimpleBackward<'_, A> {
     #[inline(always)]
     fn run(&mut self) {
-        let u = self.rows.units;
+        let (u, a) = (self.rows.units, self.a);
         for b in 0..self.rows.count {
             let dz = &mut self.dz[self.rows.at(b, u)];
             if !self.rows.active(b) {
@@ -482,11 +613,13 @@ impl<A: Act> StepKernel for SimpleBackward<'_, A> {
                 continue;
             }
             let w = &self.ws[self.rows.at(b, u)];
-            let dh = &mut self.dh[b * u..(b + 1) * u];
-            for j in 0..u {
-                dz[j] = dh[j] * self.a.d(w[j]);
-                dh[j] = 0.0;
-            }
+            let dh = &mut self.dh[b * u..][..u];
+            blocks!(u, [w], [dz, dh], |w, v| {
+                for l in 0..LANES {
+                    v[0][l] = v[1][l] * a.d(w[0][l]);
+                    v[1][l] = 0.0;
+                }
+            });
         }
     }
 }

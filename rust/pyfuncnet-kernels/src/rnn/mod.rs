@@ -293,7 +293,11 @@ pub fn rnn_forward_with_level(
     if let Some(h0) = x.h0 {
         check_len("initial state", h0.len(), b * u)?;
     }
-    presence("the initial cell state", s.cell.has_cell_state() && x.h0.is_some(), x.c0.is_some())?;
+    presence(
+        "the initial cell state",
+        s.cell.has_cell_state() && x.h0.is_some(),
+        x.c0.is_some(),
+    )?;
     presence(
         "the cell state output",
         s.cell.has_cell_state(),
@@ -450,16 +454,21 @@ fn split_rows<B: SplitRows>(
 }
 
 /// Calls `$body` with `$ra` / `$a` bound to the cell activations: the vectorised
-/// sigmoid and tanh when the layer uses Keras's defaults, the general formulas
+/// sigmoid and tanh when the layer uses Keras's defaults (with fused
+/// multiply-adds at the AVX levels, which have FMA), the general formulas
 /// otherwise.
 macro_rules! with_acts {
-    ($spec:expr, |$ra:ident, $a:ident| $body:expr) => {
-        match ($spec.recurrent_activation, $spec.activation) {
-            (Unary::Sigmoid, Unary::Tanh) => {
-                let ($ra, $a) = (Sigmoid, Tanh);
+    ($spec:expr, $level:expr, |$ra:ident, $a:ident| $body:expr) => {
+        match ($spec.recurrent_activation, $spec.activation, $level) {
+            (Unary::Sigmoid, Unary::Tanh, SimdLevel::Scalar) => {
+                let ($ra, $a) = (Sigmoid::<false>, Tanh::<false>);
                 $body
             }
-            (ra, a) => {
+            (Unary::Sigmoid, Unary::Tanh, _) => {
+                let ($ra, $a) = (Sigmoid::<true>, Tanh::<true>);
+                $body
+            }
+            (ra, a, _) => {
                 let ($ra, $a) = (Other(ra), Other(a));
                 $body
             }
@@ -499,18 +508,20 @@ fn forward_rows(
                     steps: t_len,
                     units: u,
                     t,
-                    mask: mask,
+                    mask,
                 };
                 for bi in 0..n {
-                    hp[rows.at(bi, u)].copy_from_slice(&h[bi * u..(bi + 1) * u]);
+                    cells::copy_units(&mut hp[rows.at(bi, u)], &h[bi * u..(bi + 1) * u]);
                 }
                 match s.cell {
                     Cell::Lstm => {
                         let c = c.as_deref_mut().expect("checked: LSTM has a cell state");
                         for bi in 0..n {
                             let wr = rows.at(bi, w);
-                            ws[wr.start..wr.start + g].copy_from_slice(&xp[rows.at(bi, g)]);
-                            ws[wr.start + 5 * u..wr.end].copy_from_slice(&c[bi * u..(bi + 1) * u]);
+                            cells::copy_units(
+                                &mut ws[wr.start + 5 * u..wr.end],
+                                &c[bi * u..(bi + 1) * u],
+                            );
                         }
                         let hm = MatRef::row_major(h, n, u)?;
                         gemm::sgemm_with_level(
@@ -518,16 +529,17 @@ fn forward_rows(
                             1.0,
                             hm,
                             r,
-                            1.0,
+                            0.0,
                             MatMut::new(&mut ws[t * w..], n, g, t_len * w)?,
                             &none,
                         )?;
-                        with_acts!(s, |ra, a| cells::run(
+                        with_acts!(s, level, |ra, a| cells::run(
                             level,
                             &mut cells::LstmForward {
                                 rows,
                                 ra,
                                 a,
+                                xp,
                                 ws,
                                 h,
                                 c
@@ -549,7 +561,7 @@ fn forward_rows(
                             MatMut::new(&mut ws[t * w + u..], n, g, t_len * w)?,
                             &bias,
                         )?;
-                        with_acts!(s, |ra, a| cells::run(
+                        with_acts!(s, level, |ra, a| cells::run(
                             level,
                             &mut cells::GruAfterForward {
                                 rows,
@@ -574,7 +586,7 @@ fn forward_rows(
                             MatMut::new(&mut ws[t * w + u..], n, 2 * u, t_len * w)?,
                             &none,
                         )?;
-                        with_acts!(s, |ra, _a| cells::run(
+                        with_acts!(s, level, |ra, _a| cells::run(
                             level,
                             &mut cells::GruBeforeGates {
                                 rows,
@@ -588,7 +600,7 @@ fn forward_rows(
                         // the workspace, so A is copied out first.
                         for bi in 0..n {
                             let at = rows.at(bi, w).start + 3 * u;
-                            rh_rows[bi * u..(bi + 1) * u].copy_from_slice(&ws[at..at + u]);
+                            cells::copy_units(&mut rh_rows[bi * u..(bi + 1) * u], &ws[at..at + u]);
                         }
                         let rh = MatRef::row_major(rh_rows, n, u)?;
                         gemm::sgemm_with_level(
@@ -600,7 +612,7 @@ fn forward_rows(
                             MatMut::new(&mut ws[t * w + 2 * u..], n, u, t_len * w)?,
                             &none,
                         )?;
-                        with_acts!(s, |_ra, a| cells::run(
+                        with_acts!(s, level, |_ra, a| cells::run(
                             level,
                             &mut cells::GruBeforeUpdate {
                                 rows,
@@ -613,7 +625,7 @@ fn forward_rows(
                     }
                     Cell::Simple => {
                         for bi in 0..n {
-                            ws[rows.at(bi, w)].copy_from_slice(&xp[rows.at(bi, g)]);
+                            cells::copy_units(&mut ws[rows.at(bi, w)], &xp[rows.at(bi, g)]);
                         }
                         let hm = MatRef::row_major(h, n, u)?;
                         gemm::sgemm_with_level(
@@ -625,7 +637,7 @@ fn forward_rows(
                             MatMut::new(&mut ws[t * w..], n, g, t_len * w)?,
                             &none,
                         )?;
-                        with_acts!(s, |_ra, a| cells::run(
+                        with_acts!(s, level, |_ra, a| cells::run(
                             level,
                             &mut cells::SimpleForward { rows, a, ws, h }
                         ));
@@ -645,7 +657,7 @@ fn write_outputs(s: &RnnSpec, rows: &Rows, step: usize, h: &[f32], seq: &mut [f3
     for bi in 0..rows.count {
         let out = &mut seq[(bi * t_len + step) * u..][..u];
         if rows.active(bi) || !s.zero_output_for_mask {
-            out.copy_from_slice(&h[bi * u..(bi + 1) * u]);
+            cells::copy_units(out, &h[bi * u..(bi + 1) * u]);
         } else {
             out.fill(0.0);
         }
@@ -912,147 +924,157 @@ fn backward_rows(
     let rt_all = MatRef::row_major(rt, g, u)?;
     // Per task: the GRU's `da_h R_hᵀ`.
     let gru_before = s.cell == (Cell::Gru { reset_after: false });
-    with_scratch(Slot::RecurrentStep, if gru_before { n * u } else { 0 }, |gtmp| {
-        for step in (0..t_len).rev() {
-            let t = s.time(step);
-            let rows = Rows {
-                count: n,
-                steps: t_len,
-                units: u,
-                t,
-                mask,
-            };
-            add_output_gradient(s, &rows, step, d_sequence, dh);
-            match s.cell {
-                Cell::Lstm => {
-                    let dc = dc.as_deref_mut().expect("checked: LSTM has a cell state");
-                    with_acts!(s, |ra, a| cells::run(
-                        level,
-                        &mut cells::LstmBackward {
-                            rows,
-                            ra,
-                            a,
-                            ws,
-                            dz: dxp,
-                            dh,
-                            dc
-                        }
-                    ));
-                    gemm::sgemm_with_level(
-                        level,
-                        1.0,
-                        step_view(dxp, n, t, t_len, g, 0, g)?,
-                        rt_all,
-                        1.0,
-                        MatMut::row_major(dh, n, u)?,
-                        &none,
-                    )?;
-                }
-                Cell::Gru { reset_after: true } => {
-                    let drec = d_rec
-                        .as_deref_mut()
-                        .expect("checked: reset_after keeps drec");
-                    with_acts!(s, |ra, a| cells::run(
-                        level,
-                        &mut cells::GruAfterBackward {
-                            rows,
-                            ra,
-                            a,
-                            ws,
-                            hprev: hp,
-                            dxp,
-                            drec,
-                            dh
-                        }
-                    ));
-                    let dr = MatRef::new(&drec[t * g..], n, g, t_len * g, 1)?;
-                    gemm::sgemm_with_level(
-                        level,
-                        1.0,
-                        dr,
-                        rt_all,
-                        1.0,
-                        MatMut::row_major(dh, n, u)?,
-                        &none,
-                    )?;
-                }
-                Cell::Gru { reset_after: false } => {
-                    with_acts!(s, |ra, a| cells::run(
-                        level,
-                        &mut cells::GruBeforeBackwardUpdate {
-                            rows,
-                            ra,
-                            a,
-                            ws,
-                            hprev: hp,
-                            dxp,
-                            dh
-                        }
-                    ));
-                    let rt_h = MatRef::row_major(&rt[2 * u * u..], u, u)?;
-                    gemm::sgemm_with_level(
-                        level,
-                        1.0,
-                        step_view(dxp, n, t, t_len, g, 2 * u, u)?,
-                        rt_h,
-                        0.0,
-                        MatMut::row_major(gtmp, n, u)?,
-                        &none,
-                    )?;
-                    with_acts!(s, |ra, _a| cells::run(
-                        level,
-                        &mut cells::GruBeforeBackwardReset {
-                            rows,
-                            ra,
-                            ws,
-                            hprev: hp,
-                            g: gtmp,
-                            dxp,
-                            dh
-                        }
-                    ));
-                    let rt_zr = MatRef::row_major(rt, 2 * u, u)?;
-                    gemm::sgemm_with_level(
-                        level,
-                        1.0,
-                        step_view(dxp, n, t, t_len, g, 0, 2 * u)?,
-                        rt_zr,
-                        1.0,
-                        MatMut::row_major(dh, n, u)?,
-                        &none,
-                    )?;
-                }
-                Cell::Simple => {
-                    with_acts!(s, |_ra, a| cells::run(
-                        level,
-                        &mut cells::SimpleBackward {
-                            rows,
-                            a,
-                            ws,
-                            dz: dxp,
-                            dh
-                        }
-                    ));
-                    gemm::sgemm_with_level(
-                        level,
-                        1.0,
-                        step_view(dxp, n, t, t_len, g, 0, g)?,
-                        rt_all,
-                        1.0,
-                        MatMut::row_major(dh, n, u)?,
-                        &none,
-                    )?;
+    with_scratch(
+        Slot::RecurrentStep,
+        if gru_before { n * u } else { 0 },
+        |gtmp| {
+            for step in (0..t_len).rev() {
+                let t = s.time(step);
+                let rows = Rows {
+                    count: n,
+                    steps: t_len,
+                    units: u,
+                    t,
+                    mask,
+                };
+                add_output_gradient(s, &rows, step, d_sequence, dh);
+                match s.cell {
+                    Cell::Lstm => {
+                        let dc = dc.as_deref_mut().expect("checked: LSTM has a cell state");
+                        with_acts!(s, level, |ra, a| cells::run(
+                            level,
+                            &mut cells::LstmBackward {
+                                rows,
+                                ra,
+                                a,
+                                ws,
+                                dz: dxp,
+                                dh,
+                                dc
+                            }
+                        ));
+                        gemm::sgemm_with_level(
+                            level,
+                            1.0,
+                            step_view(dxp, n, t, t_len, g, 0, g)?,
+                            rt_all,
+                            1.0,
+                            MatMut::row_major(dh, n, u)?,
+                            &none,
+                        )?;
+                    }
+                    Cell::Gru { reset_after: true } => {
+                        let drec = d_rec
+                            .as_deref_mut()
+                            .expect("checked: reset_after keeps drec");
+                        with_acts!(s, level, |ra, a| cells::run(
+                            level,
+                            &mut cells::GruAfterBackward {
+                                rows,
+                                ra,
+                                a,
+                                ws,
+                                hprev: hp,
+                                dxp,
+                                drec,
+                                dh
+                            }
+                        ));
+                        let dr = MatRef::new(&drec[t * g..], n, g, t_len * g, 1)?;
+                        gemm::sgemm_with_level(
+                            level,
+                            1.0,
+                            dr,
+                            rt_all,
+                            1.0,
+                            MatMut::row_major(dh, n, u)?,
+                            &none,
+                        )?;
+                    }
+                    Cell::Gru { reset_after: false } => {
+                        with_acts!(s, level, |ra, a| cells::run(
+                            level,
+                            &mut cells::GruBeforeBackwardUpdate {
+                                rows,
+                                ra,
+                                a,
+                                ws,
+                                hprev: hp,
+                                dxp,
+                                dh
+                            }
+                        ));
+                        let rt_h = MatRef::row_major(&rt[2 * u * u..], u, u)?;
+                        gemm::sgemm_with_level(
+                            level,
+                            1.0,
+                            step_view(dxp, n, t, t_len, g, 2 * u, u)?,
+                            rt_h,
+                            0.0,
+                            MatMut::row_major(gtmp, n, u)?,
+                            &none,
+                        )?;
+                        with_acts!(s, level, |ra, _a| cells::run(
+                            level,
+                            &mut cells::GruBeforeBackwardReset {
+                                rows,
+                                ra,
+                                ws,
+                                hprev: hp,
+                                g: gtmp,
+                                dxp,
+                                dh
+                            }
+                        ));
+                        let rt_zr = MatRef::row_major(rt, 2 * u, u)?;
+                        gemm::sgemm_with_level(
+                            level,
+                            1.0,
+                            step_view(dxp, n, t, t_len, g, 0, 2 * u)?,
+                            rt_zr,
+                            1.0,
+                            MatMut::row_major(dh, n, u)?,
+                            &none,
+                        )?;
+                    }
+                    Cell::Simple => {
+                        with_acts!(s, level, |_ra, a| cells::run(
+                            level,
+                            &mut cells::SimpleBackward {
+                                rows,
+                                a,
+                                ws,
+                                dz: dxp,
+                                dh
+                            }
+                        ));
+                        gemm::sgemm_with_level(
+                            level,
+                            1.0,
+                            step_view(dxp, n, t, t_len, g, 0, g)?,
+                            rt_all,
+                            1.0,
+                            MatMut::row_major(dh, n, u)?,
+                            &none,
+                        )?;
+                    }
                 }
             }
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+    )
 }
 
 /// Adds processing step `step`'s output gradient to the state gradient (a
 /// masked row's output is its kept state, or the constant 0 with
 /// `zero_output_for_mask`).
-fn add_output_gradient(s: &RnnSpec, rows: &Rows, step: usize, d_sequence: Option<&[f32]>, dh: &mut [f32]) {
+fn add_output_gradient(
+    s: &RnnSpec,
+    rows: &Rows,
+    step: usize,
+    d_sequence: Option<&[f32]>,
+    dh: &mut [f32],
+) {
     let Some(d_sequence) = d_sequence else {
         return;
     };
@@ -1060,7 +1082,10 @@ fn add_output_gradient(s: &RnnSpec, rows: &Rows, step: usize, d_sequence: Option
     for bi in 0..rows.count {
         if rows.active(bi) || !s.zero_output_for_mask {
             let ds = &d_sequence[(bi * t_len + step) * u..][..u];
-            dh[bi * u..(bi + 1) * u].iter_mut().zip(ds).for_each(|(a, &v)| *a += v);
+            dh[bi * u..(bi + 1) * u]
+                .iter_mut()
+                .zip(ds)
+                .for_each(|(a, &v)| *a += v);
         }
     }
 }

@@ -451,7 +451,7 @@ fn bad_arguments_are_errors() {
         xp: &xp,
         recurrent_kernel: &r,
         recurrent_bias: None,
-        h0: &h0,
+        h0: Some(&h0),
         c0: None,
         mask: None,
     };
@@ -469,7 +469,7 @@ fn bad_arguments_are_errors() {
         xp: &xp,
         recurrent_kernel: &r[1..],
         recurrent_bias: None,
-        h0: &h0,
+        h0: Some(&h0),
         c0: Some(&c0),
         mask: None,
     };
@@ -490,7 +490,7 @@ fn bad_arguments_are_errors() {
         xp: &xp,
         recurrent_kernel: &r,
         recurrent_bias: None,
-        h0: &h0,
+        h0: Some(&h0),
         c0: Some(&c0),
         mask: None,
     };
