@@ -1,5 +1,7 @@
 """Embedding: integer indices to dense vectors."""
 
+import warnings
+
 from pyfuncnet import _symbolic, constraints, initializers, ops, regularizers
 from pyfuncnet._symbolic import KerasTensor
 from pyfuncnet.layers.layer import Layer
@@ -31,6 +33,8 @@ class Embedding(Layer):
         self.mask_zero = bool(mask_zero)
         self.supports_masking = self.mask_zero
         self._initial_weights = weights
+        if input_length is not None:
+            warnings.warn("Argument `input_length` is deprecated. Just remove it.", stacklevel=2)
         self.input_length = input_length
 
     def build(self, input_shape=None):

@@ -101,6 +101,7 @@ class Trainer:
         }
         self._programs = {}
         self._metric_objects = None
+        self._loss_trackers_built = False
         self._loss_objects = None
         self._trainable_snapshot = None
         self.compiled = True
@@ -222,14 +223,16 @@ class Trainer:
 
     @property
     def metrics_names(self):
-        """Keras 3's names of the model's metric trackers: "loss", then
-        "compile_metrics" once metrics are set up, then each output's loss."""
+        """Keras 3's names of the model's metric trackers: "loss"; "compile_metrics"
+        once compiled with metrics; each output's loss once data has been seen."""
         names = ["loss"]
-        if self._metric_objects:
+        cfg = self._compile_config
+        if self._metric_objects or (cfg is not None and (cfg["metrics"] or cfg["weighted_metrics"])):
             names.append("compile_metrics")
-        _, output_names = self._io_names() if self.compiled and (self._traced or hasattr(self, "_nodes_by_depth")) else (None, [])
-        if len(output_names) > 1:
-            names += [f"{name}_loss" for name in output_names]
+        if getattr(self, "_loss_trackers_built", False):
+            _, output_names = self._io_names()
+            if len(output_names) > 1:
+                names += [f"{name}_loss" for name in output_names]
         return names
 
     @property
@@ -252,6 +255,8 @@ class Trainer:
         fetches = list(outputs)
         total, loss_outputs, mask_outputs = None, [None] * len(outputs), [None] * len(outputs)
         if mode != "predict":
+            # Keras creates the per-output loss trackers when a loss first meets data.
+            self._loss_trackers_built = True
             _, output_names = self._io_names()
             terms = []
             for k, ((loss_fn, weight), out) in enumerate(zip(self._resolved_losses(output_names), outputs)):
