@@ -166,3 +166,20 @@ def test_embedding_padding_gets_no_gradient_and_changes_nothing():
     a = model.predict(tokens, verbose=0)
     b = model.predict(padded, verbose=0)
     np.testing.assert_allclose(b[:, : tokens.shape[1]], a, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell_class", [layers.LSTMCell, layers.GRUCell, layers.SimpleRNNCell])
+def test_rnn_over_a_cell_round_trips_its_config_and_matches_the_layer(cell_class):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    rnn = layers.RNN(cell_class(4), return_sequences=True)
+    y = np.asarray(rnn(x))
+    clone = layers.RNN.from_config(rnn.get_config())
+    clone.build((None, 5, 3))
+    clone.set_weights(rnn.get_weights())
+    np.testing.assert_array_equal(np.asarray(clone(x)), y)
+    # The named layer over the same weights computes the same sequence.
+    named = {layers.LSTMCell: layers.LSTM, layers.GRUCell: layers.GRU, layers.SimpleRNNCell: layers.SimpleRNN}[cell_class](4, return_sequences=True)
+    named.build((None, 5, 3))
+    named.set_weights(rnn.get_weights())
+    np.testing.assert_array_equal(np.asarray(named(x)), y)

@@ -62,6 +62,7 @@ from pyfuncnet.layers.pooling import (
     MaxPooling2D,
     MaxPooling3D,
 )
+from pyfuncnet.layers.wrappers import Bidirectional, TimeDistributed, Wrapper
 from pyfuncnet.layers.merge import (
     Add,
     Average,
@@ -102,6 +103,7 @@ __all__ = [
     "AvgPool2D",
     "AvgPool3D",
     "BatchNormalization",
+    "Bidirectional",
     "Concatenate",
     "Conv1D",
     "Conv1DTranspose",
@@ -172,9 +174,11 @@ __all__ = [
     "SpatialDropout2D",
     "SpatialDropout3D",
     "Subtract",
+    "TimeDistributed",
     "UpSampling1D",
     "UpSampling2D",
     "UpSampling3D",
+    "Wrapper",
     "ZeroPadding1D",
     "ZeroPadding2D",
     "ZeroPadding3D",

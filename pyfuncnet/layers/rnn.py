@@ -365,8 +365,21 @@ class RNN(Layer):
             stateful=self.stateful,
             unroll=self.unroll,
             zero_output_for_mask=self.zero_output_for_mask,
+            cell={"class_name": type(self.cell).__name__, "config": self.cell.get_config()},
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        cell = config.pop("cell")
+        if isinstance(cell, dict):
+            cells = {c.__name__: c for c in (LSTMCell, GRUCell, SimpleRNNCell)}
+            if cell.get("class_name") not in cells:
+                raise ValueError(f"RNN.from_config: unknown cell class {cell.get('class_name')!r}")
+            cell = cells[cell["class_name"]](**cell["config"])
+        config.pop("batch_input_shape", None)
+        return cls(cell, **config)
 
 
 class _CellLayer(RNN):
@@ -390,6 +403,7 @@ class _CellLayer(RNN):
 
     def get_config(self):
         config = super().get_config()
+        del config["cell"]
         cell_config = self.cell.get_config()
         for key in ("name", "trainable", "dtype"):
             cell_config.pop(key, None)

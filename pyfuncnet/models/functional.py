@@ -11,7 +11,7 @@ import numpy as np
 from pyfuncnet import _nest, _tape, _tensor
 from pyfuncnet._function import Function
 from pyfuncnet._symbolic import KerasTensor, get_keras_mask, set_keras_mask
-from pyfuncnet._variable import store
+from pyfuncnet._variable import Variable, store
 from pyfuncnet.models.model import Model
 
 
@@ -228,6 +228,11 @@ class Functional(Model):
 
 
 def _cast_like(a, tensor):
+    if isinstance(a, (Variable, _tensor.TapeTensor)):
+        # What a GradientTape follows stays itself, so gradients reach it.
+        dtype = "int32" if tensor.dtype == "int32" else "float32"
+        if str(getattr(a, "dtype", "")) == dtype:
+            return a
     arr = np.asarray(a)
     dtype = np.int32 if tensor.dtype == "int32" else np.float32
     if arr.dtype != dtype or not arr.flags.c_contiguous:

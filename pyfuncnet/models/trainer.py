@@ -266,7 +266,7 @@ class Trainer:
                 # Unknown where the prediction's size is unknown (a variable-length
                 # sequence), so symbolic shape checks agree; the program itself is
                 # compiled for the concrete shapes.
-                dims = tuple(None if len(out.shape) == len(y.shape) and out.shape[i] is None else d for i, d in enumerate(y.shape[1:], 1))
+                dims = tuple(None if i < len(out.shape) and out.shape[i] is None else d for i, d in enumerate(y.shape[1:], 1))
                 y_ph = KerasTensor((None,) + dims, "int32" if y.dtype == np.int32 else "float32", name=f"{output_names[k]}_target")
                 feeds.append(y_ph)
                 shapes.append(y.shape)
