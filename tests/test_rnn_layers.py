@@ -183,3 +183,8 @@ def test_rnn_over_a_cell_round_trips_its_config_and_matches_the_layer(cell_class
     named.build((None, 5, 3))
     named.set_weights(rnn.get_weights())
     np.testing.assert_array_equal(np.asarray(named(x)), y)
+
+
+def test_stateful_is_refused_clearly():
+    with pytest.raises(NotImplementedError, match="stateful"):
+        layers.LSTM(4, stateful=True)

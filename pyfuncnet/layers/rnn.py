@@ -279,8 +279,7 @@ class RNN(Layer):
         return_sequences: output every step `(batch, time, units)`, not only the last.
         return_state: also return the final states.
         go_backwards: read the sequence from the end (outputs stay in that order).
-        stateful: keep the final states as the next batch's initial states (needs a
-            fixed batch size; `reset_states()` zeroes them).
+        stateful: accepted as False only (stateful layers are not supported yet).
         unroll: accepted for Keras compatibility (the fused op is used either way).
         zero_output_for_mask: output 0 at masked steps instead of the kept state.
     """
@@ -296,9 +295,10 @@ class RNN(Layer):
         self.stateful = bool(stateful)
         self.unroll = bool(unroll)
         self.zero_output_for_mask = bool(zero_output_for_mask)
+        if self.stateful:
+            raise NotImplementedError(f"{type(self).__name__} '{self.name}': stateful recurrent layers are not supported yet")
         self.supports_masking = True
         self.input_spec = InputSpec(ndim=3)
-        self.states = None
 
     def build(self, input_shape):
         if not self.cell.built:
@@ -312,20 +312,7 @@ class RNN(Layer):
                 self.cell.built = True
             finally:
                 del _layer_module._scope[-1 - len(outer):]
-        if self.stateful:
-            batch = input_shape[0]
-            if batch is None:
-                raise ValueError(f"{type(self).__name__} '{self.name}': a stateful RNN needs a fixed batch size; give the first layer a `batch_shape` (got input shape {tuple(input_shape)})")
-            sizes = _nest.flatten(self.cell.state_size)
-            self.states = [self.add_weight(shape=(batch, n), initializer="zeros", trainable=False, name=f"state_{i}") for i, n in enumerate(sizes)]
         self.built = True
-
-    def reset_states(self):
-        """Zeroes the states of a stateful layer."""
-        for state in self.states or []:
-            state.assign(np.zeros(state.shape, np.float32))
-
-    reset_state = reset_states
 
     def call(self, sequences, initial_state=None, mask=None, training=None):
         where = f"{type(self).__name__} '{self.name}'"
@@ -335,14 +322,9 @@ class RNN(Layer):
             if len(initial_state) != expected:
                 raise ValueError(f"{where}: `initial_state` must be a list of {expected} tensor(s) of shape (batch, {self.cell.units}), got {len(initial_state)}")
             initial_state = [ops._float(s) for s in initial_state]
-        elif self.stateful:
-            initial_state = list(self.states)
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
         outputs, states = _run_fused(self.cell, sequences, mask, initial_state, self.go_backwards, self.zero_output_for_mask, training)
-        if self.stateful:
-            for var, value in zip(self.states, states):
-                var.assign(value)
         output = outputs if self.return_sequences else ops._getitem(outputs, (slice(None), -1))
         if self.return_state:
             return [output] + states

@@ -285,10 +285,8 @@ class Bidirectional(Layer):
         return None
 
     def reset_states(self):
-        if not self.stateful:
-            raise AttributeError("Layer must be stateful.")
-        self.forward_layer.reset_states()
-        self.backward_layer.reset_states()
+        # Recurrent layers cannot be stateful yet (see rnn.py), so neither can this.
+        raise AttributeError("Layer must be stateful.")
 
     reset_state = reset_states
 
