@@ -188,3 +188,66 @@ def test_rnn_over_a_cell_round_trips_its_config_and_matches_the_layer(cell_class
 def test_stateful_is_refused_clearly():
     with pytest.raises(NotImplementedError, match="stateful"):
         layers.LSTM(4, stateful=True)
+
+
+def test_input_dropout_keeps_one_mask_per_sample_and_feature_over_time():
+    # Keras's cell dropout: x * keep / (1 - rate) with keep drawn per (sample,
+    # feature) and shared by every step. With one sample and three features, the
+    # training output must equal the dropout-free layer on one of the 8 masked
+    # inputs; a mask drawn per step would match none of them.
+    import itertools
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 6, 3)).astype(np.float32)
+    layer = layers.LSTM(4, dropout=0.5, seed=1)
+    plain = layers.LSTM(4)
+    layer.build((None, 6, 3))
+    plain.build((None, 6, 3))
+    plain.set_weights(layer.get_weights())
+    np.testing.assert_array_equal(np.asarray(layer(x, training=False)), np.asarray(plain(x)))
+    np.testing.assert_array_equal(np.asarray(layer(x)), np.asarray(plain(x)))
+    got = np.asarray(layer(x, training=True))
+    candidates = [np.asarray(plain(x * (np.array(keep, np.float32) * 2.0))) for keep in itertools.product([0, 1], repeat=3)]
+    assert min(np.abs(got - c).max() for c in candidates) < 1e-6
+
+
+def test_input_dropout_trains_and_predicts_deterministically():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((16, 5, 3)).astype(np.float32)
+    y = rng.standard_normal((16, 2)).astype(np.float32)
+    inp = keras.Input(shape=(None, 3))
+    model = keras.Model(inp, layers.Dense(2)(layers.LSTM(4, dropout=0.3)(inp)))
+    model.compile(optimizer="sgd", loss="mse")
+    before = model.get_weights()
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    np.testing.assert_array_equal(model.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("cell_class", [layers.LSTMCell, layers.GRUCell, layers.SimpleRNNCell])
+def test_a_cell_called_on_one_step_matches_the_layer_over_one_step(cell_class):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 1, 2)).astype(np.float32)
+    cell = cell_class(5)
+    states = [rng.standard_normal((3, 5)).astype(np.float32) for _ in np.atleast_1d(cell.state_size)]
+    out, new_states = cell(x[:, 0], states)
+    layer = layers.RNN(cell, return_state=True)
+    want = layer(x, initial_state=states)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(want[0]))
+    for s, w in zip(new_states, want[1:]):
+        np.testing.assert_array_equal(np.asarray(s), np.asarray(w))
+
+
+def test_bad_input_raises_naming_the_layer():
+    with pytest.raises(ValueError, match="units"):
+        layers.LSTM(0)
+    with pytest.raises(ValueError, match="dropout"):
+        layers.GRU(3, dropout=1.5)
+    with pytest.raises(ValueError, match="my_lstm"):
+        layers.LSTM(3, name="my_lstm")(keras.Input(shape=(4,)))
+    with pytest.raises(ValueError, match="gelu"):
+        layers.LSTM(3, activation="gelu")(keras.Input(shape=(5, 4)))
+    lstm = layers.LSTM(3, name="two_states")
+    with pytest.raises(ValueError, match="initial_state"):
+        lstm(np.zeros((2, 5, 4), np.float32), initial_state=[np.zeros((2, 3), np.float32)])
+    assert not lstm.built or all(np.isfinite(w).all() for w in lstm.get_weights())

@@ -14,7 +14,9 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pyfuncnet_benches::values;
 use pyfuncnet_kernels::par;
-use pyfuncnet_kernels::rnn::{self, Cell, RnnGradInputs, RnnGradOutputs, RnnInputs, RnnOutputs, RnnSpec};
+use pyfuncnet_kernels::rnn::{
+    self, Cell, RnnGradInputs, RnnGradOutputs, RnnInputs, RnnOutputs, RnnSpec,
+};
 use pyfuncnet_kernels::unary::Unary;
 
 const CASES: [(&str, Cell, usize, usize, usize); 6] = [
@@ -38,15 +40,33 @@ fn recurrent(c: &mut Criterion) {
             go_backwards: false,
             zero_output_for_mask: false,
         };
-        let (g, w, bu, btu) = (spec.gate_width(), spec.workspace_width(), batch * units, batch * steps * units);
+        let (g, w, bu, btu) = (
+            spec.gate_width(),
+            spec.workspace_width(),
+            batch * units,
+            batch * steps * units,
+        );
         // Small values keep the gates away from saturation, as trained layers are.
-        let scaled = |n, seed| values(n, seed).into_iter().map(|v| v * 0.3).collect::<Vec<f32>>();
-        let (xp, r, rb) = (scaled(batch * steps * g, 1), scaled(units * g, 2), scaled(g, 3));
+        let scaled = |n, seed| {
+            values(n, seed)
+                .into_iter()
+                .map(|v| v * 0.3)
+                .collect::<Vec<f32>>()
+        };
+        let (xp, r, rb) = (
+            scaled(batch * steps * g, 1),
+            scaled(units * g, 2),
+            scaled(g, 3),
+        );
         let lstm = cell.has_cell_state();
         let (mut seq, mut h, mut cl) = (vec![0.0; btu], vec![0.0; bu], vec![0.0; bu]);
         let (mut ws, mut hp) = (vec![0.0; batch * steps * w], vec![0.0; btu]);
         let d_seq = scaled(btu, 4);
-        let (mut d_xp, mut d_r, mut d_rb) = (vec![0.0; batch * steps * g], vec![0.0; units * g], vec![0.0; g]);
+        let (mut d_xp, mut d_r, mut d_rb) = (
+            vec![0.0; batch * steps * g],
+            vec![0.0; units * g],
+            vec![0.0; g],
+        );
         let (mut d_h0, mut d_c0) = (vec![0.0; bu], vec![0.0; bu]);
         let inputs = RnnInputs {
             xp: &xp,

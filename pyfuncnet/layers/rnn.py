@@ -14,16 +14,10 @@ is that state.
 
 import numpy as np
 
-from pyfuncnet import _nest, _symbolic, activations, constraints, initializers, ops, regularizers
-from pyfuncnet._symbolic import KerasTensor
+from pyfuncnet import _nest, activations, constraints, initializers, ops, regularizers
 from pyfuncnet.layers import layer as _layer_module
-from pyfuncnet.layers.layer import InputSpec, Layer, next_random_stream, to_snake_case
-
-
-def _units(layer, units):
-    if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units <= 0:
-        raise ValueError(f"{type(layer).__name__} '{layer.name}': `units` must be a positive integer, got {units!r}")
-    return int(units)
+from pyfuncnet.layers.core import Dropout, _positive_int
+from pyfuncnet.layers.layer import InputSpec, Layer, to_snake_case
 
 
 def _rate(layer, arg, value):
@@ -42,7 +36,7 @@ class _FusedCell(Layer):
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True, kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal", bias_initializer="zeros", kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None, kernel_constraint=None, recurrent_constraint=None, bias_constraint=None, dropout=0.0, recurrent_dropout=0.0, seed=None, **kwargs):
         super().__init__(**kwargs)
-        self.units = _units(self, units)
+        self.units = _positive_int(f"{type(self).__name__} '{self.name}'", "units", units)
         self.activation = activations.get(activation)
         self.recurrent_activation = activations.get(recurrent_activation)
         self.use_bias = bool(use_bias)
@@ -60,8 +54,12 @@ class _FusedCell(Layer):
         if self.recurrent_dropout:
             raise NotImplementedError(f"{type(self).__name__} '{self.name}': `recurrent_dropout` is not supported yet (dropout on the inputs is)")
         self.seed = seed
-        self._stream = next_random_stream()
-        self._eager_rng = np.random.default_rng(seed)
+        # Keras's cell dropout: one mask per sample and feature, the same at every
+        # step. Named, so it takes no number from the default names of the user's
+        # own Dropout layers.
+        self._dropout_layer = None
+        if self.dropout:
+            self._dropout_layer = Dropout(self.dropout, noise_shape=(None, 1, None), seed=seed, name=f"{self.name}_dropout")
 
     @property
     def state_size(self):
@@ -224,23 +222,11 @@ class SimpleRNNCell(_FusedCell):
         return config
 
 
-def _input_dropout(cell, x, training):
-    """Keras's cell dropout: one mask per sample and feature, the same at every step."""
-    if not cell.dropout or training is False:
-        return x
-    if isinstance(x, KerasTensor):
-        attrs = {"rate": cell.dropout, "seed": int(cell.seed or 0), "stream": cell._stream}
-        return _symbolic.apply("dropout", lambda shapes: dict(attrs, noise_shape=[shapes[0][0], 1, shapes[0][2]]), [x])[0]
-    if not training:
-        return x
-    shape = ops._shape(x)
-    keep = cell._eager_rng.random((shape[0], 1, shape[2])) >= cell.dropout
-    return ops.multiply(x, keep.astype(np.float32) / np.float32(1.0 - cell.dropout))
-
-
 def _run_fused(cell, x, mask, initial_state, go_backwards, zero_output_for_mask, training):
     """The whole sequence through `cell`: `(outputs (batch, time, units), states)`."""
-    x = _input_dropout(cell, ops._float(x), training)
+    x = ops._float(x)
+    if cell._dropout_layer is not None and training is not False:
+        x = cell._dropout_layer(x, training=training)
     if not cell.built:
         cell._maybe_build(x)
     xp = ops.matmul(x, cell.kernel)
@@ -257,15 +243,11 @@ def _run_fused(cell, x, mask, initial_state, go_backwards, zero_output_for_mask,
         inputs.extend(initial_state)
     attrs["initial_state"] = initial_state is not None
     if mask is not None:
-        inputs.append(mask if _dtype(mask) == "bool" else ops.cast(mask, "bool"))
+        inputs.append(mask if ops._dtype_of(mask) == "bool" else ops.cast(mask, "bool"))
         attrs["masked"] = True
     outs = ops._run("rnn", attrs, inputs)
     states = list(outs[1:3] if lstm else outs[1:2])
     return outs[0], states
-
-
-def _dtype(x):
-    return x.dtype if isinstance(x, KerasTensor) else np.asarray(x).dtype.name
 
 
 class RNN(Layer):

@@ -137,6 +137,12 @@ impl RnnConfig {
     }
 }
 
+/// An output buffer the inference promised is missing (the executor hands an op
+/// exactly the outputs it inferred, so this is an internal error, never a panic).
+fn missing_output() -> GraphError {
+    GraphError::value("rnn: fewer output buffers than inferred outputs")
+}
+
 fn expect_shape(op: &str, what: &str, t: &TensorType, shape: &[usize]) -> Result<()> {
     if t.shape != shape {
         return Err(GraphError::shape(format!(
@@ -184,7 +190,10 @@ impl Op for RnnOp {
             expect_shape("rnn", "the recurrent bias", inputs[k], &[s.gate_width()])?;
             k += 1;
         }
-        for what in ["the initial state", "the initial cell state"].into_iter().take(c.states()) {
+        for what in ["the initial state", "the initial cell state"]
+            .into_iter()
+            .take(c.states())
+        {
             expect_shape("rnn", what, inputs[k], &[b, u])?;
             k += 1;
         }
@@ -236,16 +245,16 @@ impl Op for RnnOp {
             c0,
             mask,
         };
-        let (sequence, rest) = outputs.split_first_mut().expect("inferred outputs");
-        let (h_last, rest) = rest.split_first_mut().expect("inferred outputs");
+        let (sequence, rest) = outputs.split_first_mut().ok_or_else(missing_output)?;
+        let (h_last, rest) = rest.split_first_mut().ok_or_else(missing_output)?;
         let (c_last, rest) = if c.cell.has_cell_state() {
-            let (cl, rest) = rest.split_first_mut().expect("inferred outputs");
+            let (cl, rest) = rest.split_first_mut().ok_or_else(missing_output)?;
             (Some(cl.f32()?), rest)
         } else {
             (None, rest)
         };
         let [workspace, h_prev] = rest else {
-            return Err(GraphError::value("rnn: wrong number of outputs"));
+            return Err(missing_output());
         };
         let out = kr::RnnOutputs {
             sequence: sequence.f32()?,
@@ -306,7 +315,10 @@ impl Op for RnnOp {
         let grads = g.apply(Box::new(op), &grad_inputs)?;
         // Outputs: d_xp, d_r, [d_rb], d_h0, [d_c0]; inputs: xp, r, [rb], [h0, [c0]], [mask].
         let weights = 2 + usize::from(c.cell.has_recurrent_bias());
-        let mut out: Vec<Option<ValueId>> = grads[..weights + c.states()].iter().map(|&v| Some(v)).collect();
+        let mut out: Vec<Option<ValueId>> = grads[..weights + c.states()]
+            .iter()
+            .map(|&v| Some(v))
+            .collect();
         if c.masked {
             out.push(None);
         }
@@ -416,15 +428,15 @@ impl Op for RnnGradOp {
             d_h_last,
             d_c_last,
         };
-        let (d_xp, rest) = outputs.split_first_mut().expect("inferred outputs");
-        let (d_r, rest) = rest.split_first_mut().expect("inferred outputs");
+        let (d_xp, rest) = outputs.split_first_mut().ok_or_else(missing_output)?;
+        let (d_r, rest) = rest.split_first_mut().ok_or_else(missing_output)?;
         let (d_rb, rest) = if c.cell.has_recurrent_bias() {
-            let (d, rest) = rest.split_first_mut().expect("inferred outputs");
+            let (d, rest) = rest.split_first_mut().ok_or_else(missing_output)?;
             (Some(d.f32()?), rest)
         } else {
             (None, rest)
         };
-        let (d_h0, rest) = rest.split_first_mut().expect("inferred outputs");
+        let (d_h0, rest) = rest.split_first_mut().ok_or_else(missing_output)?;
         let d_c0 = match rest.first_mut() {
             Some(d) => Some(d.f32()?),
             None => None,

@@ -371,41 +371,13 @@ fn cut_ref<T>(x: &[T], rows: usize, k: usize) -> (&[T], &[T]) {
     x.split_at(k * per_row)
 }
 
-fn cut_opt<'a>(
-    x: Option<&'a mut [f32]>,
-    rows: usize,
-    k: usize,
-) -> (Option<&'a mut [f32]>, Option<&'a mut [f32]>) {
-    match x {
-        Some(x) => {
-            let (a, b) = cut(x, rows, k);
-            (Some(a), Some(b))
-        }
-        None => (None, None),
-    }
-}
-
-fn cut_opt_ref<'a>(
-    x: Option<&'a [f32]>,
-    rows: usize,
-    k: usize,
-) -> (Option<&'a [f32]>, Option<&'a [f32]>) {
-    match x {
-        Some(x) => {
-            let (a, b) = cut_ref(x, rows, k);
-            (Some(a), Some(b))
-        }
-        None => (None, None),
-    }
-}
-
 impl SplitRows for ForwardRows<'_> {
     fn split(self, rows: usize, k: usize) -> (Self, Self) {
         let (xp0, xp1) = cut_ref(self.xp, rows, k);
-        let (m0, m1) = cut_opt_ref(self.mask, rows, k);
+        let (m0, m1) = self.mask.map(|x| cut_ref(x, rows, k)).unzip();
         let (s0, s1) = cut(self.sequence, rows, k);
         let (h0, h1) = cut(self.h, rows, k);
-        let (c0, c1) = cut_opt(self.c, rows, k);
+        let (c0, c1) = self.c.map(|x| cut(x, rows, k)).unzip();
         let (w0, w1) = cut(self.workspace, rows, k);
         let (p0, p1) = cut(self.h_prev, rows, k);
         (
@@ -705,10 +677,12 @@ pub fn rnn_backward_with_level(
         s.cell.has_cell_state(),
         out.d_c0.is_some(),
     )?;
-    if x.d_c_last.is_some() && !s.cell.has_cell_state() {
-        presence("the last cell state gradient", false, true)?;
-    }
     if let Some(d) = x.d_c_last {
+        presence(
+            "the last cell state gradient",
+            s.cell.has_cell_state(),
+            true,
+        )?;
         check_len("last cell state gradient", d.len(), b * u)?;
     }
     presence(
@@ -868,14 +842,14 @@ struct BackwardRows<'a> {
 
 impl SplitRows for BackwardRows<'_> {
     fn split(self, rows: usize, k: usize) -> (Self, Self) {
-        let (m0, m1) = cut_opt_ref(self.mask, rows, k);
+        let (m0, m1) = self.mask.map(|x| cut_ref(x, rows, k)).unzip();
         let (w0, w1) = cut_ref(self.workspace, rows, k);
         let (p0, p1) = cut_ref(self.h_prev, rows, k);
-        let (s0, s1) = cut_opt_ref(self.d_sequence, rows, k);
+        let (s0, s1) = self.d_sequence.map(|x| cut_ref(x, rows, k)).unzip();
         let (x0, x1) = cut(self.d_xp, rows, k);
-        let (r0, r1) = cut_opt(self.d_rec, rows, k);
+        let (r0, r1) = self.d_rec.map(|x| cut(x, rows, k)).unzip();
         let (h0, h1) = cut(self.dh, rows, k);
-        let (c0, c1) = cut_opt(self.dc, rows, k);
+        let (c0, c1) = self.dc.map(|x| cut(x, rows, k)).unzip();
         (
             BackwardRows {
                 mask: m0,
