@@ -16,7 +16,8 @@ const ALIGN_FLOATS: usize = ALIGN_BYTES / std::mem::size_of::<f32>();
 /// Which per-thread buffer to use; one kernel call may hold one of each at a time.
 #[derive(Clone, Copy)]
 pub(crate) enum Slot {
-    /// GEMM: packed B, shared by the tasks of one product (held by the calling thread).
+    /// GEMM: packed B, shared by the tasks of one product (held by the calling
+    /// thread), or one task's own panels of it.
     B,
     /// GEMM: packed A, or small remainders, private to one task.
     A,

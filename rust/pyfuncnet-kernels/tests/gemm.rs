@@ -422,6 +422,40 @@ fn gemm_skinny_products_match_reference() {
 }
 
 #[test]
+fn gemm_long_k_products_match_reference() {
+    // K many times the kernel's K block next to a small C (weight gradients over
+    // batch * steps rows): each task walks K packing one block at a time.
+    for (m, n, k) in [
+        (64, 128, 4100),
+        (13, 33, 2048),
+        (192, 256, 2049),
+        (1, 1, 3000),
+        (25, 70, 2100),
+    ] {
+        for la in all_layouts() {
+            for lb in all_layouts() {
+                check_every_level(Case {
+                    la,
+                    lb,
+                    ..Case::plain(m, n, k)
+                });
+            }
+        }
+        for (alpha, beta) in [(0.5, 0.0), (-2.0, 0.25)] {
+            check_every_level(Case {
+                la: all_layouts()[1],
+                ldc_pad: 3,
+                alpha,
+                beta,
+                bias: true,
+                activation: true,
+                ..Case::plain(m, n, k)
+            });
+        }
+    }
+}
+
+#[test]
 fn gemm_active_level_runs() {
     eprintln!("gemm level (active): {}", cpu::active().name());
     // Without an override the best supported level is the active one.

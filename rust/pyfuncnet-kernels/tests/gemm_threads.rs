@@ -63,7 +63,10 @@ fn gemm_is_bitwise_identical_for_1_2_and_3_threads() {
         (517, 263, 1030, true, true),
         (70, 4100, 40, false, true),
         (30, 300, 20000, true, false),
+        // Long K, small C: tasks over column panels, K streamed block by block.
         (32, 128, 12800, true, false),
+        (64, 128, 4100, true, false),
+        (25, 70, 2100, false, true),
         // Small path: several row tasks, K blocks, packed B.
         (256, 64, 784, false, false),
         (64, 784, 64, false, true),

@@ -17,6 +17,11 @@
 //!     bias + activation on the task's tile of C
 //! ```
 //!
+//! Products with a very long K and a small C (weight gradients summed over batch x
+//! steps rows) take [`k_streamed`] instead: B packed for all of K would be
+//! megabytes written to memory and read back, so each task packs one K block at a
+//! time into buffers that stay in L2.
+//!
 //! Tasks own disjoint tiles of C and loop over K themselves, so the only
 //! synchronisation is the end of the B packing and the end of the tasks, once per
 //! N block. The block sizes and the task partition are functions of `(m, n, k)`
@@ -67,6 +72,8 @@ pub(crate) fn gemm<K: MicroKernel>(p: &Problem, c: &mut [f32], ldc: usize) {
     let target = CTarget::new(c, ldc, p.m, p.n);
     if p.k == 0 {
         scale_only(p, c, ldc);
+    } else if streams_k::<K>(p.m, p.n, p.k) {
+        k_streamed::<K>(p, target);
     } else if small::prefers_transposed::<K>(p) {
         // Cᵀ = Bᵀ Aᵀ with the roles swapped, then the epilogue on C's rows.
         let none = Epilogue::default();
@@ -94,6 +101,80 @@ pub(crate) fn gemm<K: MicroKernel>(p: &Problem, c: &mut [f32], ldc: usize) {
     } else {
         blocked::<K>(p, target);
     }
+}
+
+/// Whether a product goes to [`k_streamed`]: K very long next to a small C, as in
+/// the weight gradients of layers applied at every step of long sequences (`Xᵀ dY`
+/// over `batch * steps` rows).
+fn streams_k<K: MicroKernel>(m: usize, n: usize, k: usize) -> bool {
+    k >= 8 * K::KC && m <= K::MC && n <= 8 * K::NR
+}
+
+/// Long K, small C: each task owns a chunk of C's column panels (all rows) and
+/// walks K block by block, packing that block of A and of its own B panels into
+/// its thread's buffers, where they stay in L2 while the tiles run. Packing all of
+/// K ahead (the blocked path) would write both operands, megabytes each, to
+/// memory and read them back; here each is read once per task and the tasks never
+/// synchronise.
+///
+/// Every element of C sees the same K blocks in the same order whatever the
+/// partition, so the number of tasks may follow the thread count: one task on one
+/// thread (A packed once), two per thread otherwise (A packed once per task, B
+/// split between them), for balance when another process holds a core.
+fn k_streamed<K: MicroKernel>(p: &Problem, c: CTarget) {
+    let (m, n, k) = (p.m, p.n, p.k);
+    let (mr, nr) = (K::MR, K::NR);
+    let kc = balanced_block(k, K::KC, 1);
+    let (m_panels, n_panels) = (m.div_ceil(mr), n.div_ceil(nr));
+    let threads = par::num_threads();
+    let by_work = (2 * m * n * k / MIN_TASK_FLOPS).max(1);
+    let wanted = threads;
+    let per_task = n_panels.div_ceil(wanted.min(by_work).min(n_panels));
+    run_tasks(n_panels.div_ceil(per_task), |t| {
+        let (jp0, jp1) = (t * per_task, ((t + 1) * per_task).min(n_panels));
+        let (j0, j1) = (jp0 * nr, (jp1 * nr).min(n));
+        with_scratch(Slot::A, m_panels * mr * kc, |apack| {
+            with_scratch(Slot::B, (jp1 - jp0) * nr * kc, |bpack| {
+                for p0 in (0..k).step_by(kc) {
+                    let kcur = kc.min(k - p0);
+                    let beta = if p0 == 0 { p.beta } else { 1.0 };
+                    let a_block = &mut apack[..m_panels * mr * kcur];
+                    pack_panels(a_block, &p.a, 0, m, p0, kcur, mr, K::LEVEL);
+                    let b_block = &mut bpack[..(jp1 - jp0) * nr * kcur];
+                    pack_panels(b_block, &p.b.t(), j0, j1 - j0, p0, kcur, nr, K::LEVEL);
+                    let (a_block, b_block): (&[f32], &[f32]) = (a_block, b_block);
+                    for jp in jp0..jp1 {
+                        let b_src = Operand {
+                            data: b_block,
+                            offset: (jp - jp0) * nr * kcur,
+                            rs: nr,
+                            cs: 1,
+                        };
+                        for ip in 0..m_panels {
+                            let a_src = Operand {
+                                data: a_block,
+                                offset: ip * mr * kcur,
+                                rs: 1,
+                                cs: mr,
+                            };
+                            let (i, j) = (ip * mr, jp * nr);
+                            let tile = Tile {
+                                i,
+                                j,
+                                rows: mr.min(m - i),
+                                cols: nr.min(n - j),
+                            };
+                            // SAFETY: task t owns every row of the columns of
+                            // panels jp0..jp1; the caller picked K for this CPU.
+                            unsafe { c.run_tile::<K>(tile, kcur, p.alpha, a_src, b_src, beta) };
+                        }
+                    }
+                }
+            });
+        });
+        // SAFETY: the same columns, all rows, owned by task t.
+        unsafe { c.apply_epilogue(p.epilogue, 0..m, j0, j1 - j0) };
+    });
 }
 
 /// `k == 0`: `C <- epilogue(beta * C)`, never reading C when `beta == 0`.

@@ -475,6 +475,13 @@ fn forward_rows(
         |rh_rows| {
             for step in 0..t_len {
                 let t = s.time(step);
+                if step + 1 < t_len {
+                    let next = s.time(step + 1);
+                    prefetch_step(xp, n, t_len, next, g);
+                    prefetch_step(ws, n, t_len, next, w);
+                    prefetch_step(hp, n, t_len, next, u);
+                    prefetch_step(seq, n, t_len, step + 1, u);
+                }
                 let rows = Rows {
                     count: n,
                     steps: t_len,
@@ -819,6 +826,15 @@ fn step_view(
     MatRef::new(&x[t * width + col..], n, cols, t_len * width, 1)
 }
 
+/// Starts loading the entries of step `t` of every row of a `(rows, t_len,
+/// width)` buffer while the current step computes: a step touches each row's
+/// entry once, hundreds of strided pieces the hardware prefetchers do not follow.
+fn prefetch_step(buf: &[f32], rows: usize, t_len: usize, t: usize, width: usize) {
+    for b in 0..rows {
+        cpu::prefetch(&buf[(b * t_len + t) * width..][..width]);
+    }
+}
+
 fn copy_or_zero(dst: &mut [f32], src: Option<&[f32]>) {
     match src {
         Some(src) => dst.copy_from_slice(src),
@@ -904,6 +920,20 @@ fn backward_rows(
         |gtmp| {
             for step in (0..t_len).rev() {
                 let t = s.time(step);
+                if step > 0 {
+                    let next = s.time(step - 1);
+                    prefetch_step(ws, n, t_len, next, s.workspace_width());
+                    prefetch_step(dxp, n, t_len, next, g);
+                    if let Some(d) = d_sequence {
+                        prefetch_step(d, n, t_len, step - 1, u);
+                    }
+                    if let Some(d) = d_rec.as_deref() {
+                        prefetch_step(d, n, t_len, next, g);
+                    }
+                    if matches!(s.cell, Cell::Gru { .. }) {
+                        prefetch_step(hp, n, t_len, next, u);
+                    }
+                }
                 let rows = Rows {
                     count: n,
                     steps: t_len,
