@@ -1,9 +1,10 @@
 //! The executor: runs a planned graph over one set of step inputs.
 //!
-//! Nodes run wave by wave ([`Plan`]). A node whose kernels split their work across
-//! threads runs alone; the small nodes of a wave, too small to split, run side by
-//! side instead, grouped into tasks of at least [`MIN_TASK_WORK`] so that handing
-//! a task to another thread stays cheap next to the work in it. Every node computes
+//! Nodes run wave by wave ([`Plan`]), the nodes of one wave side by side: a node
+//! whose kernels split their work across threads is a task of its own, whose
+//! parallel sections the other threads join when they run out of tasks; the small
+//! nodes, too small to split, are grouped into tasks of at least [`MIN_TASK_WORK`]
+//! so that handing a task to another thread stays cheap next to the work in it. Every node computes
 //! the same values whichever way it runs, so results do not depend on the thread
 //! count.
 
@@ -316,12 +317,14 @@ impl Executor {
     }
 }
 
-/// Splits the plan's waves into stages of tasks. In each wave, the nodes that run
-/// as one task ([`crate::ops::OpCost::single_task`]) are grouped, in order, into
-/// tasks of about equal work, at least [`MIN_TASK_WORK`] each, run side by side;
-/// the other nodes, and small nodes whose total work would not make two tasks,
-/// are stages of their own. Returns the stages, the tasks, the node list the
-/// tasks index, whether every node is a single task, and the total work.
+/// Splits the plan's waves into stages of tasks: one stage per wave, whose tasks
+/// run side by side. A node whose kernels split their work across threads is a
+/// task of its own (its parallel sections share the pool with the other tasks);
+/// the nodes that run as one task ([`crate::ops::OpCost::single_task`]) are
+/// grouped, in order, into tasks of about equal work, at least [`MIN_TASK_WORK`]
+/// each, or all into one task when they are too small for two. Returns the
+/// stages, the tasks, the node list the tasks index, whether every node is a
+/// single task, and the total work.
 fn schedule(g: &Graph, plan: &Plan) -> (Vec<Range<usize>>, Vec<Task>, Vec<usize>, bool, usize) {
     let mut all_single_task = true;
     let mut total_work = 0;
@@ -338,6 +341,7 @@ fn schedule(g: &Graph, plan: &Plan) -> (Vec<Range<usize>>, Vec<Task>, Vec<usize>
         });
     };
     for wave in &plan.waves {
+        let first = tasks.len();
         let mut small = Vec::new();
         let mut work = Vec::new();
         for &ni in &plan.order[wave.clone()] {
@@ -351,33 +355,24 @@ fn schedule(g: &Graph, plan: &Plan) -> (Vec<Range<usize>>, Vec<Task>, Vec<usize>
                 small.push(ni);
                 work.push(cost.work);
             } else {
-                let t = tasks.len();
                 push_task(&mut tasks, &mut task_nodes, &[ni]);
-                stages.push(t..t + 1);
             }
         }
         let total: usize = work.iter().sum();
-        let n_tasks = (total / MIN_TASK_WORK).min(small.len());
-        if n_tasks < 2 {
-            for &ni in &small {
-                let t = tasks.len();
-                push_task(&mut tasks, &mut task_nodes, &[ni]);
-                stages.push(t..t + 1);
-            }
-            continue;
-        }
-        let first = tasks.len();
-        let target = total / n_tasks;
+        let n_tasks = (total / MIN_TASK_WORK).clamp(1, small.len().max(1));
+        let target = total.div_ceil(n_tasks);
         let (mut start, mut acc) = (0, 0);
         for (i, &w) in work.iter().enumerate() {
             acc += w;
-            if acc >= target || i + 1 == small.len() {
+            if (n_tasks > 1 && acc >= target) || i + 1 == small.len() {
                 push_task(&mut tasks, &mut task_nodes, &small[start..=i]);
                 start = i + 1;
                 acc = 0;
             }
         }
-        stages.push(first..tasks.len());
+        if tasks.len() > first {
+            stages.push(first..tasks.len());
+        }
     }
     (stages, tasks, task_nodes, all_single_task, total_work)
 }
