@@ -4,9 +4,9 @@
 //! whose kernels split their work across threads is a task of its own, whose
 //! parallel sections the other threads join when they run out of tasks; the small
 //! nodes, too small to split, are grouped into tasks of at least [`MIN_TASK_WORK`]
-//! so that handing a task to another thread stays cheap next to the work in it. Every node computes
-//! the same values whichever way it runs, so results do not depend on the thread
-//! count.
+//! so that handing a task to another thread stays cheap next to the work in it.
+//! Every node computes the same values whichever way it runs, so results do not
+//! depend on the thread count.
 
 use std::ops::Range;
 

@@ -191,6 +191,19 @@ fn all_layouts() -> [Layout; 4] {
     ]
 }
 
+/// Every combination of A and B layouts (plain, transposed, padded rows).
+fn check_every_layout_pair(m: usize, n: usize, k: usize) {
+    for la in all_layouts() {
+        for lb in all_layouts() {
+            check_every_level(Case {
+                la,
+                lb,
+                ..Case::plain(m, n, k)
+            });
+        }
+    }
+}
+
 fn check_every_level(case: Case) {
     for level in cpu::supported_levels() {
         if let Err(e) = run_case(Some(level), case) {
@@ -396,14 +409,8 @@ fn gemm_skinny_products_match_reference() {
         (100, 15, 33),
         (250, 3, 300),
     ] {
+        check_every_layout_pair(m, n, k);
         for la in all_layouts() {
-            for lb in all_layouts() {
-                check_every_level(Case {
-                    la,
-                    lb,
-                    ..Case::plain(m, n, k)
-                });
-            }
             for (alpha, beta) in [(0.5, 0.0), (1.0, 1.0), (-2.0, 0.25)] {
                 for ldc_pad in [0, 2] {
                     check_every_level(Case {
@@ -432,15 +439,7 @@ fn gemm_long_k_products_match_reference() {
         (1, 1, 3000),
         (25, 70, 2100),
     ] {
-        for la in all_layouts() {
-            for lb in all_layouts() {
-                check_every_level(Case {
-                    la,
-                    lb,
-                    ..Case::plain(m, n, k)
-                });
-            }
-        }
+        check_every_layout_pair(m, n, k);
         for (alpha, beta) in [(0.5, 0.0), (-2.0, 0.25)] {
             check_every_level(Case {
                 la: all_layouts()[1],
