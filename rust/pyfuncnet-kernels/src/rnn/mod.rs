@@ -546,7 +546,7 @@ fn forward_rows(
                                 rows,
                                 ra,
                                 a,
-                                xp: xp,
+                                xp,
                                 ws,
                                 h
                             }
@@ -570,7 +570,7 @@ fn forward_rows(
                             &mut cells::GruBeforeGates {
                                 rows,
                                 ra,
-                                xp: xp,
+                                xp,
                                 ws,
                                 h
                             }
@@ -593,13 +593,7 @@ fn forward_rows(
                         )?;
                         with_acts!(s, level, |_ra, a| cells::run(
                             level,
-                            &mut cells::GruBeforeUpdate {
-                                rows,
-                                a,
-                                xp: xp,
-                                ws,
-                                h
-                            }
+                            &mut cells::GruBeforeUpdate { rows, a, xp, ws, h }
                         ));
                     }
                     Cell::Simple => {
