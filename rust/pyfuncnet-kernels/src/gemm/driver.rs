@@ -118,9 +118,9 @@ fn streams_k<K: MicroKernel>(m: usize, n: usize, k: usize) -> bool {
 /// synchronise.
 ///
 /// Every element of C sees the same K blocks in the same order whatever the
-/// partition, so the number of tasks may follow the thread count: one task on one
-/// thread (A packed once), two per thread otherwise (A packed once per task, B
-/// split between them), for balance when another process holds a core.
+/// partition, so the number of tasks may follow the thread count: one task per
+/// thread (each packs all of A and its share of B), fewer when the product is too
+/// small to split.
 fn k_streamed<K: MicroKernel>(p: &Problem, c: CTarget) {
     let (m, n, k) = (p.m, p.n, p.k);
     let (mr, nr) = (K::MR, K::NR);
@@ -128,8 +128,7 @@ fn k_streamed<K: MicroKernel>(p: &Problem, c: CTarget) {
     let (m_panels, n_panels) = (m.div_ceil(mr), n.div_ceil(nr));
     let threads = par::num_threads();
     let by_work = (2 * m * n * k / MIN_TASK_FLOPS).max(1);
-    let wanted = threads;
-    let per_task = n_panels.div_ceil(wanted.min(by_work).min(n_panels));
+    let per_task = n_panels.div_ceil(threads.min(by_work).min(n_panels));
     run_tasks(n_panels.div_ceil(per_task), |t| {
         let (jp0, jp1) = (t * per_task, ((t + 1) * per_task).min(n_panels));
         let (j0, j1) = (jp0 * nr, (jp1 * nr).min(n));

@@ -903,7 +903,7 @@ fn backward_rows(
         dh,
         mut dc,
     } = part;
-    let (t_len, u, g) = (s.steps, s.units, s.gate_width());
+    let (t_len, u, g, w) = (s.steps, s.units, s.gate_width(), s.workspace_width());
     let none = Epilogue::default();
     let rt_all = MatRef::row_major(rt, g, u)?;
     // Per task: the GRU's `da_h R_hᵀ`.
@@ -916,7 +916,7 @@ fn backward_rows(
                 let t = s.time(step);
                 if step > 0 {
                     let next = s.time(step - 1);
-                    prefetch_step(ws, n, t_len, next, s.workspace_width());
+                    prefetch_step(ws, n, t_len, next, w);
                     prefetch_step(dxp, n, t_len, next, g);
                     if let Some(d) = d_sequence {
                         prefetch_step(d, n, t_len, step - 1, u);
