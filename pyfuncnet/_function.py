@@ -11,7 +11,7 @@ import json
 import numpy as np
 
 from pyfuncnet import _core
-from pyfuncnet._symbolic import KerasTensor
+from pyfuncnet._symbolic import KerasTensor, symbolic
 from pyfuncnet._variable import store
 
 
@@ -51,6 +51,8 @@ class GraphSpec:
         updates: `(variable, tensor)` pairs: a train step assigns each tensor to its
             (non-trainable) variable after the optimizer update.
         seed: the program's random seed (dropout).
+        training: whether the spec is for a training step (expandable nodes may
+            build different subgraphs for training and inference).
 
     Attributes:
         spec: the dict handed to the core.
@@ -58,18 +60,27 @@ class GraphSpec:
         output_dtypes: dtype of each output.
     """
 
-    def __init__(self, inputs, outputs, input_shapes, loss=None, trainable=(), updates=(), seed=0):
+    def __init__(self, inputs, outputs, input_shapes, loss=None, trainable=(), updates=(), seed=0, training=False):
         self.variables = []
         var_index = {}
+        # Expanded nodes: their placeholders stand for the node's inputs, and its
+        # outputs for the subgraph's; the tensors are kept so their ids stay unique.
+        self._alias = {}
+        self._keep = []
+        shapes = {id(t): list(shape) for t, shape in zip(inputs, input_shapes)}
         update_values = [t for _, t in updates]
         nodes = topological_nodes(list(outputs) + ([loss] if loss is not None else []) + update_values, stop=inputs)
-        ids, shapes = {}, {}
+        flat = []
+        self._flatten(nodes, shapes, training, flat)
+        outputs = [self._resolve(t) for t in outputs]
+        loss = None if loss is None else self._resolve(loss)
+        updates = [(v, self._resolve(t)) for v, t in updates]
+        ids = {}
         spec_inputs = []
         for t, shape in zip(inputs, input_shapes):
             ids[id(t)] = len(ids)
-            shapes[id(t)] = list(shape)
             spec_inputs.append({"shape": list(shape), "dtype": t.dtype})
-        leaves = [i for n in nodes for i in n.inputs if i._node is None and id(i) not in ids]
+        leaves = [i for _, ins, _ in flat for i in ins if i._node is None and id(i) not in ids]
         leaves += [t for t in outputs if t._node is None and id(t) not in ids]
         weights, consts = [], []
         for t in leaves:
@@ -84,10 +95,7 @@ class GraphSpec:
             elif t._const is not None:
                 consts.append(t)
             else:
-                raise ValueError(
-                    f"The graph depends on the input {t.name} (shape {t.shape}), which is not "
-                    "among the given inputs"
-                )
+                self._shape_of(t, {})  # raises: an input that was not given
             ids[id(t)] = None
         for t in weights:
             ids[id(t)] = len(spec_inputs) + len(weights[: weights.index(t)])
@@ -96,28 +104,19 @@ class GraphSpec:
                 raise TypeError(f"compiled graphs read float32 variables only; {t.name} is {t.dtype}")
         # Weight indices are the Variables' slots in the core's store.
         spec_weights = [{"index": t._variable._index, "shape": list(t.shape)} for t in weights]
-        for t in weights:
-            shapes[id(t)] = list(t.shape)
         base = len(spec_inputs) + len(weights)
         spec_consts = []
         for k, t in enumerate(consts):
             ids[id(t)] = base + k
-            shapes[id(t)] = list(t.shape)
             spec_consts.append({"shape": list(t._const.shape), "data": t._const.astype(np.float32).ravel().tolist()})
             if t._const.dtype != np.float32:
                 raise TypeError(f"integer constants are not supported in compiled graphs ({t.name})")
         next_id = base + len(consts)
         spec_nodes = []
-        for node in nodes:
-            in_shapes = [shapes[id(i)] for i in node.inputs]
-            attrs = node.resolve_attrs(in_shapes)
-            types = _core.infer(node.op, json.dumps(attrs), [(s, i.dtype) for s, i in zip(in_shapes, node.inputs)])
-            spec_nodes.append(
-                {"op": node.op, "attrs": attrs, "inputs": [ids[id(i)] for i in node.inputs], "label": node.label}
-            )
-            for out, (shape, _) in zip(node.outputs, types):
+        for node, ins, attrs in flat:
+            spec_nodes.append({"op": node.op, "attrs": attrs, "inputs": [ids[id(i)] for i in ins], "label": node.label})
+            for out in node.outputs:
                 ids[id(out)] = next_id
-                shapes[id(out)] = list(shape)
                 next_id += 1
         self.output_dtypes = [t.dtype for t in outputs]
         self.spec = {
@@ -135,6 +134,45 @@ class GraphSpec:
             self.spec["updates"] = [[v._index, ids[id(t)]] for v, t in updates]
         if seed:
             self.spec["seed"] = int(seed)
+
+    def _resolve(self, t):
+        while id(t) in self._alias:
+            t = self._alias[id(t)]
+        return t
+
+    @staticmethod
+    def _shape_of(t, shapes):
+        if id(t) in shapes:
+            return shapes[id(t)]
+        if t._node is None and (t._variable is not None or t._const is not None):
+            return list(t.shape)
+        raise ValueError(f"The graph depends on the input {t.name} (shape {t.shape}), which is not among the given inputs")
+
+    def _flatten(self, nodes, shapes, training, flat):
+        """Appends `(node, inputs, attrs)` for each op of `nodes` to `flat`, in order,
+        expanding expandable nodes; records every output's concrete shape."""
+        for node in nodes:
+            ins = [self._resolve(i) for i in node.inputs]
+            in_shapes = [self._shape_of(i, shapes) for i in ins]
+            if node.expand is None:
+                attrs = node.resolve_attrs(in_shapes)
+                types = _core.infer(node.op, json.dumps(attrs), [(s, i.dtype) for s, i in zip(in_shapes, ins)])
+                for out, (shape, _) in zip(node.outputs, types):
+                    shapes[id(out)] = list(shape)
+                flat.append((node, ins, attrs))
+                continue
+            placeholders = [KerasTensor(tuple(s), i.dtype) for s, i in zip(in_shapes, ins)]
+            for ph, i in zip(placeholders, ins):
+                self._alias[id(ph)] = i
+            subgraph = [symbolic(t) for t in node.expand(placeholders, training)]
+            self._keep += placeholders + subgraph
+            self._flatten(topological_nodes(subgraph, stop=placeholders), shapes, training, flat)
+            for out, sub in zip(node.outputs, subgraph):
+                sub = self._resolve(sub)
+                got = self._shape_of(sub, shapes)
+                if sub.dtype != out.dtype or len(got) != len(out.shape) or any(d is not None and d != g for d, g in zip(out.shape, got)):
+                    raise ValueError(f"{node.label}: the expanded graph gives {sub.dtype} {tuple(got)} where {out.dtype} {out.shape} was inferred")
+                self._alias[id(out)] = sub
 
 
 class Function:

@@ -34,16 +34,22 @@ class OpNode:
             and returning the dict (for ops whose attributes depend on the batch size).
         inputs: the input `KerasTensor`s.
         label: the layer or op name used in error messages.
+        expand: for a node that stands for a subgraph only known once shapes are
+            (a recurrent layer over a user-written cell, unrolled over the steps of
+            each sequence length): a function taking KerasTensors of the inputs'
+            concrete shapes and whether the step trains, and returning the output
+            tensors built from them. Compiling replaces the node by that subgraph.
     """
 
-    __slots__ = ("op", "attrs", "inputs", "outputs", "label")
+    __slots__ = ("op", "attrs", "inputs", "outputs", "label", "expand")
 
-    def __init__(self, op, attrs, inputs, label=None):
+    def __init__(self, op, attrs, inputs, label=None, expand=None):
         self.op = op
         self.attrs = attrs
         self.inputs = list(inputs)
         self.outputs = []
         self.label = label or op
+        self.expand = expand
 
     def resolve_attrs(self, input_shapes):
         """The attributes for concrete input shapes."""
@@ -321,6 +327,17 @@ def label_scope(name):
         yield
     finally:
         _labels.pop()
+
+
+def expandable(name, expand, inputs, output_types, label=None):
+    """Records a node that compiling expands into the subgraph `expand` builds for
+    concrete shapes (see `OpNode`); `output_types` are its `(shape, dtype)` pairs.
+    Returns the output KerasTensors."""
+    if label is None and _labels:
+        label = f"{_labels[-1]}/{name}"
+    node = OpNode(name, None, [symbolic(t) for t in inputs], label, expand=expand)
+    node.outputs = [KerasTensor(shape, dtype, node=node, index=k) for k, (shape, dtype) in enumerate(output_types)]
+    return node.outputs
 
 
 def apply(op, attrs, inputs, label=None):

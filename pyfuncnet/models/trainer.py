@@ -300,7 +300,7 @@ class Trainer:
         updates = self._state_updates() if mode == "train" else ()
         from pyfuncnet import utils
 
-        spec = GraphSpec(feeds, fetches, shapes, loss=total, trainable=trainable, updates=updates, seed=utils.get_random_seed() or 0)
+        spec = GraphSpec(feeds, fetches, shapes, loss=total, trainable=trainable, updates=updates, seed=utils.get_random_seed() or 0, training=mode == "train")
         step = _core.CompiledStep(json.dumps(spec.spec), mode)
         constrained = [v for v in trainable if getattr(v, "constraint", None) is not None]
         return _Program(step, len(outputs), loss_outputs, constrained, mask_outputs)
