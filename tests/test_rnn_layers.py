@@ -185,11 +185,6 @@ def test_rnn_over_a_cell_round_trips_its_config_and_matches_the_layer(cell_class
     np.testing.assert_array_equal(np.asarray(named(x)), y)
 
 
-def test_stateful_is_refused_clearly():
-    with pytest.raises(NotImplementedError, match="stateful"):
-        layers.LSTM(4, stateful=True)
-
-
 def test_input_dropout_keeps_one_mask_per_sample_and_feature_over_time():
     # Keras's cell dropout: x * keep / (1 - rate) with keep drawn per (sample,
     # feature) and shared by every step. With one sample and three features, the

@@ -29,7 +29,7 @@ from pyfuncnet.layers.input_layer import Input, InputLayer
 from pyfuncnet.layers.layer import InputSpec, Layer
 from pyfuncnet.layers.layer_normalization import LayerNormalization
 from pyfuncnet.layers.masking import Masking
-from pyfuncnet.layers.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, SimpleRNN, SimpleRNNCell
+from pyfuncnet.layers.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, SimpleRNN, SimpleRNNCell, StackedRNNCells
 from pyfuncnet.layers.reshaping import (
     Cropping1D,
     Cropping2D,
@@ -173,6 +173,7 @@ __all__ = [
     "SpatialDropout1D",
     "SpatialDropout2D",
     "SpatialDropout3D",
+    "StackedRNNCells",
     "Subtract",
     "TimeDistributed",
     "UpSampling1D",

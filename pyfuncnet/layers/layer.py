@@ -12,6 +12,7 @@ passed to `call(..., mask=...)` when `call` takes one and none is given, and a
 layer that supports masking attaches `compute_mask`'s result to its outputs.
 """
 
+import contextlib
 import inspect
 import re
 import warnings
@@ -30,6 +31,19 @@ _activity_stack = []
 # The layers whose build or call is running (innermost last): weights created
 # meanwhile get the path "outer/inner/name", as Keras's name scopes give them.
 _scope = []
+# Nonzero while a graph is expanded for compiling: layers called then on symbolic
+# tensors leave no node behind (each compile would add one per call).
+_expanding = [0]
+
+
+@contextlib.contextmanager
+def expanding():
+    """Layer calls inside record no nodes (see `_expanding`)."""
+    _expanding[0] += 1
+    try:
+        yield
+    finally:
+        _expanding[0] -= 1
 
 
 class _InScope:
@@ -568,6 +582,8 @@ class Layer:
                 self._finish_masks(inputs, outputs, previous_mask)
             except (ValueError, TypeError, IndexError) as e:
                 raise _with_layer(e, self, inputs) from None
+        if _expanding[0]:
+            return outputs
         # The node keeps the arguments as given: a replay fills in the masks again.
         node = Node(self, (inputs, tuple(args), dict(kwargs)), outputs)
         # Updates of the layers called inside come along, as activity losses do.

@@ -59,14 +59,14 @@ def _removeprefix(name, prefix):
 def _copy_layer(layer, **overrides):
     """A fresh layer from `layer`'s config with `overrides` (Keras serializes the
     layer and deserializes it: no weights or state carry over)."""
-    from pyfuncnet.layers.rnn import RNN, _CellLayer
+    from pyfuncnet.layers.rnn import RNN, _CellLayer, copy_cell
 
     config = layer.get_config()
     config.update(overrides)
-    if isinstance(layer, RNN) and not isinstance(layer, _CellLayer) and "cell" not in config:
-        # RNN(cell)'s config does not hold its cell: copy the cell from its own config.
-        cell = layer.cell
-        return type(layer)(type(cell).from_config(cell.get_config()), **config)
+    if isinstance(layer, RNN) and not isinstance(layer, _CellLayer):
+        # A user-written cell is not found by name: copy the cell object's config.
+        config.pop("cell", None)
+        return type(layer)(copy_cell(layer.cell), **config)
     return type(layer).from_config(config)
 
 
@@ -285,8 +285,10 @@ class Bidirectional(Layer):
         return None
 
     def reset_states(self):
-        # Recurrent layers cannot be stateful yet (see rnn.py), so neither can this.
-        raise AttributeError("Layer must be stateful.")
+        if not self.stateful:
+            raise AttributeError("Layer must be stateful.")
+        self.forward_layer.reset_states()
+        self.backward_layer.reset_states()
 
     reset_state = reset_states
 

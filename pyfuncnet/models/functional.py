@@ -186,10 +186,11 @@ class Functional(Model):
                     set_keras_mask(flat[k], m)
         if any(isinstance(t, KerasTensor) for t in flat):
             return self._run_through_graph(flat, training)
-        if (_tape._active and _tensor._recording()) or any(get_keras_mask(a) is not None for a in flat):
+        if (_tape._active and _tensor._recording()) or any(get_keras_mask(a) is not None for a in flat) or self._carried_states():
             # Under a GradientTape each layer runs eagerly, so the tape sees every
             # op (a custom training loop differentiates through the model); so do
-            # inputs with masks, which the compiled graph has no place for.
+            # inputs with masks, which the compiled graph has no place for, and
+            # stateful recurrent layers, which keep their states as they run.
             return self._run_through_graph(flat, training)
         if self._predict_function is None:
             # The output masks are computed with the outputs and attached to them,

@@ -22,7 +22,7 @@ from pyfuncnet.models import data as data_utils
 class _Program:
     """One compiled step and what it feeds and fetches."""
 
-    def __init__(self, step, n_outputs, loss_outputs, constrained=(), mask_outputs=None):
+    def __init__(self, step, n_outputs, loss_outputs, constrained=(), mask_outputs=None, carried=()):
         self.step = step
         self.n_outputs = n_outputs
         # Indices, among the step's outputs, of each output's own loss (or None).
@@ -33,6 +33,15 @@ class _Program:
         self.named_losses = [(k, i) for k, i in enumerate(loss_outputs) if i is not None]
         # The trained Variables with a constraint to apply after each update.
         self.constrained = list(constrained)
+        # (Variable, output index): stateful recurrent states the step's last
+        # outputs carry to the next step.
+        self.carried = list(carried)
+
+    def carry(self, outs):
+        """Assigns the carried states; returns the step's other outputs."""
+        for variable, k in self.carried:
+            variable.assign(outs[k])
+        return outs[: len(outs) - len(self.carried)]
 
     @staticmethod
     def feeds(x, ys, sws):
@@ -267,12 +276,14 @@ class Trainer:
                 # sequence), so symbolic shape checks agree; the program itself is
                 # compiled for the concrete shapes.
                 dims = tuple(None if i < len(out.shape) and out.shape[i] is None else d for i, d in enumerate(y.shape[1:], 1))
-                y_ph = KerasTensor((None,) + dims, "int32" if y.dtype == np.int32 else "float32", name=f"{output_names[k]}_target")
+                # A model with a fixed batch size (stateful layers) gets targets of that size.
+                batch = out.shape[0] if out.shape else None
+                y_ph = KerasTensor((batch,) + dims, "int32" if y.dtype == np.int32 else "float32", name=f"{output_names[k]}_target")
                 feeds.append(y_ph)
                 shapes.append(y.shape)
                 sw_ph = None
                 if sws[k] is not None:
-                    sw_ph = KerasTensor((None,) + sws[k].shape[1:], "float32", name=f"{output_names[k]}_sample_weight")
+                    sw_ph = KerasTensor((batch,) + sws[k].shape[1:], "float32", name=f"{output_names[k]}_sample_weight")
                     feeds.append(sw_ph)
                     shapes.append(sws[k].shape)
                 with _symbolic.label_scope(f"{output_names[k]}_loss"):
@@ -298,12 +309,16 @@ class Trainer:
                     fetches.append(mask)
         trainable = self._trainable_for_program() if mode == "train" else ()
         updates = self._state_updates() if mode == "train" else ()
+        carried = []
+        for variable, tensor in self._carried_states():
+            carried.append((variable, len(fetches)))
+            fetches.append(tensor)
         from pyfuncnet import utils
 
         spec = GraphSpec(feeds, fetches, shapes, loss=total, trainable=trainable, updates=updates, seed=utils.get_random_seed() or 0, training=mode == "train")
         step = _core.CompiledStep(json.dumps(spec.spec), mode)
         constrained = [v for v in trainable if getattr(v, "constraint", None) is not None]
-        return _Program(step, len(outputs), loss_outputs, constrained, mask_outputs)
+        return _Program(step, len(outputs), loss_outputs, constrained, mask_outputs, carried)
 
     def _graph_nodes(self):
         if hasattr(self, "_nodes_by_depth"):
@@ -324,7 +339,17 @@ class Trainer:
         latest = {}
         for node in self._graph_nodes():
             for variable, tensor, layer in node.state_updates:
-                if layer.trainable:
+                if layer.trainable and not getattr(variable, "_rnn_state", False):
+                    latest[id(variable)] = (variable, tensor)
+        return list(latest.values())
+
+    def _carried_states(self):
+        """`(variable, tensor)`: the final states of stateful recurrent layers, which
+        every step (training, test and predict) keeps for the next batch."""
+        latest = {}
+        for node in self._graph_nodes():
+            for variable, tensor, _ in node.state_updates:
+                if getattr(variable, "_rnn_state", False):
                     latest[id(variable)] = (variable, tensor)
         return list(latest.values())
 
@@ -414,17 +439,17 @@ class Trainer:
             mark_store_changed()
         for v in program.constrained:
             v.assign(v.constraint(v.value))
-        return program, outs, loss
+        return program, program.carry(outs), loss
 
     def _run_test_batch(self, x, ys, sws):
         program = self._program("test", x, ys, sws)
         outs, loss = program.step.run(program.feeds(x, ys, sws), store.core)
-        return program, outs, loss
+        return program, program.carry(outs), loss
 
     def _run_predict_batch(self, x):
         program = self._program("predict", x, [], [])
         outs, _ = program.step.run(x, store.core)
-        return outs
+        return program.carry(outs)
 
     # ------------------------------------------------------------------ fit
 
