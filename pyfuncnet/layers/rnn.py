@@ -375,6 +375,15 @@ def _state_structure(cell):
     return _state_list(cell.state_size)
 
 
+def _returned_states(cell):
+    """The structure `return_state` gives the states in, as Keras's: a list; for
+    stacked cells one entry per cell, a list unless the cell's state is a single
+    tensor it made no list of (a user-written cell with an int `state_size`)."""
+    if not isinstance(cell, StackedRNNCells):
+        return _state_list(cell.state_size)
+    return [c.state_size if isinstance(c, StackedRNNCells) else _state_list(c.state_size) if isinstance(c, _FusedCell) or isinstance(c.state_size, (list, tuple)) else 0 for c in cell.cells]
+
+
 def _output_size(cell):
     size = getattr(cell, "output_size", None)
     return size if size is not None else _state_list(cell.state_size)[0]
@@ -611,7 +620,7 @@ class RNN(Layer):
             for variable, state in zip(self.states, states):
                 variable.assign(state)
         if self.return_state:
-            return [output] + list(states)
+            return [output] + _nest.pack_like(_returned_states(self.cell), states)
         return output
 
     def _fuses(self, training):
@@ -730,7 +739,7 @@ class RNN(Layer):
             mask = mask[0]
         output_mask = mask if self.return_sequences else None
         if self.return_state:
-            return [output_mask] + [None] * len(self._state_sizes())
+            return [output_mask] + [None] * len(self.state_size)
         return output_mask
 
     def get_config(self):
