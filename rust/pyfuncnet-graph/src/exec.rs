@@ -360,21 +360,34 @@ fn schedule(g: &Graph, plan: &Plan) -> (Vec<Range<usize>>, Vec<Task>, Vec<usize>
         }
         let total: usize = work.iter().sum();
         let n_tasks = (total / MIN_TASK_WORK).clamp(1, small.len().max(1));
-        let target = total.div_ceil(n_tasks);
-        let (mut start, mut acc) = (0, 0);
-        for (i, &w) in work.iter().enumerate() {
-            acc += w;
-            if (n_tasks > 1 && acc >= target) || i + 1 == small.len() {
-                push_task(&mut tasks, &mut task_nodes, &small[start..=i]);
-                start = i + 1;
-                acc = 0;
-            }
+        for group in group_ranges(&work, n_tasks) {
+            push_task(&mut tasks, &mut task_nodes, &small[group]);
         }
         if tasks.len() > first {
             stages.push(first..tasks.len());
         }
     }
     (stages, tasks, task_nodes, all_single_task, total_work)
+}
+
+/// Splits items of work `work` (in order) into at most `n` consecutive, non-empty
+/// groups of about equal work: a group closes before the item that would take it
+/// past its share, so a light item followed by a heavy one makes two groups.
+fn group_ranges(work: &[usize], n: usize) -> Vec<Range<usize>> {
+    let target = work.iter().sum::<usize>().div_ceil(n.max(1));
+    let mut groups = Vec::new();
+    let (mut start, mut acc) = (0, 0);
+    for (i, &w) in work.iter().enumerate() {
+        if i > start && groups.len() + 1 < n && acc + w > target {
+            groups.push(start..i);
+            (start, acc) = (i, 0);
+        }
+        acc += w;
+    }
+    if start < work.len() {
+        groups.push(start..work.len());
+    }
+    groups
 }
 
 /// The slot of output `k` of node `ni`.
@@ -515,4 +528,29 @@ pub fn recycle_opt<'b, T: ?Sized>(mut v: Vec<Option<&mut T>>) -> Vec<Option<&'b 
     v.into_iter()
         .map(|_| unreachable!("the vector was cleared"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::group_ranges;
+
+    #[test]
+    fn groups_split_work_evenly_in_order() {
+        // A light node before a heavy one: two groups (they run side by side).
+        assert_eq!(group_ranges(&[1, 3], 2), vec![0..1, 1..2]);
+        assert_eq!(group_ranges(&[3, 1], 2), vec![0..1, 1..2]);
+        assert_eq!(group_ranges(&[1, 1, 1, 1], 2), vec![0..2, 2..4]);
+        assert_eq!(group_ranges(&[5, 1, 1, 1], 2), vec![0..1, 1..4]);
+        assert_eq!(group_ranges(&[2, 2, 2], 1), vec![0..3]);
+        assert_eq!(group_ranges(&[4], 3), vec![0..1]);
+        assert!(group_ranges(&[], 2).is_empty());
+        // Never more groups than asked, every item in exactly one group.
+        for n in 1..5 {
+            let work = [7, 1, 3, 3, 9, 2, 2, 8];
+            let groups = group_ranges(&work, n);
+            assert!(groups.len() <= n);
+            assert_eq!(groups.iter().map(|g| g.len()).sum::<usize>(), work.len());
+            assert!(groups.windows(2).all(|w| w[0].end == w[1].start));
+        }
+    }
 }

@@ -197,18 +197,29 @@ fn claim_in_parallel(tasks: usize, task: &(impl Fn(usize) + Sync)) {
 fn run_section(max_helpers: usize, claim_all: &(impl Fn() -> u32 + Sync)) {
     let helpers = (num_threads() - 1).min(max_helpers);
     let start = Instant::now();
-    let ((ran, busy, done), ()) = rayon::join(
+    // When the last helper ran out of items (ns after `start`). The wait is
+    // measured to it rather than to the join's return: while it waits, the
+    // calling thread may run unrelated stolen work (another node of the step),
+    // which is no stall.
+    let helpers_done = AtomicU64::new(0);
+    let ((ran, busy), ()) = rayon::join(
         || {
             let ran = claim_all();
-            (ran, start.elapsed(), Instant::now())
+            (ran, start.elapsed())
         },
         || {
             offer_helpers(helpers, &|| {
                 claim_all();
+                helpers_done.fetch_max(nanos(start.elapsed()), Ordering::Relaxed);
             })
         },
     );
-    note_section_end(ran, busy, done.elapsed());
+    let wait = helpers_done.load(Ordering::Relaxed).saturating_sub(nanos(busy));
+    note_section_end(ran, busy, Duration::from_nanos(wait));
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Whether work handed to [`for_each_task`] and the other helpers may now run on
