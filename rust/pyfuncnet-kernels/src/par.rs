@@ -214,7 +214,9 @@ fn run_section(max_helpers: usize, claim_all: &(impl Fn() -> u32 + Sync)) {
             })
         },
     );
-    let wait = helpers_done.load(Ordering::Relaxed).saturating_sub(nanos(busy));
+    let wait = helpers_done
+        .load(Ordering::Relaxed)
+        .saturating_sub(nanos(busy));
     note_section_end(ran, busy, Duration::from_nanos(wait));
 }
 
