@@ -231,27 +231,7 @@ def check_case(case, arrays):
     def loss(x_, initial_, weights_):
         return sum(float(np.sum(o * w)) for o, w in zip(np_rnn(spec, kwargs, x_, mask, initial_, weights_), w_out))
 
-    rng = np.random.default_rng(base.CHECK_SEED)
-    eps = 1e-6
-    targets = [("input", x, arrays["grad_input"])]
-    targets += [(f"initial_state_{i}", s, arrays[f"grad_initial_state_{i}"]) for i, s in enumerate(initial or [])]
-    targets += [(f"weight_{i}", w, arrays[f"grad_weight_{i}"]) for i, w in enumerate(weights)]
-    worst_gradient = 0.0
-    for name, value, grad in targets:
-        positions = np.arange(value.size) if value.size <= 24 else rng.choice(value.size, size=24, replace=False)
-        scale = max(np.abs(grad).max(), 1e-3)
-        for position in positions:
-            index = np.unravel_index(position, value.shape)
-            diffs = []
-            for sign in (1.0, -1.0):
-                moved = value.copy()
-                moved[index] += sign * eps
-                x_ = moved if name == "input" else x
-                initial_ = [moved if name == f"initial_state_{i}" else s for i, s in enumerate(initial or [])] or None
-                weights_ = [moved if name == f"weight_{i}" else w for i, w in enumerate(weights)]
-                diffs.append(loss(x_, initial_, weights_))
-            numeric = (diffs[0] - diffs[1]) / (2 * eps)
-            worst_gradient = max(worst_gradient, abs(numeric - float(grad[index])) / scale)
+    worst_gradient = base.worst_central_difference(loss, x, initial, weights, arrays, samples=24)
     assert worst_gradient < 1e-4, f"{case_id}: gradients differ by {worst_gradient:.3g}"
     return worst_output, worst_gradient
 

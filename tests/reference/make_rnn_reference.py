@@ -500,33 +500,40 @@ def check_layer_case(record, arrays):
         outs = np_layer(record, x_, mask, initial_, weights_)
         return sum(float(np.sum(o * w)) for o, w in zip(outs, w_out))
 
+    worst_gradient = worst_central_difference(loss, x, initial, weights, arrays, samples=24)
+    assert worst_gradient < 1e-4, f"{record['id']}: gradients differ by {worst_gradient:.3g}"
+    return worst_output, worst_gradient
+
+
+def worst_central_difference(loss, x, initial, weights, arrays, samples):
+    """The largest scaled gap between the stored gradients (`grad_input`,
+    `grad_initial_state_<i>`, `grad_weight_<i>` of `arrays`) and float64 central
+    differences of `loss(x, initial, weights)`, over up to `samples` entries of
+    each array (scaled by the array's largest gradient, at least 1e-3)."""
     rng = np.random.default_rng(CHECK_SEED)
     eps = 1e-6
     targets = [("input", x, arrays["grad_input"])]
     targets += [(f"initial_state_{i}", s, arrays[f"grad_initial_state_{i}"]) for i, s in enumerate(initial or [])]
     targets += [(f"weight_{i}", w, arrays[f"grad_weight_{i}"]) for i, w in enumerate(weights)]
-    worst_gradient = 0.0
+    worst = 0.0
     for name, value, grad in targets:
-        flat = np.arange(value.size)
-        if value.size > 24:
-            flat = rng.choice(value.size, size=24, replace=False)
+        positions = np.arange(value.size)
+        if value.size > samples:
+            positions = rng.choice(value.size, size=samples, replace=False)
         scale = max(np.abs(grad).max(), 1e-3)
-        for position in flat:
+        for position in positions:
             index = np.unravel_index(position, value.shape)
-            diffs = []
+            values = []
             for sign in (1.0, -1.0):
                 moved = value.copy()
                 moved[index] += sign * eps
                 x_ = moved if name == "input" else x
-                initial_ = [
-                    moved if name == f"initial_state_{i}" else s for i, s in enumerate(initial or [])
-                ] or None
+                initial_ = [moved if name == f"initial_state_{i}" else s for i, s in enumerate(initial or [])] or None
                 weights_ = [moved if name == f"weight_{i}" else w for i, w in enumerate(weights)]
-                diffs.append(loss(x_, initial_, weights_))
-            numeric = (diffs[0] - diffs[1]) / (2 * eps)
-            worst_gradient = max(worst_gradient, abs(numeric - float(grad[index])) / scale)
-    assert worst_gradient < 1e-4, f"{record['id']}: gradients differ by {worst_gradient:.3g}"
-    return worst_output, worst_gradient
+                values.append(loss(x_, initial_, weights_))
+            numeric = (values[0] - values[1]) / (2 * eps)
+            worst = max(worst, abs(numeric - float(grad[index])) / scale)
+    return worst
 
 
 # ----------------------------------------------------------------------------

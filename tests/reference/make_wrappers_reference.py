@@ -53,6 +53,7 @@ from make_rnn_reference import (  # noqa: E402
     scaled_difference,
     state_count,
     to_numpy,
+    worst_central_difference,
 )
 
 DATA = HERE / "data" / "wrappers"
@@ -60,7 +61,6 @@ DATA = HERE / "data" / "wrappers"
 WEIGHT_SEED = 0
 INPUT_SEED = 1
 LOSS_SEED = 2
-CHECK_SEED = 3
 
 RNN_CLASSES = [("lstm", "LSTM"), ("gru", "GRU"), ("simple_rnn", "SimpleRNN")]
 
@@ -404,29 +404,7 @@ def check_bidirectional_case(record, meta, arrays):
         outs = np_bidirectional(record, meta, x_, mask, initial_, weights_)
         return sum(float(np.sum(o * w)) for o, w in zip(outs, w_out))
 
-    targets = [("input", x, arrays["grad_input"])]
-    targets += [(f"initial_state_{i}", s, arrays[f"grad_initial_state_{i}"]) for i, s in enumerate(initial or [])]
-    targets += [(f"weight_{i}", w, arrays[f"grad_weight_{i}"]) for i, w in enumerate(weights)]
-    rng = np.random.default_rng(CHECK_SEED)
-    eps = 1e-6
-    worst_gradient = 0.0
-    for name, value, grad in targets:
-        flat = np.arange(value.size)
-        if value.size > 16:
-            flat = rng.choice(value.size, size=16, replace=False)
-        scale = max(np.abs(grad).max(), 1e-3)
-        for position in flat:
-            index = np.unravel_index(position, value.shape)
-            values = []
-            for sign in (1.0, -1.0):
-                moved = value.copy()
-                moved[index] += sign * eps
-                x_ = moved if name == "input" else x
-                initial_ = [moved if name == f"initial_state_{i}" else s for i, s in enumerate(initial or [])] or None
-                weights_ = [moved if name == f"weight_{i}" else w for i, w in enumerate(weights)]
-                values.append(loss(x_, initial_, weights_))
-            numeric = (values[0] - values[1]) / (2 * eps)
-            worst_gradient = max(worst_gradient, abs(numeric - float(grad[index])) / scale)
+    worst_gradient = worst_central_difference(loss, x, initial, weights, arrays, samples=16)
     assert worst_gradient < 1e-4, f"{record['id']}: gradients differ by {worst_gradient:.3g}"
     return worst_output, worst_gradient
 
