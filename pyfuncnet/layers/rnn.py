@@ -381,7 +381,15 @@ def _returned_states(cell):
     tensor it made no list of (a user-written cell with an int `state_size`)."""
     if not isinstance(cell, StackedRNNCells):
         return _state_list(cell.state_size)
-    return [c.state_size if isinstance(c, StackedRNNCells) else _state_list(c.state_size) if isinstance(c, _FusedCell) or isinstance(c.state_size, (list, tuple)) else 0 for c in cell.cells]
+
+    def entry(c):
+        if isinstance(c, StackedRNNCells):
+            return c.state_size
+        if isinstance(c, _FusedCell) or isinstance(c.state_size, (list, tuple)):
+            return _state_list(c.state_size)
+        return 0  # one bare tensor
+
+    return [entry(c) for c in cell.cells]
 
 
 def _output_size(cell):
