@@ -225,3 +225,28 @@ def test_bad_cells_and_states_raise_naming_the_layer():
         layers.RNN(WrongStates(), name="wrong")(np.zeros((1, 3, 2), np.float32))
     with pytest.raises(ValueError, match="initial_state"):
         layers.RNN(CELLS["minimal"](2))(np.zeros((1, 3, 2), np.float32), initial_state=[np.zeros((1, 2)), np.zeros((1, 2))])
+
+
+def test_bidirectional_config_passes_custom_objects_to_the_cell():
+    bi = layers.Bidirectional(layers.RNN(CELLS["minimal"](2)))
+    config = bi.get_config()
+    with pytest.raises(ValueError, match="MinimalRNNCell"):
+        layers.Bidirectional.from_config(config)
+    clone = layers.Bidirectional.from_config(config, custom_objects={"MinimalRNNCell": CELLS["minimal"]})
+    assert type(clone.forward_layer.cell).__name__ == "MinimalRNNCell"
+
+
+def test_a_cell_that_assigns_variables_is_refused_at_build_time():
+    class Normalizing(keras.layers.Layer):
+        state_size = 3
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.norm = layers.BatchNormalization()
+
+        def call(self, inputs, states):
+            h = self.norm(inputs) + states[0]
+            return h, [h]
+
+    with pytest.raises(NotImplementedError, match="moving_mean"):
+        layers.RNN(Normalizing())(keras.Input((None, 3)))

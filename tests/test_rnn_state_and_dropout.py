@@ -243,3 +243,44 @@ def test_stateful_errors_and_bidirectional_reset():
     assert all(s.numpy().any() for s in bi.states)
     bi.reset_states()
     assert not any(s.numpy().any() for s in bi.states)
+
+
+def test_a_subclassed_model_and_a_sequential_without_input_carry_states():
+    rng = np.random.default_rng(7)
+    data = rng.normal(size=(8, 5, 3)).astype(np.float32)
+
+    class Model(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.lstm = layers.LSTM(2, stateful=True)
+
+        def call(self, x):
+            return self.lstm(x)
+
+    model = Model()
+    model(data[:4])
+    model.lstm.reset_states()
+    predicted = model.predict(data, batch_size=4, verbose=0)
+    model.lstm.reset_states()
+    eager = np.concatenate([np.asarray(model(data[:4])), np.asarray(model(data[4:]))])
+    np.testing.assert_allclose(predicted, eager, rtol=1e-6, atol=1e-6)
+    # Built from the data, as Keras does: the batch size is the data's.
+    sequential = keras.Sequential([layers.GRU(2, stateful=True)])
+    assert np.asarray(sequential(data[:4])).shape == (4, 2)
+    assert [s.shape for s in sequential.layers[0].states] == [(4, 2)]
+
+
+def test_a_batch_of_another_size_gets_kerass_error_and_changes_no_state():
+    data = np.ones((6, 3, 2), np.float32)
+    x = keras.Input(batch_shape=(4, None, 2))
+    layer = layers.LSTM(2, stateful=True)
+    model = keras.Model(x, layer(x))
+    with pytest.raises(ValueError, match="stateful"):
+        model.predict(data[:2], verbose=0)
+    assert not any(s.numpy().any() for s in layer.states)
+
+
+def test_dropout_masks_need_a_known_batch_size():
+    cell = layers.LSTMCell(4, recurrent_dropout=0.5)
+    with pytest.raises(ValueError, match="known batch size"):
+        cell(keras.Input((3,)), [keras.Input((4,)), keras.Input((4,))], training=True)

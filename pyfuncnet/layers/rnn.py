@@ -143,6 +143,11 @@ class _FusedCell(Layer):
         self._step = None
         if not training or not (self.dropout or self.recurrent_dropout):
             return
+        if batch is None:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}': dropout masks need a known batch size; "
+                "call the cell through an RNN layer (or on tensors with a fixed batch size)"
+            )
         input_dim = self.kernel.shape[0]
         if not self.recurrent_dropout:
             self._step = ([self._mask((batch, input_dim), self.dropout, self._dropout_layer._stream, symbolic)], None, None)
@@ -619,8 +624,10 @@ class RNN(Layer):
             mask = ops.cast(mask, "bool")
         if not isinstance(sequences, KerasTensor):
             output, states = self._sequence(sequences, initial_state, mask, bool(training))
-        elif self._fuses(training):
+        elif self._fuses(training) and not (self.stateful and sequences.shape[0] is None):
             # `training` None: the graph's dropout ops act in training steps only.
+            # (A stateful layer traced with an unknown batch size, as in a
+            # subclassed model, is expanded once its states' batch size is known.)
             output, states = self._sequence(sequences, initial_state, mask, training)
         else:
             output, states = self._expandable(sequences, initial_state, mask, training)
@@ -723,24 +730,33 @@ class RNN(Layer):
         def expand(tensors, spec_training):
             seq, states, m = split(tensors)
             effective = spec_training if training is None else bool(training)
-            with _layer_module.expanding(), _symbolic.update_scope(self), _symbolic.label_scope(self.name):
+            with _layer_module.expanding(), _symbolic.update_scope(self) as updates, _symbolic.label_scope(self.name):
                 output, final = self._sequence(seq, states, m, effective)
+                self._refuse_updates(updates)
             return [output] + list(final)
 
         # The outputs' types: the same computation on one step (states given, so
         # none is made for an unknown batch size; no dropout masks either).
         shape = sequences.shape
-        with _layer_module.expanding():
+        with _layer_module.expanding(), _symbolic.update_scope(self) as updates:
             output, final = self._sequence(
                 KerasTensor((shape[0], 1) + tuple(shape[2:]), sequences.dtype),
                 [KerasTensor((shape[0], d), "float32") for d in self._state_sizes()],
                 None if mask is None else KerasTensor((shape[0], 1), "bool"),
                 False,
             )
+            self._refuse_updates(updates)
         output_shape = output.shape if not self.return_sequences else (output.shape[0], shape[1]) + tuple(output.shape[2:])
         types = [(output_shape, output.dtype)] + [(s.shape, s.dtype) for s in final]
         outs = _symbolic.expandable("rnn_steps", expand, inputs, types)
         return outs[0], outs[1:]
+
+    def _refuse_updates(self, updates):
+        """Raises for variable assignments made by the cell's steps (raising inside
+        the update scope keeps them out of the model's updates)."""
+        if updates:
+            names = ", ".join(sorted({v.path for v, _, _ in updates}))
+            raise NotImplementedError(f"{type(self).__name__} '{self.name}': its cell assigns variables at each step ({names}); state updates inside a recurrent cell are not supported")
 
     def compute_mask(self, inputs, mask=None):
         if isinstance(mask, (list, tuple)):
@@ -803,7 +819,8 @@ class _CellLayer(RNN):
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config, custom_objects=None):
+        # Its cell is built-in: `custom_objects` has nothing to resolve.
         config = dict(config)
         config.pop("batch_input_shape", None)
         return cls(**config)

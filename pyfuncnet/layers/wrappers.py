@@ -99,7 +99,13 @@ def _deserialize_layer(config, custom_objects=None, what="layer"):
     cls = custom.get(config.get("registered_name")) or custom.get(name) or getattr(layers_module, name, None)
     if not (isinstance(cls, type) and issubclass(cls, Layer)):
         raise ValueError(f"Could not deserialize the {what}: unknown layer class {name!r}; pass it in `custom_objects`")
-    return cls.from_config(dict(config.get("config") or {}))
+    inner = dict(config.get("config") or {})
+    from pyfuncnet.layers.rnn import RNN
+
+    if issubclass(cls, RNN):
+        # Its cell may be a user class named in `custom_objects` too.
+        return cls.from_config(inner, custom_objects=custom_objects)
+    return cls.from_config(inner)
 
 
 # ----------------------------------------------------------------------------

@@ -111,7 +111,10 @@ class Sequential(Functional):
             raise ValueError(f"Sequential '{self.name}' has one input; got a {type(x).__name__} of inputs")
         arr = np.asarray(x)
         dtype = "int32" if arr.dtype.kind in "iu" else "float32"
-        self._input_layer = InputLayer(batch_shape=(None,) + arr.shape[1:], dtype=dtype)
+        # A stateful layer needs a fixed batch size: Keras builds from the data's.
+        stateful = any(getattr(layer, "stateful", False) for layer in self.layers)
+        batch = arr.shape[0] if stateful and arr.ndim else None
+        self._input_layer = InputLayer(batch_shape=(batch,) + arr.shape[1:], dtype=dtype)
         self._build_graph(self._input_layer.output)
 
     def _prepare(self, x, *args, **kwargs):

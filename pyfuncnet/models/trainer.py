@@ -311,6 +311,11 @@ class Trainer:
         updates = self._state_updates() if mode == "train" else ()
         carried = []
         for variable, tensor in self._carried_states():
+            if x and x[0].shape[0] != variable.shape[0]:
+                raise ValueError(
+                    "If an RNN is stateful, the batch size of the input sequences must be the same as the batch size of the initial state. \n"
+                    f"- Expected batch size: {variable.shape[0]}\n- Received batch size: {x[0].shape[0]}"
+                )
             carried.append((variable, len(fetches)))
             fetches.append(tensor)
         from pyfuncnet import utils

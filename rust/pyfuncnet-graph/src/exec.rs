@@ -3,8 +3,9 @@
 //! Nodes run wave by wave ([`Plan`]), the nodes of one wave side by side: a node
 //! whose kernels split their work across threads is a task of its own, whose
 //! parallel sections the other threads join when they run out of tasks; the small
-//! nodes, too small to split, are grouped into tasks of at least [`MIN_TASK_WORK`]
-//! so that handing a task to another thread stays cheap next to the work in it.
+//! nodes, too small to split, are grouped into tasks of about equal work, as many as
+//! the wave's work holds [`MIN_TASK_WORK`]s, so that handing a task to another
+//! thread stays cheap next to the work in it.
 //! Every node computes the same values whichever way it runs, so results do not
 //! depend on the thread count.
 
@@ -23,8 +24,8 @@ use crate::tensor::{fmt_shape, Buffer, DType, DataMut, DataRef, TensorMut, Tenso
 const STACK_INPUTS: usize = 16;
 const STACK_OUTPUTS: usize = 8;
 
-/// Least work ([`crate::ops::OpCost::work`], about ns) of a task of small nodes
-/// run beside others.
+/// Work ([`crate::ops::OpCost::work`], about ns) per task of small nodes run beside
+/// others: a wave's small nodes make `work / MIN_TASK_WORK` tasks at most.
 const MIN_TASK_WORK: usize = 10_000;
 /// Runs estimated below this much work ([`crate::ops::OpCost`] units; a
 /// 784-64-64-10 MLP's training step at batch 64 is ~460k, at 256 ~1.8M) run on
@@ -321,8 +322,8 @@ impl Executor {
 /// run side by side. A node whose kernels split their work across threads is a
 /// task of its own (its parallel sections share the pool with the other tasks);
 /// the nodes that run as one task ([`crate::ops::OpCost::single_task`]) are
-/// grouped, in order, into tasks of about equal work, at least [`MIN_TASK_WORK`]
-/// each, or all into one task when they are too small for two. Returns the
+/// grouped, in order, into at most `work / MIN_TASK_WORK` tasks of about equal work
+/// ([`group_ranges`]), or all into one task when they are too small for two. Returns the
 /// stages, the tasks, the node list the tasks index, whether every node is a
 /// single task, and the total work.
 fn schedule(g: &Graph, plan: &Plan) -> (Vec<Range<usize>>, Vec<Task>, Vec<usize>, bool, usize) {
