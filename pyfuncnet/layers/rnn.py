@@ -489,17 +489,11 @@ class StackedRNNCells(Layer):
 
 
 def _cell_from_config(config, custom_objects=None):
-    """A cell from `{"class_name", "config"}`: a built-in cell, or a class named in
-    `custom_objects` (nothing is imported or run from the config itself)."""
-    known = {c.__name__: c for c in (LSTMCell, GRUCell, SimpleRNNCell, StackedRNNCells)}
-    known.update(custom_objects or {})
-    name = config.get("class_name") if isinstance(config, dict) else None
-    if name not in known:
-        raise ValueError(f"Unknown cell class {name!r}: pass it in `custom_objects`")
-    cls = known[name]
-    if cls is StackedRNNCells:
-        return cls.from_config(config["config"], custom_objects)
-    return cls.from_config(config["config"])
+    """A cell from its `{"class_name", "config"}`: a pyfuncnet layer or a class named
+    in `custom_objects` (nothing is imported or run from the config itself)."""
+    from pyfuncnet.layers.wrappers import _deserialize_layer
+
+    return _deserialize_layer(config, custom_objects, "cell")
 
 
 def copy_cell(cell):
@@ -819,8 +813,7 @@ class _CellLayer(RNN):
         return config
 
     @classmethod
-    def from_config(cls, config, custom_objects=None):
-        # Its cell is built-in: `custom_objects` has nothing to resolve.
+    def from_config(cls, config):
         config = dict(config)
         config.pop("batch_input_shape", None)
         return cls(**config)

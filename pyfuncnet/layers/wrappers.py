@@ -22,6 +22,7 @@ graph computes from the input's shape at run time (a running count, exact below
 """
 
 import copy
+import inspect
 
 import numpy as np
 
@@ -100,10 +101,8 @@ def _deserialize_layer(config, custom_objects=None, what="layer"):
     if not (isinstance(cls, type) and issubclass(cls, Layer)):
         raise ValueError(f"Could not deserialize the {what}: unknown layer class {name!r}; pass it in `custom_objects`")
     inner = dict(config.get("config") or {})
-    from pyfuncnet.layers.rnn import RNN
-
-    if issubclass(cls, RNN):
-        # Its cell may be a user class named in `custom_objects` too.
+    # Layers holding other serialized objects (an RNN's cell) resolve them too.
+    if "custom_objects" in inspect.signature(cls.from_config).parameters:
         return cls.from_config(inner, custom_objects=custom_objects)
     return cls.from_config(inner)
 

@@ -186,7 +186,7 @@ class Functional(Model):
                     set_keras_mask(flat[k], m)
         if any(isinstance(t, KerasTensor) for t in flat):
             return self._run_through_graph(flat, training)
-        if (_tape._active and _tensor._recording()) or any(get_keras_mask(a) is not None for a in flat) or self._carried_states():
+        if (_tape._active and _tensor._recording()) or any(get_keras_mask(a) is not None for a in flat) or self._keeps_states():
             # Under a GradientTape each layer runs eagerly, so the tape sees every
             # op (a custom training loop differentiates through the model); so do
             # inputs with masks, which the compiled graph has no place for, and
@@ -204,6 +204,13 @@ class Functional(Model):
         for k, m in zip(self._predict_masks, mask_values):
             set_keras_mask(outs[k], m)
         return _nest.pack_like(self._outputs_struct, outs)
+
+    def _keeps_states(self):
+        """Whether a stateful recurrent layer is in the graph (found once: the
+        graph does not change after the model is made)."""
+        if "_has_carried_states" not in self.__dict__:
+            self._has_carried_states = bool(self._carried_states())
+        return self._has_carried_states
 
     def _run_through_graph(self, flat_inputs, training):
         """Replays every layer call on new tensors (the weights are shared)."""

@@ -72,7 +72,7 @@ class Sequential(Functional):
         return layer
 
     def _forget_graph(self):
-        for attr in ("_nodes_by_depth", "inputs", "outputs", "_inputs_struct", "_outputs_struct"):
+        for attr in ("_nodes_by_depth", "inputs", "outputs", "_inputs_struct", "_outputs_struct", "_has_carried_states"):
             self.__dict__.pop(attr, None)
         self.built = False
         self._programs = {}
