@@ -477,3 +477,19 @@ def index_keys(draw, shape):
     if len(parts) == 1 and draw(st.booleans()):
         return parts[0]
     return tuple(parts)
+
+
+def numbered(store, prefix):
+    """`store[f"{prefix}0"]`, `store[f"{prefix}1"]`, ... while present (the
+    reference NPZ files number each case's weights, outputs and gradients)."""
+    out = []
+    while f"{prefix}{len(out)}" in store:
+        out.append(store[f"{prefix}{len(out)}"])
+    return out
+
+
+def assert_close_to_reference(got, want, what):
+    """Within 2e-6 of the reference's largest magnitude (at least 1): Keras's
+    float32 results against pyfuncnet's."""
+    scale = max(1.0, float(np.abs(want).max(initial=0.0)))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=2e-6 * scale, err_msg=what)

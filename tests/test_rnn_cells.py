@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import pyfuncnet as keras
+from helpers import assert_close_to_reference, numbered
 from pyfuncnet import layers, ops
 from reference.rnn_cells import cell_classes, make_cell
 
@@ -20,10 +21,7 @@ CELLS = cell_classes(keras)
 
 
 def _arrays(case, prefix):
-    out = []
-    while f"{case['id']}/{prefix}{len(out)}" in ARRAYS:
-        out.append(ARRAYS[f"{case['id']}/{prefix}{len(out)}"])
-    return out
+    return numbered(ARRAYS, f"{case['id']}/{prefix}")
 
 
 def _layer(case):
@@ -32,11 +30,6 @@ def _layer(case):
     layer.build(tuple(case["input_shape"]))
     layer.set_weights(_arrays(case, "weight_"))
     return layer
-
-
-def _close(got, want, what):
-    scale = max(1.0, float(np.abs(want).max(initial=0.0)))
-    np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * scale, err_msg=what)
 
 
 def _flat(outs):
@@ -66,14 +59,14 @@ def test_eager_outputs_and_gradients_match_keras(case):
     want = _arrays(case, "output_")
     assert len(outs) == len(want)
     for i, (o, w) in enumerate(zip(outs, want)):
-        _close(np.asarray(o), w, f"output {i}")
+        assert_close_to_reference(np.asarray(o), w, f"output {i}")
     grads = tape.gradient(loss, [x, *states, *layer.trainable_weights])
     names = ["input"] + [f"initial_state_{i}" for i in range(len(states))] + [f"weight_{i}" for i in range(len(layer.weights))]
     for name, g in zip(names, grads):
         want = ARRAYS[f"{case['id']}/grad_{name}"]
         # A weight the loss does not reach (the two-state cell's memory kernel when
         # only outputs are used) has no gradient; JAX reports zeros.
-        _close(np.zeros_like(want) if g is None else np.asarray(g), want, f"gradient of {name}")
+        assert_close_to_reference(np.zeros_like(want) if g is None else np.asarray(g), want, f"gradient of {name}")
 
 
 def _model(case, layer):
@@ -107,7 +100,7 @@ def test_compiled_model_matches_keras(case):
     got = got if isinstance(got, list) else [got]
     for i, (o, w) in enumerate(zip(got, _arrays(case, "output_"))):
         assert o.shape == w.shape
-        _close(o, w, f"output {i}")
+        assert_close_to_reference(o, w, f"output {i}")
 
 
 def _sum_product(y_true, y_pred):
@@ -130,7 +123,7 @@ def test_compiled_training_step_follows_keras_gradients(case):
     before = [w.numpy() for w in layer.weights]
     model.train_on_batch(_feeds(case), _arrays(case, "w_out_"))
     for i, (w, b) in enumerate(zip(layer.weights, before)):
-        _close(b - w.numpy(), ARRAYS[f"{case['id']}/grad_weight_{i}"], f"step of weight {i}")
+        assert_close_to_reference(b - w.numpy(), ARRAYS[f"{case['id']}/grad_weight_{i}"], f"step of weight {i}")
 
 
 def _np_minimal(x, kernel, recurrent):

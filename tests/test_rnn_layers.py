@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import pyfuncnet as keras
+from helpers import assert_close_to_reference, numbered
 from pyfuncnet import layers
 
 DATA = Path(__file__).parent / "reference" / "data" / "rnn"
@@ -27,10 +28,7 @@ CASES = [c for c in META["cases"] if not c["id"].endswith(BACKEND_SPECIFIC)]
 
 
 def _arrays(case, prefix):
-    out = []
-    while f"{case['id']}/{prefix}{len(out)}" in ARRAYS:
-        out.append(ARRAYS[f"{case['id']}/{prefix}{len(out)}"])
-    return out
+    return numbered(ARRAYS, f"{case['id']}/{prefix}")
 
 
 def _layer(case):
@@ -50,11 +48,6 @@ def _call(layer, case, x, states):
     return out if isinstance(out, list) else [out]
 
 
-def _close(got, want, what):
-    scale = max(1.0, float(np.abs(want).max(initial=0.0)))
-    np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * scale, err_msg=what)
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
 def test_outputs_and_gradients_match_keras(case):
     layer = _layer(case)
@@ -72,11 +65,11 @@ def test_outputs_and_gradients_match_keras(case):
     want = _arrays(case, "output_")
     assert len(outs) == len(want)
     for i, (o, w) in enumerate(zip(outs, want)):
-        _close(np.asarray(o), w, f"output {i}")
+        assert_close_to_reference(np.asarray(o), w, f"output {i}")
     grads = tape.gradient(loss, [x, *states, *layer.trainable_weights])
     names = ["input"] + [f"initial_state_{i}" for i in range(len(states))] + [f"weight_{i}" for i in range(len(layer.weights))]
     for name, g in zip(names, grads):
-        _close(np.asarray(g), ARRAYS[f"{case['id']}/grad_{name}"], f"gradient of {name}")
+        assert_close_to_reference(np.asarray(g), ARRAYS[f"{case['id']}/grad_{name}"], f"gradient of {name}")
 
 
 @pytest.mark.parametrize("case", CASES[:8], ids=[c["id"] for c in CASES[:8]])
@@ -147,14 +140,14 @@ def test_masked_embedding_lstm_model_matches_keras():
     assert [w.path for w in model.weights] == [w["path"] for w in MODEL["weights"]]
     assert out._keras_mask is not None and out._keras_mask.shape == (None, None)
     tokens, y = MODEL_ARRAYS["tokens"], MODEL_ARRAYS["y"]
-    _close(model.predict(tokens, verbose=0), MODEL_ARRAYS["predict"], "predict")
+    assert_close_to_reference(model.predict(tokens, verbose=0), MODEL_ARRAYS["predict"], "predict")
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0), loss="mse")
     assert model.evaluate(tokens, y, verbose=0) == pytest.approx(MODEL["evaluate"], rel=1e-5)
     loss = model.train_on_batch(tokens, y)
     loss = loss[0] if isinstance(loss, list) else loss
     assert loss == pytest.approx(MODEL["train_on_batch_loss"], rel=1e-5)
     for i, w in enumerate(model.get_weights()):
-        _close(w, MODEL_ARRAYS[f"after_sgd/weight_{i}"], f"weight {i} after one SGD step")
+        assert_close_to_reference(w, MODEL_ARRAYS[f"after_sgd/weight_{i}"], f"weight {i} after one SGD step")
 
 
 def test_embedding_padding_gets_no_gradient_and_changes_nothing():

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import pyfuncnet as keras
+from helpers import assert_close_to_reference, numbered
 from pyfuncnet import layers, ops
 
 DATA = Path(__file__).parent / "reference" / "data" / "wrappers"
@@ -27,16 +28,8 @@ DEFAULTS = json.loads((DATA / "defaults.json").read_text())
 ERRORS = json.loads((DATA / "errors.json").read_text())
 
 
-def _close(got, want, what):
-    scale = max(1.0, float(np.abs(want).max(initial=0.0)))
-    np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=2e-6 * scale, err_msg=what)
-
-
 def _arrays(store, prefix, name):
-    out = []
-    while f"{prefix}/{name}{len(out)}" in store:
-        out.append(store[f"{prefix}/{name}{len(out)}"])
-    return out
+    return numbered(store, f"{prefix}/{name}")
 
 
 def _as_list(out):
@@ -45,7 +38,7 @@ def _as_list(out):
 
 def _check_gradients(store, case_id, grads, names):
     for name, g in zip(names, grads):
-        _close(g, store[f"{case_id}/grad_{name}"], f"gradient of {name}")
+        assert_close_to_reference(g, store[f"{case_id}/grad_{name}"], f"gradient of {name}")
 
 
 # ----------------------------------------------------------------------------
@@ -91,7 +84,7 @@ def test_bidirectional_outputs_masks_and_gradients_match_keras(case):
     want = _arrays(BI_ARRAYS, case["id"], "output_")
     assert len(outs) == len(want)
     for i, (o, w) in enumerate(zip(outs, want)):
-        _close(o, w, f"output {i}")
+        assert_close_to_reference(o, w, f"output {i}")
     for o, expected in zip(outs, case["output_masks"]):
         attached = _mask_of(o)
         if expected is None:
@@ -155,7 +148,7 @@ def test_bidirectional_compiled_model_matches_keras(case, time):
     model = keras.Model([x, *mask_inputs, *state_inputs], outs)
     got = model.predict(feed + states, verbose=0)
     for i, (o, w) in enumerate(zip(_as_list(got), _arrays(BI_ARRAYS, case["id"], "output_"))):
-        _close(o, w, f"output {i}")
+        assert_close_to_reference(o, w, f"output {i}")
 
 
 def test_an_attached_mask_is_not_used_when_initial_states_are_given():
@@ -261,7 +254,7 @@ def test_time_distributed_outputs_masks_and_gradients_match_keras(case):
         outs = _as_list(layer(x) if mask is None else layer(x, mask=mask))
         loss = sum(keras.ops.sum(o * w) for o, w in zip(outs, _arrays(TD_ARRAYS, case["id"], "w_out_")))
     for i, (o, w) in enumerate(zip(outs, _arrays(TD_ARRAYS, case["id"], "output_"))):
-        _close(o, w, f"output {i}")
+        assert_close_to_reference(o, w, f"output {i}")
     for o, expected in zip(outs, case["output_masks"]):
         if expected is None:
             assert _mask_of(o) is None
@@ -289,7 +282,7 @@ def test_time_distributed_compiled_model_matches_keras(case, batch, time):
     want_shape[0] = shape[0] if batch else None
     assert list(out.shape) == want_shape
     got = keras.Model(x, out).predict(TD_ARRAYS[f"{case['id']}/input"], verbose=0, batch_size=shape[0])
-    _close(got, TD_ARRAYS[f"{case['id']}/output_0"], "output")
+    assert_close_to_reference(got, TD_ARRAYS[f"{case['id']}/output_0"], "output")
 
 
 def test_time_distributed_config_weights_and_shapes_match_keras():
@@ -407,9 +400,9 @@ def test_model_predictions_loss_and_sgd_step_match_keras(name):
     if loss_name == "sparse_categorical_crossentropy":
         # The same loss on one-hot targets (see the next test).
         loss_name, y = "categorical_crossentropy", np.eye(model.outputs[0].shape[-1], dtype=np.float32)[y]
-    _close(model.predict(x, verbose=0), MODEL_ARRAYS[f"{name}/predict"], "predict")
+    assert_close_to_reference(model.predict(x, verbose=0), MODEL_ARRAYS[f"{name}/predict"], "predict")
     called = model(x)
-    _close(called, MODEL_ARRAYS[f"{name}/call"], "call")
+    assert_close_to_reference(called, MODEL_ARRAYS[f"{name}/call"], "call")
     if meta["call_output_mask"]:
         np.testing.assert_array_equal(np.asarray(_mask_of(called)), MODEL_ARRAYS[f"{name}/call_mask"])
     else:
@@ -420,8 +413,8 @@ def test_model_predictions_loss_and_sgd_step_match_keras(name):
     loss = loss[0] if isinstance(loss, list) else loss
     assert loss == pytest.approx(meta["train_on_batch_loss"], rel=1e-5)
     for i, w in enumerate(model.get_weights()):
-        _close(w, MODEL_ARRAYS[f"{name}/after_sgd/weight_{i}"], f"weight {i} after one SGD step")
-    _close(model.predict(x, verbose=0), MODEL_ARRAYS[f"{name}/after_sgd/predict"], "predict after the step")
+        assert_close_to_reference(w, MODEL_ARRAYS[f"{name}/after_sgd/weight_{i}"], f"weight {i} after one SGD step")
+    assert_close_to_reference(model.predict(x, verbose=0), MODEL_ARRAYS[f"{name}/after_sgd/predict"], "predict after the step")
 
 
 def test_tagger_trains_on_sparse_targets_as_keras():
