@@ -12,7 +12,6 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use pyfuncnet_benches::values;
 use pyfuncnet_kernels::conv::{self, ConvShape};
 use pyfuncnet_kernels::gemm::Epilogue;
-use pyfuncnet_kernels::par;
 use pyfuncnet_kernels::window::{Padding, Window};
 
 /// (name, input height/width, input channels, filters, padding) of each 3x3 layer.
@@ -47,21 +46,20 @@ fn resnet_convs(c: &mut Criterion) {
             .warm_up_time(Duration::from_millis(500))
             .measurement_time(Duration::from_secs(2))
             .throughput(Throughput::Elements(shape.flops() as u64));
-        // Measured from inside the project's pool, as a compiled step calls kernels.
         g.bench_with_input(BenchmarkId::new("forward", name), &(), |b, _| {
-            par::install(|| {
+            {
                 b.iter(|| conv::conv_forward(&shape, black_box(&x), &k, &ep, &mut y).unwrap())
-            })
+            }
         });
         g.bench_with_input(BenchmarkId::new("input_grad", name), &(), |b, _| {
-            par::install(|| {
+            {
                 b.iter(|| conv::conv_backward_input(&shape, black_box(&dy), &k, &mut dx).unwrap())
-            })
+            }
         });
         g.bench_with_input(BenchmarkId::new("kernel_grad", name), &(), |b, _| {
-            par::install(|| {
+            {
                 b.iter(|| conv::conv_backward_kernel(&shape, black_box(&x), &dy, &mut dk).unwrap())
-            })
+            }
         });
         g.finish();
     }

@@ -15,7 +15,6 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pyfuncnet_benches::{mlp_shapes, Operands, Shape};
 use pyfuncnet_kernels::gemm::{sgemm, Epilogue, MatMut};
-use pyfuncnet_kernels::par;
 
 fn bench_shape(c: &mut Criterion, group: &str, s: &Shape, samples: usize) {
     let (m, n) = (s.m, s.n);
@@ -30,13 +29,9 @@ fn bench_shape(c: &mut Criterion, group: &str, s: &Shape, samples: usize) {
         // Elements are flops: criterion's Gelem/s is GFLOP/s.
         .throughput(Throughput::Elements(s.flops() as u64));
     g.bench_with_input(BenchmarkId::from_parameter(&s.name), &(), |bench, _| {
-        // Measured from inside the project's pool, as the bindings call kernels:
-        // otherwise every call would also pay a hand-off to the pool and back.
-        par::install(|| {
-            bench.iter(|| {
-                let out = MatMut::row_major(&mut c_data, m, n).unwrap();
-                sgemm(1.0, black_box(a), black_box(b), 0.0, out, &ep).unwrap();
-            })
+        bench.iter(|| {
+            let out = MatMut::row_major(&mut c_data, m, n).unwrap();
+            sgemm(1.0, black_box(a), black_box(b), 0.0, out, &ep).unwrap();
         })
     });
     g.finish();

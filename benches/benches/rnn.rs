@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pyfuncnet_benches::values;
-use pyfuncnet_kernels::par;
 use pyfuncnet_kernels::rnn::{
     self, Cell, RnnGradInputs, RnnGradOutputs, RnnInputs, RnnOutputs, RnnSpec,
 };
@@ -82,9 +81,8 @@ fn recurrent(c: &mut Criterion) {
             .warm_up_time(Duration::from_millis(500))
             .measurement_time(Duration::from_secs(2))
             .throughput(Throughput::Elements(spec.recurrent_flops() as u64));
-        // Measured from inside the project's pool, as a compiled step calls kernels.
         group.bench_with_input(BenchmarkId::new("forward", name), &(), |b, _| {
-            par::install(|| {
+            {
                 b.iter(|| {
                     let out = RnnOutputs {
                         sequence: &mut seq,
@@ -95,10 +93,10 @@ fn recurrent(c: &mut Criterion) {
                     };
                     rnn::rnn_forward(&spec, black_box(&inputs), out).unwrap()
                 })
-            })
+            }
         });
         group.bench_with_input(BenchmarkId::new("backward", name), &(), |b, _| {
-            par::install(|| {
+            {
                 b.iter(|| {
                     let x = RnnGradInputs {
                         recurrent_kernel: &r,
@@ -118,7 +116,7 @@ fn recurrent(c: &mut Criterion) {
                     };
                     rnn::rnn_backward(&spec, &x, out).unwrap()
                 })
-            })
+            }
         });
         group.finish();
     }

@@ -95,8 +95,7 @@ fn main() {
         // About 20 ms of work per timing at 100 GFLOP/s: short timings, many of them,
         // so that the best ones dodge the other processes of a shared machine.
         let inner = ((2e9 / flops) as usize).max(1);
-        // Inside the pool, as the bindings call kernels.
-        let res: Vec<(f64, f64)> = par::install(|| {
+        let res: Vec<(f64, f64)> = {
             let mut run = || {
                 let out = MatMut::row_major(&mut c_data, m, n).unwrap();
                 sgemm(1.0, black_box(a), black_box(b), 0.0, out, &ep).unwrap();
@@ -118,7 +117,7 @@ fn main() {
                     (total / wall, total / cpu)
                 })
                 .collect()
-        });
+        };
         let (wall_med, wall_max) = median_max(&mut res.iter().map(|r| r.0).collect::<Vec<_>>());
         // Over all timings together: the CPU-time counter is only exact to a tick.
         let cpu_all = res.len() as f64 / res.iter().map(|r| 1.0 / r.1).sum::<f64>();

@@ -8,7 +8,7 @@ sample_weight)`.
 
 import numpy as np
 
-from pyfuncnet import _nest
+from pyfuncnet import _core, _nest
 
 
 def _as_array(value, what):
@@ -74,8 +74,7 @@ def check_inputs(arrays, tensors, names, model_name, finite=False):
             arr = np.ascontiguousarray(arr, dtype=np.int32)
         else:
             arr = np.ascontiguousarray(arr, dtype=np.float32)
-            # min and max propagate NaN and reach +-Inf: two passes, no mask array.
-            if finite and arr.size and not (np.isfinite(arr.min()) and np.isfinite(arr.max())):
+            if finite and arr.size and not _core.all_finite(arr):
                 bad = np.argwhere(~np.isfinite(arr))[0]
                 raise ValueError(f"Input {name!r} contains NaN or Inf (first at index {tuple(int(i) for i in bad)})")
         out.append(arr)

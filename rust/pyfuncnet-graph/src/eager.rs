@@ -9,8 +9,6 @@
 //!
 //! Errors are prefixed with the op's name, as the executor prefixes a node's.
 
-use pyfuncnet_kernels::par;
-
 use crate::error::{GraphError, Result};
 use crate::ops::{Ctx, Op};
 use crate::tensor::{fmt_shape, Buffer, DType, DataMut, DataRef, TensorMut, TensorRef, TensorType};
@@ -49,22 +47,12 @@ pub fn output_types(op: &dyn Op, inputs: &[TensorRef]) -> Result<Vec<TensorType>
     op.infer(&refs).map_err(|e| e.context(op.name()))
 }
 
-/// Elements (inputs and outputs together) from which [`forward`] runs an op on a
-/// pool worker instead of the calling thread. Kernels split work of this size
-/// (their grains are 2^14 to 2^16 elements; a GEMM this big makes several tasks),
-/// and a kernel may have several parallel sections (a GEMM packs B, then runs its
-/// tiles): from a worker each starts at once, where from another thread each
-/// would be handed to the pool and back (~10 us each way when workers sleep).
-/// Below it, no kernel splits, so the op runs where it is called.
-pub const POOL_MIN_ELEMENTS: usize = 1 << 16;
-
 /// Runs `op` on `inputs`, writing `outputs`, which must have exactly the `types`
 /// that [`output_types`] gave for these inputs (any contents: the op writes every
 /// element).
 ///
-/// A small op runs on the calling thread and never pays a hand-off to another
-/// thread; one of [`POOL_MIN_ELEMENTS`] or more, with more than one thread, runs
-/// on the pool. Either way the results are the same bits.
+/// The op runs on the calling thread; its kernels split large work across the
+/// project's pool. Either way the results are the same bits.
 ///
 /// # Errors
 /// `Value` when `outputs` do not match the op's output types (a caller bug, refused
@@ -77,18 +65,9 @@ pub fn forward(
     outputs: &mut [TensorMut],
 ) -> Result<()> {
     check_outputs(op.name(), types, outputs)?;
-    let elements: usize = inputs
-        .iter()
-        .map(|t| t.shape.iter().product::<usize>())
-        .sum::<usize>()
-        + types.iter().map(TensorType::numel).sum::<usize>();
     let ctx = Ctx::default();
-    let result = if elements >= POOL_MIN_ELEMENTS && par::runs_in_parallel() {
-        par::install(|| op.forward(&ctx, inputs, outputs))
-    } else {
-        op.forward(&ctx, inputs, outputs)
-    };
-    result.map_err(|e| e.context(op.name()))
+    op.forward(&ctx, inputs, outputs)
+        .map_err(|e| e.context(op.name()))
 }
 
 /// Checks every output against its type: count, shape, storage and length. Ops

@@ -29,10 +29,10 @@ const STACK_OUTPUTS: usize = 8;
 const MIN_TASK_WORK: usize = 10_000;
 /// Runs estimated below this much work ([`crate::ops::OpCost`] units; a
 /// 784-64-64-10 MLP's training step at batch 64 is ~460k, at 256 ~1.8M) run on
-/// one thread start to end: on the project's 2-core VM, handing a step to the pool
-/// and waking helpers for its parallel parts cost more than they saved (a batch-256
-/// step, ~550 us, still ran 10% slower on two threads than on one).
-const SERIAL_RUN_WORK: usize = 1 << 22;
+/// one thread start to end: on the project's 2-core VM a batch-64 step ran ~12%
+/// slower with its few parallel sections on two threads, while a batch-256 step
+/// ran ~16% faster.
+const SERIAL_RUN_WORK: usize = 1 << 20;
 
 const EMPTY_REF: TensorRef<'static> = TensorRef {
     shape: &[],
@@ -67,8 +67,8 @@ pub struct Executor {
     /// reserved for the largest stage, so a run does not allocate).
     taken: Vec<Buffer>,
     /// Whether the run is best done by one thread: no node splits its work and no
-    /// stage runs tasks side by side, or the whole run is too small to repay a
-    /// hand-off to the pool (see [`SERIAL_RUN_WORK`]).
+    /// stage runs tasks side by side, or the whole run is too small to repay the
+    /// helpers' hand-offs (see [`SERIAL_RUN_WORK`]).
     one_thread: bool,
 }
 
@@ -134,7 +134,7 @@ impl Executor {
 
     /// Whether a run is best done by one thread, start to end (every node a single
     /// task and no stage with tasks side by side, or a small run): such a run is
-    /// cheapest on the calling thread, without handing it to the pool and back.
+    /// cheapest with every section serial on the calling thread.
     pub fn runs_on_one_thread(&self) -> bool {
         self.one_thread
     }

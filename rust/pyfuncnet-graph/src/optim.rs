@@ -682,8 +682,7 @@ impl OptimizerState {
 /// then increments `state.iterations`. An empty variable list is a no-op, as in Keras.
 ///
 /// Allocation-free once validated; large steps run on the project's thread pool, and the result
-/// is bitwise the same for any thread count. (Called from outside the pool, rayon itself
-/// allocates now and then to queue the step; called inside [`par::install`] it never does.)
+/// is bitwise the same for any thread count.
 ///
 /// # Errors
 /// When the config is invalid ([`OptimizerConfig::validate`]), `lr` is not finite, the numbers of
@@ -714,17 +713,8 @@ pub fn apply_gradients(
     };
 
     let states = &mut state.variables;
-    let total: usize = vars.iter().map(|v| v.len()).sum();
-    if total > CHUNK {
-        // One hop onto the pool for the whole step (none when already on it).
-        par::install(|| {
-            clip_gradients(config, grads);
-            update_group(&step, vars, grads, states);
-        });
-    } else {
-        clip_gradients(config, grads);
-        update_group(&step, vars, grads, states);
-    }
+    clip_gradients(config, grads);
+    update_group(&step, vars, grads, states);
 
     if let Some(u) = new_u_product {
         for v in state.variables.iter_mut() {

@@ -60,7 +60,8 @@ fn train(threads: usize) -> (Vec<Vec<f32>>, Vec<f32>, usize) {
     for s in 0..3 {
         let (x, y) = common::mlp_batch(BATCH, FEATURES, 50 + s);
         let inputs = inputs_for(&x, &y, &shapes);
-        par::install(|| step.train(&inputs, &mut vars, &config, &mut state, 1e-2)).unwrap();
+        step.train(&inputs, &mut vars, &config, &mut state, 1e-2)
+            .unwrap();
         losses.push(step.loss().unwrap());
     }
     (vars.values, losses, parallel)
@@ -79,7 +80,7 @@ fn branches_run_side_by_side_and_match_the_reference() {
     let inputs = inputs_for(&x, &y, &shapes);
     for threads in [1, 2, 3] {
         par::set_num_threads(threads).unwrap();
-        par::install(|| step.run(&inputs, &vars, 0)).unwrap();
+        step.run(&inputs, &vars, 0).unwrap();
         let DataRef::F32(got) = step.output(0).data else {
             panic!("float output expected")
         };

@@ -7,7 +7,6 @@ use pyfuncnet_graph::optim::{OptimizerConfig, OptimizerState};
 use pyfuncnet_graph::program::{CompiledStep, Mode, Variables};
 use pyfuncnet_graph::tensor::{DataRef, TensorRef};
 use pyfuncnet_kernels::alloc_count::{allocations, CountingAllocator};
-use pyfuncnet_kernels::par;
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
@@ -32,27 +31,18 @@ fn steady_state_allocations(
             data: DataRef::I32(&y),
         },
     ];
-    // As the bindings do: the whole step runs inside the project's pool.
-    par::install(|| {
-        // One-time per-thread set-up (rayon/crossbeam lazily create a thread-local
-        // handle the first time a worker steals work) is not steady state: let
-        // every worker steal before measuring.
-        for _ in 0..200 {
-            par::for_each_task(64, |i| {
-                std::hint::black_box(i);
-            });
-        }
-        for _ in 0..10 {
-            step.train(&inputs, &mut vars, &config, &mut state, 1e-3)
-                .unwrap();
-        }
-        let before = allocations();
-        for _ in 0..10 {
-            step.train(&inputs, &mut vars, &config, &mut state, 1e-3)
-                .unwrap();
-        }
-        allocations() - before
-    })
+    // One-time set-up (each thread's scratch buffers, reached by the first
+    // sections) is not steady state: run a few steps first.
+    for _ in 0..10 {
+        step.train(&inputs, &mut vars, &config, &mut state, 1e-3)
+            .unwrap();
+    }
+    let before = allocations();
+    for _ in 0..10 {
+        step.train(&inputs, &mut vars, &config, &mut state, 1e-3)
+            .unwrap();
+    }
+    allocations() - before
 }
 
 #[test]

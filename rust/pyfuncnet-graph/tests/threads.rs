@@ -33,7 +33,8 @@ fn train(threads: usize) -> (Vec<Vec<f32>>, Vec<f32>) {
                 data: DataRef::I32(&y),
             },
         ];
-        par::install(|| step.train(&inputs, &mut vars, &config, &mut state, 1e-3)).unwrap();
+        step.train(&inputs, &mut vars, &config, &mut state, 1e-3)
+            .unwrap();
         losses.push(step.loss().unwrap());
     }
     (vars.values, losses)
@@ -102,7 +103,8 @@ fn train_noisy(threads: usize) -> (Vec<Vec<f32>>, Vec<f32>) {
                 data: DataRef::I32(&y),
             },
         ];
-        par::install(|| step.train(&inputs, &mut vars, &config, &mut state, 0.1)).unwrap();
+        step.train(&inputs, &mut vars, &config, &mut state, 0.1)
+            .unwrap();
         losses.push(step.loss().unwrap());
     }
     (vars.values, losses)
@@ -166,15 +168,21 @@ fn eager_outputs() -> Vec<Vec<u32>> {
 }
 
 #[test]
-fn eager_ops_off_the_pool_are_bitwise_identical_for_any_thread_count() {
+fn eager_ops_are_bitwise_identical_for_any_thread_count() {
     let _turn = POOL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     par::set_num_threads(1).unwrap();
     let one = eager_outputs();
-    // The same inside the pool (how compiled steps run their ops).
-    assert!(
-        par::install(eager_outputs) == one,
-        "1 thread: pool and caller differ"
-    );
+    // Inside a task of a parallel section (nested sections, as in a compiled
+    // step's side-by-side nodes) the bits are the same.
+    par::set_num_threads(2).unwrap();
+    let nested: Vec<_> = (0..2).map(|_| std::sync::Mutex::new(Vec::new())).collect();
+    par::for_each_task(2, |i| *nested[i].lock().unwrap() = eager_outputs());
+    for r in nested {
+        assert!(
+            r.into_inner().unwrap() == one,
+            "nested sections differ from 1 thread"
+        );
+    }
     for threads in [2, 3] {
         par::set_num_threads(threads).unwrap();
         assert!(eager_outputs() == one, "{threads} threads differ from 1");

@@ -1,4 +1,5 @@
-//! The project's thread pool: the only module that names rayon.
+//! The project's thread pool: a team of helper threads that poll for work for a
+//! while after each parallel section before they sleep.
 //!
 //! Kernels call [`for_each_task`] with a task count that depends on the problem size
 //! only, never on the thread count, so the partition of work (and therefore every
@@ -7,15 +8,27 @@
 //! busy core slows a run down gracefully instead of stalling a static split at a
 //! barrier.
 //!
-//! One stall remains when another process competes for the cores: a worker that the
+//! The thread that starts a section runs its tasks itself, and the helpers join in.
+//! Helpers keep polling for [`SPIN_BEFORE_SLEEP`] after their last task: on a VM, a
+//! sleeping thread takes 30-100 us to wake (its virtual CPU has to be scheduled
+//! again), as long as a whole small GEMM, while a polling one joins within a
+//! microsecond. A section never waits for a sleeping helper to wake; it only
+//! signals it. While the owner of a section waits for the helpers still running
+//! its last tasks, it joins other open sections (such as those those very tasks
+//! started), so nested parallelism keeps every thread busy.
+//!
+//! One stall remains when another process competes for the cores: a helper that the
 //! operating system deschedules while it holds a task makes the caller wait for it
 //! at the end of the section, for up to a scheduler time slice (milliseconds), far
 //! longer than the section. [`for_each_task`] watches for such stalls and, after
 //! one, runs the sections of the next [`BACKOFF`] on the calling thread alone (a
 //! probe in parallel follows). Which thread runs a task never changes its result.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::any::Any;
+use std::cell::Cell;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::error::{KernelError, Result};
@@ -23,20 +36,17 @@ use crate::error::{KernelError, Result};
 /// Environment variable read once for the default thread count.
 pub const NUM_THREADS_ENV: &str = "PYFUNCNET_NUM_THREADS";
 
-static POOL: OnceLock<RwLock<Arc<rayon::ThreadPool>>> = OnceLock::new();
+/// How long an idle helper polls for new sections before it sleeps: longer than the
+/// gap between two training steps (the Python side of `fit`, ~50-150 us), so a
+/// helper stays awake through a training loop.
+const SPIN_BEFORE_SLEEP: Duration = Duration::from_millis(2);
+/// A polling thread offers its core to other runnable threads this often.
+const YIELD_EVERY: Duration = Duration::from_micros(50);
+/// Sections open at once (nested sections each take one); a section that finds
+/// none free runs on its own thread.
+const SLOTS: usize = 32;
 
-fn build_pool(threads: usize) -> Arc<rayon::ThreadPool> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("pyfuncnet-{i}"))
-        .start_handler(|_| {
-            crate::scratch::reserve_thread_buffers();
-            crate::fpenv::flush_subnormals_on_this_thread();
-        })
-        .build()
-        .expect("the operating system refused to start pyfuncnet worker threads");
-    Arc::new(pool)
-}
+static TEAM: OnceLock<RwLock<Arc<Team>>> = OnceLock::new();
 
 /// The default thread count: `PYFUNCNET_NUM_THREADS` if set to a positive integer,
 /// otherwise the cores available to this process.
@@ -48,20 +58,21 @@ pub fn default_num_threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-fn pool_cell() -> &'static RwLock<Arc<rayon::ThreadPool>> {
-    POOL.get_or_init(|| RwLock::new(build_pool(default_num_threads())))
+fn team_cell() -> &'static RwLock<Arc<Team>> {
+    TEAM.get_or_init(|| RwLock::new(Team::start(default_num_threads())))
 }
 
-fn current_pool() -> Arc<rayon::ThreadPool> {
-    // A poisoned lock only means another thread panicked while swapping pools;
-    // the Arc inside is still a valid pool.
-    pool_cell()
+fn current_team() -> Arc<Team> {
+    // A poisoned lock only means another thread panicked while swapping teams;
+    // the Arc inside is still a valid team.
+    team_cell()
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .clone()
 }
 
-/// Replaces the pool with one of `threads` workers.
+/// Replaces the pool with one of `threads` threads (the caller and `threads - 1`
+/// helpers). The old helpers finish what they are running and exit.
 ///
 /// # Errors
 /// `InvalidArgument` when `threads` is zero.
@@ -72,36 +83,265 @@ pub fn set_num_threads(threads: usize) -> Result<()> {
             message: "the thread count must be at least 1, got 0".into(),
         });
     }
-    let pool = build_pool(threads);
-    *pool_cell().write().unwrap_or_else(|e| e.into_inner()) = pool;
+    let team = Team::start(threads);
+    let old = std::mem::replace(
+        &mut *team_cell().write().unwrap_or_else(|e| e.into_inner()),
+        team,
+    );
+    old.stop();
     Ok(())
 }
 
-/// The number of worker threads of the current pool.
+/// The number of threads that run a parallel section: the caller and the helpers.
 pub fn num_threads() -> usize {
-    current_pool().current_num_threads()
+    current_team().helpers + 1
 }
 
-/// Runs `f` on the project's pool, so nested [`for_each_task`] calls use its workers.
-///
-/// Already on a pool worker, or with a single worker (whose sections all run
-/// serially on the caller), `f` runs right here: the hop to a worker and back
-/// would only add two thread wake-ups.
-pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if rayon::current_thread_index().is_some() || serial() {
-        return f();
+/// A parallel section as its helpers see it: the work to run (which claims items
+/// until none are left) and how many more helpers may join.
+struct Section {
+    /// Lifetime erased: the owner keeps the section and everything `work` borrows
+    /// alive until every helper has left it ([`Team::close`]).
+    work: *const (dyn Fn() + Sync),
+    seats: AtomicUsize,
+    /// Set once a claim found no item left: later helpers need not join.
+    exhausted: AtomicBool,
+    /// The first panic of a task run by a helper, re-raised by the owner.
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+/// Slot states.
+const FREE: u8 = 0;
+/// Taken by an owner, which is filling it in.
+const FILLING: u8 = 1;
+/// Helpers may join.
+const OPEN: u8 = 2;
+/// The owner is waiting for the helpers inside to leave.
+const CLOSED: u8 = 3;
+
+struct Slot {
+    state: AtomicU8,
+    section: AtomicPtr<Section>,
+    /// Helpers inside the section.
+    active: AtomicUsize,
+}
+
+/// The helper threads and the sections they serve.
+struct Team {
+    helpers: usize,
+    slots: [Slot; SLOTS],
+    /// Bumped whenever a section opens; idle helpers poll it.
+    epoch: AtomicU64,
+    sleepers: AtomicUsize,
+    sleep_lock: Mutex<()>,
+    wake: Condvar,
+    stopped: AtomicBool,
+}
+
+impl Team {
+    /// Starts `threads - 1` helper threads.
+    fn start(threads: usize) -> Arc<Team> {
+        let team = Arc::new(Team {
+            helpers: threads - 1,
+            slots: std::array::from_fn(|_| Slot {
+                state: AtomicU8::new(FREE),
+                section: AtomicPtr::new(ptr::null_mut()),
+                active: AtomicUsize::new(0),
+            }),
+            epoch: AtomicU64::new(0),
+            sleepers: AtomicUsize::new(0),
+            sleep_lock: Mutex::new(()),
+            wake: Condvar::new(),
+            stopped: AtomicBool::new(false),
+        });
+        for i in 0..team.helpers {
+            let team = Arc::clone(&team);
+            std::thread::Builder::new()
+                .name(format!("pyfuncnet-{i}"))
+                .spawn(move || {
+                    crate::scratch::reserve_thread_buffers();
+                    crate::fpenv::flush_subnormals_on_this_thread();
+                    team.serve();
+                })
+                .expect("the operating system refused to start pyfuncnet worker threads");
+        }
+        team
     }
-    current_pool().install(f)
+
+    /// Asks the helpers to exit once idle.
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        let _guard = self.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.wake.notify_all();
+    }
+
+    /// A helper's life: run sections while there are any, poll for a while, sleep.
+    fn serve(&self) {
+        let mut last_work = Instant::now();
+        let mut seen = self.epoch.load(Ordering::SeqCst);
+        let mut poll = Poll::new();
+        while !self.stopped.load(Ordering::Relaxed) {
+            let epoch = self.epoch.load(Ordering::SeqCst);
+            if epoch != seen || poll.due_for_scan() {
+                seen = epoch;
+                if self.help_once(None) {
+                    last_work = Instant::now();
+                    continue;
+                }
+            }
+            if last_work.elapsed() < SPIN_BEFORE_SLEEP {
+                poll.pause();
+                continue;
+            }
+            // Sleep until a section opens. Announcing the sleep before checking the
+            // epoch again pairs with `open` bumping the epoch before checking for
+            // sleepers: one of the two sees the other.
+            let guard = self.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.sleepers.fetch_add(1, Ordering::SeqCst);
+            if self.epoch.load(Ordering::SeqCst) == seen && !self.stopped.load(Ordering::SeqCst) {
+                drop(self.wake.wait(guard).unwrap_or_else(|e| e.into_inner()));
+            } else {
+                drop(guard);
+            }
+            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            last_work = Instant::now();
+        }
+    }
+
+    /// Joins one open section with work left (other than slot `skip`) and runs its
+    /// work; returns whether it did.
+    fn help_once(&self, skip: Option<usize>) -> bool {
+        for (i, slot) in self.slots.iter().enumerate().rev() {
+            if Some(i) != skip && slot.state.load(Ordering::Acquire) == OPEN && self.join(slot) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Runs the work of the section in `slot` as a helper, if it is still open and
+    /// has a seat and work left.
+    fn join(&self, slot: &Slot) -> bool {
+        // Entering before checking the state pairs with `close` setting the state
+        // before reading `active`: either the owner waits for this helper, or this
+        // helper sees the section closed.
+        slot.active.fetch_add(1, Ordering::SeqCst);
+        let leave = || slot.active.fetch_sub(1, Ordering::Release);
+        if slot.state.load(Ordering::SeqCst) != OPEN {
+            leave();
+            return false;
+        }
+        // SAFETY: the slot is open and this helper is counted in `active`, so the
+        // owner keeps the section (and what its work borrows) alive until it leaves.
+        let section = unsafe { &*slot.section.load(Ordering::Acquire) };
+        let seated = !section.exhausted.load(Ordering::Relaxed)
+            && section
+                .seats
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_ok();
+        if seated {
+            // SAFETY: as above; the work is `Sync`, so running it on this thread
+            // while the owner runs it too is allowed.
+            let work = unsafe { &*section.work };
+            if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+                let mut first = section.panic.lock().unwrap_or_else(|e| e.into_inner());
+                first.get_or_insert(panic);
+            }
+            section.exhausted.store(true, Ordering::Relaxed);
+        }
+        leave();
+        seated
+    }
+
+    /// Publishes `section` in a free slot and signals sleeping helpers; `None` when
+    /// every slot is taken.
+    fn open(&self, section: &Section) -> Option<usize> {
+        let i = self.slots.iter().position(|slot| {
+            slot.state
+                .compare_exchange(FREE, FILLING, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        })?;
+        let slot = &self.slots[i];
+        slot.section
+            .store(section as *const Section as *mut Section, Ordering::Release);
+        slot.state.store(OPEN, Ordering::SeqCst);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            let _guard = self.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.wake.notify_all();
+        }
+        Some(i)
+    }
+
+    /// Closes slot `i` to new helpers and waits for those inside to leave, running
+    /// other sections' work meanwhile; then frees the slot.
+    fn close(&self, i: usize) {
+        let slot = &self.slots[i];
+        slot.state.store(CLOSED, Ordering::SeqCst);
+        let mut poll = Poll::new();
+        while slot.active.load(Ordering::SeqCst) != 0 {
+            if !self.help_once(Some(i)) {
+                poll.pause();
+            }
+        }
+        slot.section.store(ptr::null_mut(), Ordering::Relaxed);
+        slot.state.store(FREE, Ordering::Release);
+    }
+}
+
+/// Polling with a pause per round and, now and then, the core offered to other
+/// runnable threads (another process on a busy machine).
+struct Poll {
+    last_yield: Instant,
+    rounds: u32,
+}
+
+impl Poll {
+    fn new() -> Self {
+        Poll {
+            last_yield: Instant::now(),
+            rounds: 0,
+        }
+    }
+
+    fn pause(&mut self) {
+        for _ in 0..32 {
+            std::hint::spin_loop();
+        }
+        self.rounds = self.rounds.wrapping_add(1);
+        if self.rounds.is_multiple_of(64) && self.last_yield.elapsed() >= YIELD_EVERY {
+            std::thread::yield_now();
+            self.last_yield = Instant::now();
+        }
+    }
+
+    /// Whether to look at the slots again although no section opened: a section
+    /// may still have work after a helper's claim returned.
+    fn due_for_scan(&self) -> bool {
+        self.rounds.is_multiple_of(16)
+    }
+}
+
+/// Closes the owner's section when dropped, also while a task of the owner
+/// unwinds: the helpers must leave before the borrowed work goes away.
+struct Close<'t> {
+    team: &'t Team,
+    slot: usize,
+}
+
+impl Drop for Close<'_> {
+    fn drop(&mut self) {
+        self.team.close(self.slot);
+    }
 }
 
 thread_local! {
     /// Set while [`serially`] runs on this thread.
-    static SERIAL_SCOPE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static SERIAL_SCOPE: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Runs `f` with every parallel helper of this module running its work in order on
-/// this thread: for a whole step too small to gain from other threads, where a
-/// single hand-off to the pool would cost more than its parallel parts save. The
+/// this thread: for a whole step too small to gain from other threads. The
 /// partitions are the same, so the results are too.
 pub fn serially<R>(f: impl FnOnce() -> R) -> R {
     struct Reset(bool);
@@ -115,11 +355,9 @@ pub fn serially<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Whether the helpers below should run their tasks in order on this thread: with a
-/// single worker nothing runs in parallel anyway, and handing the work to it from
-/// another thread (an eager op runs on the caller's) would add a wake-up and a
-/// hand-back, ~10 us each when it sleeps; and while backing off after a stall (see
-/// the module docs). Tasks are independent and the partition is the caller's, so
-/// the results are the same either way.
+/// single thread, inside [`serially`], or while backing off after a stall (see the
+/// module docs). Tasks are independent and the partition is the caller's, so the
+/// results are the same either way.
 fn serial() -> bool {
     num_threads() == 1 || SERIAL_SCOPE.with(|s| s.get()) || backing_off()
 }
@@ -127,8 +365,8 @@ fn serial() -> bool {
 /// How long sections run on the calling thread alone after a stall.
 pub const BACKOFF: Duration = Duration::from_millis(100);
 /// A wait for helpers longer than this (and than [`STALL_TASKS`] average tasks)
-/// counts as a stall: wake-up latency and uneven task ends stay well below it, a
-/// descheduled worker well above.
+/// counts as a stall: uneven task ends stay well below it, a descheduled helper
+/// well above.
 const MIN_STALL: Duration = Duration::from_micros(200);
 const STALL_TASKS: u32 = 4;
 
@@ -149,8 +387,15 @@ fn backing_off() -> bool {
 /// Records how a parallel section ended on the calling thread: it ran `ran` tasks in
 /// `busy`, then waited `wait` for the helpers. Starts a back-off after a stall.
 /// Returns whether it did.
+///
+/// Only a thread that ran two tasks or more knows how long a task takes; with one
+/// (the two halves of a join, side-by-side nodes of a step) the helpers' tasks may
+/// simply be longer, so such a wait is not judged.
 fn note_section_end(ran: u32, busy: Duration, wait: Duration) -> bool {
-    let typical_task = if ran == 0 { Duration::ZERO } else { busy / ran };
+    if ran < 2 {
+        return false;
+    }
+    let typical_task = busy / ran;
     let stalled = wait > MIN_STALL.max(typical_task * STALL_TASKS);
     if stalled {
         let until = now_ns() + BACKOFF.as_nanos() as u64;
@@ -160,60 +405,74 @@ fn note_section_end(ran: u32, busy: Duration, wait: Duration) -> bool {
 }
 
 /// Runs `task(i)` for every `i` in `0..tasks`, in parallel when `tasks > 1` and the
-/// pool has more than one worker.
+/// pool has more than one thread.
 ///
-/// Tasks are independent; callers size them to tens of microseconds of work or more,
-/// because handing a task to another thread costs microseconds.
+/// Tasks are independent; callers size them to tens of microseconds of work or more.
 pub fn for_each_task(tasks: usize, task: impl Fn(usize) + Sync + Send) {
     match tasks {
         0 => {}
         1 => task(0),
         _ if serial() => (0..tasks).for_each(task),
-        _ => install(|| claim_in_parallel(tasks, &task)),
-    }
-}
-
-/// The parallel section of [`for_each_task`]: the calling thread and up to
-/// `threads - 1` helpers claim task indices from one counter until none are left.
-fn claim_in_parallel(tasks: usize, task: &(impl Fn(usize) + Sync)) {
-    let next = AtomicUsize::new(0);
-    let claim_all = || {
-        let mut ran = 0u32;
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            if i >= tasks {
-                return ran;
-            }
-            task(i);
-            ran += 1;
+        _ => {
+            let next = AtomicUsize::new(0);
+            let claim_all = || {
+                let mut ran = 0u32;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= tasks {
+                        return ran;
+                    }
+                    task(i);
+                    ran += 1;
+                }
+            };
+            run_section(tasks - 1, &claim_all);
         }
-    };
-    run_section(tasks - 1, &claim_all);
+    }
 }
 
 /// Runs `claim_all` (which claims and runs work items until none are left and
 /// returns how many it ran) on the calling thread and on up to `max_helpers`
-/// helpers, then checks the end of the section for a stall.
+/// helpers, then checks the end of the section for a stall. A panic of a task
+/// run by a helper is raised here once every helper has left.
 fn run_section(max_helpers: usize, claim_all: &(impl Fn() -> u32 + Sync)) {
-    let helpers = (num_threads() - 1).min(max_helpers);
+    let team = current_team();
     let start = Instant::now();
     // When the last helper ran out of items (ns after `start`). The wait is
-    // measured to it rather than to the join's return: while it waits, the
-    // calling thread may run unrelated stolen work (another node of the step),
-    // which is no stall.
+    // measured to it rather than to the end of `close`: while it waits, the
+    // calling thread may run other sections' work, which is no stall.
     let helpers_done = AtomicU64::new(0);
-    let ((ran, busy), ()) = rayon::join(
-        || {
-            let ran = claim_all();
-            (ran, start.elapsed())
-        },
-        || {
-            offer_helpers(helpers, &|| {
-                claim_all();
-                helpers_done.fetch_max(nanos(start.elapsed()), Ordering::Relaxed);
-            })
-        },
-    );
+    let help = || {
+        claim_all();
+        helpers_done.fetch_max(nanos(start.elapsed()), Ordering::Relaxed);
+    };
+    let help: &(dyn Fn() + Sync) = &help;
+    // SAFETY: only the lifetime is erased. `Close` below waits, before this frame
+    // ends (also when it unwinds), until no helper is inside the section, and
+    // helpers reach `work` only from inside it (`Team::join`).
+    let work: *const (dyn Fn() + Sync) = unsafe { std::mem::transmute(help) };
+    let section = Section {
+        work,
+        seats: AtomicUsize::new(max_helpers.min(team.helpers)),
+        exhausted: AtomicBool::new(false),
+        panic: Mutex::new(None),
+    };
+    let Some(slot) = team.open(&section) else {
+        claim_all();
+        return;
+    };
+    let close = Close { team: &team, slot };
+    let ran = claim_all();
+    let busy = start.elapsed();
+    section.exhausted.store(true, Ordering::Relaxed);
+    drop(close);
+    if let Some(panic) = section
+        .panic
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+    {
+        std::panic::resume_unwind(panic);
+    }
     let wait = helpers_done
         .load(Ordering::Relaxed)
         .saturating_sub(nanos(busy));
@@ -225,21 +484,9 @@ fn nanos(d: Duration) -> u64 {
 }
 
 /// Whether work handed to [`for_each_task`] and the other helpers may now run on
-/// several threads (more than one worker, and no back-off after a stall).
+/// several threads (more than one thread, and no back-off after a stall).
 pub fn runs_in_parallel() -> bool {
     !serial()
-}
-
-/// Offers `help` to `n` more threads (nested joins: no allocation). A half nobody
-/// steals is run by the thread that offered it, finding no task left.
-fn offer_helpers(n: usize, help: &(impl Fn() + Sync)) {
-    match n {
-        0 => {}
-        1 => help(),
-        _ => {
-            rayon::join(help, || offer_helpers(n - 1, help));
-        }
-    }
 }
 
 /// Splits `data` into consecutive chunks of `chunk` elements (the last may be shorter)
@@ -277,10 +524,11 @@ pub fn for_each_chunk_mut<T: Send>(
             ran += 1;
         }
     };
-    install(|| run_section(n_chunks - 1, &claim_all));
+    run_section(n_chunks - 1, &claim_all);
 }
 
-/// Runs `a` and `b`, potentially in parallel, and returns both results.
+/// Runs `a` and `b`, potentially in parallel, and returns both results: `a` on the
+/// calling thread, `b` on a helper if one is free to join.
 pub fn join<A: Send, B: Send>(
     a: impl FnOnce() -> A + Send,
     b: impl FnOnce() -> B + Send,
@@ -288,7 +536,26 @@ pub fn join<A: Send, B: Send>(
     if serial() {
         return (a(), b());
     }
-    install(|| rayon::join(a, b))
+    let (a, b) = (Mutex::new(Some(a)), Mutex::new(Some(b)));
+    let (ra, rb) = (Mutex::new(None), Mutex::new(None));
+    // Each index is claimed exactly once, so each closure is taken once.
+    for_each_task(2, |i| {
+        if i == 0 {
+            let f = a.lock().unwrap_or_else(|e| e.into_inner()).take();
+            *ra.lock().unwrap_or_else(|e| e.into_inner()) = f.map(|f| f());
+        } else {
+            let f = b.lock().unwrap_or_else(|e| e.into_inner()).take();
+            *rb.lock().unwrap_or_else(|e| e.into_inner()) = f.map(|f| f());
+        }
+    });
+    match (into_value(ra), into_value(rb)) {
+        (Some(x), Some(y)) => (x, y),
+        _ => unreachable!("for_each_task runs both halves of a join"),
+    }
+}
+
+fn into_value<T>(m: Mutex<Option<T>>) -> Option<T> {
+    m.into_inner().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -348,7 +615,9 @@ mod tests {
         // Ordinary ends of sections: short waits, or waits of a few tasks' length.
         let short = note_section_end(10, Duration::from_micros(500), Duration::from_micros(100));
         let uneven = note_section_end(2, Duration::from_millis(4), Duration::from_millis(3));
-        assert!(!short && !uneven);
+        // One short task here, a long one on the helper: no stall.
+        let single = note_section_end(1, Duration::from_micros(50), Duration::from_millis(3));
+        assert!(!short && !uneven && !single);
         // A worker descheduled for a time slice while it held a task.
         assert!(note_section_end(
             8,
@@ -370,6 +639,73 @@ mod tests {
             c.fill(i as u32);
         });
         assert!(data.iter().enumerate().all(|(i, &x)| x as usize == i / 8));
+    }
+
+    #[test]
+    fn nested_sections_run_every_task_once() {
+        let hits: Vec<AtomicUsize> = (0..6 * 9).map(|_| AtomicUsize::new(0)).collect();
+        for_each_task(6, |i| {
+            for_each_task(9, |j| {
+                hits[i * 9 + j].fetch_add(1, Ordering::Relaxed);
+            })
+        });
+        assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+    }
+
+    #[test]
+    fn join_returns_both_results_in_order() {
+        fn sum(lo: u64, hi: u64) -> u64 {
+            if hi - lo <= 8 {
+                return (lo..hi).sum();
+            }
+            let mid = (lo + hi) / 2;
+            let (a, b) = join(|| sum(lo, mid), || sum(mid, hi));
+            a + b
+        }
+        assert_eq!(sum(0, 1000), 999 * 1000 / 2);
+        assert_eq!(join(|| "left", || 7), ("left", 7));
+    }
+
+    #[test]
+    fn a_panicking_task_reaches_the_caller_and_the_pool_goes_on() {
+        for bad in [0, 31, 63] {
+            let result = std::panic::catch_unwind(|| {
+                for_each_task(64, |i| {
+                    if i == bad {
+                        panic!("task {i} failed");
+                    }
+                })
+            });
+            let message = result.expect_err("the panic propagates");
+            assert_eq!(
+                message.downcast_ref::<String>().unwrap(),
+                &format!("task {bad} failed")
+            );
+            let hits: Vec<AtomicUsize> = (0..64).map(|_| AtomicUsize::new(0)).collect();
+            for_each_task(64, |i| {
+                hits[i].fetch_add(1, Ordering::Relaxed);
+            });
+            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+        }
+    }
+
+    #[test]
+    fn concurrent_callers_share_the_helpers() {
+        std::thread::scope(|scope| {
+            for caller in 0..4 {
+                scope.spawn(move || {
+                    for round in 0..50 {
+                        let hits: Vec<AtomicUsize> = (0..17).map(|_| AtomicUsize::new(0)).collect();
+                        for_each_task(hits.len(), |i| {
+                            hits[i].fetch_add(caller + round, Ordering::Relaxed);
+                        });
+                        assert!(hits
+                            .iter()
+                            .all(|h| h.load(Ordering::Relaxed) == caller + round));
+                    }
+                });
+            }
+        });
     }
 
     #[test]

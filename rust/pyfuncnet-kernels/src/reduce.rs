@@ -904,9 +904,72 @@ pub fn arg_reduce(
     Ok(())
 }
 
+/// Elements per parallel task of [`all_finite`].
+const FINITE_TASK: usize = 1 << 18;
+
+/// Whether every element of `x` is finite (no NaN, no infinity): one pass at memory
+/// speed, split over the pool for large inputs (training checks its whole input
+/// arrays before the first step).
+pub fn all_finite(x: &[f32]) -> bool {
+    // Non-finite values are those whose exponent bits are all ones. Counting them
+    // (rather than stopping at the first) keeps the loop branch-free and
+    // vectorised; a task skips its part once another found one.
+    const EXPONENT: u32 = 0x7f80_0000;
+    let count_bad = |part: &[f32]| -> usize {
+        part.iter()
+            .map(|v| usize::from(v.to_bits() & EXPONENT == EXPONENT))
+            .sum()
+    };
+    if x.len() <= FINITE_TASK {
+        return count_bad(x) == 0;
+    }
+    let finite = std::sync::atomic::AtomicBool::new(true);
+    par::for_each_task(x.len().div_ceil(FINITE_TASK), |t| {
+        if finite.load(std::sync::atomic::Ordering::Relaxed) {
+            let part = &x[t * FINITE_TASK..((t + 1) * FINITE_TASK).min(x.len())];
+            if count_bad(part) > 0 {
+                finite.store(false, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    finite.into_inner()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_finite_finds_any_nan_or_infinity() {
+        for len in [
+            0,
+            1,
+            7,
+            16,
+            17,
+            FINITE_TASK - 1,
+            FINITE_TASK,
+            3 * FINITE_TASK + 5,
+        ] {
+            let mut x: Vec<f32> = (0..len).map(|i| (i as f32 - 100.0) * 1e30).collect();
+            assert!(all_finite(&x), "len {len}");
+            if len == 0 {
+                continue;
+            }
+            for at in [0, len / 2, len - 1] {
+                for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -f32::NAN] {
+                    let keep = x[at];
+                    x[at] = bad;
+                    assert!(!all_finite(&x), "len {len}, {bad} at {at}");
+                    x[at] = keep;
+                }
+            }
+            // The largest finite values and subnormals are finite.
+            x[0] = f32::MAX;
+            x[len - 1] = -f32::MIN_POSITIVE / 2.0;
+            assert!(all_finite(&x), "len {len}: extremes");
+        }
+    }
     use proptest::prelude::*;
 
     fn values(n: usize, seed: u64) -> Vec<f32> {

@@ -195,24 +195,10 @@ pub fn f32_array<'py>(
         .map_err(|e| value_err(format!("internal shape error: {e}")))
 }
 
-/// Runs `f` with the GIL released, on the project's thread pool, and converts its
-/// error. A panic inside is caught and reported as an exception, never unwound
-/// into Python.
-///
-/// For calls that run many kernels (a compiled step, one call per batch): on a
-/// pool worker, the kernels' parallel loops hand out work without waking this
-/// thread again.
+/// Runs `f` with the GIL released and converts its error. A panic inside is
+/// caught and reported as an exception, never unwound into Python. `f` runs on
+/// the calling thread, which takes part in the kernels' parallel sections.
 pub fn enter_core<T: Send>(
-    py: Python<'_>,
-    f: impl FnOnce() -> Result<T, GraphError> + Send,
-) -> PyResult<T> {
-    enter_core_here(py, || pyfuncnet_kernels::par::install(f))
-}
-
-/// [`enter_core`] on the calling thread: for one eager op, which decides itself
-/// whether to enter the pool (`pyfuncnet_graph::eager::forward`), so a small op
-/// never pays for waking a worker (~10 us) and a big one still runs in parallel.
-pub fn enter_core_here<T: Send>(
     py: Python<'_>,
     f: impl FnOnce() -> Result<T, GraphError> + Send,
 ) -> PyResult<T> {

@@ -10,9 +10,7 @@ use pyfuncnet_graph::ops::{self, Op};
 use pyfuncnet_graph::tensor::{Buffer, DType, DataRef, TensorRef, TensorType};
 use pyfuncnet_graph::{eager, program};
 
-use crate::convert::{
-    enter_core, enter_core_here, extract_all, json_from_py, to_numpy, ArrayIn, ArrayOut,
-};
+use crate::convert::{enter_core, extract_all, json_from_py, to_numpy, ArrayIn, ArrayOut};
 use crate::errors::{graph_err, value_err};
 use crate::variables::Variables;
 
@@ -115,7 +113,7 @@ pub fn run_op<'py>(
         .zip(&types)
         .map(|(o, t)| o.tensor(&t.shape))
         .collect::<PyResult<Vec<_>>>()?;
-    enter_core_here(py, || eager::forward(op, &types, &tensors, &mut views))?;
+    enter_core(py, || eager::forward(op, &types, &tensors, &mut views))?;
     drop(views);
     outs.into_iter()
         .zip(&types)

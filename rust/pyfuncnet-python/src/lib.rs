@@ -23,6 +23,15 @@ fn get_num_threads() -> usize {
     pyfuncnet_kernels::par::num_threads()
 }
 
+/// Whether every element of a float32 array is finite (no NaN, no infinity).
+#[pyfunction]
+fn all_finite(py: Python<'_>, x: numpy::PyReadonlyArrayDyn<'_, f32>) -> bool {
+    match x.as_slice() {
+        Ok(values) => py.detach(|| pyfuncnet_kernels::reduce::all_finite(values)),
+        Err(_) => x.as_array().iter().all(|v| v.is_finite()),
+    }
+}
+
 /// Version, build profile, SIMD level in use and thread count.
 #[pyfunction]
 fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
@@ -54,6 +63,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
+    m.add_function(wrap_pyfunction!(all_finite, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -7,17 +7,20 @@ use pyfuncnet_graph::tensor::DType;
 
 use pyfuncnet_kernels::par;
 
-use crate::convert::{enter_core, enter_core_here, extract_all, to_numpy};
+use crate::convert::{enter_core, extract_all, to_numpy};
 use crate::errors::value_err;
 use crate::optimizer::Optimizer;
 use crate::variables::Variables;
 
-/// Whether a step runs on the calling thread, everything in it serial, rather than
-/// on the pool: a step with no parallel node gains less from a worker than handing
-/// it over and back costs (two thread wake-ups). (With a single worker,
-/// `par::install` itself stays on the caller.)
-fn runs_here(step: &program::CompiledStep) -> bool {
-    step.runs_on_one_thread()
+/// Runs `f` on the calling thread with every parallel section in it serial when
+/// the step is best done by one thread (no parallel node, or too little work to
+/// repay the helpers' hand-offs).
+fn run_step<T>(step_on_one_thread: bool, f: impl FnOnce() -> T) -> T {
+    if step_on_one_thread {
+        par::serially(f)
+    } else {
+        f()
+    }
 }
 
 /// A compiled predict / test / train step.
@@ -67,11 +70,10 @@ impl CompiledStep {
         let tensors: Vec<_> = arrays.iter().map(|a| a.tensor()).collect();
         let vars = &variables.inner;
         let inner = &mut self.inner;
-        if runs_here(inner) {
-            enter_core_here(py, || par::serially(|| inner.run(&tensors, vars, step)))?;
-        } else {
-            enter_core(py, || inner.run(&tensors, vars, step))?;
-        }
+        let one_thread = inner.runs_on_one_thread();
+        enter_core(py, || {
+            run_step(one_thread, || inner.run(&tensors, vars, step))
+        })?;
         Ok((self.outputs(py)?, self.inner.loss()))
     }
 
@@ -91,13 +93,9 @@ impl CompiledStep {
         let vars = &mut variables.inner;
         let opt = &mut *optimizer;
         let inner = &mut self.inner;
-        let small_step = runs_here(inner);
+        let one_thread = inner.runs_on_one_thread();
         let train = || inner.train(&tensors, vars, &opt.config, &mut opt.state, lr);
-        if small_step {
-            enter_core_here(py, || par::serially(train))?;
-        } else {
-            enter_core(py, train)?;
-        }
+        enter_core(py, || run_step(one_thread, train))?;
         Ok((self.outputs(py)?, self.inner.loss()))
     }
 
