@@ -152,8 +152,7 @@ impl CompiledStep {
 
     /// Whether no node of the step splits its work across threads. Such a step is
     /// cheapest on the calling thread with everything serial (`par::serially`,
-    /// the optimizer update included): on this project's 2-core VM, handing a step
-    /// to the pool and back cost ~70 us, more than a small step's parallel parts save.
+    /// the optimizer update included).
     pub fn runs_on_one_thread(&self) -> bool {
         self.exec.runs_on_one_thread()
     }

@@ -90,8 +90,8 @@ fn op_with_attrs(name: &str, attrs: &Bound<'_, PyAny>) -> PyResult<Arc<dyn Op>> 
 /// arrays at once; returns its outputs.
 ///
 /// The outputs are new numpy arrays that the op writes into directly, with the GIL
-/// released: a small op on this thread, a big one on the pool (see
-/// `pyfuncnet_graph::eager::forward`).
+/// released, on this thread (whose large kernels share their work with the pool's
+/// helpers; see `pyfuncnet_graph::eager::forward`).
 #[pyfunction]
 pub fn run_op<'py>(
     py: Python<'py>,

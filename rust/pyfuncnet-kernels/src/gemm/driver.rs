@@ -189,9 +189,9 @@ fn scale_only(p: &Problem, c: &mut [f32], ldc: usize) {
     }
 }
 
-/// Runs `task(0..tasks)`: on the pool, or in order on this thread when the pool
-/// has a single worker (which saves the hand-off to it and back). The partition
-/// is the caller's and does not change either way.
+/// Runs `task(0..tasks)`: in a parallel section, or in order on this thread when
+/// the pool has a single thread. The partition is the caller's and does not
+/// change either way.
 pub(crate) fn run_tasks(tasks: usize, task: impl Fn(usize) + Sync + Send) {
     if tasks <= 1 || par::num_threads() == 1 {
         (0..tasks).for_each(task);

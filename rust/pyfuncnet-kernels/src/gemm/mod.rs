@@ -29,13 +29,13 @@ mod reference;
 mod scalar;
 mod small;
 
-/// Each parallel GEMM task carries at least this many flops (~40 µs of one core at
-/// peak), so a product of fewer than twice as many runs as one task. Handing a task
-/// to another thread and waiting for it costs tens of microseconds when the thread
-/// has gone idle (more on a VM): with 1.5 MFLOP tasks a small MLP's training step
-/// ran slower on two threads than on one. The partition of M and N never changes
-/// what each element of C computes, so results do not depend on it.
-pub const MIN_TASK_FLOPS: usize = 6_000_000;
+/// Each parallel GEMM task carries at least this many flops (~13 us of one core at
+/// peak), so a product of fewer than twice as many runs as one task. Handing a
+/// task to a polling helper costs about a microsecond (`par`); tasks much smaller
+/// than this would still lose more to packing shared operands per task and to
+/// uneven ends than they gain. The partition of M and N never changes what each
+/// element of C computes, so results do not depend on it.
+pub const MIN_TASK_FLOPS: usize = 2_000_000;
 
 pub use reference::sgemm_reference;
 
