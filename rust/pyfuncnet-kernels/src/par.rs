@@ -40,6 +40,9 @@ pub const NUM_THREADS_ENV: &str = "PYFUNCNET_NUM_THREADS";
 /// gap between two training steps (the Python side of `fit`, ~50-150 us), so a
 /// helper stays awake through a training loop.
 const SPIN_BEFORE_SLEEP: Duration = Duration::from_millis(2);
+/// A pause between two polls longer than this means the polling thread was
+/// descheduled.
+const PREEMPTED: Duration = Duration::from_micros(500);
 /// A polling thread offers its core to other runnable threads this often.
 const YIELD_EVERY: Duration = Duration::from_micros(50);
 /// Sections open at once (nested sections each take one); a section that finds
@@ -176,8 +179,13 @@ impl Team {
     }
 
     /// A helper's life: run sections while there are any, poll for a while, sleep.
+    ///
+    /// A helper that finds it was descheduled while polling sleeps at once: the
+    /// cores are oversubscribed (another process wants them), and polling would
+    /// only take time from it and from the thread that runs the step.
     fn serve(&self) {
         let mut last_work = Instant::now();
+        let mut last_poll = last_work;
         let mut seen = self.epoch.load(Ordering::SeqCst);
         let mut poll = Poll::new();
         while !self.stopped.load(Ordering::Relaxed) {
@@ -186,10 +194,14 @@ impl Team {
                 seen = epoch;
                 if self.help_once(None) {
                     last_work = Instant::now();
+                    last_poll = last_work;
                     continue;
                 }
             }
-            if last_work.elapsed() < SPIN_BEFORE_SLEEP {
+            let now = Instant::now();
+            let preempted = now.duration_since(last_poll) > PREEMPTED;
+            last_poll = now;
+            if !preempted && now.duration_since(last_work) < SPIN_BEFORE_SLEEP {
                 poll.pause();
                 continue;
             }
@@ -205,6 +217,7 @@ impl Team {
             }
             self.sleepers.fetch_sub(1, Ordering::SeqCst);
             last_work = Instant::now();
+            last_poll = last_work;
         }
     }
 
