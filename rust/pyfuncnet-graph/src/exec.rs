@@ -28,11 +28,13 @@ const STACK_OUTPUTS: usize = 8;
 /// others: a wave's small nodes make `work / MIN_TASK_WORK` tasks at most.
 const MIN_TASK_WORK: usize = 10_000;
 /// Runs estimated below this much work ([`crate::ops::OpCost`] units; a
-/// 784-64-64-10 MLP's training step at batch 64 is ~460k, at 256 ~1.8M) run on
-/// one thread start to end: on the project's 2-core VM a batch-64 step ran ~12%
-/// slower with its few parallel sections on two threads, while a batch-256 step
-/// ran ~16% faster.
-const SERIAL_RUN_WORK: usize = 1 << 20;
+/// 784-64-64-10 MLP's training step at batch 64 is ~460k, at 256 ~1.8M, and its
+/// batch-256 predict step over 700k) run on one thread start to end. On the
+/// project's 2-core VM, with the parallel sections of those steps on two threads,
+/// the batch-64 training step ran ~10% slower (its GEMMs make tasks of ~15 us, and
+/// their operands move between the cores' caches), while the batch-256 training
+/// and predict steps ran ~20% and ~50% faster.
+const SERIAL_RUN_WORK: usize = 600_000;
 
 const EMPTY_REF: TensorRef<'static> = TensorRef {
     shape: &[],
