@@ -14,8 +14,8 @@
 //! again), as long as a whole small GEMM, while a polling one joins within a
 //! microsecond. A section never waits for a sleeping helper to wake; it only
 //! signals it. While the owner of a section waits for the helpers still running
-//! its last tasks, it joins other open sections (such as those those very tasks
-//! started), so nested parallelism keeps every thread busy.
+//! its last tasks, it joins sections opened after its own (such as those these
+//! very tasks started), so nested parallelism keeps every thread busy.
 //!
 //! One stall remains when another process competes for the cores: a helper that the
 //! operating system deschedules while it holds a task makes the caller wait for it
@@ -107,8 +107,6 @@ struct Section {
     /// alive until every helper has left it ([`Team::close`]).
     work: *const (dyn Fn() + Sync),
     seats: AtomicUsize,
-    /// Set once a claim found no item left: later helpers need not join.
-    exhausted: AtomicBool,
     /// The first panic of a task run by a helper, re-raised by the owner.
     panic: Mutex<Option<Box<dyn Any + Send>>>,
 }
@@ -122,11 +120,20 @@ const OPEN: u8 = 2;
 /// The owner is waiting for the helpers inside to leave.
 const CLOSED: u8 = 3;
 
+// Aligned so that sections in neighbouring slots do not share cache lines.
+#[repr(align(128))]
 struct Slot {
     state: AtomicU8,
     section: AtomicPtr<Section>,
     /// Helpers inside the section.
     active: AtomicUsize,
+    /// Whether joining may still pay: cleared once a claim found no item left or
+    /// the last seat is taken. A hint read before joining, so that idle helpers
+    /// do not enter (and so hold up the close of) sections they cannot help.
+    joinable: AtomicBool,
+    /// The team's epoch when the section opened: a waiting owner joins only
+    /// sections newer than its own.
+    opened: AtomicU64,
 }
 
 /// The helper threads and the sections they serve.
@@ -150,6 +157,8 @@ impl Team {
                 state: AtomicU8::new(FREE),
                 section: AtomicPtr::new(ptr::null_mut()),
                 active: AtomicUsize::new(0),
+                joinable: AtomicBool::new(false),
+                opened: AtomicU64::new(0),
             }),
             epoch: AtomicU64::new(0),
             sleepers: AtomicUsize::new(0),
@@ -192,7 +201,7 @@ impl Team {
             let epoch = self.epoch.load(Ordering::SeqCst);
             if epoch != seen || poll.due_for_scan() {
                 seen = epoch;
-                if self.help_once(None) {
+                if self.help_once(None, 0) {
                     last_work = Instant::now();
                     last_poll = last_work;
                     continue;
@@ -221,11 +230,16 @@ impl Team {
         }
     }
 
-    /// Joins one open section with work left (other than slot `skip`) and runs its
-    /// work; returns whether it did.
-    fn help_once(&self, skip: Option<usize>) -> bool {
+    /// Joins one open section with work left, opened after epoch `newer_than`
+    /// (other than slot `skip`), and runs its work; returns whether it did.
+    fn help_once(&self, skip: Option<usize>, newer_than: u64) -> bool {
         for (i, slot) in self.slots.iter().enumerate().rev() {
-            if Some(i) != skip && slot.state.load(Ordering::Acquire) == OPEN && self.join(slot) {
+            if Some(i) != skip
+                && slot.joinable.load(Ordering::Relaxed)
+                && slot.opened.load(Ordering::Relaxed) > newer_than
+                && slot.state.load(Ordering::Acquire) == OPEN
+                && self.join(slot)
+            {
                 return true;
             }
         }
@@ -247,11 +261,20 @@ impl Team {
         // SAFETY: the slot is open and this helper is counted in `active`, so the
         // owner keeps the section (and what its work borrows) alive until it leaves.
         let section = unsafe { &*slot.section.load(Ordering::Acquire) };
-        let seated = !section.exhausted.load(Ordering::Relaxed)
-            && section
-                .seats
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-                .is_ok();
+        let seat = slot
+            .joinable
+            .load(Ordering::Relaxed)
+            .then(|| {
+                section
+                    .seats
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .ok()
+            })
+            .flatten();
+        if seat == Some(1) {
+            slot.joinable.store(false, Ordering::Relaxed);
+        }
+        let seated = seat.is_some();
         if seated {
             // SAFETY: as above; the work is `Sync`, so running it on this thread
             // while the owner runs it too is allowed.
@@ -260,7 +283,7 @@ impl Team {
                 let mut first = section.panic.lock().unwrap_or_else(|e| e.into_inner());
                 first.get_or_insert(panic);
             }
-            section.exhausted.store(true, Ordering::Relaxed);
+            slot.joinable.store(false, Ordering::Relaxed);
         }
         leave();
         seated
@@ -270,15 +293,19 @@ impl Team {
     /// every slot is taken.
     fn open(&self, section: &Section) -> Option<usize> {
         let i = self.slots.iter().position(|slot| {
-            slot.state
-                .compare_exchange(FREE, FILLING, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
+            slot.state.load(Ordering::Relaxed) == FREE
+                && slot
+                    .state
+                    .compare_exchange(FREE, FILLING, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
         })?;
         let slot = &self.slots[i];
         slot.section
             .store(section as *const Section as *mut Section, Ordering::Release);
+        let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        slot.opened.store(epoch, Ordering::Relaxed);
+        slot.joinable.store(true, Ordering::Relaxed);
         slot.state.store(OPEN, Ordering::SeqCst);
-        self.epoch.fetch_add(1, Ordering::SeqCst);
         if self.sleepers.load(Ordering::SeqCst) > 0 {
             let _guard = self.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
             self.wake.notify_all();
@@ -287,13 +314,17 @@ impl Team {
     }
 
     /// Closes slot `i` to new helpers and waits for those inside to leave, running
-    /// other sections' work meanwhile; then frees the slot.
+    /// the work of newer sections meanwhile (not older ones: an unrelated caller's
+    /// long section, or the section this very thread is running a task of, would
+    /// keep it away from its own); then frees the slot.
     fn close(&self, i: usize) {
         let slot = &self.slots[i];
+        slot.joinable.store(false, Ordering::Relaxed);
         slot.state.store(CLOSED, Ordering::SeqCst);
+        let mine = slot.opened.load(Ordering::Relaxed);
         let mut poll = Poll::new();
         while slot.active.load(Ordering::SeqCst) != 0 {
-            if !self.help_once(Some(i)) {
+            if !self.help_once(Some(i), mine) {
                 poll.pause();
             }
         }
@@ -463,11 +494,12 @@ fn run_section(max_helpers: usize, claim_all: &(impl Fn() -> u32 + Sync)) {
     // SAFETY: only the lifetime is erased. `Close` below waits, before this frame
     // ends (also when it unwinds), until no helper is inside the section, and
     // helpers reach `work` only from inside it (`Team::join`).
-    let work: *const (dyn Fn() + Sync) = unsafe { std::mem::transmute(help) };
+    let work = unsafe {
+        std::mem::transmute::<&(dyn Fn() + Sync + '_), *const (dyn Fn() + Sync + 'static)>(help)
+    };
     let section = Section {
         work,
         seats: AtomicUsize::new(max_helpers.min(team.helpers)),
-        exhausted: AtomicBool::new(false),
         panic: Mutex::new(None),
     };
     let Some(slot) = team.open(&section) else {
@@ -475,9 +507,10 @@ fn run_section(max_helpers: usize, claim_all: &(impl Fn() -> u32 + Sync)) {
         return;
     };
     let close = Close { team: &team, slot };
-    let ran = claim_all();
+    // The caller's own tasks run with subnormals flushed, as the helpers' do, so
+    // which thread runs a task never changes its result.
+    let ran = crate::fpenv::with_subnormals_flushed(claim_all);
     let busy = start.elapsed();
-    section.exhausted.store(true, Ordering::Relaxed);
     drop(close);
     if let Some(panic) = section
         .panic
@@ -540,8 +573,8 @@ pub fn for_each_chunk_mut<T: Send>(
     run_section(n_chunks - 1, &claim_all);
 }
 
-/// Runs `a` and `b`, potentially in parallel, and returns both results: `a` on the
-/// calling thread, `b` on a helper if one is free to join.
+/// Runs `a` and `b`, potentially in parallel (each on the calling thread or on a
+/// helper that joins), and returns both results.
 pub fn join<A: Send, B: Send>(
     a: impl FnOnce() -> A + Send,
     b: impl FnOnce() -> B + Send,
@@ -652,6 +685,8 @@ mod tests {
             c.fill(i as u32);
         });
         assert!(data.iter().enumerate().all(|(i, &x)| x as usize == i / 8));
+        // End the back-off, so that the other tests of this binary run in parallel.
+        SERIAL_UNTIL_NS.store(0, Ordering::Relaxed);
     }
 
     #[test]

@@ -11,13 +11,13 @@ mod optimizer;
 mod step;
 mod variables;
 
-/// Sets the number of worker threads of the project's pool.
+/// Sets the number of threads of the project's pool (the caller and its helpers).
 #[pyfunction]
 fn set_num_threads(n: usize) -> PyResult<()> {
     pyfuncnet_kernels::par::set_num_threads(n).map_err(errors::kernel_err)
 }
 
-/// The number of worker threads of the project's pool.
+/// The number of threads of the project's pool (the caller and its helpers).
 #[pyfunction]
 fn get_num_threads() -> usize {
     pyfuncnet_kernels::par::num_threads()
