@@ -11,7 +11,8 @@ _EPSILON = 1e-7
 
 
 def set_num_threads(n):
-    """Sets the number of worker threads used by every computation.
+    """Sets the number of threads used by every computation (the calling thread
+    and `n - 1` helpers).
 
     Args:
         n: a positive integer.
@@ -24,7 +25,7 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """Returns the number of worker threads."""
+    """Returns the number of threads used by every computation."""
     return _core.get_num_threads()
 
 
