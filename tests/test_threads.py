@@ -1,6 +1,10 @@
 """Determinism: results are bitwise identical for 1, 2 and 3 threads (DESIGN.md §3),
 and they agree with float64 NumPy (so identical results are also right ones)."""
 
+import os
+import signal
+import time
+
 import numpy as np
 import pytest
 
@@ -129,3 +133,38 @@ def test_compiled_function(restore_threads):
     (out,) = run_with_threads(lambda: [f(data)], restore_threads)
     ref = softmax_ref(np.tanh(data.astype(np.float64) @ w.value.astype(np.float64)))
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_computes_with_the_parents_thread_count(restore_threads):
+    # Only the forking thread survives a fork: the child has none of the parent's
+    # helper threads, yet its parallel-sized work must complete with the same bits.
+    config.set_num_threads(2)
+    a = _rng(3).standard_normal((300, 400)).astype(np.float32)
+    b = _rng(4).standard_normal((400, 500)).astype(np.float32)
+    parent = np.asarray(ops.matmul(a, b))  # the helpers run (and are warm) now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report and leave without running pytest's teardown
+        ok = b"0"
+        try:
+            child = np.asarray(ops.matmul(a, b))
+            ok = b"1" if np.array_equal(child.view(np.uint32), parent.view(np.uint32)) else b"0"
+        finally:
+            os.write(write, ok)
+            os._exit(0)
+    os.close(write)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.01)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child did not finish its matmul within 60 s")
+    assert os.read(read, 1) == b"1", "the forked child's matmul differs from the parent's"
+    os.close(read)
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    np.testing.assert_allclose(parent, want, rtol=1e-4, atol=1e-3)

@@ -131,17 +131,23 @@ struct Slot {
     /// the last seat is taken. A hint read before joining, so that idle helpers
     /// do not enter (and so hold up the close of) sections they cannot help.
     joinable: AtomicBool,
-    /// The team's epoch when the section opened: a waiting owner joins only
-    /// sections newer than its own.
+    /// The section's number in the order sections opened: a waiting owner joins
+    /// only sections newer than its own.
     opened: AtomicU64,
 }
 
 /// The helper threads and the sections they serve.
 struct Team {
     helpers: usize,
+    /// The process that started the helpers. A child forked from it has none of
+    /// them (only the forking thread survives a fork), and any lock a helper held
+    /// stays locked there, so the child runs every section on its calling thread.
+    pid: u32,
     slots: [Slot; SLOTS],
     /// Bumped whenever a section opens; idle helpers poll it.
     epoch: AtomicU64,
+    /// Sections opened so far: stamps their slots (`Slot::opened`).
+    opened: AtomicU64,
     sleepers: AtomicUsize,
     sleep_lock: Mutex<()>,
     wake: Condvar,
@@ -153,6 +159,7 @@ impl Team {
     fn start(threads: usize) -> Arc<Team> {
         let team = Arc::new(Team {
             helpers: threads - 1,
+            pid: std::process::id(),
             slots: std::array::from_fn(|_| Slot {
                 state: AtomicU8::new(FREE),
                 section: AtomicPtr::new(ptr::null_mut()),
@@ -161,6 +168,7 @@ impl Team {
                 opened: AtomicU64::new(0),
             }),
             epoch: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
             sleepers: AtomicUsize::new(0),
             sleep_lock: Mutex::new(()),
             wake: Condvar::new(),
@@ -193,24 +201,31 @@ impl Team {
     /// cores are oversubscribed (another process wants them), and polling would
     /// only take time from it and from the thread that runs the step.
     fn serve(&self) {
-        let mut last_work = Instant::now();
-        let mut last_poll = last_work;
+        // The last time a section opened or this helper ran one: it polls for
+        // `SPIN_BEFORE_SLEEP` after that, also while every section it sees is too
+        // short for it to join (those keep coming).
+        let mut last_busy = Instant::now();
+        let mut last_poll = last_busy;
         let mut seen = self.epoch.load(Ordering::SeqCst);
         let mut poll = Poll::new();
         while !self.stopped.load(Ordering::Relaxed) {
             let epoch = self.epoch.load(Ordering::SeqCst);
             if epoch != seen || poll.due_for_scan() {
+                if epoch != seen {
+                    last_busy = Instant::now();
+                    last_poll = last_busy;
+                }
                 seen = epoch;
                 if self.help_once(None, 0) {
-                    last_work = Instant::now();
-                    last_poll = last_work;
+                    last_busy = Instant::now();
+                    last_poll = last_busy;
                     continue;
                 }
             }
             let now = Instant::now();
             let preempted = now.duration_since(last_poll) > PREEMPTED;
             last_poll = now;
-            if !preempted && now.duration_since(last_work) < SPIN_BEFORE_SLEEP {
+            if !preempted && now.duration_since(last_busy) < SPIN_BEFORE_SLEEP {
                 poll.pause();
                 continue;
             }
@@ -225,8 +240,8 @@ impl Team {
                 drop(guard);
             }
             self.sleepers.fetch_sub(1, Ordering::SeqCst);
-            last_work = Instant::now();
-            last_poll = last_work;
+            last_busy = Instant::now();
+            last_poll = last_busy;
         }
     }
 
@@ -290,8 +305,11 @@ impl Team {
     }
 
     /// Publishes `section` in a free slot and signals sleeping helpers; `None` when
-    /// every slot is taken.
+    /// every slot is taken, or in a forked child.
     fn open(&self, section: &Section) -> Option<usize> {
+        if std::process::id() != self.pid {
+            return None;
+        }
         let i = self.slots.iter().position(|slot| {
             slot.state.load(Ordering::Relaxed) == FREE
                 && slot
@@ -302,10 +320,13 @@ impl Team {
         let slot = &self.slots[i];
         slot.section
             .store(section as *const Section as *mut Section, Ordering::Release);
-        let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
-        slot.opened.store(epoch, Ordering::Relaxed);
+        let stamp = self.opened.fetch_add(1, Ordering::Relaxed) + 1;
+        slot.opened.store(stamp, Ordering::Relaxed);
         slot.joinable.store(true, Ordering::Relaxed);
         slot.state.store(OPEN, Ordering::SeqCst);
+        // Bumped only once the section is open: a helper that sees the new epoch
+        // finds the section joinable (it rescans only now and then otherwise).
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         if self.sleepers.load(Ordering::SeqCst) > 0 {
             let _guard = self.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
             self.wake.notify_all();
