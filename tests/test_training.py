@@ -225,6 +225,27 @@ def test_bad_inputs_raise_clear_errors_and_change_nothing():
     assert model.optimizer.iterations == iterations
 
 
+@pytest.mark.parametrize("bad_value", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_non_finite_values_in_a_large_input_are_rejected_before_training(bad_value, where):
+    # 40,000 x 8 values: more than one task of the parallel finite check.
+    model = make_mlp()
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = blobs(n=40_000)
+    model.fit(x[:64], y[:64], verbose=0)
+    before, iterations = model.get_weights(), model.optimizer.iterations
+    row = {"first": 0, "middle": 20_000, "last": 39_999}[where]
+    x[row, 7] = bad_value
+    want = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
+    with pytest.raises(ValueError, match=rf"'x' contains NaN or Inf \(first at index \({want[0]}, {want[1]}\)\)"):
+        model.fit(x, y, verbose=0)
+    for a, c in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, c)
+    assert model.optimizer.iterations == iterations
+    x[row, 7] = np.float32(np.finfo(np.float32).max)  # the largest finite value trains
+    model.fit(x, y, epochs=1, batch_size=4096, verbose=0)
+
+
 def test_predict_before_compile_and_fit_requires_compile():
     model = make_mlp()
     x, y = blobs(n=5)

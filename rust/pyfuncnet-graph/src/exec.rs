@@ -31,9 +31,9 @@ const MIN_TASK_WORK: usize = 10_000;
 /// 784-64-64-10 MLP's training step at batch 64 is ~460k, at 256 ~1.8M, and its
 /// batch-256 predict step over 700k) run on one thread start to end. On the
 /// project's 2-core VM, with the parallel sections of those steps on two threads,
-/// the batch-64 training step ran ~10% slower (its GEMMs make tasks of ~15 us, and
-/// their operands move between the cores' caches), while the batch-256 training
-/// and predict steps ran ~20% and ~50% faster.
+/// the batch-64 training step ran ~10% slower (its GEMMs make only a few tasks of
+/// ~15 us), while the batch-256 training and predict steps ran ~16% and ~50%
+/// faster.
 const SERIAL_RUN_WORK: usize = 600_000;
 
 const EMPTY_REF: TensorRef<'static> = TensorRef {

@@ -9,6 +9,7 @@ use crate::ops::Ctx;
 use crate::optim::{self, OptimizerConfig, OptimizerState, VariableState};
 use crate::spec::{self, Spec};
 use crate::tensor::{Buffer, DataRef, TensorRef, TensorType};
+use pyfuncnet_kernels::par;
 
 /// What a compiled step computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,11 +151,15 @@ impl CompiledStep {
         &self.exec
     }
 
-    /// Whether no node of the step splits its work across threads. Such a step is
-    /// cheapest on the calling thread with everything serial (`par::serially`,
-    /// the optimizer update included).
-    pub fn runs_on_one_thread(&self) -> bool {
-        self.exec.runs_on_one_thread()
+    /// Runs `f` with every parallel section serial when the step is best done by
+    /// one thread (no node splits its work, or too little work to repay the
+    /// helpers' hand-offs; the optimizer update included).
+    fn with_threads<R>(one_thread: bool, f: impl FnOnce() -> R) -> R {
+        if one_thread {
+            par::serially(f)
+        } else {
+            f()
+        }
     }
 
     /// Runs the forward pass (and loss in test mode).
@@ -167,7 +172,10 @@ impl CompiledStep {
             step,
             training: false,
         };
-        self.exec.run(&ctx, inputs, &vars.values)
+        let exec = &mut self.exec;
+        Self::with_threads(exec.runs_on_one_thread(), || {
+            exec.run(&ctx, inputs, &vars.values)
+        })
     }
 
     /// Runs a training step: forward, loss, backward, then (only if all of that
@@ -177,6 +185,21 @@ impl CompiledStep {
     /// # Errors
     /// Input mismatches and op errors (weights and optimizer state unchanged).
     pub fn train(
+        &mut self,
+        inputs: &[TensorRef],
+        vars: &mut Variables,
+        config: &OptimizerConfig,
+        state: &mut OptimizerState,
+        lr: f32,
+    ) -> Result<()> {
+        let one_thread = self.exec.runs_on_one_thread();
+        Self::with_threads(one_thread, || {
+            self.train_here(inputs, vars, config, state, lr)
+        })
+    }
+
+    /// [`train`](Self::train) in the threading mode chosen by the caller.
+    fn train_here(
         &mut self,
         inputs: &[TensorRef],
         vars: &mut Variables,

@@ -9,7 +9,8 @@
 //! barrier.
 //!
 //! The thread that starts a section runs its tasks itself, and the helpers join in.
-//! Helpers keep polling for [`SPIN_BEFORE_SLEEP`] after their last task: on a VM, a
+//! Helpers keep polling for [`SPIN_BEFORE_SLEEP`] after the last section opened or
+//! the last task they ran: on a VM, a
 //! sleeping thread takes 30-100 us to wake (its virtual CPU has to be scheduled
 //! again), as long as a whole small GEMM, while a polling one joins within a
 //! microsecond. A section never waits for a sleeping helper to wake; it only

@@ -911,23 +911,23 @@ const FINITE_TASK: usize = 1 << 18;
 /// speed, split over the pool for large inputs (training checks its whole input
 /// arrays before the first step).
 pub fn all_finite(x: &[f32]) -> bool {
-    // Non-finite values are those whose exponent bits are all ones. Counting them
-    // (rather than stopping at the first) keeps the loop branch-free and
-    // vectorised; a task skips its part once another found one.
+    // Non-finite values are those whose exponent bits are all ones. OR-ing a flag
+    // per value (rather than stopping at the first) keeps the loop branch-free and
+    // vectorised with 32-bit lanes; a task skips its part once another found one.
     const EXPONENT: u32 = 0x7f80_0000;
-    let count_bad = |part: &[f32]| -> usize {
+    let has_bad = |part: &[f32]| -> bool {
         part.iter()
-            .map(|v| usize::from(v.to_bits() & EXPONENT == EXPONENT))
-            .sum()
+            .fold(0u32, |any, v| any | u32::from(v.to_bits() & EXPONENT == EXPONENT))
+            != 0
     };
     if x.len() <= FINITE_TASK {
-        return count_bad(x) == 0;
+        return !has_bad(x);
     }
     let finite = std::sync::atomic::AtomicBool::new(true);
     par::for_each_task(x.len().div_ceil(FINITE_TASK), |t| {
         if finite.load(std::sync::atomic::Ordering::Relaxed) {
             let part = &x[t * FINITE_TASK..((t + 1) * FINITE_TASK).min(x.len())];
-            if count_bad(part) > 0 {
+            if has_bad(part) {
                 finite.store(false, std::sync::atomic::Ordering::Relaxed);
             }
         }

@@ -5,23 +5,10 @@ use pyo3::prelude::*;
 use pyfuncnet_graph::program::{self, Mode};
 use pyfuncnet_graph::tensor::DType;
 
-use pyfuncnet_kernels::par;
-
 use crate::convert::{enter_core, extract_all, to_numpy};
 use crate::errors::value_err;
 use crate::optimizer::Optimizer;
 use crate::variables::Variables;
-
-/// Runs `f` on the calling thread with every parallel section in it serial when
-/// the step is best done by one thread (no parallel node, or too little work to
-/// repay the helpers' hand-offs).
-fn run_step<T>(step_on_one_thread: bool, f: impl FnOnce() -> T) -> T {
-    if step_on_one_thread {
-        par::serially(f)
-    } else {
-        f()
-    }
-}
 
 /// A compiled predict / test / train step.
 #[pyclass(module = "pyfuncnet._core")]
@@ -70,10 +57,7 @@ impl CompiledStep {
         let tensors: Vec<_> = arrays.iter().map(|a| a.tensor()).collect();
         let vars = &variables.inner;
         let inner = &mut self.inner;
-        let one_thread = inner.runs_on_one_thread();
-        enter_core(py, || {
-            run_step(one_thread, || inner.run(&tensors, vars, step))
-        })?;
+        enter_core(py, || inner.run(&tensors, vars, step))?;
         Ok((self.outputs(py)?, self.inner.loss()))
     }
 
@@ -93,9 +77,9 @@ impl CompiledStep {
         let vars = &mut variables.inner;
         let opt = &mut *optimizer;
         let inner = &mut self.inner;
-        let one_thread = inner.runs_on_one_thread();
-        let train = || inner.train(&tensors, vars, &opt.config, &mut opt.state, lr);
-        enter_core(py, || run_step(one_thread, train))?;
+        enter_core(py, || {
+            inner.train(&tensors, vars, &opt.config, &mut opt.state, lr)
+        })?;
         Ok((self.outputs(py)?, self.inner.loss()))
     }
 
