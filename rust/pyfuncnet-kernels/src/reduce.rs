@@ -916,9 +916,9 @@ pub fn all_finite(x: &[f32]) -> bool {
     // vectorised with 32-bit lanes; a task skips its part once another found one.
     const EXPONENT: u32 = 0x7f80_0000;
     let has_bad = |part: &[f32]| -> bool {
-        part.iter()
-            .fold(0u32, |any, v| any | u32::from(v.to_bits() & EXPONENT == EXPONENT))
-            != 0
+        part.iter().fold(0u32, |any, v| {
+            any | u32::from(v.to_bits() & EXPONENT == EXPONENT)
+        }) != 0
     };
     if x.len() <= FINITE_TASK {
         return !has_bad(x);
