@@ -659,8 +659,14 @@ class RNN(Layer):
             last = n == len(cells) - 1
             x, new = _run_fused(cell, x, mask, cell_states, self.go_backwards, last and self.zero_output_for_mask, training)
             states += new
-        output = x if self.return_sequences else ops._getitem(x, (slice(None), -1))
-        return output, states
+        if self.return_sequences:
+            return x, states
+        if mask is None or not self.zero_output_for_mask:
+            # The last output is the final state (a row masked at the last step
+            # repeats its state there), so the sequence is not read and no
+            # gradient of it flows back.
+            return new[0], states
+        return ops._getitem(x, (slice(None), -1)), states
 
     def _unroll(self, sequences, initial_state, mask, training):
         """Keras's recurrence (JAX backend) one step at a time, on arrays or on

@@ -104,14 +104,25 @@ pub(crate) fn prefetch(data: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-        const LINE_FLOATS: usize = 16;
-        // Every line `data` touches: one address per line from the start, and
-        // the last element (whose line the stride can step over).
-        let last = data.len().checked_sub(1);
-        for i in (0..data.len()).step_by(LINE_FLOATS).chain(last) {
-            // SAFETY: `i < data.len()`, so the address is inside `data`; a
-            // prefetch neither reads nor writes memory architecturally.
-            unsafe { _mm_prefetch::<_MM_HINT_T1>(data.as_ptr().add(i).cast()) };
+        const LINE_BYTES: usize = 64;
+        // Every line `data` touches, from the one holding its first element to
+        // the one holding its last (a plain loop: an iterator chain over the
+        // elements cost more than the prefetches).
+        let Some(last) = data.len().checked_sub(1) else {
+            return;
+        };
+        let base = data.as_ptr().cast::<i8>();
+        let start = base as usize;
+        // Offsets from `base` of the first and the last line.
+        let first = -((start % LINE_BYTES) as isize);
+        let end = ((start + last * 4) & !(LINE_BYTES - 1)) as isize - start as isize;
+        let mut line = first;
+        while line <= end {
+            // SAFETY: a prefetch neither reads nor writes memory architecturally
+            // and never faults (`wrapping_offset` makes no claim either); every
+            // address is in a line `data` touches.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(base.wrapping_offset(line)) };
+            line += LINE_BYTES as isize;
         }
     }
     #[cfg(not(target_arch = "x86_64"))]

@@ -234,14 +234,24 @@ impl<RA: Act, A: Act> StepKernel for LstmForward<'_, RA, A> {
                 [&x[..u], &x[u..2 * u], &x[2 * u..3 * u], &x[3 * u..4 * u]],
                 [i, f, g, o, ac, c, h],
                 |x, v| {
+                    // One activation per loop: a loop evaluating all five at once
+                    // keeps more values live than there are vector registers.
+                    for gate in [0, 1, 3] {
+                        for l in 0..LANES {
+                            v[gate][l] = ra.f(x[gate][l] + v[gate][l]);
+                        }
+                    }
                     for l in 0..LANES {
-                        let (iv, fv) = (ra.f(x[0][l] + v[0][l]), ra.f(x[1][l] + v[1][l]));
-                        let (gv, ov) = (a.f(x[2][l] + v[2][l]), ra.f(x[3][l] + v[3][l]));
-                        let cv = fv * v[5][l] + iv * gv;
-                        let acv = a.f(cv);
-                        (v[0][l], v[1][l], v[2][l], v[3][l], v[4][l]) = (iv, fv, gv, ov, acv);
-                        v[5][l] = cv;
-                        v[6][l] = ov * acv;
+                        v[2][l] = a.f(x[2][l] + v[2][l]);
+                    }
+                    for l in 0..LANES {
+                        v[5][l] = v[1][l] * v[5][l] + v[0][l] * v[2][l];
+                    }
+                    for l in 0..LANES {
+                        v[4][l] = a.f(v[5][l]);
+                    }
+                    for l in 0..LANES {
+                        v[6][l] = v[3][l] * v[4][l];
                     }
                 }
             );
@@ -339,14 +349,21 @@ impl<RA: Act, A: Act> StepKernel for GruAfterForward<'_, RA, A> {
                 [&x[..u], &x[u..2 * u], &x[2 * u..3 * u], &*rh],
                 [z, r, hh, h],
                 |x, v| {
+                    // On entry the r and hh slots hold the recurrent parts of z
+                    // and r, and rh that of the candidate; each slot is read
+                    // before it is overwritten. One activation per loop, as in
+                    // the LSTM's.
                     for l in 0..LANES {
-                        // On entry the r and hh slots hold the recurrent parts of z
-                        // and r, and rh that of the candidate.
-                        let zv = ra.f(x[0][l] + v[1][l]);
-                        let rv = ra.f(x[1][l] + v[2][l]);
-                        let hv = a.f(x[2][l] + rv * x[3][l]);
-                        (v[0][l], v[1][l], v[2][l]) = (zv, rv, hv);
-                        v[3][l] = zv * v[3][l] + (1.0 - zv) * hv;
+                        v[0][l] = ra.f(x[0][l] + v[1][l]);
+                    }
+                    for l in 0..LANES {
+                        v[1][l] = ra.f(x[1][l] + v[2][l]);
+                    }
+                    for l in 0..LANES {
+                        v[2][l] = a.f(x[2][l] + v[1][l] * x[3][l]);
+                    }
+                    for l in 0..LANES {
+                        v[3][l] = v[0][l] * v[3][l] + (1.0 - v[0][l]) * v[2][l];
                     }
                 }
             );
