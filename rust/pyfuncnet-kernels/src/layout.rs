@@ -776,10 +776,10 @@ pub fn gather<T: Copy + Send + Sync>(
 /// Adjoint of [`gather`]: `dx` (viewed `(outer, n, inner)`) is set to 0, then
 /// `dx[o, indices[j], :] += dy[o, j, :]` for every `o` and `j`.
 ///
-/// Deterministic for any thread count: tasks own fixed bands of `dx` rows and each
-/// adds its rows' terms in increasing `j`, exactly as a serial loop would. A band
-/// holds at least `max(COPY_GRAIN, indices.len())` elements, so rescanning the
-/// indices costs each task no more than zeroing its band.
+/// Deterministic for any thread count: tasks own fixed bands of at least
+/// [`COPY_GRAIN`] elements of `dx` and each adds its rows' terms in increasing
+/// `(o, j)`, exactly as a serial loop would. The terms are first sorted into the
+/// bands by a stable counting sort, so no task scans the indices of the others.
 ///
 /// # Errors
 /// `IndexOutOfRange { what, position, value, limit: n }` for the first index outside
@@ -815,29 +815,34 @@ pub fn scatter_add(
         return Ok(());
     }
     let total_rows = outer * n;
-    let rows_per_task = COPY_GRAIN.max(m).div_ceil(inner);
-    par::for_each_chunk_mut(dx, rows_per_task * inner, |ci, chunk| {
+    let rows_per_task = COPY_GRAIN.div_ceil(inner);
+    let bands = total_rows.div_ceil(rows_per_task);
+    let band_of = |e: usize| ((e / m) * n + indices[e % m] as usize) / rows_per_task;
+    // Counting sort of the terms `e = o * m + j` by band, stable: band b's terms
+    // are terms[starts[b]..starts[b + 1]], in increasing e.
+    let mut starts = vec![0usize; bands + 1];
+    for e in 0..outer * m {
+        starts[band_of(e) + 1] += 1;
+    }
+    for b in 0..bands {
+        starts[b + 1] += starts[b];
+    }
+    let mut next = starts.clone();
+    let mut terms = vec![0usize; outer * m];
+    for e in 0..outer * m {
+        let slot = &mut next[band_of(e)];
+        terms[*slot] = e;
+        *slot += 1;
+    }
+    par::for_each_chunk_mut(dx, rows_per_task * inner, |band, chunk| {
         chunk.fill(0.0);
-        let r0 = ci * rows_per_task;
-        let r1 = (r0 + rows_per_task).min(total_rows);
-        let mut row = r0;
-        while row < r1 {
-            // Rows lo..hi of one outer slice o.
-            let o = row / n;
-            let lo = row % n;
-            let hi = n.min(lo + (r1 - row));
-            let seg = &mut chunk[(row - r0) * inner..(row - r0 + hi - lo) * inner];
-            for (j, &ix) in indices.iter().enumerate() {
-                let ix = ix as usize;
-                if (lo..hi).contains(&ix) {
-                    let dst = &mut seg[(ix - lo) * inner..(ix - lo + 1) * inner];
-                    let src = &dy[(o * m + j) * inner..(o * m + j + 1) * inner];
-                    for (d, s) in dst.iter_mut().zip(src) {
-                        *d += *s;
-                    }
-                }
+        let r0 = band * rows_per_task;
+        for &e in &terms[starts[band]..starts[band + 1]] {
+            let row = (e / m) * n + indices[e % m] as usize - r0;
+            let dst = &mut chunk[row * inner..(row + 1) * inner];
+            for (d, s) in dst.iter_mut().zip(&dy[e * inner..(e + 1) * inner]) {
+                *d += *s;
             }
-            row += hi - lo;
         }
     });
     Ok(())

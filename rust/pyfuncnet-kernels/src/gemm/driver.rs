@@ -34,7 +34,7 @@ use super::{small, Epilogue, MatRef};
 use crate::scratch::{with_scratch, Slot};
 use std::ops::Range;
 
-use crate::cpu::SimdLevel;
+use crate::cpu::{self, SimdLevel};
 use crate::par;
 
 // The K block and the largest M block are the kernel's (`MicroKernel::KC`, `MC`).
@@ -142,6 +142,10 @@ fn k_streamed<K: MicroKernel>(p: &Problem, c: CTarget) {
                     let b_block = &mut bpack[..(jp1 - jp0) * nr * kcur];
                     pack_panels(b_block, &p.b.t(), j0, j1 - j0, p0, kcur, nr, K::LEVEL);
                     let (a_block, b_block): (&[f32], &[f32]) = (a_block, b_block);
+                    // The next block's sources, fetched while these tiles run: a
+                    // share per tile, so the packing of the next block finds
+                    // them in L2 instead of waiting on memory.
+                    let next = (p0 + kc..(p0 + 2 * kc).min(k), m_panels * (jp1 - jp0));
                     for jp in jp0..jp1 {
                         let b_src = Operand {
                             data: b_block,
@@ -150,6 +154,9 @@ fn k_streamed<K: MicroKernel>(p: &Problem, c: CTarget) {
                             cs: 1,
                         };
                         for ip in 0..m_panels {
+                            let part = (jp - jp0) * m_panels + ip;
+                            prefetch_block(&p.a, 0..m, next.0.clone(), part, next.1);
+                            prefetch_block(&p.b, next.0.clone(), j0..j1, part, next.1);
                             let a_src = Operand {
                                 data: a_block,
                                 offset: ip * mr * kcur,
@@ -174,6 +181,25 @@ fn k_streamed<K: MicroKernel>(p: &Problem, c: CTarget) {
         // SAFETY: the same columns, all rows, owned by task t.
         unsafe { c.apply_epilogue(p.epilogue, 0..m, j0, j1 - j0) };
     });
+}
+
+/// Prefetches share `part` of `parts` of the block `rows x cols` of `x` into L2,
+/// as runs along its contiguous dimension (nothing when neither is).
+fn prefetch_block(x: &MatRef, rows: Range<usize>, cols: Range<usize>, part: usize, parts: usize) {
+    let (runs, run_len, run_stride, start) = if x.cs == 1 {
+        (rows.len(), cols.len(), x.rs, rows.start * x.rs + cols.start)
+    } else if x.rs == 1 {
+        (cols.len(), rows.len(), x.cs, cols.start * x.cs + rows.start)
+    } else {
+        return;
+    };
+    if run_len == 0 {
+        return;
+    }
+    for r in runs * part / parts..runs * (part + 1) / parts {
+        let at = start + r * run_stride;
+        cpu::prefetch(&x.data[at..at + run_len]);
+    }
 }
 
 /// `k == 0`: `C <- epilogue(beta * C)`, never reading C when `beta == 0`.
