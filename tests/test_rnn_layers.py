@@ -239,3 +239,18 @@ def test_bad_input_raises_naming_the_layer():
     with pytest.raises(ValueError, match="initial_state"):
         lstm(np.zeros((2, 5, 4), np.float32), initial_state=[np.zeros((2, 3), np.float32)])
     assert not lstm.built or all(np.isfinite(w).all() for w in lstm.get_weights())
+
+
+@pytest.mark.parametrize("cell_class", ["LSTM", "GRU", "SimpleRNN"])
+def test_return_state_gives_each_output_its_own_tensor(cell_class):
+    # Without return_sequences the last output is the final state: the layer
+    # still returns distinct tensors, each at its own index of the layer's node
+    # (Keras shows `lstm[0][0]` for the output), with equal values.
+    inp = keras.Input(shape=(5, 4))
+    outs = getattr(layers, cell_class)(3, return_state=True)(inp)
+    assert len({id(t) for t in outs}) == len(outs)
+    assert [t._keras_history[1:] for t in outs] == [(0, k) for k in range(len(outs))]
+    model = keras.Model(inp, outs)
+    x = np.random.default_rng(3).random((2, 5, 4), dtype=np.float32)
+    values = model.predict(x, verbose=0)
+    np.testing.assert_array_equal(values[0], values[1])

@@ -577,7 +577,17 @@ class Layer:
             finally:
                 inner_losses = _activity_stack.pop()
             originals = {id(t) for t in _nest.flatten([inputs, list(args), kwargs]) if isinstance(t, KerasTensor)}
-            outputs = _nest.map_structure(lambda t: _fresh(t, originals, self.name), outputs)
+
+            def fresh(t):
+                # A tensor returned twice (an RNN's last output and its final
+                # state) gets a copy the second time: each output is a tensor of
+                # its own, with its own place in the layer's history.
+                new = _fresh(t, originals, self.name)
+                if isinstance(t, KerasTensor):
+                    originals.add(id(t))
+                return new
+
+            outputs = _nest.map_structure(fresh, outputs)
             try:
                 self._finish_masks(inputs, outputs, previous_mask)
             except (ValueError, TypeError, IndexError) as e:

@@ -819,30 +819,40 @@ pub fn scatter_add(
     let bands = total_rows.div_ceil(rows_per_task);
     let band_of = |e: usize| ((e / m) * n + indices[e % m] as usize) / rows_per_task;
     // Counting sort of the terms `e = o * m + j` by band, stable: band b's terms
-    // are terms[starts[b]..starts[b + 1]], in increasing e.
-    let mut starts = vec![0usize; bands + 1];
-    for e in 0..outer * m {
-        starts[band_of(e) + 1] += 1;
-    }
-    for b in 0..bands {
-        starts[b + 1] += starts[b];
-    }
-    let mut next = starts.clone();
-    let mut terms = vec![0usize; outer * m];
-    for e in 0..outer * m {
-        let slot = &mut next[band_of(e)];
-        terms[*slot] = e;
-        *slot += 1;
+    // are terms[starts[b]..starts[b + 1]], in increasing e. One band needs none.
+    let (mut starts, mut terms) = (Vec::new(), Vec::new());
+    if bands > 1 {
+        starts = vec![0usize; bands + 1];
+        for e in 0..outer * m {
+            starts[band_of(e) + 1] += 1;
+        }
+        for b in 0..bands {
+            starts[b + 1] += starts[b];
+        }
+        let mut next = starts.clone();
+        terms = vec![0usize; outer * m];
+        for e in 0..outer * m {
+            let slot = &mut next[band_of(e)];
+            terms[*slot] = e;
+            *slot += 1;
+        }
     }
     par::for_each_chunk_mut(dx, rows_per_task * inner, |band, chunk| {
         chunk.fill(0.0);
         let r0 = band * rows_per_task;
-        for &e in &terms[starts[band]..starts[band + 1]] {
+        let mut add = |e: usize| {
             let row = (e / m) * n + indices[e % m] as usize - r0;
             let dst = &mut chunk[row * inner..(row + 1) * inner];
             for (d, s) in dst.iter_mut().zip(&dy[e * inner..(e + 1) * inner]) {
                 *d += *s;
             }
+        };
+        if bands == 1 {
+            (0..outer * m).for_each(add);
+        } else {
+            terms[starts[band]..starts[band + 1]]
+                .iter()
+                .for_each(|&e| add(e));
         }
     });
     Ok(())
