@@ -8,9 +8,10 @@
 //! columns, and each task's last partial strip of A's rows (zero-padded, so the
 //! kernel never reads outside the operands).
 //!
-//! Work is split into tasks of whole row strips (or, when all of B is packed, of
-//! whole column panels), sized from the shape only; each task walks the K blocks
-//! in order, so results do not depend on the thread count.
+//! Work is split into tasks of whole row strips (or, when all of B is packed and
+//! B is the wider operand, of whole column panels), sized from the shape only;
+//! each task walks the K blocks in order, so results do not depend on the thread
+//! count.
 
 use super::driver::{balanced_block, run_tasks, CTarget, Operand, Problem, Tile};
 use super::kernel::MicroKernel;
@@ -41,11 +42,29 @@ pub(crate) fn gemm<K: MicroKernel>(p: &Problem, c: CTarget) {
     let b = &p.b;
     let n_panels = n.div_ceil(nr);
     let kc = balanced_block(k, K::KC, 1);
+    if b.cs != 1 && m >= n {
+        // B must be packed whole (its rows are strided, e.g. `Wᵀ`) and is the
+        // smaller operand: pack it once, then tasks take row strips as below.
+        // Tasks of column panels would each stream all of A, which for a tall A
+        // (an input gradient over batch x steps rows) comes from memory.
+        with_scratch(Slot::B, n_panels * nr * k, |bpack| {
+            pack_panels(bpack, &b.t(), 0, n, 0, k, nr, K::LEVEL);
+            let bpack: &[f32] = bpack;
+            let panel = |jp: usize, p0: usize| Operand {
+                data: bpack,
+                offset: jp * nr * k + p0 * nr,
+                rs: nr,
+                cs: 1,
+            };
+            row_tasks::<K>(p, c, kc, panel);
+        });
+        return;
+    }
     if b.cs != 1 {
-        // B must be packed whole (its rows are strided, e.g. `Wᵀ`): tasks take
-        // chunks of its column panels and pack their own, so packing runs in
-        // parallel, each task's panels stay in its core's cache, and a call is one
-        // parallel section rather than a serial pack followed by one.
+        // B must be packed whole and is the larger operand: tasks take chunks of
+        // its column panels and pack their own, so packing runs in parallel, each
+        // task's panels stay in its core's cache, and a call is one parallel
+        // section rather than a serial pack followed by one.
         let panel_flops = 2 * m * nr * k;
         let max_tasks = (n_panels * panel_flops / MIN_TASK_FLOPS).clamp(1, n_panels);
         let per_task = n_panels.div_ceil(max_tasks);
@@ -68,15 +87,8 @@ pub(crate) fn gemm<K: MicroKernel>(p: &Problem, c: CTarget) {
         });
         return;
     }
-    // B's rows are read in place; only the last partial panel is packed, once, and
-    // tasks take whole row strips, as even as possible, each worth
-    // MIN_TASK_FLOPS or more.
+    // B's rows are read in place; only the last partial panel is packed, once.
     let n_direct = n / nr * nr;
-    let strips_count = m.div_ceil(mr);
-    let strip_flops = 2 * mr * n * k;
-    let max_tasks = (strips_count * strip_flops / MIN_TASK_FLOPS).clamp(1, strips_count);
-    let rows_per_task = strips_count.div_ceil(max_tasks) * mr;
-    let tasks = m.div_ceil(rows_per_task);
     let packed_cols = n - n_direct;
     with_scratch(Slot::B, packed_cols.div_ceil(nr) * nr * k, |bpack| {
         pack_panels(bpack, &b.t(), n_direct, packed_cols, 0, k, nr, K::LEVEL);
@@ -99,13 +111,31 @@ pub(crate) fn gemm<K: MicroKernel>(p: &Problem, c: CTarget) {
                 }
             }
         };
-        run_tasks(tasks, |t| {
-            let i0 = t * rows_per_task;
-            let i1 = (i0 + rows_per_task).min(m);
-            strips::<K>(p, c, i0..i1, 0..n_panels, kc, panel);
-            // SAFETY: rows i0..i1, all columns, belong to task t.
-            unsafe { c.apply_epilogue(p.epilogue, i0..i1, 0, n) };
-        });
+        row_tasks::<K>(p, c, kc, panel);
+    });
+}
+
+/// All of C in tasks of whole row strips, as even as possible, each worth
+/// MIN_TASK_FLOPS or more; `panel` as for [`strips`].
+fn row_tasks<'b, K: MicroKernel>(
+    p: &Problem,
+    c: CTarget,
+    kc: usize,
+    panel: impl Fn(usize, usize) -> Operand<'b> + Sync,
+) {
+    let (m, n, k) = (p.m, p.n, p.k);
+    let mr = K::MR;
+    let strips_count = m.div_ceil(mr);
+    let strip_flops = 2 * mr * n * k;
+    let max_tasks = (strips_count * strip_flops / MIN_TASK_FLOPS).clamp(1, strips_count);
+    let rows_per_task = strips_count.div_ceil(max_tasks) * mr;
+    let tasks = m.div_ceil(rows_per_task);
+    run_tasks(tasks, |t| {
+        let i0 = t * rows_per_task;
+        let i1 = (i0 + rows_per_task).min(m);
+        strips::<K>(p, c, i0..i1, 0..n.div_ceil(K::NR), kc, &panel);
+        // SAFETY: rows i0..i1, all columns, belong to task t.
+        unsafe { c.apply_epilogue(p.epilogue, i0..i1, 0, n) };
     });
 }
 
