@@ -38,7 +38,7 @@ pub(crate) fn prefers_small(m: usize, n: usize, k: usize) -> bool {
 /// Runs a checked problem (`m, n, k > 0`) on the small path.
 pub(crate) fn gemm<K: MicroKernel>(p: &Problem, c: CTarget) {
     let (m, n, k) = (p.m, p.n, p.k);
-    let (mr, nr) = (K::MR, K::NR);
+    let nr = K::NR;
     let b = &p.b;
     let n_panels = n.div_ceil(nr);
     let kc = balanced_block(k, K::KC, 1);
