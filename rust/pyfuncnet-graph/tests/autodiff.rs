@@ -176,6 +176,13 @@ fn dense_grads_with_fused_activations() {
         &[vec![2, 3, 4], vec![4, 3]],
         None,
     );
+    // The kernel gradient the dense backward uses, itself differentiated.
+    check(
+        "dense_kernel_grad",
+        json!({}),
+        &[vec![2, 3, 4], vec![6, 5]],
+        None,
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! `matmul` (batched, broadcasting, with transposed operands read in place) and
-//! `dense` (GEMM with the bias and activation fused into its epilogue).
+//! `matmul` (batched, broadcasting, with transposed operands read in place),
+//! `dense` (GEMM with the bias and activation fused into its epilogue) and
+//! `dense_kernel_grad` (the gradient of a dense kernel).
 
 use pyfuncnet_kernels::gemm::{self, Epilogue, MatMut, MatRef};
 use pyfuncnet_kernels::reduce::Reduce;
@@ -16,6 +17,94 @@ use crate::tensor::{fmt_shape, DType, TensorMut, TensorRef, TensorType};
 pub struct MatmulOp {
     pub transpose_a: bool,
     pub transpose_b: bool,
+}
+
+/// The gradient of a dense kernel: `flat(x)ᵀ dz` with `x (..., in)` read as
+/// `(rows, in)` and `dz (rows, units)`; gives `(in, units)`. Reading `x` through
+/// a flat view in place (rather than a reshape node) matters for inputs of rank
+/// 3 and more: such a reshape runs next to the forward `dense` that also reads
+/// `x`, so it could not take over `x`'s buffer and copied it.
+#[derive(Debug, Clone, Copy)]
+pub struct DenseKernelGradOp;
+
+impl DenseKernelGradOp {
+    /// `(rows, in, units)`.
+    fn dims(x: &[usize], dz: &[usize]) -> Result<(usize, usize, usize)> {
+        let rows: usize = x.iter().rev().skip(1).product();
+        match (x.last(), dz) {
+            (Some(&k), &[r, n]) if r == rows => Ok((rows, k, n)),
+            _ => Err(GraphError::shape(format!(
+                "dense_kernel_grad: the input {} and the output gradient {} must hold the same rows",
+                fmt_shape(x),
+                fmt_shape(dz)
+            ))),
+        }
+    }
+}
+
+impl Op for DenseKernelGradOp {
+    fn name(&self) -> &'static str {
+        "dense_kernel_grad"
+    }
+
+    fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
+        super::expect_inputs("dense_kernel_grad", inputs, 2)?;
+        if inputs.iter().any(|t| t.dtype != DType::F32) {
+            return Err(GraphError::dtype(
+                "dense_kernel_grad: both operands must be float32",
+            ));
+        }
+        let (_, k, n) = Self::dims(&inputs[0].shape, &inputs[1].shape)?;
+        Ok(vec![TensorType::f32(vec![k, n])])
+    }
+
+    fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
+        let (rows, k, n) = Self::dims(inputs[0].shape, inputs[1].shape)?;
+        let (x, dz) = (inputs[0].f32()?, inputs[1].f32()?);
+        gemm::sgemm(
+            1.0,
+            MatRef::row_major(x, rows, k)?.t(),
+            MatRef::row_major(dz, rows, n)?,
+            0.0,
+            MatMut::row_major(outputs[0].f32()?, k, n)?,
+            &Epilogue::default(),
+        )?;
+        Ok(())
+    }
+
+    fn cost(&self, inputs: &[&TensorType], _outputs: &[&TensorType]) -> OpCost {
+        match Self::dims(&inputs[0].shape, &inputs[1].shape) {
+            Ok((rows, k, n)) => gemm_cost(2 * rows * k * n),
+            Err(_) => gemm_cost(usize::MAX),
+        }
+    }
+
+    /// With `G = flat(x)ᵀ dz`: `d flat(x) = dz dGᵀ` and `d dz = flat(x) dG`.
+    fn backward(
+        &self,
+        g: &mut Graph,
+        inputs: &[ValueId],
+        _o: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        let Some(dg) = dys[0] else {
+            return Ok(vec![None, None]);
+        };
+        let (x, dz) = (inputs[0], inputs[1]);
+        let x_shape = g.shape(x).to_vec();
+        let (rows, k) = (g.shape(dz)[0], g.shape(dg)[0]);
+        let dx2 = g.apply1(
+            Box::new(MatmulOp {
+                transpose_a: false,
+                transpose_b: true,
+            }),
+            &[dz, dg],
+        )?;
+        let dx = g.reshape(dx2, &x_shape)?;
+        let x2 = g.reshape(x, &[rows, k])?;
+        let ddz = g.apply1(Box::new(MatmulOp::default()), &[x2, dg])?;
+        Ok(vec![Some(dx), Some(ddz)])
+    }
 }
 
 /// `y = activation(x @ kernel + bias)` with `x` of shape `(..., in)`, `kernel (in, units)`
@@ -47,6 +136,7 @@ pub(crate) fn build(name: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>> {
                 use_bias: a.bool_or("use_bias", true)?,
             })
         }
+        "dense_kernel_grad" => Box::new(DenseKernelGradOp),
         _ => return Ok(None),
     }))
 }
@@ -312,9 +402,8 @@ impl Op for DenseOp {
             )?
         };
         let x_shape = g.shape(x).to_vec();
-        let (k, n) = (g.shape(w)[0], g.shape(w)[1]);
+        let n = g.shape(w)[1];
         let rows: usize = x_shape[..x_shape.len() - 1].iter().product();
-        let x2 = g.reshape(x, &[rows, k])?;
         let dz2 = g.reshape(dz, &[rows, n])?;
         let dx2 = g.apply1(
             Box::new(MatmulOp {
@@ -324,13 +413,7 @@ impl Op for DenseOp {
             &[dz2, w],
         )?;
         let dx = g.reshape(dx2, &x_shape)?;
-        let dw = g.apply1(
-            Box::new(MatmulOp {
-                transpose_a: true,
-                transpose_b: false,
-            }),
-            &[x2, dz2],
-        )?;
+        let dw = g.apply1(Box::new(DenseKernelGradOp), &[x, dz2])?;
         let mut grads = vec![Some(dx), Some(dw)];
         if self.use_bias {
             grads.push(Some(g.reduce(Reduce::Sum, dz2, &[0], false)?));
