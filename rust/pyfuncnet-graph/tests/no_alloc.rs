@@ -71,4 +71,75 @@ fn steady_state_train_step_does_not_allocate() {
         made, 0,
         "towers: 10 steady-state steps made {made} heap allocations"
     );
+    // (In this one test: the counting allocator is process-wide, so tests running
+    // at the same time would count each other's allocations.)
+    let made = embedding_step_allocations();
+    assert_eq!(
+        made, 0,
+        "embedding model: 10 steady-state steps made {made} heap allocations"
+    );
+}
+
+/// An embedding model: `take` (whose backward is the scatter-add, sorting its
+/// terms into row bands) feeding a dense layer over every step (whose kernel
+/// gradient reads the rank-3 input through a flat view), mean over the steps.
+/// Returns the allocations of 10 steady-state steps.
+fn embedding_step_allocations() -> usize {
+    let (batch, steps, vocab, dim, classes) = (32, 20, 2000, 64, 10);
+    let spec = serde_json::json!({
+        "inputs": [{"shape": [batch, steps], "dtype": "int32"}, {"shape": [batch], "dtype": "int32"}],
+        "weights": [
+            {"index": 0, "shape": [vocab, dim]},
+            {"index": 1, "shape": [dim, classes]},
+            {"index": 2, "shape": [classes]},
+        ],
+        "nodes": [
+            {"op": "take", "attrs": {"axis": 0}, "inputs": [2, 0]},
+            {"op": "dense", "attrs": {"activation": "linear"}, "inputs": [5, 3, 4]},
+            {"op": "mean", "attrs": {"axis": [1]}, "inputs": [6]},
+            {"op": "softmax_cross_entropy", "attrs": {"sparse": true}, "inputs": [7, 1]},
+            {"op": "mean", "attrs": {}, "inputs": [8]},
+        ],
+        "outputs": [7],
+        "loss": 10,
+        "trainable": [0, 1, 2],
+    })
+    .to_string();
+    let mut step = CompiledStep::compile(&spec, Mode::Train).unwrap();
+    let config = OptimizerConfig::from_json(&serde_json::json!({"name": "rmsprop"})).unwrap();
+    let mut vars = Variables {
+        values: vec![
+            common::values(vocab * dim, 1),
+            common::values(dim * classes, 2),
+            vec![0.0; classes],
+        ],
+    };
+    let sizes: Vec<usize> = vars.values.iter().map(Vec::len).collect();
+    let mut state = OptimizerState::new(&config, &sizes);
+    // Repeated indices spread over the whole vocabulary (so over several bands).
+    let idx: Vec<i32> = (0..batch * steps)
+        .map(|i| ((i * 7919) % vocab) as i32)
+        .collect();
+    let labels: Vec<i32> = (0..batch).map(|i| (i % classes) as i32).collect();
+    let (idx_shape, y_shape) = ([batch, steps], [batch]);
+    let inputs = [
+        TensorRef {
+            shape: &idx_shape,
+            data: DataRef::I32(&idx),
+        },
+        TensorRef {
+            shape: &y_shape,
+            data: DataRef::I32(&labels),
+        },
+    ];
+    for _ in 0..10 {
+        step.train(&inputs, &mut vars, &config, &mut state, 1e-3)
+            .unwrap();
+    }
+    let before = allocations();
+    for _ in 0..10 {
+        step.train(&inputs, &mut vars, &config, &mut state, 1e-3)
+            .unwrap();
+    }
+    allocations() - before
 }

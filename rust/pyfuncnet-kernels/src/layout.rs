@@ -12,8 +12,9 @@
 //! that add ([`scatter_add`], [`strided_slice_grad`]) give every destination element
 //! to exactly one task and add into it in a fixed order.
 
-use crate::error::{check_len, KernelError, Result};
+use crate::error::{check_len, check_len_for, KernelError, Result};
 use crate::par;
+use crate::scratch::with_index_scratch;
 
 /// The highest rank accepted by the kernels that index with a stack multi-index.
 pub const MAX_RANK: usize = 8;
@@ -416,7 +417,7 @@ fn check_parts<'a>(
         sum = sum
             .checked_add(shape[axis])
             .ok_or_else(|| invalid(what, "the parts' sizes overflow".to_string()))?;
-        check_len(&format!("{what} part {i}"), len, numel(what, shape)?)?;
+        check_len_for(format_args!("{what} part {i}"), len, numel(what, shape)?)?;
         count += 1;
     }
     if count == 0 {
@@ -743,8 +744,8 @@ pub fn gather<T: Copy + Send + Sync>(
             format!("gather axis {axis} is out of range for an input of rank {rank}"),
         ));
     }
-    check_len(
-        &format!("{what}: gather input"),
+    check_len_for(
+        format_args!("{what}: gather input"),
         x.len(),
         numel(what, shape)?,
     )?;
@@ -757,7 +758,7 @@ pub fn gather<T: Copy + Send + Sync>(
         .checked_mul(m)
         .and_then(|v| v.checked_mul(inner))
         .ok_or_else(|| invalid(what, "gather output size overflows".to_string()))?;
-    check_len(&format!("{what}: gather output"), out.len(), needed)?;
+    check_len_for(format_args!("{what}: gather output"), out.len(), needed)?;
     if needed == 0 {
         return Ok(());
     }
@@ -800,13 +801,13 @@ pub fn scatter_add(
             .and_then(|v| v.checked_mul(inner))
             .ok_or_else(|| invalid(what, "scatter_add size overflows".to_string()))
     };
-    check_len(
-        &format!("{what}: scatter_add dy"),
+    check_len_for(
+        format_args!("{what}: scatter_add dy"),
         dy.len(),
         size(outer, m)?,
     )?;
-    check_len(
-        &format!("{what}: scatter_add dx"),
+    check_len_for(
+        format_args!("{what}: scatter_add dx"),
         dx.len(),
         size(outer, n)?,
     )?;
@@ -818,42 +819,48 @@ pub fn scatter_add(
     let rows_per_task = COPY_GRAIN.div_ceil(inner);
     let bands = total_rows.div_ceil(rows_per_task);
     let band_of = |e: usize| ((e / m) * n + indices[e % m] as usize) / rows_per_task;
-    // Counting sort of the terms `e = o * m + j` by band, stable: band b's terms
-    // are terms[starts[b]..starts[b + 1]], in increasing e. One band needs none.
-    let (mut starts, mut terms) = (Vec::new(), Vec::new());
-    if bands > 1 {
-        starts = vec![0usize; bands + 1];
-        for e in 0..outer * m {
-            starts[band_of(e) + 1] += 1;
-        }
-        for b in 0..bands {
-            starts[b + 1] += starts[b];
-        }
-        let mut next = starts.clone();
-        terms = vec![0usize; outer * m];
-        for e in 0..outer * m {
-            let slot = &mut next[band_of(e)];
-            terms[*slot] = e;
-            *slot += 1;
-        }
-    }
-    par::for_each_chunk_mut(dx, rows_per_task * inner, |band, chunk| {
-        chunk.fill(0.0);
-        let r0 = band * rows_per_task;
-        let mut add = |e: usize| {
-            let row = (e / m) * n + indices[e % m] as usize - r0;
-            let dst = &mut chunk[row * inner..(row + 1) * inner];
-            for (d, s) in dst.iter_mut().zip(&dy[e * inner..(e + 1) * inner]) {
-                *d += *s;
+    let terms_count = if bands > 1 { outer * m } else { 0 };
+    // Per-thread scratch: a training step makes no heap allocation.
+    with_index_scratch(terms_count + 2 * (bands + 1), |scratch| {
+        // Counting sort of the terms `e = o * m + j` by band, stable: band b's
+        // terms are terms[starts[b]..starts[b + 1]], in increasing e. One band
+        // needs none.
+        let (terms, rest) = scratch.split_at_mut(terms_count);
+        let (starts, next) = rest.split_at_mut(bands + 1);
+        if bands > 1 {
+            starts.fill(0);
+            for e in 0..outer * m {
+                starts[band_of(e) + 1] += 1;
             }
-        };
-        if bands == 1 {
-            (0..outer * m).for_each(add);
-        } else {
-            terms[starts[band]..starts[band + 1]]
-                .iter()
-                .for_each(|&e| add(e));
+            for b in 0..bands {
+                starts[b + 1] += starts[b];
+            }
+            next.copy_from_slice(starts);
+            for e in 0..outer * m {
+                let slot = &mut next[band_of(e)];
+                terms[*slot] = e;
+                *slot += 1;
+            }
         }
+        let (terms, starts): (&[usize], &[usize]) = (terms, starts);
+        par::for_each_chunk_mut(dx, rows_per_task * inner, |band, chunk| {
+            chunk.fill(0.0);
+            let r0 = band * rows_per_task;
+            let mut add = |e: usize| {
+                let row = (e / m) * n + indices[e % m] as usize - r0;
+                let dst = &mut chunk[row * inner..(row + 1) * inner];
+                for (d, s) in dst.iter_mut().zip(&dy[e * inner..(e + 1) * inner]) {
+                    *d += *s;
+                }
+            };
+            if bands == 1 {
+                (0..outer * m).for_each(add);
+            } else {
+                terms[starts[band]..starts[band + 1]]
+                    .iter()
+                    .for_each(|&e| add(e));
+            }
+        });
     });
     Ok(())
 }
@@ -894,7 +901,7 @@ pub fn one_hot(indices: &[i32], depth: usize, on: f32, off: f32, out: &mut [f32]
 /// `InvalidArgument` naming the first position and value that is NaN, infinite or
 /// outside the int32 range after truncation; `ShapeMismatch` when the lengths differ.
 pub fn cast_f32_to_i32(what: &str, x: &[f32], out: &mut [i32]) -> Result<()> {
-    check_len(&format!("{what}: cast output"), out.len(), x.len())?;
+    check_len_for(format_args!("{what}: cast output"), out.len(), x.len())?;
     // -2^31 and 2^31 are exact in f32; every finite v in [-2^31, 2^31) truncates
     // into the int32 range. NaN is in no range.
     const LO: f32 = -2_147_483_648.0;

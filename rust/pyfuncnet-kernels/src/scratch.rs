@@ -104,6 +104,29 @@ pub(crate) fn with_scratch<R>(slot: Slot, len: usize, f: impl FnOnce(&mut [f32])
     result
 }
 
+thread_local! {
+    static BUF_INDICES: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's scratch slice of `len` indices (for a kernel's
+/// bookkeeping, such as the scatter-add's counting sort); contents unspecified.
+/// Grows once and is then reused, like [`with_scratch`]; a nested use gets a
+/// fresh buffer.
+pub(crate) fn with_index_scratch<R>(len: usize, f: impl FnOnce(&mut [usize]) -> R) -> R {
+    let mut buf = BUF_INDICES.with(|cell| cell.take());
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    let result = f(&mut buf[..len]);
+    BUF_INDICES.with(|cell| {
+        let mut kept = cell.borrow_mut();
+        if kept.capacity() < buf.capacity() {
+            *kept = buf;
+        }
+    });
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +146,11 @@ mod tests {
         let p1 = with_scratch(Slot::B, 1000, |s| s.as_ptr() as usize);
         let p2 = with_scratch(Slot::B, 500, |s| s.as_ptr() as usize);
         assert_eq!(p1, p2);
+        let q1 = with_index_scratch(1000, |s| s.as_ptr() as usize);
+        let q2 = with_index_scratch(500, |s| {
+            with_index_scratch(10, |inner| inner.fill(7));
+            s.as_ptr() as usize
+        });
+        assert_eq!(q1, q2);
     }
 }
