@@ -35,6 +35,7 @@
 
 use std::fmt::Write as _;
 
+use pyfuncnet_kernels::cpu::{self, SimdBody};
 use pyfuncnet_kernels::par;
 use serde_json::{Map, Value};
 
@@ -1173,15 +1174,39 @@ fn update_group(
 fn update_split(step: &Step, lanes: Lanes<'_>) {
     let n = lanes.var.len();
     if n <= CHUNK {
-        update_lanes(step, lanes);
+        cpu::run_at(
+            cpu::active(),
+            &mut Update {
+                step,
+                lanes: Some(lanes),
+            },
+        );
         return;
     }
     let (a, b) = lanes.split_at(split_point(n));
     par::join(|| update_split(step, a), || update_split(step, b));
 }
 
+/// One piece's update, compiled for the active instruction set: the sqrt and divide of the
+/// adaptive rules bound these loops, and wider vectors do more of them per cycle (same bits:
+/// the operations are the same IEEE ones at every width).
+struct Update<'s, 'a> {
+    step: &'s Step,
+    lanes: Option<Lanes<'a>>,
+}
+
+impl SimdBody for Update<'_, '_> {
+    #[inline(always)]
+    fn run(&mut self) {
+        if let Some(lanes) = self.lanes.take() {
+            update_lanes(self.step, lanes);
+        }
+    }
+}
+
 /// The fused kernel on one piece: weight decay, then the optimizer's `update_step`, each
 /// element in Keras's float32 operation order.
+#[inline(always)]
 fn update_lanes(step: &Step, lanes: Lanes<'_>) {
     let Lanes {
         var,
@@ -1348,6 +1373,7 @@ struct RmsPropScalars {
 
 /// RMSprop's `update_step`, specialised on its two options so the loop has no per-element
 /// branches or bounds checks (`momentum` / `average_gradient` are only touched when enabled).
+#[inline(always)]
 fn rmsprop<const MOMENTUM: bool, const CENTERED: bool>(
     var: &mut [f32],
     grad: &[f32],
@@ -1358,36 +1384,111 @@ fn rmsprop<const MOMENTUM: bool, const CENTERED: bool>(
 ) {
     let n = var.len();
     let (grad, velocity) = (&grad[..n], &mut velocity[..n]);
-    let momentum = if MOMENTUM {
-        &mut momentum[..n]
-    } else {
-        momentum
-    };
-    let average_gradient = if CENTERED {
-        &mut average_gradient[..n]
-    } else {
-        average_gradient
-    };
-    for i in 0..n {
-        let g = grad[i];
-        let v = c.rho * velocity[i] + c.one_minus_rho * (g * g);
-        velocity[i] = v;
-        let denominator = if CENTERED {
-            let a = c.rho * average_gradient[i] + c.one_minus_rho * g;
-            average_gradient[i] = a;
-            v - a * a + c.epsilon
+    // Without momentum, an element whose gradient is +0 gets `var -= +0 / sqrt(d)`, which
+    // leaves it as it is when `lr * +0` is +0, `d > 0` and the variable is not subnormal
+    // (which the subtraction would flush): a block of such elements skips the square root,
+    // the divide and the store. These are the rows of an embedding table that a batch did
+    // not touch, most of a large one at every step.
+    let may_skip = !MOMENTUM && c.lr.is_finite() && c.lr.is_sign_positive();
+    let full = n / RMS_BLOCK * RMS_BLOCK;
+    let mut denominators = [0.0f32; RMS_BLOCK];
+    for b0 in (0..full).step_by(RMS_BLOCK) {
+        let block = b0..b0 + RMS_BLOCK;
+        let (g, v, w) = (
+            &grad[block.clone()],
+            &mut velocity[block.clone()],
+            &mut var[block.clone()],
+        );
+        let a: &mut [f32] = if CENTERED {
+            &mut average_gradient[block.clone()]
         } else {
-            v + c.epsilon
+            &mut []
         };
-        let increment = (c.lr * g) / denominator.sqrt();
-        if MOMENTUM {
-            let m = c.momentum * momentum[i] + increment;
-            momentum[i] = m;
-            var[i] -= m;
+        let mut unchanged = may_skip;
+        for k in 0..RMS_BLOCK {
+            let d = rms_denominator::<CENTERED>(&c, g[k], &mut v[k], a, k);
+            denominators[k] = d;
+            // `&`, not `&&`: reading every lane keeps the check in plain vector code.
+            unchanged &= (g[k].to_bits() == 0) & (d > 0.0) & !is_subnormal(w[k]);
+        }
+        if unchanged {
+            continue;
+        }
+        let m: &mut [f32] = if MOMENTUM {
+            &mut momentum[block]
         } else {
-            var[i] -= increment;
+            &mut []
+        };
+        for k in 0..RMS_BLOCK {
+            rms_apply::<MOMENTUM>(&c, g[k], denominators[k], &mut w[k], m, k);
         }
     }
+    for i in full..n {
+        let a: &mut [f32] = if CENTERED {
+            &mut average_gradient[i..=i]
+        } else {
+            &mut []
+        };
+        let d = rms_denominator::<CENTERED>(&c, grad[i], &mut velocity[i], a, 0);
+        let m: &mut [f32] = if MOMENTUM {
+            &mut momentum[i..=i]
+        } else {
+            &mut []
+        };
+        rms_apply::<MOMENTUM>(&c, grad[i], d, &mut var[i], m, 0);
+    }
+}
+
+/// Elements per block of [`rmsprop`]'s zero-gradient check: one cache line.
+const RMS_BLOCK: usize = 16;
+
+/// Updates the velocity (and average gradient, `a[k]`, when centered) of one element and
+/// returns the denominator under the square root.
+#[inline(always)]
+fn rms_denominator<const CENTERED: bool>(
+    c: &RmsPropScalars,
+    g: f32,
+    velocity: &mut f32,
+    a: &mut [f32],
+    k: usize,
+) -> f32 {
+    let v = c.rho * *velocity + c.one_minus_rho * (g * g);
+    *velocity = v;
+    if CENTERED {
+        let avg = c.rho * a[k] + c.one_minus_rho * g;
+        a[k] = avg;
+        v - avg * avg + c.epsilon
+    } else {
+        v + c.epsilon
+    }
+}
+
+/// Applies one element's increment (through its momentum, `m[k]`, when there is one).
+#[inline(always)]
+fn rms_apply<const MOMENTUM: bool>(
+    c: &RmsPropScalars,
+    g: f32,
+    denominator: f32,
+    var: &mut f32,
+    m: &mut [f32],
+    k: usize,
+) {
+    let increment = (c.lr * g) / denominator.sqrt();
+    if MOMENTUM {
+        let mk = c.momentum * m[k] + increment;
+        m[k] = mk;
+        *var -= mk;
+    } else {
+        *var -= increment;
+    }
+}
+
+/// Whether `x` is subnormal, from its bits (comparisons would see it as 0 with
+/// denormals-are-zero set, as they are during a step).
+#[inline(always)]
+fn is_subnormal(x: f32) -> bool {
+    let bits = x.to_bits();
+    bits & 0x7f80_0000 == 0 && bits & 0x007f_ffff != 0
 }
 
 #[cfg(test)]
@@ -1538,6 +1639,95 @@ mod tests {
         }
         assert_close("w", &w, &want);
         assert_close("velocity", &state.variables[0].slots[0], &vel);
+    }
+
+    /// Blocks whose gradient is all zero skip the variable's update; the result must be
+    /// the bits of the plain per-element formula, also for -0, subnormal and infinite
+    /// variables, -0 gradients and partial blocks, with subnormals flushed as in a step.
+    #[test]
+    fn rmsprop_zero_gradient_blocks_keep_the_bits_of_the_full_update() {
+        for centered in [false, true] {
+            let kind = OptimizerKind::RmsProp {
+                rho: 0.9,
+                momentum: 0.0,
+                epsilon: 1e-7,
+                centered,
+            };
+            let cfg = config(kind);
+            let n = 16 * 9 + 5;
+            let mut w: Vec<f32> = (0..n)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01)
+                .collect();
+            w[3] = -0.0;
+            w[20] = f32::from_bits(5); // subnormal, in a zero-gradient block
+            w[21] = f32::INFINITY;
+            w[40] = f32::from_bits(0x8000_0007); // negative subnormal, nonzero-gradient block
+            w[50] = f32::from_bits(9); // subnormal in a block that never gets a gradient
+            w[51] = -0.0;
+            let grads: Vec<Vec<f32>> = (0..4)
+                .map(|step| {
+                    (0..n)
+                        .map(|i| {
+                            let block = i / 16;
+                            // Block 3 is all-zero at every step, blocks 1 and 5 and the
+                            // tail at even steps; block 7 has a -0 gradient.
+                            if block == 7 && i % 16 == 2 {
+                                -0.0
+                            } else if block == 3 || step % 2 == 0 && (block % 2 == 1 || i >= 16 * 9)
+                            {
+                                0.0
+                            } else {
+                                ((i * 13 + step * 7) % 23) as f32 * 0.05 - 0.5
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            let (lr, rho) = (0.01f32, 0.9f32);
+            let omr = (1.0 - py_float(rho)) as f32;
+            let eps = 1e-7f32;
+            let (got, want) = pyfuncnet_kernels::fpenv::with_subnormals_flushed(|| {
+                let mut state = OptimizerState::new(&cfg, &[n]);
+                let mut got = w.clone();
+                for g in &grads {
+                    let mut g = g.clone();
+                    apply_gradients(&cfg, &mut state, lr, &mut [&mut got[..]], &mut [&mut g[..]])
+                        .unwrap();
+                }
+                let (mut want, mut vel, mut avg) = (w.clone(), vec![0.0f32; n], vec![0.0f32; n]);
+                for g in &grads {
+                    for i in 0..n {
+                        // Opaque so the reference is not folded at compile time without the
+                        // flush.
+                        let gi = std::hint::black_box(g[i]);
+                        vel[i] = rho * vel[i] + omr * (gi * gi);
+                        let d = if centered {
+                            avg[i] = rho * avg[i] + omr * gi;
+                            vel[i] - avg[i] * avg[i] + eps
+                        } else {
+                            vel[i] + eps
+                        };
+                        want[i] -= (lr * gi) / d.sqrt();
+                    }
+                }
+                (got, want)
+            });
+            for i in 0..n {
+                assert_eq!(
+                    got[i].to_bits(),
+                    want[i].to_bits(),
+                    "centered={centered} [{i}]: {} vs {}",
+                    got[i],
+                    want[i]
+                );
+            }
+            assert!(want[21].is_infinite());
+            assert_eq!(
+                want[50].to_bits(),
+                0,
+                "the flush zeroes a subnormal variable"
+            );
+        }
     }
 
     #[test]

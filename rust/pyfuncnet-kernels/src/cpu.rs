@@ -95,6 +95,41 @@ pub fn active() -> SimdLevel {
     })
 }
 
+/// A loop body to be compiled for the instruction set it runs on (see [`run_at`]).
+/// Implementations mark `run` `#[inline(always)]`.
+pub trait SimdBody {
+    fn run(&mut self);
+}
+
+/// Runs `body` inside a function compiled with `level`'s target features, so an
+/// inlined body's loops become AVX2 or AVX-512 code; a level this CPU does not
+/// support runs the portable build. The compiler never fuses a multiply and an
+/// add on its own, so a body of plain float operations gives the same bits at
+/// every level.
+pub fn run_at<K: SimdBody>(level: SimdLevel, body: &mut K) {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports the features the wrapper is compiled with.
+        SimdLevel::Avx512 if avx512_supported() => unsafe { run_avx512(body) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        SimdLevel::Avx2Fma if avx2_fma_supported() => unsafe { run_avx2(body) },
+        _ => body.run(),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2<K: SimdBody>(body: &mut K) {
+    body.run()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn run_avx512<K: SimdBody>(body: &mut K) {
+    body.run()
+}
+
 /// Asks the CPU to start loading `data` into its mid-level cache (L2 on x86-64)
 /// ahead of use; a hint only, which never faults. For data read in many short
 /// strided pieces (a recurrent step's rows), which the hardware prefetchers

@@ -34,6 +34,9 @@ pub(crate) enum Slot {
     RecurrentShared,
     /// Recurrent layers: one task's per-row temporaries.
     RecurrentStep,
+    /// Recurrent layers: the recurrent kernel packed for the step GEMMs, held by
+    /// the calling thread.
+    RecurrentKernel,
 }
 
 thread_local! {
@@ -45,6 +48,7 @@ thread_local! {
     static BUF_FLIPPED_KERNEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BUF_RECURRENT_SHARED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BUF_RECURRENT_STEP: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static BUF_RECURRENT_KERNEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 fn key(slot: Slot) -> &'static LocalKey<RefCell<Vec<f32>>> {
@@ -57,6 +61,7 @@ fn key(slot: Slot) -> &'static LocalKey<RefCell<Vec<f32>>> {
         Slot::FlippedKernel => &BUF_FLIPPED_KERNEL,
         Slot::RecurrentShared => &BUF_RECURRENT_SHARED,
         Slot::RecurrentStep => &BUF_RECURRENT_STEP,
+        Slot::RecurrentKernel => &BUF_RECURRENT_KERNEL,
     }
 }
 

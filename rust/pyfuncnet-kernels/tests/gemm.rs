@@ -5,7 +5,9 @@ use std::sync::Mutex;
 
 use proptest::prelude::*;
 use pyfuncnet_kernels::cpu::{self, SimdLevel};
-use pyfuncnet_kernels::gemm::{sgemm, sgemm_reference, sgemm_with_level, Epilogue, MatMut, MatRef};
+use pyfuncnet_kernels::gemm::{
+    sgemm, sgemm_packed, sgemm_reference, sgemm_with_level, Epilogue, MatMut, MatRef, PackedB,
+};
 use pyfuncnet_kernels::KernelError;
 
 /// Levels that ran at least one product, to prove the SIMD kernels were exercised.
@@ -62,6 +64,8 @@ struct Case {
     beta: f32,
     bias: bool,
     activation: bool,
+    /// B goes through [`PackedB`] and [`sgemm_packed`].
+    packed_b: bool,
 }
 
 impl Case {
@@ -81,6 +85,7 @@ impl Case {
             beta: 0.0,
             bias: false,
             activation: false,
+            packed_b: false,
         }
     }
 }
@@ -99,6 +104,7 @@ fn run_case(level: Option<SimdLevel>, case: Case) -> Result<(), String> {
         beta,
         bias,
         activation,
+        packed_b,
     } = case;
     let (a_data, _, ars, acs) = operand(m, k, la, 1 + m as u64);
     let (b_data, _, brs, bcs) = operand(k, n, lb, 2 + n as u64);
@@ -132,6 +138,11 @@ fn run_case(level: Option<SimdLevel>, case: Case) -> Result<(), String> {
     };
     let out = MatMut::new(&mut got, m, n, ldc).unwrap();
     match level {
+        Some(level) if packed_b => {
+            let mut buf = vec![f32::NAN; PackedB::buffer_len(level, k, n)];
+            let packed = PackedB::new(level, b, &mut buf).unwrap();
+            sgemm_packed(alpha, a, &packed, beta, out, &ep).unwrap();
+        }
         Some(level) => sgemm_with_level(level, alpha, a, b, beta, out, &ep).unwrap(),
         None => sgemm(alpha, a, b, beta, out, &ep).unwrap(),
     }
@@ -656,7 +667,7 @@ proptest! {
             m, n, k,
             la: Layout { transposed: ta, pad: pad_a },
             lb: Layout { transposed: tb, pad: pad_b },
-            ldc_pad, alpha: ab.0, beta: ab.1, bias, activation,
+            ldc_pad, alpha: ab.0, beta: ab.1, bias, activation, packed_b: false,
         };
         for level in cpu::supported_levels() {
             if let Err(e) = run_case(Some(level), case) {
@@ -689,6 +700,140 @@ proptest! {
             if let Err(e) = run_case(Some(level), case) {
                 prop_assert!(false, "{}", e);
             }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// B packed once ([`PackedB`]) then multiplied: any shape, including 0 and sizes
+    /// around the panel widths, any B layout.
+    #[test]
+    fn gemm_packed_b_matches_reference(
+        m in 0usize..70,
+        n in 0usize..70,
+        k in 0usize..300,
+        ta in any::<bool>(),
+        tb in any::<bool>(),
+        pad_b in 0usize..3,
+        ab in prop::sample::select(vec![(1.0f32, 0.0f32), (0.5, 1.0), (-1.5, 0.0)]),
+        bias in any::<bool>(),
+    ) {
+        let case = Case {
+            la: Layout { transposed: ta, pad: 1 },
+            lb: Layout { transposed: tb, pad: pad_b },
+            alpha: ab.0,
+            beta: ab.1,
+            bias,
+            packed_b: true,
+            ..Case::plain(m, n, k)
+        };
+        for level in cpu::supported_levels() {
+            if let Err(e) = run_case(Some(level), case) {
+                prop_assert!(false, "{}", e);
+            }
+        }
+    }
+}
+
+/// One packed B serves many products (as a recurrent kernel serves every time
+/// step); each gives the bits `sgemm_packed` gives with a freshly packed B, and
+/// products close to the reference.
+#[test]
+fn gemm_packed_b_is_reused_across_products() {
+    for level in cpu::supported_levels() {
+        let (k, n) = (128, 512);
+        let b_data = values(k * n, 7);
+        let b = MatRef::row_major(&b_data, k, n).unwrap();
+        let mut buf = vec![0.0; PackedB::buffer_len(level, k, n)];
+        let packed = PackedB::new(level, b, &mut buf).unwrap();
+        assert_eq!(packed.level(), level);
+        for (step, m) in [32usize, 1, 7, 36].into_iter().enumerate() {
+            let a_data = values(m * k, 10 + step as u64);
+            let a = MatRef::row_major(&a_data, m, k).unwrap();
+            let mut got = vec![0.0; m * n];
+            let none = Epilogue::default();
+            sgemm_packed(
+                1.0,
+                a,
+                &packed,
+                0.0,
+                MatMut::row_major(&mut got, m, n).unwrap(),
+                &none,
+            )
+            .unwrap();
+            let mut fresh_buf = vec![0.0; PackedB::buffer_len(level, k, n)];
+            let fresh = PackedB::new(level, b, &mut fresh_buf).unwrap();
+            let mut again = vec![0.0; m * n];
+            sgemm_packed(
+                1.0,
+                a,
+                &fresh,
+                0.0,
+                MatMut::row_major(&mut again, m, n).unwrap(),
+                &none,
+            )
+            .unwrap();
+            assert_eq!(
+                got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                again.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            );
+            let mut want = vec![0.0; m * n];
+            sgemm_reference(
+                1.0,
+                a,
+                b,
+                0.0,
+                MatMut::row_major(&mut want, m, n).unwrap(),
+                &none,
+            )
+            .unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= 2e-6 * k as f32 + 1e-6,
+                    "{}: {g} vs {w}",
+                    level.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_packed_b_errors_instead_of_panicking() {
+    let level = cpu::active();
+    let b_data = values(6 * 20, 1);
+    let b = MatRef::row_major(&b_data, 6, 20).unwrap();
+    let mut short = vec![0.0; PackedB::buffer_len(level, 6, 20) - 1];
+    assert!(matches!(
+        PackedB::new(level, b, &mut short),
+        Err(KernelError::BufferTooSmall { .. })
+    ));
+    let mut buf = vec![0.0; PackedB::buffer_len(level, 6, 20)];
+    let packed = PackedB::new(level, b, &mut buf).unwrap();
+    let a_data = values(3 * 5, 2);
+    let a = MatRef::row_major(&a_data, 3, 5).unwrap();
+    let mut c = vec![0.0; 3 * 20];
+    let err = sgemm_packed(
+        1.0,
+        a,
+        &packed,
+        0.0,
+        MatMut::row_major(&mut c, 3, 20).unwrap(),
+        &Epilogue::default(),
+    );
+    assert!(
+        matches!(err, Err(KernelError::ShapeMismatch { .. })),
+        "{err:?}"
+    );
+    for unsupported in [SimdLevel::Avx2Fma, SimdLevel::Avx512] {
+        if !unsupported.is_supported() {
+            let mut buf = vec![0.0; 4096];
+            assert!(matches!(
+                PackedB::new(unsupported, b, &mut buf),
+                Err(KernelError::InvalidArgument { .. })
+            ));
         }
     }
 }

@@ -7,6 +7,7 @@
 //! in the sixteen `ymm` registers without spilling.
 
 use super::driver::Problem;
+use super::MatRef;
 
 /// Runs the whole product with the AVX2 kernel.
 ///
@@ -22,6 +23,42 @@ pub(super) fn gemm(problem: &Problem, c: &mut [f32], ldc: usize) {
 pub(super) fn gemm(problem: &Problem, c: &mut [f32], ldc: usize) {
     super::driver::gemm::<super::scalar::ScalarKernel>(problem, c, ldc);
 }
+
+/// [`gemm`] with B also packed whole in `bpack` (`super::PackedB`).
+///
+/// The caller has checked `SimdLevel::Avx2Fma.is_supported()`.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn gemm_prepacked(problem: &Problem, c: &mut [f32], ldc: usize, bpack: &[f32]) {
+    super::driver::gemm_prepacked::<x86::Avx2Kernel>(problem, c, ldc, bpack);
+}
+
+/// Never reached, as for [`gemm`].
+#[cfg(not(target_arch = "x86_64"))]
+pub(super) fn gemm_prepacked(problem: &Problem, c: &mut [f32], ldc: usize, bpack: &[f32]) {
+    super::driver::gemm_prepacked::<super::scalar::ScalarKernel>(problem, c, ldc, bpack);
+}
+
+/// Packs all of `b` for [`gemm_prepacked`].
+///
+/// The caller has checked `SimdLevel::Avx2Fma.is_supported()`.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn pack_whole_b(b: &MatRef, dst: &mut [f32]) {
+    super::driver::pack_whole_b::<x86::Avx2Kernel>(b, dst);
+}
+
+/// Never reached, as for [`gemm`].
+#[cfg(not(target_arch = "x86_64"))]
+pub(super) fn pack_whole_b(b: &MatRef, dst: &mut [f32]) {
+    super::driver::pack_whole_b::<super::scalar::ScalarKernel>(b, dst);
+}
+
+/// The width of B's packed panels.
+#[cfg(target_arch = "x86_64")]
+pub(super) const NR: usize = <x86::Avx2Kernel as super::kernel::MicroKernel>::NR;
+
+/// The width of B's packed panels (never used off x86-64).
+#[cfg(not(target_arch = "x86_64"))]
+pub(super) const NR: usize = <super::scalar::ScalarKernel as super::kernel::MicroKernel>::NR;
 
 /// Packs the leading columns of a panel of `W` rows that are each contiguous along
 /// the columns (`rows[r][p]`): `panel[p*W + r] = rows[r][p]`, eight columns at a

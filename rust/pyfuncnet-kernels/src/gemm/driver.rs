@@ -67,6 +67,22 @@ pub(crate) struct Problem<'a> {
     pub epilogue: &'a Epilogue<'a>,
 }
 
+/// Runs a checked problem (`m, n, k > 0`) whose B is also packed whole in `bpack`
+/// (see [`super::PackedB`]) with micro-kernel `K`.
+pub(crate) fn gemm_prepacked<K: MicroKernel>(
+    p: &Problem,
+    c: &mut [f32],
+    ldc: usize,
+    bpack: &[f32],
+) {
+    small::gemm_prepacked::<K>(p, CTarget::new(c, ldc, p.m, p.n), bpack);
+}
+
+/// Packs all of `b` (`k x n`) into `NR`-column panels for [`gemm_prepacked`].
+pub(crate) fn pack_whole_b<K: MicroKernel>(b: &MatRef, dst: &mut [f32]) {
+    pack_panels(dst, &b.t(), 0, b.cols, 0, b.rows, K::NR, K::LEVEL);
+}
+
 /// Runs a checked problem (`m, n > 0`) with micro-kernel `K`.
 pub(crate) fn gemm<K: MicroKernel>(p: &Problem, c: &mut [f32], ldc: usize) {
     let target = CTarget::new(c, ldc, p.m, p.n);

@@ -318,18 +318,7 @@ pub fn sgemm_with_level(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    // Broadcast strides let a view be far larger than its buffer; the blocking
-    // arithmetic (flop counts, padded sizes) must not overflow.
-    let fits = (m + 16)
-        .checked_mul(n + 16)
-        .and_then(|x| x.checked_mul(k.max(1)))
-        .and_then(|x| x.checked_mul(4));
-    if fits.is_none() {
-        return Err(KernelError::InvalidArgument {
-            what: "sgemm".into(),
-            message: format!("the product {m} x {k} times {k} x {n} is too large"),
-        });
-    }
+    check_product_size(m, n, k)?;
     let problem = driver::Problem {
         m,
         n,
@@ -344,6 +333,132 @@ pub fn sgemm_with_level(
         SimdLevel::Scalar => driver::gemm::<scalar::ScalarKernel>(&problem, c.data, c.ldc),
         SimdLevel::Avx2Fma => avx2::gemm(&problem, c.data, c.ldc),
         SimdLevel::Avx512 => avx512::gemm(&problem, c.data, c.ldc),
+    }
+    Ok(())
+}
+
+/// Broadcast strides let a view be far larger than its buffer; the blocking
+/// arithmetic (flop counts, padded sizes) must not overflow.
+fn check_product_size(m: usize, n: usize, k: usize) -> Result<()> {
+    let fits = (m + 16)
+        .checked_mul(n + 16)
+        .and_then(|x| x.checked_mul(k.max(1)))
+        .and_then(|x| x.checked_mul(4));
+    if fits.is_none() {
+        return Err(KernelError::InvalidArgument {
+            what: "sgemm".into(),
+            message: format!("the product {m} x {k} times {k} x {n} is too large"),
+        });
+    }
+    Ok(())
+}
+
+/// A right operand packed once for many products: the micro-kernel's column panels
+/// over all of K, contiguous, so each product streams them instead of reading B
+/// through its row stride (rows a power-of-two stride apart share a few L1 sets,
+/// and a recurrent kernel read in place at every time step kept missing them).
+/// Keeps the view it was packed from; the products give the same bits as
+/// [`sgemm`] on that view with the small path's blocking.
+#[derive(Clone, Copy, Debug)]
+pub struct PackedB<'a> {
+    source: MatRef<'a>,
+    panels: &'a [f32],
+    level: SimdLevel,
+}
+
+impl<'a> PackedB<'a> {
+    /// Floats [`PackedB::new`] needs for a `rows x cols` operand at `level`.
+    pub fn buffer_len(level: SimdLevel, rows: usize, cols: usize) -> usize {
+        cols.div_ceil(panel_width(level)) * panel_width(level) * rows
+    }
+
+    /// Packs `b` into `buf` (at least [`PackedB::buffer_len`] floats) for the
+    /// micro-kernel of `level`.
+    ///
+    /// # Errors
+    /// `InvalidArgument` if this CPU cannot execute `level`; `BufferTooSmall` if
+    /// `b` does not fit its data or `buf` is too short.
+    pub fn new(level: SimdLevel, b: MatRef<'a>, buf: &'a mut [f32]) -> Result<Self> {
+        if !level.is_supported() {
+            return Err(KernelError::InvalidArgument {
+                what: "PackedB".into(),
+                message: format!("SIMD level `{}` is not supported by this CPU", level.name()),
+            });
+        }
+        b.check("PackedB source")?;
+        let len = Self::buffer_len(level, b.rows, b.cols);
+        if buf.len() < len {
+            return Err(KernelError::BufferTooSmall {
+                what: format!("PackedB buffer for {} x {}", b.rows, b.cols),
+                needed: len,
+                got: buf.len(),
+            });
+        }
+        let dst = &mut buf[..len];
+        if len > 0 {
+            match level {
+                SimdLevel::Scalar => driver::pack_whole_b::<scalar::ScalarKernel>(&b, dst),
+                SimdLevel::Avx2Fma => avx2::pack_whole_b(&b, dst),
+                SimdLevel::Avx512 => avx512::pack_whole_b(&b, dst),
+            }
+        }
+        Ok(PackedB {
+            source: b,
+            panels: dst,
+            level,
+        })
+    }
+
+    /// The level whose micro-kernel the panels are laid out for.
+    pub fn level(&self) -> SimdLevel {
+        self.level
+    }
+}
+
+/// The width of B's packed panels at `level` (the micro-kernel's `NR`).
+fn panel_width(level: SimdLevel) -> usize {
+    match level {
+        SimdLevel::Scalar => <scalar::ScalarKernel as kernel::MicroKernel>::NR,
+        SimdLevel::Avx2Fma => avx2::NR,
+        SimdLevel::Avx512 => avx512::NR,
+    }
+}
+
+/// [`sgemm`] with B packed beforehand ([`PackedB`]), with the micro-kernel of the
+/// level B was packed for. For products that reuse one B many times with a short
+/// A: tasks of A's row strips, A read in place.
+///
+/// # Errors
+/// As [`sgemm`].
+pub fn sgemm_packed(
+    alpha: f32,
+    a: MatRef,
+    b: &PackedB,
+    beta: f32,
+    c: MatMut,
+    epilogue: &Epilogue,
+) -> Result<()> {
+    let (m, n, k) = check_shapes(&a, &b.source, &c, epilogue)?;
+    if m == 0 || n == 0 || k == 0 {
+        return sgemm_with_level(b.level, alpha, a, b.source, beta, c, epilogue);
+    }
+    check_product_size(m, n, k)?;
+    let problem = driver::Problem {
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        b: b.source,
+        beta,
+        epilogue,
+    };
+    match b.level {
+        SimdLevel::Scalar => {
+            driver::gemm_prepacked::<scalar::ScalarKernel>(&problem, c.data, c.ldc, b.panels)
+        }
+        SimdLevel::Avx2Fma => avx2::gemm_prepacked(&problem, c.data, c.ldc, b.panels),
+        SimdLevel::Avx512 => avx512::gemm_prepacked(&problem, c.data, c.ldc, b.panels),
     }
     Ok(())
 }

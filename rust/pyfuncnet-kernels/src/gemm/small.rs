@@ -49,14 +49,7 @@ pub(crate) fn gemm<K: MicroKernel>(p: &Problem, c: CTarget) {
         // (an input gradient over batch x steps rows) comes from memory.
         with_scratch(Slot::B, n_panels * nr * k, |bpack| {
             pack_panels(bpack, &b.t(), 0, n, 0, k, nr, K::LEVEL);
-            let bpack: &[f32] = bpack;
-            let panel = |jp: usize, p0: usize| Operand {
-                data: bpack,
-                offset: jp * nr * k + p0 * nr,
-                rs: nr,
-                cs: 1,
-            };
-            row_tasks::<K>(p, c, kc, panel);
+            gemm_prepacked::<K>(p, c, bpack);
         });
         return;
     }
@@ -113,6 +106,22 @@ pub(crate) fn gemm<K: MicroKernel>(p: &Problem, c: CTarget) {
         };
         row_tasks::<K>(p, c, kc, panel);
     });
+}
+
+/// Runs a checked problem (`m, n, k > 0`) whose B is also packed whole in `bpack`
+/// (`NR`-column panels over all of K, as [`pack_panels`] lays them out): tasks of
+/// row strips, A read in place.
+pub(crate) fn gemm_prepacked<K: MicroKernel>(p: &Problem, c: CTarget, bpack: &[f32]) {
+    let (nr, k) = (K::NR, p.k);
+    assert!(bpack.len() >= p.n.div_ceil(nr) * nr * k);
+    let kc = balanced_block(k, K::KC, 1);
+    let panel = |jp: usize, p0: usize| Operand {
+        data: bpack,
+        offset: jp * nr * k + p0 * nr,
+        rs: nr,
+        cs: 1,
+    };
+    row_tasks::<K>(p, c, kc, panel);
 }
 
 /// All of C in tasks of whole row strips, as even as possible, each worth

@@ -2,13 +2,13 @@
 //! nonlinearities and state updates forward, their fused derivatives backward.
 //!
 //! Each kernel is a struct holding the slices of one step and an
-//! `#[inline(always)]` [`StepKernel::run`]; [`run`] calls it through a wrapper
-//! compiled for the active instruction set, so the loops over units (with the
+//! `#[inline(always)]` [`SimdBody::run`]; [`crate::cpu::run_at`] calls it through a
+//! wrapper compiled for the active instruction set, so the loops over units (with the
 //! branch-free [`crate::vmath`] functions) become AVX2 or AVX-512 code. Rows are
 //! strided (`row_stride` apart in the `(batch, time, width)` buffers); a row whose
 //! mask is 0 keeps its state and is skipped.
 
-use crate::cpu::SimdLevel;
+use crate::cpu::SimdBody;
 use crate::unary::Unary;
 use crate::vmath;
 
@@ -62,36 +62,6 @@ impl Act for Other {
     fn d(self, y: f32) -> f32 {
         self.0.derivative_scalar(0.0, y)
     }
-}
-
-/// One step's elementwise work over a task's rows.
-pub(crate) trait StepKernel {
-    fn run(&mut self);
-}
-
-/// Runs `k` compiled for `level` (the caller checked that the CPU supports it).
-pub(crate) fn run<K: StepKernel>(level: SimdLevel, k: &mut K) {
-    match level {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `level` is the active level, which the CPU supports.
-        SimdLevel::Avx512 => unsafe { run_avx512(k) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        SimdLevel::Avx2Fma => unsafe { run_avx2(k) },
-        _ => k.run(),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn run_avx2<K: StepKernel>(k: &mut K) {
-    k.run()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn run_avx512<K: StepKernel>(k: &mut K) {
-    k.run()
 }
 
 /// Where one step's rows lie: row `b` of a `(rows, time, width)` buffer starts at
@@ -217,7 +187,7 @@ pub(crate) struct LstmForward<'a, RA, A> {
     pub c: &'a mut [f32],
 }
 
-impl<RA: Act, A: Act> StepKernel for LstmForward<'_, RA, A> {
+impl<RA: Act, A: Act> SimdBody for LstmForward<'_, RA, A> {
     #[inline(always)]
     fn run(&mut self) {
         let (u, ra, a) = (self.rows.units, self.ra, self.a);
@@ -273,7 +243,7 @@ pub(crate) struct LstmBackward<'a, RA, A> {
     pub dc: &'a mut [f32],
 }
 
-impl<RA: Act, A: Act> StepKernel for LstmBackward<'_, RA, A> {
+impl<RA: Act, A: Act> SimdBody for LstmBackward<'_, RA, A> {
     #[inline(always)]
     fn run(&mut self) {
         let (u, ra, a) = (self.rows.units, self.ra, self.a);
@@ -333,7 +303,7 @@ pub(crate) struct GruAfterForward<'a, RA, A> {
     pub h: &'a mut [f32],
 }
 
-impl<RA: Act, A: Act> StepKernel for GruAfterForward<'_, RA, A> {
+impl<RA: Act, A: Act> SimdBody for GruAfterForward<'_, RA, A> {
     #[inline(always)]
     fn run(&mut self) {
         let (u, ra, a) = (self.rows.units, self.ra, self.a);
@@ -385,7 +355,7 @@ pub(crate) struct GruAfterBackward<'a, RA, A> {
     pub dh: &'a mut [f32],
 }
 
-impl<RA: Act, A: Act> StepKernel for GruAfterBackward<'_, RA, A> {
+impl<RA: Act, A: Act> SimdBody for GruAfterBackward<'_, RA, A> {
     #[inline(always)]
     fn run(&mut self) {
         let (u, ra, a) = (self.rows.units, self.ra, self.a);
@@ -440,7 +410,7 @@ pub(crate) struct GruBeforeGates<'a, RA> {
     pub h: &'a [f32],
 }
 
-impl<RA: Act> StepKernel for GruBeforeGates<'_, RA> {
+impl<RA: Act> SimdBody for GruBeforeGates<'_, RA> {
     #[inline(always)]
     fn run(&mut self) {
         let (u, ra) = (self.rows.units, self.ra);
@@ -478,7 +448,7 @@ pub(crate) struct GruBeforeUpdate<'a, A> {
     pub h: &'a mut [f32],
 }
 
-impl<A: Act> StepKernel for GruBeforeUpdate<'_, A> {
+impl<A: Act> SimdBody for GruBeforeUpdate<'_, A> {
     #[inline(always)]
     fn run(&mut self) {
         let (u, a) = (self.rows.units, self.a);
@@ -512,7 +482,7 @@ pub(crate) struct GruBeforeBackwardUpdate<'a, RA, A> {
     pub dh: &'a mut [f32],
 }
 
-impl<RA: Act, A: Act> StepKernel for GruBeforeBackwardUpdate<'_, RA, A> {
+impl<RA: Act, A: Act> SimdBody for GruBeforeBackwardUpdate<'_, RA, A> {
     #[inline(always)]
     fn run(&mut self) {
         let (u, ra, a) = (self.rows.units, self.ra, self.a);
@@ -556,7 +526,7 @@ pub(crate) struct GruBeforeBackwardReset<'a, RA> {
     pub dh: &'a mut [f32],
 }
 
-impl<RA: Act> StepKernel for GruBeforeBackwardReset<'_, RA> {
+impl<RA: Act> SimdBody for GruBeforeBackwardReset<'_, RA> {
     #[inline(always)]
     fn run(&mut self) {
         let (u, ra) = (self.rows.units, self.ra);
@@ -591,7 +561,7 @@ pub(crate) struct SimpleForward<'a, A> {
     pub h: &'a mut [f32],
 }
 
-impl<A: Act> StepKernel for SimpleForward<'_, A> {
+impl<A: Act> SimdBody for SimpleForward<'_, A> {
     #[inline(always)]
     fn run(&mut self) {
         let (u, a) = (self.rows.units, self.a);
@@ -619,7 +589,7 @@ pub(crate) struct SimpleBackward<'a, A> {
     pub dh: &'a mut [f32],
 }
 
-impl<A: Act> StepKernel for SimpleBackward<'_, A> {
+impl<A: Act> SimdBody for SimpleBackward<'_, A> {
     #[inline(always)]
     fn run(&mut self) {
         let (u, a) = (self.rows.units, self.a);

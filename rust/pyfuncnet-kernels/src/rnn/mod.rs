@@ -30,7 +30,7 @@ use cells::{Other, Rows, Sigmoid, Tanh};
 
 use crate::cpu::{self, SimdLevel};
 use crate::error::{check_len, KernelError, Result};
-use crate::gemm::{self, Epilogue, MatMut, MatRef, MIN_TASK_FLOPS};
+use crate::gemm::{self, Epilogue, MatMut, MatRef, PackedB, MIN_TASK_FLOPS};
 use crate::par;
 use crate::scratch::{with_scratch, Slot};
 use crate::unary::Unary;
@@ -338,8 +338,22 @@ pub fn rnn_forward_with_level(
         workspace: out.workspace,
         h_prev: out.h_prev,
     };
-    split_rows(all, b, s.rows_per_task(), &|part: ForwardRows, n| {
-        forward_rows(s, level, x, part, n)
+    // The step GEMMs read the recurrent kernel packed once, here (the GRU with the
+    // reset before multiplies by two parts of it and reads them in place).
+    let r = MatRef::row_major(x.recurrent_kernel, u, g)?;
+    let gru_before = s.cell == (Cell::Gru { reset_after: false });
+    let packed_len = if gru_before {
+        0
+    } else {
+        PackedB::buffer_len(level, u, g)
+    };
+    with_scratch(Slot::RecurrentKernel, packed_len, |buf| {
+        let packed = (!gru_before)
+            .then(|| PackedB::new(level, r, buf))
+            .transpose()?;
+        split_rows(all, b, s.rows_per_task(), &|part: ForwardRows, n| {
+            forward_rows(s, level, x, packed.as_ref(), part, n)
+        })
     })
 }
 
@@ -448,11 +462,13 @@ macro_rules! with_acts {
     };
 }
 
-/// The whole sequence for `n` rows.
+/// The whole sequence for `n` rows; `packed` is the recurrent kernel (all cells but
+/// the GRU with the reset before).
 fn forward_rows(
     s: &RnnSpec,
     level: SimdLevel,
     x: &RnnInputs,
+    packed: Option<&PackedB>,
     part: ForwardRows,
     n: usize,
 ) -> Result<()> {
@@ -466,9 +482,9 @@ fn forward_rows(
         h_prev: hp,
     } = part;
     let (t_len, u, g, w) = (s.steps, s.units, s.gate_width(), s.workspace_width());
-    let r = MatRef::row_major(x.recurrent_kernel, u, g)?;
     let none = Epilogue::default();
     let gru_before = s.cell == (Cell::Gru { reset_after: false });
+    let packed_kernel = || packed.expect("packed for every cell but the GRU with the reset before");
     with_scratch(
         Slot::RecurrentStep,
         if gru_before { n * u } else { 0 },
@@ -503,16 +519,15 @@ fn forward_rows(
                             );
                         }
                         let hm = MatRef::row_major(h, n, u)?;
-                        gemm::sgemm_with_level(
-                            level,
+                        gemm::sgemm_packed(
                             1.0,
                             hm,
-                            r,
+                            packed_kernel(),
                             0.0,
                             MatMut::new(&mut ws[t * w..], n, g, t_len * w)?,
                             &none,
                         )?;
-                        with_acts!(s, level, |ra, a| cells::run(
+                        with_acts!(s, level, |ra, a| cpu::run_at(
                             level,
                             &mut cells::LstmForward {
                                 rows,
@@ -531,16 +546,15 @@ fn forward_rows(
                             activation: None,
                         };
                         let hm = MatRef::row_major(h, n, u)?;
-                        gemm::sgemm_with_level(
-                            level,
+                        gemm::sgemm_packed(
                             1.0,
                             hm,
-                            r,
+                            packed_kernel(),
                             0.0,
                             MatMut::new(&mut ws[t * w + u..], n, g, t_len * w)?,
                             &bias,
                         )?;
-                        with_acts!(s, level, |ra, a| cells::run(
+                        with_acts!(s, level, |ra, a| cpu::run_at(
                             level,
                             &mut cells::GruAfterForward {
                                 rows,
@@ -565,7 +579,7 @@ fn forward_rows(
                             MatMut::new(&mut ws[t * w + u..], n, 2 * u, t_len * w)?,
                             &none,
                         )?;
-                        with_acts!(s, level, |ra, _a| cells::run(
+                        with_acts!(s, level, |ra, _a| cpu::run_at(
                             level,
                             &mut cells::GruBeforeGates {
                                 rows,
@@ -591,7 +605,7 @@ fn forward_rows(
                             MatMut::new(&mut ws[t * w + 2 * u..], n, u, t_len * w)?,
                             &none,
                         )?;
-                        with_acts!(s, level, |_ra, a| cells::run(
+                        with_acts!(s, level, |_ra, a| cpu::run_at(
                             level,
                             &mut cells::GruBeforeUpdate { rows, a, xp, ws, h }
                         ));
@@ -601,16 +615,15 @@ fn forward_rows(
                             cells::copy_units(&mut ws[rows.at(bi, w)], &xp[rows.at(bi, g)]);
                         }
                         let hm = MatRef::row_major(h, n, u)?;
-                        gemm::sgemm_with_level(
-                            level,
+                        gemm::sgemm_packed(
                             1.0,
                             hm,
-                            r,
+                            packed_kernel(),
                             1.0,
                             MatMut::new(&mut ws[t * w..], n, g, t_len * w)?,
                             &none,
                         )?;
-                        with_acts!(s, level, |_ra, a| cells::run(
+                        with_acts!(s, level, |_ra, a| cpu::run_at(
                             level,
                             &mut cells::SimpleForward { rows, a, ws, h }
                         ));
@@ -718,16 +731,30 @@ pub fn rnn_backward_with_level(
         return Ok(());
     }
     let gru_after = s.cell == (Cell::Gru { reset_after: true });
-    let shared = g * u + if gru_after { b * t * g } else { 0 };
+    let gru_before = s.cell == (Cell::Gru { reset_after: false });
+    // The step GEMMs multiply by Rᵀ: packed once (the GRU with the reset before
+    // multiplies by two parts of it, transposed once and read in place).
+    let (rt_len, packed_len) = if gru_before {
+        (g * u, 0)
+    } else {
+        (0, PackedB::buffer_len(level, g, u))
+    };
+    let shared = rt_len + packed_len + if gru_after { b * t * g } else { 0 };
     with_scratch(Slot::RecurrentShared, shared, |buf| {
-        let (rt, drec) = buf.split_at_mut(g * u);
-        // Rᵀ (gates * units x units), so each step's GEMM reads it in place.
-        for (i, row) in x.recurrent_kernel.chunks_exact(g).enumerate() {
-            for (j, &v) in row.iter().enumerate() {
-                rt[j * u + i] = v;
+        let (rt, rest) = buf.split_at_mut(rt_len);
+        let (packed_buf, drec) = rest.split_at_mut(packed_len);
+        if gru_before {
+            for (i, row) in x.recurrent_kernel.chunks_exact(g).enumerate() {
+                for (j, &v) in row.iter().enumerate() {
+                    rt[j * u + i] = v;
+                }
             }
         }
         let rt: &[f32] = rt;
+        let r = MatRef::row_major(x.recurrent_kernel, u, g)?;
+        let packed = (!gru_before)
+            .then(|| PackedB::new(level, r.t(), packed_buf))
+            .transpose()?;
         let all = BackwardRows {
             mask: x.mask,
             workspace: x.workspace,
@@ -739,7 +766,7 @@ pub fn rnn_backward_with_level(
             dc: d_c0,
         };
         split_rows(all, b, s.rows_per_task(), &|part: BackwardRows, n| {
-            backward_rows(s, level, rt, part, n)
+            backward_rows(s, level, rt, packed.as_ref(), part, n)
         })?;
         // The recurrent kernel's gradient: one GEMM over all (row, time) steps.
         let hp = MatRef::row_major(x.h_prev, b * t, u)?.t();
@@ -885,11 +912,13 @@ impl SplitRows for BackwardRows<'_> {
     }
 }
 
-/// The whole sequence backward for `n` rows.
+/// The whole sequence backward for `n` rows: with `packed` = Rᵀ packed, or (the
+/// GRU with the reset before) `rt` = Rᵀ.
 fn backward_rows(
     s: &RnnSpec,
     level: SimdLevel,
     rt: &[f32],
+    packed: Option<&PackedB>,
     part: BackwardRows,
     n: usize,
 ) -> Result<()> {
@@ -905,7 +934,7 @@ fn backward_rows(
     } = part;
     let (t_len, u, g, w) = (s.steps, s.units, s.gate_width(), s.workspace_width());
     let none = Epilogue::default();
-    let rt_all = MatRef::row_major(rt, g, u)?;
+    let packed_rt = || packed.expect("packed for every cell but the GRU with the reset before");
     // Per task: the GRU's `da_h R_hᵀ`.
     let gru_before = s.cell == (Cell::Gru { reset_after: false });
     with_scratch(
@@ -939,7 +968,7 @@ fn backward_rows(
                 match s.cell {
                     Cell::Lstm => {
                         let dc = dc.as_deref_mut().expect("checked: LSTM has a cell state");
-                        with_acts!(s, level, |ra, a| cells::run(
+                        with_acts!(s, level, |ra, a| cpu::run_at(
                             level,
                             &mut cells::LstmBackward {
                                 rows,
@@ -951,11 +980,10 @@ fn backward_rows(
                                 dc
                             }
                         ));
-                        gemm::sgemm_with_level(
-                            level,
+                        gemm::sgemm_packed(
                             1.0,
                             step_view(dxp, n, t, t_len, g, 0, g)?,
-                            rt_all,
+                            packed_rt(),
                             1.0,
                             MatMut::row_major(dh, n, u)?,
                             &none,
@@ -965,7 +993,7 @@ fn backward_rows(
                         let drec = d_rec
                             .as_deref_mut()
                             .expect("checked: reset_after keeps drec");
-                        with_acts!(s, level, |ra, a| cells::run(
+                        with_acts!(s, level, |ra, a| cpu::run_at(
                             level,
                             &mut cells::GruAfterBackward {
                                 rows,
@@ -979,18 +1007,17 @@ fn backward_rows(
                             }
                         ));
                         let dr = MatRef::new(&drec[t * g..], n, g, t_len * g, 1)?;
-                        gemm::sgemm_with_level(
-                            level,
+                        gemm::sgemm_packed(
                             1.0,
                             dr,
-                            rt_all,
+                            packed_rt(),
                             1.0,
                             MatMut::row_major(dh, n, u)?,
                             &none,
                         )?;
                     }
                     Cell::Gru { reset_after: false } => {
-                        with_acts!(s, level, |ra, a| cells::run(
+                        with_acts!(s, level, |ra, a| cpu::run_at(
                             level,
                             &mut cells::GruBeforeBackwardUpdate {
                                 rows,
@@ -1012,7 +1039,7 @@ fn backward_rows(
                             MatMut::row_major(gtmp, n, u)?,
                             &none,
                         )?;
-                        with_acts!(s, level, |ra, _a| cells::run(
+                        with_acts!(s, level, |ra, _a| cpu::run_at(
                             level,
                             &mut cells::GruBeforeBackwardReset {
                                 rows,
@@ -1036,7 +1063,7 @@ fn backward_rows(
                         )?;
                     }
                     Cell::Simple => {
-                        with_acts!(s, level, |_ra, a| cells::run(
+                        with_acts!(s, level, |_ra, a| cpu::run_at(
                             level,
                             &mut cells::SimpleBackward {
                                 rows,
@@ -1046,11 +1073,10 @@ fn backward_rows(
                                 dh
                             }
                         ));
-                        gemm::sgemm_with_level(
-                            level,
+                        gemm::sgemm_packed(
                             1.0,
                             step_view(dxp, n, t, t_len, g, 0, g)?,
-                            rt_all,
+                            packed_rt(),
                             1.0,
                             MatMut::row_major(dh, n, u)?,
                             &none,
