@@ -1371,7 +1371,7 @@ struct RmsPropScalars {
     momentum: f32,
 }
 
-/// RMSprop's `update_step`, specialised on its two options so the loop has no per-element
+/// RMSprop's `update_step`, specialised on its two options so the loops have no per-element
 /// branches or bounds checks (`momentum` / `average_gradient` are only touched when enabled).
 #[inline(always)]
 fn rmsprop<const MOMENTUM: bool, const CENTERED: bool>(
@@ -1385,10 +1385,11 @@ fn rmsprop<const MOMENTUM: bool, const CENTERED: bool>(
     let n = var.len();
     let (grad, velocity) = (&grad[..n], &mut velocity[..n]);
     // Without momentum, an element whose gradient is +0 gets `var -= +0 / sqrt(d)`, which
-    // leaves it as it is when `lr * +0` is +0, `d > 0` and the variable is not subnormal
-    // (which the subtraction would flush): a block of such elements skips the square root,
-    // the divide and the store. These are the rows of an embedding table that a batch did
-    // not touch, most of a large one at every step.
+    // leaves it as it is (rounding to nearest, as always here) when `lr * +0` is +0, `d > 0`
+    // and the variable is neither subnormal (the subtraction would flush it) nor NaN (it
+    // would quiet a signalling one): a block of such elements skips the square root, the
+    // divide and the store. These are the rows of an embedding table that a batch did not
+    // touch, most of a large one at every step.
     let may_skip = !MOMENTUM && c.lr.is_finite() && c.lr.is_sign_positive();
     let full = n / RMS_BLOCK * RMS_BLOCK;
     let mut denominators = [0.0f32; RMS_BLOCK];
@@ -1409,7 +1410,7 @@ fn rmsprop<const MOMENTUM: bool, const CENTERED: bool>(
             let d = rms_denominator::<CENTERED>(&c, g[k], &mut v[k], a, k);
             denominators[k] = d;
             // `&`, not `&&`: reading every lane keeps the check in plain vector code.
-            unchanged &= (g[k].to_bits() == 0) & (d > 0.0) & !is_subnormal(w[k]);
+            unchanged &= (g[k].to_bits() == 0) & (d > 0.0) & !is_subnormal(w[k]) & !w[k].is_nan();
         }
         if unchanged {
             continue;
@@ -1439,7 +1440,7 @@ fn rmsprop<const MOMENTUM: bool, const CENTERED: bool>(
     }
 }
 
-/// Elements per block of [`rmsprop`]'s zero-gradient check: one cache line.
+/// Elements per block of [`rmsprop`]'s zero-gradient check (16 floats, a cache line's worth).
 const RMS_BLOCK: usize = 16;
 
 /// Updates the velocity (and average gradient, `a[k]`, when centered) of one element and
@@ -1641,92 +1642,135 @@ mod tests {
         assert_close("velocity", &state.variables[0].slots[0], &vel);
     }
 
-    /// Blocks whose gradient is all zero skip the variable's update; the result must be
-    /// the bits of the plain per-element formula, also for -0, subnormal and infinite
-    /// variables, -0 gradients and partial blocks, with subnormals flushed as in a step.
+    /// Blocks whose gradient is all +0 skip the variable's update; the variable and every
+    /// slot must keep the bits of the plain per-element formula, with subnormals flushed as
+    /// in a step: for -0, subnormal, infinite and NaN variables, -0 gradients, a partial last
+    /// block, a negative learning rate, epsilon 0 (0 / 0 in a block that never gets a
+    /// gradient), centered, and with momentum (which never skips).
     #[test]
     fn rmsprop_zero_gradient_blocks_keep_the_bits_of_the_full_update() {
-        for centered in [false, true] {
+        let n = 16 * 12 + 5;
+        let mut w0: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01)
+            .collect();
+        w0[3] = -0.0;
+        w0[21] = f32::INFINITY;
+        w0[40] = f32::from_bits(0x8000_0007); // negative subnormal, nonzero-gradient block
+                                              // Blocks 3, 5, 9 and 10 never get a nonzero gradient; each holds one kind of value
+                                              // that must not be skipped (a skipped block would keep it as it is).
+        w0[50] = f32::from_bits(9); // subnormal
+        w0[83] = -0.0; // with a -0 gradient at every step, in an otherwise +0 block
+        w0[148] = f32::from_bits(0x7fa0_0000); // signalling NaN
+        w0[161] = -0.0; // becomes +0 with a negative learning rate
+        let grads: Vec<Vec<f32>> = (0..4)
+            .map(|step| {
+                (0..n)
+                    .map(|i| {
+                        let block = i / 16;
+                        if i == 83 || (block == 7 && i % 16 == 2) {
+                            -0.0
+                        } else if [3, 5, 9, 10].contains(&block)
+                            || step % 2 == 0 && (block % 2 == 1 || i >= 16 * 12)
+                        {
+                            0.0
+                        } else {
+                            ((i * 13 + step * 7) % 23) as f32 * 0.05 - 0.5
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let rho = 0.9f32;
+        let omr = (1.0 - py_float(rho)) as f32;
+        let cases = [
+            // (lr, epsilon, momentum, centered)
+            (0.01f32, 1e-7f32, 0.0f32, false),
+            (0.01, 1e-7, 0.0, true),
+            (-0.01, 1e-7, 0.0, false),
+            (0.01, 0.0, 0.0, false),
+            (0.01, 1e-7, 0.5, false),
+            (0.01, 1e-7, 0.5, true),
+        ];
+        for (lr, eps, mu, centered) in cases {
             let kind = OptimizerKind::RmsProp {
-                rho: 0.9,
-                momentum: 0.0,
-                epsilon: 1e-7,
+                rho,
+                momentum: mu,
+                epsilon: eps,
                 centered,
             };
             let cfg = config(kind);
-            let n = 16 * 9 + 5;
-            let mut w: Vec<f32> = (0..n)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01)
-                .collect();
-            w[3] = -0.0;
-            w[20] = f32::from_bits(5); // subnormal, in a zero-gradient block
-            w[21] = f32::INFINITY;
-            w[40] = f32::from_bits(0x8000_0007); // negative subnormal, nonzero-gradient block
-            w[50] = f32::from_bits(9); // subnormal in a block that never gets a gradient
-            w[51] = -0.0;
-            let grads: Vec<Vec<f32>> = (0..4)
-                .map(|step| {
-                    (0..n)
-                        .map(|i| {
-                            let block = i / 16;
-                            // Block 3 is all-zero at every step, blocks 1 and 5 and the
-                            // tail at even steps; block 7 has a -0 gradient.
-                            if block == 7 && i % 16 == 2 {
-                                -0.0
-                            } else if block == 3 || step % 2 == 0 && (block % 2 == 1 || i >= 16 * 9)
-                            {
-                                0.0
-                            } else {
-                                ((i * 13 + step * 7) % 23) as f32 * 0.05 - 0.5
-                            }
-                        })
-                        .collect()
-                })
-                .collect();
-            let (lr, rho) = (0.01f32, 0.9f32);
-            let omr = (1.0 - py_float(rho)) as f32;
-            let eps = 1e-7f32;
-            let (got, want) = pyfuncnet_kernels::fpenv::with_subnormals_flushed(|| {
-                let mut state = OptimizerState::new(&cfg, &[n]);
-                let mut got = w.clone();
-                for g in &grads {
-                    let mut g = g.clone();
-                    apply_gradients(&cfg, &mut state, lr, &mut [&mut got[..]], &mut [&mut g[..]])
+            let (got, state, want, slots) =
+                pyfuncnet_kernels::fpenv::with_subnormals_flushed(|| {
+                    let mut state = OptimizerState::new(&cfg, &[n]);
+                    let mut got = w0.clone();
+                    for g in &grads {
+                        let mut g = g.clone();
+                        apply_gradients(
+                            &cfg,
+                            &mut state,
+                            lr,
+                            &mut [&mut got[..]],
+                            &mut [&mut g[..]],
+                        )
                         .unwrap();
-                }
-                let (mut want, mut vel, mut avg) = (w.clone(), vec![0.0f32; n], vec![0.0f32; n]);
-                for g in &grads {
-                    for i in 0..n {
-                        // Opaque so the reference is not folded at compile time without the
-                        // flush.
-                        let gi = std::hint::black_box(g[i]);
-                        vel[i] = rho * vel[i] + omr * (gi * gi);
-                        let d = if centered {
-                            avg[i] = rho * avg[i] + omr * gi;
-                            vel[i] - avg[i] * avg[i] + eps
-                        } else {
-                            vel[i] + eps
-                        };
-                        want[i] -= (lr * gi) / d.sqrt();
                     }
-                }
-                (got, want)
-            });
+                    let mut want = w0.clone();
+                    let (mut vel, mut mom, mut avg) =
+                        (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
+                    for g in &grads {
+                        for i in 0..n {
+                            // Opaque, so the reference runs under the flush like the kernel.
+                            let gi = std::hint::black_box(g[i]);
+                            vel[i] = rho * vel[i] + omr * (gi * gi);
+                            let d = if centered {
+                                avg[i] = rho * avg[i] + omr * gi;
+                                vel[i] - avg[i] * avg[i] + eps
+                            } else {
+                                vel[i] + eps
+                            };
+                            let increment = (lr * gi) / d.sqrt();
+                            if mu > 0.0 {
+                                mom[i] = mu * mom[i] + increment;
+                                want[i] -= mom[i];
+                            } else {
+                                want[i] -= increment;
+                            }
+                        }
+                    }
+                    let mut slots = vec![vel];
+                    if mu > 0.0 {
+                        slots.push(mom);
+                    }
+                    if centered {
+                        slots.push(avg);
+                    }
+                    (got, state, want, slots)
+                });
+            let what = format!("lr {lr}, epsilon {eps}, momentum {mu}, centered {centered}");
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             for i in 0..n {
                 assert_eq!(
                     got[i].to_bits(),
                     want[i].to_bits(),
-                    "centered={centered} [{i}]: {} vs {}",
+                    "{what}: w[{i}]: {} vs {}",
                     got[i],
                     want[i]
                 );
             }
-            assert!(want[21].is_infinite());
-            assert_eq!(
-                want[50].to_bits(),
-                0,
-                "the flush zeroes a subnormal variable"
-            );
+            assert_eq!(state.variables[0].slots.len(), slots.len(), "{what}");
+            for (k, (s, r)) in state.variables[0].slots.iter().zip(&slots).enumerate() {
+                assert_eq!(bits(s), bits(r), "{what}: slot {k}");
+            }
+            if (lr, eps, mu) == (0.01, 1e-7, 0.0) {
+                assert!(want[21].is_infinite());
+                assert_eq!(
+                    want[50].to_bits(),
+                    0,
+                    "the flush zeroes a subnormal variable"
+                );
+                assert_eq!(want[83].to_bits(), 0, "-0 - -0 is +0");
+                assert!(want[148].is_nan() && want[148].to_bits() != w0[148].to_bits());
+            }
         }
     }
 

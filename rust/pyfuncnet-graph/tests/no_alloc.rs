@@ -78,6 +78,11 @@ fn steady_state_train_step_does_not_allocate() {
         made, 0,
         "embedding model: 10 steady-state steps made {made} heap allocations"
     );
+    let made = two_encoder_step_allocations();
+    assert_eq!(
+        made, 0,
+        "two-encoder LSTM model: 10 steady-state steps made {made} heap allocations"
+    );
 }
 
 /// An embedding model: `take` (whose backward is the scatter-add, sorting its
@@ -103,35 +108,127 @@ fn embedding_step_allocations() -> usize {
         "outputs": [7],
         "loss": 10,
         "trainable": [0, 1, 2],
-    })
-    .to_string();
-    let mut step = CompiledStep::compile(&spec, Mode::Train).unwrap();
-    let config = OptimizerConfig::from_json(&serde_json::json!({"name": "rmsprop"})).unwrap();
-    let mut vars = Variables {
-        values: vec![
-            common::values(vocab * dim, 1),
-            common::values(dim * classes, 2),
-            vec![0.0; classes],
-        ],
+    });
+    let weights = vec![
+        common::values(vocab * dim, 1),
+        common::values(dim * classes, 2),
+        vec![0.0; classes],
+    ];
+    token_model_allocations(
+        &spec.to_string(),
+        weights,
+        1,
+        (batch, steps, vocab, classes),
+    )
+}
+
+/// Two encoders (embedding -> LSTM) concatenated into a dense softmax, as the Python
+/// side writes the question-answering model (the graph fuses the projections into
+/// `dense`; concatenate's backward is a split): the recurrent steps' packed
+/// kernels, workspaces and per-task scratch must all be reused.
+fn two_encoder_step_allocations() -> usize {
+    let (batch, steps, vocab, classes) = (16, 6, 200, 10);
+    // (embedding width, units) of the two encoders.
+    let [(d1, u1), (d2, u2)] = [(16, 8), (8, 4)];
+    let encoder = |input: usize, first_weight: usize, first_node: usize| {
+        let [e, w, r, b] = std::array::from_fn(|k| first_weight + k);
+        let n = first_node;
+        serde_json::json!([
+            {"op": "take", "attrs": {"axis": 0}, "inputs": [e, input]},
+            {"op": "matmul", "attrs": {}, "inputs": [n, w]},
+            {"op": "add", "attrs": {}, "inputs": [n + 1, b]},
+            {"op": "rnn", "attrs": {"cell": "lstm", "initial_state": false}, "inputs": [n + 2, r]},
+        ])
     };
+    // Values: inputs 0-2, weights 3-12, then nodes from 13 (an rnn node makes 5,
+    // softmax_cross_entropy 2).
+    let mut nodes = encoder(0, 3, 13).as_array().unwrap().clone();
+    nodes.extend(encoder(1, 7, 21).as_array().unwrap().clone());
+    nodes.extend(
+        serde_json::json!([
+            {"op": "concatenate", "attrs": {"axis": -1}, "inputs": [17, 25]},
+            {"op": "matmul", "attrs": {}, "inputs": [29, 11]},
+            {"op": "add", "attrs": {}, "inputs": [30, 12]},
+            {"op": "softmax_cross_entropy", "attrs": {"sparse": true}, "inputs": [31, 2]},
+            {"op": "mean", "attrs": {}, "inputs": [32]},
+        ])
+        .as_array()
+        .unwrap()
+        .clone(),
+    );
+    let shapes = [
+        vec![vocab, d1],
+        vec![d1, 4 * u1],
+        vec![u1, 4 * u1],
+        vec![4 * u1],
+        vec![vocab, d2],
+        vec![d2, 4 * u2],
+        vec![u2, 4 * u2],
+        vec![4 * u2],
+        vec![u1 + u2, classes],
+        vec![classes],
+    ];
+    let spec = serde_json::json!({
+        "inputs": [
+            {"shape": [batch, steps], "dtype": "int32"},
+            {"shape": [batch, steps], "dtype": "int32"},
+            {"shape": [batch], "dtype": "int32"},
+        ],
+        "weights": shapes.iter().enumerate()
+            .map(|(k, s)| serde_json::json!({"index": k, "shape": s}))
+            .collect::<Vec<_>>(),
+        "nodes": nodes,
+        "outputs": [31],
+        "loss": 34,
+        "trainable": (0..shapes.len()).collect::<Vec<_>>(),
+    });
+    let weights = shapes
+        .iter()
+        .enumerate()
+        .map(|(k, s)| common::values(s.iter().product(), k as u64 + 1))
+        .collect();
+    token_model_allocations(
+        &spec.to_string(),
+        weights,
+        2,
+        (batch, steps, vocab, classes),
+    )
+}
+
+/// Trains a model of `token_inputs` inputs of token indices `(batch, steps)` and
+/// sparse labels with RMSprop for 10 steps, then counts the allocations of 10 more.
+fn token_model_allocations(
+    spec: &str,
+    weights: Vec<Vec<f32>>,
+    token_inputs: usize,
+    (batch, steps, vocab, classes): (usize, usize, usize, usize),
+) -> usize {
+    let mut step = CompiledStep::compile(spec, Mode::Train).unwrap();
+    let config = OptimizerConfig::from_json(&serde_json::json!({"name": "rmsprop"})).unwrap();
+    let mut vars = Variables { values: weights };
     let sizes: Vec<usize> = vars.values.iter().map(Vec::len).collect();
     let mut state = OptimizerState::new(&config, &sizes);
     // Repeated indices spread over the whole vocabulary (so over several bands).
-    let idx: Vec<i32> = (0..batch * steps)
-        .map(|i| ((i * 7919) % vocab) as i32)
+    let idx: Vec<Vec<i32>> = (0..token_inputs)
+        .map(|k| {
+            (0..batch * steps)
+                .map(|i| ((i * 7919 + k * 31) % vocab) as i32)
+                .collect()
+        })
         .collect();
     let labels: Vec<i32> = (0..batch).map(|i| (i % classes) as i32).collect();
     let (idx_shape, y_shape) = ([batch, steps], [batch]);
-    let inputs = [
-        TensorRef {
+    let mut inputs: Vec<TensorRef> = idx
+        .iter()
+        .map(|x| TensorRef {
             shape: &idx_shape,
-            data: DataRef::I32(&idx),
-        },
-        TensorRef {
-            shape: &y_shape,
-            data: DataRef::I32(&labels),
-        },
-    ];
+            data: DataRef::I32(x),
+        })
+        .collect();
+    inputs.push(TensorRef {
+        shape: &y_shape,
+        data: DataRef::I32(&labels),
+    });
     for _ in 0..10 {
         step.train(&inputs, &mut vars, &config, &mut state, 1e-3)
             .unwrap();

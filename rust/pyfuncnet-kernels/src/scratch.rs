@@ -29,8 +29,8 @@ pub(crate) enum Slot {
     Partials,
     /// Convolution: the flipped kernel of an input gradient, held by the calling thread.
     FlippedKernel,
-    /// Recurrent layers: the transposed recurrent kernel and the whole-sequence
-    /// gradients, held by the calling thread.
+    /// Recurrent layers: the recurrent kernel transposed (and packed) for the
+    /// backward steps and the whole-sequence gradients, held by the calling thread.
     RecurrentShared,
     /// Recurrent layers: one task's per-row temporaries.
     RecurrentStep,

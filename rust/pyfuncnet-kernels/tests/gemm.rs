@@ -738,63 +738,43 @@ proptest! {
 }
 
 /// One packed B serves many products (as a recurrent kernel serves every time
-/// step); each gives the bits `sgemm_packed` gives with a freshly packed B, and
-/// products close to the reference.
+/// step). With B's rows strided (a transposed view) and no wider than A is tall,
+/// `sgemm_with_level` packs all of B itself and takes the same path, so the bits
+/// must agree; products also match the reference. The 256-row product runs as
+/// several row tasks.
 #[test]
 fn gemm_packed_b_is_reused_across_products() {
     for level in cpu::supported_levels() {
-        let (k, n) = (128, 512);
-        let b_data = values(k * n, 7);
-        let b = MatRef::row_major(&b_data, k, n).unwrap();
-        let mut buf = vec![0.0; PackedB::buffer_len(level, k, n)];
-        let packed = PackedB::new(level, b, &mut buf).unwrap();
-        assert_eq!(packed.level(), level);
-        for (step, m) in [32usize, 1, 7, 36].into_iter().enumerate() {
-            let a_data = values(m * k, 10 + step as u64);
-            let a = MatRef::row_major(&a_data, m, k).unwrap();
-            let mut got = vec![0.0; m * n];
-            let none = Epilogue::default();
-            sgemm_packed(
-                1.0,
-                a,
-                &packed,
-                0.0,
-                MatMut::row_major(&mut got, m, n).unwrap(),
-                &none,
-            )
-            .unwrap();
-            let mut fresh_buf = vec![0.0; PackedB::buffer_len(level, k, n)];
-            let fresh = PackedB::new(level, b, &mut fresh_buf).unwrap();
-            let mut again = vec![0.0; m * n];
-            sgemm_packed(
-                1.0,
-                a,
-                &fresh,
-                0.0,
-                MatMut::row_major(&mut again, m, n).unwrap(),
-                &none,
-            )
-            .unwrap();
-            assert_eq!(
-                got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-                again.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
-            );
-            let mut want = vec![0.0; m * n];
-            sgemm_reference(
-                1.0,
-                a,
-                b,
-                0.0,
-                MatMut::row_major(&mut want, m, n).unwrap(),
-                &none,
-            )
-            .unwrap();
-            for (g, w) in got.iter().zip(&want) {
-                assert!(
-                    (g - w).abs() <= 2e-6 * k as f32 + 1e-6,
-                    "{}: {g} vs {w}",
+        for (k, n) in [(128, 64), (784, 64), (512, 48)] {
+            let bt_data = values(n * k, 7);
+            let b = MatRef::row_major(&bt_data, n, k).unwrap().t();
+            let mut buf = vec![f32::NAN; PackedB::buffer_len(level, k, n)];
+            let packed = PackedB::new(level, b, &mut buf).unwrap();
+            assert_eq!(packed.level(), level);
+            for (step, m) in [n, n + 6, 256].into_iter().enumerate() {
+                let a_data = values(m * k, 10 + step as u64);
+                let a = MatRef::row_major(&a_data, m, k).unwrap();
+                let none = Epilogue::default();
+                let mut got = vec![0.0; m * n];
+                let c = MatMut::row_major(&mut got, m, n).unwrap();
+                sgemm_packed(1.0, a, &packed, 0.0, c, &none).unwrap();
+                let mut plain = vec![0.0; m * n];
+                let c = MatMut::row_major(&mut plain, m, n).unwrap();
+                sgemm_with_level(level, 1.0, a, b, 0.0, c, &none).unwrap();
+                let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&got),
+                    bits(&plain),
+                    "{}: {m} x {n} x {k}",
                     level.name()
                 );
+                let mut want = vec![0.0; m * n];
+                let c = MatMut::row_major(&mut want, m, n).unwrap();
+                sgemm_reference(1.0, a, b, 0.0, c, &none).unwrap();
+                for (g, w) in got.iter().zip(&want) {
+                    let tol = 2e-6 * k as f32 + 1e-6;
+                    assert!((g - w).abs() <= tol, "{}: {g} vs {w}", level.name());
+                }
             }
         }
     }
@@ -827,6 +807,13 @@ fn gemm_packed_b_errors_instead_of_panicking() {
         matches!(err, Err(KernelError::ShapeMismatch { .. })),
         "{err:?}"
     );
+    // A broadcast view far larger than its one element: refused, not wrapped around.
+    let huge = MatRef::new(&b_data, usize::MAX / 8, 64, 0, 0).unwrap();
+    assert_eq!(PackedB::buffer_len(level, huge.rows, huge.cols), usize::MAX);
+    assert!(matches!(
+        PackedB::new(level, huge, &mut buf),
+        Err(KernelError::InvalidArgument { .. })
+    ));
     for unsupported in [SimdLevel::Avx2Fma, SimdLevel::Avx512] {
         if !unsupported.is_supported() {
             let mut buf = vec![0.0; 4096];

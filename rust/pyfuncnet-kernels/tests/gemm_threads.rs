@@ -71,6 +71,8 @@ fn gemm_is_bitwise_identical_for_1_2_and_3_threads() {
         (256, 64, 784, false, false),
         (64, 784, 64, false, true),
         (784, 64, 256, true, false),
+        // Small path with all of B packed once (as `sgemm_packed` runs): row tasks.
+        (256, 64, 784, false, true),
     ];
     for (m, n, k, ta, tb) in shapes {
         let one = product(1, m, n, k, ta, tb);

@@ -376,13 +376,15 @@ impl Op for SplitOp {
     }
     fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
         let axis = normalize_axis("split", self.axis, inputs[0].shape.len())?;
-        // Each output is a slice starting at the running offset along `axis`.
-        let mut begin = vec![0usize; inputs[0].shape.len()];
-        let step = vec![1usize; begin.len()];
+        // Each output is a slice starting at the running offset along `axis` (on the
+        // stack: no allocation per step; the kernel refuses ranks above MAX_RANK).
+        let rank = inputs[0].shape.len().min(k::MAX_RANK);
+        let mut begin = [0usize; k::MAX_RANK];
+        let step = [1usize; k::MAX_RANK];
         for out in outputs.iter_mut() {
             let shape = out.shape;
             with_same_dtype!("split", &inputs[0].data, &mut out.data, |x, y| {
-                k::strided_slice(x, inputs[0].shape, &begin, &step, y, shape)?
+                k::strided_slice(x, inputs[0].shape, &begin[..rank], &step[..rank], y, shape)?
             });
             begin[axis] += shape[axis];
         }

@@ -327,10 +327,12 @@ impl Op for RnnOp {
 }
 
 impl RnnGradOp {
-    fn spec(&self, inputs: &[&[usize]]) -> Result<RnnSpec> {
+    /// The spec from the shapes of input `i` (`shape(i)`: read only the two it needs, so
+    /// a training step builds no list of them).
+    fn spec<'s>(&self, shape: impl Fn(usize) -> &'s [usize]) -> Result<RnnSpec> {
         // The workspace (after the recurrent kernel and the mask) is (batch, time, width).
-        let r = inputs[0];
-        let ws = inputs[1 + usize::from(self.config.masked)];
+        let r = shape(0);
+        let ws = shape(1 + usize::from(self.config.masked));
         if r.len() != 2 || ws.len() != 3 {
             return Err(GraphError::shape(format!(
                 "rnn_grad: unexpected recurrent kernel {} or workspace {}",
@@ -355,8 +357,7 @@ impl Op for RnnGradOp {
             + usize::from(self.has_d_h)
             + usize::from(self.has_d_c);
         super::expect_inputs("rnn_grad", inputs, expected)?;
-        let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
-        let s = self.spec(&shapes)?;
+        let s = self.spec(|i| inputs[i].shape.as_slice())?;
         let (b, t, u, g) = (s.batch, s.steps, s.units, s.gate_width());
         expect_shape("rnn_grad", "the recurrent kernel", inputs[0], &[u, g])?;
         let mut k = 1 + usize::from(c.masked);
@@ -395,8 +396,7 @@ impl Op for RnnGradOp {
 
     fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
         let c = &self.config;
-        let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape).collect();
-        let spec = self.spec(&shapes)?;
+        let spec = self.spec(|i| inputs[i].shape)?;
         let mut k = 1;
         let mut next = || {
             k += 1;
@@ -453,8 +453,7 @@ impl Op for RnnGradOp {
     }
 
     fn cost(&self, inputs: &[&TensorType], _outputs: &[&TensorType]) -> OpCost {
-        let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
-        match self.spec(&shapes) {
+        match self.spec(|i| inputs[i].shape.as_slice()) {
             Ok(spec) => rnn_cost(&spec, 2),
             Err(_) => OpCost {
                 work: usize::MAX / 4,

@@ -357,8 +357,9 @@ fn check_product_size(m: usize, n: usize, k: usize) -> Result<()> {
 /// over all of K, contiguous, so each product streams them instead of reading B
 /// through its row stride (rows a power-of-two stride apart share a few L1 sets,
 /// and a recurrent kernel read in place at every time step kept missing them).
-/// Keeps the view it was packed from; the products give the same bits as
-/// [`sgemm`] on that view with the small path's blocking.
+/// Keeps the view it was packed from. A product gives the same bits as
+/// [`sgemm_with_level`] at the same level whenever that takes the small path with
+/// B packed whole (B's rows strided and no wider than A is tall).
 #[derive(Clone, Copy, Debug)]
 pub struct PackedB<'a> {
     source: MatRef<'a>,
@@ -367,9 +368,15 @@ pub struct PackedB<'a> {
 }
 
 impl<'a> PackedB<'a> {
-    /// Floats [`PackedB::new`] needs for a `rows x cols` operand at `level`.
+    /// Floats [`PackedB::new`] needs for a `rows x cols` operand at `level`
+    /// (`usize::MAX` if that does not fit in a `usize`).
     pub fn buffer_len(level: SimdLevel, rows: usize, cols: usize) -> usize {
-        cols.div_ceil(panel_width(level)) * panel_width(level) * rows
+        Self::checked_len(level, rows, cols).unwrap_or(usize::MAX)
+    }
+
+    fn checked_len(level: SimdLevel, rows: usize, cols: usize) -> Option<usize> {
+        let nr = panel_width(level);
+        cols.div_ceil(nr).checked_mul(nr)?.checked_mul(rows)
     }
 
     /// Packs `b` into `buf` (at least [`PackedB::buffer_len`] floats) for the
@@ -386,7 +393,12 @@ impl<'a> PackedB<'a> {
             });
         }
         b.check("PackedB source")?;
-        let len = Self::buffer_len(level, b.rows, b.cols);
+        let Some(len) = Self::checked_len(level, b.rows, b.cols) else {
+            return Err(KernelError::InvalidArgument {
+                what: "PackedB".into(),
+                message: format!("a {} x {} operand is too large to pack", b.rows, b.cols),
+            });
+        };
         if buf.len() < len {
             return Err(KernelError::BufferTooSmall {
                 what: format!("PackedB buffer for {} x {}", b.rows, b.cols),

@@ -326,7 +326,7 @@ pub fn rnn_forward_with_level(
     if let Some(c) = c_last.as_deref_mut() {
         copy_or_zero(c, x.c0);
     }
-    if b == 0 || u == 0 {
+    if b == 0 || u == 0 || t == 0 {
         return Ok(());
     }
     let all = ForwardRows {
