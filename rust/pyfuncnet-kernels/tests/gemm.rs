@@ -824,3 +824,32 @@ fn gemm_packed_b_errors_instead_of_panicking() {
         }
     }
 }
+
+/// Rows of a last, partial strip (a product of 32 rows with 6-row tiles) come out
+/// with the bits the same rows get inside full tiles (a product of 36).
+#[test]
+fn gemm_partial_strips_give_the_bits_of_full_tiles() {
+    for level in cpu::supported_levels() {
+        for (k, n) in [(32, 128), (128, 512), (7, 16)] {
+            let a_data = values(36 * k, 1);
+            let b_data = values(k * n, 2);
+            let b = MatRef::row_major(&b_data, k, n).unwrap();
+            let none = Epilogue::default();
+            let product = |m: usize| {
+                let a = MatRef::row_major(&a_data[..m * k], m, k).unwrap();
+                let mut c = vec![0.0f32; m * n];
+                let out = MatMut::row_major(&mut c, m, n).unwrap();
+                sgemm_with_level(level, 1.0, a, b, 0.0, out, &none).unwrap();
+                c.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            };
+            for m in [32, 31, 1] {
+                assert_eq!(
+                    product(m)[..],
+                    product(36)[..m * n],
+                    "{}: {m} x {n} x {k}",
+                    level.name()
+                );
+            }
+        }
+    }
+}

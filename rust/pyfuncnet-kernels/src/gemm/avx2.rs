@@ -103,7 +103,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use crate::cpu::SimdLevel;
-    use crate::gemm::kernel::MicroKernel;
+    use crate::gemm::kernel::{edge_through_buffer, MicroKernel};
 
     const MR: usize = 6;
     const NR: usize = 16;
@@ -129,24 +129,84 @@ mod x86 {
             c: *mut f32,
             ldc: usize,
         ) {
-            if rsa == 1 && csa == MR && rsb == NR {
-                // SAFETY: forwarded contract of `MicroKernel::kernel` (the caller
-                // checked AVX2+FMA support); the strides equal the constants used.
-                unsafe { kernel_6x16::<true>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc) }
-            } else {
-                // SAFETY: as above.
-                unsafe { kernel_6x16::<false>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc) }
+            // SAFETY: forwarded contract of `MicroKernel::kernel` (the caller
+            // checked AVX2+FMA support).
+            unsafe { rows_x16::<MR>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc) }
+        }
+
+        /// A corner as wide as the tile runs a kernel of just its rows (the last
+        /// strip of a 32-row product has 2 of 6: a third of the work); a narrower
+        /// one goes through a full tile on the stack.
+        #[inline]
+        unsafe fn kernel_edge(
+            rows: usize,
+            cols: usize,
+            k: usize,
+            alpha: f32,
+            a: *const f32,
+            rsa: usize,
+            csa: usize,
+            b: *const f32,
+            rsb: usize,
+            beta: f32,
+            c: *mut f32,
+            ldc: usize,
+        ) {
+            // SAFETY (every arm): the contract of `kernel_edge`; a kernel of `rows`
+            // rows reads the first `rows` rows of A and writes rows < `rows`,
+            // columns < NR = `cols` of C.
+            unsafe {
+                match (rows, cols) {
+                    (1, NR) => rows_x16::<1>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc),
+                    (2, NR) => rows_x16::<2>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc),
+                    (3, NR) => rows_x16::<3>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc),
+                    (4, NR) => rows_x16::<4>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc),
+                    (5, NR) => rows_x16::<5>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc),
+                    _ => edge_through_buffer::<Self>(
+                        rows, cols, k, alpha, a, rsa, csa, b, rsb, beta, c, ldc,
+                    ),
+                }
             }
         }
     }
 
-    /// The kernel body; `PACKED` replaces the strides by the packed-panel constants
-    /// so the loads use fixed displacements.
+    /// The kernel of `R <= MR` rows, with the packed-panel strides as constants
+    /// when A and B are packed (fixed load displacements).
     ///
     /// # Safety
-    /// The contract of [`MicroKernel::kernel`].
+    /// The contract of [`MicroKernel::kernel`] for a tile of `R` rows.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn rows_x16<const R: usize>(
+        k: usize,
+        alpha: f32,
+        a: *const f32,
+        rsa: usize,
+        csa: usize,
+        b: *const f32,
+        rsb: usize,
+        beta: f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        if rsa == 1 && csa == MR && rsb == NR {
+            // SAFETY: forwarded; the strides equal the constants used.
+            unsafe { kernel_x16::<true, R>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc) }
+        } else {
+            // SAFETY: forwarded.
+            unsafe { kernel_x16::<false, R>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc) }
+        }
+    }
+
+    /// The kernel body for the first `R` rows of the tile; `PACKED` replaces the
+    /// strides by the packed-panel constants so the loads use fixed displacements.
+    /// Each element sums over K in the same order whatever `R`, so a corner gives
+    /// the bits the full tile would.
+    ///
+    /// # Safety
+    /// The contract of [`MicroKernel::kernel`], for rows < `R` of the tile.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn kernel_6x16<const PACKED: bool>(
+    unsafe fn kernel_x16<const PACKED: bool, const R: usize>(
         k: usize,
         alpha: f32,
         a: *const f32,
@@ -160,12 +220,12 @@ mod x86 {
     ) {
         let (rsa, csa, rsb) = if PACKED { (1, MR, NR) } else { (rsa, csa, rsb) };
         // Warm the C tile while the product runs.
-        for i in 0..MR {
+        for i in 0..R {
             // Prefetching never faults, so it needs no `unsafe`.
             _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc) as *const i8);
             _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc + NR - 1) as *const i8);
         }
-        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
         let mut ap = a;
         let mut bp = b;
         for _ in 0..k {
@@ -186,7 +246,7 @@ mod x86 {
         let alpha_v = _mm256_set1_ps(alpha);
         if beta == 0.0 {
             for (i, acc_i) in acc.iter().enumerate() {
-                // SAFETY: row i < MR of the C tile, writable per the contract.
+                // SAFETY: row i < R of the C tile, writable per the contract.
                 unsafe {
                     let ci = c.add(i * ldc);
                     _mm256_storeu_ps(ci, _mm256_mul_ps(alpha_v, acc_i[0]));
@@ -196,7 +256,7 @@ mod x86 {
         } else {
             let beta_v = _mm256_set1_ps(beta);
             for (i, acc_i) in acc.iter().enumerate() {
-                // SAFETY: row i < MR of the C tile, readable and writable per the
+                // SAFETY: row i < R of the C tile, readable and writable per the
                 // contract since beta != 0.
                 unsafe {
                     let ci = c.add(i * ldc);

@@ -59,8 +59,8 @@ pub trait MicroKernel {
     /// The operands stay readable for the whole tile, as for
     /// [`kernel`](Self::kernel) (the driver zero-pads partial panels), so a kernel
     /// may compute all of it. This default does: it runs the full kernel into a
-    /// buffer on the stack and merges the corner; kernels with masked stores
-    /// override it to skip the buffer and the unused rows.
+    /// buffer on the stack and merges the corner; kernels override it to skip the
+    /// buffer and the unused rows (with masked stores, or with fewer rows).
     ///
     /// # Safety
     /// As for [`kernel`](Self::kernel), except that `c + i*ldc + j` need only be
@@ -79,27 +79,53 @@ pub trait MicroKernel {
         c: *mut f32,
         ldc: usize,
     ) {
-        const { assert!(Self::MR * Self::NR <= MAX_TILE) };
-        let (mr, nr) = (Self::MR, Self::NR);
-        assert!(rows <= mr && cols <= nr);
-        let mut buf = [0.0f32; MAX_TILE];
-        // SAFETY: `buf` holds MR x NR elements with leading dimension NR and beta =
-        // 0, so it is only written; the operand reads are the caller's contract.
-        unsafe { Self::kernel(k, alpha, a, rsa, csa, b, rsb, 0.0, buf.as_mut_ptr(), nr) };
-        for (r, src) in buf.chunks_exact(nr).take(rows).enumerate() {
-            // SAFETY: row r < rows, columns < cols of C are valid and exclusively
-            // the caller's.
-            let row = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), cols) };
-            if beta == 0.0 {
-                // A loop, not `copy_from_slice`: a library call per short row
-                // costs more than the copy.
-                for (x, &v) in row.iter_mut().zip(src) {
-                    *x = v;
-                }
-            } else {
-                for (x, &v) in row.iter_mut().zip(src) {
-                    *x = v + beta * *x;
-                }
+        // SAFETY: forwarded contract.
+        unsafe {
+            edge_through_buffer::<Self>(rows, cols, k, alpha, a, rsa, csa, b, rsb, beta, c, ldc)
+        }
+    }
+}
+
+/// [`MicroKernel::kernel_edge`] by way of a full tile computed on the stack: the
+/// default, and the fallback of kernels that override it for some corners only.
+///
+/// # Safety
+/// The contract of [`MicroKernel::kernel_edge`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn edge_through_buffer<K: MicroKernel + ?Sized>(
+    rows: usize,
+    cols: usize,
+    k: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: usize,
+    csa: usize,
+    b: *const f32,
+    rsb: usize,
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+) {
+    const { assert!(K::MR * K::NR <= MAX_TILE) };
+    let (mr, nr) = (K::MR, K::NR);
+    assert!(rows <= mr && cols <= nr);
+    let mut buf = [0.0f32; MAX_TILE];
+    // SAFETY: `buf` holds MR x NR elements with leading dimension NR and beta =
+    // 0, so it is only written; the operand reads are the caller's contract.
+    unsafe { K::kernel(k, alpha, a, rsa, csa, b, rsb, 0.0, buf.as_mut_ptr(), nr) };
+    for (r, src) in buf.chunks_exact(nr).take(rows).enumerate() {
+        // SAFETY: row r < rows, columns < cols of C are valid and exclusively
+        // the caller's.
+        let row = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), cols) };
+        if beta == 0.0 {
+            // A loop, not `copy_from_slice`: a library call per short row
+            // costs more than the copy.
+            for (x, &v) in row.iter_mut().zip(src) {
+                *x = v;
+            }
+        } else {
+            for (x, &v) in row.iter_mut().zip(src) {
+                *x = v + beta * *x;
             }
         }
     }
