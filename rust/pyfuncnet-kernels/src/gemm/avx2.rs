@@ -103,7 +103,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use crate::cpu::SimdLevel;
-    use crate::gemm::kernel::{edge_through_buffer, MicroKernel};
+    use crate::gemm::kernel::MicroKernel;
 
     const MR: usize = 6;
     const NR: usize = 16;
@@ -134,9 +134,12 @@ mod x86 {
             unsafe { rows_x16::<MR>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc) }
         }
 
-        /// A corner as wide as the tile runs a kernel of just its rows (the last
-        /// strip of a 32-row product has 2 of 6: a third of the work); a narrower
-        /// one goes through a full tile on the stack.
+        const EDGE_READS_ITS_ROWS_ONLY: bool = true;
+
+        /// A corner runs a kernel of just its rows (the last strip of a 32-row
+        /// product has 2 of 6: a third of the work), straight into C when it is as
+        /// wide as the tile, else into a tile on the stack whose `cols` columns are
+        /// merged (B's last panel is zero-padded to `NR` columns).
         #[inline]
         unsafe fn kernel_edge(
             rows: usize,
@@ -152,20 +155,71 @@ mod x86 {
             c: *mut f32,
             ldc: usize,
         ) {
-            // SAFETY (every arm): the contract of `kernel_edge`; a kernel of `rows`
-            // rows reads the first `rows` rows of A and writes rows < `rows`,
-            // columns < NR = `cols` of C.
+            assert!(rows <= MR && cols <= NR);
+            if cols == NR {
+                // SAFETY: the contract of `kernel_edge`: the kernel of `rows` rows
+                // reads the first `rows` rows of A and writes rows < `rows`, columns
+                // < NR = `cols` of C.
+                unsafe { rows_into(rows, k, alpha, a, rsa, csa, b, rsb, beta, c, ldc) };
+                return;
+            }
+            let mut tile = [0.0f32; MR * NR];
+            // SAFETY: `tile` holds `MR x NR` floats with leading dimension NR and
+            // beta = 0 (only written); the operand reads are the contract's.
             unsafe {
-                match (rows, cols) {
-                    (1, NR) => rows_x16::<1>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc),
-                    (2, NR) => rows_x16::<2>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc),
-                    (3, NR) => rows_x16::<3>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc),
-                    (4, NR) => rows_x16::<4>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc),
-                    (5, NR) => rows_x16::<5>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc),
-                    _ => edge_through_buffer::<Self>(
-                        rows, cols, k, alpha, a, rsa, csa, b, rsb, beta, c, ldc,
-                    ),
+                rows_into(
+                    rows,
+                    k,
+                    alpha,
+                    a,
+                    rsa,
+                    csa,
+                    b,
+                    rsb,
+                    0.0,
+                    tile.as_mut_ptr(),
+                    NR,
+                )
+            };
+            for (r, src) in tile.chunks_exact(NR).take(rows).enumerate() {
+                // SAFETY: row r < rows, columns < cols of C are valid and the
+                // caller's alone.
+                let row = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), cols) };
+                for (x, &v) in row.iter_mut().zip(src) {
+                    *x = if beta == 0.0 { v } else { v + beta * *x };
                 }
+            }
+        }
+    }
+
+    /// The kernel of `rows` (1 to MR) rows.
+    ///
+    /// # Safety
+    /// The contract of [`MicroKernel::kernel`] for a tile of `rows` rows.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn rows_into(
+        rows: usize,
+        k: usize,
+        alpha: f32,
+        a: *const f32,
+        rsa: usize,
+        csa: usize,
+        b: *const f32,
+        rsb: usize,
+        beta: f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        // SAFETY (every arm): forwarded, with `R = rows`.
+        unsafe {
+            match rows {
+                1 => rows_x16::<1>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc),
+                2 => rows_x16::<2>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc),
+                3 => rows_x16::<3>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc),
+                4 => rows_x16::<4>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc),
+                5 => rows_x16::<5>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc),
+                _ => rows_x16::<MR>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc),
             }
         }
     }

@@ -608,7 +608,13 @@ impl CTarget {
         assert!(
             t.rows <= K::MR && t.cols <= K::NR && t.i + t.rows <= self.m && t.j + t.cols <= self.n
         );
-        assert!(b.cs == 1 && a.covers(K::MR, k) && b.covers(k, K::NR));
+        // A corner's kernel may read only the rows it computes (see `MicroKernel`).
+        let a_rows = if t.rows < K::MR && K::EDGE_READS_ITS_ROWS_ONLY {
+            t.rows
+        } else {
+            K::MR
+        };
+        assert!(b.cs == 1 && a.covers(a_rows, k) && b.covers(k, K::NR));
         let a_ptr = a.data[a.offset..].as_ptr();
         let b_ptr = b.data[b.offset..].as_ptr();
         if t.rows == K::MR && t.cols == K::NR && !self.transposed {
@@ -637,20 +643,28 @@ impl CTarget {
             const { assert!(K::MR * K::NR <= MAX_TILE) };
             let mut buf = [0.0f32; MAX_TILE];
             // SAFETY: `buf` holds MR x NR elements with leading dimension NR; beta = 0
-            // so it is not read; operand ranges as above.
+            // so it is not read; operand ranges as above (a partial strip through
+            // the corner kernel, which may read only its rows of A).
             unsafe {
-                K::kernel(
-                    k,
-                    alpha,
-                    a_ptr,
-                    a.rs,
-                    a.cs,
-                    b_ptr,
-                    b.rs,
-                    0.0,
-                    buf.as_mut_ptr(),
-                    K::NR,
-                )
+                let out = buf.as_mut_ptr();
+                if t.rows == K::MR {
+                    K::kernel(k, alpha, a_ptr, a.rs, a.cs, b_ptr, b.rs, 0.0, out, K::NR)
+                } else {
+                    K::kernel_edge(
+                        t.rows,
+                        K::NR,
+                        k,
+                        alpha,
+                        a_ptr,
+                        a.rs,
+                        a.cs,
+                        b_ptr,
+                        b.rs,
+                        0.0,
+                        out,
+                        K::NR,
+                    )
+                }
             };
             for r in 0..t.rows {
                 for (c, &v) in buf[r * K::NR..r * K::NR + t.cols].iter().enumerate() {

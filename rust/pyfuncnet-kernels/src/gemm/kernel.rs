@@ -31,6 +31,10 @@ pub trait MicroKernel {
     /// Largest M block of the blocked path: the packed `MC x KC` block of A stays
     /// in L2 while the B micro-panels of a task go by.
     const MC: usize = 192;
+    /// Whether [`kernel_edge`](Self::kernel_edge) reads only the first `rows` rows
+    /// of A, so a partial strip of A may be read in place instead of packed
+    /// zero-padded to `MR` rows.
+    const EDGE_READS_ITS_ROWS_ONLY: bool = false;
 
     /// Runs the update rule above.
     ///
@@ -58,13 +62,15 @@ pub trait MicroKernel {
     ///
     /// The operands stay readable for the whole tile, as for
     /// [`kernel`](Self::kernel) (the driver zero-pads partial panels), so a kernel
-    /// may compute all of it. This default does: it runs the full kernel into a
+    /// may compute all of it; with `EDGE_READS_ITS_ROWS_ONLY`, A need only be
+    /// readable for its first `rows` rows. This default does: it runs the full kernel into a
     /// buffer on the stack and merges the corner; kernels override it to skip the
     /// buffer and the unused rows (with masked stores, or with fewer rows).
     ///
     /// # Safety
     /// As for [`kernel`](Self::kernel), except that `c + i*ldc + j` need only be
-    /// valid for `i < rows`, `j < cols`; and `rows <= MR`, `cols <= NR`.
+    /// valid for `i < rows`, `j < cols` (and `a + i*rsa + p*csa` for `i < rows` with
+    /// `EDGE_READS_ITS_ROWS_ONLY`); and `rows <= MR`, `cols <= NR`.
     unsafe fn kernel_edge(
         rows: usize,
         cols: usize,

@@ -150,7 +150,8 @@ fn row_tasks<'b, K: MicroKernel>(
 
 /// Computes the tiles of rows `rows` and panels `panels` of C, K block by K
 /// block in order; `panel(jp, p0)` gives B's panel `jp` from row `p0`. A is read
-/// in place, but for a last partial strip, which is packed zero-padded to MR rows.
+/// in place, but for a last partial strip, which is packed zero-padded to MR rows
+/// unless the kernel's corners read only their own rows.
 fn strips<'b, K: MicroKernel>(
     p: &Problem,
     c: CTarget,
@@ -163,7 +164,13 @@ fn strips<'b, K: MicroKernel>(
     let (mr, nr) = (K::MR, K::NR);
     let a = &p.a;
     let (i0, i1) = (rows.start, rows.end);
-    let full_end = i0 + (i1 - i0) / mr * mr;
+    // Rows read in place; a last partial strip is packed zero-padded unless the
+    // kernel's corners read only their own rows.
+    let full_end = if K::EDGE_READS_ITS_ROWS_ONLY {
+        i1
+    } else {
+        i0 + (i1 - i0) / mr * mr
+    };
     with_scratch(Slot::A, if full_end < i1 { mr * k } else { 0 }, |apack| {
         if full_end < i1 {
             pack_panels(apack, a, full_end, i1 - full_end, 0, k, mr, K::LEVEL);
