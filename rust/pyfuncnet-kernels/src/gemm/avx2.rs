@@ -6,59 +6,15 @@
 //! the FMA peak. Twelve accumulators, two B registers and a broadcast register fit
 //! in the sixteen `ymm` registers without spilling.
 
-use super::driver::Problem;
-use super::MatRef;
-
-/// Runs the whole product with the AVX2 kernel.
-///
-/// The caller has checked `SimdLevel::Avx2Fma.is_supported()`.
+/// The micro-kernel of this level, for the driver's generic paths. Callers check
+/// `SimdLevel::Avx2Fma.is_supported()` first; off x86-64 the level is never
+/// supported, and the portable kernel stands in so the code still compiles.
 #[cfg(target_arch = "x86_64")]
-pub(super) fn gemm(problem: &Problem, c: &mut [f32], ldc: usize) {
-    super::driver::gemm::<x86::Avx2Kernel>(problem, c, ldc);
-}
+pub(super) type Kernel = x86::Avx2Kernel;
 
-/// Never reached: `SimdLevel::Avx2Fma` is unsupported off x86-64, and
-/// `sgemm_with_level` refuses unsupported levels. Falls back to the portable kernel.
+/// See above.
 #[cfg(not(target_arch = "x86_64"))]
-pub(super) fn gemm(problem: &Problem, c: &mut [f32], ldc: usize) {
-    super::driver::gemm::<super::scalar::ScalarKernel>(problem, c, ldc);
-}
-
-/// [`gemm`] with B also packed whole in `bpack` (`super::PackedB`).
-///
-/// The caller has checked `SimdLevel::Avx2Fma.is_supported()`.
-#[cfg(target_arch = "x86_64")]
-pub(super) fn gemm_prepacked(problem: &Problem, c: &mut [f32], ldc: usize, bpack: &[f32]) {
-    super::driver::gemm_prepacked::<x86::Avx2Kernel>(problem, c, ldc, bpack);
-}
-
-/// Never reached, as for [`gemm`].
-#[cfg(not(target_arch = "x86_64"))]
-pub(super) fn gemm_prepacked(problem: &Problem, c: &mut [f32], ldc: usize, bpack: &[f32]) {
-    super::driver::gemm_prepacked::<super::scalar::ScalarKernel>(problem, c, ldc, bpack);
-}
-
-/// Packs all of `b` for [`gemm_prepacked`].
-///
-/// The caller has checked `SimdLevel::Avx2Fma.is_supported()`.
-#[cfg(target_arch = "x86_64")]
-pub(super) fn pack_whole_b(b: &MatRef, dst: &mut [f32]) {
-    super::driver::pack_whole_b::<x86::Avx2Kernel>(b, dst);
-}
-
-/// Never reached, as for [`gemm`].
-#[cfg(not(target_arch = "x86_64"))]
-pub(super) fn pack_whole_b(b: &MatRef, dst: &mut [f32]) {
-    super::driver::pack_whole_b::<super::scalar::ScalarKernel>(b, dst);
-}
-
-/// The width of B's packed panels.
-#[cfg(target_arch = "x86_64")]
-pub(super) const NR: usize = <x86::Avx2Kernel as super::kernel::MicroKernel>::NR;
-
-/// The width of B's packed panels (never used off x86-64).
-#[cfg(not(target_arch = "x86_64"))]
-pub(super) const NR: usize = <super::scalar::ScalarKernel as super::kernel::MicroKernel>::NR;
+pub(super) type Kernel = super::scalar::ScalarKernel;
 
 /// Packs the leading columns of a panel of `W` rows that are each contiguous along
 /// the columns (`rows[r][p]`): `panel[p*W + r] = rows[r][p]`, eight columns at a
@@ -103,7 +59,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use crate::cpu::SimdLevel;
-    use crate::gemm::kernel::MicroKernel;
+    use crate::gemm::kernel::{merge_corner, MicroKernel};
 
     const MR: usize = 6;
     const NR: usize = 16;
@@ -181,14 +137,8 @@ mod x86 {
                     NR,
                 )
             };
-            for (r, src) in tile.chunks_exact(NR).take(rows).enumerate() {
-                // SAFETY: row r < rows, columns < cols of C are valid and the
-                // caller's alone.
-                let row = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), cols) };
-                for (x, &v) in row.iter_mut().zip(src) {
-                    *x = if beta == 0.0 { v } else { v + beta * *x };
-                }
-            }
+            // SAFETY: the corner of C is the caller's, per the contract.
+            unsafe { merge_corner(&tile, NR, rows, cols, beta, c, ldc) };
         }
     }
 

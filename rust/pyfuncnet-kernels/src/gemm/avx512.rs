@@ -20,59 +20,15 @@
 //! Packing uses a 16 x 16 register transpose with masked loads and stores, so any
 //! panel width and any number of columns take the vector path.
 
-use super::driver::Problem;
-use super::MatRef;
-
-/// Runs the whole product with the AVX-512 kernel.
-///
-/// The caller has checked `SimdLevel::Avx512.is_supported()`.
+/// The micro-kernel of this level, for the driver's generic paths. Callers check
+/// `SimdLevel::Avx512.is_supported()` first; off x86-64 the level is never
+/// supported, and the portable kernel stands in so the code still compiles.
 #[cfg(target_arch = "x86_64")]
-pub(super) fn gemm(problem: &Problem, c: &mut [f32], ldc: usize) {
-    super::driver::gemm::<x86::Avx512Kernel>(problem, c, ldc);
-}
+pub(super) type Kernel = x86::Avx512Kernel;
 
-/// Never reached: `SimdLevel::Avx512` is unsupported off x86-64, and
-/// `sgemm_with_level` refuses unsupported levels. Falls back to the portable kernel.
+/// See above.
 #[cfg(not(target_arch = "x86_64"))]
-pub(super) fn gemm(problem: &Problem, c: &mut [f32], ldc: usize) {
-    super::driver::gemm::<super::scalar::ScalarKernel>(problem, c, ldc);
-}
-
-/// [`gemm`] with B also packed whole in `bpack` (`super::PackedB`).
-///
-/// The caller has checked `SimdLevel::Avx512.is_supported()`.
-#[cfg(target_arch = "x86_64")]
-pub(super) fn gemm_prepacked(problem: &Problem, c: &mut [f32], ldc: usize, bpack: &[f32]) {
-    super::driver::gemm_prepacked::<x86::Avx512Kernel>(problem, c, ldc, bpack);
-}
-
-/// Never reached, as for [`gemm`].
-#[cfg(not(target_arch = "x86_64"))]
-pub(super) fn gemm_prepacked(problem: &Problem, c: &mut [f32], ldc: usize, bpack: &[f32]) {
-    super::driver::gemm_prepacked::<super::scalar::ScalarKernel>(problem, c, ldc, bpack);
-}
-
-/// Packs all of `b` for [`gemm_prepacked`].
-///
-/// The caller has checked `SimdLevel::Avx512.is_supported()`.
-#[cfg(target_arch = "x86_64")]
-pub(super) fn pack_whole_b(b: &MatRef, dst: &mut [f32]) {
-    super::driver::pack_whole_b::<x86::Avx512Kernel>(b, dst);
-}
-
-/// Never reached, as for [`gemm`].
-#[cfg(not(target_arch = "x86_64"))]
-pub(super) fn pack_whole_b(b: &MatRef, dst: &mut [f32]) {
-    super::driver::pack_whole_b::<super::scalar::ScalarKernel>(b, dst);
-}
-
-/// The width of B's packed panels.
-#[cfg(target_arch = "x86_64")]
-pub(super) const NR: usize = <x86::Avx512Kernel as super::kernel::MicroKernel>::NR;
-
-/// The width of B's packed panels (never used off x86-64).
-#[cfg(not(target_arch = "x86_64"))]
-pub(super) const NR: usize = <super::scalar::ScalarKernel as super::kernel::MicroKernel>::NR;
+pub(super) type Kernel = super::scalar::ScalarKernel;
 
 /// Packs a panel of `W` rows that are each contiguous along the columns
 /// (`rows[r][p]`): `panel[p*W + r] = rows[r][p]`, sixteen rows by sixteen columns

@@ -85,41 +85,35 @@ pub trait MicroKernel {
         c: *mut f32,
         ldc: usize,
     ) {
-        // SAFETY: forwarded contract.
-        unsafe {
-            edge_through_buffer::<Self>(rows, cols, k, alpha, a, rsa, csa, b, rsb, beta, c, ldc)
-        }
+        const { assert!(Self::MR * Self::NR <= MAX_TILE) };
+        let (mr, nr) = (Self::MR, Self::NR);
+        assert!(rows <= mr && cols <= nr);
+        let mut buf = [0.0f32; MAX_TILE];
+        // SAFETY: `buf` holds MR x NR elements with leading dimension NR and beta =
+        // 0, so it is only written; the operand reads are the caller's contract.
+        unsafe { Self::kernel(k, alpha, a, rsa, csa, b, rsb, 0.0, buf.as_mut_ptr(), nr) };
+        // SAFETY: the corner of C is the caller's, per the contract.
+        unsafe { merge_corner(&buf, nr, rows, cols, beta, c, ldc) };
     }
 }
 
-/// [`MicroKernel::kernel_edge`] by way of a full tile computed on the stack: the
-/// default, and the fallback of kernels that override it for some corners only.
+/// `C <- tile + beta * C` on the `rows x cols` corner of C, from a tile computed
+/// with beta = 0 and leading dimension `nr`.
 ///
 /// # Safety
-/// The contract of [`MicroKernel::kernel_edge`].
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn edge_through_buffer<K: MicroKernel + ?Sized>(
+/// `c + i*ldc + j` is valid for reads and writes for `i < rows`, `j < cols`, and no
+/// other thread accesses those elements meanwhile; `tile` holds `rows` rows of `nr
+/// >= cols` floats.
+pub(crate) unsafe fn merge_corner(
+    tile: &[f32],
+    nr: usize,
     rows: usize,
     cols: usize,
-    k: usize,
-    alpha: f32,
-    a: *const f32,
-    rsa: usize,
-    csa: usize,
-    b: *const f32,
-    rsb: usize,
     beta: f32,
     c: *mut f32,
     ldc: usize,
 ) {
-    const { assert!(K::MR * K::NR <= MAX_TILE) };
-    let (mr, nr) = (K::MR, K::NR);
-    assert!(rows <= mr && cols <= nr);
-    let mut buf = [0.0f32; MAX_TILE];
-    // SAFETY: `buf` holds MR x NR elements with leading dimension NR and beta =
-    // 0, so it is only written; the operand reads are the caller's contract.
-    unsafe { K::kernel(k, alpha, a, rsa, csa, b, rsb, 0.0, buf.as_mut_ptr(), nr) };
-    for (r, src) in buf.chunks_exact(nr).take(rows).enumerate() {
+    for (r, src) in tile.chunks_exact(nr).take(rows).enumerate() {
         // SAFETY: row r < rows, columns < cols of C are valid and exclusively
         // the caller's.
         let row = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), cols) };

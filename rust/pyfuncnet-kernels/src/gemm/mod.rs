@@ -331,8 +331,8 @@ pub fn sgemm_with_level(
     };
     match level {
         SimdLevel::Scalar => driver::gemm::<scalar::ScalarKernel>(&problem, c.data, c.ldc),
-        SimdLevel::Avx2Fma => avx2::gemm(&problem, c.data, c.ldc),
-        SimdLevel::Avx512 => avx512::gemm(&problem, c.data, c.ldc),
+        SimdLevel::Avx2Fma => driver::gemm::<avx2::Kernel>(&problem, c.data, c.ldc),
+        SimdLevel::Avx512 => driver::gemm::<avx512::Kernel>(&problem, c.data, c.ldc),
     }
     Ok(())
 }
@@ -410,8 +410,8 @@ impl<'a> PackedB<'a> {
         if len > 0 {
             match level {
                 SimdLevel::Scalar => driver::pack_whole_b::<scalar::ScalarKernel>(&b, dst),
-                SimdLevel::Avx2Fma => avx2::pack_whole_b(&b, dst),
-                SimdLevel::Avx512 => avx512::pack_whole_b(&b, dst),
+                SimdLevel::Avx2Fma => driver::pack_whole_b::<avx2::Kernel>(&b, dst),
+                SimdLevel::Avx512 => driver::pack_whole_b::<avx512::Kernel>(&b, dst),
             }
         }
         Ok(PackedB {
@@ -431,8 +431,8 @@ impl<'a> PackedB<'a> {
 fn panel_width(level: SimdLevel) -> usize {
     match level {
         SimdLevel::Scalar => <scalar::ScalarKernel as kernel::MicroKernel>::NR,
-        SimdLevel::Avx2Fma => avx2::NR,
-        SimdLevel::Avx512 => avx512::NR,
+        SimdLevel::Avx2Fma => <avx2::Kernel as kernel::MicroKernel>::NR,
+        SimdLevel::Avx512 => <avx512::Kernel as kernel::MicroKernel>::NR,
     }
 }
 
@@ -469,8 +469,12 @@ pub fn sgemm_packed(
         SimdLevel::Scalar => {
             driver::gemm_prepacked::<scalar::ScalarKernel>(&problem, c.data, c.ldc, b.panels)
         }
-        SimdLevel::Avx2Fma => avx2::gemm_prepacked(&problem, c.data, c.ldc, b.panels),
-        SimdLevel::Avx512 => avx512::gemm_prepacked(&problem, c.data, c.ldc, b.panels),
+        SimdLevel::Avx2Fma => {
+            driver::gemm_prepacked::<avx2::Kernel>(&problem, c.data, c.ldc, b.panels)
+        }
+        SimdLevel::Avx512 => {
+            driver::gemm_prepacked::<avx512::Kernel>(&problem, c.data, c.ldc, b.panels)
+        }
     }
     Ok(())
 }
