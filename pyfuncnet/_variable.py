@@ -23,9 +23,11 @@ class _Store:
     def __init__(self):
         self.core = _core.Variables()
         self.free = []
+        self.released = []
         self.generation = 0
 
     def add(self, value):
+        self._reclaim()
         if self.free:
             index = self.free.pop()
             self.core.replace(index, value)
@@ -34,8 +36,16 @@ class _Store:
         return index
 
     def release(self, index):
-        self.core.replace(index, np.zeros(0, np.float32))
-        self.free.append(index)
+        """Called by a dead Variable's finalizer. A garbage collection can run it in
+        the middle of a core call that holds the store (a training step converting
+        its inputs), so it only notes the slot; the next `add` empties it."""
+        self.released.append(index)
+
+    def _reclaim(self):
+        while self.released:
+            index = self.released.pop()
+            self.core.replace(index, np.zeros(0, np.float32))
+            self.free.append(index)
 
 
 store = _Store()

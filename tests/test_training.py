@@ -312,3 +312,33 @@ def test_subclassed_model_rejects_unknown_keyword_arguments():
     with pytest.raises(TypeError, match="unrecognized keyword arguments.*bogus"):
         Net(bogus=3)
     assert Net(name="net").name == "net"
+
+
+def test_a_variable_dying_while_the_store_is_busy_is_released_later():
+    """A garbage collection can run a dead Variable's finalizer inside a core call
+    that holds the weight store (a training step converting its inputs): the
+    release must not touch the store then, and the slot must be reused afterwards."""
+    import gc
+
+    from pyfuncnet import _variable
+
+    store = _variable.store
+    v = keras.Variable(np.arange(6, dtype=np.float32).reshape(2, 3))
+    index = v._index
+
+    class BusyStore:
+        def replace(self, *args):
+            raise RuntimeError("Already borrowed")
+
+    real, store.core = store.core, BusyStore()
+    try:
+        del v
+        gc.collect()
+        assert index in store.released
+    finally:
+        store.core = real
+    w = keras.Variable(np.ones((4,), np.float32))
+    # The next `add` emptied the slot: reused by `w` or waiting in the free list.
+    assert index not in store.released
+    assert w._index == index or index in store.free
+    np.testing.assert_array_equal(w.numpy(), np.ones(4, np.float32))
