@@ -116,11 +116,22 @@ def class_weights_to_sample_weights(y, class_weight, output_name):
 
 
 def batches(n, batch_size, shuffle, rng):
-    """Index ranges (or index arrays when shuffling) of the batches of one epoch."""
+    """Index ranges (or int32 index arrays when shuffling) of the batches of one epoch."""
     if shuffle:
-        order = rng.permutation(n)
+        order = rng.permutation(n).astype(np.int32)
         return [order[i : i + batch_size] for i in range(0, n, batch_size)]
     return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+
+
+def take_rows(a, idx):
+    """`a[idx]` for an index array `idx`, as a new C-contiguous array: copied by the
+    core's threads when `a` is a contiguous float32 or int32 array (the shuffled
+    batches of `fit`), else by NumPy."""
+    if a.dtype in (np.float32, np.int32) and a.flags.c_contiguous and a.ndim > 0:
+        out = np.empty((len(idx),) + a.shape[1:], a.dtype)
+        _core.take_rows(a, idx, out)
+        return out
+    return np.ascontiguousarray(a[idx])
 
 
 def unpack_batch(item):

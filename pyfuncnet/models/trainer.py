@@ -701,7 +701,7 @@ class _ArrayBatches:
         if steps is not None:
             index = index[:steps]
         for idx in index:
-            take = (lambda a: a[idx]) if isinstance(idx, slice) else (lambda a: np.ascontiguousarray(a[idx]))
+            take = (lambda a: a[idx]) if isinstance(idx, slice) else (lambda a: data_utils.take_rows(a, idx))
             yield (
                 [take(a) for a in self.x],
                 [None if y is None else take(y) for y in self.ys],

@@ -4,6 +4,8 @@
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use convert::enter_core;
+
 mod convert;
 mod eager;
 mod errors;
@@ -29,6 +31,62 @@ fn all_finite(py: Python<'_>, x: numpy::PyReadonlyArrayDyn<'_, f32>) -> bool {
     match x.as_slice() {
         Ok(values) => py.detach(|| pyfuncnet_kernels::reduce::all_finite(values)),
         Err(_) => x.as_array().iter().all(|v| v.is_finite()),
+    }
+}
+
+/// `out[j] = x[indices[j]]` along the first axis, in the core's threads: the
+/// shuffled batches of `fit`. `x` and `out` are C-contiguous arrays of one dtype,
+/// float32 or int32, with the same trailing dimensions.
+#[pyfunction]
+fn take_rows(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    indices: numpy::PyReadonlyArray1<'_, i32>,
+    out: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
+    fn take<T: numpy::Element + Copy + Send + Sync>(
+        py: Python<'_>,
+        x: &Bound<'_, PyArrayDyn<T>>,
+        indices: &[i32],
+        out: &Bound<'_, PyArrayDyn<T>>,
+    ) -> PyResult<()> {
+        let (n, inner) = match x.shape() {
+            [] => {
+                return Err(errors::value_err(
+                    "take_rows: x must have at least one axis",
+                ))
+            }
+            [n, rest @ ..] => (*n, rest.iter().product::<usize>()),
+        };
+        if out.shape().first() != Some(&indices.len()) || out.shape()[1..] != x.shape()[1..] {
+            return Err(errors::value_err(format!(
+                "take_rows: out has shape {:?}, expected {:?}",
+                out.shape(),
+                [&[indices.len()], &x.shape()[1..]].concat()
+            )));
+        }
+        let x = x.readonly();
+        let mut out = out.readwrite();
+        let (Ok(src), Ok(dst)) = (x.as_slice(), out.as_slice_mut()) else {
+            return Err(errors::value_err(
+                "take_rows: x and out must be C-contiguous",
+            ));
+        };
+        enter_core(py, || {
+            pyfuncnet_kernels::layout::gather("take_rows", src, &[n, inner], 0, indices, dst)
+                .map_err(Into::into)
+        })
+    }
+    let indices = indices.as_slice()?;
+    if let (Ok(x), Ok(out)) = (x.cast::<PyArrayDyn<f32>>(), out.cast::<PyArrayDyn<f32>>()) {
+        take(py, x, indices, out)
+    } else if let (Ok(x), Ok(out)) = (x.cast::<PyArrayDyn<i32>>(), out.cast::<PyArrayDyn<i32>>()) {
+        take(py, x, indices, out)
+    } else {
+        Err(errors::dtype_err(
+            "take_rows: x and out must both be float32 or both int32 arrays",
+        ))
     }
 }
 
@@ -64,6 +122,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
     m.add_function(wrap_pyfunction!(all_finite, m)?)?;
+    m.add_function(wrap_pyfunction!(take_rows, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -21,6 +21,10 @@ use std::ops::Range;
 
 use super::MIN_TASK_FLOPS;
 
+/// Largest K block of B, in floats, that [`strips`] runs strip by strip: 32K
+/// floats, a quarter of a 512 KiB L2.
+const STRIP_MAJOR_MAX_B: usize = 32 * 1024;
+
 /// Whether a product with fewer columns than the kernel is wide goes to the small
 /// path as `Cᵀ = Bᵀ Aᵀ`: the kernel's NR lanes then run along M, which is long,
 /// instead of along the short N. Needs Aᵀ readable in place (A's columns
@@ -175,39 +179,50 @@ fn strips<'b, K: MicroKernel>(
         if full_end < i1 {
             pack_panels(apack, a, full_end, i1 - full_end, 0, k, mr, K::LEVEL);
         }
+        let apack: &[f32] = apack;
+        // With few panels (B's K block fits in a quarter of L2) each strip of A
+        // stays in L1 while the panels go by, so A, read in place through its
+        // strides, is fetched once per K block rather than once per panel; with
+        // many panels, each panel stays in L1 while the strips go by instead.
+        let strip_major = kc * panels.len() * nr <= STRIP_MAJOR_MAX_B;
         for p0 in (0..k).step_by(kc) {
             let kcur = kc.min(k - p0);
             let beta = if p0 == 0 { p.beta } else { 1.0 };
-            for jp in panels.clone() {
+            let tile = |i: usize, jp: usize| {
                 let j = jp * nr;
-                let cols = nr.min(n - j);
-                let b_src = panel(jp, p0);
+                let a_src = if i < full_end {
+                    Operand {
+                        data: a.data,
+                        offset: i * a.rs + p0 * a.cs,
+                        rs: a.rs,
+                        cs: a.cs,
+                    }
+                } else {
+                    Operand {
+                        data: apack,
+                        offset: p0 * mr,
+                        rs: 1,
+                        cs: mr,
+                    }
+                };
+                let tile = Tile {
+                    i,
+                    j,
+                    rows: mr.min(i1 - i),
+                    cols: nr.min(n - j),
+                };
+                // SAFETY: the calling task owns rows `rows` x the columns of
+                // `panels` of C; the caller checked the instruction set when it
+                // picked K.
+                unsafe { c.run_tile::<K>(tile, kcur, p.alpha, a_src, panel(jp, p0), beta) };
+            };
+            if strip_major {
                 for i in (i0..i1).step_by(mr) {
-                    let a_src = if i < full_end {
-                        Operand {
-                            data: a.data,
-                            offset: i * a.rs + p0 * a.cs,
-                            rs: a.rs,
-                            cs: a.cs,
-                        }
-                    } else {
-                        Operand {
-                            data: apack,
-                            offset: p0 * mr,
-                            rs: 1,
-                            cs: mr,
-                        }
-                    };
-                    let tile = Tile {
-                        i,
-                        j,
-                        rows: mr.min(i1 - i),
-                        cols,
-                    };
-                    // SAFETY: the calling task owns rows `rows` x the columns of
-                    // `panels` of C; the caller checked the instruction set when
-                    // it picked K.
-                    unsafe { c.run_tile::<K>(tile, kcur, p.alpha, a_src, b_src, beta) };
+                    panels.clone().for_each(|jp| tile(i, jp));
+                }
+            } else {
+                for jp in panels.clone() {
+                    (i0..i1).step_by(mr).for_each(|i| tile(i, jp));
                 }
             }
         }
