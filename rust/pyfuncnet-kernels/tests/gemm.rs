@@ -440,6 +440,33 @@ fn gemm_skinny_products_match_reference() {
 }
 
 #[test]
+fn gemm_small_path_packing_choices_match_reference() {
+    // Either side of each threshold of the small path: B packed although its rows
+    // are contiguous (48 rows of A or more, B over 4096 floats), and then packed
+    // whole for tasks of row strips (A over 64K floats) or per task of column
+    // panels.
+    for (m, n, k) in [
+        (47, 64, 100),
+        (48, 64, 100),
+        (48, 64, 64),
+        (48, 64, 65),
+        (256, 64, 256),
+        (256, 64, 257),
+        (100, 40, 700),
+        (300, 17, 784),
+    ] {
+        check_every_layout_pair(m, n, k);
+        check_every_level(Case {
+            ldc_pad: 1,
+            beta: 0.5,
+            bias: true,
+            activation: true,
+            ..Case::plain(m, n, k)
+        });
+    }
+}
+
+#[test]
 fn gemm_long_k_products_match_reference() {
     // K many times the kernel's K block next to a small C (weight gradients over
     // batch * steps rows): each task walks K packing one block at a time.

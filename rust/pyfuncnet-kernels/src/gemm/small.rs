@@ -1,17 +1,19 @@
-//! The small-matrix path: the micro-kernel reads the operands in place.
+//! The small-matrix path: the micro-kernel reads A in place.
 //!
 //! For small or skinny products, packing costs as much as the arithmetic it
 //! speeds up. This path broadcasts A's elements straight from the caller's view
 //! (any strides) and reads B's rows in place when they are contiguous (`b.cs ==
-//! 1`). It packs only what the kernel cannot read in place: all of B when its rows
-//! are strided (for example `Wᵀ` in a backward pass), the last partial panel of B's
-//! columns, and each task's last partial strip of A's rows (zero-padded, so the
-//! kernel never reads outside the operands).
+//! 1`) and B is small. It packs all of B when its rows are strided (for example
+//! `Wᵀ` in a backward pass) or when B is larger than half of L1 and many strips of
+//! A go past it (its rows, read in place, would fight over a few L1 sets); and
+//! otherwise only the last partial panel of B's columns and each task's last
+//! partial strip of A's rows (zero-padded, so the kernel never reads outside the
+//! operands).
 //!
 //! Work is split into tasks of whole row strips (or, when all of B is packed and
-//! B is the wider operand, of whole column panels), sized from the shape only;
-//! each task walks the K blocks in order, so results do not depend on the thread
-//! count.
+//! B is the wider operand or A is small, of whole column panels), sized from the
+//! shape only; each task walks the K blocks in order, so results do not depend on
+//! the thread count.
 
 use super::driver::{balanced_block, run_tasks, CTarget, Operand, Problem, Tile};
 use super::kernel::MicroKernel;
@@ -20,6 +22,18 @@ use crate::scratch::{with_scratch, Slot};
 use std::ops::Range;
 
 use super::MIN_TASK_FLOPS;
+use crate::par;
+
+/// Fewest rows of A for which a B whose rows are contiguous is packed anyway
+/// (eight strips of the AVX2 kernel share the copy).
+const PACK_B_MIN_ROWS: usize = 48;
+/// Largest B (`k * n` floats, 16 KiB: half of L1) read in place by many strips.
+const PACK_B_MIN_LEN: usize = 4096;
+/// Largest A (`m * k` floats, 256 KiB: half of L2) that every task of B's
+/// column panels reads whole.
+const SHARED_A_MAX: usize = 64 * 1024;
+/// Fewest floats of B one parallel packing task copies.
+const PACK_TASK_LEN: usize = 32 * 1024;
 
 /// Largest K block of B, in floats, that [`strips`] runs strip by strip: 32K
 /// floats, a quarter of a 512 KiB L2.
@@ -46,22 +60,48 @@ pub(crate) fn gemm<K: MicroKernel>(p: &Problem, c: CTarget) {
     let b = &p.b;
     let n_panels = n.div_ceil(nr);
     let kc = balanced_block(k, K::KC, 1);
-    if b.cs != 1 && m >= n {
-        // B must be packed whole (its rows are strided, e.g. `Wᵀ`) and is the
-        // smaller operand: pack it once, then tasks take row strips as below.
-        // Tasks of column panels would each stream all of A, which for a tall A
-        // (an input gradient over batch x steps rows) comes from memory.
+    // Read in place, a panel of B is `k` rows of NR floats, `b.rs` floats apart:
+    // for rows of 64 floats (256 bytes) they fall into a quarter of L1's sets, so
+    // a panel of a few hundred rows cannot stay in L1 and every strip of A reloads
+    // it from L2. Packed, a panel is contiguous. Worth a copy of B when B is over
+    // half of L1 and enough strips of A share it.
+    let packs_b = b.cs != 1 || m >= PACK_B_MIN_ROWS && k * n > PACK_B_MIN_LEN;
+    if packs_b && m >= n && m * k > SHARED_A_MAX {
+        // B is the smaller operand and A is large (an input gradient over batch x
+        // steps rows comes from memory): pack B once, then tasks take row strips
+        // as below, so each task reads only its rows of A.
         with_scratch(Slot::B, n_panels * nr * k, |bpack| {
-            pack_panels(bpack, &b.t(), 0, n, 0, k, nr, K::LEVEL);
+            // Panel by panel in parallel (an exact copy, so any split gives the
+            // same bits); one task when B is small.
+            let per_task = (PACK_TASK_LEN / (nr * k)).max(1);
+            let pack = |t: usize, chunk: &mut [f32]| {
+                let j0 = t * per_task * nr;
+                pack_panels(
+                    chunk,
+                    &b.t(),
+                    j0,
+                    (per_task * nr).min(n - j0),
+                    0,
+                    k,
+                    nr,
+                    K::LEVEL,
+                );
+            };
+            if n_panels <= per_task {
+                pack(0, bpack);
+            } else {
+                par::for_each_chunk_mut(bpack, per_task * nr * k, pack);
+            }
             gemm_prepacked::<K>(p, c, bpack);
         });
         return;
     }
-    if b.cs != 1 {
-        // B must be packed whole and is the larger operand: tasks take chunks of
-        // its column panels and pack their own, so packing runs in parallel, each
-        // task's panels stay in its core's cache, and a call is one parallel
-        // section rather than a serial pack followed by one.
+    if packs_b {
+        // B is the larger operand, or A is small enough for every task to read
+        // all of it: tasks take chunks of B's column panels and pack their own,
+        // so packing runs in parallel, each task's panels stay in its core's
+        // cache, and a call is one parallel section rather than a serial pack
+        // followed by one.
         let panel_flops = 2 * m * nr * k;
         let max_tasks = (n_panels * panel_flops / MIN_TASK_FLOPS).clamp(1, n_panels);
         let per_task = n_panels.div_ceil(max_tasks);
