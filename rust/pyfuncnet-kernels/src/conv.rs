@@ -9,7 +9,8 @@
 //! Output pixels of the whole batch are the GEMM's rows. They are cut into tiles
 //! of [`tile_rows`] rows; a task gathers its tile's input patches into a column
 //! buffer that stays in L2 (`tile x taps*cin/groups` floats) and multiplies it by
-//! the kernel, the bias and activation fused into the GEMM's epilogue. The full
+//! the kernel (packed into the GEMM's panels once per call when there is a single
+//! group), the bias and activation fused into the GEMM's epilogue. The full
 //! im2col matrix is never materialised. Pointwise convolutions (one tap, stride 1,
 //! no padding) skip the gather: the input already is the column matrix.
 //!
@@ -278,15 +279,31 @@ fn channel_block_mut(
     MatMut::new(&mut data[g * width..], rows, width, channels)
 }
 
-/// Runs `f` over the tasks of a tiled pass; the GEMMs inside run on the task's
+/// Runs `task(t, part)` on the parts of `data` (`chunk` elements each) in
+/// parallel; returns an error a task returned. The GEMMs inside a task run on its
 /// thread when there are several tasks (they are the parallelism), and may split
 /// themselves when there is one.
-fn in_task<R>(tasks: usize, f: impl FnOnce() -> R) -> R {
-    if tasks > 1 {
-        par::serially(f)
-    } else {
-        f()
-    }
+fn for_each_tile_task(
+    data: &mut [f32],
+    chunk: usize,
+    task: impl Fn(usize, &mut [f32]) -> Result<()> + Sync + Send,
+) -> Result<()> {
+    let several = data.len() > chunk;
+    let failure = std::sync::Mutex::new(None);
+    par::for_each_chunk_mut(data, chunk, |t, part| {
+        let result = if several {
+            par::serially(|| task(t, part))
+        } else {
+            task(t, part)
+        };
+        if let Err(e) = result {
+            *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        }
+    });
+    failure
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .map_or(Ok(()), Err)
 }
 
 /// `y = epilogue(conv(x, kernel))`; `epilogue.bias` has `out_channels` entries.
@@ -345,36 +362,60 @@ pub fn conv_forward(
         return Ok(());
     }
     let (tile, depth) = (tile_rows(shape.depth()), shape.depth());
-    let tasks = rows.div_ceil(tile);
-    let failure = std::sync::Mutex::new(None);
-    par::for_each_chunk_mut(y, tile * cout, |t, y_tile| {
-        let (r0, n) = (t * tile, y_tile.len() / cout);
-        let run = || -> Result<()> {
+    with_packed_kernel(shape, kernel, false, |packed| {
+        for_each_tile_task(y, tile * cout, |t, y_tile| {
+            let (r0, n) = (t * tile, y_tile.len() / cout);
             with_scratch(Slot::Columns, n * depth, |col| {
                 for g in 0..shape.groups {
                     im2col(shape, x, g, r0, col);
                     let a = MatRef::row_major(col, n, depth)?;
                     let c = channel_block_mut(y_tile, cout, co, g, n)?;
-                    gemm::sgemm(
-                        1.0,
-                        a,
-                        kernel_matrix(shape, kernel, g)?,
-                        0.0,
-                        c,
-                        &group_epilogue(g),
-                    )?;
+                    let b = kernel_matrix(shape, kernel, g)?;
+                    tile_gemm(a, b, packed, c, &group_epilogue(g))?;
                 }
                 Ok(())
             })
-        };
-        if let Err(e) = in_task(tasks, run) {
-            *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-        }
-    });
-    failure
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner())
-        .map_or(Ok(()), Err)
+        })
+    })
+}
+
+/// Runs `f` with the kernel matrix (transposed with `transposed`) packed once for
+/// the GEMMs of every tile, when the convolution has a single group: read in
+/// place, its rows lie `out_channels` floats apart (256 bytes for 64 channels)
+/// and fall into a few L1 sets, and each tile's GEMM would pack it again. With
+/// several groups, `f` gets `None` and each tile multiplies by its group's
+/// columns as they are stored.
+fn with_packed_kernel(
+    shape: &ConvShape,
+    kernel: &[f32],
+    transposed: bool,
+    f: impl FnOnce(Option<&gemm::PackedB>) -> Result<()>,
+) -> Result<()> {
+    if shape.groups != 1 {
+        return f(None);
+    }
+    let level = crate::cpu::active();
+    let b = kernel_matrix(shape, kernel, 0)?;
+    let b = if transposed { b.t() } else { b };
+    with_scratch(
+        Slot::PackedKernel,
+        gemm::PackedB::buffer_len(level, b.rows, b.cols),
+        |buf| f(Some(&gemm::PackedB::new(level, b, buf)?)),
+    )
+}
+
+/// One tile's product `c = epilogue(a · b)`, with `b` packed ahead when given.
+fn tile_gemm(
+    a: MatRef,
+    b: MatRef,
+    packed: Option<&gemm::PackedB>,
+    c: MatMut,
+    epilogue: &Epilogue,
+) -> Result<()> {
+    match packed {
+        Some(packed) => gemm::sgemm_packed(1.0, a, packed, 0.0, c, epilogue),
+        None => gemm::sgemm(1.0, a, b, 0.0, c, epilogue),
+    }
 }
 
 /// `dx`, the gradient of the input, from `dy`, the gradient of the (pre-epilogue)
@@ -428,12 +469,10 @@ pub fn conv_backward_input(
     // Whole images per task, enough of them for a task to be worth handing out.
     let image_flops = 2 * out_pixels * depth * cout;
     let images = (gemm::MIN_TASK_FLOPS / image_flops.max(1)).clamp(1, shape.batch.max(1));
-    let tasks = shape.batch.div_ceil(images);
-    let failure = std::sync::Mutex::new(None);
-    par::for_each_chunk_mut(dx, images * in_pixels * cin, |t, dx_part| {
-        dx_part.fill(0.0);
-        let (b0, nb) = (t * images, dx_part.len() / (in_pixels * cin));
-        let run = || -> Result<()> {
+    with_packed_kernel(shape, kernel, true, |packed| {
+        for_each_tile_task(dx, images * in_pixels * cin, |t, dx_part| {
+            dx_part.fill(0.0);
+            let (b0, nb) = (t * images, dx_part.len() / (in_pixels * cin));
             with_scratch(Slot::Columns, tile.min(out_pixels) * depth, |dcol| {
                 for b in b0..b0 + nb {
                     let (first, end) = (b * out_pixels, (b + 1) * out_pixels);
@@ -443,29 +482,16 @@ pub fn conv_backward_input(
                         for g in 0..shape.groups {
                             let a = channel_block(dy, cout, co, g, r0, n)?;
                             let c = MatMut::row_major(dcol, n, depth)?;
-                            gemm::sgemm(
-                                1.0,
-                                a,
-                                kernel_matrix(shape, kernel, g)?.t(),
-                                0.0,
-                                c,
-                                &Epilogue::default(),
-                            )?;
+                            let b = kernel_matrix(shape, kernel, g)?.t();
+                            tile_gemm(a, b, packed, c, &Epilogue::default())?;
                             col2im(shape, dcol, g, r0, dx_part, b0 * in_pixels);
                         }
                     }
                 }
                 Ok(())
             })
-        };
-        if let Err(e) = in_task(tasks, run) {
-            *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-        }
-    });
-    failure
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner())
-        .map_or(Ok(()), Err)
+        })
+    })
 }
 
 /// For a convolution with stride 1 and no groups, the convolution of `dy` that
@@ -600,15 +626,7 @@ pub fn conv_backward_kernel(
     }
     let len = dkernel.len();
     with_scratch(Slot::Partials, chunks * len, |partials| {
-        let failure = std::sync::Mutex::new(None);
-        par::for_each_chunk_mut(partials, len, |c, out| {
-            if let Err(e) = par::serially(|| chunk_sum(c, out)) {
-                *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-            }
-        });
-        if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            return Err(e);
-        }
+        for_each_tile_task(partials, len, chunk_sum)?;
         let partials = &*partials;
         par::for_each_chunk_mut(dkernel, SUM_GRAIN, |i, out| {
             let start = i * SUM_GRAIN;

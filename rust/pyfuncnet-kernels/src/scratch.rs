@@ -29,6 +29,9 @@ pub(crate) enum Slot {
     Partials,
     /// Convolution: the flipped kernel of an input gradient, held by the calling thread.
     FlippedKernel,
+    /// Convolution: the kernel packed once per call for every tile's GEMM, held by
+    /// the calling thread.
+    PackedKernel,
     /// Recurrent layers: the recurrent kernel transposed (and packed) for the
     /// backward steps and the whole-sequence gradients, held by the calling thread.
     RecurrentShared,
@@ -46,6 +49,7 @@ thread_local! {
     static BUF_COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BUF_PARTIALS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BUF_FLIPPED_KERNEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static BUF_PACKED_KERNEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BUF_RECURRENT_SHARED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BUF_RECURRENT_STEP: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BUF_RECURRENT_KERNEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -59,6 +63,7 @@ fn key(slot: Slot) -> &'static LocalKey<RefCell<Vec<f32>>> {
         Slot::Columns => &BUF_COLUMNS,
         Slot::Partials => &BUF_PARTIALS,
         Slot::FlippedKernel => &BUF_FLIPPED_KERNEL,
+        Slot::PackedKernel => &BUF_PACKED_KERNEL,
         Slot::RecurrentShared => &BUF_RECURRENT_SHARED,
         Slot::RecurrentStep => &BUF_RECURRENT_STEP,
         Slot::RecurrentKernel => &BUF_RECURRENT_KERNEL,

@@ -765,16 +765,24 @@ proptest! {
 }
 
 /// One packed B serves many products (as a recurrent kernel serves every time
-/// step). With B's rows strided (a transposed view) and no wider than A is tall,
-/// `sgemm_with_level` packs all of B itself and takes the same path, so the bits
-/// must agree; products also match the reference. The 256-row product runs as
-/// several row tasks.
+/// step). These products take the small path in `sgemm_with_level`, which packs
+/// B itself (wholly, or per task of column panels) or reads it in place (B
+/// stored contiguous and small), with the same K blocks: the bits must agree;
+/// products also match the reference. The 256-row products run as several row
+/// tasks.
 #[test]
 fn gemm_packed_b_is_reused_across_products() {
     for level in cpu::supported_levels() {
-        for (k, n) in [(128, 64), (784, 64), (512, 48)] {
-            let bt_data = values(n * k, 7);
-            let b = MatRef::row_major(&bt_data, n, k).unwrap().t();
+        for ((k, n), transposed) in [(128, 64), (784, 64), (512, 48), (40, 64)]
+            .into_iter()
+            .flat_map(|kn| [(kn, true), (kn, false)])
+        {
+            let b_data = values(n * k, 7);
+            let b = if transposed {
+                MatRef::row_major(&b_data, n, k).unwrap().t()
+            } else {
+                MatRef::row_major(&b_data, k, n).unwrap()
+            };
             let mut buf = vec![f32::NAN; PackedB::buffer_len(level, k, n)];
             let packed = PackedB::new(level, b, &mut buf).unwrap();
             assert_eq!(packed.level(), level);
@@ -792,7 +800,7 @@ fn gemm_packed_b_is_reused_across_products() {
                 assert_eq!(
                     bits(&got),
                     bits(&plain),
-                    "{}: {m} x {n} x {k}",
+                    "{}: {m} x {n} x {k}, B transposed {transposed}",
                     level.name()
                 );
                 let mut want = vec![0.0; m * n];

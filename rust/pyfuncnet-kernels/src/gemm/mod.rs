@@ -358,8 +358,8 @@ fn check_product_size(m: usize, n: usize, k: usize) -> Result<()> {
 /// through its row stride (rows a power-of-two stride apart share a few L1 sets,
 /// and a recurrent kernel read in place at every time step kept missing them).
 /// Keeps the view it was packed from. A product gives the same bits as
-/// [`sgemm_with_level`] at the same level whenever that takes the small path with
-/// B packed whole (B's rows strided and no wider than A is tall).
+/// [`sgemm_with_level`] at the same level whenever that takes the small path
+/// without transposing the product (whether it packs B or reads it in place).
 #[derive(Clone, Copy, Debug)]
 pub struct PackedB<'a> {
     source: MatRef<'a>,
