@@ -29,12 +29,12 @@ const STACK_OUTPUTS: usize = 8;
 const MIN_TASK_WORK: usize = 10_000;
 /// Runs estimated below this much work ([`crate::ops::OpCost`] units; a
 /// 784-64-64-10 MLP's training step at batch 64 is ~460k, at 256 ~1.8M, and its
-/// batch-256 predict step over 700k) run on one thread start to end. On the
-/// project's 2-core VM, with the parallel sections of those steps on two threads,
-/// the batch-64 training step ran ~10% slower (its GEMMs make only a few tasks of
-/// ~15 us), while the batch-256 training and predict steps ran ~16% and ~50%
-/// faster.
-const SERIAL_RUN_WORK: usize = 600_000;
+/// batch-256 predict step over 700k) run on one thread start to end. On a 2-core
+/// Sapphire Rapids VM the batch-64 training step ran ~10% slower on two threads
+/// than on one (its GEMMs make only a few tasks of ~15 us); on a 2-core Zen 3 VM,
+/// once its 784-deep products packed B, ~10% faster (median of eight interleaved
+/// pairs), as the batch-256 steps were on both.
+const SERIAL_RUN_WORK: usize = 300_000;
 
 const EMPTY_REF: TensorRef<'static> = TensorRef {
     shape: &[],
