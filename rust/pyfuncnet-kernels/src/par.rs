@@ -22,8 +22,12 @@
 //! operating system deschedules while it holds a task makes the caller wait for it
 //! at the end of the section, for up to a scheduler time slice (milliseconds), far
 //! longer than the section. [`for_each_task`] watches for such stalls and, after
-//! one, runs the sections of the next [`BACKOFF`] on the calling thread alone (a
-//! probe in parallel follows). Which thread runs a task never changes its result.
+//! one, runs the sections of a back-off on the calling thread alone (a probe in
+//! parallel follows): [`MIN_BACKOFF`] after an isolated stall (on a VM the host
+//! deschedules a virtual CPU now and then, about once a second on the project's
+//! 2-core VM), doubling up to [`MAX_BACKOFF`] while stalls keep following the
+//! back-offs (another process holds a core). Which thread runs a task never
+//! changes its result.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -428,8 +432,10 @@ fn serial() -> bool {
     num_threads() == 1 || SERIAL_SCOPE.with(|s| s.get()) || backing_off()
 }
 
-/// How long sections run on the calling thread alone after a stall.
-pub const BACKOFF: Duration = Duration::from_millis(100);
+/// How long sections run on the calling thread alone after an isolated stall.
+pub const MIN_BACKOFF: Duration = Duration::from_millis(5);
+/// The longest back-off, reached while stalls keep following the back-offs.
+pub const MAX_BACKOFF: Duration = Duration::from_millis(160);
 /// A wait for helpers longer than this (and than [`STALL_TASKS`] average tasks)
 /// counts as a stall: uneven task ends stay well below it, a descheduled helper
 /// well above.
@@ -444,6 +450,22 @@ fn now_ns() -> u64 {
 
 /// End of the current back-off, in [`now_ns`] time (0: none).
 static SERIAL_UNTIL_NS: AtomicU64 = AtomicU64::new(0);
+/// When the last stall was noted ([`now_ns`] time, 0: never) and the length of the
+/// back-off it started (ns).
+static LAST_STALL_NS: AtomicU64 = AtomicU64::new(0);
+static LAST_BACKOFF_NS: AtomicU64 = AtomicU64::new(0);
+
+/// The back-off (ns) after a stall at `now`, given the previous stall's time
+/// (0: none) and its back-off: doubled, up to [`MAX_BACKOFF`], when the stall
+/// comes within a few back-offs of the previous one, else [`MIN_BACKOFF`].
+fn next_backoff(now: u64, last_stall: u64, last_backoff: u64) -> u64 {
+    let (min, max) = (nanos(MIN_BACKOFF), nanos(MAX_BACKOFF));
+    if last_stall != 0 && now.saturating_sub(last_stall) < 4 * last_backoff.max(min) {
+        (2 * last_backoff).clamp(min, max)
+    } else {
+        min
+    }
+}
 
 fn backing_off() -> bool {
     let until = SERIAL_UNTIL_NS.load(Ordering::Relaxed);
@@ -464,8 +486,11 @@ fn note_section_end(ran: u32, busy: Duration, wait: Duration) -> bool {
     let typical_task = busy / ran;
     let stalled = wait > MIN_STALL.max(typical_task * STALL_TASKS);
     if stalled {
-        let until = now_ns() + BACKOFF.as_nanos() as u64;
-        SERIAL_UNTIL_NS.store(until.max(1), Ordering::Relaxed);
+        let now = now_ns();
+        let last = LAST_STALL_NS.swap(now, Ordering::Relaxed);
+        let backoff = next_backoff(now, last, LAST_BACKOFF_NS.load(Ordering::Relaxed));
+        LAST_BACKOFF_NS.store(backoff, Ordering::Relaxed);
+        SERIAL_UNTIL_NS.store((now + backoff).max(1), Ordering::Relaxed);
     }
     stalled
 }
@@ -709,6 +734,27 @@ mod tests {
         assert!(data.iter().enumerate().all(|(i, &x)| x as usize == i / 8));
         // End the back-off, so that the other tests of this binary run in parallel.
         SERIAL_UNTIL_NS.store(0, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn back_offs_double_while_stalls_recur_and_reset_after_a_quiet_spell() {
+        let ms = |x: u64| x * 1_000_000;
+        let min = nanos(MIN_BACKOFF);
+        // A first stall, and one long after the last.
+        assert_eq!(next_backoff(ms(1_000), 0, 0), min);
+        assert_eq!(next_backoff(ms(9_000), ms(1_000), min), min);
+        // Stalls right after each back-off: 5, 10, 20, ... up to the cap.
+        let mut backoff = min;
+        let mut at = ms(1_000);
+        for _ in 0..10 {
+            let next = next_backoff(at + backoff + ms(1), at, backoff);
+            assert_eq!(next, (2 * backoff).min(nanos(MAX_BACKOFF)));
+            at += backoff + ms(1);
+            backoff = next;
+        }
+        assert_eq!(backoff, nanos(MAX_BACKOFF));
+        // A quiet spell of several back-offs resets it.
+        assert_eq!(next_backoff(at + 5 * backoff, at, backoff), min);
     }
 
     #[test]
