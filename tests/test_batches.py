@@ -64,6 +64,16 @@ def test_take_rows_rejects_bad_arguments_and_leaves_out_untouched():
         _core.take_rows(x, np.array([0, 1, 2], np.int32), out.astype(np.int32))
     with pytest.raises(ValueError, match="C-contiguous"):
         _core.take_rows(x, np.array([0, 1], np.int32), np.zeros((4, 2), np.float32)[::2])
+    # An output that is the input, or read-only: an error, not a panic.
+    square = np.arange(9, dtype=np.float32).reshape(3, 3)
+    with pytest.raises(ValueError, match="out cannot be written"):
+        _core.take_rows(square, np.array([2, 1, 0], np.int32), square)
+    np.testing.assert_array_equal(square, np.arange(9).reshape(3, 3))
+    frozen = np.full((3, 2), -1.0, np.float32)
+    frozen.setflags(write=False)
+    with pytest.raises(ValueError, match="out cannot be written"):
+        _core.take_rows(x, np.array([0, 1, 2], np.int32), frozen)
+    np.testing.assert_array_equal(frozen, -1.0)
 
 
 def test_shuffled_epochs_feed_the_rows_of_a_permutation():

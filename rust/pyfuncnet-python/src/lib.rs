@@ -66,8 +66,14 @@ fn take_rows(
                 [&[indices.len()], &x.shape()[1..]].concat()
             )));
         }
-        let x = x.readonly();
-        let mut out = out.readwrite();
+        // `try_*`: an array already borrowed (`out` being `x`, or a read-only
+        // `out`) is an error, not a panic.
+        let x = x
+            .try_readonly()
+            .map_err(|e| errors::value_err(format!("take_rows: x cannot be read: {e}")))?;
+        let mut out = out
+            .try_readwrite()
+            .map_err(|e| errors::value_err(format!("take_rows: out cannot be written: {e}")))?;
         let (Ok(src), Ok(dst)) = (x.as_slice(), out.as_slice_mut()) else {
             return Err(errors::value_err(
                 "take_rows: x and out must be C-contiguous",

@@ -78,9 +78,24 @@ pub(crate) fn gemm_prepacked<K: MicroKernel>(
     small::gemm_prepacked::<K>(p, CTarget::new(c, ldc, p.m, p.n), bpack);
 }
 
-/// Packs all of `b` (`k x n`) into `NR`-column panels for [`gemm_prepacked`].
+/// Packs all of `b` (`k x n`) into `NR`-column panels for [`gemm_prepacked`]:
+/// groups of panels in parallel (an exact copy, so any split gives the same
+/// bits), one group when `b` is small.
 pub(crate) fn pack_whole_b<K: MicroKernel>(b: &MatRef, dst: &mut [f32]) {
-    pack_panels(dst, &b.t(), 0, b.cols, 0, b.rows, K::NR, K::LEVEL);
+    let (k, n, nr) = (b.rows, b.cols, K::NR);
+    let n_panels = n.div_ceil(nr);
+    let per_task = (MIN_PACK_TASK / (nr * k).max(1)).max(1);
+    let pack = |t: usize, chunk: &mut [f32]| {
+        let j0 = t * per_task * nr;
+        let cols = (per_task * nr).min(n - j0);
+        pack_panels(chunk, &b.t(), j0, cols, 0, k, nr, K::LEVEL);
+    };
+    let dst = &mut dst[..n_panels * nr * k];
+    if n_panels <= per_task {
+        pack(0, dst);
+    } else {
+        par::for_each_chunk_mut(dst, per_task * nr * k, pack);
+    }
 }
 
 /// Runs a checked problem (`m, n > 0`) with micro-kernel `K`.

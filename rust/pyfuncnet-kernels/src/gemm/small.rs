@@ -22,7 +22,6 @@ use crate::scratch::{with_scratch, Slot};
 use std::ops::Range;
 
 use super::MIN_TASK_FLOPS;
-use crate::par;
 
 /// Fewest rows of A for which a B whose rows are contiguous is packed anyway
 /// (eight strips of the AVX2 kernel share the copy).
@@ -32,8 +31,6 @@ const PACK_B_MIN_LEN: usize = 4096;
 /// Largest A (`m * k` floats, 256 KiB: half of L2) that every task of B's
 /// column panels reads whole.
 const SHARED_A_MAX: usize = 64 * 1024;
-/// Fewest floats of B one parallel packing task copies.
-const PACK_TASK_LEN: usize = 32 * 1024;
 
 /// Largest K block of B, in floats, that [`strips`] runs strip by strip: 32K
 /// floats, a quarter of a 512 KiB L2.
@@ -71,27 +68,7 @@ pub(crate) fn gemm<K: MicroKernel>(p: &Problem, c: CTarget) {
         // steps rows comes from memory): pack B once, then tasks take row strips
         // as below, so each task reads only its rows of A.
         with_scratch(Slot::B, n_panels * nr * k, |bpack| {
-            // Panel by panel in parallel (an exact copy, so any split gives the
-            // same bits); one task when B is small.
-            let per_task = (PACK_TASK_LEN / (nr * k)).max(1);
-            let pack = |t: usize, chunk: &mut [f32]| {
-                let j0 = t * per_task * nr;
-                pack_panels(
-                    chunk,
-                    &b.t(),
-                    j0,
-                    (per_task * nr).min(n - j0),
-                    0,
-                    k,
-                    nr,
-                    K::LEVEL,
-                );
-            };
-            if n_panels <= per_task {
-                pack(0, bpack);
-            } else {
-                par::for_each_chunk_mut(bpack, per_task * nr * k, pack);
-            }
+            super::driver::pack_whole_b::<K>(b, bpack);
             gemm_prepacked::<K>(p, c, bpack);
         });
         return;
