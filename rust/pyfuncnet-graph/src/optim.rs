@@ -31,7 +31,15 @@
 //! are grouped and large ones cut into chunks of `CHUNK` elements, and the pieces run in parallel
 //! with [`par::join`]. The one reduction, the sum of squares behind `clipnorm` and
 //! `global_clipnorm`, is accumulated in f64 over a split that depends only on the length.
-//! Nothing here allocates on the heap after validation; small steps never touch the thread pool.
+//! Nothing here allocates on the heap after validation (but for the first step that uses a
+//! buffer: a [`RowSums`]'s rows, a thread's piece of one written out); small steps never touch
+//! the thread pool.
+//!
+//! # Gathered tables
+//!
+//! An embedding table's gradient is zero but in the rows the batch gathered. It reaches
+//! [`apply_gradients`] as [`Gradient::Rows`]: those rows' sums only, written out piece by piece
+//! next to the update, where the piece stays in cache. The result is bitwise the dense one's.
 
 use std::fmt::Write as _;
 
@@ -694,7 +702,7 @@ pub fn apply_gradients(
     state: &mut OptimizerState,
     lr: f32,
     vars: &mut [&mut [f32]],
-    grads: &mut [&mut [f32]],
+    grads: &mut [Gradient<'_>],
 ) -> Result<(), String> {
     check_step(config, state, lr, vars, grads)?;
     if vars.is_empty() {
@@ -731,7 +739,7 @@ fn check_step(
     state: &OptimizerState,
     lr: f32,
     vars: &[&mut [f32]],
-    grads: &[&mut [f32]],
+    grads: &[Gradient<'_>],
 ) -> Result<(), String> {
     config.validate()?;
     let id = config.kind.name();
@@ -787,31 +795,215 @@ fn check_step(
 
 /// Keras's `_clip_gradients`: the first of `clipnorm`, `global_clipnorm`, `clipvalue` that is set
 /// and > 0 is applied (validation allows only one to be set).
-fn clip_gradients(config: &OptimizerConfig, grads: &mut [&mut [f32]]) {
+fn clip_gradients(config: &OptimizerConfig, grads: &mut [Gradient<'_>]) {
     let positive = |x: Option<f32>| x.filter(|&c| c > 0.0);
     if let Some(c) = positive(config.clipnorm) {
         // `_clip_by_norm`: values * clipnorm / maximum(l2norm, clipnorm), per variable.
         for g in grads.iter_mut() {
-            let norm = (sum_squares(g) as f32).sqrt();
+            let norm = (g.sum_squares() as f32).sqrt();
             let denominator = maximum(norm, c);
-            map_in_place(g, move |x| (x * c) / denominator);
+            g.map(move |x| (x * c) / denominator);
         }
     } else if let Some(c) = positive(config.global_clipnorm) {
         // `clip_by_global_norm`: scale = c * min(1 / norm, 1 / c) + (norm - norm); the last term
         // turns an infinite or NaN norm into a NaN scale, as in Keras.
-        let total: f64 = grads.iter().map(|g| sum_squares(g)).sum();
+        let total: f64 = grads.iter().map(Gradient::sum_squares).sum();
         let norm = (total as f32).sqrt();
         let norm_minus_norm = if norm.is_finite() { 0.0 } else { f32::NAN };
         let scale = c * minimum(1.0 / norm, 1.0 / c) + norm_minus_norm;
         for g in grads.iter_mut() {
-            map_in_place(g, move |x| x * scale);
+            g.map(move |x| x * scale);
         }
     } else if let Some(v) = positive(config.clipvalue) {
         // `ops.clip(g, -v, v)`; a NaN gradient stays NaN.
         for g in grads.iter_mut() {
-            map_in_place(g, move |x| x.clamp(-v, v));
+            g.map(move |x| x.clamp(-v, v));
         }
     }
+}
+
+/// A variable's gradient as the optimizer receives it.
+#[derive(Debug)]
+pub enum Gradient<'a> {
+    /// As long as its variable.
+    Dense(&'a mut [f32]),
+    /// Zero but in the rows of a table that a step gathered (an embedding's).
+    Rows(&'a mut RowSums),
+}
+
+impl Gradient<'_> {
+    /// Number of elements (the variable's).
+    fn len(&self) -> usize {
+        match self {
+            Gradient::Dense(g) => g.len(),
+            Gradient::Rows(sums) => sums.rows * sums.row_len,
+        }
+    }
+
+    /// The sum of squares [`sum_squares`] gives for the dense gradient.
+    fn sum_squares(&self) -> f64 {
+        match self {
+            Gradient::Dense(g) => sum_squares(g),
+            Gradient::Rows(sums) => sums.sum_squares(0..sums.rows * sums.row_len),
+        }
+    }
+
+    /// `x <- f(x)` for every element.
+    fn map(&mut self, f: impl Fn(f32) -> f32 + Sync + Send) {
+        match self {
+            Gradient::Dense(g) => map_in_place(g, f),
+            Gradient::Rows(sums) => {
+                sums.sums.iter_mut().for_each(|x| *x = f(*x));
+                sums.others = f(sums.others);
+            }
+        }
+    }
+}
+
+/// The gradient of a table whose rows a step gathered by index (`take` along axis 0, as an
+/// embedding does): for each gathered row, the sum of the gradients of its copies; every other
+/// row is zero. Only the gathered rows are stored, so the optimizer streams the table and its
+/// slot arrays but not a table-sized gradient, and no table-sized buffer is zeroed each step.
+///
+/// A row's sum adds its copies' gradients in the order of the indices, starting from 0, as the
+/// dense scatter-add does, and clipping maps the stored sums and the value of the other rows as
+/// it would map every element, so the optimizer's result is bitwise the one the dense gradient
+/// gives. The buffers keep their capacity from step to step.
+#[derive(Debug, Default)]
+pub struct RowSums {
+    rows: usize,
+    row_len: usize,
+    /// For each row of the table, its position in `sums`, or [`RowSums::ABSENT`].
+    position: Vec<u32>,
+    /// The gathered rows, in order of first appearance.
+    gathered: Vec<u32>,
+    /// Their sums, `row_len` each.
+    sums: Vec<f32>,
+    /// The value of every element of the other rows: 0 until clipping maps it.
+    others: f32,
+}
+
+impl RowSums {
+    const ABSENT: u32 = u32::MAX;
+
+    /// Sets the gradient of a `rows x row_len` table from the gradient `dy` of the rows that
+    /// `indices` gathered (`indices.len() * row_len` values, copy after copy).
+    ///
+    /// # Errors
+    /// When an index is outside `[0, rows)`, `rows` does not fit the row positions, or `dy` has
+    /// the wrong length; nothing is changed then.
+    pub fn set(
+        &mut self,
+        rows: usize,
+        row_len: usize,
+        indices: &[i32],
+        dy: &[f32],
+    ) -> Result<(), String> {
+        if rows >= Self::ABSENT as usize {
+            return Err(format!("a gathered table of {rows} rows is too large"));
+        }
+        if Some(dy.len()) != indices.len().checked_mul(row_len) {
+            return Err(format!(
+                "the gradient of {} gathered rows of {row_len} must have {} elements, got {}",
+                indices.len(),
+                indices.len().saturating_mul(row_len),
+                dy.len()
+            ));
+        }
+        if let Some((at, &i)) = indices
+            .iter()
+            .enumerate()
+            .find(|&(_, &i)| i < 0 || i as usize >= rows)
+        {
+            return Err(format!(
+                "index {i} at position {at} is outside the table's {rows} rows"
+            ));
+        }
+        for &r in &self.gathered {
+            if let Some(p) = self.position.get_mut(r as usize) {
+                *p = Self::ABSENT;
+            }
+        }
+        self.position.resize(rows, Self::ABSENT);
+        self.gathered.clear();
+        self.sums.clear();
+        // At most one row per index: reserved once, so later steps do not allocate.
+        self.gathered.reserve(indices.len().min(rows));
+        self.sums.reserve(indices.len().min(rows) * row_len);
+        self.rows = rows;
+        self.row_len = row_len;
+        self.others = 0.0;
+        for (&i, d) in indices.iter().zip(dy.chunks_exact(row_len.max(1))) {
+            let p = &mut self.position[i as usize];
+            if *p == Self::ABSENT {
+                *p = self.gathered.len() as u32;
+                self.gathered.push(i as u32);
+                self.sums.resize(self.sums.len() + row_len, 0.0);
+            }
+            let at = *p as usize * row_len;
+            for (s, &v) in self.sums[at..at + row_len].iter_mut().zip(d) {
+                *s += v;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes elements `start..start + out.len()` of the dense gradient into `out`.
+    fn write_range(&self, start: usize, out: &mut [f32]) {
+        let end = start + out.len();
+        out.fill(self.others);
+        if self.row_len == 0 {
+            return;
+        }
+        for r in start / self.row_len..end.div_ceil(self.row_len) {
+            let p = self.position[r];
+            if p == Self::ABSENT {
+                continue;
+            }
+            // The part of row r inside start..end.
+            let (lo, hi) = (
+                (r * self.row_len).max(start),
+                ((r + 1) * self.row_len).min(end),
+            );
+            let from = p as usize * self.row_len + lo - r * self.row_len;
+            out[lo - start..hi - start].copy_from_slice(&self.sums[from..from + hi - lo]);
+        }
+    }
+
+    /// [`sum_squares`] of elements `range` of the dense gradient: the same split into pieces, each
+    /// written out and summed as the dense one is.
+    fn sum_squares(&self, range: std::ops::Range<usize>) -> f64 {
+        let n = range.len();
+        if n <= CHUNK {
+            return with_chunk_buffer(n, |g| {
+                self.write_range(range.start, g);
+                sum_squares(g)
+            });
+        }
+        let mid = range.start + split_point(n);
+        let (a, b) = par::join(
+            || self.sum_squares(range.start..mid),
+            || self.sum_squares(mid..range.end),
+        );
+        a + b
+    }
+}
+
+thread_local! {
+    /// Each thread's buffer for one piece of a [`RowSums`] gradient, written out.
+    static CHUNK_BUFFER: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's buffer of `n <= CHUNK` floats (allocated on first use only).
+fn with_chunk_buffer<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    debug_assert!(n <= CHUNK);
+    CHUNK_BUFFER.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.len() < CHUNK {
+            b.resize(CHUNK, 0.0);
+        }
+        f(&mut b[..n])
+    })
 }
 
 /// `ops.maximum` on float32: NaN if either operand is NaN.
@@ -1093,16 +1285,28 @@ fn step_rule(
 /// A variable (or a piece of one) with its gradient and slot arrays; unused slots are empty.
 struct Lanes<'a> {
     var: &'a mut [f32],
-    grad: &'a [f32],
+    grad: GradPart<'a>,
     slots: [&'a mut [f32]; MAX_SLOTS],
 }
 
+/// The gradient of a piece of a variable: a slice as long as the piece, or the piece's
+/// elements of a [`RowSums`], from element `start` of the variable on.
+#[derive(Clone, Copy)]
+enum GradPart<'a> {
+    Dense(&'a [f32]),
+    Rows { sums: &'a RowSums, start: usize },
+}
+
 impl<'a> Lanes<'a> {
-    fn new(var: &'a mut [f32], grad: &'a [f32], slots: &'a mut [Vec<f32>]) -> Self {
+    fn new(var: &'a mut [f32], grad: &'a Gradient<'_>, slots: &'a mut [Vec<f32>]) -> Self {
         let mut lanes: [&'a mut [f32]; MAX_SLOTS] = Default::default();
         for (dst, src) in lanes.iter_mut().zip(slots.iter_mut()) {
             *dst = src.as_mut_slice();
         }
+        let grad = match grad {
+            Gradient::Dense(g) => GradPart::Dense(g),
+            Gradient::Rows(sums) => GradPart::Rows { sums, start: 0 },
+        };
         Lanes {
             var,
             grad,
@@ -1113,7 +1317,19 @@ impl<'a> Lanes<'a> {
     fn split_at(self, mid: usize) -> (Self, Self) {
         let Lanes { var, grad, slots } = self;
         let (var_a, var_b) = var.split_at_mut(mid);
-        let (grad_a, grad_b) = grad.split_at(mid);
+        let (grad_a, grad_b) = match grad {
+            GradPart::Dense(g) => {
+                let (a, b) = g.split_at(mid);
+                (GradPart::Dense(a), GradPart::Dense(b))
+            }
+            GradPart::Rows { sums, start } => (
+                GradPart::Rows { sums, start },
+                GradPart::Rows {
+                    sums,
+                    start: start + mid,
+                },
+            ),
+        };
         let mut slots_a: [&'a mut [f32]; MAX_SLOTS] = Default::default();
         let mut slots_b: [&'a mut [f32]; MAX_SLOTS] = Default::default();
         for (k, slot) in slots.into_iter().enumerate() {
@@ -1144,7 +1360,7 @@ impl<'a> Lanes<'a> {
 fn update_group(
     step: &Step,
     vars: &mut [&mut [f32]],
-    grads: &[&mut [f32]],
+    grads: &[Gradient<'_>],
     states: &mut [VariableState],
 ) {
     let total: usize = vars.iter().map(|v| v.len()).sum();
@@ -1174,13 +1390,25 @@ fn update_group(
 fn update_split(step: &Step, lanes: Lanes<'_>) {
     let n = lanes.var.len();
     if n <= CHUNK {
-        cpu::run_at(
-            cpu::active(),
-            &mut Update {
-                step,
-                lanes: Some(lanes),
-            },
-        );
+        let Lanes { var, grad, slots } = lanes;
+        let run = |grad: &[f32]| {
+            cpu::run_at(
+                cpu::active(),
+                &mut Update {
+                    step,
+                    piece: Some(Piece { var, grad, slots }),
+                },
+            )
+        };
+        match grad {
+            GradPart::Dense(g) => run(g),
+            // The piece's gradient, written out where it stays in cache while the
+            // update reads it.
+            GradPart::Rows { sums, start } => with_chunk_buffer(n, |g| {
+                sums.write_range(start, g);
+                run(g)
+            }),
+        }
         return;
     }
     let (a, b) = lanes.split_at(split_point(n));
@@ -1192,14 +1420,21 @@ fn update_split(step: &Step, lanes: Lanes<'_>) {
 /// the operations are the same IEEE ones at every width).
 struct Update<'s, 'a> {
     step: &'s Step,
-    lanes: Option<Lanes<'a>>,
+    piece: Option<Piece<'a>>,
+}
+
+/// A piece of a variable with its gradient, written out, and its slot arrays.
+struct Piece<'a> {
+    var: &'a mut [f32],
+    grad: &'a [f32],
+    slots: [&'a mut [f32]; MAX_SLOTS],
 }
 
 impl SimdBody for Update<'_, '_> {
     #[inline(always)]
     fn run(&mut self) {
-        if let Some(lanes) = self.lanes.take() {
-            update_lanes(self.step, lanes);
+        if let Some(piece) = self.piece.take() {
+            update_lanes(self.step, piece);
         }
     }
 }
@@ -1207,12 +1442,12 @@ impl SimdBody for Update<'_, '_> {
 /// The fused kernel on one piece: weight decay, then the optimizer's `update_step`, each
 /// element in Keras's float32 operation order.
 #[inline(always)]
-fn update_lanes(step: &Step, lanes: Lanes<'_>) {
-    let Lanes {
+fn update_lanes(step: &Step, piece: Piece<'_>) {
+    let Piece {
         var,
         grad,
         slots: [s0, s1, s2],
-    } = lanes;
+    } = piece;
     if let Some((wd, lr)) = step.decay {
         // `variable.assign(variable - variable * wd * lr)`.
         for w in var.iter_mut() {
@@ -1524,7 +1759,14 @@ mod tests {
         let mut state = OptimizerState::new(config, &[3]);
         for g in grads {
             let mut g = g.to_vec();
-            apply_gradients(config, &mut state, lr, &mut [&mut w[..]], &mut [&mut g[..]]).unwrap();
+            apply_gradients(
+                config,
+                &mut state,
+                lr,
+                &mut [&mut w[..]],
+                &mut [Gradient::Dense(&mut g[..])],
+            )
+            .unwrap();
         }
         assert_eq!(state.iterations, 3);
         (w, state)
@@ -1710,7 +1952,7 @@ mod tests {
                             &mut state,
                             lr,
                             &mut [&mut got[..]],
-                            &mut [&mut g[..]],
+                            &mut [Gradient::Dense(&mut g[..])],
                         )
                         .unwrap();
                     }
@@ -1979,7 +2221,7 @@ mod tests {
                 &mut state,
                 0.01,
                 &mut [&mut a[..], &mut b[..]],
-                &mut [&mut ga[..], &mut gb[..]],
+                &mut [Gradient::Dense(&mut ga[..]), Gradient::Dense(&mut gb[..])],
             )
             .unwrap();
         }
@@ -2048,7 +2290,7 @@ mod tests {
             &mut state,
             1.0,
             &mut [&mut w1[..], &mut w2[..]],
-            &mut [&mut g1[..], &mut g2[..]],
+            &mut [Gradient::Dense(&mut g1[..]), Gradient::Dense(&mut g2[..])],
         )
         .unwrap();
         [w1, w2, g1, g2]
@@ -2306,7 +2548,7 @@ mod tests {
             &mut state,
             0.01,
             &mut [&mut a[..], &mut b[..]],
-            &mut [&mut ga[..], &mut gb[..]],
+            &mut [Gradient::Dense(&mut ga[..]), Gradient::Dense(&mut gb[..])],
         )
         .unwrap();
 
@@ -2332,7 +2574,8 @@ mod tests {
             }
             let mut vars: Vec<&mut [f32]> = vec![&mut a[..], &mut b[..]];
             vars.truncate(n_vars);
-            let mut grads: Vec<&mut [f32]> = vec![&mut ga[..], &mut gb[..]];
+            let mut grads: Vec<Gradient> =
+                vec![Gradient::Dense(&mut ga[..]), Gradient::Dense(&mut gb[..])];
             grads.truncate(n_grads);
             let err = apply_gradients(config, &mut state, lr, &mut vars, &mut grads).unwrap_err();
             assert!(err.contains(needle), "{needle}: {err}");
@@ -2350,7 +2593,7 @@ mod tests {
             &mut broken,
             0.01,
             &mut [&mut a[..], &mut b[..]],
-            &mut [&mut ga[..], &mut gb[..]],
+            &mut [Gradient::Dense(&mut ga[..]), Gradient::Dense(&mut gb[..])],
         )
         .unwrap_err();
         assert!(err.contains("slot 0 of variable 1"), "{err}");
@@ -2363,6 +2606,128 @@ mod tests {
         let mut state = OptimizerState::new(&c, &[]);
         apply_gradients(&c, &mut state, 0.1, &mut [], &mut []).unwrap();
         assert_eq!(state.iterations, 0);
+    }
+
+    /// A gathered table's gradient as [`RowSums`] gives, bit for bit, what the dense
+    /// gradient from the scatter-add of `take_grad` gives, for every optimizer and every
+    /// clipping (including a NaN norm, which turns every zero into NaN), with repeated
+    /// indices, a row length that does not divide the pieces the update is cut into, and
+    /// a dense variable beside it.
+    #[test]
+    fn row_sums_update_like_the_dense_scatter_add() {
+        use pyfuncnet_kernels::layout::scatter_add;
+        let (rows, row_len) = (700, 100);
+        let len = rows * row_len;
+        assert!(len > 2 * CHUNK && !CHUNK.is_multiple_of(row_len));
+        let wave = |n: usize, seed: f32| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i as f32 * 0.37 + seed).sin()) * 1.5)
+                .collect()
+        };
+        // Steps gather different rows, some several times, some at the table's ends.
+        let steps: [Vec<i32>; 3] = [
+            vec![3, 699, 3, 0, 350, 3, 699],
+            vec![1, 2, 3, 327, 328, 656],
+            vec![655, 655, 655, 0],
+        ];
+        let clippings = [
+            (None, None, None),
+            (Some(0.5), None, None),
+            (None, Some(0.7), None),
+            (None, None, Some(0.05)),
+        ];
+        for name in OPTIMIZER_NAMES {
+            for (case, &(clipnorm, global_clipnorm, clipvalue)) in clippings.iter().enumerate() {
+                for nan in [false, true] {
+                    if nan && clipnorm.is_none() && global_clipnorm.is_none() {
+                        continue;
+                    }
+                    let c = OptimizerConfig {
+                        weight_decay: Some(0.01),
+                        clipnorm,
+                        global_clipnorm,
+                        clipvalue,
+                        ..parse(json!({ "name": name }))
+                    };
+                    let what = format!("{name}, clipping case {case}, nan {nan}");
+                    let (mut table_a, mut other_a) = (wave(len, 0.1), wave(37, 0.2));
+                    let (mut table_b, mut other_b) = (table_a.clone(), other_a.clone());
+                    let mut state_a = OptimizerState::new(&c, &[len, 37]);
+                    let mut state_b = state_a.clone();
+                    let mut sums = RowSums::default();
+                    for (t, indices) in steps.iter().enumerate() {
+                        let mut dy = wave(indices.len() * row_len, t as f32);
+                        if nan && t == 1 {
+                            dy[5] = f32::NAN;
+                        }
+                        let g_other = wave(37, 3.0 + t as f32);
+                        let mut dense = vec![0.0; len];
+                        scatter_add("test", &dy, indices, 1, rows, row_len, &mut dense).unwrap();
+                        let mut g = g_other.clone();
+                        apply_gradients(
+                            &c,
+                            &mut state_a,
+                            0.01,
+                            &mut [&mut table_a[..], &mut other_a[..]],
+                            &mut [Gradient::Dense(&mut dense), Gradient::Dense(&mut g)],
+                        )
+                        .unwrap();
+                        sums.set(rows, row_len, indices, &dy).unwrap();
+                        let mut g = g_other.clone();
+                        apply_gradients(
+                            &c,
+                            &mut state_b,
+                            0.01,
+                            &mut [&mut table_b[..], &mut other_b[..]],
+                            &mut [Gradient::Rows(&mut sums), Gradient::Dense(&mut g)],
+                        )
+                        .unwrap();
+                        let same = |x: &[f32], y: &[f32]| {
+                            x.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits())
+                        };
+                        assert!(same(&table_a, &table_b), "{what}: table after step {t}");
+                        assert!(same(&other_a, &other_b), "{what}: other after step {t}");
+                        for (sa, sb) in state_a.variables.iter().zip(&state_b.variables) {
+                            for (a, b) in sa.slots.iter().zip(&sb.slots) {
+                                assert!(same(a, b), "{what}: slots after step {t}");
+                            }
+                        }
+                        assert_eq!(state_a.iterations, state_b.iterations);
+                    }
+                    if nan {
+                        assert!(table_b.iter().all(|x| x.is_nan()), "{what}: NaN everywhere");
+                    }
+                }
+            }
+        }
+    }
+
+    /// `RowSums::set` checks its indices and lengths before it changes anything, and a
+    /// new step forgets the rows of the previous one.
+    #[test]
+    fn row_sums_check_their_input_and_reset_between_steps() {
+        let mut sums = RowSums::default();
+        let err = sums.set(4, 2, &[1, 4], &[0.0; 4]).unwrap_err();
+        assert!(
+            err.contains("index 4 at position 1") && err.contains("4 rows"),
+            "{err}"
+        );
+        let err = sums.set(4, 2, &[-1], &[0.0; 2]).unwrap_err();
+        assert!(err.contains("index -1 at position 0"), "{err}");
+        let err = sums.set(4, 2, &[1, 2], &[0.0; 3]).unwrap_err();
+        assert!(err.contains("must have 4 elements, got 3"), "{err}");
+
+        sums.set(4, 2, &[1, 3, 1], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+            .unwrap();
+        let mut dense = [9.0; 8];
+        sums.write_range(0, &mut dense);
+        assert_eq!(dense, [0.0, 0.0, 6.0, 8.0, 0.0, 0.0, 3.0, 4.0]);
+        sums.set(4, 2, &[0], &[-1.0, -2.0]).unwrap();
+        sums.write_range(0, &mut dense);
+        assert_eq!(dense, [-1.0, -2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        let mut part = [9.0; 3];
+        sums.write_range(1, &mut part);
+        assert_eq!(part, [-2.0, 0.0, 0.0]);
     }
 
     /// Large variables are split into parallel chunks and groups; since the update is
@@ -2390,18 +2755,18 @@ mod tests {
                 let mut g_big = values(step as f32);
                 let mut g_small = g_big.clone();
                 let mut vars: Vec<&mut [f32]> = Vec::new();
-                let mut grads: Vec<&mut [f32]> = Vec::new();
+                let mut grads: Vec<Gradient> = Vec::new();
                 let (mut rest_v, mut rest_g) = (&mut big[..], &mut g_big[..]);
                 for &n in &sizes {
                     let (v, rv) = rest_v.split_at_mut(n);
                     let (g, rg) = rest_g.split_at_mut(n);
                     vars.push(v);
-                    grads.push(g);
+                    grads.push(Gradient::Dense(g));
                     (rest_v, rest_g) = (rv, rg);
                 }
                 apply_gradients(&c, &mut big_state, 0.05, &mut vars, &mut grads).unwrap();
                 let mut vars: Vec<&mut [f32]> = small.chunks_mut(1).collect();
-                let mut grads: Vec<&mut [f32]> = g_small.chunks_mut(1).collect();
+                let mut grads: Vec<Gradient> = g_small.chunks_mut(1).map(Gradient::Dense).collect();
                 apply_gradients(&c, &mut small_state, 0.05, &mut vars, &mut grads).unwrap();
                 assert_eq!(g_big, g_small, "{name}: clipped gradients");
             }
@@ -2416,7 +2781,14 @@ mod tests {
         let mut g: Vec<f32> = (0..n).map(|i| (i % 7) as f32 - 3.0).collect();
         let mut w = vec![0.0f32; n];
         let mut state = OptimizerState::new(&c, &[n]);
-        apply_gradients(&c, &mut state, 1.0, &mut [&mut w[..]], &mut [&mut g[..]]).unwrap();
+        apply_gradients(
+            &c,
+            &mut state,
+            1.0,
+            &mut [&mut w[..]],
+            &mut [Gradient::Dense(&mut g[..])],
+        )
+        .unwrap();
         let norm = sum_squares(&g).sqrt();
         assert!((norm - 1.0).abs() < 1e-5, "{norm}");
     }

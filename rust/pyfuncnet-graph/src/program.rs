@@ -5,8 +5,10 @@ use crate::autodiff;
 use crate::error::{GraphError, Result};
 use crate::exec::Executor;
 use crate::exec::{recycle, recycle_opt};
+use crate::graph::{Graph, ValueId, ValueSource};
+use crate::ops::gather::TakeGradOp;
 use crate::ops::Ctx;
-use crate::optim::{self, OptimizerConfig, OptimizerState, VariableState};
+use crate::optim::{self, Gradient, OptimizerConfig, OptimizerState, RowSums, VariableState};
 use crate::spec::{self, Spec};
 use crate::tensor::{Buffer, DataRef, TensorRef, TensorType};
 use pyfuncnet_kernels::par;
@@ -41,15 +43,54 @@ pub struct CompiledStep {
     /// Positions (into `trainable`) of the variables that receive a gradient; as in
     /// Keras, the others are left alone by the optimizer.
     active: Vec<usize>,
-    /// Slot and length of each active variable's gradient.
+    /// Slot and length of the dense gradient of each active variable but those in
+    /// `row_grads`, in order.
     grad_slots: Vec<usize>,
     grad_lens: Vec<usize>,
+    /// The active variables whose gradient is a gather's (embedding tables), in order.
+    row_grads: Vec<RowGrad>,
     /// Non-trainable weight assignments: (weight index, fetch index).
     updates: Vec<(usize, usize)>,
     /// Reused lists of borrowed slices (see [`crate::exec::recycle`]).
     scratch_vars: Vec<&'static mut [f32]>,
     scratch_grads: Vec<&'static mut [f32]>,
+    scratch_gradients: Vec<Gradient<'static>>,
     scratch_lookup: Vec<Option<&'static mut [f32]>>,
+}
+
+/// An active variable whose gradient is that of the rows a `take` along axis 0
+/// gathered: the step fetches the gathered rows' gradient and the indices instead
+/// of a table-sized gradient, and the optimizer reads them as [`RowSums`].
+#[derive(Debug)]
+struct RowGrad {
+    /// Position in `CompiledStep::active`.
+    active_position: usize,
+    /// Fetches of the gradient of the gathered rows and of the indices.
+    dy_fetch: usize,
+    indices_fetch: usize,
+    /// The table: rows, and elements per row.
+    rows: usize,
+    row_len: usize,
+    sums: RowSums,
+}
+
+/// `(dy, indices, rows, row_len)` when `grad` is the output of a `take_grad` along
+/// axis 0 of a table of `rows` rows of `row_len` elements, computed from node
+/// outputs (whose buffers a step can read back).
+fn gathered_rows(graph: &Graph, grad: ValueId) -> Option<(ValueId, ValueId, usize, usize)> {
+    let ValueSource::Node { node, .. } = graph.values[grad].source else {
+        return None;
+    };
+    let node = &graph.nodes[node];
+    let op = node.op.as_any().downcast_ref::<TakeGradOp>()?;
+    let (&[dy, indices], Some((&rows, rest))) =
+        (node.inputs.as_slice(), op.input_shape.split_first())
+    else {
+        return None;
+    };
+    let is_node = |v: ValueId| matches!(graph.values[v].source, ValueSource::Node { .. });
+    (op.axis == 0 && is_node(dy) && graph.ty(grad).shape == op.input_shape)
+        .then(|| (dy, indices, rows, rest.iter().product()))
 }
 
 impl CompiledStep {
@@ -77,6 +118,7 @@ impl CompiledStep {
         let mut active = Vec::new();
         let mut grad_fetches = Vec::new();
         let mut update_fetches = Vec::new();
+        let mut row_grads = Vec::new();
         if mode == Mode::Train {
             let loss = loss.expect("checked above");
             for (i, &(w, _)) in trainable.iter().enumerate() {
@@ -92,6 +134,19 @@ impl CompiledStep {
             for (k, (&(w, _), grad)) in trainable.iter().zip(grads).enumerate() {
                 weights.push(w);
                 let Some(mut grad) = grad else { continue };
+                if let Some((dy, indices, rows, row_len)) = gathered_rows(&graph, grad) {
+                    row_grads.push(RowGrad {
+                        active_position: active.len(),
+                        dy_fetch: fetches.len(),
+                        indices_fetch: fetches.len() + 1,
+                        rows,
+                        row_len,
+                        sums: RowSums::default(),
+                    });
+                    active.push(k);
+                    fetches.extend([dy, indices]);
+                    continue;
+                }
                 // Each gradient gets a buffer of its own: the optimizer clips it in place.
                 let is_node = matches!(
                     graph.values[grad].source,
@@ -134,9 +189,11 @@ impl CompiledStep {
             active,
             grad_slots,
             grad_lens,
+            row_grads,
             updates: update_fetches,
             scratch_vars: Vec::new(),
             scratch_grads: Vec::new(),
+            scratch_gradients: Vec::new(),
             scratch_lookup: Vec::new(),
         })
     }
@@ -228,11 +285,35 @@ impl CompiledStep {
             training: true,
         };
         self.exec.run(&ctx, inputs, &vars.values)?;
+        for rg in &mut self.row_grads {
+            let (DataRef::F32(dy), DataRef::I32(indices)) = (
+                self.exec.fetch(rg.dy_fetch).data,
+                self.exec.fetch(rg.indices_fetch).data,
+            ) else {
+                unreachable!("a take_grad's inputs are float rows and int32 indices");
+            };
+            rg.sums
+                .set(rg.rows, rg.row_len, indices, dy)
+                .map_err(GraphError::value)?;
+        }
 
         let mut lookup = recycle_opt(std::mem::take(&mut self.scratch_lookup));
-        let mut grads = recycle(std::mem::take(&mut self.scratch_grads));
+        let mut dense = recycle(std::mem::take(&mut self.scratch_grads));
         self.exec
-            .slots_mut(&self.grad_slots, &self.grad_lens, &mut lookup, &mut grads);
+            .slots_mut(&self.grad_slots, &self.grad_lens, &mut lookup, &mut dense);
+        // The gradients in `active` order: the gathers' where they belong, the dense
+        // ones in between.
+        let mut grads = recycle_gradients(std::mem::take(&mut self.scratch_gradients));
+        let mut rows = self.row_grads.iter_mut().peekable();
+        let mut dense_iter = dense.drain(..);
+        for position in 0..self.active.len() {
+            let gradient = match rows.next_if(|rg| rg.active_position == position) {
+                Some(rg) => Gradient::Rows(&mut rg.sums),
+                None => Gradient::Dense(dense_iter.next().expect("one dense gradient per slot")),
+            };
+            grads.push(gradient);
+        }
+        drop(dense_iter);
         let mut lookup = recycle_opt(lookup);
         lookup.extend(vars.values.iter_mut().map(|v| Some(v.as_mut_slice())));
         let mut var_refs = recycle(std::mem::take(&mut self.scratch_vars));
@@ -248,7 +329,8 @@ impl CompiledStep {
             apply_to_subset(config, state, &self.active, lr, &mut var_refs, &mut grads)
         };
         self.scratch_vars = recycle(var_refs);
-        self.scratch_grads = recycle(grads);
+        self.scratch_gradients = recycle_gradients(grads);
+        self.scratch_grads = recycle(dense);
         self.scratch_lookup = recycle_opt(lookup);
         result.map_err(GraphError::value)?;
         for &(w, fetch) in &self.updates {
@@ -284,7 +366,7 @@ fn apply_to_subset(
     active: &[usize],
     lr: f32,
     vars: &mut [&mut [f32]],
-    grads: &mut [&mut [f32]],
+    grads: &mut [Gradient<'_>],
 ) -> std::result::Result<(), String> {
     let empty = || VariableState {
         slots: Vec::new(),
@@ -312,6 +394,15 @@ fn apply_to_subset(
         }
     }
     result
+}
+
+/// `v` emptied, with its capacity, for gradients of another lifetime (see
+/// [`recycle`]).
+fn recycle_gradients<'b>(mut v: Vec<Gradient<'_>>) -> Vec<Gradient<'b>> {
+    v.clear();
+    v.into_iter()
+        .map(|_| unreachable!("the vector was cleared"))
+        .collect()
 }
 
 /// A computed tensor: its shape and data.

@@ -97,8 +97,10 @@ impl Optimizer {
             .iter()
             .map(|&i| slots[i].take().expect("indices are distinct and exist"))
             .collect();
-        let mut grad_refs: Vec<&mut [f32]> =
-            grad_data.iter_mut().map(|g| g.as_mut_slice()).collect();
+        let mut grad_refs: Vec<optim::Gradient> = grad_data
+            .iter_mut()
+            .map(|g| optim::Gradient::Dense(g.as_mut_slice()))
+            .collect();
         let (config, state) = (&self.config, &mut self.state);
         enter_core(py, || {
             optim::apply_gradients(config, state, lr, &mut vars, &mut grad_refs)
