@@ -31,15 +31,16 @@
 //! are grouped and large ones cut into chunks of `CHUNK` elements, and the pieces run in parallel
 //! with [`par::join`]. The one reduction, the sum of squares behind `clipnorm` and
 //! `global_clipnorm`, is accumulated in f64 over a split that depends only on the length.
-//! Nothing here allocates on the heap after validation (but for the first step that uses a
-//! buffer: a [`RowSums`]'s rows, a thread's piece of one written out); small steps never touch
-//! the thread pool.
+//! Nothing here allocates on the heap after validation (a [`RowSums`] reserves its buffers on
+//! its first step); small steps never touch the thread pool.
 //!
 //! # Gathered tables
 //!
 //! An embedding table's gradient is zero but in the rows the batch gathered. It reaches
-//! [`apply_gradients`] as [`Gradient::Rows`]: those rows' sums only, written out piece by piece
-//! next to the update, where the piece stays in cache. The result is bitwise the dense one's.
+//! [`apply_gradients`] as [`Gradient::Rows`]: those rows' sums only, written out a thousand
+//! elements at a time into a buffer on the stack, next to the update that reads them. The result
+//! is bitwise the dense one's. (Clipping by a norm writes the whole gradient out once more, for
+//! the sum of squares.)
 
 use std::fmt::Write as _;
 
@@ -50,6 +51,10 @@ use serde_json::{Map, Value};
 /// Elements per piece of parallel work: about 20-60 us of update work, far above the cost of
 /// handing a task to another thread. Results never depend on it.
 const CHUNK: usize = 1 << 15;
+
+/// Elements of a [`RowSums`] gradient written out at a time, into a buffer on the stack (a
+/// multiple of 4, for [`SquareSum`]).
+const WRITTEN_OUT: usize = 1024;
 
 /// The most slot arrays any optimizer keeps per variable (Adam with AMSGrad, centered RMSprop
 /// with momentum).
@@ -975,10 +980,17 @@ impl RowSums {
     fn sum_squares(&self, range: std::ops::Range<usize>) -> f64 {
         let n = range.len();
         if n <= CHUNK {
-            return with_chunk_buffer(n, |g| {
-                self.write_range(range.start, g);
-                sum_squares(g)
-            });
+            let mut sum = SquareSum::default();
+            let whole = range.start + n / 4 * 4;
+            let mut buf = [0.0f32; WRITTEN_OUT];
+            for start in (range.start..whole).step_by(WRITTEN_OUT) {
+                let g = &mut buf[..WRITTEN_OUT.min(whole - start)];
+                self.write_range(start, g);
+                sum.add_quads(g);
+            }
+            let tail = &mut buf[..range.end - whole];
+            self.write_range(whole, tail);
+            return sum.finish(tail);
         }
         let mid = range.start + split_point(n);
         let (a, b) = par::join(
@@ -987,23 +999,6 @@ impl RowSums {
         );
         a + b
     }
-}
-
-thread_local! {
-    /// Each thread's buffer for one piece of a [`RowSums`] gradient, written out.
-    static CHUNK_BUFFER: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` on this thread's buffer of `n <= CHUNK` floats (allocated on first use only).
-fn with_chunk_buffer<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    debug_assert!(n <= CHUNK);
-    CHUNK_BUFFER.with(|b| {
-        let mut b = b.borrow_mut();
-        if b.len() < CHUNK {
-            b.resize(CHUNK, 0.0);
-        }
-        f(&mut b[..n])
-    })
 }
 
 /// `ops.maximum` on float32: NaN if either operand is NaN.
@@ -1041,23 +1036,39 @@ fn map_in_place(data: &mut [f32], f: impl Fn(f32) -> f32 + Sync + Send) {
 /// for any thread count. Each square of a float32 is exact in f64.
 fn sum_squares(x: &[f32]) -> f64 {
     if x.len() <= CHUNK {
-        let mut acc = [0.0f64; 4];
-        let mut quads = x.chunks_exact(4);
-        for q in &mut quads {
-            for k in 0..4 {
-                acc[k] += f64::from(q[k]) * f64::from(q[k]);
-            }
-        }
-        let tail: f64 = quads
-            .remainder()
-            .iter()
-            .map(|&v| f64::from(v) * f64::from(v))
-            .sum();
-        return (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail;
+        let mut sum = SquareSum::default();
+        let whole = x.len() / 4 * 4;
+        sum.add_quads(&x[..whole]);
+        return sum.finish(&x[whole..]);
     }
     let (a, b) = x.split_at(split_point(x.len()));
     let (sa, sb) = par::join(|| sum_squares(a), || sum_squares(b));
     sa + sb
+}
+
+/// The sum of squares of one piece of at most [`CHUNK`] elements, fed in order: four
+/// accumulators take the elements in turn, then the last `len % 4` are added on their own.
+#[derive(Default)]
+struct SquareSum {
+    acc: [f64; 4],
+}
+
+impl SquareSum {
+    /// The next elements of the piece, a multiple of four of them.
+    fn add_quads(&mut self, x: &[f32]) {
+        for q in x.chunks_exact(4) {
+            for k in 0..4 {
+                self.acc[k] += f64::from(q[k]) * f64::from(q[k]);
+            }
+        }
+    }
+
+    /// The sum, given the piece's last `len % 4` elements.
+    fn finish(self, tail: &[f32]) -> f64 {
+        let acc = self.acc;
+        let tail: f64 = tail.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+        (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+    }
 }
 
 /// Where to cut `n > CHUNK` elements in two: at a multiple of [`CHUNK`] near the middle.
@@ -1391,28 +1402,43 @@ fn update_split(step: &Step, lanes: Lanes<'_>) {
     let n = lanes.var.len();
     if n <= CHUNK {
         let Lanes { var, grad, slots } = lanes;
-        let run = |grad: &[f32]| {
-            cpu::run_at(
-                cpu::active(),
-                &mut Update {
-                    step,
-                    piece: Some(Piece { var, grad, slots }),
-                },
-            )
-        };
         match grad {
-            GradPart::Dense(g) => run(g),
-            // The piece's gradient, written out where it stays in cache while the
-            // update reads it.
-            GradPart::Rows { sums, start } => with_chunk_buffer(n, |g| {
-                sums.write_range(start, g);
-                run(g)
-            }),
+            GradPart::Dense(grad) => run_update(step, Piece { var, grad, slots }),
+            // The gradient written out a part at a time, into a buffer that stays in
+            // L1 while the update of that part reads it (the update is elementwise).
+            GradPart::Rows { sums, start } => {
+                let mut buf = [0.0f32; WRITTEN_OUT];
+                let mut rest = Lanes {
+                    var,
+                    grad: GradPart::Rows { sums, start },
+                    slots,
+                };
+                for at in (0..n).step_by(WRITTEN_OUT) {
+                    let len = WRITTEN_OUT.min(n - at);
+                    let (part, tail) = rest.split_at(len);
+                    let grad = &mut buf[..len];
+                    sums.write_range(start + at, grad);
+                    let (var, slots) = (part.var, part.slots);
+                    run_update(step, Piece { var, grad, slots });
+                    rest = tail;
+                }
+            }
         }
         return;
     }
     let (a, b) = lanes.split_at(split_point(n));
     par::join(|| update_split(step, a), || update_split(step, b));
+}
+
+/// Updates `piece` with the kernel compiled for the active instruction set.
+fn run_update(step: &Step, piece: Piece<'_>) {
+    cpu::run_at(
+        cpu::active(),
+        &mut Update {
+            step,
+            piece: Some(piece),
+        },
+    );
 }
 
 /// One piece's update, compiled for the active instruction set: the sqrt and divide of the

@@ -7,6 +7,7 @@ use crate::exec::Executor;
 use crate::exec::{recycle, recycle_opt};
 use crate::graph::{Graph, ValueId, ValueSource};
 use crate::ops::gather::TakeGradOp;
+use crate::ops::normalize_axis;
 use crate::ops::Ctx;
 use crate::optim::{self, Gradient, OptimizerConfig, OptimizerState, RowSums, VariableState};
 use crate::spec::{self, Spec};
@@ -75,8 +76,8 @@ struct RowGrad {
 }
 
 /// `(dy, indices, rows, row_len)` when `grad` is the output of a `take_grad` along
-/// axis 0 of a table of `rows` rows of `row_len` elements, computed from node
-/// outputs (whose buffers a step can read back).
+/// the first axis of a table of `rows` rows of `row_len` elements (rows that
+/// [`RowSums`] can number).
 fn gathered_rows(graph: &Graph, grad: ValueId) -> Option<(ValueId, ValueId, usize, usize)> {
     let ValueSource::Node { node, .. } = graph.values[grad].source else {
         return None;
@@ -88,9 +89,8 @@ fn gathered_rows(graph: &Graph, grad: ValueId) -> Option<(ValueId, ValueId, usiz
     else {
         return None;
     };
-    let is_node = |v: ValueId| matches!(graph.values[v].source, ValueSource::Node { .. });
-    (op.axis == 0 && is_node(dy) && graph.ty(grad).shape == op.input_shape)
-        .then(|| (dy, indices, rows, rest.iter().product()))
+    let axis = normalize_axis("take_grad", op.axis, op.input_shape.len()).ok()?;
+    (axis == 0 && rows < u32::MAX as usize).then(|| (dy, indices, rows, rest.iter().product()))
 }
 
 impl CompiledStep {

@@ -73,11 +73,14 @@ fn steady_state_train_step_does_not_allocate() {
     );
     // (In this one test: the counting allocator is process-wide, so tests running
     // at the same time would count each other's allocations.)
-    let made = embedding_step_allocations();
-    assert_eq!(
-        made, 0,
-        "embedding model: 10 steady-state steps made {made} heap allocations"
-    );
+    for shared in [false, true] {
+        let made = embedding_step_allocations(shared);
+        assert_eq!(
+            made, 0,
+            "embedding model (table gathered twice: {shared}): 10 steady-state steps made \
+             {made} heap allocations"
+        );
+    }
     let made = two_encoder_step_allocations();
     assert_eq!(
         made, 0,
@@ -85,12 +88,26 @@ fn steady_state_train_step_does_not_allocate() {
     );
 }
 
-/// An embedding model: `take` (whose backward is the scatter-add, sorting its
-/// terms into row bands) feeding a dense layer over every step (whose kernel
-/// gradient reads the rank-3 input through a flat view), mean over the steps.
-/// Returns the allocations of 10 steady-state steps.
-fn embedding_step_allocations() -> usize {
+/// An embedding model: `take` feeding a dense layer over every step (whose kernel
+/// gradient reads the rank-3 input through a flat view), mean over the steps. The
+/// table's gradient reaches the optimizer as the gathered rows' sums; gathered
+/// twice (`shared`, the two gathers added), as the scatter-add of both (which sorts
+/// its terms into row bands). Returns the allocations of 10 steady-state steps.
+fn embedding_step_allocations(shared: bool) -> usize {
     let (batch, steps, vocab, dim, classes) = (32, 20, 2000, 64, 10);
+    // Values: inputs 0-1, weights 2-4, then the nodes' from 5 (two for the cross-entropy).
+    let mut nodes = vec![serde_json::json!({"op": "take", "attrs": {"axis": 0}, "inputs": [2, 0]})];
+    if shared {
+        nodes.push(serde_json::json!({"op": "take", "attrs": {"axis": 0}, "inputs": [2, 0]}));
+        nodes.push(serde_json::json!({"op": "add", "attrs": {}, "inputs": [5, 6]}));
+    }
+    let embedded = 4 + nodes.len();
+    nodes.extend([
+        serde_json::json!({"op": "dense", "attrs": {"activation": "linear"}, "inputs": [embedded, 3, 4]}),
+        serde_json::json!({"op": "mean", "attrs": {"axis": [1]}, "inputs": [embedded + 1]}),
+        serde_json::json!({"op": "softmax_cross_entropy", "attrs": {"sparse": true}, "inputs": [embedded + 2, 1]}),
+        serde_json::json!({"op": "mean", "attrs": {}, "inputs": [embedded + 3]}),
+    ]);
     let spec = serde_json::json!({
         "inputs": [{"shape": [batch, steps], "dtype": "int32"}, {"shape": [batch], "dtype": "int32"}],
         "weights": [
@@ -98,15 +115,9 @@ fn embedding_step_allocations() -> usize {
             {"index": 1, "shape": [dim, classes]},
             {"index": 2, "shape": [classes]},
         ],
-        "nodes": [
-            {"op": "take", "attrs": {"axis": 0}, "inputs": [2, 0]},
-            {"op": "dense", "attrs": {"activation": "linear"}, "inputs": [5, 3, 4]},
-            {"op": "mean", "attrs": {"axis": [1]}, "inputs": [6]},
-            {"op": "softmax_cross_entropy", "attrs": {"sparse": true}, "inputs": [7, 1]},
-            {"op": "mean", "attrs": {}, "inputs": [8]},
-        ],
-        "outputs": [7],
-        "loss": 10,
+        "nodes": nodes,
+        "outputs": [embedded + 2],
+        "loss": embedded + 5,
         "trainable": [0, 1, 2],
     });
     let weights = vec![
