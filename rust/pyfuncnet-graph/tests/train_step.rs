@@ -1,5 +1,6 @@
 //! A compiled training step of an MLP: the loss falls, errors leave the weights
-//! and optimizer state unchanged.
+//! and optimizer state unchanged; an embedding table's step equals the optimizer's
+//! step from the table's dense gradient.
 
 mod common;
 
@@ -162,5 +163,106 @@ fn weights_without_gradient_are_left_alone() {
     {
         let decayed = w0 - w0 * 0.5 * 0.1;
         assert!((vars.values[0][i] - (decayed - 0.1 * g)).abs() < 1e-6);
+    }
+}
+
+/// An embedding table trained by a compiled step (which hands the optimizer the
+/// gathered rows' sums) ends bitwise where the optimizer takes it from the dense
+/// gradient of the same step (the tape's `take_grad`, a scatter-add): two steps of
+/// Adam and of RMSprop, with and without clipping by the global norm, on batches
+/// that repeat indices and gather different rows.
+#[test]
+fn an_embedding_table_steps_as_with_its_dense_gradient() {
+    use pyfuncnet_graph::optim::{apply_gradients, Gradient};
+    use pyfuncnet_graph::program::{gradient, Variables};
+    use pyfuncnet_graph::tensor::Buffer;
+
+    let (batch, steps, vocab, dim, classes) = (6, 5, 300, 40, 7);
+    // Values: inputs 0-1, weights 2-4, nodes from 5 (two for the cross-entropy).
+    let nodes = json!([
+        {"op": "take", "attrs": {"axis": 0}, "inputs": [2, 0]},
+        {"op": "dense", "attrs": {"activation": "tanh"}, "inputs": [5, 3, 4]},
+        {"op": "mean", "attrs": {"axis": [1]}, "inputs": [6]},
+        {"op": "softmax_cross_entropy", "attrs": {"sparse": true}, "inputs": [7, 1]},
+        {"op": "mean", "attrs": {}, "inputs": [8]},
+    ]);
+    let spec = |outputs: serde_json::Value| {
+        json!({
+            "inputs": [{"shape": [batch, steps], "dtype": "int32"}, {"shape": [batch], "dtype": "int32"}],
+            "weights": [
+                {"index": 0, "shape": [vocab, dim]},
+                {"index": 1, "shape": [dim, classes]},
+                {"index": 2, "shape": [classes]},
+            ],
+            "nodes": nodes,
+            "outputs": outputs,
+            "loss": 10,
+            "trainable": [0, 1, 2],
+        })
+        .to_string()
+    };
+    let (train_spec, tape_spec) = (spec(json!([7])), spec(json!([10, 2, 3, 4])));
+    let batches: [Vec<i32>; 2] = [
+        (0..batch * steps).map(|i| ((i * 7) % 11) as i32).collect(),
+        (0..batch * steps)
+            .map(|i| (vocab - 1 - (i * 13) % 40) as i32)
+            .collect(),
+    ];
+    let labels: Vec<i32> = (0..batch).map(|i| (i % classes) as i32).collect();
+    for config in [
+        json!({"name": "adam"}),
+        json!({"name": "rmsprop", "global_clipnorm": 0.01}),
+    ] {
+        let config = OptimizerConfig::from_json(&config).unwrap();
+        let weights = vec![
+            common::values(vocab * dim, 1),
+            common::values(dim * classes, 2),
+            common::values(classes, 3),
+        ];
+        let sizes: Vec<usize> = weights.iter().map(Vec::len).collect();
+        let mut step = CompiledStep::compile(&train_spec, Mode::Train).unwrap();
+        let (mut trained, mut by_hand) = (
+            Variables {
+                values: weights.clone(),
+            },
+            Variables { values: weights },
+        );
+        let mut state = OptimizerState::new(&config, &sizes);
+        let mut hand_state = state.clone();
+        for indices in &batches {
+            let (x_shape, y_shape) = ([batch, steps], [batch]);
+            let inputs = [
+                TensorRef {
+                    shape: &x_shape,
+                    data: DataRef::I32(indices),
+                },
+                TensorRef {
+                    shape: &y_shape,
+                    data: DataRef::I32(&labels),
+                },
+            ];
+            step.train(&inputs, &mut trained, &config, &mut state, 0.01)
+                .unwrap();
+            let mut grads: Vec<Vec<f32>> = gradient(&tape_spec, &inputs, &by_hand)
+                .unwrap()
+                .into_iter()
+                .map(|g| match g {
+                    Some((_, Buffer::F32(d))) => d,
+                    other => panic!("a float gradient for every weight, got {other:?}"),
+                })
+                .collect();
+            let mut vars: Vec<&mut [f32]> =
+                by_hand.values.iter_mut().map(Vec::as_mut_slice).collect();
+            let mut dense: Vec<Gradient> = grads
+                .iter_mut()
+                .map(|g| Gradient::Dense(g.as_mut_slice()))
+                .collect();
+            apply_gradients(&config, &mut hand_state, 0.01, &mut vars, &mut dense).unwrap();
+        }
+        for (k, (a, b)) in trained.values.iter().zip(&by_hand.values).enumerate() {
+            let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "{:?}: weight {k} differs", config.kind);
+        }
+        assert_eq!(state, hand_state, "{:?}: optimizer state", config.kind);
     }
 }
