@@ -31,8 +31,8 @@
 //! are grouped and large ones cut into chunks of `CHUNK` elements, and the pieces run in parallel
 //! with [`par::join`]. The one reduction, the sum of squares behind `clipnorm` and
 //! `global_clipnorm`, is accumulated in f64 over a split that depends only on the length.
-//! Nothing here allocates on the heap after validation (a [`RowSums`] reserves its buffers on
-//! its first step); small steps never touch the thread pool.
+//! Nothing here allocates on the heap after validation (a [`RowSums`] reserves its buffers when
+//! built and on its first step); small steps never touch the thread pool.
 //!
 //! # Gathered tables
 //!
@@ -874,7 +874,7 @@ impl Gradient<'_> {
 /// dense scatter-add does, and clipping maps the stored sums and the value of the other rows as
 /// it would map every element, so the optimizer's result is bitwise the one the dense gradient
 /// gives. The buffers keep their capacity from step to step.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RowSums {
     rows: usize,
     row_len: usize,
@@ -891,22 +891,27 @@ pub struct RowSums {
 impl RowSums {
     const ABSENT: u32 = u32::MAX;
 
-    /// Sets the gradient of a `rows x row_len` table from the gradient `dy` of the rows that
-    /// `indices` gathered (`indices.len() * row_len` values, copy after copy).
+    /// The (zero) gradient of a `rows x row_len` table; `None` when its rows are too many
+    /// to number with `u32` (such a table keeps the dense gradient).
+    pub fn new(rows: usize, row_len: usize) -> Option<Self> {
+        (rows < Self::ABSENT as usize).then(|| RowSums {
+            rows,
+            row_len,
+            position: vec![Self::ABSENT; rows],
+            gathered: Vec::new(),
+            sums: Vec::new(),
+            others: 0.0,
+        })
+    }
+
+    /// Sets the gradient from the gradient `dy` of the rows that `indices` gathered
+    /// (`indices.len() * row_len` values, copy after copy).
     ///
     /// # Errors
-    /// When an index is outside `[0, rows)`, `rows` does not fit the row positions, or `dy` has
-    /// the wrong length; nothing is changed then.
-    pub fn set(
-        &mut self,
-        rows: usize,
-        row_len: usize,
-        indices: &[i32],
-        dy: &[f32],
-    ) -> Result<(), String> {
-        if rows >= Self::ABSENT as usize {
-            return Err(format!("a gathered table of {rows} rows is too large"));
-        }
+    /// When an index is outside the table's rows or `dy` has the wrong length; nothing is
+    /// changed then.
+    pub fn set(&mut self, indices: &[i32], dy: &[f32]) -> Result<(), String> {
+        let (rows, row_len) = (self.rows, self.row_len);
         if Some(dy.len()) != indices.len().checked_mul(row_len) {
             return Err(format!(
                 "the gradient of {} gathered rows of {row_len} must have {} elements, got {}",
@@ -925,18 +930,13 @@ impl RowSums {
             ));
         }
         for &r in &self.gathered {
-            if let Some(p) = self.position.get_mut(r as usize) {
-                *p = Self::ABSENT;
-            }
+            self.position[r as usize] = Self::ABSENT;
         }
-        self.position.resize(rows, Self::ABSENT);
         self.gathered.clear();
         self.sums.clear();
         // At most one row per index: reserved once, so later steps do not allocate.
         self.gathered.reserve(indices.len().min(rows));
         self.sums.reserve(indices.len().min(rows) * row_len);
-        self.rows = rows;
-        self.row_len = row_len;
         self.others = 0.0;
         for (&i, d) in indices.iter().zip(dy.chunks_exact(row_len.max(1))) {
             let p = &mut self.position[i as usize];
@@ -2680,7 +2680,7 @@ mod tests {
                     let (mut table_b, mut other_b) = (table_a.clone(), other_a.clone());
                     let mut state_a = OptimizerState::new(&c, &[len, 37]);
                     let mut state_b = state_a.clone();
-                    let mut sums = RowSums::default();
+                    let mut sums = RowSums::new(rows, row_len).unwrap();
                     for (t, indices) in steps.iter().enumerate() {
                         let mut dy = wave(indices.len() * row_len, t as f32);
                         if nan && t == 1 {
@@ -2698,7 +2698,7 @@ mod tests {
                             &mut [Gradient::Dense(&mut dense), Gradient::Dense(&mut g)],
                         )
                         .unwrap();
-                        sums.set(rows, row_len, indices, &dy).unwrap();
+                        sums.set(indices, &dy).unwrap();
                         let mut g = g_other.clone();
                         apply_gradients(
                             &c,
@@ -2732,23 +2732,24 @@ mod tests {
     /// new step forgets the rows of the previous one.
     #[test]
     fn row_sums_check_their_input_and_reset_between_steps() {
-        let mut sums = RowSums::default();
-        let err = sums.set(4, 2, &[1, 4], &[0.0; 4]).unwrap_err();
+        assert!(RowSums::new(u32::MAX as usize, 1).is_none());
+        let mut sums = RowSums::new(4, 2).unwrap();
+        let err = sums.set(&[1, 4], &[0.0; 4]).unwrap_err();
         assert!(
             err.contains("index 4 at position 1") && err.contains("4 rows"),
             "{err}"
         );
-        let err = sums.set(4, 2, &[-1], &[0.0; 2]).unwrap_err();
+        let err = sums.set(&[-1], &[0.0; 2]).unwrap_err();
         assert!(err.contains("index -1 at position 0"), "{err}");
-        let err = sums.set(4, 2, &[1, 2], &[0.0; 3]).unwrap_err();
+        let err = sums.set(&[1, 2], &[0.0; 3]).unwrap_err();
         assert!(err.contains("must have 4 elements, got 3"), "{err}");
 
-        sums.set(4, 2, &[1, 3, 1], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+        sums.set(&[1, 3, 1], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
             .unwrap();
         let mut dense = [9.0; 8];
         sums.write_range(0, &mut dense);
         assert_eq!(dense, [0.0, 0.0, 6.0, 8.0, 0.0, 0.0, 3.0, 4.0]);
-        sums.set(4, 2, &[0], &[-1.0, -2.0]).unwrap();
+        sums.set(&[0], &[-1.0, -2.0]).unwrap();
         sums.write_range(0, &mut dense);
         assert_eq!(dense, [-1.0, -2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
         let mut part = [9.0; 3];

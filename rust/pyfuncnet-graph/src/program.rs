@@ -69,16 +69,12 @@ struct RowGrad {
     /// Fetches of the gradient of the gathered rows and of the indices.
     dy_fetch: usize,
     indices_fetch: usize,
-    /// The table: rows, and elements per row.
-    rows: usize,
-    row_len: usize,
     sums: RowSums,
 }
 
-/// `(dy, indices, rows, row_len)` when `grad` is the output of a `take_grad` along
-/// the first axis of a table of `rows` rows of `row_len` elements (rows that
-/// [`RowSums`] can number).
-fn gathered_rows(graph: &Graph, grad: ValueId) -> Option<(ValueId, ValueId, usize, usize)> {
+/// `(dy, indices, sums)` when `grad` is the output of a `take_grad` along the first
+/// axis of a table whose gradient [`RowSums`] can hold.
+fn gathered_rows(graph: &Graph, grad: ValueId) -> Option<(ValueId, ValueId, RowSums)> {
     let ValueSource::Node { node, .. } = graph.values[grad].source else {
         return None;
     };
@@ -89,8 +85,11 @@ fn gathered_rows(graph: &Graph, grad: ValueId) -> Option<(ValueId, ValueId, usiz
     else {
         return None;
     };
-    let axis = normalize_axis("take_grad", op.axis, op.input_shape.len()).ok()?;
-    (axis == 0 && rows < u32::MAX as usize).then(|| (dy, indices, rows, rest.iter().product()))
+    if normalize_axis("take_grad", op.axis, op.input_shape.len()).ok()? != 0 {
+        return None;
+    }
+    let sums = RowSums::new(rows, rest.iter().product())?;
+    Some((dy, indices, sums))
 }
 
 impl CompiledStep {
@@ -134,14 +133,12 @@ impl CompiledStep {
             for (k, (&(w, _), grad)) in trainable.iter().zip(grads).enumerate() {
                 weights.push(w);
                 let Some(mut grad) = grad else { continue };
-                if let Some((dy, indices, rows, row_len)) = gathered_rows(&graph, grad) {
+                if let Some((dy, indices, sums)) = gathered_rows(&graph, grad) {
                     row_grads.push(RowGrad {
                         active_position: active.len(),
                         dy_fetch: fetches.len(),
                         indices_fetch: fetches.len() + 1,
-                        rows,
-                        row_len,
-                        sums: RowSums::default(),
+                        sums,
                     });
                     active.push(k);
                     fetches.extend([dy, indices]);
@@ -292,9 +289,7 @@ impl CompiledStep {
             ) else {
                 unreachable!("a take_grad's inputs are float rows and int32 indices");
             };
-            rg.sums
-                .set(rg.rows, rg.row_len, indices, dy)
-                .map_err(GraphError::value)?;
+            rg.sums.set(indices, dy).map_err(GraphError::value)?;
         }
 
         let mut lookup = recycle_opt(std::mem::take(&mut self.scratch_lookup));

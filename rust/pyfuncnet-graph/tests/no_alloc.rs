@@ -95,31 +95,7 @@ fn steady_state_train_step_does_not_allocate() {
 /// its terms into row bands). Returns the allocations of 10 steady-state steps.
 fn embedding_step_allocations(shared: bool) -> usize {
     let (batch, steps, vocab, dim, classes) = (32, 20, 2000, 64, 10);
-    // Values: inputs 0-1, weights 2-4, then the nodes' from 5 (two for the cross-entropy).
-    let mut nodes = vec![serde_json::json!({"op": "take", "attrs": {"axis": 0}, "inputs": [2, 0]})];
-    if shared {
-        nodes.push(serde_json::json!({"op": "take", "attrs": {"axis": 0}, "inputs": [2, 0]}));
-        nodes.push(serde_json::json!({"op": "add", "attrs": {}, "inputs": [5, 6]}));
-    }
-    let embedded = 4 + nodes.len();
-    nodes.extend([
-        serde_json::json!({"op": "dense", "attrs": {"activation": "linear"}, "inputs": [embedded, 3, 4]}),
-        serde_json::json!({"op": "mean", "attrs": {"axis": [1]}, "inputs": [embedded + 1]}),
-        serde_json::json!({"op": "softmax_cross_entropy", "attrs": {"sparse": true}, "inputs": [embedded + 2, 1]}),
-        serde_json::json!({"op": "mean", "attrs": {}, "inputs": [embedded + 3]}),
-    ]);
-    let spec = serde_json::json!({
-        "inputs": [{"shape": [batch, steps], "dtype": "int32"}, {"shape": [batch], "dtype": "int32"}],
-        "weights": [
-            {"index": 0, "shape": [vocab, dim]},
-            {"index": 1, "shape": [dim, classes]},
-            {"index": 2, "shape": [classes]},
-        ],
-        "nodes": nodes,
-        "outputs": [embedded + 2],
-        "loss": embedded + 5,
-        "trainable": [0, 1, 2],
-    });
+    let spec = common::embedding_spec((batch, steps, vocab, dim, classes), "linear", shared);
     let weights = vec![
         common::values(vocab * dim, 1),
         common::values(dim * classes, 2),

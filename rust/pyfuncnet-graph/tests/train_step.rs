@@ -178,30 +178,11 @@ fn an_embedding_table_steps_as_with_its_dense_gradient() {
     use pyfuncnet_graph::tensor::Buffer;
 
     let (batch, steps, vocab, dim, classes) = (6, 5, 300, 40, 7);
-    // Values: inputs 0-1, weights 2-4, nodes from 5 (two for the cross-entropy).
-    let nodes = json!([
-        {"op": "take", "attrs": {"axis": 0}, "inputs": [2, 0]},
-        {"op": "dense", "attrs": {"activation": "tanh"}, "inputs": [5, 3, 4]},
-        {"op": "mean", "attrs": {"axis": [1]}, "inputs": [6]},
-        {"op": "softmax_cross_entropy", "attrs": {"sparse": true}, "inputs": [7, 1]},
-        {"op": "mean", "attrs": {}, "inputs": [8]},
-    ]);
-    let spec = |outputs: serde_json::Value| {
-        json!({
-            "inputs": [{"shape": [batch, steps], "dtype": "int32"}, {"shape": [batch], "dtype": "int32"}],
-            "weights": [
-                {"index": 0, "shape": [vocab, dim]},
-                {"index": 1, "shape": [dim, classes]},
-                {"index": 2, "shape": [classes]},
-            ],
-            "nodes": nodes,
-            "outputs": outputs,
-            "loss": 10,
-            "trainable": [0, 1, 2],
-        })
-        .to_string()
-    };
-    let (train_spec, tape_spec) = (spec(json!([7])), spec(json!([10, 2, 3, 4])));
+    let mut spec = common::embedding_spec((batch, steps, vocab, dim, classes), "tanh", false);
+    let train_spec = spec.to_string();
+    // The tape's spec: the loss, then the sources, the three weights.
+    spec["outputs"] = json!([spec["loss"], 2, 3, 4]);
+    let tape_spec = spec.to_string();
     let batches: [Vec<i32>; 2] = [
         (0..batch * steps).map(|i| ((i * 7) % 11) as i32).collect(),
         (0..batch * steps)

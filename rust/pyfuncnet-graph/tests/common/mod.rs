@@ -166,3 +166,40 @@ pub fn towers_variables(features: usize, units: usize, towers: usize) -> Variabl
     }
     Variables { values: values_out }
 }
+
+/// Spec of an embedding model over `(batch, steps, vocab, dim, classes)`: `take` of
+/// the `vocab x dim` table (gathered twice and added when `shared`), a dense layer
+/// with `activation` at every step, mean over the steps (the output), sparse softmax
+/// cross-entropy averaged over the batch (the loss). Inputs: token indices
+/// `(batch, steps)` and labels `(batch,)`; weights 0-2: table, kernel, bias.
+pub fn embedding_spec(
+    (batch, steps, vocab, dim, classes): (usize, usize, usize, usize, usize),
+    activation: &str,
+    shared: bool,
+) -> serde_json::Value {
+    // Values: inputs 0-1, weights 2-4, then the nodes' from 5 (two for the cross-entropy).
+    let mut nodes = vec![json!({"op": "take", "attrs": {"axis": 0}, "inputs": [2, 0]})];
+    if shared {
+        nodes.push(json!({"op": "take", "attrs": {"axis": 0}, "inputs": [2, 0]}));
+        nodes.push(json!({"op": "add", "attrs": {}, "inputs": [5, 6]}));
+    }
+    let embedded = 4 + nodes.len();
+    nodes.extend([
+        json!({"op": "dense", "attrs": {"activation": activation}, "inputs": [embedded, 3, 4]}),
+        json!({"op": "mean", "attrs": {"axis": [1]}, "inputs": [embedded + 1]}),
+        json!({"op": "softmax_cross_entropy", "attrs": {"sparse": true}, "inputs": [embedded + 2, 1]}),
+        json!({"op": "mean", "attrs": {}, "inputs": [embedded + 3]}),
+    ]);
+    json!({
+        "inputs": [{"shape": [batch, steps], "dtype": "int32"}, {"shape": [batch], "dtype": "int32"}],
+        "weights": [
+            {"index": 0, "shape": [vocab, dim]},
+            {"index": 1, "shape": [dim, classes]},
+            {"index": 2, "shape": [classes]},
+        ],
+        "nodes": nodes,
+        "outputs": [embedded + 2],
+        "loss": embedded + 5,
+        "trainable": [0, 1, 2],
+    })
+}
