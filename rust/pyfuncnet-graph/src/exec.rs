@@ -215,7 +215,7 @@ impl Executor {
     /// out-of-range indices, prefixed with the node's label and op.
     pub fn run(&mut self, ctx: &Ctx, inputs: &[TensorRef], weights: &[Vec<f32>]) -> Result<()> {
         self.check(inputs, weights)?;
-        let serial = par::num_threads() == 1;
+        let serial = par::threads_in_use() == 1;
         for i in 0..self.stages.len() {
             self.run_stage(self.stages[i].clone(), serial, ctx, inputs, weights)?;
         }

@@ -28,6 +28,17 @@
 //! 2-core VM), doubling up to [`MAX_BACKOFF`] while stalls keep following the
 //! back-offs (another process holds a core). Which thread runs a task never
 //! changes its result.
+//!
+//! Before it comes to a stall, the pool leaves alone the cores that other processes
+//! keep busy: every [`LOAD_CHECK`] it reads how many threads the machine has
+//! runnable (Linux's `/proc/loadavg`, as GNU OpenMP's dynamic teams do), takes away
+//! its own awake threads, and lets only as many helpers join sections as there are
+//! CPUs left beside the caller (none on a 2-core machine with one busy process:
+//! sections then run as on one thread). A helper sharing a core with a busy process
+//! gets a fraction of it, and its polling and its tasks' stalls cost the caller
+//! more than it adds. Helpers come back on the first look that finds the cores
+//! free, and go only after two crowded looks in a row (a thread that is runnable
+//! for a moment is no busy process).
 
 use std::any::Any;
 use std::cell::Cell;
@@ -425,11 +436,126 @@ pub fn serially<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Whether the helpers below should run their tasks in order on this thread: with a
-/// single thread, inside [`serially`], or while backing off after a stall (see the
-/// module docs). Tasks are independent and the partition is the caller's, so the
+/// single thread, inside [`serially`], while backing off after a stall, or while
+/// other processes keep the other cores busy (see the module docs). Tasks are independent and the partition is the caller's, so the
 /// results are the same either way.
 fn serial() -> bool {
-    num_threads() == 1 || SERIAL_SCOPE.with(|s| s.get()) || backing_off()
+    threads_in_use() == 1
+}
+
+/// How often the pool looks at how many threads other processes keep runnable.
+const LOAD_CHECK: Duration = Duration::from_millis(10);
+
+/// When the pool last looked ([`now_ns`] time, 0: never), and how many helpers it then allowed
+/// (see [`helpers_allowed`]).
+static LOAD_CHECKED_NS: AtomicU64 = AtomicU64::new(0);
+static HELPERS_ALLOWED: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// Whether the previous look found the machine crowded.
+static WAS_CROWDED: AtomicBool = AtomicBool::new(false);
+
+/// How many of `team`'s helpers may join a section: all of them, unless other
+/// processes keep so many threads runnable that the helpers would take cores from
+/// them and from the caller (see the module docs). Looked up every [`LOAD_CHECK`].
+fn helpers_allowed(team: &Team) -> usize {
+    if team.helpers == 0 {
+        return 0;
+    }
+    let now = now_ns();
+    let last = LOAD_CHECKED_NS.load(Ordering::Relaxed);
+    if (last == 0 || now.saturating_sub(last) >= nanos(LOAD_CHECK))
+        && LOAD_CHECKED_NS
+            .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        // The caller and the helpers that are not asleep count as this pool's.
+        let ours = 1 + team.helpers - team.sleepers.load(Ordering::SeqCst).min(team.helpers);
+        let spare = load::spare_threads(ours).map_or(team.helpers, |s| s.min(team.helpers));
+        // Fewer helpers only after two crowded looks in a row: a thread that is
+        // runnable for a moment (a daemon waking up) is not another process at work.
+        let crowded = spare < team.helpers;
+        let was_crowded = WAS_CROWDED.swap(crowded, Ordering::Relaxed);
+        if !crowded || was_crowded {
+            HELPERS_ALLOWED.store(spare, Ordering::Relaxed);
+        }
+    }
+    HELPERS_ALLOWED.load(Ordering::Relaxed).min(team.helpers)
+}
+
+/// The machine's load as Linux reports it.
+mod load {
+    use std::sync::OnceLock;
+
+    /// Threads this pool may run besides the caller without more runnable threads
+    /// than online CPUs, given that `ours` of the runnable threads are this pool's;
+    /// `None` where the load cannot be read.
+    pub(super) fn spare_threads(ours: usize) -> Option<usize> {
+        Some(spare(runnable_threads()?, ours, online_cpus()))
+    }
+
+    /// `cpus` less the runnable threads that are not ours, less the caller's own.
+    pub(super) fn spare(runnable: usize, ours: usize, cpus: usize) -> usize {
+        let others = runnable.saturating_sub(ours);
+        cpus.saturating_sub(others + 1)
+    }
+
+    /// Threads runnable right now on the whole machine (the reader included): the
+    /// numerator of the fourth field of `/proc/loadavg` ("1.00 0.50 0.25 3/250 42").
+    #[cfg(target_os = "linux")]
+    fn runnable_threads() -> Option<usize> {
+        use std::fs::File;
+        use std::os::unix::fs::FileExt;
+        // Opened once; each look is one `pread` into a stack buffer (no allocation
+        // inside a training step).
+        static LOADAVG: OnceLock<Option<File>> = OnceLock::new();
+        let file = LOADAVG
+            .get_or_init(|| File::open("/proc/loadavg").ok())
+            .as_ref()?;
+        let mut buf = [0u8; 128];
+        let n = file.read_at(&mut buf, 0).ok()?;
+        parse_runnable(std::str::from_utf8(&buf[..n]).ok()?)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn runnable_threads() -> Option<usize> {
+        None
+    }
+
+    pub(super) fn parse_runnable(loadavg: &str) -> Option<usize> {
+        let field = loadavg.split_ascii_whitespace().nth(3)?;
+        field.split_once('/')?.0.parse().ok()
+    }
+
+    /// CPUs online on the machine (not only those this process may use: the load
+    /// counts the threads of all of them).
+    fn online_cpus() -> usize {
+        static CPUS: OnceLock<usize> = OnceLock::new();
+        *CPUS.get_or_init(|| {
+            std::fs::read_to_string("/sys/devices/system/cpu/online")
+                .ok()
+                .and_then(|list| count_cpus(&list))
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        })
+    }
+
+    /// The number of CPUs in a kernel CPU list such as "0-3,8,10-11".
+    pub(super) fn count_cpus(list: &str) -> Option<usize> {
+        let mut count = 0;
+        for range in list.trim().split(',') {
+            count += match range.split_once('-') {
+                Some((lo, hi)) => {
+                    hi.parse::<usize>()
+                        .ok()?
+                        .checked_sub(lo.parse::<usize>().ok()?)?
+                        + 1
+                }
+                None => {
+                    range.parse::<usize>().ok()?;
+                    1
+                }
+            };
+        }
+        (count > 0).then_some(count)
+    }
 }
 
 /// How long sections run on the calling thread alone after an isolated stall.
@@ -546,7 +672,7 @@ fn run_section(max_helpers: usize, claim_all: &(impl Fn() -> u32 + Sync)) {
     };
     let section = Section {
         work,
-        seats: AtomicUsize::new(max_helpers.min(team.helpers)),
+        seats: AtomicUsize::new(max_helpers.min(helpers_allowed(&team))),
         panic: Mutex::new(None),
     };
     let Some(slot) = team.open(&section) else {
@@ -577,9 +703,20 @@ fn nanos(d: Duration) -> u64 {
 }
 
 /// Whether work handed to [`for_each_task`] and the other helpers may now run on
-/// several threads (more than one thread, and no back-off after a stall).
+/// several threads (more than one thread, no back-off after a stall, and cores to
+/// spare from other processes).
 pub fn runs_in_parallel() -> bool {
     !serial()
+}
+
+/// How many threads a section started now would run on: the caller and the helpers
+/// allowed to join, 1 while sections run serially. For partitions that may follow
+/// the thread count without changing any result.
+pub fn threads_in_use() -> usize {
+    if SERIAL_SCOPE.with(|s| s.get()) || backing_off() {
+        return 1;
+    }
+    1 + helpers_allowed(&current_team())
 }
 
 /// Splits `data` into consecutive chunks of `chunk` elements (the last may be shorter)
@@ -822,6 +959,28 @@ mod tests {
                 });
             }
         });
+    }
+
+    #[test]
+    fn the_load_leaves_helpers_the_cores_other_processes_do_not_keep_busy() {
+        assert_eq!(load::parse_runnable("0.57 0.91 1.26 3/82 28670\n"), Some(3));
+        assert_eq!(load::parse_runnable("0.57 0.91 1.26 82 28670"), None);
+        assert_eq!(load::parse_runnable(""), None);
+        assert_eq!(load::count_cpus("0-15\n"), Some(16));
+        assert_eq!(load::count_cpus("0,2-3,8"), Some(4));
+        assert_eq!(load::count_cpus("3-1"), None);
+        assert_eq!(load::count_cpus(""), None);
+        // Two CPUs: this pool's caller and helper alone; one other process busy;
+        // the same while this pool's helper sleeps (serial sections).
+        assert_eq!(load::spare(2, 2, 2), 1);
+        assert_eq!(load::spare(3, 2, 2), 0);
+        assert_eq!(load::spare(2, 1, 2), 0);
+        // Sixteen CPUs, four threads of other processes runnable.
+        assert_eq!(load::spare(4 + 3, 3, 16), 11);
+        // More runnable threads than CPUs, or a count below ours (read at another
+        // moment than the pool's): never below zero, never above the CPUs.
+        assert_eq!(load::spare(40, 2, 16), 0);
+        assert_eq!(load::spare(1, 3, 16), 15);
     }
 
     #[test]

@@ -157,7 +157,7 @@ fn k_streamed<K: MicroKernel>(p: &Problem, c: CTarget) {
     let (mr, nr) = (K::MR, K::NR);
     let kc = balanced_block(k, K::KC, 1);
     let (m_panels, n_panels) = (m.div_ceil(mr), n.div_ceil(nr));
-    let threads = par::num_threads();
+    let threads = par::threads_in_use();
     let by_work = (2 * m * n * k / MIN_TASK_FLOPS).max(1);
     let per_task = n_panels.div_ceil(threads.min(by_work).min(n_panels));
     run_tasks(n_panels.div_ceil(per_task), |t| {
@@ -247,10 +247,10 @@ fn scale_only(p: &Problem, c: &mut [f32], ldc: usize) {
 }
 
 /// Runs `task(0..tasks)`: in a parallel section, or in order on this thread when
-/// the pool has a single thread. The partition is the caller's and does not
+/// sections run on one thread. The partition is the caller's and does not
 /// change either way.
 pub(crate) fn run_tasks(tasks: usize, task: impl Fn(usize) + Sync + Send) {
-    if tasks <= 1 || par::num_threads() == 1 {
+    if tasks <= 1 || par::threads_in_use() == 1 {
         (0..tasks).for_each(task);
     } else {
         par::for_each_task(tasks, task);
@@ -344,9 +344,9 @@ fn blocked<K: MicroKernel>(p: &Problem, c: CTarget) {
     );
 }
 
-/// Runs `a` and `b`, in parallel when the pool has more than one thread.
+/// Runs `a` and `b`, in parallel when sections run on more than one thread.
 fn both(a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
-    if par::num_threads() == 1 {
+    if par::threads_in_use() == 1 {
         a();
         b();
     } else {
@@ -456,14 +456,15 @@ fn pack_k_blocked(
     level: SimdLevel,
 ) {
     let rows_pad = round_up(rows, w);
-    let serial = par::num_threads() == 1;
+    let threads = par::threads_in_use();
+    let serial = threads == 1;
     let panels = rows_pad / w;
     let group_of = |kcur: usize| {
         if serial {
             panels
         } else {
             (MIN_PACK_TASK / (w * kcur))
-                .max(panels.div_ceil(2 * par::num_threads()))
+                .max(panels.div_ceil(2 * threads))
                 .max(1)
         }
     };
