@@ -40,6 +40,16 @@ class CompiledStep:
     def train(
         self, inputs: list[np.ndarray], variables: Variables, optimizer: Optimizer, lr: float
     ) -> tuple[list[np.ndarray], Optional[float]]: ...
+    def train_batches(
+        self,
+        sources: list[np.ndarray],
+        order: Optional[np.ndarray],
+        first: int,
+        lrs: np.ndarray,
+        record: list[int],
+        variables: Variables,
+        optimizer: Optimizer,
+    ) -> np.ndarray: ...
     def input_types(self) -> list[tuple[list[int], str]]: ...
 
 def run_op(name: str, attrs: Union[dict[str, Any], str, None], inputs: Sequence[np.ndarray]) -> list[np.ndarray]: ...

@@ -115,14 +115,6 @@ def class_weights_to_sample_weights(y, class_weight, output_name):
     return weights
 
 
-def batches(n, batch_size, shuffle, rng):
-    """Index ranges (or int32 index arrays when shuffling) of the batches of one epoch."""
-    if shuffle:
-        order = rng.permutation(n).astype(np.int32)
-        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
-    return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
-
-
 def take_rows(a, idx):
     """`a[idx]` for an index array `idx`, as a new C-contiguous array: copied by the
     core's threads when `a` is a contiguous float32 or int32 array (the shuffled

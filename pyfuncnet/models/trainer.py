@@ -4,11 +4,14 @@ A training step is one native call: the model's symbolic graph, the losses appli
 to its outputs, the regularization penalties, autodiff and the optimizer update are
 compiled together by the core, once per input signature (shapes and dtypes), and
 run with the GIL released. Python keeps the epoch loop, batching, metrics (computed
-with NumPy from the predictions each step returns) and callbacks.
+with NumPy from the predictions each step returns) and callbacks; where neither
+metrics nor callbacks need each step, `fit` hands the core an epoch's full batches
+several steps per call (`CompiledStep.train_batches`).
 """
 
 import json
 import math
+import time
 
 import numpy as np
 
@@ -510,15 +513,14 @@ class Trainer:
         for epoch in range(initial_epoch, epochs):
             self._reset_metrics()
             cbs.on_epoch_begin(epoch)
-            trackers = None
-            for step, (bx, bys, bsws) in enumerate(train_data.epoch(steps_per_epoch)):
-                cbs.on_train_batch_begin(step)
-                program, outs, loss = self._run_train_batch(bx, bys, bsws)
-                trackers = self._update_trackers(trackers, program, outs, loss, bys, bsws, len(bx[0]))
-                logs = self._logs(trackers)
-                cbs.on_train_batch_end(step, logs)
-                if self.stop_training:
-                    break
+            if isinstance(train_data, _ArrayBatches) and self._steps_run_in_core(cbs):
+                logs = self._fit_array_epoch(train_data, steps_per_epoch, cbs) or logs
+            else:
+                trackers = None
+                for step, batch in enumerate(train_data.epoch(steps_per_epoch)):
+                    trackers, logs = self._fit_batch(cbs, step, batch, trackers)
+                    if self.stop_training:
+                        break
             epoch_logs = dict(logs)
             if validation_data is not None and (epoch + 1) % validation_freq == 0:
                 val_logs = self._evaluate_prepared(validation_data, validation_batch_size or batch_size, validation_steps)
@@ -531,14 +533,95 @@ class Trainer:
         self.history = next(c for c in cbs.callbacks if isinstance(c, callbacks_module.History))
         return self.history
 
+    def _fit_batch(self, cbs, step, batch, trackers):
+        """Training step `step` of an epoch of `fit` on `batch` = (x, ys, sws), with its
+        callbacks; returns the updated trackers and the epoch's logs so far."""
+        bx, bys, bsws = batch
+        cbs.on_train_batch_begin(step)
+        program, outs, loss = self._run_train_batch(bx, bys, bsws)
+        trackers = self._update_trackers(trackers, program, outs, loss, bys, bsws, len(bx[0]))
+        logs = self._logs(trackers)
+        cbs.on_train_batch_end(step, logs)
+        return trackers, logs
+
+    def _steps_run_in_core(self, cbs):
+        """Whether `fit` may run several steps per call into the core: no metrics (they
+        read each step's predictions), a learning rate that is a number or a schedule
+        of the step, and no callback with a hook per batch (the progress bar is drawn
+        after each call instead)."""
+        from pyfuncnet.callbacks import Callback, ProgbarLogger
+        from pyfuncnet.optimizers import LearningRateSchedule, Optimizer
+
+        config = self._compile_config
+        if config["metrics"] is not None or config["weighted_metrics"] is not None:
+            return False
+        optimizer = self.optimizer
+        if type(optimizer).current_learning_rate is not Optimizer.current_learning_rate:
+            return False
+        if not isinstance(optimizer._learning_rate, (float, int, LearningRateSchedule)):
+            return False
+        hooks = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
+        return all(isinstance(c, ProgbarLogger) or all(getattr(type(c), h) is getattr(Callback, h) for h in hooks) for c in cbs.callbacks)
+
+    def _fit_array_epoch(self, data, steps_per_epoch, cbs):
+        """One epoch of `fit` over in-memory arrays when `_steps_run_in_core`: the full
+        batches run in the core, a growing number of steps per call (from 4, doubled
+        while a call takes under 50 ms, so the progress bar, drawn after each call,
+        and Ctrl-C stay responsive), then the last, partial batch as usual. The same
+        steps on the same batches as one call per batch. Returns the epoch's logs."""
+        from pyfuncnet.optimizers import LearningRateSchedule
+
+        order, steps, size = data.order(), data.steps(steps_per_epoch), data.batch_size
+        full = min(steps, data.n // size)
+        trackers, logs = self._new_trackers(), {}
+        head = data.batch(None, 0)
+        program = self._program("train", *head) if full else None
+        if program is None or program.carried or program.constrained:
+            full = 0
+        output_names = trackers["output_names"]
+        named = [f"{output_names[k]}_loss" for k, _ in program.named_losses] if full and len(output_names) > 1 else []
+        record = [i for _, i in program.named_losses] if named else []
+        lr = self.optimizer._learning_rate
+        done, chunk = 0, 4
+        while done < full:
+            k = min(chunk, full - done)
+            if isinstance(lr, LearningRateSchedule):
+                first = self.optimizer.iterations
+                lrs = np.array([float(lr(first + j)) for j in range(k)], np.float32)
+            else:
+                lrs = np.full(k, lr, np.float32)
+            rows = None if order is None else order[done * size : (done + k) * size]
+            started = time.perf_counter()
+            try:
+                log = program.step.train_batches(program.feeds(data.x, data.ys, data.sws), rows, done * size, lrs, record, store.core, self.optimizer.core)
+            finally:
+                mark_store_changed()
+            for values in log.reshape(k, 1 + len(record)):
+                trackers["loss"].update(float(values[0]), size)
+                for name, value in zip(named, values[1:]):
+                    trackers["per_output"].setdefault(name, _MeanTracker()).update(float(value), size)
+            done += k
+            logs = self._logs(trackers)
+            cbs.on_train_batch_end(done - 1, logs)
+            if time.perf_counter() - started < 0.05:
+                chunk = min(2 * chunk, 1024)
+        for step in range(full, steps):
+            trackers, logs = self._fit_batch(cbs, step, data.batch(order, step), trackers)
+            if self.stop_training:
+                break
+        return logs
+
     def _reset_metrics(self):
         for per in self._metric_objects or []:
             for _, metric, _ in per:
                 metric.reset_state()
 
+    def _new_trackers(self):
+        return {"loss": _MeanTracker(), "per_output": {}, "output_names": self._io_names()[1]}
+
     def _update_trackers(self, trackers, program, outs, loss, ys, sws, batch):
         if trackers is None:
-            trackers = {"loss": _MeanTracker(), "per_output": {}, "output_names": self._io_names()[1]}
+            trackers = self._new_trackers()
         trackers["loss"].update(loss, batch)
         output_names = trackers["output_names"]
         preds = outs[: program.n_outputs]
@@ -696,17 +779,33 @@ class _ArrayBatches:
         self.shuffle = shuffle
         self.rng = np.random.default_rng(np.random.randint(0, 2**31 - 1))
 
+    def order(self):
+        """An epoch's order of the samples: a new permutation (int32) when shuffling,
+        else None (in order)."""
+        return self.rng.permutation(self.n).astype(np.int32) if self.shuffle else None
+
+    def steps(self, limit=None):
+        """Batches per epoch, at most `limit`."""
+        steps = math.ceil(self.n / self.batch_size)
+        return steps if limit is None else min(steps, limit)
+
+    def batch(self, order, step):
+        """Batch `step` of an epoch in `order`: (x, ys, sws)."""
+        lo, hi = step * self.batch_size, min((step + 1) * self.batch_size, self.n)
+
+        def take(a):
+            return a[lo:hi] if order is None else data_utils.take_rows(a, order[lo:hi])
+
+        return (
+            [take(a) for a in self.x],
+            [None if y is None else take(y) for y in self.ys],
+            [None if s is None else take(s) for s in self.sws],
+        )
+
     def epoch(self, steps=None):
-        index = data_utils.batches(self.n, self.batch_size, self.shuffle, self.rng)
-        if steps is not None:
-            index = index[:steps]
-        for idx in index:
-            take = (lambda a: a[idx]) if isinstance(idx, slice) else (lambda a: data_utils.take_rows(a, idx))
-            yield (
-                [take(a) for a in self.x],
-                [None if y is None else take(y) for y in self.ys],
-                [None if s is None else take(s) for s in self.sws],
-            )
+        order = self.order()
+        for step in range(self.steps(steps)):
+            yield self.batch(order, step)
 
 
 class _GeneratorBatches:

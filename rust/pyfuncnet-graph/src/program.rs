@@ -2,7 +2,7 @@
 //! once per batch — forward, loss, backward and optimizer update in one call.
 
 use crate::autodiff;
-use crate::error::{GraphError, Result};
+use crate::error::{ErrorKind, GraphError, Result};
 use crate::exec::Executor;
 use crate::exec::{recycle, recycle_opt};
 use crate::graph::{Graph, ValueId, ValueSource};
@@ -11,7 +11,7 @@ use crate::ops::normalize_axis;
 use crate::ops::Ctx;
 use crate::optim::{self, Gradient, OptimizerConfig, OptimizerState, RowSums, VariableState};
 use crate::spec::{self, Spec};
-use crate::tensor::{Buffer, DataRef, TensorRef, TensorType};
+use crate::tensor::{fmt_shape, Buffer, DataRef, TensorRef, TensorType};
 use pyfuncnet_kernels::par;
 
 /// What a compiled step computes.
@@ -57,6 +57,17 @@ pub struct CompiledStep {
     scratch_grads: Vec<&'static mut [f32]>,
     scratch_gradients: Vec<Gradient<'static>>,
     scratch_lookup: Vec<Option<&'static mut [f32]>>,
+    /// The batches [`CompiledStep::train_batches`] gathers, one buffer per input.
+    batch_buffers: Vec<Buffer>,
+}
+
+/// Where the batches of [`CompiledStep::train_batches`] take their rows from.
+#[derive(Debug, Clone, Copy)]
+pub enum BatchRows<'a> {
+    /// Batch `j` is rows `first + j * batch ..` of every source, read in place.
+    Consecutive { first: usize },
+    /// Batch `j` is rows `order[j * batch..(j + 1) * batch]` of every source, gathered.
+    Gathered(&'a [i32]),
 }
 
 /// An active variable whose gradient is that of the rows a `take` along axis 0
@@ -192,6 +203,7 @@ impl CompiledStep {
             scratch_grads: Vec::new(),
             scratch_gradients: Vec::new(),
             scratch_lookup: Vec::new(),
+            batch_buffers: Vec::new(),
         })
     }
 
@@ -336,6 +348,102 @@ impl CompiledStep {
         Ok(())
     }
 
+    /// Trains on `lrs.len()` batches of the whole arrays `sources` (one per input of
+    /// the step, in order, all with the same number of rows): step `j` runs on batch
+    /// `j` of `rows` (batches as large as the step's) at learning rate `lrs[j]`, and
+    /// then appends its loss and the first element of each output in `record` to
+    /// `log`. `fit`'s loop over an epoch's full batches without a Python call per
+    /// step; the same steps as one [`train`](Self::train) per batch.
+    ///
+    /// # Errors
+    /// Sources that do not fit the step's inputs and rows out of their range (checked
+    /// before any step), then the errors of a step: the steps before it stay applied.
+    #[allow(clippy::too_many_arguments)]
+    pub fn train_batches(
+        &mut self,
+        sources: &[TensorRef],
+        rows: BatchRows,
+        lrs: &[f32],
+        vars: &mut Variables,
+        config: &OptimizerConfig,
+        state: &mut OptimizerState,
+        record: &[usize],
+        log: &mut Vec<f32>,
+    ) -> Result<()> {
+        let types: Vec<TensorType> = self.exec.input_types().into_iter().cloned().collect();
+        let (batch, n) = check_batch_sources(&types, sources)?;
+        let steps = lrs.len();
+        let wanted = steps.checked_mul(batch).unwrap_or(usize::MAX);
+        match rows {
+            BatchRows::Consecutive { first } => {
+                if first.checked_add(wanted).is_none_or(|end| end > n) {
+                    return Err(GraphError::value(format!(
+                        "{steps} batches of {batch} rows from row {first} need more than the sources' {n} rows"
+                    )));
+                }
+            }
+            BatchRows::Gathered(order) => {
+                if order.len() != wanted {
+                    return Err(GraphError::value(format!(
+                        "{steps} batches of {batch} rows need {wanted} row indices, got {}",
+                        order.len()
+                    )));
+                }
+                if let Some((at, &i)) = order
+                    .iter()
+                    .enumerate()
+                    .find(|&(_, &i)| i < 0 || i as usize >= n)
+                {
+                    return Err(GraphError::new(
+                        ErrorKind::Index,
+                        format!("row index {i} at position {at} is outside the sources' {n} rows"),
+                    ));
+                }
+            }
+        }
+        if let Some(&k) = record.iter().find(|&&k| k >= self.n_outputs) {
+            return Err(GraphError::value(format!(
+                "output {k} does not exist (the step has {})",
+                self.n_outputs
+            )));
+        }
+        let mut buffers = std::mem::take(&mut self.batch_buffers);
+        buffers.resize_with(types.len(), Buffer::default);
+        let result = (0..steps).try_for_each(|j| {
+            let batch_rows = j * batch..(j + 1) * batch;
+            let inputs: Vec<TensorRef> = match rows {
+                BatchRows::Consecutive { first } => sources
+                    .iter()
+                    .zip(&types)
+                    .map(|(src, ty)| rows_of(src, &ty.shape, first + batch_rows.start))
+                    .collect(),
+                BatchRows::Gathered(order) => {
+                    let indices = &order[batch_rows];
+                    for ((src, ty), buf) in sources.iter().zip(&types).zip(&mut buffers) {
+                        gather_rows(src, indices, ty, buf)?;
+                    }
+                    buffers
+                        .iter()
+                        .zip(&types)
+                        .map(|(buf, ty)| TensorRef {
+                            shape: &ty.shape,
+                            data: buf.as_ref(ty.numel()),
+                        })
+                        .collect()
+                }
+            };
+            self.train(&inputs, vars, config, state, lrs[j])?;
+            log.push(self.loss().unwrap_or(f32::NAN));
+            log.extend(record.iter().map(|&k| match self.output(k).data {
+                DataRef::F32(d) => d.first().copied().unwrap_or(f32::NAN),
+                DataRef::I32(d) => d.first().map_or(f32::NAN, |&v| v as f32),
+            }));
+            Ok(())
+        });
+        self.batch_buffers = buffers;
+        result
+    }
+
     /// The `k`-th user output after a run.
     pub fn output(&self, k: usize) -> TensorRef<'_> {
         self.exec.fetch(k)
@@ -351,6 +459,75 @@ impl CompiledStep {
             DataRef::I32(_) => None,
         }
     }
+}
+
+/// Checks that `sources` fit the step's inputs `types` but for their number of rows
+/// (the same for all); returns the step's batch size and the sources' rows.
+fn check_batch_sources(types: &[TensorType], sources: &[TensorRef]) -> Result<(usize, usize)> {
+    if sources.len() != types.len() {
+        return Err(GraphError::value(format!(
+            "expected {} source arrays (one per input of the step), got {}",
+            types.len(),
+            sources.len()
+        )));
+    }
+    let batch = types
+        .first()
+        .and_then(|t| t.shape.first())
+        .copied()
+        .unwrap_or(0);
+    let n = sources
+        .first()
+        .and_then(|s| s.shape.first())
+        .copied()
+        .unwrap_or(0);
+    for (i, (src, ty)) in sources.iter().zip(types).enumerate() {
+        let fits = ty.shape.first() == Some(&batch)
+            && src.shape.first() == Some(&n)
+            && src.shape[1..] == ty.shape[1..]
+            && matches!(src.data, DataRef::F32(_)) == ty.dtype.is_f32_storage();
+        if !fits {
+            return Err(GraphError::value(format!(
+                "source {i} has shape {} ({}), expected {n} rows of the step's input {} ({})",
+                fmt_shape(src.shape),
+                match src.data {
+                    DataRef::F32(_) => "float32",
+                    DataRef::I32(_) => "int32",
+                },
+                fmt_shape(&ty.shape),
+                ty.dtype.name()
+            )));
+        }
+    }
+    Ok((batch, n))
+}
+
+/// The rows `first..first + shape[0]` of `src`, as a tensor of `shape`.
+fn rows_of<'a>(src: &TensorRef<'a>, shape: &'a [usize], first: usize) -> TensorRef<'a> {
+    let row: usize = shape[1..].iter().product();
+    let range = first * row..(first + shape[0]) * row;
+    let data = match src.data {
+        DataRef::F32(d) => DataRef::F32(&d[range]),
+        DataRef::I32(d) => DataRef::I32(&d[range]),
+    };
+    TensorRef { shape, data }
+}
+
+/// Gathers the rows `indices` of `src` into `buf`, as the input of type `ty`.
+fn gather_rows(src: &TensorRef, indices: &[i32], ty: &TensorType, buf: &mut Buffer) -> Result<()> {
+    let row: usize = ty.shape[1..].iter().product();
+    let shape = [src.shape[0], row];
+    buf.ensure(ty.dtype, ty.numel());
+    let gathered = match (src.data, buf) {
+        (DataRef::F32(x), Buffer::F32(out)) => {
+            pyfuncnet_kernels::layout::gather("batch rows", x, &shape, 0, indices, out)
+        }
+        (DataRef::I32(x), Buffer::I32(out)) => {
+            pyfuncnet_kernels::layout::gather("batch rows", x, &shape, 0, indices, out)
+        }
+        _ => unreachable!("checked: each source has its input's storage type"),
+    };
+    gathered.map_err(Into::into)
 }
 
 /// An optimizer step over the variables at positions `active` only (the others got

@@ -2,7 +2,8 @@
 
 use pyo3::prelude::*;
 
-use pyfuncnet_graph::program::{self, Mode};
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
+use pyfuncnet_graph::program::{self, BatchRows, Mode};
 use pyfuncnet_graph::tensor::DType;
 
 use crate::convert::{enter_core, extract_all, to_numpy};
@@ -81,6 +82,52 @@ impl CompiledStep {
             inner.train(&tensors, vars, &opt.config, &mut opt.state, lr)
         })?;
         Ok((self.outputs(py)?, self.inner.loss()))
+    }
+
+    /// `len(lrs)` training steps on batches of the whole arrays `sources` (one per
+    /// input, in order): batch `j` is rows `order[j * batch:(j + 1) * batch]`, or
+    /// with `order` None rows `first + j * batch` on, and step `j` runs at learning
+    /// rate `lrs[j]`. Returns a float32 array of `len(lrs) * (1 + len(record))`
+    /// values: per step, its loss and the first element of each output in `record`.
+    /// Sources and rows are checked before any step; on a step's error, the steps
+    /// before it stay applied.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (sources, order, first, lrs, record, variables, optimizer))]
+    fn train_batches<'py>(
+        &mut self,
+        py: Python<'py>,
+        sources: Vec<Bound<'py, PyAny>>,
+        order: Option<PyReadonlyArray1<'py, i32>>,
+        first: usize,
+        lrs: PyReadonlyArray1<'py, f32>,
+        record: Vec<usize>,
+        mut variables: PyRefMut<'py, Variables>,
+        mut optimizer: PyRefMut<'py, Optimizer>,
+    ) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        let arrays = extract_all(&sources, "source")?;
+        let tensors: Vec<_> = arrays.iter().map(|a| a.tensor()).collect();
+        let rows = match &order {
+            Some(order) => BatchRows::Gathered(order.as_slice()?),
+            None => BatchRows::Consecutive { first },
+        };
+        let lrs = lrs.as_slice()?;
+        let vars = &mut variables.inner;
+        let opt = &mut *optimizer;
+        let inner = &mut self.inner;
+        let mut log = Vec::with_capacity(lrs.len() * (1 + record.len()));
+        enter_core(py, || {
+            inner.train_batches(
+                &tensors,
+                rows,
+                lrs,
+                vars,
+                &opt.config,
+                &mut opt.state,
+                &record,
+                &mut log,
+            )
+        })?;
+        Ok(log.into_pyarray(py))
     }
 
     /// (shape, dtype name) of each input the step expects.

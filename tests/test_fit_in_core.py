@@ -1,0 +1,181 @@
+"""`fit` over in-memory arrays runs an epoch's full batches several steps per call
+into the core (`CompiledStep.train_batches`) when no metric or callback needs each
+step.
+
+Reference: the same `fit` with a callback that has a hook per batch, which makes
+`fit` run one call per batch; weights, optimizer state and History must be
+bitwise the same.
+"""
+
+import numpy as np
+import pytest
+
+import pyfuncnet as keras
+from pyfuncnet import layers
+from pyfuncnet._variable import store
+from pyfuncnet.models.trainer import Trainer
+
+
+class _PerBatch(keras.callbacks.Callback):
+    """A hook per batch: `fit` then runs one step per call."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
+
+
+def _mlp(optimizer):
+    keras.utils.set_random_seed(5)
+    inp = keras.Input(shape=(6,))
+    h = layers.Dense(9, activation="relu")(inp)
+    out = layers.Dense(4)(h)
+    model = keras.Model(inp, out)
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def _two_outputs(optimizer):
+    keras.utils.set_random_seed(6)
+    a = keras.Input(shape=(5,), name="a")
+    b = keras.Input(shape=(3,), name="b")
+    h = layers.concatenate([layers.Dense(7, activation="tanh")(a), b])
+    score = layers.Dense(1, name="score")(h)
+    label = layers.Dense(3, activation="softmax", name="label")(h)
+    model = keras.Model({"a": a, "b": b}, {"score": score, "label": label})
+    model.compile(optimizer=optimizer, loss={"score": "mse", "label": "categorical_crossentropy"}, loss_weights={"score": 0.5, "label": 2.0})
+    return model
+
+
+def _data(kind, n):
+    rng = np.random.default_rng(1)
+    if kind == "mlp":
+        x = rng.standard_normal((n, 6)).astype(np.float32)
+        y = rng.integers(0, 4, size=n)
+        return x, y, {"sample_weight": rng.random(n).astype(np.float32)}
+    x = {"a": rng.standard_normal((n, 5)).astype(np.float32), "b": rng.standard_normal((n, 3)).astype(np.float32)}
+    labels = np.eye(3, dtype=np.float32)[rng.integers(0, 3, size=n)]
+    return x, {"score": rng.standard_normal((n, 1)).astype(np.float32), "label": labels}, {}
+
+
+def _fit(build, optimizer, kind, per_batch, monkeypatch, **fit_args):
+    """Trains a fresh model; returns (weights, optimizer iterations, history, whether
+    the epochs ran in the core)."""
+    model = build(optimizer())
+    x, y, extra = _data(kind, 50)
+    in_core = []
+    original = Trainer._fit_array_epoch
+
+    def spy(self, *args):
+        in_core.append(True)
+        return original(self, *args)
+
+    monkeypatch.setattr(Trainer, "_fit_array_epoch", spy)
+    callbacks = [_PerBatch()] if per_batch else []
+    np.random.seed(123)  # the shuffling's seed
+    history = model.fit(x, y, verbose=0, callbacks=callbacks, **extra, **fit_args)
+    return model.get_weights(), model.optimizer.iterations, history.history, bool(in_core)
+
+
+CASES = {
+    "mlp rmsprop shuffled, partial last batch": (_mlp, lambda: keras.optimizers.RMSprop(0.01), "mlp", dict(batch_size=7, epochs=3)),
+    "mlp adam in order": (_mlp, lambda: "adam", "mlp", dict(batch_size=8, epochs=2, shuffle=False)),
+    "mlp sgd schedule, steps_per_epoch": (
+        _mlp,
+        lambda: keras.optimizers.SGD(keras.optimizers.schedules.ExponentialDecay(0.1, 3, 0.5), momentum=0.9),
+        "mlp",
+        dict(batch_size=4, epochs=2, steps_per_epoch=9),
+    ),
+    "two outputs, loss weights, dict feeds": (_two_outputs, lambda: keras.optimizers.Adam(0.01), "two", dict(batch_size=16, epochs=2)),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fit_in_core_trains_exactly_as_one_call_per_batch(case, monkeypatch):
+    build, optimizer, kind, fit_args = CASES[case]
+    weights, iterations, history, in_core = _fit(build, optimizer, kind, False, monkeypatch, **fit_args)
+    ref_weights, ref_iterations, ref_history, ref_in_core = _fit(build, optimizer, kind, True, monkeypatch, **fit_args)
+    assert in_core and not ref_in_core
+    assert iterations == ref_iterations > 0
+    for w, r in zip(weights, ref_weights, strict=True):
+        np.testing.assert_array_equal(w, r)
+    assert history == ref_history
+    if kind == "two":
+        assert set(history) == {"loss", "label_loss", "score_loss"}
+
+
+def test_metrics_keep_one_call_per_batch(monkeypatch):
+    called = []
+    monkeypatch.setattr(Trainer, "_fit_array_epoch", lambda *a: called.append(a))
+    model = _mlp("sgd")
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    x, y, _ = _data("mlp", 20)
+    history = model.fit(x, y, batch_size=8, verbose=0)
+    assert not called and set(history.history) == {"loss", "accuracy"}
+
+
+def test_the_progress_bar_is_drawn_after_each_call(capsys):
+    model = _mlp("rmsprop")
+    x, y, _ = _data("mlp", 50)
+    history = model.fit(x, y, batch_size=8, epochs=2, verbose=1)
+    out = capsys.readouterr().out
+    assert "Epoch 2/2" in out and "7/7" in out
+    last = out.strip().splitlines()[-1]
+    assert f"loss: {history.history['loss'][-1]:.4f}" in last
+
+
+def _program_and_arrays():
+    model = _mlp(keras.optimizers.RMSprop(0.01))
+    x, y, _ = _data("mlp", 20)
+    y = y.astype(np.int32)
+    program = model._program("train", [x[:4]], [y[:4]], [None])
+    return model, program, x, y
+
+
+def test_train_batches_equals_train_on_each_gathered_batch():
+    model, program, x, y = _program_and_arrays()
+    ref = _mlp(keras.optimizers.RMSprop(0.01))
+    ref_program = ref._program("train", [x[:4]], [y[:4]], [None])
+    order = np.random.default_rng(0).permutation(20).astype(np.int32)[:12]
+    lrs = np.array([0.01, 0.005, 0.02], np.float32)
+    log = program.step.train_batches([x, y], order, 0, lrs, [], store.core, model.optimizer.core)
+    for j in range(3):
+        idx = order[4 * j : 4 * j + 4]
+        _, loss = ref_program.step.train([x[idx], y[idx]], store.core, ref.optimizer.core, float(lrs[j]))
+        assert log[j] == np.float32(loss)
+    for w, r in zip(model.get_weights(), ref.get_weights(), strict=True):
+        np.testing.assert_array_equal(w, r)
+    # Consecutive rows, read in place: rows 8..16 in two batches.
+    log = program.step.train_batches([x, y], None, 8, lrs[:2], [], store.core, model.optimizer.core)
+    for j in range(2):
+        _, loss = ref_program.step.train([x[8 + 4 * j : 12 + 4 * j], y[8 + 4 * j : 12 + 4 * j]], store.core, ref.optimizer.core, float(lrs[j]))
+        assert log[j] == np.float32(loss)
+    for w, r in zip(model.get_weights(), ref.get_weights(), strict=True):
+        np.testing.assert_array_equal(w, r)
+
+
+def test_train_batches_checks_everything_before_the_first_step():
+    model, program, x, y = _program_and_arrays()
+    before = model.get_weights()
+    iterations = model.optimizer.iterations
+    lrs = np.full(2, 0.01, np.float32)
+    core = (store.core, model.optimizer.core)
+    with pytest.raises(IndexError, match="row index 20 at position 5 is outside the sources' 20 rows"):
+        program.step.train_batches([x, y], np.array([0, 1, 2, 3, 4, 20, 6, 7], np.int32), 0, lrs, [], *core)
+    with pytest.raises(ValueError, match="need 8 row indices, got 7"):
+        program.step.train_batches([x, y], np.arange(7, dtype=np.int32), 0, lrs, [], *core)
+    with pytest.raises(ValueError, match="from row 13 need more than the sources' 20 rows"):
+        program.step.train_batches([x, y], None, 13, lrs, [], *core)
+    with pytest.raises(ValueError, match=r"source 1 has shape \(19,\) \(int32\), expected 20 rows"):
+        program.step.train_batches([x, y[:19]], None, 0, lrs, [], *core)
+    with pytest.raises(ValueError, match=r"source 0 has shape \(20, 5\) \(float32\), expected 20 rows of the step's input \(4, 6\)"):
+        program.step.train_batches([x[:, :5].copy(), y], None, 0, lrs, [], *core)
+    with pytest.raises(ValueError, match="expected 2 source arrays"):
+        program.step.train_batches([x], None, 0, lrs, [], *core)
+    with pytest.raises(ValueError, match="output 7 does not exist"):
+        program.step.train_batches([x, y], None, 0, lrs, [7], *core)
+    assert model.optimizer.iterations == iterations
+    for w, b in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(w, b)
