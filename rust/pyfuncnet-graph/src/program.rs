@@ -373,7 +373,7 @@ impl CompiledStep {
         let types: Vec<TensorType> = self.exec.input_types().into_iter().cloned().collect();
         let (batch, n) = check_batch_sources(&types, sources)?;
         let steps = lrs.len();
-        let wanted = steps.checked_mul(batch).unwrap_or(usize::MAX);
+        let wanted = steps.saturating_mul(batch);
         match rows {
             BatchRows::Consecutive { first } => {
                 if first.checked_add(wanted).is_none_or(|end| end > n) {
