@@ -132,10 +132,10 @@ unsafe fn run_avx512<K: SimdBody>(body: &mut K) {
 
 /// Asks the CPU to start loading `data` into its mid-level cache (L2 on x86-64)
 /// ahead of use; a hint only, which never faults. For data read in many short
-/// strided pieces (a recurrent step's rows), which the hardware prefetchers
-/// cannot follow.
+/// strided pieces (a recurrent step's rows, the rows a gather picks), which the
+/// hardware prefetchers cannot follow.
 #[inline(always)]
-pub(crate) fn prefetch(data: &[f32]) {
+pub(crate) fn prefetch<T>(data: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
@@ -150,7 +150,8 @@ pub(crate) fn prefetch(data: &[f32]) {
         let start = base as usize;
         // Offsets from `base` of the first and the last line.
         let first = -((start % LINE_BYTES) as isize);
-        let end = ((start + last * 4) & !(LINE_BYTES - 1)) as isize - start as isize;
+        let end = ((start + last * std::mem::size_of::<T>()) & !(LINE_BYTES - 1)) as isize
+            - start as isize;
         let mut line = first;
         while line <= end {
             // SAFETY: a prefetch neither reads nor writes memory architecturally

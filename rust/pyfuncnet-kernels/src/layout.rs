@@ -22,6 +22,8 @@ pub const MAX_RANK: usize = 8;
 /// Fewest elements one parallel task moves: a few tens of microseconds of memory
 /// traffic, well above the cost of handing a task to another thread.
 const COPY_GRAIN: usize = 1 << 16;
+/// How many rows ahead [`gather`] prefetches the row it will copy.
+const GATHER_AHEAD: usize = 2;
 
 /// Edge of the square tiles of the blocked transpose: 32 rows of 32 elements keep
 /// both the source and the destination lines of a tile in L1.
@@ -763,11 +765,18 @@ pub fn gather<T: Copy + Send + Sync>(
         return Ok(());
     }
     let rows_per_task = COPY_GRAIN.div_ceil(inner);
+    let rows = outer * m;
+    let source = |row: usize| (row / m * n + indices[row % m] as usize) * inner;
     par::for_each_chunk_mut(out, rows_per_task * inner, |ci, chunk| {
         for (r, dst) in chunk.chunks_mut(inner).enumerate() {
             let row = ci * rows_per_task + r;
-            let (o, j) = (row / m, row % m);
-            let src = (o * n + indices[j] as usize) * inner;
+            // The rows picked are scattered: ask for one a few rows ahead, so its
+            // first lines are on their way while this one is copied.
+            if row + GATHER_AHEAD < rows {
+                let ahead = source(row + GATHER_AHEAD);
+                crate::cpu::prefetch(&x[ahead..ahead + inner]);
+            }
+            let src = source(row);
             dst.copy_from_slice(&x[src..src + inner]);
         }
     });
