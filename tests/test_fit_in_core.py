@@ -49,8 +49,25 @@ def _two_outputs(optimizer):
     return model
 
 
+def _text(optimizer):
+    """Two embedding tables (an LSTM over one): steps that gather a few of their rows."""
+    keras.utils.set_random_seed(7)
+    words = keras.Input(shape=(6,), dtype="int32", name="words")
+    tags = keras.Input(shape=(2,), dtype="int32", name="tags")
+    seq = layers.LSTM(5)(layers.Embedding(40, 4)(words))
+    pooled = layers.Flatten()(layers.Embedding(30, 3)(tags))
+    out = layers.Dense(3)(layers.concatenate([seq, pooled]))
+    model = keras.Model([words, tags], out)
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
 def _data(kind, n):
     rng = np.random.default_rng(1)
+    if kind == "text":
+        # Rows 35.. of the first table and 25.. of the second are never gathered.
+        x = [rng.integers(0, 35, size=(n, 6)).astype(np.int32), rng.integers(0, 25, size=(n, 2)).astype(np.int32)]
+        return x, rng.integers(0, 3, size=n), {}
     if kind == "mlp":
         x = rng.standard_normal((n, 6)).astype(np.float32)
         y = rng.integers(0, 4, size=n)
@@ -76,7 +93,8 @@ def _fit(build, optimizer, kind, per_batch, monkeypatch, **fit_args):
     callbacks = [_PerBatch()] if per_batch else []
     np.random.seed(123)  # the shuffling's seed
     history = model.fit(x, y, verbose=0, callbacks=callbacks, **extra, **fit_args)
-    return model.get_weights(), model.optimizer.iterations, history.history, bool(in_core)
+    weights = model.get_weights() + [np.asarray(v) for v in model.optimizer.variables]
+    return weights, model.optimizer.iterations, history.history, bool(in_core)
 
 
 CASES = {
@@ -89,6 +107,10 @@ CASES = {
         dict(batch_size=4, epochs=2, steps_per_epoch=9),
     ),
     "two outputs, loss weights, dict feeds": (_two_outputs, lambda: keras.optimizers.Adam(0.01), "two", dict(batch_size=16, epochs=2)),
+    # Embedding tables, whose gradients reach the optimizer as the gathered rows' sums.
+    "embeddings rmsprop": (_text, lambda: keras.optimizers.RMSprop(0.01), "text", dict(batch_size=4, epochs=3)),
+    "embeddings rmsprop, global_clipnorm": (_text, lambda: keras.optimizers.RMSprop(0.05, rho=0.5, global_clipnorm=0.1), "text", dict(batch_size=3, epochs=2)),
+    "embeddings rmsprop with momentum": (_text, lambda: keras.optimizers.RMSprop(0.01, momentum=0.5), "text", dict(batch_size=4, epochs=2)),
 }
 
 
