@@ -342,3 +342,25 @@ def test_a_variable_dying_while_the_store_is_busy_is_released_later():
     assert index not in store.released
     assert w._index == index or index in store.free
     np.testing.assert_array_equal(w.numpy(), np.ones(4, np.float32))
+
+
+def test_predict_on_batch_serves_repeated_calls_from_the_compiled_step():
+    # Reference: the forward pass in float64 NumPy with the model's weights.
+    keras.utils.set_random_seed(3)
+    inp = keras.Input(shape=(5,))
+    hidden = layers.Dense(4, activation="relu")(inp)
+    model = keras.Model(inp, {"a": layers.Dense(2, name="a")(hidden), "b": layers.Dense(1, activation="sigmoid", name="b")(hidden)})
+    single = keras.Model(inp, model.get_layer("a").output)
+    w1, b1, wa, ba, wb, bb = (w.astype(np.float64) for w in model.get_weights())
+    rng = np.random.default_rng(0)
+    for rows in [1, 1, 3, 1]:  # the same shape again, another, then the first once more
+        x = rng.standard_normal((rows, 5)).astype(np.float32)
+        h = np.maximum(x @ w1 + b1, 0.0)
+        got = model.predict_on_batch(x)
+        assert set(got) == {"a", "b"}
+        np.testing.assert_allclose(got["a"], h @ wa + ba, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got["b"], 1 / (1 + np.exp(-(h @ wb + bb))), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(single.predict_on_batch(x), h @ wa + ba, rtol=1e-5, atol=1e-6)
+    # A shape the model does not take still gets the checked path's error.
+    with pytest.raises(ValueError, match="expected.*5"):
+        single.predict_on_batch(np.zeros((1, 6), np.float32))
