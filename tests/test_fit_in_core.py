@@ -68,13 +68,14 @@ def _data(kind, n):
         # Rows 35.. of the first table and 25.. of the second are never gathered.
         x = [rng.integers(0, 35, size=(n, 6)).astype(np.int32), rng.integers(0, 25, size=(n, 2)).astype(np.int32)]
         return x, rng.integers(0, 3, size=n), {}
-    if kind == "mlp":
+    if kind.startswith("mlp"):
         x = rng.standard_normal((n, 6)).astype(np.float32)
         y = rng.integers(0, 4, size=n)
-        return x, y, {"sample_weight": rng.random(n).astype(np.float32)}
+        return x, y, {} if kind == "mlp-classes" else {"sample_weight": rng.random(n).astype(np.float32)}
     x = {"a": rng.standard_normal((n, 5)).astype(np.float32), "b": rng.standard_normal((n, 3)).astype(np.float32)}
     labels = np.eye(3, dtype=np.float32)[rng.integers(0, 3, size=n)]
-    return x, {"score": rng.standard_normal((n, 1)).astype(np.float32), "label": labels}, {}
+    weights = {"score": rng.random(n).astype(np.float32), "label": 2 * rng.random(n).astype(np.float32)}
+    return x, {"score": rng.standard_normal((n, 1)).astype(np.float32), "label": labels}, {"sample_weight": weights} if kind == "two-weighted" else {}
 
 
 def _fit(build, optimizer, kind, per_batch, monkeypatch, **fit_args):
@@ -106,7 +107,14 @@ CASES = {
         "mlp",
         dict(batch_size=4, epochs=2, steps_per_epoch=9),
     ),
+    "mlp class weights, validation split": (
+        _mlp,
+        lambda: keras.optimizers.RMSprop(0.01),
+        "mlp-classes",
+        dict(batch_size=6, epochs=2, class_weight={0: 1.0, 1: 2.0, 2: 0.5, 3: 1.5}, validation_split=0.2),
+    ),
     "two outputs, loss weights, dict feeds": (_two_outputs, lambda: keras.optimizers.Adam(0.01), "two", dict(batch_size=16, epochs=2)),
+    "two outputs, sample weights": (_two_outputs, lambda: keras.optimizers.Adam(0.01), "two-weighted", dict(batch_size=16, epochs=2)),
     # Embedding tables, whose gradients reach the optimizer as the gathered rows' sums.
     "embeddings rmsprop": (_text, lambda: keras.optimizers.RMSprop(0.01), "text", dict(batch_size=4, epochs=3)),
     "embeddings rmsprop, global_clipnorm": (_text, lambda: keras.optimizers.RMSprop(0.05, rho=0.5, global_clipnorm=0.1), "text", dict(batch_size=3, epochs=2)),
@@ -124,8 +132,34 @@ def test_fit_in_core_trains_exactly_as_one_call_per_batch(case, monkeypatch):
     for w, r in zip(weights, ref_weights, strict=True):
         np.testing.assert_array_equal(w, r)
     assert history == ref_history
-    if kind == "two":
+    if kind.startswith("two"):
         assert set(history) == {"loss", "label_loss", "score_loss"}
+    if "validation_split" in fit_args:
+        assert "val_loss" in history
+
+
+def test_batch_hooks_of_lambda_callbacks_keep_one_call_per_batch(monkeypatch):
+    called = []
+    monkeypatch.setattr(Trainer, "_fit_array_epoch", lambda *a: called.append(a))
+    model = _mlp("sgd")
+    x, y, _ = _data("mlp", 20)
+    seen = []
+    hook = keras.callbacks.LambdaCallback(on_train_batch_begin=lambda batch, logs: seen.append(batch))
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[hook])
+    assert not called and seen == [0, 1, 2, 0, 1, 2]
+
+
+@pytest.mark.parametrize("per_batch", [False, True])
+def test_stop_training_set_when_an_epoch_begins_stops_it_after_one_step(per_batch):
+    class StopAtEpochBegin(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.model.stop_training = True
+
+    model = _mlp("sgd")
+    x, y, _ = _data("mlp", 40)
+    callbacks = [StopAtEpochBegin()] + ([_PerBatch()] if per_batch else [])
+    history = model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=callbacks)
+    assert model.optimizer.iterations == 1 and len(history.history["loss"]) == 1
 
 
 def test_metrics_keep_one_call_per_batch(monkeypatch):

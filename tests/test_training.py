@@ -364,3 +364,30 @@ def test_predict_on_batch_serves_repeated_calls_from_the_compiled_step():
     # A shape the model does not take still gets the checked path's error.
     with pytest.raises(ValueError, match="expected.*5"):
         single.predict_on_batch(np.zeros((1, 6), np.float32))
+
+
+def test_each_output_gets_its_own_targets_and_sample_weights():
+    # Two outputs with integer targets and sample weights of the same shape, which a
+    # mix-up of the feeds would pass silently. Reference: the weighted losses in
+    # float64 NumPy from the model's own predictions.
+    keras.utils.set_random_seed(4)
+    inp = keras.Input(shape=(3,))
+    model = keras.Model(inp, {"p": layers.Dense(4, name="p")(inp), "q": layers.Dense(5, name="q")(inp)})
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((8, 3)).astype(np.float32)
+    y = {"p": rng.integers(0, 4, 8), "q": rng.integers(0, 5, 8)}
+    sw = {"p": rng.random(8).astype(np.float32), "q": 3.0 * rng.random(8).astype(np.float32)}
+
+    def weighted_ce(logits, labels, weights):
+        z = logits.astype(np.float64)
+        logp = z - z.max(-1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+        return float(np.mean(-logp[np.arange(len(labels)), labels] * weights))
+
+    pred = model.predict_on_batch(x)
+    want = {k: weighted_ce(pred[k], y[k], sw[k]) for k in ("p", "q")}
+    logs = model.evaluate(x, y, sample_weight=sw, batch_size=8, verbose=0, return_dict=True)
+    assert logs["p_loss"] == pytest.approx(want["p"], rel=1e-5)
+    assert logs["q_loss"] == pytest.approx(want["q"], rel=1e-5)
+    assert logs["loss"] == pytest.approx(want["p"] + want["q"], rel=1e-5)

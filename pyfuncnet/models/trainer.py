@@ -25,7 +25,7 @@ from pyfuncnet.models import data as data_utils
 class _Program:
     """One compiled step and what it feeds and fetches."""
 
-    def __init__(self, step, n_outputs, loss_outputs, constrained=(), mask_outputs=None, carried=()):
+    def __init__(self, step, n_outputs, loss_outputs, constrained=(), mask_outputs=None, carried=(), targets=()):
         self.step = step
         self.n_outputs = n_outputs
         # Indices, among the step's outputs, of each output's own loss (or None).
@@ -39,6 +39,9 @@ class _Program:
         # (Variable, output index): stateful recurrent states the step's last
         # outputs carry to the next step.
         self.carried = list(carried)
+        # (output index, whether its sample weight is fed): the step's target inputs
+        # after the model's, in order.
+        self.targets = list(targets)
 
     def carry(self, outs):
         """Assigns the carried states; returns the step's other outputs."""
@@ -46,10 +49,15 @@ class _Program:
             variable.assign(outs[k])
         return outs[: len(outs) - len(self.carried)]
 
-    @staticmethod
-    def feeds(x, ys, sws):
-        """The step's inputs: model inputs, then targets, then sample weights."""
-        return x + [y for y in ys if y is not None] + [s for s, y in zip(sws, ys) if s is not None and y is not None]
+    def feeds(self, x, ys, sws):
+        """The step's inputs: the model's inputs, then for each output with a loss and
+        a target, its target and its sample weight if any."""
+        feeds = list(x)
+        for k, weighted in self.targets:
+            feeds.append(ys[k])
+            if weighted:
+                feeds.append(sws[k])
+        return feeds
 
 
 class _MeanTracker:
@@ -266,6 +274,7 @@ class Trainer:
         feeds, shapes = list(inputs), [a.shape for a in x]
         fetches = list(outputs)
         total, loss_outputs, mask_outputs = None, [None] * len(outputs), [None] * len(outputs)
+        targets = []
         if mode != "predict":
             # Keras creates the per-output loss trackers when a loss first meets data.
             self._loss_trackers_built = True
@@ -285,6 +294,7 @@ class Trainer:
                 feeds.append(y_ph)
                 shapes.append(y.shape)
                 sw_ph = None
+                targets.append((k, sws[k] is not None))
                 if sws[k] is not None:
                     sw_ph = KerasTensor((batch,) + sws[k].shape[1:], "float32", name=f"{output_names[k]}_sample_weight")
                     feeds.append(sw_ph)
@@ -326,7 +336,7 @@ class Trainer:
         spec = GraphSpec(feeds, fetches, shapes, loss=total, trainable=trainable, updates=updates, seed=utils.get_random_seed() or 0, training=mode == "train")
         step = _core.CompiledStep(json.dumps(spec.spec), mode)
         constrained = [v for v in trainable if getattr(v, "constraint", None) is not None]
-        return _Program(step, len(outputs), loss_outputs, constrained, mask_outputs, carried)
+        return _Program(step, len(outputs), loss_outputs, constrained, mask_outputs, carried, targets)
 
     def _graph_nodes(self):
         if hasattr(self, "_nodes_by_depth"):
@@ -561,7 +571,9 @@ class Trainer:
         if not isinstance(optimizer._learning_rate, (float, int, LearningRateSchedule)):
             return False
         hooks = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
-        return all(isinstance(c, ProgbarLogger) or all(getattr(type(c), h) is getattr(Callback, h) for h in hooks) for c in cbs.callbacks)
+        # A hook is the base class's no-op unless a subclass or the instance (as
+        # LambdaCallback's) replaces it.
+        return all(isinstance(c, ProgbarLogger) or all(getattr(getattr(c, h), "__func__", None) is getattr(Callback, h) for h in hooks) for c in cbs.callbacks)
 
     def _fit_array_epoch(self, data, steps_per_epoch, cbs):
         """One epoch of `fit` over in-memory arrays when `_steps_run_in_core`: the full
@@ -582,9 +594,10 @@ class Trainer:
         named = [f"{output_names[k]}_loss" for k, _ in program.named_losses] if full and len(output_names) > 1 else []
         record = [i for _, i in program.named_losses] if named else []
         lr = self.optimizer._learning_rate
-        done, chunk = 0, 4
-        while done < full:
-            k = min(chunk, full - done)
+        done, chunk, stopped = 0, 4, False
+        while done < full and not stopped:
+            # As per batch, a flag set before the epoch stops it after one step.
+            k = 1 if self.stop_training else min(chunk, full - done)
             if isinstance(lr, LearningRateSchedule):
                 first = self.optimizer.iterations
                 lrs = np.array([float(lr(first + j)) for j in range(k)], np.float32)
@@ -605,7 +618,8 @@ class Trainer:
             cbs.on_train_batch_end(done - 1, logs)
             if time.perf_counter() - started < 0.05:
                 chunk = min(2 * chunk, 1024)
-        for step in range(full, steps):
+            stopped = self.stop_training
+        for step in range(full, steps if not stopped else full):
             trackers, logs = self._fit_batch(cbs, step, data.batch(order, step), trackers)
             if self.stop_training:
                 break
