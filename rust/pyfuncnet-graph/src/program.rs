@@ -409,30 +409,31 @@ impl CompiledStep {
         }
         let mut buffers = std::mem::take(&mut self.batch_buffers);
         buffers.resize_with(types.len(), Buffer::default);
+        // The step's inputs, one list for all steps (a steady-state step allocates nothing).
+        let mut spare: Vec<TensorRef> = Vec::with_capacity(types.len());
         let result = (0..steps).try_for_each(|j| {
             let batch_rows = j * batch..(j + 1) * batch;
-            let inputs: Vec<TensorRef> = match rows {
-                BatchRows::Consecutive { first } => sources
-                    .iter()
-                    .zip(&types)
-                    .map(|(src, ty)| rows_of(src, &ty.shape, first + batch_rows.start))
-                    .collect(),
+            let mut inputs = recycle_tensors(std::mem::take(&mut spare));
+            match rows {
+                BatchRows::Consecutive { first } => inputs.extend(
+                    sources
+                        .iter()
+                        .zip(&types)
+                        .map(|(src, ty)| rows_of(src, &ty.shape, first + batch_rows.start)),
+                ),
                 BatchRows::Gathered(order) => {
                     let indices = &order[batch_rows];
                     for ((src, ty), buf) in sources.iter().zip(&types).zip(&mut buffers) {
                         gather_rows(src, indices, ty, buf)?;
                     }
-                    buffers
-                        .iter()
-                        .zip(&types)
-                        .map(|(buf, ty)| TensorRef {
-                            shape: &ty.shape,
-                            data: buf.as_ref(ty.numel()),
-                        })
-                        .collect()
+                    inputs.extend(buffers.iter().zip(&types).map(|(buf, ty)| TensorRef {
+                        shape: &ty.shape,
+                        data: buf.as_ref(ty.numel()),
+                    }));
                 }
-            };
+            }
             self.train(&inputs, vars, config, state, lrs[j])?;
+            spare = recycle_tensors(inputs);
             log.push(self.loss().unwrap_or(f32::NAN));
             log.extend(record.iter().map(|&k| match self.output(k).data {
                 DataRef::F32(d) => d.first().copied().unwrap_or(f32::NAN),
@@ -566,6 +567,14 @@ fn apply_to_subset(
         }
     }
     result
+}
+
+/// `v` emptied, with its capacity, for tensors of another lifetime (see [`recycle`]).
+fn recycle_tensors<'b>(mut v: Vec<TensorRef<'_>>) -> Vec<TensorRef<'b>> {
+    v.clear();
+    v.into_iter()
+        .map(|_| unreachable!("the vector was cleared"))
+        .collect()
 }
 
 /// `v` emptied, with its capacity, for gradients of another lifetime (see

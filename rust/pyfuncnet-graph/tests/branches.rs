@@ -48,6 +48,7 @@ fn reference(x: &[f32], vars: &Variables) -> Vec<f64> {
 
 fn train(threads: usize) -> (Vec<Vec<f32>>, Vec<f32>, usize) {
     par::set_num_threads(threads).unwrap();
+    par::watch_machine_load(false);
     let spec = common::towers_spec(BATCH, FEATURES, UNITS, TOWERS);
     let mut step = CompiledStep::compile(&spec, Mode::Train).unwrap();
     let parallel = step.executor().parallel_stages();
@@ -80,6 +81,7 @@ fn branches_run_side_by_side_and_match_the_reference() {
     let inputs = inputs_for(&x, &y, &shapes);
     for threads in [1, 2, 3] {
         par::set_num_threads(threads).unwrap();
+        par::watch_machine_load(false);
         step.run(&inputs, &vars, 0).unwrap();
         let DataRef::F32(got) = step.output(0).data else {
             panic!("float output expected")

@@ -86,6 +86,56 @@ fn steady_state_train_step_does_not_allocate() {
         made, 0,
         "two-encoder LSTM model: 10 steady-state steps made {made} heap allocations"
     );
+    // Several steps per call: what a call allocates does not grow with its steps.
+    let (few, many) = (batches_call_allocations(2), batches_call_allocations(12));
+    assert_eq!(
+        few, many,
+        "train_batches: a call of 2 steps made {few} heap allocations, of 12 steps {many}"
+    );
+}
+
+/// The allocations of one `train_batches` call of `steps` MLP steps on gathered rows
+/// (after a first call).
+fn batches_call_allocations(steps: usize) -> usize {
+    use pyfuncnet_graph::program::BatchRows;
+    let (dims, batch) = ([784, 64, 64, 10], 64);
+    let mut step = CompiledStep::compile(&common::mlp_spec(batch, &dims), Mode::Train).unwrap();
+    let mut vars = common::mlp_variables(&dims);
+    let config = OptimizerConfig::from_json(&serde_json::json!({"name": "rmsprop"})).unwrap();
+    let sizes: Vec<usize> = vars.values.iter().map(Vec::len).collect();
+    let mut state = OptimizerState::new(&config, &sizes);
+    let rows = 12 * batch;
+    let (x, y) = common::mlp_batch(rows, dims[0], 5);
+    let (x_shape, y_shape) = ([rows, dims[0]], [rows]);
+    let sources = [
+        TensorRef::new_f32(&x_shape, &x),
+        TensorRef {
+            shape: &y_shape,
+            data: DataRef::I32(&y),
+        },
+    ];
+    let order: Vec<i32> = (0..rows as i32).rev().collect();
+    let lrs = [1e-3; 12];
+    let mut log = Vec::with_capacity(12);
+    let mut call = |steps: usize, log: &mut Vec<f32>| {
+        log.clear();
+        let rows = BatchRows::Gathered(&order[..steps * batch]);
+        step.train_batches(
+            &sources,
+            rows,
+            &lrs[..steps],
+            &mut vars,
+            &config,
+            &mut state,
+            &[],
+            log,
+        )
+        .unwrap();
+    };
+    call(12, &mut log);
+    let before = allocations();
+    call(steps, &mut log);
+    allocations() - before
 }
 
 /// An embedding model: `take` feeding a dense layer over every step (whose kernel

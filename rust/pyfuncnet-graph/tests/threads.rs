@@ -15,6 +15,7 @@ static POOL_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn train(threads: usize) -> (Vec<Vec<f32>>, Vec<f32>) {
     par::set_num_threads(threads).unwrap();
+    par::watch_machine_load(false);
     let dims = [784, 256, 128, 10];
     let batch = 96;
     let mut step = CompiledStep::compile(&common::mlp_spec(batch, &dims), Mode::Train).unwrap();
@@ -86,6 +87,7 @@ fn noisy_mlp_spec(batch: usize) -> String {
 
 fn train_noisy(threads: usize) -> (Vec<Vec<f32>>, Vec<f32>) {
     par::set_num_threads(threads).unwrap();
+    par::watch_machine_load(false);
     let (batch, dims) = (96, [784, 256, 10]);
     let mut step = CompiledStep::compile(&noisy_mlp_spec(batch), Mode::Train).unwrap();
     let mut vars = common::mlp_variables(&dims);
@@ -171,10 +173,12 @@ fn eager_outputs() -> Vec<Vec<u32>> {
 fn eager_ops_are_bitwise_identical_for_any_thread_count() {
     let _turn = POOL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     par::set_num_threads(1).unwrap();
+    par::watch_machine_load(false);
     let one = eager_outputs();
     // Inside a task of a parallel section (nested sections, as in a compiled
     // step's side-by-side nodes) the bits are the same.
     par::set_num_threads(2).unwrap();
+    par::watch_machine_load(false);
     let nested: Vec<_> = (0..2).map(|_| std::sync::Mutex::new(Vec::new())).collect();
     par::for_each_task(2, |i| *nested[i].lock().unwrap() = eager_outputs());
     for r in nested {
@@ -185,6 +189,7 @@ fn eager_ops_are_bitwise_identical_for_any_thread_count() {
     }
     for threads in [2, 3] {
         par::set_num_threads(threads).unwrap();
+        par::watch_machine_load(false);
         assert!(eager_outputs() == one, "{threads} threads differ from 1");
         // Several callers at once share the pool and still get the same bits.
         let all: Vec<_> = std::thread::scope(|s| {

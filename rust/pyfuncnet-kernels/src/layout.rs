@@ -22,8 +22,10 @@ pub const MAX_RANK: usize = 8;
 /// Fewest elements one parallel task moves: a few tens of microseconds of memory
 /// traffic, well above the cost of handing a task to another thread.
 const COPY_GRAIN: usize = 1 << 16;
-/// How many rows ahead [`gather`] prefetches the row it will copy.
+/// How many rows ahead [`gather`] prefetches the row it will copy, and at most how
+/// much of it.
 const GATHER_AHEAD: usize = 2;
+const GATHER_PREFETCH_BYTES: usize = 4096;
 
 /// Edge of the square tiles of the blocked transpose: 32 rows of 32 elements keep
 /// both the source and the destination lines of a tile in L1.
@@ -771,10 +773,12 @@ pub fn gather<T: Copy + Send + Sync>(
         for (r, dst) in chunk.chunks_mut(inner).enumerate() {
             let row = ci * rows_per_task + r;
             // The rows picked are scattered: ask for one a few rows ahead, so its
-            // first lines are on their way while this one is copied.
+            // first lines (the hardware prefetchers follow the rest) are on their way
+            // while this one is copied.
             if row + GATHER_AHEAD < rows {
                 let ahead = source(row + GATHER_AHEAD);
-                crate::cpu::prefetch(&x[ahead..ahead + inner]);
+                let lines = inner.min(GATHER_PREFETCH_BYTES / std::mem::size_of::<T>().max(1));
+                crate::cpu::prefetch(&x[ahead..ahead + lines]);
             }
             let src = source(row);
             dst.copy_from_slice(&x[src..src + inner]);

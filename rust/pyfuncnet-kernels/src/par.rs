@@ -111,7 +111,8 @@ pub fn set_num_threads(threads: usize) -> Result<()> {
     Ok(())
 }
 
-/// The number of threads that run a parallel section: the caller and the helpers.
+/// The number of threads of the pool: the caller and the helpers. A section may run
+/// on fewer ([`threads_in_use`]).
 pub fn num_threads() -> usize {
     current_team().helpers + 1
 }
@@ -446,6 +447,29 @@ fn serial() -> bool {
 /// How often the pool looks at how many threads other processes keep runnable.
 const LOAD_CHECK: Duration = Duration::from_millis(10);
 
+/// Environment variable that turns the look at the machine's load off when set to 0
+/// (read once; [`watch_machine_load`] changes it later).
+pub const WATCH_LOAD_ENV: &str = "PYFUNCNET_WATCH_LOAD";
+
+/// Whether the pool gives up helpers to other processes' runnable threads.
+fn watching_load() -> &'static AtomicBool {
+    static WATCHING: OnceLock<AtomicBool> = OnceLock::new();
+    WATCHING.get_or_init(|| {
+        AtomicBool::new(std::env::var(WATCH_LOAD_ENV).map_or(true, |v| v.trim() != "0"))
+    })
+}
+
+/// Turns the look at the machine's load on (the default) or off: off, every helper
+/// joins sections whatever other processes run (tests that compare thread counts
+/// need them to).
+pub fn watch_machine_load(watch: bool) {
+    watching_load().store(watch, Ordering::Relaxed);
+    if !watch {
+        HELPERS_ALLOWED.store(usize::MAX, Ordering::Relaxed);
+        WAS_CROWDED.store(false, Ordering::Relaxed);
+    }
+}
+
 /// When the pool last looked ([`now_ns`] time, 0: never), and how many helpers it then allowed
 /// (see [`helpers_allowed`]).
 static LOAD_CHECKED_NS: AtomicU64 = AtomicU64::new(0);
@@ -459,6 +483,9 @@ static WAS_CROWDED: AtomicBool = AtomicBool::new(false);
 fn helpers_allowed(team: &Team) -> usize {
     if team.helpers == 0 {
         return 0;
+    }
+    if !watching_load().load(Ordering::Relaxed) {
+        return team.helpers;
     }
     let now = now_ns();
     let last = LOAD_CHECKED_NS.load(Ordering::Relaxed);
@@ -482,14 +509,23 @@ fn helpers_allowed(team: &Team) -> usize {
 }
 
 /// The machine's load as Linux reports it.
-mod load {
+pub mod load {
     use std::sync::OnceLock;
 
     /// Threads this pool may run besides the caller without more runnable threads
     /// than online CPUs, given that `ours` of the runnable threads are this pool's;
-    /// `None` where the load cannot be read.
+    /// `None` where the load cannot be read, or where this process may use fewer
+    /// CPUs than the machine has (pinned, or under a CPU quota): the load counts the
+    /// threads of every CPU, not only of ours.
     pub(super) fn spare_threads(ours: usize) -> Option<usize> {
-        Some(spare(runnable_threads()?, ours, online_cpus()))
+        static OURS_ALL: OnceLock<bool> = OnceLock::new();
+        let cpus = online_cpus();
+        let ours_all = *OURS_ALL
+            .get_or_init(|| std::thread::available_parallelism().map_or(0, |n| n.get()) >= cpus);
+        if !ours_all {
+            return None;
+        }
+        Some(spare(runnable_threads()?, ours, cpus))
     }
 
     /// `cpus` less the runnable threads that are not ours, less the caller's own.
@@ -527,7 +563,7 @@ mod load {
 
     /// CPUs online on the machine (not only those this process may use: the load
     /// counts the threads of all of them).
-    fn online_cpus() -> usize {
+    pub fn online_cpus() -> usize {
         static CPUS: OnceLock<usize> = OnceLock::new();
         *CPUS.get_or_init(|| {
             std::fs::read_to_string("/sys/devices/system/cpu/online")
@@ -811,7 +847,7 @@ mod tests {
         assert!(seen.iter().all(|&(_, t)| t == me));
         assert_eq!(
             runs_in_parallel(),
-            num_threads() > 1 && !backing_off(),
+            threads_in_use() > 1,
             "the scope ends with the call"
         );
     }

@@ -974,6 +974,7 @@ mod tests {
         let mut runs = Vec::new();
         for threads in [1, 3] {
             par::set_num_threads(threads).unwrap();
+            par::watch_machine_load(false);
             let mut y = vec![0.0; x.len()];
             softmax(&x, 200, 1000, 1, &mut y).unwrap();
             runs.push(y.iter().map(|v| v.to_bits()).collect::<Vec<_>>());

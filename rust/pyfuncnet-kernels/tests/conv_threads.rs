@@ -20,6 +20,7 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
 
 fn run(threads: usize, shape: &ConvShape) -> [Vec<f32>; 3] {
     par::set_num_threads(threads).unwrap();
+    par::watch_machine_load(false);
     let (x, k, b, dy) = (
         values(shape.input_len(), 1),
         values(shape.kernel_len(), 2),

@@ -24,6 +24,7 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
 /// `C = 0.75 * op(A) op(B) + 0.5 * C + bias`, then tanh, at the given thread count.
 fn product(threads: usize, m: usize, n: usize, k: usize, ta: bool, tb: bool) -> Vec<Vec<f32>> {
     par::set_num_threads(threads).unwrap();
+    par::watch_machine_load(false);
     assert_eq!(par::num_threads(), threads);
     let a_data = values(m * k, 1);
     let b_data = values(k * n, 2);
@@ -94,6 +95,7 @@ fn gemm_called_from_inside_the_pool_matches_outside() {
     // The graph executor calls sgemm from pool workers, possibly several at once.
     let _turn = POOL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     par::set_num_threads(2).unwrap();
+    par::watch_machine_load(false);
     let (m, n, k) = (200, 300, 400);
     let a_data = values(m * k, 5);
     let b_data = values(k * n, 6);

@@ -21,6 +21,7 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
 /// Every output of the four kernels at the given thread count, as bits.
 fn outputs(threads: usize, shape: &PoolShape) -> Vec<Vec<u32>> {
     par::set_num_threads(threads).unwrap();
+    par::watch_machine_load(false);
     assert_eq!(par::num_threads(), threads);
     let w = &shape.window;
     let nx = shape.batch * w.input_pixels() * shape.channels;

@@ -21,6 +21,7 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
 
 fn run(threads: usize, spec: &RnnSpec) -> Vec<Vec<f32>> {
     par::set_num_threads(threads).unwrap();
+    par::watch_machine_load(false);
     let (b, t, u, g, w) = (
         spec.batch,
         spec.steps,
