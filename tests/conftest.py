@@ -9,6 +9,11 @@ from hypothesis import HealthCheck, settings
 # tests/ on the path so test modules can `import helpers`.
 sys.path.insert(0, os.path.dirname(__file__))
 
+# Every helper joins in whatever else runs on the machine, so that the tests that
+# compare thread counts compare parallel runs (the pool's look at the load is
+# tested in rust/pyfuncnet-kernels/tests/par_crowded.rs).
+os.environ["PYFUNCNET_WATCH_LOAD"] = "0"
+
 settings.register_profile(
     "pyfuncnet",
     max_examples=40,
