@@ -8,9 +8,10 @@
 //!
 //! Parallel work is split into fixed groups of rows sized from the problem alone
 //! (at least [`COPY_GRAIN`] elements per task, a quarter of that for [`gather`]), so
-//! the partition never depends on the thread count. Most kernels here only copy, which is exact for any split; the two
-//! that add ([`scatter_add`], [`strided_slice_grad`]) give every destination element
-//! to exactly one task and add into it in a fixed order.
+//! the partition never depends on the thread count. Most kernels here only copy,
+//! which is exact for any split; the two that add ([`scatter_add`],
+//! [`strided_slice_grad`]) give every destination element to exactly one task and
+//! add into it in a fixed order.
 
 use crate::error::{check_len, check_len_for, KernelError, Result};
 use crate::par;
