@@ -162,6 +162,17 @@ def test_stop_training_set_when_an_epoch_begins_stops_it_after_one_step(per_batc
     assert model.optimizer.iterations == 1 and len(history.history["loss"]) == 1
 
 
+def test_a_callable_learning_rate_keeps_one_call_per_batch(monkeypatch):
+    # Its value is only known when a step starts: called once per step, as per batch.
+    called = []
+    monkeypatch.setattr(Trainer, "_fit_array_epoch", lambda *a: called.append(a))
+    calls = []
+    model = _mlp(keras.optimizers.SGD(lambda: calls.append(1) or 0.01))
+    x, y, _ = _data("mlp", 20)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert not called and len(calls) == model.optimizer.iterations == 6
+
+
 def test_metrics_keep_one_call_per_batch(monkeypatch):
     called = []
     monkeypatch.setattr(Trainer, "_fit_array_epoch", lambda *a: called.append(a))

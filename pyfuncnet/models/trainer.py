@@ -74,6 +74,16 @@ class _MeanTracker:
         return self.total / self.count if self.count else 0.0
 
 
+def _track_losses(trackers, program, loss, own_losses, batch):
+    """Adds a step's loss and, with several outputs, each output's own loss
+    (`own_losses`, in `program.named_losses` order) to the epoch's trackers."""
+    trackers["loss"].update(loss, batch)
+    output_names = trackers["output_names"]
+    if len(output_names) > 1:
+        for (k, _), value in zip(program.named_losses, own_losses):
+            trackers["per_output"].setdefault(f"{output_names[k]}_loss", _MeanTracker()).update(float(value), batch)
+
+
 class Trainer:
     """The training and inference methods shared by every model."""
 
@@ -560,7 +570,7 @@ class Trainer:
         of the step, and no callback with a hook per batch (the progress bar is drawn
         after each call instead)."""
         from pyfuncnet.callbacks import Callback, ProgbarLogger
-        from pyfuncnet.optimizers import LearningRateSchedule, Optimizer
+        from pyfuncnet.optimizers import Optimizer
 
         config = self._compile_config
         if config["metrics"] is not None or config["weighted_metrics"] is not None:
@@ -568,7 +578,7 @@ class Trainer:
         optimizer = self.optimizer
         if type(optimizer).current_learning_rate is not Optimizer.current_learning_rate:
             return False
-        if not isinstance(optimizer._learning_rate, (float, int, LearningRateSchedule)):
+        if optimizer._next_learning_rates(0) is None:
             return False
         hooks = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
         # A hook is the base class's no-op unless a subclass or the instance (as
@@ -581,8 +591,6 @@ class Trainer:
         while a call takes under 50 ms, so the progress bar, drawn after each call,
         and Ctrl-C stay responsive), then the last, partial batch as usual. The same
         steps on the same batches as one call per batch. Returns the epoch's logs."""
-        from pyfuncnet.optimizers import LearningRateSchedule
-
         order, steps, size = data.order(), data.steps(steps_per_epoch), data.batch_size
         full = min(steps, data.n // size)
         trackers, logs = self._new_trackers(), {}
@@ -590,19 +598,12 @@ class Trainer:
         program = self._program("train", *head) if full else None
         if program is None or program.carried or program.constrained:
             full = 0
-        output_names = trackers["output_names"]
-        named = [f"{output_names[k]}_loss" for k, _ in program.named_losses] if full and len(output_names) > 1 else []
-        record = [i for _, i in program.named_losses] if named else []
-        lr = self.optimizer._learning_rate
+        record = [i for _, i in program.named_losses] if full else []
         done, chunk, stopped = 0, 4, False
         while done < full and not stopped:
             # As per batch, a flag set before the epoch stops it after one step.
             k = 1 if self.stop_training else min(chunk, full - done)
-            if isinstance(lr, LearningRateSchedule):
-                first = self.optimizer.iterations
-                lrs = np.array([float(lr(first + j)) for j in range(k)], np.float32)
-            else:
-                lrs = np.full(k, lr, np.float32)
+            lrs = self.optimizer._next_learning_rates(k)
             rows = None if order is None else order[done * size : (done + k) * size]
             started = time.perf_counter()
             try:
@@ -610,9 +611,7 @@ class Trainer:
             finally:
                 mark_store_changed()
             for values in log.reshape(k, 1 + len(record)):
-                trackers["loss"].update(float(values[0]), size)
-                for name, value in zip(named, values[1:]):
-                    trackers["per_output"].setdefault(name, _MeanTracker()).update(float(value), size)
+                _track_losses(trackers, program, float(values[0]), values[1:], size)
             done += k
             logs = self._logs(trackers)
             cbs.on_train_batch_end(done - 1, logs)
@@ -636,15 +635,12 @@ class Trainer:
     def _update_trackers(self, trackers, program, outs, loss, ys, sws, batch):
         if trackers is None:
             trackers = self._new_trackers()
-        trackers["loss"].update(loss, batch)
+        _track_losses(trackers, program, loss, [outs[i] for _, i in program.named_losses], batch)
         output_names = trackers["output_names"]
         preds = outs[: program.n_outputs]
         for pred, i in zip(preds, program.mask_outputs):
             if i is not None:
                 _symbolic.set_keras_mask(pred, outs[i])
-        if len(output_names) > 1:
-            for k, i in program.named_losses:
-                trackers["per_output"].setdefault(f"{output_names[k]}_loss", _MeanTracker()).update(float(outs[i]), batch)
         if self._compile_config["metrics"] is not None or self._compile_config["weighted_metrics"] is not None:
             per_output = self._resolved_metrics(output_names, ys, preds)
             for k, items in enumerate(per_output):

@@ -232,6 +232,18 @@ class Optimizer:
             return float(lr())
         return lr
 
+    def _next_learning_rates(self, count):
+        """The learning rates of the next `count` steps as float32, as
+        `current_learning_rate` will give them; None when the rate is a callable (its
+        value is only known when a step starts)."""
+        lr = self._learning_rate
+        if isinstance(lr, LearningRateSchedule):
+            first = self.iterations
+            return np.array([float(lr(first + j)) for j in range(count)], np.float32)
+        if callable(lr):
+            return None
+        return np.full(count, lr, np.float32)
+
     @property
     def iterations(self):
         """The number of updates applied so far (Keras's `optimizer.iterations`)."""

@@ -438,8 +438,9 @@ pub fn serially<R>(f: impl FnOnce() -> R) -> R {
 
 /// Whether the helpers below should run their tasks in order on this thread: with a
 /// single thread, inside [`serially`], while backing off after a stall, or while
-/// other processes keep the other cores busy (see the module docs). Tasks are independent and the partition is the caller's, so the
-/// results are the same either way.
+/// other processes keep the other cores busy (see the module docs). Tasks are
+/// independent and the partition is the caller's, so the results are the same
+/// either way.
 fn serial() -> bool {
     threads_in_use() == 1
 }
@@ -479,7 +480,8 @@ static WAS_CROWDED: AtomicBool = AtomicBool::new(false);
 
 /// How many of `team`'s helpers may join a section: all of them, unless other
 /// processes keep so many threads runnable that the helpers would take cores from
-/// them and from the caller (see the module docs). Looked up every [`LOAD_CHECK`].
+/// them and from the caller (see the module docs). Looked up every [`LOAD_CHECK`];
+/// [`allowed_now`] reads the last answer.
 fn helpers_allowed(team: &Team) -> usize {
     if team.helpers == 0 {
         return 0;
@@ -504,6 +506,14 @@ fn helpers_allowed(team: &Team) -> usize {
         if !crowded || was_crowded {
             HELPERS_ALLOWED.store(spare, Ordering::Relaxed);
         }
+    }
+    allowed_now(team)
+}
+
+/// [`helpers_allowed`]'s last answer, without looking at the clock.
+fn allowed_now(team: &Team) -> usize {
+    if !watching_load().load(Ordering::Relaxed) {
+        return team.helpers;
     }
     HELPERS_ALLOWED.load(Ordering::Relaxed).min(team.helpers)
 }
@@ -708,7 +718,8 @@ fn run_section(max_helpers: usize, claim_all: &(impl Fn() -> u32 + Sync)) {
     };
     let section = Section {
         work,
-        seats: AtomicUsize::new(max_helpers.min(helpers_allowed(&team))),
+        // (`serial`, which every caller asked first, has just looked at the load.)
+        seats: AtomicUsize::new(max_helpers.min(allowed_now(&team))),
         panic: Mutex::new(None),
     };
     let Some(slot) = team.open(&section) else {

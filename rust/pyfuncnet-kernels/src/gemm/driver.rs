@@ -121,7 +121,7 @@ pub(crate) fn gemm<K: MicroKernel>(p: &Problem, c: &mut [f32], ldc: usize) {
         small::gemm::<K>(&pt, target.transposed());
         if !p.epilogue.is_identity() {
             let rows = (MIN_TASK_FLOPS / 16 / p.n).max(1);
-            run_tasks(p.m.div_ceil(rows), |t| {
+            par::for_each_task(p.m.div_ceil(rows), |t| {
                 let i0 = t * rows;
                 // SAFETY: task t owns rows i0..i0+rows of C; the product is done.
                 unsafe { target.apply_epilogue(p.epilogue, i0..(i0 + rows).min(p.m), 0, p.n) };
@@ -160,7 +160,7 @@ fn k_streamed<K: MicroKernel>(p: &Problem, c: CTarget) {
     let threads = par::threads_in_use();
     let by_work = (2 * m * n * k / MIN_TASK_FLOPS).max(1);
     let per_task = n_panels.div_ceil(threads.min(by_work).min(n_panels));
-    run_tasks(n_panels.div_ceil(per_task), |t| {
+    par::for_each_task(n_panels.div_ceil(per_task), |t| {
         let (jp0, jp1) = (t * per_task, ((t + 1) * per_task).min(n_panels));
         let (j0, j1) = (jp0 * nr, (jp1 * nr).min(n));
         with_scratch(Slot::A, m_panels * mr * kc, |apack| {
@@ -246,17 +246,6 @@ fn scale_only(p: &Problem, c: &mut [f32], ldc: usize) {
     }
 }
 
-/// Runs `task(0..tasks)`: in a parallel section, or in order on this thread when
-/// sections run on one thread. The partition is the caller's and does not
-/// change either way.
-pub(crate) fn run_tasks(tasks: usize, task: impl Fn(usize) + Sync + Send) {
-    if tasks <= 1 || par::threads_in_use() == 1 {
-        (0..tasks).for_each(task);
-    } else {
-        par::for_each_task(tasks, task);
-    }
-}
-
 /// `ceil(x / unit) * unit`.
 pub(crate) fn round_up(x: usize, unit: usize) -> usize {
     x.div_ceil(unit) * unit
@@ -310,7 +299,7 @@ fn blocked<K: MicroKernel>(p: &Problem, c: CTarget) {
                                 // one synchronisation instead of two.
                                 let pack_a =
                                     || pack_k_blocked(apack, &p.a, 0, m, 0..k, kc, mr, K::LEVEL);
-                                both(pack_a, pack_b);
+                                par::join(pack_a, pack_b);
                             } else {
                                 pack_b();
                             }
@@ -331,7 +320,7 @@ fn blocked<K: MicroKernel>(p: &Problem, c: CTarget) {
                             shared_a,
                             m_pad,
                         };
-                        run_tasks(m_blocks * n_chunks, |t| {
+                        par::for_each_task(m_blocks * n_chunks, |t| {
                             let i0 = (t / n_chunks) * mc;
                             let jp0 = (t % n_chunks) * chunk_panels;
                             let jp1 = (jp0 + chunk_panels).min(n_panels);
@@ -342,16 +331,6 @@ fn blocked<K: MicroKernel>(p: &Problem, c: CTarget) {
             });
         },
     );
-}
-
-/// Runs `a` and `b`, in parallel when sections run on more than one thread.
-fn both(a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
-    if par::threads_in_use() == 1 {
-        a();
-        b();
-    } else {
-        par::join(a, b);
-    }
 }
 
 /// What the tasks of one (N block, K super-block) share.

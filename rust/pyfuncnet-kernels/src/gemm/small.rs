@@ -15,9 +15,10 @@
 //! shape only; each task walks the K blocks in order, so results do not depend on
 //! the thread count.
 
-use super::driver::{balanced_block, run_tasks, CTarget, Operand, Problem, Tile};
+use super::driver::{balanced_block, CTarget, Operand, Problem, Tile};
 use super::kernel::MicroKernel;
 use super::pack::pack_panels;
+use crate::par;
 use crate::scratch::{with_scratch, Slot};
 use std::ops::Range;
 
@@ -82,7 +83,7 @@ pub(crate) fn gemm<K: MicroKernel>(p: &Problem, c: CTarget) {
         let panel_flops = 2 * m * nr * k;
         let max_tasks = (n_panels * panel_flops / MIN_TASK_FLOPS).clamp(1, n_panels);
         let per_task = n_panels.div_ceil(max_tasks);
-        run_tasks(n_panels.div_ceil(per_task), |t| {
+        par::for_each_task(n_panels.div_ceil(per_task), |t| {
             let (jp0, jp1) = (t * per_task, ((t + 1) * per_task).min(n_panels));
             let (j0, j1) = (jp0 * nr, (jp1 * nr).min(n));
             with_scratch(Slot::B, (jp1 - jp0) * nr * k, |bpack| {
@@ -160,7 +161,7 @@ fn row_tasks<'b, K: MicroKernel>(
     let max_tasks = (strips_count * strip_flops / MIN_TASK_FLOPS).clamp(1, strips_count);
     let rows_per_task = strips_count.div_ceil(max_tasks) * mr;
     let tasks = m.div_ceil(rows_per_task);
-    run_tasks(tasks, |t| {
+    par::for_each_task(tasks, |t| {
         let i0 = t * rows_per_task;
         let i1 = (i0 + rows_per_task).min(m);
         strips::<K>(p, c, i0..i1, 0..n.div_ceil(K::NR), kc, &panel);
