@@ -3,6 +3,8 @@
 //! applies the activation in its epilogue (one pass over the output instead of
 //! three) and whose backward is the fused one. Graphs built from primitive ops
 //! (custom layers, Lambda layers) get what the built-in layers lower to directly.
+//! Then a table lookup (`take`) read only by a `dense` becomes one `take_dense`,
+//! which multiplies each distinct row of the batch once.
 
 use pyfuncnet_kernels::binary::Binary;
 use pyfuncnet_kernels::unary::Unary;
@@ -10,7 +12,9 @@ use pyfuncnet_kernels::unary::Unary;
 use crate::graph::{Graph, ValueId, ValueSource};
 use crate::ops::binary::BinaryOp;
 use crate::ops::conv::ConvOp;
-use crate::ops::matmul::{DenseOp, MatmulOp};
+use crate::ops::gather::TakeOp;
+use crate::ops::matmul::{DenseOp, MatmulOp, TakeDenseOp};
+use crate::ops::normalize_axis;
 use crate::ops::unary::UnaryOp;
 use crate::ops::Op;
 use crate::tensor::DType;
@@ -62,15 +66,7 @@ impl Head {
 /// loss) are never fused away. The replaced nodes stay in the graph, unread, and
 /// are neither planned nor differentiated. Returns the number of fusions.
 pub fn fuse_dense(g: &mut Graph, keep: &[ValueId]) -> usize {
-    let mut readers = vec![0usize; g.values.len()];
-    for node in &g.nodes {
-        for &v in &node.inputs {
-            readers[v] += 1;
-        }
-    }
-    for &v in keep {
-        readers[v] += 1;
-    }
+    let readers = count_readers(g, keep);
     let mut fused = 0;
     for mm in 0..g.nodes.len() {
         let Some((head, units)) = Head::of(g, mm) else {
@@ -136,12 +132,92 @@ pub fn fuse_dense(g: &mut Graph, keep: &[ValueId]) -> usize {
     fused
 }
 
-/// The only node reading `v`, when exactly one does and nothing else needs it.
-fn sole_reader(g: &Graph, readers: &[usize], v: ValueId) -> Option<usize> {
-    if readers[v] != 1 {
+/// Rewrites every `dense` (or plain `matmul` by a rank-2 kernel) whose input is a
+/// `take` along the first axis of a rank-2 table, read by nothing else, into one
+/// `take_dense` node in place of it (the `take` stays in the graph, unread). Values in `keep` are never
+/// fused away. Returns the number of fusions.
+pub fn fuse_take_dense(g: &mut Graph, keep: &[ValueId]) -> usize {
+    let readers = count_readers(g, keep);
+    let mut fused = 0;
+    for d in (0..g.nodes.len()).filter(|&d| readers.live[d]) {
+        let op = g.nodes[d].op.as_any();
+        let (activation, use_bias) = if let Some(dense) = op.downcast_ref::<DenseOp>() {
+            (dense.activation, dense.use_bias)
+        } else if matches!(Head::of(g, d), Some((Head::Matmul, _))) {
+            (Unary::Linear, false)
+        } else {
+            continue;
+        };
+        let (x, y) = (g.nodes[d].inputs[0], g.nodes[d].outputs[0]);
+        let ValueSource::Node { node: t, .. } = g.values[x].source else {
+            continue;
+        };
+        let Some(take) = g.nodes[t].op.as_any().downcast_ref::<TakeOp>() else {
+            continue;
+        };
+        let (table, indices) = (g.nodes[t].inputs[0], g.nodes[t].inputs[1]);
+        if readers.count[x] != 1
+            || g.shape(table).len() != 2
+            || normalize_axis("take", take.axis, 2).ok() != Some(0)
+        {
+            continue;
+        }
+        let mut inputs = vec![table, indices];
+        inputs.extend_from_slice(&g.nodes[d].inputs[1..]);
+        let op = TakeDenseOp {
+            activation,
+            use_bias,
+        };
+        let types: Vec<_> = inputs.iter().map(|&v| g.ty(v)).collect();
+        let out_types = match op.infer(&types) {
+            Ok(t) if t[0] == *g.ty(y) => t,
+            _ => continue,
+        };
+        // Errors of the fused node are about the indices: name the lookup's layer.
+        let label = g.nodes[t].label.clone().or_else(|| g.nodes[d].label.take());
+        let node = &mut g.nodes[d];
+        node.op = Box::new(op);
+        node.inputs = inputs;
+        node.label = label;
+        for ty in out_types.into_iter().skip(1) {
+            g.add_node_output(d, ty);
+        }
+        fused += 1;
+    }
+    fused
+}
+
+/// Who reads each value: only live nodes (those `keep` needs, directly or through
+/// others) count, so nodes an earlier fusion replaced, or that nothing uses, do not.
+struct Readers {
+    /// Live readers of each value, plus one for each value in `keep`.
+    count: Vec<usize>,
+    live: Vec<bool>,
+}
+
+fn count_readers(g: &Graph, keep: &[ValueId]) -> Readers {
+    let mut count = vec![0usize; g.values.len()];
+    let mut live = vec![false; g.nodes.len()];
+    for &v in keep {
+        count[v] += 1;
+    }
+    for (n, node) in g.nodes.iter().enumerate().rev() {
+        if node.outputs.iter().any(|&o| count[o] > 0) {
+            live[n] = true;
+            for &v in &node.inputs {
+                count[v] += 1;
+            }
+        }
+    }
+    Readers { count, live }
+}
+
+/// The only node reading `v`, when exactly one live node does and nothing else needs it.
+fn sole_reader(g: &Graph, readers: &Readers, v: ValueId) -> Option<usize> {
+    if readers.count[v] != 1 {
         return None;
     }
-    g.nodes.iter().position(|n| n.inputs.contains(&v))
+    (0..g.nodes.len()).find(|&n| readers.live[n] && g.nodes[n].inputs.contains(&v))
 }
 
 #[cfg(test)]
@@ -200,6 +276,63 @@ mod tests {
         assert_eq!(
             planned_ops(&g, &fetches),
             vec!["dense", "dense", "matmul", "dense", "sigmoid", "multiply", "gelu"]
+        );
+    }
+
+    #[test]
+    fn a_lookup_read_only_by_a_dense_becomes_one_take_dense() {
+        let mut g = Graph::new();
+        let idx = g.add_input(TensorType::new(vec![2, 7], DType::I32));
+        let table = g.add_weight(0, TensorType::f32(vec![10, 3]));
+        let w = g.add_weight(1, TensorType::f32(vec![3, 4]));
+        let b = g.add_weight(2, TensorType::f32(vec![4]));
+        let take = |g: &mut Graph| {
+            g.apply1(Box::new(TakeOp { axis: 0 }), &[table, idx])
+                .unwrap()
+        };
+        // take -> matmul + bias + tanh: one take_dense.
+        let x1 = take(&mut g);
+        let m1 = matmul(&mut g, x1, w);
+        let z1 = g.add(m1, b).unwrap();
+        let y1 = g.unary(Unary::Tanh, z1).unwrap();
+        // take -> plain matmul: one take_dense without bias.
+        let x2 = take(&mut g);
+        let y2 = matmul(&mut g, x2, w);
+        // The lookup is also fetched: it stays, and the dense reads it.
+        let x3 = take(&mut g);
+        let m3 = matmul(&mut g, x3, w);
+        let y3 = g.add(m3, b).unwrap();
+        let fetches = [y1, y2, x3, y3];
+        assert_eq!(fuse_dense(&mut g, &fetches), 2);
+        assert_eq!(fuse_take_dense(&mut g, &fetches), 2);
+        assert_eq!(
+            planned_ops(&g, &fetches),
+            vec!["take_dense", "take_dense", "take", "dense"]
+        );
+        let fused = g.values[y1].source.clone();
+        let ValueSource::Node { node, output: 0 } = fused else {
+            panic!("y1 comes from a node's first output");
+        };
+        assert_eq!(g.nodes[node].inputs, vec![table, idx, w, b]);
+        let op = g.nodes[node]
+            .op
+            .as_any()
+            .downcast_ref::<TakeDenseOp>()
+            .unwrap();
+        assert_eq!((op.activation, op.use_bias), (Unary::Tanh, true));
+        let outputs: Vec<_> = g.nodes[node]
+            .outputs
+            .iter()
+            .map(|&v| g.ty(v).clone())
+            .collect();
+        assert_eq!(
+            outputs,
+            vec![
+                TensorType::f32(vec![2, 7, 4]),
+                TensorType::new(vec![14], DType::I32),
+                TensorType::new(vec![14], DType::I32),
+                TensorType::f32(vec![14, 3]),
+            ]
         );
     }
 

@@ -132,6 +132,15 @@ impl Graph {
         Ok(outs[0])
     }
 
+    /// Appends an output of type `ty` to node `node` (for graph passes that replace
+    /// a node's op by one with more outputs).
+    pub fn add_node_output(&mut self, node: usize, ty: TensorType) -> ValueId {
+        let output = self.nodes[node].outputs.len();
+        let id = self.push_value(ty, ValueSource::Node { node, output });
+        self.nodes[node].outputs.push(id);
+        id
+    }
+
     /// Whether a value is float-typed (and so can carry a gradient).
     pub fn is_float(&self, v: ValueId) -> bool {
         self.values[v].ty.dtype == DType::F32

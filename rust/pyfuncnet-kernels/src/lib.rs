@@ -10,6 +10,7 @@ pub mod alloc_count;
 pub mod binary;
 pub mod conv;
 pub mod cpu;
+pub mod embed;
 pub mod error;
 pub mod fpenv;
 pub mod gemm;

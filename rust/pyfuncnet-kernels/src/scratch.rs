@@ -40,6 +40,9 @@ pub(crate) enum Slot {
     /// Recurrent layers: the recurrent kernel packed for the step GEMMs, held by
     /// the calling thread.
     RecurrentKernel,
+    /// Lookup-and-project: the products of a batch's distinct table rows (or their
+    /// summed gradients), held by the calling thread.
+    DistinctRows,
 }
 
 thread_local! {
@@ -53,6 +56,7 @@ thread_local! {
     static BUF_RECURRENT_SHARED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BUF_RECURRENT_STEP: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BUF_RECURRENT_KERNEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static BUF_DISTINCT_ROWS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 fn key(slot: Slot) -> &'static LocalKey<RefCell<Vec<f32>>> {
@@ -67,6 +71,7 @@ fn key(slot: Slot) -> &'static LocalKey<RefCell<Vec<f32>>> {
         Slot::RecurrentShared => &BUF_RECURRENT_SHARED,
         Slot::RecurrentStep => &BUF_RECURRENT_STEP,
         Slot::RecurrentKernel => &BUF_RECURRENT_KERNEL,
+        Slot::DistinctRows => &BUF_DISTINCT_ROWS,
     }
 }
 

@@ -1,7 +1,9 @@
 //! `matmul` (batched, broadcasting, with transposed operands read in place),
-//! `dense` (GEMM with the bias and activation fused into its epilogue) and
-//! `dense_kernel_grad` (the gradient of a dense kernel).
+//! `dense` (GEMM with the bias and activation fused into its epilogue),
+//! `dense_kernel_grad` (the gradient of a dense kernel), and `take_dense` (a table
+//! lookup feeding a dense layer, made by the fusion pass) with its gradient.
 
+use pyfuncnet_kernels::embed::{self, TakeDenseOutputs, TakeDenseShape};
 use pyfuncnet_kernels::gemm::{self, Epilogue, MatMut, MatRef};
 use pyfuncnet_kernels::reduce::Reduce;
 use pyfuncnet_kernels::unary::{self as ku, Unary};
@@ -211,6 +213,32 @@ const FLOPS_PER_WORK: usize = 32;
 /// smallest parallel tasks).
 const SINGLE_TASK_FLOPS: usize = 2 * gemm::MIN_TASK_FLOPS;
 
+/// Runs `f` with the GEMM epilogue of a dense layer: the bias, then the activation.
+fn with_epilogue<R>(activation: Unary, bias: Option<&[f32]>, f: impl FnOnce(&Epilogue) -> R) -> R {
+    let apply = move |row: &mut [f32]| ku::unary_inplace(activation, row);
+    f(&Epilogue {
+        bias,
+        activation: (activation != Unary::Linear).then_some(&apply as _),
+    })
+}
+
+/// The gradient of a dense layer's pre-activation output from that of its output
+/// `y` (the fused activations' derivatives need `y` only).
+fn pre_activation_grad(
+    g: &mut Graph,
+    activation: Unary,
+    y: ValueId,
+    dy: ValueId,
+) -> Result<ValueId> {
+    if activation == Unary::Linear {
+        return Ok(dy);
+    }
+    g.apply1(
+        Box::new(super::unary::UnaryGradOp { kind: activation }),
+        &[y, dy],
+    )
+}
+
 fn gemm_cost(flops: usize) -> OpCost {
     OpCost {
         work: flops / FLOPS_PER_WORK,
@@ -350,25 +378,17 @@ impl Op for DenseOp {
         } else {
             None
         };
-        let act = self.activation;
-        let apply = move |row: &mut [f32]| ku::unary_inplace(act, row);
-        let epilogue = Epilogue {
-            bias,
-            activation: if act == Unary::Linear {
-                None
-            } else {
-                Some(&apply)
-            },
-        };
         let c = MatMut::row_major(outputs[0].f32()?, m, n)?;
-        gemm::sgemm(
-            1.0,
-            MatRef::row_major(x, m, k)?,
-            MatRef::row_major(w, k, n)?,
-            0.0,
-            c,
-            &epilogue,
-        )?;
+        with_epilogue(self.activation, bias, |epilogue| {
+            gemm::sgemm(
+                1.0,
+                MatRef::row_major(x, m, k)?,
+                MatRef::row_major(w, k, n)?,
+                0.0,
+                c,
+                epilogue,
+            )
+        })?;
         Ok(())
     }
 
@@ -391,16 +411,7 @@ impl Op for DenseOp {
             return Ok(vec![None; inputs.len()]);
         };
         let (x, w) = (inputs[0], inputs[1]);
-        let dz = if self.activation == Unary::Linear {
-            dy
-        } else {
-            g.apply1(
-                Box::new(super::unary::UnaryGradOp {
-                    kind: self.activation,
-                }),
-                &[outputs[0], dy],
-            )?
-        };
+        let dz = pre_activation_grad(g, self.activation, outputs[0], dy)?;
         let x_shape = g.shape(x).to_vec();
         let n = g.shape(w)[1];
         let rows: usize = x_shape[..x_shape.len() - 1].iter().product();
@@ -419,5 +430,209 @@ impl Op for DenseOp {
             grads.push(Some(g.reduce(Reduce::Sum, dz2, &[0], false)?));
         }
         Ok(grads)
+    }
+}
+
+/// `dense(take(table, indices, axis=0), kernel, bias)` as one op: the product is
+/// computed once per distinct table row of the batch when enough indices repeat
+/// (see [`embed`]). Made by the fusion pass from a `take` whose only reader is a
+/// `dense`, never by a spec. Inputs `[table (rows, width), indices, kernel (width,
+/// units), bias (units) when used]`; outputs the layer's `y (indices..., units)`,
+/// then what its gradient reads: the gathered `rows` (int32), each index's
+/// `positions` among them (int32), and the `gathered` table rows `(n, width)`.
+#[derive(Debug, Clone, Copy)]
+pub struct TakeDenseOp {
+    pub activation: Unary,
+    pub use_bias: bool,
+}
+
+/// The gradient of [`TakeDenseOp`] before the table's scatter-add: inputs `[dz (n,
+/// units), positions, gathered (n, width), kernel]`, outputs the gathered rows'
+/// gradient `(n, width)` and the kernel's.
+#[derive(Debug, Clone, Copy)]
+pub struct TakeDenseGradOp;
+
+/// The sizes of a `take_dense` from its table's and kernel's shapes.
+fn take_dense_shape(table: &[usize], kernel: &[usize]) -> Result<TakeDenseShape> {
+    if table.len() != 2 || kernel.len() != 2 || kernel[0] != table[1] {
+        return Err(GraphError::shape(format!(
+            "take_dense: table of shape {} does not match kernel of shape {}",
+            fmt_shape(table),
+            fmt_shape(kernel)
+        )));
+    }
+    Ok(TakeDenseShape {
+        table_rows: table[0],
+        width: table[1],
+        units: kernel[1],
+    })
+}
+
+impl Op for TakeDenseOp {
+    fn name(&self) -> &'static str {
+        "take_dense"
+    }
+
+    fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
+        let expected = if self.use_bias { 4 } else { 3 };
+        super::expect_inputs("take_dense", inputs, expected)?;
+        let shape = take_dense_shape(&inputs[0].shape, &inputs[2].shape)?;
+        let n = inputs[1].numel();
+        let floats = [0, 2].into_iter().chain(self.use_bias.then_some(3));
+        if floats.into_iter().any(|i| inputs[i].dtype != DType::F32)
+            || inputs[1].dtype != DType::I32
+        {
+            return Err(GraphError::dtype(
+                "take_dense: table, kernel and bias must be float32 and indices int32",
+            ));
+        }
+        if self.use_bias && inputs[3].shape != [shape.units] {
+            return Err(GraphError::shape(format!(
+                "take_dense: bias must have shape ({},), got {}",
+                shape.units,
+                fmt_shape(&inputs[3].shape)
+            )));
+        }
+        let mut y = inputs[1].shape.clone();
+        y.push(shape.units);
+        Ok(vec![
+            TensorType::f32(y),
+            TensorType::new(vec![n], DType::I32),
+            TensorType::new(vec![n], DType::I32),
+            TensorType::f32(vec![n, shape.width]),
+        ])
+    }
+
+    fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
+        let shape = take_dense_shape(inputs[0].shape, inputs[2].shape)?;
+        let bias = if self.use_bias {
+            Some(inputs[3].f32()?)
+        } else {
+            None
+        };
+        let [y, rows, positions, gathered] = outputs else {
+            return Err(GraphError::value("take_dense: expected four outputs"));
+        };
+        with_epilogue(self.activation, bias, |epilogue| -> Result<()> {
+            embed::take_dense(
+                shape,
+                inputs[0].f32()?,
+                inputs[1].i32()?,
+                inputs[2].f32()?,
+                epilogue,
+                TakeDenseOutputs {
+                    rows: rows.i32()?,
+                    positions: positions.i32()?,
+                    gathered: gathered.f32()?,
+                    out: y.f32()?,
+                },
+            )?;
+            Ok(())
+        })
+    }
+
+    fn cost(&self, inputs: &[&TensorType], _outputs: &[&TensorType]) -> OpCost {
+        match take_dense_shape(&inputs[0].shape, &inputs[2].shape) {
+            Ok(s) => gemm_cost(2 * inputs[1].numel() * s.width * s.units),
+            Err(_) => gemm_cost(usize::MAX),
+        }
+    }
+
+    fn backward(
+        &self,
+        g: &mut Graph,
+        inputs: &[ValueId],
+        outputs: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        let Some(dy) = dys[0] else {
+            return Ok(vec![None; inputs.len()]);
+        };
+        let (table, kernel) = (inputs[0], inputs[2]);
+        let (rows, positions, gathered) = (outputs[1], outputs[2], outputs[3]);
+        let dz = pre_activation_grad(g, self.activation, outputs[0], dy)?;
+        let n = g.shape(positions)[0];
+        let units = g.shape(kernel)[1];
+        let dz2 = g.reshape(dz, &[n, units])?;
+        let grads = g.apply(
+            Box::new(TakeDenseGradOp),
+            &[dz2, positions, gathered, kernel],
+        )?;
+        let d_table = g.apply1(
+            Box::new(super::gather::TakeGradOp {
+                axis: 0,
+                input_shape: g.shape(table).to_vec(),
+            }),
+            &[grads[0], rows],
+        )?;
+        let mut result = vec![Some(d_table), None, Some(grads[1])];
+        if self.use_bias {
+            result.push(Some(g.reduce(Reduce::Sum, dz2, &[0], false)?));
+        }
+        Ok(result)
+    }
+}
+
+impl Op for TakeDenseGradOp {
+    fn name(&self) -> &'static str {
+        "take_dense_grad"
+    }
+
+    fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
+        super::expect_inputs("take_dense_grad", inputs, 4)?;
+        let (dz, positions, gathered, kernel) = (inputs[0], inputs[1], inputs[2], inputs[3]);
+        let n = positions.numel();
+        let ok = kernel.rank() == 2
+            && dz.shape == [n, kernel.shape[1]]
+            && gathered.shape == [n, kernel.shape[0]]
+            && positions.dtype == DType::I32;
+        if !ok {
+            return Err(GraphError::shape(format!(
+                "take_dense_grad: dz {}, positions {}, gathered rows {} and kernel {} do not match",
+                fmt_shape(&dz.shape),
+                fmt_shape(&positions.shape),
+                fmt_shape(&gathered.shape),
+                fmt_shape(&kernel.shape)
+            )));
+        }
+        Ok(vec![gathered.clone(), kernel.clone()])
+    }
+
+    fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
+        let kernel = inputs[3].shape;
+        let shape = TakeDenseShape {
+            table_rows: 0,
+            width: kernel[0],
+            units: kernel[1],
+        };
+        let [d_gathered, d_kernel] = outputs else {
+            return Err(GraphError::value("take_dense_grad: expected two outputs"));
+        };
+        embed::take_dense_grad(
+            shape,
+            inputs[0].f32()?,
+            inputs[1].i32()?,
+            inputs[2].f32()?,
+            inputs[3].f32()?,
+            d_gathered.f32()?,
+            d_kernel.f32()?,
+        )?;
+        Ok(())
+    }
+
+    fn cost(&self, inputs: &[&TensorType], _outputs: &[&TensorType]) -> OpCost {
+        gemm_cost(4 * inputs[0].numel() * inputs[3].shape.first().copied().unwrap_or(0))
+    }
+
+    fn backward(
+        &self,
+        _g: &mut Graph,
+        _i: &[ValueId],
+        _o: &[ValueId],
+        _d: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        Err(GraphError::unsupported(
+            "second-order gradients of take_dense are not supported",
+        ))
     }
 }

@@ -1,0 +1,477 @@
+//! A table lookup followed by a dense layer (`take` along the table's rows, then
+//! `x W + b` and an activation), as an `Embedding` feeding a recurrent layer's
+//! input projection: the product is computed once per distinct row of the
+//! batch instead of once per index.
+//!
+//! Forward: the distinct rows, in order of first appearance, are gathered into
+//! `gathered` and multiplied by the kernel; each index's output row is a copy of
+//! its row's product. Backward: the output gradient's rows are summed per
+//! distinct row (in index order), and the kernel gradient and the gathered rows'
+//! gradient are products over the distinct rows only.
+//!
+//! When too few indices repeat for that to pay ([`worth_deduplicating`]), every
+//! index is its own row: the products are then exactly those of a `take` and a
+//! `dense`, bit for bit. Which of the two happens depends on the indices alone,
+//! and every partition on the shapes alone, so results are bitwise identical for
+//! any thread count.
+
+use crate::error::{check_len, KernelError, Result};
+use crate::gemm::{self, Epilogue, MatMut, MatRef};
+use crate::layout;
+use crate::scratch::{with_index_scratch, with_scratch, Slot};
+
+/// The sizes of one lookup-and-project: a `(table_rows, width)` table and a
+/// `(width, units)` kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TakeDenseShape {
+    pub table_rows: usize,
+    pub width: usize,
+    pub units: usize,
+}
+
+/// What [`take_dense`] writes, for `n` indices.
+pub struct TakeDenseOutputs<'a> {
+    /// `n`: the distinct table rows in order of first appearance, then the last of
+    /// them repeated (so every entry is a valid row); or the indices themselves
+    /// when they were not deduplicated.
+    pub rows: &'a mut [i32],
+    /// `n`: the position in `rows` of each index's row.
+    pub positions: &'a mut [i32],
+    /// `n x width`: the table rows of `rows` (zero past the distinct ones).
+    pub gathered: &'a mut [f32],
+    /// `n x units`: the layer's output for each index.
+    pub out: &'a mut [f32],
+}
+
+/// Whether `distinct` rows among `total` indices are worth a product over the
+/// distinct rows only. A repeat saves `2 * width` flops per output element in each
+/// of the three products (forward, kernel gradient, input gradient), while every
+/// index then costs a copy of its output row forward and an add of its gradient
+/// row backward, each about as long as a few tens of flops.
+pub fn worth_deduplicating(total: usize, distinct: usize, width: usize) -> bool {
+    (total - distinct) * width >= 4 * total
+}
+
+/// `out[i] = epilogue(table[indices[i]] · kernel)` for every index, through the
+/// distinct rows when enough repeat; fills `outputs` as documented there.
+///
+/// # Errors
+/// `IndexOutOfRange` for the first index outside the table; `ShapeMismatch` when a
+/// buffer's length does not match the shape.
+pub fn take_dense(
+    shape: TakeDenseShape,
+    table: &[f32],
+    indices: &[i32],
+    kernel: &[f32],
+    epilogue: &Epilogue,
+    outputs: TakeDenseOutputs,
+) -> Result<()> {
+    let TakeDenseShape {
+        table_rows,
+        width,
+        units,
+    } = shape;
+    let n = indices.len();
+    let TakeDenseOutputs {
+        rows,
+        positions,
+        gathered,
+        out,
+    } = outputs;
+    check_len("take_dense table", table.len(), table_rows * width)?;
+    check_len("take_dense kernel", kernel.len(), width * units)?;
+    check_len("take_dense rows", rows.len(), n)?;
+    check_len("take_dense positions", positions.len(), n)?;
+    check_len("take_dense gathered rows", gathered.len(), n * width)?;
+    check_len("take_dense output", out.len(), n * units)?;
+    let mut distinct = distinct_rows(indices, table_rows, rows, positions)?;
+    if distinct < n && !worth_deduplicating(n, distinct, width) {
+        rows.copy_from_slice(indices);
+        for (i, p) in positions.iter_mut().enumerate() {
+            *p = i as i32;
+        }
+        distinct = n;
+    }
+    if let Some(&last) = rows[..distinct].last() {
+        rows[distinct..].fill(last);
+    }
+    let (used, unused) = gathered.split_at_mut(distinct * width);
+    layout::gather(
+        "take_dense",
+        table,
+        &[table_rows, width],
+        0,
+        &rows[..distinct],
+        used,
+    )?;
+    unused.fill(0.0);
+    let product = |dst: &mut [f32]| {
+        gemm::sgemm(
+            1.0,
+            MatRef::row_major(used, distinct, width)?,
+            MatRef::row_major(kernel, width, units)?,
+            0.0,
+            MatMut::row_major(dst, distinct, units)?,
+            epilogue,
+        )
+    };
+    if distinct == n {
+        return product(out);
+    }
+    with_scratch(Slot::DistinctRows, distinct * units, |products| {
+        product(products)?;
+        layout::gather(
+            "take_dense",
+            products,
+            &[distinct, units],
+            0,
+            positions,
+            out,
+        )
+    })
+}
+
+/// Writes the distinct rows of `indices` (first appearance order) into `rows` and
+/// each index's position among them into `positions`; returns how many there are.
+fn distinct_rows(
+    indices: &[i32],
+    table_rows: usize,
+    rows: &mut [i32],
+    positions: &mut [i32],
+) -> Result<usize> {
+    const ABSENT: usize = usize::MAX;
+    with_index_scratch(table_rows, |position_of| {
+        position_of.fill(ABSENT);
+        let mut distinct = 0;
+        for (at, (&index, position)) in indices.iter().zip(positions.iter_mut()).enumerate() {
+            if index < 0 || index as usize >= table_rows {
+                // Named as the lookup's own error is, which it replaces.
+                return Err(KernelError::IndexOutOfRange {
+                    what: "take".to_string(),
+                    position: at,
+                    value: i64::from(index),
+                    limit: table_rows,
+                });
+            }
+            let slot = &mut position_of[index as usize];
+            if *slot == ABSENT {
+                *slot = distinct;
+                rows[distinct] = index;
+                distinct += 1;
+            }
+            *position = *slot as i32;
+        }
+        Ok(distinct)
+    })
+}
+
+/// The adjoint of [`take_dense`] before its epilogue's activation: from `dz` (`n x
+/// units`, the gradient of each index's pre-activation output), the `positions`
+/// and `gathered` rows it wrote and the kernel, writes the kernel's gradient
+/// (`width x units`) and the gradient of each gathered row (`n x width`, zero past
+/// the distinct ones; the table's gradient is its scatter-add by `rows`).
+///
+/// # Errors
+/// `ShapeMismatch` when a buffer's length does not match; `IndexOutOfRange` for a
+/// position outside `0..n`.
+pub fn take_dense_grad(
+    shape: TakeDenseShape,
+    dz: &[f32],
+    positions: &[i32],
+    gathered: &[f32],
+    kernel: &[f32],
+    d_gathered: &mut [f32],
+    d_kernel: &mut [f32],
+) -> Result<()> {
+    let TakeDenseShape { width, units, .. } = shape;
+    let n = positions.len();
+    check_len("take_dense_grad dz", dz.len(), n * units)?;
+    check_len("take_dense_grad gathered rows", gathered.len(), n * width)?;
+    check_len("take_dense_grad kernel", kernel.len(), width * units)?;
+    check_len("take_dense_grad row gradient", d_gathered.len(), n * width)?;
+    check_len(
+        "take_dense_grad kernel gradient",
+        d_kernel.len(),
+        width * units,
+    )?;
+    let mut distinct = 0;
+    let mut in_order = true;
+    for (at, &p) in positions.iter().enumerate() {
+        if p < 0 || p as usize >= n {
+            return Err(KernelError::IndexOutOfRange {
+                what: "take_dense_grad".to_string(),
+                position: at,
+                value: i64::from(p),
+                limit: n,
+            });
+        }
+        distinct = distinct.max(p as usize + 1);
+        in_order &= p as usize == at;
+    }
+    // `dz_rows` holds one gradient row per gathered row: `dz` itself when every
+    // index is its own row, else the sums of the rows of the indices sharing one.
+    let grads = |dz_rows: &[f32], d_gathered: &mut [f32], d_kernel: &mut [f32]| {
+        let (used, unused) = d_gathered.split_at_mut(distinct * width);
+        let rows = MatRef::row_major(&gathered[..distinct * width], distinct, width)?;
+        let dz_rows = MatRef::row_major(dz_rows, distinct, units)?;
+        let none = Epilogue::default();
+        let k = MatRef::row_major(kernel, width, units)?;
+        gemm::sgemm(
+            1.0,
+            dz_rows,
+            k.t(),
+            0.0,
+            MatMut::row_major(used, distinct, width)?,
+            &none,
+        )?;
+        unused.fill(0.0);
+        gemm::sgemm(
+            1.0,
+            rows.t(),
+            dz_rows,
+            0.0,
+            MatMut::row_major(d_kernel, width, units)?,
+            &none,
+        )
+    };
+    if in_order {
+        return grads(dz, d_gathered, d_kernel);
+    }
+    with_scratch(Slot::DistinctRows, distinct * units, |sums| {
+        layout::scatter_add("take_dense_grad", dz, positions, 1, distinct, units, sums)?;
+        grads(sums, d_gathered, d_kernel)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Deterministic values in [-1, 1).
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| {
+                let h = (i.wrapping_mul(2_654_435_761) ^ seed.wrapping_mul(40_503)) % 2001;
+                h as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[derive(Debug)]
+    struct Case {
+        shape: TakeDenseShape,
+        table: Vec<f32>,
+        kernel: Vec<f32>,
+        bias: Vec<f32>,
+        indices: Vec<i32>,
+    }
+
+    struct Forward {
+        rows: Vec<i32>,
+        positions: Vec<i32>,
+        gathered: Vec<f32>,
+        out: Vec<f32>,
+    }
+
+    impl Case {
+        fn new(table_rows: usize, width: usize, units: usize, indices: Vec<i32>) -> Self {
+            Case {
+                shape: TakeDenseShape {
+                    table_rows,
+                    width,
+                    units,
+                },
+                table: values(table_rows * width, 1),
+                kernel: values(width * units, 2),
+                bias: values(units, 3),
+                indices,
+            }
+        }
+
+        fn forward(&self) -> Result<Forward> {
+            let n = self.indices.len();
+            let s = self.shape;
+            let mut f = Forward {
+                rows: vec![-7; n],
+                positions: vec![-7; n],
+                gathered: vec![f32::NAN; n * s.width],
+                out: vec![f32::NAN; n * s.units],
+            };
+            let relu = |row: &mut [f32]| row.iter_mut().for_each(|x| *x = x.max(0.0));
+            let epilogue = Epilogue {
+                bias: Some(&self.bias),
+                activation: Some(&relu),
+            };
+            take_dense(
+                s,
+                &self.table,
+                &self.indices,
+                &self.kernel,
+                &epilogue,
+                TakeDenseOutputs {
+                    rows: &mut f.rows,
+                    positions: &mut f.positions,
+                    gathered: &mut f.gathered,
+                    out: &mut f.out,
+                },
+            )?;
+            Ok(f)
+        }
+
+        /// The unfused computation: every index's row gathered, then one product.
+        fn plain_forward(&self) -> Vec<f32> {
+            let s = self.shape;
+            let n = self.indices.len();
+            let mut x = vec![0.0; n * s.width];
+            layout::gather(
+                "t",
+                &self.table,
+                &[s.table_rows, s.width],
+                0,
+                &self.indices,
+                &mut x,
+            )
+            .unwrap();
+            let mut y = vec![0.0; n * s.units];
+            let relu = |row: &mut [f32]| row.iter_mut().for_each(|x| *x = x.max(0.0));
+            let epilogue = Epilogue {
+                bias: Some(&self.bias),
+                activation: Some(&relu),
+            };
+            gemm::sgemm(
+                1.0,
+                MatRef::row_major(&x, n, s.width).unwrap(),
+                MatRef::row_major(&self.kernel, s.width, s.units).unwrap(),
+                0.0,
+                MatMut::row_major(&mut y, n, s.units).unwrap(),
+                &epilogue,
+            )
+            .unwrap();
+            y
+        }
+    }
+
+    fn case_strategy() -> impl Strategy<Value = Case> {
+        (1usize..24, 1usize..20, 1usize..40, 0usize..70).prop_flat_map(
+            |(table_rows, width, units, n)| {
+                prop::collection::vec(0..table_rows as i32, n)
+                    .prop_map(move |indices| Case::new(table_rows, width, units, indices))
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The output is bitwise the unfused one (a row's product does not depend on
+        /// which rows are computed with it); `rows` and `positions` describe the
+        /// indices; the gradients match float64 sums.
+        #[test]
+        fn matches_take_then_dense(case in case_strategy()) {
+            let s = case.shape;
+            let n = case.indices.len();
+            let f = case.forward().unwrap();
+            prop_assert_eq!(&f.out, &case.plain_forward());
+            for (i, &index) in case.indices.iter().enumerate() {
+                prop_assert_eq!(f.rows[f.positions[i] as usize], index);
+                let row = &f.gathered[f.positions[i] as usize * s.width..][..s.width];
+                prop_assert_eq!(row, &case.table[index as usize * s.width..][..s.width]);
+            }
+            let distinct = f.positions.iter().map(|&p| p as usize + 1).max().unwrap_or(0);
+            let mut seen = std::collections::HashSet::new();
+            prop_assert!(case.indices.iter().all(|i| f.rows[..distinct].contains(i)));
+            prop_assert!(f.rows[..distinct].iter().all(|r| seen.insert(*r)) || distinct == n);
+            prop_assert!(f.gathered[distinct * s.width..].iter().all(|&x| x == 0.0));
+
+            let dz = values(n * s.units, 4);
+            let mut d_gathered = vec![f32::NAN; n * s.width];
+            let mut d_kernel = vec![f32::NAN; s.width * s.units];
+            take_dense_grad(s, &dz, &f.positions, &f.gathered, &case.kernel,
+                &mut d_gathered, &mut d_kernel).unwrap();
+            // The table's gradient: d_gathered scattered by rows, against float64.
+            let mut d_table = vec![0.0f32; s.table_rows * s.width];
+            layout::scatter_add("t", &d_gathered, &f.rows, 1, s.table_rows, s.width,
+                &mut d_table).unwrap();
+            let mut want_table = vec![0.0f64; s.table_rows * s.width];
+            let mut want_kernel = vec![0.0f64; s.width * s.units];
+            for (i, &index) in case.indices.iter().enumerate() {
+                let r = index as usize;
+                for k in 0..s.width {
+                    for j in 0..s.units {
+                        let g = f64::from(dz[i * s.units + j]);
+                        want_table[r * s.width + k] += g * f64::from(case.kernel[k * s.units + j]);
+                        want_kernel[k * s.units + j] += g * f64::from(case.table[r * s.width + k]);
+                    }
+                }
+            }
+            let close = |got: &[f32], want: &[f64]| got.iter().zip(want).all(|(&g, &w)| {
+                (f64::from(g) - w).abs() <= 1e-4 * (1.0 + w.abs())
+            });
+            prop_assert!(close(&d_table, &want_table));
+            prop_assert!(close(&d_kernel, &want_kernel));
+        }
+    }
+
+    /// Many repeats take the distinct path; none, or too few, the plain one.
+    #[test]
+    fn deduplicates_only_when_repeats_pay() {
+        let many = Case::new(10, 16, 8, (0..200).map(|i| i % 10).collect());
+        let f = many.forward().unwrap();
+        assert_eq!(&f.rows[..10], &(0..10).collect::<Vec<_>>()[..]);
+        assert!(f.rows[10..].iter().all(|&r| r == 9));
+        assert_eq!(f.positions, many.indices);
+        let few = Case::new(300, 16, 8, (0..200).map(|i| i % 199).collect());
+        assert!(!worth_deduplicating(200, 199, 16));
+        let f = few.forward().unwrap();
+        assert_eq!(f.rows, few.indices);
+        assert_eq!(f.positions, (0..200).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn bad_indices_and_lengths_are_errors() {
+        let case = Case::new(5, 3, 2, vec![0, 4, 5, 1]);
+        match case.forward() {
+            Err(KernelError::IndexOutOfRange {
+                position,
+                value,
+                limit,
+                ..
+            }) => {
+                assert_eq!((position, value, limit), (2, 5, 5));
+            }
+            other => panic!(
+                "expected an index error, got {other:?}",
+                other = other.err()
+            ),
+        }
+        let case = Case::new(5, 3, 2, vec![0, -1]);
+        assert!(case.forward().is_err());
+        let s = case.shape;
+        let mut dg = vec![0.0; 2 * 3];
+        let mut dk = vec![0.0; 3 * 2];
+        let err = take_dense_grad(
+            s,
+            &[0.0; 4],
+            &[0, 2],
+            &[0.0; 6],
+            &case.kernel,
+            &mut dg,
+            &mut dk,
+        );
+        assert!(matches!(
+            err,
+            Err(KernelError::IndexOutOfRange { position: 1, .. })
+        ));
+        let err = take_dense_grad(
+            s,
+            &[0.0; 3],
+            &[0, 1],
+            &[0.0; 6],
+            &case.kernel,
+            &mut dg,
+            &mut dk,
+        );
+        assert!(matches!(err, Err(KernelError::ShapeMismatch { .. })));
+    }
+}
