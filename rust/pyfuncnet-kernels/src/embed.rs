@@ -18,6 +18,7 @@
 use crate::error::{check_len, KernelError, Result};
 use crate::gemm::{self, Epilogue, MatMut, MatRef};
 use crate::layout;
+use crate::par;
 use crate::scratch::{with_index_scratch, with_scratch, Slot};
 
 /// The sizes of one lookup-and-project: a `(table_rows, width)` table and a
@@ -240,9 +241,34 @@ pub fn take_dense_grad(
         return grads(dz, d_gathered, d_kernel);
     }
     with_scratch(Slot::DistinctRows, distinct * units, |sums| {
-        layout::scatter_add("take_dense_grad", dz, positions, 1, distinct, units, sums)?;
+        sum_by_position(dz, positions, units, sums);
         grads(sums, d_gathered, d_kernel)
     })
+}
+
+/// `sums[p] = sum of dz[i] over the indices i at position p`, in index order. The
+/// gradient rows stream in order (each thread reads all of them and adds those of
+/// its band of positions), and the sums are added to wherever they lie: a batch's
+/// distinct rows fit in the shared cache, and scattered reads of `dz` would defeat
+/// the prefetchers. Each sum sees its terms in index order whatever the split.
+fn sum_by_position(dz: &[f32], positions: &[i32], units: usize, sums: &mut [f32]) {
+    let distinct = sums.len() / units.max(1);
+    let bands = par::threads_in_use().min(distinct).max(1);
+    let per_band = distinct.div_ceil(bands);
+    par::for_each_chunk_mut(sums, per_band * units, |band, sums| {
+        sums.fill(0.0);
+        let first = band * per_band;
+        let rows = first..first + sums.len() / units;
+        for (&p, row) in positions.iter().zip(dz.chunks_exact(units)) {
+            let p = p as usize;
+            if rows.contains(&p) {
+                let dst = &mut sums[(p - first) * units..][..units];
+                for (d, &g) in dst.iter_mut().zip(row) {
+                    *d += g;
+                }
+            }
+        }
+    });
 }
 
 #[cfg(test)]

@@ -1,0 +1,159 @@
+//! Lookup-and-project (`take` feeding `dense`, as an Embedding feeding an LSTM's
+//! input projection), forward and backward, on the question-answering model's two
+//! encoders: batch 128 of 100 tokens drawn uniformly from 10,000 rows (about 7,200
+//! distinct per batch), widths 64 -> 128 and 32 -> 64. Against the unfused pair:
+//! the gather and one product per index forward, two products per index backward.
+//!
+//! Throughput is declared in flops of the unfused products, so criterion's
+//! `Gelem/s` reads as the GFLOP/s the fused kernel stands in for. Run one thread
+//! count at a time, e.g. `PYFUNCNET_NUM_THREADS=1 cargo bench -p pyfuncnet-benches
+//! --bench embed`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use pyfuncnet_benches::values;
+use pyfuncnet_kernels::embed::{self, TakeDenseOutputs, TakeDenseShape};
+use pyfuncnet_kernels::gemm::{self, Epilogue, MatMut, MatRef};
+use pyfuncnet_kernels::layout;
+
+const TABLE_ROWS: usize = 10_000;
+const TOKENS: usize = 128 * 100;
+const CASES: [(&str, usize, usize); 2] =
+    [("qa_text_64x128", 64, 128), ("qa_question_32x64", 32, 64)];
+
+/// Indices uniform over the table, from a fixed linear congruential sequence.
+fn indices() -> Vec<i32> {
+    let mut state = 12_345u64;
+    (0..TOKENS)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            ((state >> 33) % TABLE_ROWS as u64) as i32
+        })
+        .collect()
+}
+
+fn lookup_and_project(c: &mut Criterion) {
+    let idx = indices();
+    for (name, width, units) in CASES {
+        let shape = TakeDenseShape {
+            table_rows: TABLE_ROWS,
+            width,
+            units,
+        };
+        let table = values(TABLE_ROWS * width, 1);
+        let kernel = values(width * units, 2);
+        let bias = values(units, 3);
+        let dz = values(TOKENS * units, 4);
+        let epilogue = Epilogue {
+            bias: Some(&bias),
+            activation: None,
+        };
+        let (mut rows, mut positions) = (vec![0i32; TOKENS], vec![0i32; TOKENS]);
+        let mut gathered = vec![0.0f32; TOKENS * width];
+        let mut out = vec![0.0f32; TOKENS * units];
+        let mut d_gathered = vec![0.0f32; TOKENS * width];
+        let mut d_kernel = vec![0.0f32; width * units];
+        let flops = (2 * TOKENS * width * units) as u64;
+        let mut group = c.benchmark_group("embed");
+        group
+            .sample_size(20)
+            .measurement_time(Duration::from_secs(3));
+
+        group.throughput(Throughput::Elements(flops));
+        group.bench_function(format!("forward/{name}"), |bench| {
+            bench.iter(|| {
+                let outputs = TakeDenseOutputs {
+                    rows: &mut rows,
+                    positions: &mut positions,
+                    gathered: &mut gathered,
+                    out: &mut out,
+                };
+                embed::take_dense(shape, &table, black_box(&idx), &kernel, &epilogue, outputs)
+                    .unwrap();
+            })
+        });
+        group.bench_function(format!("forward_unfused/{name}"), |bench| {
+            bench.iter(|| {
+                layout::gather(
+                    "take",
+                    &table,
+                    &[TABLE_ROWS, width],
+                    0,
+                    black_box(&idx),
+                    &mut gathered,
+                )
+                .unwrap();
+                gemm::sgemm(
+                    1.0,
+                    MatRef::row_major(&gathered, TOKENS, width).unwrap(),
+                    MatRef::row_major(&kernel, width, units).unwrap(),
+                    0.0,
+                    MatMut::row_major(&mut out, TOKENS, units).unwrap(),
+                    &epilogue,
+                )
+                .unwrap();
+            })
+        });
+
+        // The backward reads what a forward pass left.
+        let outputs = TakeDenseOutputs {
+            rows: &mut rows,
+            positions: &mut positions,
+            gathered: &mut gathered,
+            out: &mut out,
+        };
+        embed::take_dense(shape, &table, &idx, &kernel, &epilogue, outputs).unwrap();
+        group.throughput(Throughput::Elements(2 * flops));
+        group.bench_function(format!("backward/{name}"), |bench| {
+            bench.iter(|| {
+                embed::take_dense_grad(
+                    shape,
+                    black_box(&dz),
+                    &positions,
+                    &gathered,
+                    &kernel,
+                    &mut d_gathered,
+                    &mut d_kernel,
+                )
+                .unwrap();
+            })
+        });
+        let mut x = vec![0.0f32; TOKENS * width];
+        layout::gather("take", &table, &[TABLE_ROWS, width], 0, &idx, &mut x).unwrap();
+        let mut dx = vec![0.0f32; TOKENS * width];
+        group.bench_function(format!("backward_unfused/{name}"), |bench| {
+            bench.iter(|| {
+                let dz = MatRef::row_major(black_box(&dz), TOKENS, units).unwrap();
+                let none = Epilogue::default();
+                let k = MatRef::row_major(&kernel, width, units).unwrap();
+                gemm::sgemm(
+                    1.0,
+                    dz,
+                    k.t(),
+                    0.0,
+                    MatMut::row_major(&mut dx, TOKENS, width).unwrap(),
+                    &none,
+                )
+                .unwrap();
+                let xm = MatRef::row_major(&x, TOKENS, width).unwrap();
+                gemm::sgemm(
+                    1.0,
+                    xm.t(),
+                    dz,
+                    0.0,
+                    MatMut::row_major(&mut d_kernel, width, units).unwrap(),
+                    &none,
+                )
+                .unwrap();
+            })
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, lookup_and_project);
+criterion_main!(benches);
