@@ -19,7 +19,8 @@ use crate::error::{check_len, KernelError, Result};
 use crate::gemm::{self, Epilogue, MatMut, MatRef};
 use crate::layout;
 use crate::par;
-use crate::scratch::{with_index_scratch, with_scratch, Slot};
+use crate::scratch::{with_scratch, Slot};
+use std::cell::RefCell;
 
 /// The sizes of one lookup-and-project: a `(table_rows, width)` table and a
 /// `(width, units)` kernel.
@@ -134,6 +135,15 @@ pub fn take_dense(
     })
 }
 
+thread_local! {
+    /// Per table row, its position among a batch's distinct rows; [`ABSENT`] for
+    /// every row between uses, so a use costs the batch's size, not the table's.
+    static POSITION_OF: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A table row not (yet) among the batch's distinct rows.
+const ABSENT: u32 = u32::MAX;
+
 /// Writes the distinct rows of `indices` (first appearance order) into `rows` and
 /// each index's position among them into `positions`; returns how many there are.
 fn distinct_rows(
@@ -142,30 +152,52 @@ fn distinct_rows(
     rows: &mut [i32],
     positions: &mut [i32],
 ) -> Result<usize> {
-    const ABSENT: usize = usize::MAX;
-    with_index_scratch(table_rows, |position_of| {
-        position_of.fill(ABSENT);
-        let mut distinct = 0;
-        for (at, (&index, position)) in indices.iter().zip(positions.iter_mut()).enumerate() {
-            if index < 0 || index as usize >= table_rows {
-                // Named as the lookup's own error is, which it replaces.
-                return Err(KernelError::IndexOutOfRange {
-                    what: "take".to_string(),
-                    position: at,
-                    value: i64::from(index),
-                    limit: table_rows,
-                });
-            }
-            let slot = &mut position_of[index as usize];
-            if *slot == ABSENT {
-                *slot = distinct;
-                rows[distinct] = index;
-                distinct += 1;
-            }
-            *position = *slot as i32;
+    if indices.len() >= ABSENT as usize || indices.len() > i32::MAX as usize {
+        return Err(KernelError::InvalidArgument {
+            what: "take_dense".to_string(),
+            message: format!("{} indices are too many to number", indices.len()),
+        });
+    }
+    // Taken out of its slot for the call (a nested use would find it empty and
+    // start a fresh one).
+    let mut position_of = POSITION_OF.with(|cell| cell.take());
+    if position_of.len() < table_rows {
+        position_of.resize(table_rows, ABSENT);
+    }
+    let mut distinct = 0;
+    let mut bad = None;
+    for (at, (&index, position)) in indices.iter().zip(positions.iter_mut()).enumerate() {
+        if index < 0 || index as usize >= table_rows {
+            bad = Some((at, index));
+            break;
         }
-        Ok(distinct)
-    })
+        let slot = &mut position_of[index as usize];
+        if *slot == ABSENT {
+            *slot = distinct as u32;
+            rows[distinct] = index;
+            distinct += 1;
+        }
+        *position = *slot as i32;
+    }
+    for &r in &rows[..distinct] {
+        position_of[r as usize] = ABSENT;
+    }
+    POSITION_OF.with(|cell| {
+        let mut kept = cell.borrow_mut();
+        if kept.len() < position_of.len() {
+            *kept = position_of;
+        }
+    });
+    match bad {
+        // Named as the lookup's own error is, which it replaces.
+        Some((position, index)) => Err(KernelError::IndexOutOfRange {
+            what: "take".to_string(),
+            position,
+            value: i64::from(index),
+            limit: table_rows,
+        }),
+        None => Ok(distinct),
+    }
 }
 
 /// The adjoint of [`take_dense`] before its epilogue's activation: from `dz` (`n x
@@ -475,6 +507,11 @@ mod tests {
         }
         let case = Case::new(5, 3, 2, vec![0, -1]);
         assert!(case.forward().is_err());
+        // The rows seen before the bad index are forgotten: a later call starts afresh.
+        let after = Case::new(5, 16, 2, vec![0, 0, 3, 0, 0, 0, 0, 0]);
+        let f = after.forward().unwrap();
+        assert_eq!(&f.rows[..2], &[0, 3]);
+        assert_eq!(f.positions, vec![0, 0, 1, 0, 0, 0, 0, 0]);
         let s = case.shape;
         let mut dg = vec![0.0; 2 * 3];
         let mut dk = vec![0.0; 3 * 2];
