@@ -11,7 +11,9 @@ import pytest
 import pyfuncnet as keras
 from pyfuncnet import config
 
-VOCAB_SMALL, VOCAB_LARGE, DIM, UNITS, STEPS, BATCH = 7, 400, 5, 6, 20, 4
+# Width 16 over 7 rows takes the distinct-row path (repeats x width >= 12 x
+# indices); 80 distinct indices of 400 rows, the plain one.
+VOCAB_SMALL, VOCAB_LARGE, DIM, UNITS, STEPS, BATCH = 7, 400, 16, 6, 20, 4
 LR = 0.1
 
 
@@ -75,7 +77,7 @@ def _train_rnn(threads):
     try:
         keras.utils.set_random_seed(3)
         inputs = keras.Input(shape=(None,), dtype="int32")
-        x = keras.layers.Embedding(VOCAB_SMALL, 8)(inputs)
+        x = keras.layers.Embedding(VOCAB_SMALL, 32)(inputs)
         x = keras.layers.LSTM(16)(x)
         model = keras.Model(inputs, keras.layers.Dense(3)(x))
         model.compile(optimizer="rmsprop", loss="mse")

@@ -134,8 +134,8 @@ pub fn fuse_dense(g: &mut Graph, keep: &[ValueId]) -> usize {
 
 /// Rewrites every `dense` (or plain `matmul` by a rank-2 kernel) whose input is a
 /// `take` along the first axis of a rank-2 table, read by nothing else, into one
-/// `take_dense` node in place of it (the `take` stays in the graph, unread). Values in `keep` are never
-/// fused away. Returns the number of fusions.
+/// `take_dense` node in place of it (the `take` stays in the graph, unread).
+/// Values in `keep` are never fused away. Returns the number of fusions.
 pub fn fuse_take_dense(g: &mut Graph, keep: &[ValueId]) -> usize {
     let readers = count_readers(g, keep);
     let mut fused = 0;
@@ -173,7 +173,8 @@ pub fn fuse_take_dense(g: &mut Graph, keep: &[ValueId]) -> usize {
             Ok(t) if t[0] == *g.ty(y) => t,
             _ => continue,
         };
-        // Errors of the fused node are about the indices: name the lookup's layer.
+        // The fused node's run-time errors are about the indices: it carries the
+        // lookup's layer label (so its time and errors are the Embedding's).
         let label = g.nodes[t].label.clone().or_else(|| g.nodes[d].label.take());
         let node = &mut g.nodes[d];
         node.op = Box::new(op);
@@ -333,6 +334,30 @@ mod tests {
                 TensorType::new(vec![14], DType::I32),
                 TensorType::f32(vec![14, 3]),
             ]
+        );
+    }
+
+    /// What a compiled program runs: the spec parser applies both passes.
+    #[test]
+    fn parsed_embedding_projections_run_as_take_dense() {
+        let spec = serde_json::json!({
+            "inputs": [{"shape": [2, 3], "dtype": "int32"}],
+            "weights": [
+                {"index": 0, "shape": [10, 4]},
+                {"index": 1, "shape": [4, 5]},
+                {"index": 2, "shape": [5]},
+            ],
+            "nodes": [
+                {"op": "take", "attrs": {"axis": 0}, "inputs": [1, 0]},
+                {"op": "matmul", "attrs": {}, "inputs": [4, 2]},
+                {"op": "add", "attrs": {}, "inputs": [5, 3]},
+            ],
+            "outputs": [6],
+        });
+        let parsed = crate::spec::parse(&spec.to_string()).unwrap();
+        assert_eq!(
+            planned_ops(&parsed.graph, &parsed.outputs),
+            vec!["take_dense"]
         );
     }
 

@@ -194,9 +194,7 @@ pub fn parse(text: &str) -> Result<Spec> {
     keep.extend(loss);
     keep.extend(updates.iter().map(|&(_, v)| v));
     crate::fuse::fuse_dense(&mut g, &keep);
-    if std::env::var("TMP_NO_TD").is_err() {
-        crate::fuse::fuse_take_dense(&mut g, &keep);
-    }
+    crate::fuse::fuse_take_dense(&mut g, &keep);
     Ok(Spec {
         graph: g,
         outputs,

@@ -11,9 +11,9 @@
 //!
 //! When too few indices repeat for that to pay ([`worth_deduplicating`]), every
 //! index is its own row: the products are then exactly those of a `take` and a
-//! `dense`, bit for bit. Which of the two happens depends on the indices alone,
-//! and every partition on the shapes alone, so results are bitwise identical for
-//! any thread count.
+//! `dense`, bit for bit. Which of the two happens depends on the indices alone;
+//! partitions may follow the thread count but never change what a sum adds or in
+//! what order, so results are bitwise identical for any thread count.
 
 use crate::error::{check_len, KernelError, Result};
 use crate::gemm::{self, Epilogue, MatMut, MatRef};
@@ -49,12 +49,16 @@ pub struct TakeDenseOutputs<'a> {
 /// distinct rows only. A repeat saves `2 * width` flops per output element in each
 /// of the three products (forward, kernel gradient, input gradient), while every
 /// index then costs a copy of its output row forward and an add of its gradient
-/// row backward, both streamed through memory. Measured on the text benchmarks:
-/// a seventh of the indices repeating at width 64 (the ticket model's bodies)
-/// gains nothing; two fifths at widths 32 and 64 (question answering) gain 7-12%.
+/// row backward, both streamed through memory. The factor 12 is the measured
+/// break-even on the text benchmarks: a seventh of the indices repeating at width 64
+/// (the ticket model's bodies) gains nothing; two fifths at widths 32 and 64
+/// (question answering) gain 7-12%. Tables narrower than 12 never pay.
 pub fn worth_deduplicating(total: usize, distinct: usize, width: usize) -> bool {
-    (total - distinct) * width >= 12 * total
+    (total - distinct) * width >= REPEAT_BREAK_EVEN * total
 }
+
+/// See [`worth_deduplicating`].
+const REPEAT_BREAK_EVEN: usize = 12;
 
 /// `out[i] = epilogue(table[indices[i]] · kernel)` for every index, through the
 /// distinct rows when enough repeat; fills `outputs` as documented there.
@@ -88,8 +92,19 @@ pub fn take_dense(
     check_len("take_dense positions", positions.len(), n)?;
     check_len("take_dense gathered rows", gathered.len(), n * width)?;
     check_len("take_dense output", out.len(), n * units)?;
-    let mut distinct = distinct_rows(indices, table_rows, rows, positions)?;
-    if distinct < n && !worth_deduplicating(n, distinct, width) {
+    if n > i32::MAX as usize {
+        return Err(KernelError::InvalidArgument {
+            what: "take_dense".to_string(),
+            message: format!("{n} indices are too many to number"),
+        });
+    }
+    // A table too narrow to pay even with a single distinct row skips the search.
+    let mut distinct = if worth_deduplicating(n, n.min(1), width) {
+        distinct_rows(indices, table_rows, rows, positions)?
+    } else {
+        n
+    };
+    if distinct == n || !worth_deduplicating(n, distinct, width) {
         rows.copy_from_slice(indices);
         for (i, p) in positions.iter_mut().enumerate() {
             *p = i as i32;
@@ -100,8 +115,9 @@ pub fn take_dense(
         rows[distinct..].fill(last);
     }
     let (used, unused) = gathered.split_at_mut(distinct * width);
+    // Named as the lookup's own errors are, which these replace.
     layout::gather(
-        "take_dense",
+        "take",
         table,
         &[table_rows, width],
         0,
@@ -122,7 +138,10 @@ pub fn take_dense(
     if distinct == n {
         return product(out);
     }
-    with_scratch(Slot::DistinctRows, distinct * units, |products| {
+    // Sized by the batch, not by its distinct rows, so the buffer never grows
+    // from one batch to the next.
+    with_scratch(Slot::DistinctRows, n * units, |products| {
+        let products = &mut products[..distinct * units];
         product(products)?;
         layout::gather(
             "take_dense",
@@ -152,18 +171,23 @@ fn distinct_rows(
     rows: &mut [i32],
     positions: &mut [i32],
 ) -> Result<usize> {
-    if indices.len() >= ABSENT as usize || indices.len() > i32::MAX as usize {
-        return Err(KernelError::InvalidArgument {
-            what: "take_dense".to_string(),
-            message: format!("{} indices are too many to number", indices.len()),
-        });
-    }
-    // Taken out of its slot for the call (a nested use would find it empty and
-    // start a fresh one).
-    let mut position_of = POSITION_OF.with(|cell| cell.take());
-    if position_of.len() < table_rows {
-        position_of.resize(table_rows, ABSENT);
-    }
+    POSITION_OF.with(|cell| {
+        let mut position_of = cell.borrow_mut();
+        if position_of.len() < table_rows {
+            position_of.resize(table_rows, ABSENT);
+        }
+        find_distinct(indices, table_rows, &mut position_of, rows, positions)
+    })
+}
+
+/// [`distinct_rows`] with the table of positions (all [`ABSENT`] on entry and on return).
+fn find_distinct(
+    indices: &[i32],
+    table_rows: usize,
+    position_of: &mut [u32],
+    rows: &mut [i32],
+    positions: &mut [i32],
+) -> Result<usize> {
     let mut distinct = 0;
     let mut bad = None;
     for (at, (&index, position)) in indices.iter().zip(positions.iter_mut()).enumerate() {
@@ -182,12 +206,6 @@ fn distinct_rows(
     for &r in &rows[..distinct] {
         position_of[r as usize] = ABSENT;
     }
-    POSITION_OF.with(|cell| {
-        let mut kept = cell.borrow_mut();
-        if kept.len() < position_of.len() {
-            *kept = position_of;
-        }
-    });
     match bad {
         // Named as the lookup's own error is, which it replaces.
         Some((position, index)) => Err(KernelError::IndexOutOfRange {
@@ -272,7 +290,9 @@ pub fn take_dense_grad(
     if in_order {
         return grads(dz, d_gathered, d_kernel);
     }
-    with_scratch(Slot::DistinctRows, distinct * units, |sums| {
+    // Sized by the batch (see `take_dense`).
+    with_scratch(Slot::DistinctRows, n * units, |sums| {
+        let sums = &mut sums[..distinct * units];
         sum_by_position(dz, positions, units, sums);
         grads(sums, d_gathered, d_kernel)
     })
@@ -505,13 +525,27 @@ mod tests {
                 other = other.err()
             ),
         }
-        let case = Case::new(5, 3, 2, vec![0, -1]);
-        assert!(case.forward().is_err());
+        let case = Case::new(5, 16, 2, vec![0, 0, 0, -1]);
+        match case.forward() {
+            Err(KernelError::IndexOutOfRange {
+                position,
+                value,
+                limit,
+                ..
+            }) => {
+                assert_eq!((position, value, limit), (3, -1, 5));
+            }
+            other => panic!(
+                "expected an index error, got {other:?}",
+                other = other.err()
+            ),
+        }
         // The rows seen before the bad index are forgotten: a later call starts afresh.
         let after = Case::new(5, 16, 2, vec![0, 0, 3, 0, 0, 0, 0, 0]);
         let f = after.forward().unwrap();
         assert_eq!(&f.rows[..2], &[0, 3]);
         assert_eq!(f.positions, vec![0, 0, 1, 0, 0, 0, 0, 0]);
+        let case = Case::new(5, 3, 2, vec![0, 1]);
         let s = case.shape;
         let mut dg = vec![0.0; 2 * 3];
         let mut dk = vec![0.0; 3 * 2];
