@@ -223,6 +223,7 @@ fn find_distinct(
 /// and `gathered` rows it wrote and the kernel, writes the kernel's gradient
 /// (`width x units`) and the gradient of each gathered row (`n x width`, zero past
 /// the distinct ones; the table's gradient is its scatter-add by `rows`).
+/// `shape.table_rows` is not read.
 ///
 /// # Errors
 /// `ShapeMismatch` when a buffer's length does not match; `IndexOutOfRange` for a

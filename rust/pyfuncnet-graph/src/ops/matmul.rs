@@ -478,10 +478,8 @@ impl Op for TakeDenseOp {
         super::expect_inputs("take_dense", inputs, expected)?;
         let shape = take_dense_shape(&inputs[0].shape, &inputs[2].shape)?;
         let n = inputs[1].numel();
-        let floats = [0, 2].into_iter().chain(self.use_bias.then_some(3));
-        if floats.into_iter().any(|i| inputs[i].dtype != DType::F32)
-            || inputs[1].dtype != DType::I32
-        {
+        let mut floats = [0, 2].into_iter().chain(self.use_bias.then_some(3));
+        if floats.any(|i| inputs[i].dtype != DType::F32) || inputs[1].dtype != DType::I32 {
             return Err(GraphError::dtype(
                 "take_dense: table, kernel and bias must be float32 and indices int32",
             ));
@@ -599,11 +597,15 @@ impl Op for TakeDenseGradOp {
     }
 
     fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
-        let kernel = inputs[3].shape;
+        let &[width, units] = inputs[3].shape else {
+            return Err(GraphError::shape(
+                "take_dense_grad: the kernel must have rank 2",
+            ));
+        };
         let shape = TakeDenseShape {
-            table_rows: 0,
-            width: kernel[0],
-            units: kernel[1],
+            table_rows: 0, // not read by the gradient
+            width,
+            units,
         };
         let [d_gathered, d_kernel] = outputs else {
             return Err(GraphError::value("take_dense_grad: expected two outputs"));
