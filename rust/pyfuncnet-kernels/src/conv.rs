@@ -1,4 +1,4 @@
-//! Convolution over 1 to 3 spatial axes, channels-last, by im2col + GEMM.
+//! Convolution over 1 to 3 spatial axes, channels-last, as GEMMs over patches.
 //!
 //! Shapes: input `x` is `(batch, i0, i1, i2, cin)`, output `y` is
 //! `(batch, o0, o1, o2, cout)` and the kernel is `(k0, k1, k2, cin / groups, cout)`,
@@ -7,16 +7,20 @@
 //! `g*cout/groups..`). Fewer spatial axes are leading axes of size 1 ([`Window`]).
 //!
 //! Output pixels of the whole batch are the GEMM's rows. They are cut into tiles
-//! of [`tile_rows`] rows; a task gathers its tile's input patches into a column
-//! buffer that stays in L2 (`tile x taps*cin/groups` floats) and multiplies it by
-//! the kernel (packed into the GEMM's panels once per call when there is a single
-//! group), the bias and activation fused into the GEMM's epilogue. The full
+//! of [`tile_rows`] rows, one task each. The forward pass multiplies a tile's
+//! input patches by the kernel (packed into the GEMM's panels once per call) with
+//! `gemm::sgemm_gathered`, which reads each patch's taps in place in the input
+//! (a tap in the padding reads a row of zeros), the bias and activation fused into
+//! the GEMM's epilogue; convolutions with few channels per group, whose taps are
+//! too short for that, gather the tile's patches into a column buffer that stays
+//! in L2 (`tile x taps*cin/groups` floats, im2col) and multiply that. The full
 //! im2col matrix is never materialised. Pointwise convolutions (one tap, stride 1,
 //! no padding) skip the gather: the input already is the column matrix.
 //!
-//! Backward: the input gradient multiplies each tile of `dy` by the transposed
-//! kernel and scatters the columns back (col2im); a task owns whole images of `dx`
-//! and adds into them in row order. The kernel gradient is `columnsᵀ · dy` summed
+//! Backward: with stride 1, the input gradient is a forward convolution of `dy`
+//! by the flipped kernel; otherwise it multiplies each tile of `dy` by the
+//! transposed kernel and scatters the columns back (col2im), a task owning whole
+//! images of `dx` and adding into them in row order. The kernel gradient is `columnsᵀ · dy` summed
 //! over all rows: chunks of about [`WGRAD_CHUNK_ROWS`] rows (equal in size, so
 //! the threads finish together) each accumulate a partial sum tile by tile, and
 //! the partials are added in chunk order. Every
@@ -29,9 +33,15 @@ use crate::par;
 use crate::scratch::{with_scratch, Slot};
 use crate::window::{Window, MAX_SPATIAL};
 
-/// Floats of one task's column tile: 256 KiB, an eighth of this machine's L2, so
-/// the tile, the kernel panel and the output tile stay cached through the GEMM
-/// (512 KiB measured no faster).
+/// Fewest input channels per group whose patches a forward pass reads in place
+/// (`gemm::sgemm_gathered`): with fewer, each tap's segment is too short for the
+/// kernel's per-tap setup, and im2col, which copies the taps along the last axis
+/// as one run, is faster (the ResNet's first layer, 3 channels: 31 against 15
+/// GFLOP/s).
+const MIN_GATHERED_WIDTH: usize = 16;
+/// Floats of one task's column tile, which also sets the rows of a tile read in
+/// place: 256 KiB, so the tile, the kernel panel and the output tile stay cached
+/// through the GEMM (512 KiB measured no faster).
 const COLUMN_TILE_FLOATS: usize = 1 << 16;
 /// Tile rows are a multiple of this (a multiple of every micro-kernel's row count).
 const TILE_ROW_GRANULE: usize = 48;
@@ -361,61 +371,116 @@ pub fn conv_forward(
         }
         return Ok(());
     }
-    let (tile, depth) = (tile_rows(shape.depth()), shape.depth());
+    let (tile, taps, cg, depth) = (
+        tile_rows(shape.depth()),
+        shape.window.taps(),
+        shape.group_in(),
+        shape.depth(),
+    );
     with_packed_kernel(shape, kernel, false, |packed| {
         for_each_tile_task(y, tile * cout, |t, y_tile| {
             let (r0, n) = (t * tile, y_tile.len() / cout);
-            with_scratch(Slot::Columns, n * depth, |col| {
-                for g in 0..shape.groups {
-                    im2col(shape, x, g, r0, col);
-                    let a = MatRef::row_major(col, n, depth)?;
-                    let c = channel_block_mut(y_tile, cout, co, g, n)?;
-                    let b = kernel_matrix(shape, kernel, g)?;
-                    tile_gemm(a, b, packed, c, &group_epilogue(g))?;
-                }
-                Ok(())
-            })
+            if cg < MIN_GATHERED_WIDTH {
+                return with_scratch(Slot::Columns, n * depth, |col| {
+                    for g in 0..shape.groups {
+                        im2col(shape, x, g, r0, col);
+                        let a = MatRef::row_major(col, n, depth)?;
+                        let c = channel_block_mut(y_tile, cout, co, g, n)?;
+                        let b = packed.group(g)?;
+                        gemm::sgemm_packed(1.0, a, &b, 0.0, c, &group_epilogue(g))?;
+                    }
+                    Ok(())
+                });
+            }
+            for g in 0..shape.groups {
+                let patches = gemm::GatheredRows {
+                    source: x,
+                    rows: n,
+                    taps,
+                    width: cg,
+                    offsets: |i: usize, out: &mut [usize]| patch_offsets(shape, g, r0 + i, out),
+                };
+                let c = channel_block_mut(y_tile, cout, co, g, n)?;
+                gemm::sgemm_gathered(&patches, &packed.group(g)?, 0.0, c, &group_epilogue(g))?;
+            }
+            Ok(())
         })
     })
 }
 
-/// Runs `f` with the kernel matrix (transposed with `transposed`) packed once for
-/// the GEMMs of every tile, when the convolution has a single group: read in
-/// place, its rows lie `out_channels` floats apart (256 bytes for 64 channels)
-/// and fall into a few L1 sets, and each tile's GEMM would pack it again. With
-/// several groups, `f` gets `None` and each tile multiplies by its group's
-/// columns as they are stored.
+/// Where the input segments of output row `r` for group `g` start in `x`, tap by
+/// tap ([`gemm::GATHER_ZEROS`] for a tap in the padding).
+fn patch_offsets(shape: &ConvShape, g: usize, r: usize, out: &mut [usize]) {
+    let (cin, cg) = (shape.in_channels, shape.group_in());
+    for_each_tap(shape, r, |tap, pixel| {
+        out[tap] = pixel.map_or(gemm::GATHER_ZEROS, |p| p * cin + g * cg);
+    });
+}
+
+/// The kernel of every group packed once per call as its products' B operand
+/// (transposed for an input gradient): each tile's product would pack it again,
+/// and read in place its rows lie `out_channels` floats apart (256 bytes for 64
+/// channels) and fall into a few L1 sets.
+struct PackedKernel<'a> {
+    shape: &'a ConvShape,
+    kernel: &'a [f32],
+    transposed: bool,
+    level: crate::cpu::SimdLevel,
+    group_len: usize,
+    panels: &'a [f32],
+}
+
+impl PackedKernel<'_> {
+    /// Group `g`'s packed operand.
+    fn group(&self, g: usize) -> Result<gemm::PackedB<'_>> {
+        let b = group_operand(self.shape, self.kernel, g, self.transposed)?;
+        let panels = &self.panels[g * self.group_len..];
+        Ok(gemm::PackedB::from_panels(self.level, b, panels))
+    }
+}
+
+/// Group `g`'s kernel matrix, transposed with `transposed`.
+fn group_operand<'a>(
+    shape: &ConvShape,
+    kernel: &'a [f32],
+    g: usize,
+    transposed: bool,
+) -> Result<MatRef<'a>> {
+    let b = kernel_matrix(shape, kernel, g)?;
+    Ok(if transposed { b.t() } else { b })
+}
+
+/// Runs `f` with the kernel packed ([`PackedKernel`]).
 fn with_packed_kernel(
     shape: &ConvShape,
     kernel: &[f32],
     transposed: bool,
-    f: impl FnOnce(Option<&gemm::PackedB>) -> Result<()>,
+    f: impl FnOnce(&PackedKernel) -> Result<()>,
 ) -> Result<()> {
-    if shape.groups != 1 {
-        return f(None);
-    }
     let level = crate::cpu::active();
-    let b = kernel_matrix(shape, kernel, 0)?;
-    let b = if transposed { b.t() } else { b };
-    with_scratch(
-        Slot::PackedKernel,
-        gemm::PackedB::buffer_len(level, b.rows, b.cols),
-        |buf| f(Some(&gemm::PackedB::new(level, b, buf)?)),
-    )
-}
-
-/// One tile's product `c = epilogue(a · b)`, with `b` packed ahead when given.
-fn tile_gemm(
-    a: MatRef,
-    b: MatRef,
-    packed: Option<&gemm::PackedB>,
-    c: MatMut,
-    epilogue: &Epilogue,
-) -> Result<()> {
-    match packed {
-        Some(packed) => gemm::sgemm_packed(1.0, a, packed, 0.0, c, epilogue),
-        None => gemm::sgemm(1.0, a, b, 0.0, c, epilogue),
-    }
+    let b0 = group_operand(shape, kernel, 0, transposed)?;
+    let group_len = gemm::PackedB::buffer_len(level, b0.rows, b0.cols);
+    let total =
+        group_len
+            .checked_mul(shape.groups)
+            .ok_or_else(|| KernelError::InvalidArgument {
+                what: "conv".into(),
+                message: "the packed kernel's size overflows".into(),
+            })?;
+    with_scratch(Slot::PackedKernel, total, |buf| {
+        for g in 0..shape.groups {
+            let b = group_operand(shape, kernel, g, transposed)?;
+            gemm::PackedB::new(level, b, &mut buf[g * group_len..(g + 1) * group_len])?;
+        }
+        f(&PackedKernel {
+            shape,
+            kernel,
+            transposed,
+            level,
+            group_len,
+            panels: buf,
+        })
+    })
 }
 
 /// `dx`, the gradient of the input, from `dy`, the gradient of the (pre-epilogue)
@@ -482,8 +547,8 @@ pub fn conv_backward_input(
                         for g in 0..shape.groups {
                             let a = channel_block(dy, cout, co, g, r0, n)?;
                             let c = MatMut::row_major(dcol, n, depth)?;
-                            let b = kernel_matrix(shape, kernel, g)?.t();
-                            tile_gemm(a, b, packed, c, &Epilogue::default())?;
+                            let b = packed.group(g)?;
+                            gemm::sgemm_packed(1.0, a, &b, 0.0, c, &Epilogue::default())?;
                             col2im(shape, dcol, g, r0, dx_part, b0 * in_pixels);
                         }
                     }

@@ -29,6 +29,8 @@ pub(crate) enum Slot {
     Partials,
     /// Convolution: the flipped kernel of an input gradient, held by the calling thread.
     FlippedKernel,
+    /// Gathered products: a row of zeros standing for the taps in the padding.
+    ZeroRow,
     /// Convolution: the kernel packed once per call for every tile's GEMM, held by
     /// the calling thread.
     PackedKernel,
@@ -52,6 +54,7 @@ thread_local! {
     static BUF_COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BUF_PARTIALS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BUF_FLIPPED_KERNEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static BUF_ZERO_ROW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BUF_PACKED_KERNEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BUF_RECURRENT_SHARED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BUF_RECURRENT_STEP: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -67,6 +70,7 @@ fn key(slot: Slot) -> &'static LocalKey<RefCell<Vec<f32>>> {
         Slot::Columns => &BUF_COLUMNS,
         Slot::Partials => &BUF_PARTIALS,
         Slot::FlippedKernel => &BUF_FLIPPED_KERNEL,
+        Slot::ZeroRow => &BUF_ZERO_ROW,
         Slot::PackedKernel => &BUF_PACKED_KERNEL,
         Slot::RecurrentShared => &BUF_RECURRENT_SHARED,
         Slot::RecurrentStep => &BUF_RECURRENT_STEP,

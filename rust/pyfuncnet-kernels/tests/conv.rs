@@ -156,7 +156,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
     #[test]
-    fn im2col_matches_direct_on_small_geometries(c in case(9), bias in any::<bool>()) {
+    fn conv_matches_direct_on_small_geometries(c in case(9), bias in any::<bool>()) {
         check_case(&c, bias);
     }
 }
@@ -167,7 +167,7 @@ proptest! {
     /// Channel counts around the SIMD widths and enough rows for several tiles and
     /// several kernel-gradient chunks.
     #[test]
-    fn im2col_matches_direct_across_tiles(
+    fn conv_matches_direct_across_tiles(
         batch in 1usize..4,
         hw in 20usize..44,
         cin in prop::sample::select(vec![1usize, 3, 15, 16, 17, 33]),

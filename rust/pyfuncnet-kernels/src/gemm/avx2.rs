@@ -140,6 +140,35 @@ mod x86 {
             // SAFETY: the corner of C is the caller's, per the contract.
             unsafe { merge_corner(&tile, NR, rows, cols, beta, c, ldc) };
         }
+        /// Reads each group's rows in place (see [`gathered_x16`]); a corner
+        /// narrower than the tile goes through a tile on the stack.
+        #[inline]
+        unsafe fn kernel_gathered(
+            rows: usize,
+            cols: usize,
+            taps: usize,
+            width: usize,
+            row_addrs: *const usize,
+            b: *const f32,
+            beta: f32,
+            c: *mut f32,
+            ldc: usize,
+        ) {
+            assert!(rows <= MR && cols <= NR);
+            if cols == NR {
+                // SAFETY: the contract of `kernel_gathered`, full width.
+                unsafe { gathered_rows_into(rows, taps, width, row_addrs, b, beta, c, ldc) };
+                return;
+            }
+            let mut tile = [0.0f32; MR * NR];
+            // SAFETY: `tile` holds `MR x NR` floats with leading dimension NR and
+            // beta = 0 (only written); the operand reads are the contract's.
+            unsafe {
+                gathered_rows_into(rows, taps, width, row_addrs, b, 0.0, tile.as_mut_ptr(), NR)
+            };
+            // SAFETY: the corner of C is the caller's, per the contract.
+            unsafe { merge_corner(&tile, NR, rows, cols, beta, c, ldc) };
+        }
     }
 
     /// The kernel of `rows` (1 to MR) rows.
@@ -174,8 +203,21 @@ mod x86 {
         }
     }
 
-    /// The kernel of `R <= MR` rows, with the packed-panel strides as constants
-    /// when A and B are packed (fixed load displacements).
+    /// How the kernel addresses A, chosen from its strides so that each case's
+    /// loads use fixed displacements where the strides allow.
+    mod a_layout {
+        /// A packed panel: `rsa = 1, csa = MR`.
+        pub const PACKED: u8 = 0;
+        /// Rows contiguous along K (`csa = 1`), as a row-major A read in place.
+        pub const ROWS: u8 = 1;
+        /// The tile's rows adjacent (`rsa = 1`), as a transposed A read in place.
+        pub const COLUMNS: u8 = 2;
+        /// Any other strides.
+        pub const STRIDED: u8 = 3;
+    }
+
+    /// The kernel of `R <= MR` rows, dispatched on A's layout and on whether B is
+    /// a packed panel (`rsb = NR`).
     ///
     /// # Safety
     /// The contract of [`MicroKernel::kernel`] for a tile of `R` rows.
@@ -193,24 +235,81 @@ mod x86 {
         c: *mut f32,
         ldc: usize,
     ) {
-        if rsa == 1 && csa == MR && rsb == NR {
-            // SAFETY: forwarded; the strides equal the constants used.
-            unsafe { kernel_x16::<true, R>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc) }
-        } else {
-            // SAFETY: forwarded.
-            unsafe { kernel_x16::<false, R>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc) }
+        use a_layout::*;
+        // SAFETY (every arm): forwarded; each arm's constants equal the strides.
+        unsafe {
+            match (rsa, csa, rsb == NR) {
+                (1, MR, true) => {
+                    kernel_x16::<PACKED, true, R>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc)
+                }
+                (_, 1, true) => {
+                    kernel_x16::<ROWS, true, R>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc)
+                }
+                (_, 1, false) => {
+                    kernel_x16::<ROWS, false, R>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc)
+                }
+                (1, _, true) => {
+                    kernel_x16::<COLUMNS, true, R>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc)
+                }
+                (1, _, false) => {
+                    kernel_x16::<COLUMNS, false, R>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc)
+                }
+                _ => kernel_x16::<STRIDED, false, R>(k, alpha, a, rsa, csa, b, rsb, beta, c, ldc),
+            }
         }
     }
 
-    /// The kernel body for the first `R` rows of the tile; `PACKED` replaces the
-    /// strides by the packed-panel constants so the loads use fixed displacements.
-    /// Each element sums over K in the same order whatever `R`, so a corner gives
-    /// the bits the full tile would.
+    /// One step of K, `j` steps past where the pointers stand: A's elements at
+    /// `ap + j*csa + i` (packed or adjacent rows) or `rows[i] + j*csa`, B's row at
+    /// `bp + j*rsb`.
+    ///
+    /// # Safety
+    /// Those reads are inside the operands; the CPU supports AVX2 and FMA.
+    #[inline(always)]
+    unsafe fn step<const LAYOUT: u8, const R: usize>(
+        acc: &mut [[__m256; 2]; R],
+        ap: *const f32,
+        rows: &[*const f32; R],
+        bp: *const f32,
+        j: usize,
+        csa: usize,
+        rsb: usize,
+    ) {
+        use a_layout::*;
+        // SAFETY: the reads are the caller's to guarantee.
+        unsafe {
+            let b0 = _mm256_loadu_ps(bp.add(j * rsb));
+            let b1 = _mm256_loadu_ps(bp.add(j * rsb + 8));
+            for (i, acc_i) in acc.iter_mut().enumerate() {
+                let x = match LAYOUT {
+                    PACKED | COLUMNS => ap.add(j * csa + i),
+                    _ => rows[i].add(j * csa),
+                };
+                let ai = _mm256_broadcast_ss(&*x);
+                acc_i[0] = _mm256_fmadd_ps(ai, b0, acc_i[0]);
+                acc_i[1] = _mm256_fmadd_ps(ai, b1, acc_i[1]);
+            }
+            // A compiler barrier (it may touch memory, so no load moves across
+            // it): hoisting the next steps' loads of B above these FMAs, as the
+            // compiler otherwise does in the unrolled loop, needs more than the
+            // sixteen registers and spills accumulators to the stack.
+            std::arch::asm!("", options(nostack, preserves_flags));
+        }
+    }
+
+    /// Steps of K per iteration of the kernel's loop: four steps' loads use fixed
+    /// displacements from pointers advanced once per iteration.
+    const UNROLL: usize = 4;
+
+    /// The kernel body for the first `R` rows of the tile; `LAYOUT` (see
+    /// [`a_layout`]) and `PACKED_B` replace the strides they fix by constants.
+    /// Each element sums over K in the same order whatever `R` and the layout, so
+    /// a corner gives the bits the full tile would.
     ///
     /// # Safety
     /// The contract of [`MicroKernel::kernel`], for rows < `R` of the tile.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn kernel_x16<const PACKED: bool, const R: usize>(
+    unsafe fn kernel_x16<const LAYOUT: u8, const PACKED_B: bool, const R: usize>(
         k: usize,
         alpha: f32,
         a: *const f32,
@@ -222,7 +321,14 @@ mod x86 {
         c: *mut f32,
         ldc: usize,
     ) {
-        let (rsa, csa, rsb) = if PACKED { (1, MR, NR) } else { (rsa, csa, rsb) };
+        use a_layout::*;
+        let (rsa, csa) = match LAYOUT {
+            PACKED => (1, MR),
+            ROWS => (rsa, 1),
+            COLUMNS => (1, csa),
+            _ => (rsa, csa),
+        };
+        let rsb = if PACKED_B { NR } else { rsb };
         // Warm the C tile while the product runs.
         for i in 0..R {
             // Prefetching never faults, so it needs no `unsafe`.
@@ -230,24 +336,57 @@ mod x86 {
             _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc + NR - 1) as *const i8);
         }
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        // A's rows by their own pointers when they are not adjacent: walked from
+        // one pointer, their addresses would form a chain of dependent adds.
+        let mut rows: [*const f32; R] = std::array::from_fn(|i| a.wrapping_add(i * rsa));
         let mut ap = a;
         let mut bp = b;
-        for _ in 0..k {
-            // SAFETY: `bp = b + p*rsb` and `ap = a + p*csa` for the current p < k;
-            // the reads are inside the ranges the caller guarantees.
-            unsafe {
-                let b0 = _mm256_loadu_ps(bp);
-                let b1 = _mm256_loadu_ps(bp.add(8));
-                for (i, acc_i) in acc.iter_mut().enumerate() {
-                    let ai = _mm256_broadcast_ss(&*ap.add(i * rsa));
-                    acc_i[0] = _mm256_fmadd_ps(ai, b0, acc_i[0]);
-                    acc_i[1] = _mm256_fmadd_ps(ai, b1, acc_i[1]);
+        let advance =
+            |ap: &mut *const f32, rows: &mut [*const f32; R], bp: &mut *const f32, steps: usize| {
+                match LAYOUT {
+                    PACKED | COLUMNS => *ap = ap.wrapping_add(steps * csa),
+                    _ => rows
+                        .iter_mut()
+                        .for_each(|r| *r = r.wrapping_add(steps * csa)),
                 }
-                ap = ap.add(csa);
-                bp = bp.add(rsb);
+                *bp = bp.wrapping_add(steps * rsb);
+            };
+        // With B read in place through its runtime stride, the compiler hoists
+        // the unrolled steps' loads of B past the barrier's reach and spills
+        // accumulators: such products step one at a time.
+        let unroll = if PACKED_B { UNROLL } else { 1 };
+        for _ in 0..k / unroll {
+            for j in 0..unroll {
+                // SAFETY: the pointers stand at a step p with p + unroll <= k.
+                unsafe { step::<LAYOUT, R>(&mut acc, ap, &rows, bp, j, csa, rsb) };
             }
+            advance(&mut ap, &mut rows, &mut bp, unroll);
         }
-        let alpha_v = _mm256_set1_ps(alpha);
+        for _ in 0..k % unroll {
+            // SAFETY: the pointers stand at a step p < k.
+            unsafe { step::<LAYOUT, R>(&mut acc, ap, &rows, bp, 0, csa, rsb) };
+            advance(&mut ap, &mut rows, &mut bp, 1);
+        }
+        // SAFETY: rows < R of the C tile, per the contract.
+        unsafe { store_tile(&acc, alpha, beta, c, ldc) };
+    }
+
+    /// `C <- alpha * acc + beta * C` on the first `R` rows of the tile (C not
+    /// read when beta is 0).
+    ///
+    /// # Safety
+    /// `c + i*ldc + j` is writable (readable if beta != 0) for `i < R`, `j < NR`;
+    /// the CPU supports AVX2 and FMA.
+    #[inline(always)]
+    unsafe fn store_tile<const R: usize>(
+        acc: &[[__m256; 2]; R],
+        alpha: f32,
+        beta: f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        // SAFETY: the caller vouches for AVX2 and FMA.
+        let alpha_v = unsafe { _mm256_set1_ps(alpha) };
         if beta == 0.0 {
             for (i, acc_i) in acc.iter().enumerate() {
                 // SAFETY: row i < R of the C tile, writable per the contract.
@@ -258,7 +397,8 @@ mod x86 {
                 }
             }
         } else {
-            let beta_v = _mm256_set1_ps(beta);
+            // SAFETY: as above.
+            let beta_v = unsafe { _mm256_set1_ps(beta) };
             for (i, acc_i) in acc.iter().enumerate() {
                 // SAFETY: row i < R of the C tile, readable and writable per the
                 // contract since beta != 0.
@@ -273,6 +413,84 @@ mod x86 {
                 }
             }
         }
+    }
+
+    /// The gathered-rows kernel (see [`MicroKernel::kernel_gathered`]) of `rows`
+    /// (1 to MR) rows, full width.
+    ///
+    /// # Safety
+    /// The contract of `kernel_gathered` with `cols = NR`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn gathered_rows_into(
+        rows: usize,
+        taps: usize,
+        width: usize,
+        row_addrs: *const usize,
+        b: *const f32,
+        beta: f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        // SAFETY (every arm): forwarded, with `R = rows`.
+        unsafe {
+            match rows {
+                1 => gathered_x16::<1>(taps, width, row_addrs, b, beta, c, ldc),
+                2 => gathered_x16::<2>(taps, width, row_addrs, b, beta, c, ldc),
+                3 => gathered_x16::<3>(taps, width, row_addrs, b, beta, c, ldc),
+                4 => gathered_x16::<4>(taps, width, row_addrs, b, beta, c, ldc),
+                5 => gathered_x16::<5>(taps, width, row_addrs, b, beta, c, ldc),
+                _ => gathered_x16::<MR>(taps, width, row_addrs, b, beta, c, ldc),
+            }
+        }
+    }
+
+    /// The gathered-rows kernel body for the first `R` rows: each group's rows are
+    /// read in place, and the sums stay in registers across groups, in the order
+    /// of K, as [`kernel_x16`] would add the same elements copied into a matrix.
+    ///
+    /// # Safety
+    /// The contract of [`MicroKernel::kernel_gathered`], for rows < `R`, full width.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn gathered_x16<const R: usize>(
+        taps: usize,
+        width: usize,
+        row_addrs: *const usize,
+        b: *const f32,
+        beta: f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        use a_layout::ROWS;
+        for i in 0..R {
+            _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc + NR - 1) as *const i8);
+        }
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        let mut bp = b;
+        let none = std::ptr::null();
+        for t in 0..taps {
+            // SAFETY: addresses t*MR + i < taps*MR exist (the contract).
+            let mut rows: [*const f32; R] = std::array::from_fn(|i| unsafe {
+                std::ptr::with_exposed_provenance(*row_addrs.add(t * MR + i))
+            });
+            for _ in 0..width / UNROLL {
+                for j in 0..UNROLL {
+                    // SAFETY: the rows and B stand at a step q with q + UNROLL <= width.
+                    unsafe { step::<ROWS, R>(&mut acc, none, &rows, bp, j, 1, NR) };
+                }
+                rows.iter_mut().for_each(|r| *r = r.wrapping_add(UNROLL));
+                bp = bp.wrapping_add(UNROLL * NR);
+            }
+            for _ in 0..width % UNROLL {
+                // SAFETY: the rows and B stand at a step q < width.
+                unsafe { step::<ROWS, R>(&mut acc, none, &rows, bp, 0, 1, NR) };
+                rows.iter_mut().for_each(|r| *r = r.wrapping_add(1));
+                bp = bp.wrapping_add(NR);
+            }
+        }
+        // SAFETY: rows < R of the C tile, per the contract.
+        unsafe { store_tile(&acc, 1.0, beta, c, ldc) };
     }
 
     /// `out[p*W + r] = rows[r][p]` for `p < cols` (a multiple of 8), `W` = 6 or 16.

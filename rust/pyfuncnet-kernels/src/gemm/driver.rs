@@ -558,7 +558,7 @@ unsafe impl Sync for CTarget {}
 
 impl CTarget {
     /// Wraps the checked output `c` (`m x n`, leading dimension `ldc >= n`).
-    fn new(c: &mut [f32], ldc: usize, m: usize, n: usize) -> Self {
+    pub(crate) fn new(c: &mut [f32], ldc: usize, m: usize, n: usize) -> Self {
         assert!(m == 0 || n == 0 || (m - 1) * ldc + n <= c.len());
         assert!(m <= 1 || ldc >= n);
         CTarget {
@@ -675,6 +675,47 @@ impl CTarget {
                 }
             }
         }
+    }
+
+    /// Runs `K::kernel_gathered` for the `rows x cols` tile at `(i, j)`: `taps`
+    /// groups of `width` steps of K, with the `taps x MR` row addresses `row_addrs`
+    /// and the panel rows `b`.
+    ///
+    /// # Panics
+    /// If the tile is outside C or `b` is shorter than `taps * width` panel rows.
+    ///
+    /// # Safety
+    /// Each of the `taps * MR` addresses is readable for `width` floats; no other
+    /// thread accesses this tile of C during the call; the CPU supports `K`'s
+    /// instruction set.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn run_gathered_tile<K: MicroKernel>(
+        &self,
+        (i, j): (usize, usize),
+        (rows, cols): (usize, usize),
+        taps: usize,
+        width: usize,
+        row_addrs: *const usize,
+        b: &[f32],
+        beta: f32,
+    ) {
+        assert!(!self.transposed && rows <= K::MR && cols <= K::NR);
+        assert!(i + rows <= self.m && j + cols <= self.n && b.len() >= taps * width * K::NR);
+        // SAFETY: the corner is inside C (asserted, with (m-1)*ldc + n <= len from
+        // `new`), B's rows are in `b` (asserted); the rest is the caller's.
+        unsafe {
+            K::kernel_gathered(
+                rows,
+                cols,
+                taps,
+                width,
+                row_addrs,
+                b.as_ptr(),
+                beta,
+                self.ptr.add(i * self.ldc + j),
+                self.ldc,
+            )
+        };
     }
 
     /// Bias and activation on rows `rows`, columns `j..j+cols`.

@@ -95,6 +95,84 @@ pub trait MicroKernel {
         // SAFETY: the corner of C is the caller's, per the contract.
         unsafe { merge_corner(&buf, nr, rows, cols, beta, c, ldc) };
     }
+
+    /// The update rule with alpha 1 on the top-left `rows x cols` corner of the
+    /// tile, for an A whose rows are gathered in groups of `width` steps of K: with
+    /// `t = p / width`, `A(i, p)` is float `p % width` of the row at address
+    /// `row_addrs[t*MR + i]` (`taps` groups, `MR` rows per group; addresses of
+    /// exposed provenance), and B a packed panel (`rsb = NR`) of `taps * width`
+    /// rows. A convolution reads its patches this way without copying them into a
+    /// column matrix.
+    ///
+    /// This default copies each group's rows, a block of K at a time, into a
+    /// packed panel on the stack and runs [`kernel_edge`](Self::kernel_edge)
+    /// (accumulating into C after the first block); kernels override it to read
+    /// the rows in place and keep the sums in registers across groups.
+    ///
+    /// # Safety
+    /// - the row at `row_addrs[t*MR + i]` is readable for `width` floats for every
+    ///   `t < taps`, `i < MR` (unused rows may point at zeros);
+    /// - `b + p*NR + j` is readable for all `p < taps * width`, `j < NR`;
+    /// - C as for [`kernel_edge`](Self::kernel_edge); the CPU supports the
+    ///   kernel's instruction set.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn kernel_gathered(
+        rows: usize,
+        cols: usize,
+        taps: usize,
+        width: usize,
+        row_addrs: *const usize,
+        b: *const f32,
+        beta: f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        const BLOCK: usize = 64;
+        const { assert!(Self::MR <= MAX_MR) };
+        let (mr, nr) = (Self::MR, Self::NR);
+        let mut panel = [0.0f32; MAX_MR * BLOCK];
+        let mut beta = beta;
+        if taps * width == 0 {
+            // SAFETY: k = 0 reads no operand; C is the caller's, per the contract.
+            unsafe { Self::kernel_edge(rows, cols, 0, 1.0, b, 1, 1, b, nr, beta, c, ldc) };
+            return;
+        }
+        for t in 0..taps {
+            for q0 in (0..width).step_by(BLOCK) {
+                let qc = BLOCK.min(width - q0);
+                for i in 0..mr {
+                    // SAFETY: address `t*MR + i` exists and its row holds `width`
+                    // floats (the contract), so `q0 + q < width` is readable.
+                    unsafe {
+                        let src =
+                            std::ptr::with_exposed_provenance::<f32>(*row_addrs.add(t * mr + i));
+                        for q in 0..qc {
+                            panel[q * mr + i] = *src.add(q0 + q);
+                        }
+                    }
+                }
+                // SAFETY: the panel holds MR x qc floats packed (rsa 1, csa MR); B's
+                // rows t*width + q0.. are readable per the contract; C as above.
+                unsafe {
+                    Self::kernel_edge(
+                        rows,
+                        cols,
+                        qc,
+                        1.0,
+                        panel.as_ptr(),
+                        1,
+                        mr,
+                        b.add((t * width + q0) * nr),
+                        nr,
+                        beta,
+                        c,
+                        ldc,
+                    )
+                };
+                beta = 1.0;
+            }
+        }
+    }
 }
 
 /// `C <- tile + beta * C` on the `rows x cols` corner of C, from a tile computed
@@ -130,6 +208,9 @@ pub(crate) unsafe fn merge_corner(
         }
     }
 }
+
+/// Largest `MR` of any micro-kernel (AVX-512's 12).
+pub(crate) const MAX_MR: usize = 12;
 
 /// Largest `MR * NR` of any micro-kernel (AVX-512 `12 x 32`): the size of the
 /// stack buffers that edge tiles are computed into.

@@ -24,6 +24,7 @@ pub mod kernel;
 mod avx2;
 mod avx512;
 mod driver;
+mod gathered;
 mod pack;
 mod reference;
 mod scalar;
@@ -421,6 +422,20 @@ impl<'a> PackedB<'a> {
         })
     }
 
+    /// `b` as [`PackedB::new`] packed it for `level` into `panels` earlier (so one
+    /// buffer can hold several packed operands).
+    ///
+    /// # Panics
+    /// If `panels` is shorter than [`PackedB::buffer_len`].
+    pub(crate) fn from_panels(level: SimdLevel, b: MatRef<'a>, panels: &'a [f32]) -> Self {
+        let len = Self::buffer_len(level, b.rows, b.cols);
+        PackedB {
+            source: b,
+            panels: &panels[..len],
+            level,
+        }
+    }
+
     /// The level whose micro-kernel the panels are laid out for.
     pub fn level(&self) -> SimdLevel {
         self.level
@@ -477,4 +492,93 @@ pub fn sgemm_packed(
         }
     }
     Ok(())
+}
+
+/// Offset of a segment of zeros in [`GatheredRows`] (a tap in a convolution's
+/// padding).
+pub const GATHER_ZEROS: usize = usize::MAX;
+
+/// The left operand of [`sgemm_gathered`]: `rows` rows, row `i` the
+/// concatenation over `t < taps` of the `width` floats of `source` from offset
+/// `o[t]`, where `offsets(i, o)` fills `o` (`taps` entries), or of `width` zeros
+/// where it writes [`GATHER_ZEROS`].
+pub struct GatheredRows<'a, F: Fn(usize, &mut [usize])> {
+    pub source: &'a [f32],
+    pub rows: usize,
+    pub taps: usize,
+    pub width: usize,
+    pub offsets: F,
+}
+
+/// `C <- epilogue(A · B + beta * C)` for a gathered A and B packed beforehand
+/// (`taps * width` rows), on the calling thread, with the micro-kernel of the
+/// level B was packed for. The sums run in the order of K, as for the same A
+/// copied into a matrix (the bits may differ from [`sgemm_packed`]'s, which cuts K
+/// into blocks).
+///
+/// # Errors
+/// `ShapeMismatch` when B does not have `taps * width` rows, C is not `rows x
+/// B.cols` or the bias is not `B.cols` long; `InvalidArgument` when a segment is
+/// past the end of `source` (C may then be partly written) or the sizes overflow.
+pub fn sgemm_gathered<F: Fn(usize, &mut [usize])>(
+    a: &GatheredRows<F>,
+    b: &PackedB,
+    beta: f32,
+    c: MatMut,
+    epilogue: &Epilogue,
+) -> Result<()> {
+    let mismatch = |expected: String, got: String| KernelError::ShapeMismatch {
+        what: "sgemm_gathered".into(),
+        expected,
+        got,
+    };
+    let (m, n) = (a.rows, b.source.cols);
+    let k = a
+        .taps
+        .checked_mul(a.width)
+        .ok_or_else(|| KernelError::InvalidArgument {
+            what: "sgemm_gathered".into(),
+            message: format!("{} taps of {} floats overflow", a.taps, a.width),
+        })?;
+    if b.source.rows != k {
+        return Err(mismatch(
+            format!("B with taps x width = {k} rows"),
+            format!("B {} x {}", b.source.rows, n),
+        ));
+    }
+    c.check()?;
+    if c.rows != m || c.cols != n {
+        return Err(mismatch(
+            format!("C of shape {m} x {n}"),
+            format!("C {} x {}", c.rows, c.cols),
+        ));
+    }
+    if let Some(bias) = epilogue.bias {
+        if bias.len() != n {
+            return Err(mismatch(
+                format!("bias of length n = {n}"),
+                format!("bias of length {}", bias.len()),
+            ));
+        }
+    }
+    check_product_size(m, n, k)?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        let empty = MatRef::new(&[], m, 0, 0, 0)?;
+        return sgemm_with_level(b.level, 1.0, empty, b.source, beta, c, epilogue);
+    }
+    let target = driver::CTarget::new(c.data, c.ldc, m, n);
+    match b.level {
+        SimdLevel::Scalar => gathered::gemm_gathered::<scalar::ScalarKernel, F>(
+            a, b.panels, n, beta, target, epilogue,
+        ),
+        SimdLevel::Avx2Fma => {
+            gathered::gemm_gathered::<avx2::Kernel, F>(a, b.panels, n, beta, target, epilogue)
+        }
+        SimdLevel::Avx512 => {
+            gathered::gemm_gathered::<avx512::Kernel, F>(a, b.panels, n, beta, target, epilogue)
+        }
+    }
 }

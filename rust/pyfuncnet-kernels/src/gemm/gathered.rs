@@ -1,0 +1,109 @@
+//! Products whose left operand is gathered row by row: `C = A · B` where row `i`
+//! of A is the concatenation of `taps` segments of `width` floats, each read from
+//! wherever its offset points (or zeros). A convolution's rows are its output
+//! pixels and the segments the input pixels under its window, so the product reads
+//! the patches in place instead of copying them into a column matrix first (the
+//! copy, nine times the input for a 3 x 3 window, also pushed the kernel's operand
+//! out of L1 into L2).
+//!
+//! One call runs on the calling thread: callers cut their work into tasks
+//! themselves (a convolution by tiles of output pixels). Strips of `MR` rows go in
+//! order; each strip's row pointers are looked up once and its rows stay in L1
+//! while the packed panels of B go by, each K step in order, so every element of C
+//! sees the same operations whatever the split into calls.
+
+use super::driver::CTarget;
+use super::kernel::MicroKernel;
+use super::{Epilogue, GatheredRows, GATHER_ZEROS};
+use crate::error::{KernelError, Result};
+use crate::scratch::{with_index_scratch, with_scratch, Slot};
+
+/// Largest panel of B (floats) that a call keeps in L1 while every strip of
+/// rows goes by (16 KiB, half of L1); a larger one streams from L2 past each strip
+/// held in L1 instead.
+const PANEL_MAJOR_MAX_B: usize = 6144;
+
+/// Runs `C <- epilogue(A · B + beta * C)` with micro-kernel `K` for `m, n` and
+/// `k = taps * width` all positive; `bpack` holds B (`k x n`) packed in
+/// `K::NR`-column panels over all of K.
+pub(crate) fn gemm_gathered<K: MicroKernel, F: Fn(usize, &mut [usize])>(
+    a: &GatheredRows<F>,
+    bpack: &[f32],
+    n: usize,
+    beta: f32,
+    c: CTarget,
+    epilogue: &Epilogue,
+) -> Result<()> {
+    let (mr, nr) = (K::MR, K::NR);
+    let (m, taps, width) = (a.rows, a.taps, a.width);
+    let k = taps * width;
+    let (strips, n_panels) = (m.div_ceil(mr), n.div_ceil(nr));
+    assert!(m > 0 && n > 0 && k > 0 && bpack.len() >= n_panels * nr * k);
+    let source = a.source;
+    let bad_offset = |row: usize, tap: usize, offset: usize| KernelError::InvalidArgument {
+        what: "sgemm_gathered".into(),
+        message: format!(
+            "row {row}, tap {tap}: offset {offset} + width {width} is past the source's {} floats",
+            source.len()
+        ),
+    };
+    let table_len = strips * taps * mr;
+    with_scratch(Slot::ZeroRow, width, |zeros| {
+        zeros.fill(0.0);
+        let zeros: &[f32] = zeros;
+        // Every strip's row pointers, `taps x MR` per strip, then one row's offsets.
+        with_index_scratch(table_len + taps, |scratch| {
+            let (table, row_offsets) = scratch.split_at_mut(table_len);
+            for (s, strip) in table.chunks_exact_mut(taps * mr).enumerate() {
+                for i in 0..mr {
+                    let row = s * mr + i;
+                    if row < m {
+                        (a.offsets)(row, row_offsets);
+                    } else {
+                        row_offsets.fill(GATHER_ZEROS);
+                    }
+                    for (t, &offset) in row_offsets.iter().enumerate() {
+                        let segment = if offset == GATHER_ZEROS {
+                            zeros
+                        } else {
+                            let end = offset.checked_add(width);
+                            if end.is_none_or(|end| end > source.len()) {
+                                return Err(bad_offset(row, t, offset));
+                            }
+                            &source[offset..]
+                        };
+                        strip[t * mr + i] = segment.as_ptr().expose_provenance();
+                    }
+                }
+            }
+            let table: &[usize] = table;
+            let tile = |s: usize, jp: usize| {
+                let (i, j) = (s * mr, jp * nr);
+                let row_addrs = table[s * taps * mr..][..taps * mr].as_ptr();
+                // SAFETY: the strip's pointers (addresses of `source` or of the zero
+                // row, stored as integers) are readable for `width` floats (checked
+                // above); the caller owns C and checked the instruction set.
+                unsafe {
+                    c.run_gathered_tile::<K>(
+                        (i, j),
+                        (mr.min(m - i), nr.min(n - j)),
+                        taps,
+                        width,
+                        row_addrs,
+                        &bpack[jp * nr * k..][..nr * k],
+                        beta,
+                    )
+                };
+            };
+            if nr * k <= PANEL_MAJOR_MAX_B {
+                (0..n_panels).for_each(|jp| (0..strips).for_each(|s| tile(s, jp)));
+            } else {
+                (0..strips).for_each(|s| (0..n_panels).for_each(|jp| tile(s, jp)));
+            }
+            Ok(())
+        })
+    })?;
+    // SAFETY: the caller owns all of C.
+    unsafe { c.apply_epilogue(epilogue, 0..m, 0, n) };
+    Ok(())
+}
