@@ -409,12 +409,38 @@ pub fn conv_forward(
 }
 
 /// Where the input segments of output row `r` for group `g` start in `x`, tap by
-/// tap ([`gemm::GATHER_ZEROS`] for a tap in the padding).
+/// tap ([`gemm::GATHER_ZEROS`] for a tap in the padding). A window wholly inside
+/// the input (every row of a 'valid' convolution, most of a 'same' one) takes
+/// the taps' offsets from its first pixel without checking each.
 fn patch_offsets(shape: &ConvShape, g: usize, r: usize, out: &mut [usize]) {
-    let (cin, cg) = (shape.in_channels, shape.group_in());
-    for_each_tap(shape, r, |tap, pixel| {
-        out[tap] = pixel.map_or(gemm::GATHER_ZEROS, |p| p * cin + g * cg);
-    });
+    let (w, cin, cg) = (&shape.window, shape.in_channels, shape.group_in());
+    let o2 = r % w.output[2];
+    let rest = r / w.output[2];
+    let (o1, rest) = (rest % w.output[1], rest / w.output[1]);
+    let (o0, b) = (rest % w.output[0], rest / w.output[0]);
+    let first = |axis: usize, o: usize| {
+        let last_tap = (w.size[axis] - 1) * w.dilation[axis];
+        let start = (o * w.stride[axis]).checked_sub(w.pad_before[axis])?;
+        (start + last_tap < w.input[axis]).then_some(start)
+    };
+    let (Some(s0), Some(s1), Some(s2)) = (first(0, o0), first(1, o1), first(2, o2)) else {
+        for_each_tap(shape, r, |tap, pixel| {
+            out[tap] = pixel.map_or(gemm::GATHER_ZEROS, |p| p * cin + g * cg);
+        });
+        return;
+    };
+    let corner = ((b * w.input[0] + s0) * w.input[1] + s1) * w.input[2] + s2;
+    let mut taps = out.iter_mut();
+    for t0 in 0..w.size[0] {
+        for t1 in 0..w.size[1] {
+            let row = corner + (t0 * w.dilation[0] * w.input[1] + t1 * w.dilation[1]) * w.input[2];
+            for t2 in 0..w.size[2] {
+                if let Some(o) = taps.next() {
+                    *o = (row + t2 * w.dilation[2]) * cin + g * cg;
+                }
+            }
+        }
+    }
 }
 
 /// The kernel of every group packed once per call as its products' B operand
