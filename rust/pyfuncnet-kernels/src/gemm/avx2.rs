@@ -149,23 +149,23 @@ mod x86 {
             taps: usize,
             width: usize,
             row_addrs: *const usize,
+            tap_index: *const usize,
             b: *const f32,
             beta: f32,
             c: *mut f32,
             ldc: usize,
         ) {
             assert!(rows <= MR && cols <= NR);
+            let groups = (taps, width, row_addrs, tap_index);
             if cols == NR {
                 // SAFETY: the contract of `kernel_gathered`, full width.
-                unsafe { gathered_rows_into(rows, taps, width, row_addrs, b, beta, c, ldc) };
+                unsafe { gathered_rows_into(rows, groups, b, beta, c, ldc) };
                 return;
             }
             let mut tile = [0.0f32; MR * NR];
             // SAFETY: `tile` holds `MR x NR` floats with leading dimension NR and
             // beta = 0 (only written); the operand reads are the contract's.
-            unsafe {
-                gathered_rows_into(rows, taps, width, row_addrs, b, 0.0, tile.as_mut_ptr(), NR)
-            };
+            unsafe { gathered_rows_into(rows, groups, b, 0.0, tile.as_mut_ptr(), NR) };
             // SAFETY: the corner of C is the caller's, per the contract.
             unsafe { merge_corner(&tile, NR, rows, cols, beta, c, ldc) };
         }
@@ -415,6 +415,11 @@ mod x86 {
         }
     }
 
+    /// The groups of a gathered-rows kernel: their count, their width, the rows'
+    /// addresses and each group's index into B (see
+    /// [`MicroKernel::kernel_gathered`]).
+    type Groups = (usize, usize, *const usize, *const usize);
+
     /// The gathered-rows kernel (see [`MicroKernel::kernel_gathered`]) of `rows`
     /// (1 to MR) rows, full width.
     ///
@@ -424,9 +429,7 @@ mod x86 {
     #[inline(always)]
     unsafe fn gathered_rows_into(
         rows: usize,
-        taps: usize,
-        width: usize,
-        row_addrs: *const usize,
+        groups: Groups,
         b: *const f32,
         beta: f32,
         c: *mut f32,
@@ -435,12 +438,12 @@ mod x86 {
         // SAFETY (every arm): forwarded, with `R = rows`.
         unsafe {
             match rows {
-                1 => gathered_x16::<1>(taps, width, row_addrs, b, beta, c, ldc),
-                2 => gathered_x16::<2>(taps, width, row_addrs, b, beta, c, ldc),
-                3 => gathered_x16::<3>(taps, width, row_addrs, b, beta, c, ldc),
-                4 => gathered_x16::<4>(taps, width, row_addrs, b, beta, c, ldc),
-                5 => gathered_x16::<5>(taps, width, row_addrs, b, beta, c, ldc),
-                _ => gathered_x16::<MR>(taps, width, row_addrs, b, beta, c, ldc),
+                1 => gathered_x16::<1>(groups, b, beta, c, ldc),
+                2 => gathered_x16::<2>(groups, b, beta, c, ldc),
+                3 => gathered_x16::<3>(groups, b, beta, c, ldc),
+                4 => gathered_x16::<4>(groups, b, beta, c, ldc),
+                5 => gathered_x16::<5>(groups, b, beta, c, ldc),
+                _ => gathered_x16::<MR>(groups, b, beta, c, ldc),
             }
         }
     }
@@ -453,9 +456,7 @@ mod x86 {
     /// The contract of [`MicroKernel::kernel_gathered`], for rows < `R`, full width.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn gathered_x16<const R: usize>(
-        taps: usize,
-        width: usize,
-        row_addrs: *const usize,
+        (taps, width, row_addrs, tap_index): Groups,
         b: *const f32,
         beta: f32,
         c: *mut f32,
@@ -467,9 +468,10 @@ mod x86 {
             _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc + NR - 1) as *const i8);
         }
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
-        let mut bp = b;
         let none = std::ptr::null();
         for t in 0..taps {
+            // SAFETY: entry t < taps exists (the contract).
+            let mut bp = b.wrapping_add(unsafe { *tap_index.add(t) } * width * NR);
             // SAFETY: addresses t*MR + i < taps*MR exist (the contract).
             let mut rows: [*const f32; R] = std::array::from_fn(|i| unsafe {
                 std::ptr::with_exposed_provenance(*row_addrs.add(t * MR + i))

@@ -677,39 +677,44 @@ impl CTarget {
         }
     }
 
-    /// Runs `K::kernel_gathered` for the `rows x cols` tile at `(i, j)`: `taps`
-    /// groups of `width` steps of K, with the `taps x MR` row addresses `row_addrs`
-    /// and the panel rows `b`.
+    /// Runs `K::kernel_gathered` for the `rows x cols` tile at `(i, j)`: groups
+    /// of `width` steps of K whose rows are at the `MR` addresses per group of
+    /// `row_addrs`, against B's groups `tap_index` of the panel rows `b`.
     ///
     /// # Panics
-    /// If the tile is outside C or `b` is shorter than `taps * width` panel rows.
+    /// If the tile is outside C, `row_addrs` does not hold `MR` addresses per
+    /// group, or a group is past the end of `b`.
     ///
     /// # Safety
-    /// Each of the `taps * MR` addresses is readable for `width` floats; no other
-    /// thread accesses this tile of C during the call; the CPU supports `K`'s
-    /// instruction set.
+    /// Each address is readable for `width` floats; no other thread accesses this
+    /// tile of C during the call; the CPU supports `K`'s instruction set.
     #[allow(clippy::too_many_arguments)]
     pub(crate) unsafe fn run_gathered_tile<K: MicroKernel>(
         &self,
         (i, j): (usize, usize),
         (rows, cols): (usize, usize),
-        taps: usize,
         width: usize,
-        row_addrs: *const usize,
+        row_addrs: &[usize],
+        tap_index: &[usize],
         b: &[f32],
         beta: f32,
     ) {
+        let taps = tap_index.len();
         assert!(!self.transposed && rows <= K::MR && cols <= K::NR);
-        assert!(i + rows <= self.m && j + cols <= self.n && b.len() >= taps * width * K::NR);
+        assert!(i + rows <= self.m && j + cols <= self.n && row_addrs.len() == taps * K::MR);
+        assert!(tap_index
+            .iter()
+            .all(|&t| (t + 1) * width * K::NR <= b.len()));
         // SAFETY: the corner is inside C (asserted, with (m-1)*ldc + n <= len from
-        // `new`), B's rows are in `b` (asserted); the rest is the caller's.
+        // `new`), B's groups are in `b` (asserted); the rest is the caller's.
         unsafe {
             K::kernel_gathered(
                 rows,
                 cols,
                 taps,
                 width,
-                row_addrs,
+                row_addrs.as_ptr(),
+                tap_index.as_ptr(),
                 b.as_ptr(),
                 beta,
                 self.ptr.add(i * self.ldc + j),

@@ -21,7 +21,7 @@ use crate::scratch::{with_index_scratch, with_scratch, Slot};
 /// Largest panel of B (floats) that a call keeps in L1 while every strip of
 /// rows goes by (16 KiB, half of L1); a larger one streams from L2 past each strip
 /// held in L1 instead.
-const PANEL_MAJOR_MAX_B: usize = 6144;
+const PANEL_MAJOR_MAX_B: usize = 4096;
 
 /// Runs `C <- epilogue(A · B + beta * C)` with micro-kernel `K` for `m, n` and
 /// `k = taps * width` all positive; `bpack` holds B (`k x n`) packed in
@@ -47,49 +47,64 @@ pub(crate) fn gemm_gathered<K: MicroKernel, F: Fn(usize, &mut [usize])>(
             source.len()
         ),
     };
-    let table_len = strips * taps * mr;
+    // Per strip: the rows' addresses, `MR` per tap it reads, then those taps'
+    // indices, then their count. A tap whose rows are all in the padding is left
+    // out (adding its zero products changes nothing).
+    let stride = taps * mr + taps + 1;
     with_scratch(Slot::ZeroRow, width, |zeros| {
         zeros.fill(0.0);
         let zeros: &[f32] = zeros;
-        // Every strip's row pointers, `taps x MR` per strip, then one row's offsets.
-        with_index_scratch(table_len + taps, |scratch| {
-            let (table, row_offsets) = scratch.split_at_mut(table_len);
-            for (s, strip) in table.chunks_exact_mut(taps * mr).enumerate() {
-                for i in 0..mr {
+        with_index_scratch(strips * stride + mr * taps, |scratch| {
+            let (table, offsets) = scratch.split_at_mut(strips * stride);
+            for (s, strip) in table.chunks_exact_mut(stride).enumerate() {
+                for (i, row_offsets) in offsets.chunks_exact_mut(taps).enumerate() {
                     let row = s * mr + i;
                     if row < m {
                         (a.offsets)(row, row_offsets);
                     } else {
                         row_offsets.fill(GATHER_ZEROS);
                     }
-                    for (t, &offset) in row_offsets.iter().enumerate() {
+                }
+                let (addrs, rest) = strip.split_at_mut(taps * mr);
+                let (tap_index, count) = rest.split_at_mut(taps);
+                let mut kept = 0;
+                for t in 0..taps {
+                    if (0..mr).all(|i| offsets[i * taps + t] == GATHER_ZEROS) {
+                        continue;
+                    }
+                    for i in 0..mr {
+                        let offset = offsets[i * taps + t];
                         let segment = if offset == GATHER_ZEROS {
                             zeros
                         } else {
                             let end = offset.checked_add(width);
                             if end.is_none_or(|end| end > source.len()) {
-                                return Err(bad_offset(row, t, offset));
+                                return Err(bad_offset(s * mr + i, t, offset));
                             }
                             &source[offset..]
                         };
-                        strip[t * mr + i] = segment.as_ptr().expose_provenance();
+                        addrs[kept * mr + i] = segment.as_ptr().expose_provenance();
                     }
+                    tap_index[kept] = t;
+                    kept += 1;
                 }
+                count[0] = kept;
             }
             let table: &[usize] = table;
             let tile = |s: usize, jp: usize| {
                 let (i, j) = (s * mr, jp * nr);
-                let row_addrs = table[s * taps * mr..][..taps * mr].as_ptr();
-                // SAFETY: the strip's pointers (addresses of `source` or of the zero
-                // row, stored as integers) are readable for `width` floats (checked
-                // above); the caller owns C and checked the instruction set.
+                let strip = &table[s * stride..][..stride];
+                let kept = strip[stride - 1];
+                // SAFETY: the strip's addresses (of `source` or of the zero row) are
+                // readable for `width` floats (checked above); the caller owns C
+                // and checked the instruction set.
                 unsafe {
                     c.run_gathered_tile::<K>(
                         (i, j),
                         (mr.min(m - i), nr.min(n - j)),
-                        taps,
                         width,
-                        row_addrs,
+                        &strip[..kept * mr],
+                        &strip[taps * mr..][..kept],
                         &bpack[jp * nr * k..][..nr * k],
                         beta,
                     )

@@ -97,12 +97,13 @@ pub trait MicroKernel {
     }
 
     /// The update rule with alpha 1 on the top-left `rows x cols` corner of the
-    /// tile, for an A whose rows are gathered in groups of `width` steps of K: with
-    /// `t = p / width`, `A(i, p)` is float `p % width` of the row at address
-    /// `row_addrs[t*MR + i]` (`taps` groups, `MR` rows per group; addresses of
-    /// exposed provenance), and B a packed panel (`rsb = NR`) of `taps * width`
-    /// rows. A convolution reads its patches this way without copying them into a
-    /// column matrix.
+    /// tile, for an A whose rows are gathered in groups of `width` steps of K and
+    /// B a packed panel (`rsb = NR`): group `q < taps` reads the rows at addresses
+    /// `row_addrs[q*MR + i]` (of exposed provenance) against B's rows
+    /// `tap_index[q]*width..`, so groups whose rows are all zeros (a strip's taps
+    /// in a convolution's padding) need not be listed. The groups are added in
+    /// the order listed. A convolution reads its patches this way without copying
+    /// them into a column matrix.
     ///
     /// This default copies each group's rows, a block of K at a time, into a
     /// packed panel on the stack and runs [`kernel_edge`](Self::kernel_edge)
@@ -110,9 +111,10 @@ pub trait MicroKernel {
     /// the rows in place and keep the sums in registers across groups.
     ///
     /// # Safety
-    /// - the row at `row_addrs[t*MR + i]` is readable for `width` floats for every
-    ///   `t < taps`, `i < MR` (unused rows may point at zeros);
-    /// - `b + p*NR + j` is readable for all `p < taps * width`, `j < NR`;
+    /// - the row at `row_addrs[q*MR + i]` is readable for `width` floats for every
+    ///   `q < taps`, `i < MR` (unused rows may point at zeros);
+    /// - `tap_index` holds `taps` entries, and `b + p*NR + j` is readable for all
+    ///   `p < (tap_index[q] + 1) * width`, `j < NR`;
     /// - C as for [`kernel_edge`](Self::kernel_edge); the CPU supports the
     ///   kernel's instruction set.
     #[allow(clippy::too_many_arguments)]
@@ -122,6 +124,7 @@ pub trait MicroKernel {
         taps: usize,
         width: usize,
         row_addrs: *const usize,
+        tap_index: *const usize,
         b: *const f32,
         beta: f32,
         c: *mut f32,
@@ -138,6 +141,8 @@ pub trait MicroKernel {
             return;
         }
         for t in 0..taps {
+            // SAFETY: entry t < taps exists (the contract).
+            let group = unsafe { *tap_index.add(t) };
             for q0 in (0..width).step_by(BLOCK) {
                 let qc = BLOCK.min(width - q0);
                 for i in 0..mr {
@@ -152,7 +157,7 @@ pub trait MicroKernel {
                     }
                 }
                 // SAFETY: the panel holds MR x qc floats packed (rsa 1, csa MR); B's
-                // rows t*width + q0.. are readable per the contract; C as above.
+                // rows group*width + q0.. are readable per the contract; C as above.
                 unsafe {
                     Self::kernel_edge(
                         rows,
@@ -162,7 +167,7 @@ pub trait MicroKernel {
                         panel.as_ptr(),
                         1,
                         mr,
-                        b.add((t * width + q0) * nr),
+                        b.add((group * width + q0) * nr),
                         nr,
                         beta,
                         c,

@@ -514,7 +514,9 @@ pub struct GatheredRows<'a, F: Fn(usize, &mut [usize])> {
 /// (`taps * width` rows), on the calling thread, with the micro-kernel of the
 /// level B was packed for. The sums run in the order of K, as for the same A
 /// copied into a matrix (the bits may differ from [`sgemm_packed`]'s, which cuts K
-/// into blocks).
+/// into blocks), except that a tap whose segments are zeros in every row of a
+/// strip of the kernel's rows is skipped: its products would add nothing (and,
+/// against a non-finite B, NaN, which the padding should not contribute).
 ///
 /// # Errors
 /// `ShapeMismatch` when B does not have `taps * width` rows, C is not `rows x
