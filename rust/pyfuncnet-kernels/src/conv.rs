@@ -169,12 +169,18 @@ pub fn tile_rows(depth: usize) -> usize {
 
 /// The input pixel (flattened over batch and spatial axes) each tap of output row
 /// `r` reads, walked in tap order; `None` for a tap in the padding.
-fn for_each_tap(shape: &ConvShape, r: usize, mut visit: impl FnMut(usize, Option<usize>)) {
+fn for_each_tap(shape: &ConvShape, r: usize, visit: impl FnMut(usize, Option<usize>)) {
+    for_each_tap_at(shape, &OutputPixel::of(shape, r), visit);
+}
+
+/// [`for_each_tap`] for the output pixel `at`.
+fn for_each_tap_at(
+    shape: &ConvShape,
+    at: &OutputPixel,
+    mut visit: impl FnMut(usize, Option<usize>),
+) {
     let w = &shape.window;
-    let o2 = r % w.output[2];
-    let o1 = (r / w.output[2]) % w.output[1];
-    let o0 = (r / (w.output[2] * w.output[1])) % w.output[0];
-    let b = r / w.output_pixels();
+    let ([o0, o1, o2], b) = (at.position, at.image);
     let mut tap = 0;
     for t0 in 0..w.size[0] {
         let s0 = w.source(0, o0, t0);
@@ -191,6 +197,39 @@ fn for_each_tap(shape: &ConvShape, r: usize, mut visit: impl FnMut(usize, Option
                 tap += 1;
             }
         }
+    }
+}
+
+/// An output row as its image and position in the output.
+struct OutputPixel {
+    image: usize,
+    position: [usize; MAX_SPATIAL],
+}
+
+impl OutputPixel {
+    /// Output row `r`.
+    fn of(shape: &ConvShape, r: usize) -> Self {
+        let out = &shape.window.output;
+        let o2 = r % out[2];
+        let rest = r / out[2];
+        let (o1, rest) = (rest % out[1], rest / out[1]);
+        OutputPixel {
+            image: rest / out[0],
+            position: [rest % out[0], o1, o2],
+        }
+    }
+
+    /// Moves to the next row, without dividing.
+    fn advance(&mut self, shape: &ConvShape) {
+        let out = &shape.window.output;
+        for axis in (0..MAX_SPATIAL).rev() {
+            self.position[axis] += 1;
+            if self.position[axis] < out[axis] {
+                return;
+            }
+            self.position[axis] = 0;
+        }
+        self.image += 1;
     }
 }
 
@@ -408,38 +447,50 @@ pub fn conv_forward(
     })
 }
 
-/// Where the input segments of output row `r` for group `g` start in `x`, tap by
-/// tap ([`gemm::GATHER_ZEROS`] for a tap in the padding). A window wholly inside
-/// the input (every row of a 'valid' convolution, most of a 'same' one) takes
-/// the taps' offsets from its first pixel without checking each.
-fn patch_offsets(shape: &ConvShape, g: usize, r: usize, out: &mut [usize]) {
+/// Where the input segments of the output rows from `first` on start in `x`,
+/// for group `g`: `out` holds one row's taps after another ([`gemm::GATHER_ZEROS`]
+/// for a tap in the padding). A window wholly inside the input (every row of a
+/// 'valid' convolution, most of a 'same' one) adds the taps' offsets from its
+/// first pixel, worked out once per call, without checking each.
+fn patch_offsets(shape: &ConvShape, g: usize, first: usize, out: &mut [usize]) {
     let (w, cin, cg) = (&shape.window, shape.in_channels, shape.group_in());
-    let o2 = r % w.output[2];
-    let rest = r / w.output[2];
-    let (o1, rest) = (rest % w.output[1], rest / w.output[1]);
-    let (o0, b) = (rest % w.output[0], rest / w.output[0]);
-    let first = |axis: usize, o: usize| {
-        let last_tap = (w.size[axis] - 1) * w.dilation[axis];
-        let start = (o * w.stride[axis]).checked_sub(w.pad_before[axis])?;
-        (start + last_tap < w.input[axis]).then_some(start)
-    };
-    let (Some(s0), Some(s1), Some(s2)) = (first(0, o0), first(1, o1), first(2, o2)) else {
-        for_each_tap(shape, r, |tap, pixel| {
-            out[tap] = pixel.map_or(gemm::GATHER_ZEROS, |p| p * cin + g * cg);
-        });
-        return;
-    };
-    let corner = ((b * w.input[0] + s0) * w.input[1] + s1) * w.input[2] + s2;
-    let mut taps = out.iter_mut();
-    for t0 in 0..w.size[0] {
-        for t1 in 0..w.size[1] {
-            let row = corner + (t0 * w.dilation[0] * w.input[1] + t1 * w.dilation[1]) * w.input[2];
-            for t2 in 0..w.size[2] {
-                if let Some(o) = taps.next() {
-                    *o = (row + t2 * w.dilation[2]) * cin + g * cg;
+    // Each tap's offset from the window's first pixel, for up to MAX_RELATIVE taps.
+    const MAX_RELATIVE: usize = 32;
+    let mut relative = [0usize; MAX_RELATIVE];
+    let taps = w.taps();
+    if taps <= MAX_RELATIVE {
+        let mut tap = 0;
+        for t0 in 0..w.size[0] {
+            for t1 in 0..w.size[1] {
+                for t2 in 0..w.size[2] {
+                    let pixel = (t0 * w.dilation[0] * w.input[1] + t1 * w.dilation[1]) * w.input[2]
+                        + t2 * w.dilation[2];
+                    relative[tap] = pixel * cin;
+                    tap += 1;
                 }
             }
         }
+    }
+    let mut at = OutputPixel::of(shape, first);
+    for row in out.chunks_exact_mut(taps) {
+        let start = |axis: usize| {
+            let last_tap = (w.size[axis] - 1) * w.dilation[axis];
+            let start = (at.position[axis] * w.stride[axis]).checked_sub(w.pad_before[axis])?;
+            (start + last_tap < w.input[axis]).then_some(start)
+        };
+        match (start(0), start(1), start(2)) {
+            (Some(s0), Some(s1), Some(s2)) if taps <= MAX_RELATIVE => {
+                let corner = ((at.image * w.input[0] + s0) * w.input[1] + s1) * w.input[2] + s2;
+                let base = corner * cin + g * cg;
+                for (o, &r) in row.iter_mut().zip(&relative) {
+                    *o = base + r;
+                }
+            }
+            _ => for_each_tap_at(shape, &at, |tap, pixel| {
+                row[tap] = pixel.map_or(gemm::GATHER_ZEROS, |p| p * cin + g * cg);
+            }),
+        }
+        at.advance(shape);
     }
 }
 

@@ -162,6 +162,21 @@ proptest! {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Enough channels per group for the forward pass to read its patches in
+    /// place, over every rank, padding, stride, dilation and group count.
+    #[test]
+    fn conv_reading_patches_in_place_matches_direct(
+        c in case(7),
+        group_in in prop::sample::select(vec![16usize, 17]),
+        bias in any::<bool>(),
+    ) {
+        check_case(&Case { group_in, group_out: c.group_out.min(3), ..c }, bias);
+    }
+}
+
+proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
     /// Channel counts around the SIMD widths and enough rows for several tiles and

@@ -60,10 +60,12 @@ fn check(case: Case) {
     } = case;
     let k = taps * width;
     let source = values(3 * width + 40, case.seed);
-    let offsets = |i: usize, out: &mut [usize]| {
-        assert_eq!(out.len(), taps);
-        for (t, o) in out.iter_mut().enumerate() {
-            *o = offset(&case, source.len(), i, t);
+    let offsets = |first: usize, out: &mut [usize]| {
+        assert_eq!(out.len() % taps, 0);
+        for (i, row) in out.chunks_exact_mut(taps).enumerate() {
+            for (t, o) in row.iter_mut().enumerate() {
+                *o = offset(&case, source.len(), first + i, t);
+            }
         }
     };
     // The same rows copied into a matrix, for the reference.

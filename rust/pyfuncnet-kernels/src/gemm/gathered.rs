@@ -57,14 +57,9 @@ pub(crate) fn gemm_gathered<K: MicroKernel, F: Fn(usize, &mut [usize])>(
         with_index_scratch(strips * stride + mr * taps, |scratch| {
             let (table, offsets) = scratch.split_at_mut(strips * stride);
             for (s, strip) in table.chunks_exact_mut(stride).enumerate() {
-                for (i, row_offsets) in offsets.chunks_exact_mut(taps).enumerate() {
-                    let row = s * mr + i;
-                    if row < m {
-                        (a.offsets)(row, row_offsets);
-                    } else {
-                        row_offsets.fill(GATHER_ZEROS);
-                    }
-                }
+                let rows = mr.min(m - s * mr);
+                (a.offsets)(s * mr, &mut offsets[..rows * taps]);
+                offsets[rows * taps..].fill(GATHER_ZEROS);
                 let (addrs, rest) = strip.split_at_mut(taps * mr);
                 let (tap_index, count) = rest.split_at_mut(taps);
                 let mut kept = 0;

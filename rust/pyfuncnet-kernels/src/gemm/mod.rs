@@ -500,8 +500,9 @@ pub const GATHER_ZEROS: usize = usize::MAX;
 
 /// The left operand of [`sgemm_gathered`]: `rows` rows, row `i` the
 /// concatenation over `t < taps` of the `width` floats of `source` from offset
-/// `o[t]`, where `offsets(i, o)` fills `o` (`taps` entries), or of `width` zeros
-/// where it writes [`GATHER_ZEROS`].
+/// `o[t]`, or of `width` zeros where `o[t]` is [`GATHER_ZEROS`]. `offsets(i, o)`
+/// fills the offsets of consecutive rows from `i` on, `taps` per row (as many
+/// rows as `o` holds), so a caller can step from row to row.
 pub struct GatheredRows<'a, F: Fn(usize, &mut [usize])> {
     pub source: &'a [f32],
     pub rows: usize,
