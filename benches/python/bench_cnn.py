@@ -47,7 +47,8 @@ layer's 2*in*out; training costs 3x the forward pass (forward, input gradient,
 weight gradient) except for the first convolution, whose input needs no gradient
 (2x). Pooling, activations, adds, the loss and the optimizer are left out. The
 table after the main one gives each framework's GFLOP/s and its fraction of the
-machine's fp32 FMA peak, 171 GFLOP/s per core in use (BENCHMARKS.md).
+machine's fp32 FMA peak per core in use, `--peak-gflops` (default 100, the AMD Zen 3
+VM's ~99-101 GFLOP/s measured with a C loop of independent FMAs; BENCHMARKS.md).
 
 Each (framework, thread count) runs in its own worker process (this file with
 `--worker`), started under `taskset -c` on the first 1 or 2 CPUs, with the thread
@@ -89,8 +90,9 @@ KERAS_BACKENDS = {"keras": "jax", "keras-torch": "torch"}
 REPORT_TAG = "BENCH_CNN_REPORT "
 FULL = {"samples": 2048, "warmup_batches": 4}
 QUICK = {"samples": 512, "warmup_batches": 2}
-# Measured fp32 FMA peak of one core of the development machine (BENCHMARKS.md).
-PEAK_GFLOPS_PER_CORE = 171.0
+# Default fp32 FMA peak of one core, GFLOP/s: the development VM's, measured with a
+# C loop of independent FMAs (BENCHMARKS.md).
+DEFAULT_PEAK_GFLOPS = 100.0
 # The issue's targets, at batch 64.
 TARGET_BATCH = 64
 TARGET_SAMPLES_2T = 850
@@ -378,7 +380,7 @@ def target(key, threads, values):
     return " and ".join(text for text, _ in parts), met
 
 
-def print_work(reports, frameworks, batches):
+def print_work(reports, frameworks, batches, peak):
     """FLOPs per step from the layer shapes, and what each framework's speed implies."""
     forward, training = flops_per_sample()
     print("\n## Work per training step, from the layer shapes (2 FLOPs per multiply-add)")
@@ -389,8 +391,8 @@ def print_work(reports, frameworks, batches):
     print(f"| total | | {forward / 1e6:.2f} | {training / 1e6:.2f} |")
     steps = ", ".join(f"b={b}: {training * b / 1e9:.2f} GFLOP" for b in batches)
     print(f"\nPer training step: {steps}. At {TARGET_SAMPLES_2T} samples/s: {TARGET_SAMPLES_2T * training / 1e9:.0f} GFLOP/s, "
-          f"{TARGET_SAMPLES_2T * training / 1e9 / (2 * PEAK_GFLOPS_PER_CORE):.0%} of the 2-core peak.")
-    print(f"\n## Achieved GFLOP/s and fraction of the fp32 FMA peak ({PEAK_GFLOPS_PER_CORE:.0f} GFLOP/s per core in use)")
+          f"{TARGET_SAMPLES_2T * training / 1e9 / (2 * peak):.0%} of the 2-core peak.")
+    print(f"\n## Achieved GFLOP/s and fraction of the fp32 FMA peak ({peak:.0f} GFLOP/s per core in use)")
     print("| case | threads | " + " | ".join(LABELS[f] for f in frameworks) + " |")
     print("|---|---:|" + "---:|" * len(frameworks))
     by_run = {(r["framework"], r["threads"]): r.get("results", {}) for r in reports}
@@ -403,7 +405,7 @@ def print_work(reports, frameworks, batches):
                     cells.append("-")
                 else:
                     gflops = result["value"] * training / 1e9
-                    cells.append(f"{gflops:.1f} ({gflops / (threads * PEAK_GFLOPS_PER_CORE):.1%})")
+                    cells.append(f"{gflops:.1f} ({gflops / (threads * peak):.1%})")
             print(f"| {label.replace('(samples/s)', '(GFLOP/s, % of peak)')} | {threads} | " + " | ".join(cells) + " |")
 
 
@@ -420,6 +422,7 @@ def main():
     parser.add_argument("--json", metavar="PATH", help="also write every measurement to this JSON file")
     parser.add_argument("--pyfuncnet-python", default=sys.executable, help="interpreter that imports pyfuncnet")
     parser.add_argument("--peer-python", default=sys.executable, help="interpreter that imports keras, jax and torch")
+    parser.add_argument("--peak-gflops", type=float, default=DEFAULT_PEAK_GFLOPS, help=f"fp32 FMA peak of one core, GFLOP/s (default {DEFAULT_PEAK_GFLOPS:.0f})")
     parser.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.repeat < 1 or args.rounds < 1:
@@ -447,7 +450,7 @@ def main():
     print(f"\n## Toy ResNet (CIFAR-10 shapes, {PARAMS:,} params), {samples:,} samples per epoch, {time.strftime('%Y-%m-%d %H:%M')}, "
           f"{args.busy} spinning process(es), median of {args.repeat} epoch(s) and {args.rounds} round(s)")
     common.print_comparison(reports, frameworks, LABELS, table_rows(batches), target)
-    print_work(reports, frameworks, batches)
+    print_work(reports, frameworks, batches, args.peak_gflops)
     if len(threads_list) > 1:
         common.print_thread_scaling(reports, frameworks, LABELS, table_rows(batches), args.busy)
     wrong = sorted({(r["framework"], r["info"].get("params")) for r in runs if r.get("info", {}).get("params") not in (None, PARAMS)})
@@ -455,7 +458,7 @@ def main():
         print(f"\n**{LABELS[framework]} built a model of {params:,} parameters, not {PARAMS:,}: not the same model.**")
     if args.json:
         forward, training = flops_per_sample()
-        work = {"forward_flops_per_sample": forward, "training_flops_per_sample": training, "peak_gflops_per_core": PEAK_GFLOPS_PER_CORE}
+        work = {"forward_flops_per_sample": forward, "training_flops_per_sample": training, "peak_gflops_per_core": args.peak_gflops}
         with open(args.json, "w") as f:
             json.dump({"argv": sys.argv, "busy": args.busy, "work": work, "combined": reports, "runs": runs}, f, indent=1)
 
