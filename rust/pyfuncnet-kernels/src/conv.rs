@@ -242,12 +242,10 @@ fn im2col(shape: &ConvShape, x: &[f32], g: usize, r0: usize, col: &mut [f32]) {
         // The taps along the last axis read adjacent pixels, whose channels are
         // contiguous: one copy per run of them instead of one per tap.
         let run = w.size[2] * cin;
-        for (i, dst) in col.chunks_exact_mut(depth).enumerate() {
-            let r = r0 + i;
-            let o2 = r % w.output[2];
-            let o1 = (r / w.output[2]) % w.output[1];
-            let o0 = (r / (w.output[2] * w.output[1])) % w.output[0];
-            let b = r / w.output_pixels();
+        let mut at = OutputPixel::of(shape, r0);
+        for dst in col.chunks_exact_mut(depth) {
+            let ([o0, o1, o2], b) = (at.position, at.image);
+            at.advance(shape);
             // Taps t2 in lo..hi fall inside the input.
             let start = (o2 * w.stride[2]) as isize - w.pad_before[2] as isize;
             let lo = (-start).clamp(0, w.size[2] as isize) as usize;
@@ -273,14 +271,16 @@ fn im2col(shape: &ConvShape, x: &[f32], g: usize, r0: usize, col: &mut [f32]) {
         }
         return;
     }
-    for (i, dst) in col.chunks_exact_mut(depth).enumerate() {
-        for_each_tap(shape, r0 + i, |tap, pixel| {
+    let mut at = OutputPixel::of(shape, r0);
+    for dst in col.chunks_exact_mut(depth) {
+        for_each_tap_at(shape, &at, |tap, pixel| {
             let seg = &mut dst[tap * cg..(tap + 1) * cg];
             match pixel {
                 Some(p) => seg.copy_from_slice(&x[p * cin + g * cg..][..cg]),
                 None => seg.fill(0.0),
             }
         });
+        at.advance(shape);
     }
 }
 
