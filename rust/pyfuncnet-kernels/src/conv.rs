@@ -416,6 +416,7 @@ pub fn conv_forward(
         shape.group_in(),
         shape.depth(),
     );
+    let tap_offsets = TapOffsets::new(shape);
     with_packed_kernel(shape, kernel, false, |packed| {
         for_each_tile_task(y, tile * cout, |t, y_tile| {
             let (r0, n) = (t * tile, y_tile.len() / cout);
@@ -437,7 +438,9 @@ pub fn conv_forward(
                     rows: n,
                     taps,
                     width: cg,
-                    offsets: |i: usize, out: &mut [usize]| patch_offsets(shape, g, r0 + i, out),
+                    offsets: |i: usize, out: &mut [usize]| {
+                        patch_offsets(shape, &tap_offsets, g, r0 + i, out)
+                    },
                 };
                 let c = channel_block_mut(y_tile, cout, co, g, n)?;
                 gemm::sgemm_gathered(&patches, &packed.group(g)?, 0.0, c, &group_epilogue(g))?;
@@ -447,42 +450,57 @@ pub fn conv_forward(
     })
 }
 
-/// Where the input segments of the output rows from `first` on start in `x`,
-/// for group `g`: `out` holds one row's taps after another ([`gemm::GATHER_ZEROS`]
-/// for a tap in the padding). A window wholly inside the input (every row of a
-/// 'valid' convolution, most of a 'same' one) adds the taps' offsets from its
-/// first pixel, worked out once per call, without checking each.
-fn patch_offsets(shape: &ConvShape, g: usize, first: usize, out: &mut [usize]) {
-    let (w, cin, cg) = (&shape.window, shape.in_channels, shape.group_in());
-    // Each tap's offset from the window's first pixel, for up to MAX_RELATIVE taps.
-    const MAX_RELATIVE: usize = 32;
-    let mut relative = [0usize; MAX_RELATIVE];
-    let taps = w.taps();
-    if taps <= MAX_RELATIVE {
-        let mut tap = 0;
-        for t0 in 0..w.size[0] {
-            for t1 in 0..w.size[1] {
-                for t2 in 0..w.size[2] {
-                    let pixel = (t0 * w.dilation[0] * w.input[1] + t1 * w.dilation[1]) * w.input[2]
-                        + t2 * w.dilation[2];
-                    relative[tap] = pixel * cin;
-                    tap += 1;
+/// Each tap's offset in `x` from the first pixel of its window, for windows of up
+/// to [`TapOffsets::MAX_TAPS`] taps (worked out once per convolution call).
+struct TapOffsets {
+    relative: [usize; TapOffsets::MAX_TAPS],
+    known: bool,
+}
+
+impl TapOffsets {
+    const MAX_TAPS: usize = 32;
+
+    fn new(shape: &ConvShape) -> Self {
+        let (w, cin) = (&shape.window, shape.in_channels);
+        let mut relative = [0usize; Self::MAX_TAPS];
+        let known = w.taps() <= Self::MAX_TAPS;
+        if known {
+            let mut tap = 0;
+            for t0 in 0..w.size[0] {
+                for t1 in 0..w.size[1] {
+                    for t2 in 0..w.size[2] {
+                        let pixel = (t0 * w.dilation[0] * w.input[1] + t1 * w.dilation[1])
+                            * w.input[2]
+                            + t2 * w.dilation[2];
+                        relative[tap] = pixel * cin;
+                        tap += 1;
+                    }
                 }
             }
         }
+        TapOffsets { relative, known }
     }
+}
+
+/// Where the input segments of the output rows from `first` on start in `x`,
+/// for group `g`: `out` holds one row's taps after another ([`gemm::GATHER_ZEROS`]
+/// for a tap in the padding). A window wholly inside the input (every row of a
+/// 'valid' convolution, most of a 'same' one) adds `taps`' offsets to its first
+/// pixel's without checking each.
+fn patch_offsets(shape: &ConvShape, taps: &TapOffsets, g: usize, first: usize, out: &mut [usize]) {
+    let (w, cin, cg) = (&shape.window, shape.in_channels, shape.group_in());
     let mut at = OutputPixel::of(shape, first);
-    for row in out.chunks_exact_mut(taps) {
+    for row in out.chunks_exact_mut(w.taps()) {
         let start = |axis: usize| {
             let last_tap = (w.size[axis] - 1) * w.dilation[axis];
             let start = (at.position[axis] * w.stride[axis]).checked_sub(w.pad_before[axis])?;
             (start + last_tap < w.input[axis]).then_some(start)
         };
         match (start(0), start(1), start(2)) {
-            (Some(s0), Some(s1), Some(s2)) if taps <= MAX_RELATIVE => {
+            (Some(s0), Some(s1), Some(s2)) if taps.known => {
                 let corner = ((at.image * w.input[0] + s0) * w.input[1] + s1) * w.input[2] + s2;
                 let base = corner * cin + g * cg;
-                for (o, &r) in row.iter_mut().zip(&relative) {
+                for (o, &r) in row.iter_mut().zip(&taps.relative) {
                     *o = base + r;
                 }
             }

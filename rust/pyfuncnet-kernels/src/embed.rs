@@ -511,36 +511,24 @@ mod tests {
 
     #[test]
     fn bad_indices_and_lengths_are_errors() {
-        let case = Case::new(5, 3, 2, vec![0, 4, 5, 1]);
-        match case.forward() {
+        // (position, value, limit) of the index error a case's forward pass gives.
+        let index_error = |case: Case| match case.forward() {
             Err(KernelError::IndexOutOfRange {
                 position,
                 value,
                 limit,
                 ..
-            }) => {
-                assert_eq!((position, value, limit), (2, 5, 5));
-            }
+            }) => (position, value, limit),
             other => panic!(
                 "expected an index error, got {other:?}",
                 other = other.err()
             ),
-        }
-        let case = Case::new(5, 16, 2, vec![0, 0, 0, -1]);
-        match case.forward() {
-            Err(KernelError::IndexOutOfRange {
-                position,
-                value,
-                limit,
-                ..
-            }) => {
-                assert_eq!((position, value, limit), (3, -1, 5));
-            }
-            other => panic!(
-                "expected an index error, got {other:?}",
-                other = other.err()
-            ),
-        }
+        };
+        assert_eq!(index_error(Case::new(5, 3, 2, vec![0, 4, 5, 1])), (2, 5, 5));
+        assert_eq!(
+            index_error(Case::new(5, 16, 2, vec![0, 0, 0, -1])),
+            (3, -1, 5)
+        );
         // The rows seen before the bad index are forgotten: a later call starts afresh.
         let after = Case::new(5, 16, 2, vec![0, 0, 3, 0, 0, 0, 0, 0]);
         let f = after.forward().unwrap();

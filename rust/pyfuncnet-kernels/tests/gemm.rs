@@ -1064,6 +1064,28 @@ fn gathered_rows_errors_instead_of_panicking() {
             "{err:?}"
         );
     }
+    // Only the last row's segments past the end, several strips after the first:
+    // the error names the row, and C is as it was.
+    let mut c13 = values(13 * 5, 3);
+    let before = c13.clone();
+    let last_bad = GatheredRows {
+        source: &source,
+        rows: 13,
+        taps: 2,
+        width: 3,
+        offsets: |first: usize, out: &mut [usize]| {
+            for (i, row) in out.chunks_exact_mut(2).enumerate() {
+                row.fill(if first + i == 12 { 18 } else { 0 });
+            }
+        },
+    };
+    let c_view = MatMut::row_major(&mut c13, 13, 5).unwrap();
+    let err = sgemm_gathered(&last_bad, &packed, 0.0, c_view, &none).unwrap_err();
+    assert!(
+        matches!(&err, KernelError::InvalidArgument { message, .. } if message.contains("row 12")),
+        "{err:?}"
+    );
+    assert_eq!(c13, before);
     // B's rows are not taps x width.
     let wrong_width = GatheredRows {
         source: &source,

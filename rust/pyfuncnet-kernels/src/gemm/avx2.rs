@@ -93,9 +93,7 @@ mod x86 {
         const EDGE_READS_ITS_ROWS_ONLY: bool = true;
 
         /// A corner runs a kernel of just its rows (the last strip of a 32-row
-        /// product has 2 of 6: a third of the work), straight into C when it is as
-        /// wide as the tile, else into a tile on the stack whose `cols` columns are
-        /// merged (B's last panel is zero-padded to `NR` columns).
+        /// product has 2 of 6: a third of the work), through [`into_corner`].
         #[inline]
         unsafe fn kernel_edge(
             rows: usize,
@@ -112,36 +110,18 @@ mod x86 {
             ldc: usize,
         ) {
             assert!(rows <= MR && cols <= NR);
-            if cols == NR {
-                // SAFETY: the contract of `kernel_edge`: the kernel of `rows` rows
-                // reads the first `rows` rows of A and writes rows < `rows`, columns
-                // < NR = `cols` of C.
-                unsafe { rows_into(rows, k, alpha, a, rsa, csa, b, rsb, beta, c, ldc) };
-                return;
-            }
-            let mut tile = [0.0f32; MR * NR];
-            // SAFETY: `tile` holds `MR x NR` floats with leading dimension NR and
-            // beta = 0 (only written); the operand reads are the contract's.
+            // SAFETY: the contract of `kernel_edge`: the kernel of `rows` rows reads
+            // the first `rows` rows of A and writes rows < `rows` of the target it
+            // is given, which `into_corner` makes C itself or a full tile.
             unsafe {
-                rows_into(
-                    rows,
-                    k,
-                    alpha,
-                    a,
-                    rsa,
-                    csa,
-                    b,
-                    rsb,
-                    0.0,
-                    tile.as_mut_ptr(),
-                    NR,
-                )
+                into_corner(rows, cols, beta, c, ldc, |beta, c, ldc| {
+                    rows_into(rows, k, alpha, a, rsa, csa, b, rsb, beta, c, ldc)
+                })
             };
-            // SAFETY: the corner of C is the caller's, per the contract.
-            unsafe { merge_corner(&tile, NR, rows, cols, beta, c, ldc) };
         }
-        /// Reads each group's rows in place (see [`gathered_x16`]); a corner
-        /// narrower than the tile goes through a tile on the stack.
+
+        /// Reads each group's rows in place (see [`gathered_x16`]), through
+        /// [`into_corner`].
         #[inline]
         unsafe fn kernel_gathered(
             rows: usize,
@@ -157,18 +137,40 @@ mod x86 {
         ) {
             assert!(rows <= MR && cols <= NR);
             let groups = (taps, width, row_addrs, tap_index);
-            if cols == NR {
-                // SAFETY: the contract of `kernel_gathered`, full width.
-                unsafe { gathered_rows_into(rows, groups, b, beta, c, ldc) };
-                return;
-            }
-            let mut tile = [0.0f32; MR * NR];
-            // SAFETY: `tile` holds `MR x NR` floats with leading dimension NR and
-            // beta = 0 (only written); the operand reads are the contract's.
-            unsafe { gathered_rows_into(rows, groups, b, 0.0, tile.as_mut_ptr(), NR) };
-            // SAFETY: the corner of C is the caller's, per the contract.
-            unsafe { merge_corner(&tile, NR, rows, cols, beta, c, ldc) };
+            // SAFETY: the contract of `kernel_gathered`, into C or a full tile.
+            unsafe {
+                into_corner(rows, cols, beta, c, ldc, |beta, c, ldc| {
+                    gathered_rows_into(rows, groups, b, beta, c, ldc)
+                })
+            };
         }
+    }
+
+    /// Runs `product(beta, target, ld)`, which writes rows < `rows` and `NR`
+    /// columns of its target, straight into C when the corner is as wide as the
+    /// tile, else into a tile on the stack whose first `cols` columns are then
+    /// merged into C (B's last panel is zero-padded to `NR` columns).
+    ///
+    /// # Safety
+    /// `product` is safe to run on those targets; `c + i*ldc + j` is valid for `i <
+    /// rows`, `j < cols` (readable too when beta != 0) and no other thread uses it.
+    #[inline(always)]
+    unsafe fn into_corner(
+        rows: usize,
+        cols: usize,
+        beta: f32,
+        c: *mut f32,
+        ldc: usize,
+        product: impl FnOnce(f32, *mut f32, usize),
+    ) {
+        if cols == NR {
+            product(beta, c, ldc);
+            return;
+        }
+        let mut tile = [0.0f32; MR * NR];
+        product(0.0, tile.as_mut_ptr(), NR);
+        // SAFETY: the corner of C is the caller's.
+        unsafe { merge_corner(&tile, NR, rows, cols, beta, c, ldc) };
     }
 
     /// The kernel of `rows` (1 to MR) rows.
@@ -336,8 +338,8 @@ mod x86 {
             _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * ldc + NR - 1) as *const i8);
         }
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
-        // A's rows by their own pointers when they are not adjacent: walked from
-        // one pointer, their addresses would form a chain of dependent adds.
+        // A's rows by their own pointers when they are not adjacent (the ROWS and
+        // STRIDED layouts); the others step one pointer.
         let mut rows: [*const f32; R] = std::array::from_fn(|i| a.wrapping_add(i * rsa));
         let mut ap = a;
         let mut bp = b;

@@ -7,10 +7,12 @@
 //! out of L1 into L2).
 //!
 //! One call runs on the calling thread: callers cut their work into tasks
-//! themselves (a convolution by tiles of output pixels). Strips of `MR` rows go in
-//! order; each strip's row pointers are looked up once and its rows stay in L1
-//! while the packed panels of B go by, each K step in order, so every element of C
-//! sees the same operations whatever the split into calls.
+//! themselves (a convolution by tiles of output pixels). Every strip's row
+//! addresses are looked up (and checked) once, before C is written; then each
+//! strip's rows stay in L1 while the packed panels of B go by (or, for a panel of
+//! B small enough, the panel stays while the strips go by), each K step in
+//! order, so every element of C sees the same operations whatever the split into
+//! calls.
 
 use super::driver::CTarget;
 use super::kernel::MicroKernel;

@@ -247,7 +247,6 @@ pub(crate) fn check_shapes(
 ) -> Result<(usize, usize, usize)> {
     a.check("sgemm operand A")?;
     b.check("sgemm operand B")?;
-    c.check()?;
     let mismatch = |expected: String, got: String| KernelError::ShapeMismatch {
         what: "sgemm".into(),
         expected,
@@ -259,21 +258,34 @@ pub(crate) fn check_shapes(
             format!("B {} x {}", b.rows, b.cols),
         ));
     }
-    if c.rows != a.rows || c.cols != b.cols {
+    check_output("sgemm", c, a.rows, b.cols, epilogue)?;
+    Ok((a.rows, b.cols, a.cols))
+}
+
+/// Checks that C is an `m x n` view inside its buffer and the bias, if any, is
+/// `n` long.
+fn check_output(what: &str, c: &MatMut, m: usize, n: usize, epilogue: &Epilogue) -> Result<()> {
+    c.check()?;
+    let mismatch = |expected: String, got: String| KernelError::ShapeMismatch {
+        what: what.into(),
+        expected,
+        got,
+    };
+    if c.rows != m || c.cols != n {
         return Err(mismatch(
-            format!("C of shape {} x {}", a.rows, b.cols),
+            format!("C of shape {m} x {n}"),
             format!("C {} x {}", c.rows, c.cols),
         ));
     }
     if let Some(bias) = epilogue.bias {
-        if bias.len() != b.cols {
+        if bias.len() != n {
             return Err(mismatch(
-                format!("bias of length n = {}", b.cols),
+                format!("bias of length n = {n}"),
                 format!("bias of length {}", bias.len()),
             ));
         }
     }
-    Ok((a.rows, b.cols, a.cols))
+    Ok(())
 }
 
 /// `C <- epilogue(alpha * A * B + beta * C)` with the micro-kernel of [`cpu::active`].
@@ -522,7 +534,8 @@ pub struct GatheredRows<'a, F: Fn(usize, &mut [usize])> {
 /// # Errors
 /// `ShapeMismatch` when B does not have `taps * width` rows, C is not `rows x
 /// B.cols` or the bias is not `B.cols` long; `InvalidArgument` when a segment is
-/// past the end of `source` (C may then be partly written) or the sizes overflow.
+/// past the end of `source` (every offset is checked before C is written, so C is
+/// then unchanged) or the sizes overflow.
 pub fn sgemm_gathered<F: Fn(usize, &mut [usize])>(
     a: &GatheredRows<F>,
     b: &PackedB,
@@ -530,11 +543,6 @@ pub fn sgemm_gathered<F: Fn(usize, &mut [usize])>(
     c: MatMut,
     epilogue: &Epilogue,
 ) -> Result<()> {
-    let mismatch = |expected: String, got: String| KernelError::ShapeMismatch {
-        what: "sgemm_gathered".into(),
-        expected,
-        got,
-    };
     let (m, n) = (a.rows, b.source.cols);
     let k = a
         .taps
@@ -544,26 +552,13 @@ pub fn sgemm_gathered<F: Fn(usize, &mut [usize])>(
             message: format!("{} taps of {} floats overflow", a.taps, a.width),
         })?;
     if b.source.rows != k {
-        return Err(mismatch(
-            format!("B with taps x width = {k} rows"),
-            format!("B {} x {}", b.source.rows, n),
-        ));
+        return Err(KernelError::ShapeMismatch {
+            what: "sgemm_gathered".into(),
+            expected: format!("B with taps x width = {k} rows"),
+            got: format!("B {} x {}", b.source.rows, n),
+        });
     }
-    c.check()?;
-    if c.rows != m || c.cols != n {
-        return Err(mismatch(
-            format!("C of shape {m} x {n}"),
-            format!("C {} x {}", c.rows, c.cols),
-        ));
-    }
-    if let Some(bias) = epilogue.bias {
-        if bias.len() != n {
-            return Err(mismatch(
-                format!("bias of length n = {n}"),
-                format!("bias of length {}", bias.len()),
-            ));
-        }
-    }
+    check_output("sgemm_gathered", &c, m, n, epilogue)?;
     check_product_size(m, n, k)?;
     if m == 0 || n == 0 {
         return Ok(());
