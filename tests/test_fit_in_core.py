@@ -62,8 +62,23 @@ def _text(optimizer):
     return model
 
 
+def _vocabulary(optimizer):
+    """A table of 600 rows of which a batch gathers at most 24: steps update only those
+    and put the others' updates off until the end of the call into the core."""
+    keras.utils.set_random_seed(8)
+    words = keras.Input(shape=(6,), dtype="int32", name="words")
+    pooled = layers.GlobalAveragePooling1D()(layers.Embedding(600, 5)(words))
+    out = layers.Dense(3)(pooled)
+    model = keras.Model(words, out)
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
 def _data(kind, n):
     rng = np.random.default_rng(1)
+    if kind == "vocabulary":
+        # Rows 500.. are never gathered.
+        return rng.integers(0, 500, size=(n, 6)).astype(np.int32), rng.integers(0, 3, size=n), {}
     if kind == "text":
         # Rows 35.. of the first table and 25.. of the second are never gathered.
         x = [rng.integers(0, 35, size=(n, 6)).astype(np.int32), rng.integers(0, 25, size=(n, 2)).astype(np.int32)]
@@ -119,6 +134,16 @@ CASES = {
     "embeddings rmsprop": (_text, lambda: keras.optimizers.RMSprop(0.01), "text", dict(batch_size=4, epochs=3)),
     "embeddings rmsprop, global_clipnorm": (_text, lambda: keras.optimizers.RMSprop(0.05, rho=0.5, global_clipnorm=0.1), "text", dict(batch_size=3, epochs=2)),
     "embeddings rmsprop with momentum": (_text, lambda: keras.optimizers.RMSprop(0.01, momentum=0.5), "text", dict(batch_size=4, epochs=2)),
+    # A large table: the updates of the rows a step does not gather are put off.
+    "large table rmsprop": (_vocabulary, lambda: keras.optimizers.RMSprop(0.01), "vocabulary", dict(batch_size=4, epochs=3)),
+    "large table rmsprop, clipnorm": (_vocabulary, lambda: keras.optimizers.RMSprop(0.05, rho=0.5, clipnorm=0.1), "vocabulary", dict(batch_size=3, epochs=2)),
+    "large table sgd schedule": (
+        _vocabulary,
+        lambda: keras.optimizers.SGD(keras.optimizers.schedules.ExponentialDecay(0.5, 3, 0.5)),
+        "vocabulary",
+        dict(batch_size=4, epochs=2),
+    ),
+    "large table adagrad": (_vocabulary, lambda: keras.optimizers.Adagrad(0.1), "vocabulary", dict(batch_size=2, epochs=2)),
 }
 
 

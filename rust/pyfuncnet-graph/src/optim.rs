@@ -41,6 +41,14 @@
 //! elements at a time into a buffer on the stack, next to the update that reads them. The result
 //! is bitwise the dense one's. (Clipping by a norm writes the whole gradient out once more, for
 //! the sum of squares.)
+//!
+//! Where a zero gradient only scales a slot array (plain SGD, RMSprop without momentum and not
+//! centered, Adagrad; no weight decay), the rows a step did not gather can have their updates put
+//! off over several steps ([`RowSums::defer_updates`]): each step then updates the gathered rows
+//! only, after replaying the zero-gradient steps each of them missed, and [`settle_rows`] replays
+//! the rest at the end. The replay performs each missed step's operations on each element, so
+//! the result is bitwise the one of updating every row at every step; what is saved is streaming
+//! the whole table and its slots through memory at each step.
 
 use std::fmt::Write as _;
 
@@ -473,6 +481,23 @@ impl OptimizerConfig {
         Ok(())
     }
 
+    /// Whether steps with this config may put off the updates of the rows of a table that they
+    /// did not gather ([`RowSums::defer_updates`]): plain SGD, RMSprop without momentum and not
+    /// centered, Adagrad, each without weight decay. (A step still updates every row when its
+    /// learning rate is negative or not finite, or clipping leaves the other rows' gradient
+    /// nonzero.)
+    pub fn may_put_off_updates(&self) -> bool {
+        self.weight_decay.is_none()
+            && match self.kind {
+                OptimizerKind::Sgd { momentum, .. } => momentum == 0.0,
+                OptimizerKind::RmsProp {
+                    momentum, centered, ..
+                } => momentum <= 0.0 && !centered,
+                OptimizerKind::Adagrad { .. } => true,
+                _ => false,
+            }
+    }
+
     /// Number of per-element slot arrays each variable needs (Adam 2, Adam with AMSGrad 3,
     /// SGD with momentum 1 and without 0, ...). Their order is [`slot_names`](Self::slot_names).
     pub fn slots_per_variable(&self) -> usize {
@@ -721,10 +746,13 @@ pub fn apply_gradients(
         .first()
         .map_or(1.0, |&u| u as f32);
     let (rule, new_u_product) = step_rule(&config.kind, lr, local_step, next_step, u_product);
-    let step = Step {
+    let mut step = Step {
         decay: config.weight_decay.map(|wd| (wd, lr)),
         rule,
+        iteration: state.iterations,
+        zero: None,
     };
+    step.zero = ZeroStep::of(&step);
 
     let states = &mut state.variables;
     clip_gradients(config, grads);
@@ -886,6 +914,12 @@ pub struct RowSums {
     sums: Vec<f32>,
     /// The value of every element of the other rows: 0 until clipping maps it.
     others: f32,
+    /// Whether the updates of rows a step did not gather are put off ([`Self::defer_updates`]).
+    deferring: bool,
+    /// While deferring: for each row, the number of steps its weights and slots have seen.
+    seen: Vec<u64>,
+    /// The zero-gradient step the put-off updates replay, once a step has put one off.
+    put_off: Option<ZeroStep>,
 }
 
 impl RowSums {
@@ -901,7 +935,27 @@ impl RowSums {
             gathered: Vec::new(),
             sums: Vec::new(),
             others: 0.0,
+            deferring: false,
+            seen: Vec::new(),
+            put_off: None,
         })
+    }
+
+    /// From now on, a step whose config [may put off updates](OptimizerConfig::may_put_off_updates)
+    /// updates only the rows it gathered, each after the zero-gradient steps it missed, until
+    /// [`settle_rows`] brings the others up to date. `iterations`: the optimizer's step count now.
+    /// Keeps its buffer's capacity (one allocation, on the first call).
+    pub fn defer_updates(&mut self, iterations: u64) {
+        self.seen.clear();
+        self.seen.resize(self.rows, iterations);
+        self.put_off = None;
+        self.deferring = true;
+    }
+
+    /// Stops putting updates off without replaying them (after an error, when there is no
+    /// table to settle).
+    pub fn stop_deferring(&mut self) {
+        self.deferring = false;
     }
 
     /// Sets the gradient from the gradient `dy` of the rows that `indices` gathered
@@ -1191,6 +1245,63 @@ enum Rule {
 struct Step {
     decay: Option<(f32, f32)>,
     rule: Rule,
+    /// The number of steps applied before this one.
+    iteration: u64,
+    /// What this step does to an element whose gradient is +0, when rows may be put off.
+    zero: Option<ZeroStep>,
+}
+
+/// What a step does to an element whose gradient is +0, for the rules where it leaves the weight
+/// as it is (but for flushing a subnormal one, or a NaN from a bad denominator) and at most scales
+/// one slot: such steps can be replayed later, row by row ([`replay_zero_steps`]). It depends on
+/// the config alone (the learning rate only has to be finite and >= +0, so `lr * +0` is +0).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum ZeroStep {
+    /// Plain SGD: `w - (+0)`.
+    Sgd,
+    /// RMSprop without momentum, not centered: `v <- rho * v + (1 - rho) * (+0 * +0)`, then
+    /// `w - (+0) / sqrt(v + epsilon)`; `zero_term` is `(1 - rho) * (+0 * +0)`.
+    RmsProp {
+        rho: f32,
+        zero_term: f32,
+        epsilon: f32,
+    },
+    /// Adagrad: `a <- a + (+0 * +0)`, then `w - (+0) / sqrt(a + epsilon)`.
+    Adagrad { epsilon: f32 },
+}
+
+impl ZeroStep {
+    fn of(step: &Step) -> Option<Self> {
+        let zero_increment = |lr: f32| (lr * 0.0).to_bits() == 0;
+        match (step.decay, step.rule) {
+            (Some(_), _) => None,
+            (
+                None,
+                Rule::Sgd {
+                    lr, momentum: None, ..
+                },
+            ) if zero_increment(lr) => Some(ZeroStep::Sgd),
+            (
+                None,
+                Rule::RmsProp {
+                    lr,
+                    rho,
+                    one_minus_rho,
+                    epsilon,
+                    momentum: None,
+                    centered: false,
+                },
+            ) if zero_increment(lr) => Some(ZeroStep::RmsProp {
+                rho,
+                zero_term: one_minus_rho * (0.0 * 0.0),
+                epsilon,
+            }),
+            (None, Rule::Adagrad { lr, epsilon }) if zero_increment(lr) => {
+                Some(ZeroStep::Adagrad { epsilon })
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Per-step scalars of `kind` at `local_step` (and `next_step = local_step + 1` for Nadam).
@@ -1310,14 +1421,18 @@ enum GradPart<'a> {
 
 impl<'a> Lanes<'a> {
     fn new(var: &'a mut [f32], grad: &'a Gradient<'_>, slots: &'a mut [Vec<f32>]) -> Self {
-        let mut lanes: [&'a mut [f32]; MAX_SLOTS] = Default::default();
-        for (dst, src) in lanes.iter_mut().zip(slots.iter_mut()) {
-            *dst = src.as_mut_slice();
-        }
         let grad = match grad {
             Gradient::Dense(g) => GradPart::Dense(g),
             Gradient::Rows(sums) => GradPart::Rows { sums, start: 0 },
         };
+        Self::with_grad(var, grad, slots)
+    }
+
+    fn with_grad(var: &'a mut [f32], grad: GradPart<'a>, slots: &'a mut [Vec<f32>]) -> Self {
+        let mut lanes: [&'a mut [f32]; MAX_SLOTS] = Default::default();
+        for (dst, src) in lanes.iter_mut().zip(slots.iter_mut()) {
+            *dst = src.as_mut_slice();
+        }
         Lanes {
             var,
             grad,
@@ -1371,7 +1486,7 @@ impl<'a> Lanes<'a> {
 fn update_group(
     step: &Step,
     vars: &mut [&mut [f32]],
-    grads: &[Gradient<'_>],
+    grads: &mut [Gradient<'_>],
     states: &mut [VariableState],
 ) {
     let total: usize = vars.iter().map(|v| v.len()).sum();
@@ -1384,7 +1499,7 @@ fn update_group(
         }
         let k = k.max(1);
         let (vars_a, vars_b) = vars.split_at_mut(k);
-        let (grads_a, grads_b) = grads.split_at(k);
+        let (grads_a, grads_b) = grads.split_at_mut(k);
         let (states_a, states_b) = states.split_at_mut(k);
         par::join(
             || update_group(step, vars_a, grads_a, states_a),
@@ -1393,9 +1508,395 @@ fn update_group(
         return;
     }
     for ((v, g), s) in vars.iter_mut().zip(grads).zip(states.iter_mut()) {
-        update_split(step, Lanes::new(v, g, &mut s.slots));
+        match g {
+            Gradient::Rows(sums) if sums.deferring => update_deferring(step, v, sums, &mut s.slots),
+            _ => update_split(step, Lanes::new(v, g, &mut s.slots)),
+        }
     }
 }
+
+/// Updates a table whose zero-gradient updates are put off: only the gathered rows when the step
+/// can put the others off as the earlier ones did; otherwise every row, after bringing them all
+/// up to date.
+fn update_deferring(step: &Step, var: &mut [f32], sums: &mut RowSums, slots: &mut [Vec<f32>]) {
+    // Clipping may have made the other rows' gradient nonzero (a NaN norm). Reading and writing
+    // the gathered rows at random costs several times what streaming them does, so a step that
+    // gathers many of the table's rows updates all of them.
+    let few = sums.gathered.len() * FEW_ROWS <= sums.rows;
+    let zero = step.zero.filter(|_| sums.others.to_bits() == 0 && few);
+    match zero {
+        Some(zero) if sums.put_off.is_none_or(|p| p == zero) => {
+            sums.put_off = Some(zero);
+            let RowSums {
+                rows,
+                row_len,
+                gathered,
+                sums: row_sums,
+                seen,
+                ..
+            } = sums;
+            let band = Band::new(*row_len, var, slots, seen);
+            update_gathered(step, zero, *rows, gathered, row_sums, band);
+        }
+        _ => {
+            settle_band(sums.put_off, step.iteration, table_band(var, sums, slots));
+            let grad = GradPart::Rows { sums, start: 0 };
+            update_split(step, Lanes::with_grad(var, grad, slots));
+            sums.seen.fill(step.iteration + 1);
+        }
+    }
+}
+
+/// A step updates only the rows it gathered when they are at most one in `FEW_ROWS` of the
+/// table's (the ticket model's titles, 320 of 10,000 rows, are; its bodies, 2,700, are not).
+const FEW_ROWS: usize = 8;
+
+/// The band of all rows of `var`, whose put-off updates `sums` tracks.
+fn table_band<'a>(
+    var: &'a mut [f32],
+    sums: &'a mut RowSums,
+    slots: &'a mut [Vec<f32>],
+) -> Band<'a> {
+    Band::new(sums.row_len, var, slots, &mut sums.seen)
+}
+
+/// Replays the updates `sums` put off on `var` and its slot arrays (in `state`), so every row has
+/// seen `iterations` steps, and stops putting updates off. A no-op when none were.
+///
+/// # Errors
+/// When `var` or the slot arrays do not have the table's size (nothing changes then; the updates
+/// are no longer tracked).
+pub fn settle_rows(
+    sums: &mut RowSums,
+    var: &mut [f32],
+    state: &mut VariableState,
+    iterations: u64,
+) -> Result<(), String> {
+    if !std::mem::take(&mut sums.deferring) {
+        return Ok(());
+    }
+    let len = sums.rows * sums.row_len;
+    if var.len() != len || state.slots.iter().any(|s| s.len() != len) {
+        return Err(format!(
+            "settling a table of {len} elements: got a variable of {} and slot arrays of {:?}",
+            var.len(),
+            state.slots.iter().map(Vec::len).collect::<Vec<_>>()
+        ));
+    }
+    if sums.seen.iter().any(|&seen| seen > iterations) {
+        return Err(format!(
+            "settling a table at step {iterations}: some of its rows have seen more steps"
+        ));
+    }
+    settle_band(
+        sums.put_off,
+        iterations,
+        table_band(var, sums, &mut state.slots),
+    );
+    Ok(())
+}
+
+/// Consecutive rows of a table: their weights, slot arrays (empty when unused) and step counts.
+struct Band<'a> {
+    /// The table's row of the band's first.
+    first: usize,
+    row_len: usize,
+    var: &'a mut [f32],
+    slots: [&'a mut [f32]; MAX_SLOTS],
+    seen: &'a mut [u64],
+}
+
+impl<'a> Band<'a> {
+    fn new(
+        row_len: usize,
+        var: &'a mut [f32],
+        slots: &'a mut [Vec<f32>],
+        seen: &'a mut [u64],
+    ) -> Self {
+        let mut lanes: [&'a mut [f32]; MAX_SLOTS] = Default::default();
+        for (dst, src) in lanes.iter_mut().zip(slots.iter_mut()) {
+            *dst = src.as_mut_slice();
+        }
+        Band {
+            first: 0,
+            row_len,
+            var,
+            slots: lanes,
+            seen,
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// The first `k` rows and the rest.
+    fn split(self, k: usize) -> (Self, Self) {
+        let Band {
+            first,
+            row_len,
+            var,
+            slots,
+            seen,
+        } = self;
+        let at = k * row_len;
+        let (var_a, var_b) = var.split_at_mut(at);
+        let (seen_a, seen_b) = seen.split_at_mut(k);
+        let mut slots_a: [&'a mut [f32]; MAX_SLOTS] = Default::default();
+        let mut slots_b: [&'a mut [f32]; MAX_SLOTS] = Default::default();
+        for (k, slot) in slots.into_iter().enumerate() {
+            if !slot.is_empty() {
+                (slots_a[k], slots_b[k]) = slot.split_at_mut(at);
+            }
+        }
+        (
+            Band {
+                first,
+                row_len,
+                var: var_a,
+                slots: slots_a,
+                seen: seen_a,
+            },
+            Band {
+                first: first + k,
+                row_len,
+                var: var_b,
+                slots: slots_b,
+                seen: seen_b,
+            },
+        )
+    }
+
+    /// Row `i` of the band: its weights and slot rows.
+    fn row(&mut self, i: usize) -> (&mut [f32], [&mut [f32]; MAX_SLOTS]) {
+        let range = i * self.row_len..(i + 1) * self.row_len;
+        let mut slots: [&mut [f32]; MAX_SLOTS] = Default::default();
+        for (dst, src) in slots.iter_mut().zip(self.slots.iter_mut()) {
+            if !src.is_empty() {
+                *dst = &mut src[range.clone()];
+            }
+        }
+        (&mut self.var[range], slots)
+    }
+}
+
+/// Updates the rows of `band` among `gathered` (row sums `row_sums`), splitting the band in
+/// halves while it holds more than [`CHUNK`] elements of them by a uniform estimate (each row's
+/// result is the same whatever the split).
+fn update_gathered(
+    step: &Step,
+    zero: ZeroStep,
+    table_rows: usize,
+    gathered: &[u32],
+    row_sums: &[f32],
+    band: Band<'_>,
+) {
+    let rows = band.rows();
+    let estimate = gathered.len() * band.row_len * rows / table_rows.max(1);
+    if rows >= 2 && estimate > CHUNK {
+        let (a, b) = band.split(rows / 2);
+        par::join(
+            || update_gathered(step, zero, table_rows, gathered, row_sums, a),
+            || update_gathered(step, zero, table_rows, gathered, row_sums, b),
+        );
+        return;
+    }
+    cpu::run_at(
+        cpu::active(),
+        &mut GatheredUpdate {
+            step,
+            zero,
+            gathered,
+            row_sums,
+            band,
+        },
+    );
+}
+
+/// The gathered rows of one band: each replays the zero-gradient steps it missed, then takes
+/// this step's update (compiled for the active instruction set).
+struct GatheredUpdate<'s, 'a> {
+    step: &'s Step,
+    zero: ZeroStep,
+    gathered: &'s [u32],
+    row_sums: &'s [f32],
+    band: Band<'a>,
+}
+
+impl SimdBody for GatheredUpdate<'_, '_> {
+    #[inline(always)]
+    fn run(&mut self) {
+        let (step, band) = (self.step, &mut self.band);
+        let row_len = band.row_len;
+        for (p, &r) in self.gathered.iter().enumerate() {
+            let Some(i) = (r as usize)
+                .checked_sub(band.first)
+                .filter(|&i| i < band.rows())
+            else {
+                continue;
+            };
+            let missed = step.iteration.saturating_sub(band.seen[i]);
+            let (var, slots) = band.row(i);
+            if missed > 0 {
+                replay_zero_steps(self.zero, missed, var, slots[0]);
+            }
+            let grad = &self.row_sums[p * row_len..(p + 1) * row_len];
+            update_lanes(step, Piece { var, grad, slots });
+            band.seen[i] = step.iteration + 1;
+        }
+    }
+}
+
+/// Brings every row of `band` up to `iterations` steps by replaying the `zero` steps it missed
+/// (none were missed when `zero` is `None`), in halves of at most [`CHUNK`] elements.
+fn settle_band(zero: Option<ZeroStep>, iterations: u64, band: Band<'_>) {
+    let Some(zero) = zero else {
+        band.seen.fill(iterations);
+        return;
+    };
+    let rows = band.rows();
+    if rows >= 2 && rows * band.row_len > CHUNK {
+        let (a, b) = band.split(rows / 2);
+        par::join(
+            || settle_band(Some(zero), iterations, a),
+            || settle_band(Some(zero), iterations, b),
+        );
+        return;
+    }
+    cpu::run_at(
+        cpu::active(),
+        &mut Settle {
+            zero,
+            iterations,
+            band,
+        },
+    );
+}
+
+/// [`settle_band`]'s work on one band, compiled for the active instruction set.
+struct Settle<'a> {
+    zero: ZeroStep,
+    iterations: u64,
+    band: Band<'a>,
+}
+
+impl SimdBody for Settle<'_> {
+    #[inline(always)]
+    fn run(&mut self) {
+        let band = &mut self.band;
+        for i in 0..band.rows() {
+            let missed = self.iterations.saturating_sub(band.seen[i]);
+            if missed > 0 {
+                let (var, slots) = band.row(i);
+                replay_zero_steps(self.zero, missed, var, slots[0]);
+                band.seen[i] = self.iterations;
+            }
+        }
+    }
+}
+
+/// Applies `steps` (>= 1) steps of `zero` to a row's weights and first slot array, with each
+/// element's operations in the order the update performs them, so the bits are those of the
+/// update with a +0 gradient run `steps` times.
+#[inline(always)]
+fn replay_zero_steps(zero: ZeroStep, steps: u64, var: &mut [f32], slot: &mut [f32]) {
+    // `lr * +0`; opaque, so that `w - +0` is computed (under the flush it zeroes a subnormal
+    // weight, as the update does) rather than folded away.
+    let zero_increment = std::hint::black_box(0.0f32);
+    match zero {
+        // `w - +0` is the same whether done once or `steps` times.
+        ZeroStep::Sgd => var.iter_mut().for_each(|w| *w -= zero_increment),
+        // `a + (+0 * +0)` and the denominator are the same at every step after the first, and
+        // `w - +0 / sqrt(d)` is too (+0 for d > 0, else a NaN that stays).
+        ZeroStep::Adagrad { epsilon } => {
+            for (w, a) in var.iter_mut().zip(&mut slot[..]) {
+                *a += zero_increment * zero_increment;
+                *w -= zero_increment / (*a + epsilon).sqrt();
+            }
+        }
+        ZeroStep::RmsProp {
+            rho,
+            zero_term,
+            epsilon,
+        } => {
+            let replay = |w: &mut [f32; LANES], v: &mut [f32; LANES]| {
+                rmsprop_zero_steps(steps, rho, zero_term, epsilon, zero_increment, w, v);
+            };
+            let mut w_blocks = var.chunks_exact_mut(LANES);
+            let mut v_blocks = slot.chunks_exact_mut(LANES);
+            for (w, v) in (&mut w_blocks).zip(&mut v_blocks) {
+                replay(
+                    w.try_into().expect("a whole block"),
+                    v.try_into().expect("a whole block"),
+                );
+            }
+            let (w, v) = (w_blocks.into_remainder(), v_blocks.into_remainder());
+            if !w.is_empty() {
+                // Padded with zeros: their steps change nothing that is stored.
+                let n = w.len();
+                let (mut w_block, mut v_block) = ([0.0; LANES], [0.0; LANES]);
+                w_block[..n].copy_from_slice(w);
+                v_block[..n].copy_from_slice(v);
+                replay(&mut w_block, &mut v_block);
+                w.copy_from_slice(&w_block[..n]);
+                v.copy_from_slice(&v_block[..n]);
+            }
+        }
+    }
+}
+
+/// [`replay_zero_steps`] of RMSprop on one block: `steps` velocity updates, then the weights'
+/// `w - +0 / sqrt(d)`, which is `w - +0` unless some step's denominator `d = v + epsilon` was not
+/// > 0 (then the first such `d` makes it NaN, and it stays NaN).
+#[inline(always)]
+fn rmsprop_zero_steps(
+    steps: u64,
+    rho: f32,
+    zero_term: f32,
+    epsilon: f32,
+    zero_increment: f32,
+    w: &mut [f32; LANES],
+    v: &mut [f32; LANES],
+) {
+    // With v >= 0 and rho >= 0 every later v is >= 0 too, so with a normal epsilon > 0 every
+    // denominator is >= epsilon (even with subnormals read as zero): only the velocities move.
+    let denominators_positive =
+        rho >= 0.0 && epsilon >= f32::MIN_POSITIVE && v.iter().all(|&x| x >= 0.0);
+    if denominators_positive {
+        let mut x = *v;
+        for _ in 0..steps {
+            for x in x.iter_mut() {
+                *x = rho * *x + zero_term;
+            }
+        }
+        *v = x;
+        for w in w.iter_mut() {
+            *w -= zero_increment;
+        }
+        return;
+    }
+    // Rare (a NaN or negative velocity, or no epsilon): keep each element's first denominator
+    // that is not > 0.
+    let mut x = *v;
+    let mut bad = [1.0f32; LANES];
+    for _ in 0..steps {
+        for l in 0..LANES {
+            x[l] = rho * x[l] + zero_term;
+            let d = x[l] + epsilon;
+            // False for a NaN too.
+            let positive = d > 0.0;
+            bad[l] = if bad[l] > 0.0 && !positive { d } else { bad[l] };
+        }
+    }
+    *v = x;
+    for (w, &d) in w.iter_mut().zip(&bad) {
+        *w -= zero_increment / d.sqrt();
+    }
+}
+
+/// Floats per block of [`replay_zero_steps`]: eight AVX2 vectors, enough independent chains of
+/// multiplies and adds to keep both kinds of unit busy.
+const LANES: usize = 64;
 
 /// Updates one variable, cut into halves at multiples of [`CHUNK`] while it is longer than that.
 fn update_split(step: &Step, lanes: Lanes<'_>) {
@@ -2726,6 +3227,161 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Steps that put off the updates of the rows they did not gather, then settle, leave the
+    /// table and its slots bitwise where updating every row at every step does: with each
+    /// optimizer that may put updates off (and one that may not), with clipping, with a step
+    /// that gathers too many rows or has a negative learning rate (both update every row), and
+    /// with subnormal, signed-zero, NaN and negative values in the table and the slots (the
+    /// replay's slow path), under the flush of subnormals the steps run with.
+    #[test]
+    fn put_off_updates_settle_to_the_bits_of_updating_every_row() {
+        use pyfuncnet_kernels::layout::scatter_add;
+        let rows = 240;
+        let configs = [
+            json!({ "name": "rmsprop", "learning_rate": 0.01 }),
+            json!({ "name": "rmsprop", "learning_rate": 0.05, "rho": 0.5, "epsilon": 0.0 }),
+            json!({ "name": "rmsprop", "learning_rate": 0.01, "global_clipnorm": 0.3 }),
+            json!({ "name": "rmsprop", "learning_rate": 0.01, "clipnorm": 0.2 }),
+            json!({ "name": "sgd", "learning_rate": 0.1 }),
+            json!({ "name": "adagrad", "learning_rate": 0.1 }),
+            json!({ "name": "adagrad", "learning_rate": 0.1, "clipvalue": 0.01 }),
+            json!({ "name": "adam", "learning_rate": 0.01 }),
+        ];
+        // Steps gather a few rows (once or repeatedly), all rows, or none of the last ones.
+        let few = |t: usize| -> Vec<i32> {
+            (0..12)
+                .map(|k| ((t * 37 + k * k * 11) % 200) as i32)
+                .collect()
+        };
+        for row_len in [1, 64, 70] {
+            for (c, json) in configs.iter().enumerate() {
+                let config = parse(json.clone());
+                // Step 7 gathers every row; step 11's learning rate is negative.
+                let steps: Vec<(Vec<i32>, f32)> = (0..16)
+                    .map(|t| match t {
+                        7 => ((0..rows as i32).collect(), 0.01),
+                        11 => (few(t), -0.01),
+                        _ => (few(t), 0.01 + t as f32 * 1e-3),
+                    })
+                    .collect();
+                let len = rows * row_len;
+                let mut table: Vec<f32> =
+                    (0..len).map(|i| ((i as f32 * 0.37).sin()) * 1.5).collect();
+                let mut state_dense = OptimizerState::new(&config, &[len]);
+                let (mut table_dense, mut state_put_off) = (table.clone(), state_dense.clone());
+                // Values the replay must treat as the update does, in rows 200.. (gathered at
+                // step 7 only), set in both copies before each run.
+                let row = |r: usize| r * row_len;
+                let set_special = |table: &mut [f32], state: &mut OptimizerState| {
+                    table[row(3)] = 1e-40;
+                    table[row(204)] = 1e-40;
+                    table[row(205)] = -0.0;
+                    table[len - 1] = f32::NAN;
+                    if let Some(slot) = state.variables[0].slots.first_mut() {
+                        slot[row(201)] = -1.0;
+                        slot[row(202)] = f32::NAN;
+                        slot[row(203)] = 1e-39;
+                        slot[row(206)] = -0.0;
+                    }
+                };
+                let what = format!("{json}, rows of {row_len}");
+                pyfuncnet_kernels::fpenv::with_subnormals_flushed(|| {
+                    let mut sums = RowSums::new(rows, row_len).unwrap();
+                    let mut replayed = false;
+                    // Runs of steps, each settled at its end, as `train_batches` does; the
+                    // last has only steps that put updates off.
+                    for run in [0..9, 9..13, 13..16] {
+                        set_special(&mut table, &mut state_put_off);
+                        set_special(&mut table_dense, &mut state_dense);
+                        sums.defer_updates(state_put_off.iterations);
+                        for ((indices, lr), t) in steps[run.clone()].iter().zip(run.clone()) {
+                            let dy: Vec<f32> = (0..indices.len() * row_len)
+                                .map(|i| ((i as f32 * 0.71 + t as f32).cos()) * 0.1)
+                                .collect();
+                            let mut dense = vec![0.0; len];
+                            scatter_add("test", &dy, indices, 1, rows, row_len, &mut dense)
+                                .unwrap();
+                            apply_gradients(
+                                &config,
+                                &mut state_dense,
+                                *lr,
+                                &mut [&mut table_dense[..]],
+                                &mut [Gradient::Dense(&mut dense)],
+                            )
+                            .unwrap();
+                            sums.set(indices, &dy).unwrap();
+                            apply_gradients(
+                                &config,
+                                &mut state_put_off,
+                                *lr,
+                                &mut [&mut table[..]],
+                                &mut [Gradient::Rows(&mut sums)],
+                            )
+                            .unwrap();
+                            replayed |= sums.seen.iter().any(|&s| s < state_put_off.iterations);
+                        }
+                        let iterations = state_put_off.iterations;
+                        settle_rows(
+                            &mut sums,
+                            &mut table,
+                            &mut state_put_off.variables[0],
+                            iterations,
+                        )
+                        .unwrap();
+                        let same = |x: &[f32], y: &[f32]| {
+                            x.iter().zip(y).all(|(a, b)| {
+                                a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+                            })
+                        };
+                        assert!(same(&table, &table_dense), "{what}: table after {run:?}");
+                        let slots = |s: &OptimizerState| s.variables[0].slots.clone();
+                        for (a, b) in slots(&state_put_off).iter().zip(&slots(&state_dense)) {
+                            assert!(same(a, b), "{what}: slots after {run:?}");
+                        }
+                        assert_eq!(state_put_off.iterations, state_dense.iterations);
+                    }
+                    // Every config but Adam's puts updates off (config 2's clipping only
+                    // on finite norms); `seen` then lags behind the step count.
+                    assert_eq!(
+                        replayed,
+                        config.may_put_off_updates(),
+                        "{what}: put off (config {c})"
+                    );
+                });
+            }
+        }
+    }
+
+    /// `settle_rows` checks the table's size (nothing changes on error) and is a no-op when
+    /// nothing was put off.
+    #[test]
+    fn settle_rows_checks_sizes_and_ignores_tables_not_put_off() {
+        let config = parse(json!({ "name": "rmsprop" }));
+        let mut state = OptimizerState::new(&config, &[6]);
+        let mut sums = RowSums::new(3, 2).unwrap();
+        let mut table = [1.0f32; 6];
+        settle_rows(&mut sums, &mut table, &mut state.variables[0], 5).unwrap();
+        assert_eq!(table, [1.0; 6]);
+
+        sums.defer_updates(0);
+        sums.set(&[1], &[0.5, 0.5]).unwrap();
+        apply_gradients(
+            &config,
+            &mut state,
+            0.1,
+            &mut [&mut table[..]],
+            &mut [Gradient::Rows(&mut sums)],
+        )
+        .unwrap();
+        let before = (table, state.clone());
+        let err = settle_rows(&mut sums, &mut table[..4], &mut state.variables[0], 1).unwrap_err();
+        assert!(
+            err.contains("6 elements") && err.contains("variable of 4"),
+            "{err}"
+        );
+        assert_eq!((table, state), before);
     }
 
     /// `RowSums::set` checks its indices and lengths before it changes anything, and a

@@ -407,6 +407,13 @@ impl CompiledStep {
                 self.n_outputs
             )));
         }
+        // The tables' rows a step does not gather are updated when a later step gathers
+        // them, or at the end (the same bits as updating them at every step).
+        if steps > 1 && config.may_put_off_updates() {
+            for rg in &mut self.row_grads {
+                rg.sums.defer_updates(state.iterations);
+            }
+        }
         let mut buffers = std::mem::take(&mut self.batch_buffers);
         buffers.resize_with(types.len(), Buffer::default);
         // The step's inputs, one list for all steps (a steady-state step allocates nothing).
@@ -442,7 +449,41 @@ impl CompiledStep {
             Ok(())
         });
         self.batch_buffers = buffers;
-        result
+        let settled = self.settle_rows(vars, state);
+        result.and(settled)
+    }
+
+    /// Brings up to date the table rows whose updates [`train_batches`](Self::train_batches)
+    /// put off.
+    fn settle_rows(&mut self, vars: &mut Variables, state: &mut OptimizerState) -> Result<()> {
+        let one_thread = self.exec.runs_on_one_thread();
+        let (active, trainable) = (&self.active, &self.trainable);
+        let iterations = state.iterations;
+        Self::with_threads(one_thread, || {
+            // Every table stops putting updates off, even after an error.
+            let mut result = Ok(());
+            for rg in &mut self.row_grads {
+                let k = active[rg.active_position];
+                let settled = match (
+                    vars.values.get_mut(trainable[k]),
+                    state.variables.get_mut(k),
+                ) {
+                    (Some(var), Some(var_state)) => {
+                        optim::settle_rows(&mut rg.sums, var.as_mut_slice(), var_state, iterations)
+                            .map_err(GraphError::value)
+                    }
+                    _ => {
+                        rg.sums.stop_deferring();
+                        Err(GraphError::value(format!(
+                            "trainable weight {} or its optimizer state does not exist",
+                            trainable[k]
+                        )))
+                    }
+                };
+                result = result.and(settled);
+            }
+            result
+        })
     }
 
     /// The `k`-th user output after a run.
