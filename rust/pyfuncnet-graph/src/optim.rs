@@ -916,9 +916,10 @@ pub struct RowSums {
     others: f32,
     /// Whether the updates of rows a step did not gather are put off ([`Self::defer_updates`]).
     deferring: bool,
-    /// While deferring: for each row, the number of steps its weights and slots have seen.
+    /// While updates are put off: for each row, the number of steps its weights and slots have
+    /// seen.
     seen: Vec<u64>,
-    /// The zero-gradient step the put-off updates replay, once a step has put one off.
+    /// The zero-gradient step the put-off updates replay; `None` while every row is up to date.
     put_off: Option<ZeroStep>,
 }
 
@@ -943,11 +944,10 @@ impl RowSums {
 
     /// From now on, a step whose config [may put off updates](OptimizerConfig::may_put_off_updates)
     /// updates only the rows it gathered, each after the zero-gradient steps it missed, until
-    /// [`settle_rows`] brings the others up to date. `iterations`: the optimizer's step count now.
-    /// Keeps its buffer's capacity (one allocation, on the first call).
-    pub fn defer_updates(&mut self, iterations: u64) {
-        self.seen.clear();
-        self.seen.resize(self.rows, iterations);
+    /// [`settle_rows`] brings the others up to date. Keeps its buffer's capacity (one
+    /// allocation, on the first call).
+    pub fn defer_updates(&mut self) {
+        self.seen.resize(self.rows, 0);
         self.put_off = None;
         self.deferring = true;
     }
@@ -956,6 +956,7 @@ impl RowSums {
     /// table to settle).
     pub fn stop_deferring(&mut self) {
         self.deferring = false;
+        self.put_off = None;
     }
 
     /// Sets the gradient from the gradient `dy` of the rows that `indices` gathered
@@ -1526,7 +1527,10 @@ fn update_deferring(step: &Step, var: &mut [f32], sums: &mut RowSums, slots: &mu
     let zero = step.zero.filter(|_| sums.others.to_bits() == 0 && few);
     match zero {
         Some(zero) if sums.put_off.is_none_or(|p| p == zero) => {
-            sums.put_off = Some(zero);
+            if sums.put_off.replace(zero).is_none() {
+                // Every row is up to date: the first update put off.
+                sums.seen.fill(step.iteration);
+            }
             let RowSums {
                 rows,
                 row_len,
@@ -1539,10 +1543,11 @@ fn update_deferring(step: &Step, var: &mut [f32], sums: &mut RowSums, slots: &mu
             update_gathered(step, zero, *rows, gathered, row_sums, band);
         }
         _ => {
-            settle_band(sums.put_off, step.iteration, table_band(var, sums, slots));
+            if let Some(put_off) = sums.put_off.take() {
+                settle_band(put_off, step.iteration, table_band(var, sums, slots));
+            }
             let grad = GradPart::Rows { sums, start: 0 };
             update_split(step, Lanes::with_grad(var, grad, slots));
-            sums.seen.fill(step.iteration + 1);
         }
     }
 }
@@ -1572,9 +1577,10 @@ pub fn settle_rows(
     state: &mut VariableState,
     iterations: u64,
 ) -> Result<(), String> {
-    if !std::mem::take(&mut sums.deferring) {
+    let deferring = std::mem::take(&mut sums.deferring);
+    let Some(put_off) = sums.put_off.filter(|_| deferring) else {
         return Ok(());
-    }
+    };
     let len = sums.rows * sums.row_len;
     if var.len() != len || state.slots.iter().any(|s| s.len() != len) {
         return Err(format!(
@@ -1588,11 +1594,8 @@ pub fn settle_rows(
             "settling a table at step {iterations}: some of its rows have seen more steps"
         ));
     }
-    settle_band(
-        sums.put_off,
-        iterations,
-        table_band(var, sums, &mut state.slots),
-    );
+    settle_band(put_off, iterations, table_band(var, sums, &mut state.slots));
+    sums.put_off = None;
     Ok(())
 }
 
@@ -1747,19 +1750,15 @@ impl SimdBody for GatheredUpdate<'_, '_> {
     }
 }
 
-/// Brings every row of `band` up to `iterations` steps by replaying the `zero` steps it missed
-/// (none were missed when `zero` is `None`), in halves of at most [`CHUNK`] elements.
-fn settle_band(zero: Option<ZeroStep>, iterations: u64, band: Band<'_>) {
-    let Some(zero) = zero else {
-        band.seen.fill(iterations);
-        return;
-    };
+/// Brings every row of `band` up to `iterations` steps by replaying the `zero` steps it missed,
+/// in halves of at most [`CHUNK`] elements.
+fn settle_band(zero: ZeroStep, iterations: u64, band: Band<'_>) {
     let rows = band.rows();
     if rows >= 2 && rows * band.row_len > CHUNK {
         let (a, b) = band.split(rows / 2);
         par::join(
-            || settle_band(Some(zero), iterations, a),
-            || settle_band(Some(zero), iterations, b),
+            || settle_band(zero, iterations, a),
+            || settle_band(zero, iterations, b),
         );
         return;
     }
@@ -3289,13 +3288,13 @@ mod tests {
                 let what = format!("{json}, rows of {row_len}");
                 pyfuncnet_kernels::fpenv::with_subnormals_flushed(|| {
                     let mut sums = RowSums::new(rows, row_len).unwrap();
-                    let mut replayed = false;
+                    let mut put_off = false;
                     // Runs of steps, each settled at its end, as `train_batches` does; the
                     // last has only steps that put updates off.
                     for run in [0..9, 9..13, 13..16] {
                         set_special(&mut table, &mut state_put_off);
                         set_special(&mut table_dense, &mut state_dense);
-                        sums.defer_updates(state_put_off.iterations);
+                        sums.defer_updates();
                         for ((indices, lr), t) in steps[run.clone()].iter().zip(run.clone()) {
                             let dy: Vec<f32> = (0..indices.len() * row_len)
                                 .map(|i| ((i as f32 * 0.71 + t as f32).cos()) * 0.1)
@@ -3320,7 +3319,7 @@ mod tests {
                                 &mut [Gradient::Rows(&mut sums)],
                             )
                             .unwrap();
-                            replayed |= sums.seen.iter().any(|&s| s < state_put_off.iterations);
+                            put_off |= sums.put_off.is_some();
                         }
                         let iterations = state_put_off.iterations;
                         settle_rows(
@@ -3342,10 +3341,9 @@ mod tests {
                         }
                         assert_eq!(state_put_off.iterations, state_dense.iterations);
                     }
-                    // Every config but Adam's puts updates off (config 2's clipping only
-                    // on finite norms); `seen` then lags behind the step count.
+                    // Every config but Adam's puts updates off.
                     assert_eq!(
-                        replayed,
+                        put_off,
                         config.may_put_off_updates(),
                         "{what}: put off (config {c})"
                     );
@@ -3359,13 +3357,13 @@ mod tests {
     #[test]
     fn settle_rows_checks_sizes_and_ignores_tables_not_put_off() {
         let config = parse(json!({ "name": "rmsprop" }));
-        let mut state = OptimizerState::new(&config, &[6]);
-        let mut sums = RowSums::new(3, 2).unwrap();
-        let mut table = [1.0f32; 6];
+        let mut state = OptimizerState::new(&config, &[32]);
+        let mut sums = RowSums::new(16, 2).unwrap();
+        let mut table = [1.0f32; 32];
         settle_rows(&mut sums, &mut table, &mut state.variables[0], 5).unwrap();
-        assert_eq!(table, [1.0; 6]);
+        assert_eq!(table, [1.0; 32]);
 
-        sums.defer_updates(0);
+        sums.defer_updates();
         sums.set(&[1], &[0.5, 0.5]).unwrap();
         apply_gradients(
             &config,
@@ -3378,7 +3376,7 @@ mod tests {
         let before = (table, state.clone());
         let err = settle_rows(&mut sums, &mut table[..4], &mut state.variables[0], 1).unwrap_err();
         assert!(
-            err.contains("6 elements") && err.contains("variable of 4"),
+            err.contains("32 elements") && err.contains("variable of 4"),
             "{err}"
         );
         assert_eq!((table, state), before);

@@ -411,7 +411,7 @@ impl CompiledStep {
         // them, or at the end (the same bits as updating them at every step).
         if steps > 1 && config.may_put_off_updates() {
             for rg in &mut self.row_grads {
-                rg.sums.defer_updates(state.iterations);
+                rg.sums.defer_updates();
             }
         }
         let mut buffers = std::mem::take(&mut self.batch_buffers);
