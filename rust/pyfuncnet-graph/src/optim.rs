@@ -1443,14 +1443,10 @@ impl<'a> Lanes<'a> {
     }
 
     fn with_grad(var: &'a mut [f32], grad: GradPart<'a>, slots: &'a mut [Vec<f32>]) -> Self {
-        let mut lanes: [&'a mut [f32]; MAX_SLOTS] = Default::default();
-        for (dst, src) in lanes.iter_mut().zip(slots.iter_mut()) {
-            *dst = src.as_mut_slice();
-        }
         Lanes {
             var,
             grad,
-            slots: lanes,
+            slots: slot_slices(slots),
         }
     }
 
@@ -1470,15 +1466,7 @@ impl<'a> Lanes<'a> {
                 },
             ),
         };
-        let mut slots_a: [&'a mut [f32]; MAX_SLOTS] = Default::default();
-        let mut slots_b: [&'a mut [f32]; MAX_SLOTS] = Default::default();
-        for (k, slot) in slots.into_iter().enumerate() {
-            if !slot.is_empty() {
-                let (a, b) = slot.split_at_mut(mid);
-                slots_a[k] = a;
-                slots_b[k] = b;
-            }
-        }
+        let (slots_a, slots_b) = split_slots(slots, mid);
         (
             Lanes {
                 var: var_a,
@@ -1492,6 +1480,29 @@ impl<'a> Lanes<'a> {
             },
         )
     }
+}
+
+/// A variable's slot arrays as slices.
+fn slot_slices(slots: &mut [Vec<f32>]) -> SlotSlices<'_> {
+    let mut lanes: SlotSlices = Default::default();
+    for (dst, src) in lanes.iter_mut().zip(slots.iter_mut()) {
+        *dst = src.as_mut_slice();
+    }
+    lanes
+}
+
+/// A variable's (or a piece's) slot arrays, unused ones empty.
+type SlotSlices<'a> = [&'a mut [f32]; MAX_SLOTS];
+
+/// Splits each used slot slice at `mid`.
+fn split_slots(slots: SlotSlices<'_>, mid: usize) -> (SlotSlices<'_>, SlotSlices<'_>) {
+    let (mut a, mut b): (SlotSlices, SlotSlices) = Default::default();
+    for (k, slot) in slots.into_iter().enumerate() {
+        if !slot.is_empty() {
+            (a[k], b[k]) = slot.split_at_mut(mid);
+        }
+    }
+    (a, b)
 }
 
 /// Updates a list of variables: splits the list in two halves of similar element counts while it
@@ -1640,15 +1651,11 @@ impl<'a> Band<'a> {
         slots: &'a mut [Vec<f32>],
         seen: &'a mut [u64],
     ) -> Self {
-        let mut lanes: [&'a mut [f32]; MAX_SLOTS] = Default::default();
-        for (dst, src) in lanes.iter_mut().zip(slots.iter_mut()) {
-            *dst = src.as_mut_slice();
-        }
         Band {
             first: 0,
             row_len,
             var,
-            slots: lanes,
+            slots: slot_slices(slots),
             seen,
         }
     }
@@ -1669,13 +1676,7 @@ impl<'a> Band<'a> {
         let at = k * row_len;
         let (var_a, var_b) = var.split_at_mut(at);
         let (seen_a, seen_b) = seen.split_at_mut(k);
-        let mut slots_a: [&'a mut [f32]; MAX_SLOTS] = Default::default();
-        let mut slots_b: [&'a mut [f32]; MAX_SLOTS] = Default::default();
-        for (k, slot) in slots.into_iter().enumerate() {
-            if !slot.is_empty() {
-                (slots_a[k], slots_b[k]) = slot.split_at_mut(at);
-            }
-        }
+        let (slots_a, slots_b) = split_slots(slots, at);
         (
             Band {
                 first,

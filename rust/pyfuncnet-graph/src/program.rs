@@ -260,19 +260,6 @@ impl CompiledStep {
     ) -> Result<()> {
         // Tables left putting updates off (by a `train_batches` that panicked) first catch up.
         self.settle_rows(vars, state)?;
-        self.train_step(inputs, vars, config, state, lr)
-    }
-
-    /// [`train`](Self::train) without settling put-off updates first (a step of
-    /// [`train_batches`](Self::train_batches)).
-    fn train_step(
-        &mut self,
-        inputs: &[TensorRef],
-        vars: &mut Variables,
-        config: &OptimizerConfig,
-        state: &mut OptimizerState,
-        lr: f32,
-    ) -> Result<()> {
         let one_thread = self.exec.runs_on_one_thread();
         Self::with_threads(one_thread, || {
             self.train_here(inputs, vars, config, state, lr)
@@ -429,6 +416,7 @@ impl CompiledStep {
                 rg.sums.defer_updates();
             }
         }
+        let one_thread = self.exec.runs_on_one_thread();
         let mut buffers = std::mem::take(&mut self.batch_buffers);
         buffers.resize_with(types.len(), Buffer::default);
         // The step's inputs, one list for all steps (a steady-state step allocates nothing).
@@ -454,7 +442,10 @@ impl CompiledStep {
                     }));
                 }
             }
-            self.train_step(&inputs, vars, config, state, lrs[j])?;
+            // As `train`, without settling the updates put off.
+            Self::with_threads(one_thread, || {
+                self.train_here(&inputs, vars, config, state, lrs[j])
+            })?;
             spare = recycle_tensors(inputs);
             log.push(self.loss().unwrap_or(f32::NAN));
             log.extend(record.iter().map(|&k| match self.output(k).data {
