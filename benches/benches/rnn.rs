@@ -85,7 +85,7 @@ fn recurrent(c: &mut Criterion) {
             {
                 b.iter(|| {
                     let out = RnnOutputs {
-                        sequence: &mut seq,
+                        sequence: Some(&mut seq),
                         h_last: &mut h,
                         c_last: lstm.then_some(&mut cl[..]),
                         workspace: &mut ws,

@@ -341,8 +341,10 @@ class SimpleRNNCell(_FusedCell):
         return config
 
 
-def _run_fused(cell, x, mask, initial_state, go_backwards, zero_output_for_mask, training):
-    """The whole sequence through `cell`: `(outputs (batch, time, units), states)`."""
+def _run_fused(cell, x, mask, initial_state, go_backwards, zero_output_for_mask, training, sequence=True):
+    """The whole sequence through `cell`: `(outputs (batch, time, units), states)`;
+    without `sequence` the outputs are left out (`(batch, 0, units)`), for a caller
+    that reads only the final states."""
     x = ops._float(x)
     if cell._dropout_layer is not None and training is not False:
         x = cell._dropout_layer(x, training=training)
@@ -352,7 +354,7 @@ def _run_fused(cell, x, mask, initial_state, go_backwards, zero_output_for_mask,
     bias = cell._input_bias()
     if bias is not None:
         xp = ops.add(xp, bias)
-    attrs = dict(cell._rnn_attrs(), go_backwards=bool(go_backwards), zero_output_for_mask=bool(zero_output_for_mask))
+    attrs = dict(cell._rnn_attrs(), go_backwards=bool(go_backwards), zero_output_for_mask=bool(zero_output_for_mask), sequence=bool(sequence))
     inputs = [xp, cell.recurrent_kernel]
     rec_bias = cell._recurrent_bias()
     if rec_bias is not None:
@@ -657,14 +659,14 @@ class RNN(Layer):
         x, states = sequences, []
         for n, (cell, cell_states) in enumerate(zip(cells, per_cell)):
             last = n == len(cells) - 1
-            x, new = _run_fused(cell, x, mask, cell_states, self.go_backwards, last and self.zero_output_for_mask, training)
+            sequence = not last or self.return_sequences or (mask is not None and self.zero_output_for_mask)
+            x, new = _run_fused(cell, x, mask, cell_states, self.go_backwards, last and self.zero_output_for_mask, training, sequence)
             states += new
         if self.return_sequences:
             return x, states
         if mask is None or not self.zero_output_for_mask:
             # The last output is the final state (a row masked at the last step
-            # repeats its state there), so the sequence is not read and no
-            # gradient of it flows back.
+            # repeats its state there): the last cell left its sequence out.
             return new[0], states
         return ops._getitem(x, (slice(None), -1)), states
 

@@ -431,8 +431,16 @@ fn rnn_grads_through_every_output_with_masks_and_both_directions() {
         ("gru", 3, true, false),
         ("simple_rnn", 1, false, false),
     ] {
-        for (masked, go_backwards) in [(false, false), (true, true)] {
-            let attrs = json!({"cell": cell, "masked": masked, "go_backwards": go_backwards});
+        // Without the sequence output (output 0 is then empty), the gradients
+        // flow through the final states alone.
+        for (masked, go_backwards, sequence) in [
+            (false, false, true),
+            (true, true, true),
+            (true, false, false),
+        ] {
+            let attrs = json!({
+                "cell": cell, "masked": masked, "go_backwards": go_backwards, "sequence": sequence
+            });
             let mut shapes = vec![vec![b, t, gates * u], vec![u, gates * u]];
             if rb {
                 shapes.push(vec![gates * u]);
@@ -463,6 +471,16 @@ fn rnn_grads_through_every_output_with_masks_and_both_directions() {
                 f64::from(v[0])
             };
             let (mut g, loss, ids) = rnn_graph(&attrs, &shapes, m, used);
+            let rnn_out = g
+                .nodes
+                .iter()
+                .find(|n| n.op.name() == "rnn")
+                .map(|n| g.shape(n.outputs[0]).to_vec());
+            assert_eq!(
+                rnn_out,
+                Some(vec![b, if sequence { t } else { 0 }, u]),
+                "{attrs}"
+            );
             let grads = gradients(&mut g, loss, &ids).unwrap();
             let fetches: Vec<usize> = grads
                 .iter()

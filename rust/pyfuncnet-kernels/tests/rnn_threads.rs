@@ -52,7 +52,7 @@ fn run(threads: usize, spec: &RnnSpec) -> Vec<Vec<f32>> {
         mask: Some(&mask),
     };
     let out = RnnOutputs {
-        sequence: &mut seq,
+        sequence: Some(&mut seq),
         h_last: &mut h,
         c_last: lstm.then_some(&mut c[..]),
         workspace: &mut ws,

@@ -8,7 +8,8 @@
 //! recurrent bias `(gates * units)` (GRU with reset_after only), with `initial_state` the initial state
 //! `(batch, units)`, the initial cell state (LSTM only) and, with `masked`, the
 //! mask `(batch, time)`. Outputs: the output sequence `(batch, time, units)` in
-//! processing order, the final state, the final cell state (LSTM only), and two
+//! processing order (`(batch, 0, units)`, never written, when attribute `sequence`
+//! is false: a layer that returns only its last output), the final state, the final cell state (LSTM only), and two
 //! tensors only the backward reads: the gate workspace and the previous states.
 
 use pyfuncnet_kernels::rnn::{self as kr, Cell, RnnSpec};
@@ -30,6 +31,8 @@ pub struct RnnConfig {
     pub masked: bool,
     /// Whether the initial states are inputs (else they are zeros).
     pub initial_state: bool,
+    /// Whether the output sequence is computed.
+    pub sequence: bool,
 }
 
 /// The recurrent layer's forward pass.
@@ -82,6 +85,7 @@ pub(crate) fn build(name: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>> {
         zero_output_for_mask: a.bool_or("zero_output_for_mask", false)?,
         masked: a.bool_or("masked", false)?,
         initial_state: a.bool_or("initial_state", true)?,
+        sequence: a.bool_or("sequence", true)?,
     };
     config.spec(0, 0, 0).check_activations()?;
     Ok(Some(Box::new(RnnOp { config })))
@@ -200,7 +204,11 @@ impl Op for RnnOp {
         if c.masked {
             expect_shape("rnn", "the mask", inputs[k], &[b, t])?;
         }
-        let mut out = vec![TensorType::f32(vec![b, t, u]), TensorType::f32(vec![b, u])];
+        let seq_steps = if c.sequence { t } else { 0 };
+        let mut out = vec![
+            TensorType::f32(vec![b, seq_steps, u]),
+            TensorType::f32(vec![b, u]),
+        ];
         if c.cell.has_cell_state() {
             out.push(TensorType::f32(vec![b, u]));
         }
@@ -257,7 +265,11 @@ impl Op for RnnOp {
             return Err(missing_output());
         };
         let out = kr::RnnOutputs {
-            sequence: sequence.f32()?,
+            sequence: if c.sequence {
+                Some(sequence.f32()?)
+            } else {
+                None
+            },
             h_last: h_last.f32()?,
             c_last,
             workspace: workspace.f32()?,
@@ -289,7 +301,9 @@ impl Op for RnnOp {
     ) -> Result<Vec<Option<ValueId>>> {
         let c = &self.config;
         let lstm = c.cell.has_cell_state();
-        let (d_seq, d_h) = (dys[0], dys[1]);
+        // Without a sequence output, output 0 is empty: no gradient flows from it.
+        let d_seq = if c.sequence { dys[0] } else { None };
+        let d_h = dys[1];
         let d_c = if lstm { dys[2] } else { None };
         let saved = if lstm { 3 } else { 2 };
         if dys[saved..].iter().any(Option::is_some) {

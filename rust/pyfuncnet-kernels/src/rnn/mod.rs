@@ -176,8 +176,10 @@ pub struct RnnInputs<'a> {
 /// The outputs of a forward pass (every element is written).
 #[derive(Debug)]
 pub struct RnnOutputs<'a> {
-    /// `(batch, steps, units)`: the output of each processing step.
-    pub sequence: &'a mut [f32],
+    /// `(batch, steps, units)`: the output of each processing step; `None` when
+    /// nothing reads it (a layer returning only its last output), which spares
+    /// a write of the whole sequence.
+    pub sequence: Option<&'a mut [f32]>,
     /// `(batch, units)`: the final state.
     pub h_last: &'a mut [f32],
     /// `(batch, units)`: the final cell state (LSTM only).
@@ -314,7 +316,9 @@ pub fn rnn_forward_with_level(
     if let Some(rb) = x.recurrent_bias {
         check_len("recurrent bias", rb.len(), g)?;
     }
-    check_len("output sequence", out.sequence.len(), b * t * u)?;
+    if let Some(seq) = out.sequence.as_deref() {
+        check_len("output sequence", seq.len(), b * t * u)?;
+    }
     check_len("last state", out.h_last.len(), b * u)?;
     check_len("workspace", out.workspace.len(), b * t * w)?;
     check_len("previous states", out.h_prev.len(), b * t * u)?;
@@ -362,7 +366,7 @@ pub fn rnn_forward_with_level(
 struct ForwardRows<'a> {
     xp: &'a [f32],
     mask: Option<&'a [f32]>,
-    sequence: &'a mut [f32],
+    sequence: Option<&'a mut [f32]>,
     h: &'a mut [f32],
     c: Option<&'a mut [f32]>,
     workspace: &'a mut [f32],
@@ -389,7 +393,7 @@ impl SplitRows for ForwardRows<'_> {
     fn split(self, rows: usize, k: usize) -> (Self, Self) {
         let (xp0, xp1) = cut_ref(self.xp, rows, k);
         let (m0, m1) = self.mask.map(|x| cut_ref(x, rows, k)).unzip();
-        let (s0, s1) = cut(self.sequence, rows, k);
+        let (s0, s1) = self.sequence.map(|x| cut(x, rows, k)).unzip();
         let (h0, h1) = cut(self.h, rows, k);
         let (c0, c1) = self.c.map(|x| cut(x, rows, k)).unzip();
         let (w0, w1) = cut(self.workspace, rows, k);
@@ -475,7 +479,7 @@ fn forward_rows(
     let ForwardRows {
         xp,
         mask,
-        sequence: seq,
+        sequence: mut seq,
         h,
         mut c,
         workspace: ws,
@@ -496,7 +500,9 @@ fn forward_rows(
                     prefetch_step(xp, n, t_len, next, g);
                     prefetch_step(ws, n, t_len, next, w);
                     prefetch_step(hp, n, t_len, next, u);
-                    prefetch_step(seq, n, t_len, step + 1, u);
+                    if let Some(seq) = seq.as_deref() {
+                        prefetch_step(seq, n, t_len, step + 1, u);
+                    }
                 }
                 let rows = Rows {
                     count: n,
@@ -629,7 +635,9 @@ fn forward_rows(
                         ));
                     }
                 }
-                write_outputs(s, &rows, step, h, seq);
+                if let Some(seq) = seq.as_deref_mut() {
+                    write_outputs(s, &rows, step, h, seq);
+                }
             }
             Ok(())
         },

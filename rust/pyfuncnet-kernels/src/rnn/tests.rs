@@ -161,13 +161,41 @@ fn run_kernels(level: SimdLevel, c: &Case) -> KernelOut {
         mask: mask.as_deref(),
     };
     let outputs = RnnOutputs {
-        sequence: &mut seq,
+        sequence: Some(&mut seq),
         h_last: &mut h,
         c_last: lstm.then_some(&mut cl[..]),
         workspace: &mut ws,
         h_prev: &mut hp,
     };
     rnn_forward_with_level(level, s, &inputs, outputs).unwrap();
+    // Without the output sequence, every other output is bitwise the same.
+    let (mut h2, mut cl2, mut ws2, mut hp2) = (
+        vec![f32::NAN; h.len()],
+        vec![f32::NAN; cl.len()],
+        vec![f32::NAN; ws.len()],
+        vec![f32::NAN; hp.len()],
+    );
+    let outputs = RnnOutputs {
+        sequence: None,
+        h_last: &mut h2,
+        c_last: lstm.then_some(&mut cl2[..]),
+        workspace: &mut ws2,
+        h_prev: &mut hp2,
+    };
+    rnn_forward_with_level(level, s, &inputs, outputs).unwrap();
+    let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&h2), bits(&h), "last state without the sequence");
+    assert_eq!(
+        bits(&cl2),
+        bits(&cl),
+        "last cell state without the sequence"
+    );
+    assert_eq!(bits(&ws2), bits(&ws), "workspace without the sequence");
+    assert_eq!(
+        bits(&hp2),
+        bits(&hp),
+        "previous states without the sequence"
+    );
     let (ds, dh, dc) = (
         c.w_seq.as_deref().map(f32s),
         c.w_h.as_deref().map(f32s),
@@ -456,7 +484,7 @@ fn bad_arguments_are_errors() {
         mask: None,
     };
     let o = RnnOutputs {
-        sequence: seq,
+        sequence: Some(seq),
         h_last: h,
         c_last: Some(cl),
         workspace: ws,
@@ -474,7 +502,7 @@ fn bad_arguments_are_errors() {
         mask: None,
     };
     let o = RnnOutputs {
-        sequence: seq,
+        sequence: Some(seq),
         h_last: h,
         c_last: Some(cl),
         workspace: ws,
@@ -495,7 +523,7 @@ fn bad_arguments_are_errors() {
         mask: None,
     };
     let o = RnnOutputs {
-        sequence: seq,
+        sequence: Some(seq),
         h_last: h,
         c_last: Some(cl),
         workspace: ws,
