@@ -65,7 +65,8 @@ use serde_json::{Map, Value};
 const CHUNK: usize = 1 << 15;
 
 /// Elements of a [`RowSums`] gradient written out at a time, into a buffer on the stack (a
-/// multiple of 4, for [`SquareSum`]).
+/// multiple of 4, for [`SquareSum`]); also the most rows that were not gathered one update
+/// call takes.
 const WRITTEN_OUT: usize = 1024;
 
 /// The most slot arrays any optimizer keeps per variable (Adam with AMSGrad, centered RMSprop
@@ -1872,30 +1873,81 @@ fn update_split(step: &Step, lanes: Lanes<'_>) {
         let Lanes { var, grad, slots } = lanes;
         match grad {
             GradPart::Dense(grad) => run_update(step, Piece { var, grad, slots }),
-            // The gradient written out a part at a time, into a buffer that stays in
-            // L1 while the update of that part reads it (the update is elementwise).
-            GradPart::Rows { sums, start } => {
-                let mut buf = [0.0f32; WRITTEN_OUT];
-                let mut rest = Lanes {
-                    var,
-                    grad: GradPart::Rows { sums, start },
-                    slots,
-                };
-                for at in (0..n).step_by(WRITTEN_OUT) {
-                    let len = WRITTEN_OUT.min(n - at);
-                    let (part, tail) = rest.split_at(len);
-                    let grad = &mut buf[..len];
-                    sums.write_range(start + at, grad);
-                    let (var, slots) = (part.var, part.slots);
-                    run_update(step, Piece { var, grad, slots });
-                    rest = tail;
-                }
-            }
+            GradPart::Rows { sums, start } => cpu::run_at(
+                cpu::active(),
+                &mut RowsUpdate {
+                    step,
+                    sums,
+                    start,
+                    piece: Some((var, slots)),
+                },
+            ),
         }
         return;
     }
     let (a, b) = lanes.split_at(split_point(n));
     par::join(|| update_split(step, a), || update_split(step, b));
+}
+
+/// A piece of a table whose gradient is a [`RowSums`], from element `start` of the table on:
+/// each gathered row is updated with its sum where it lies, each run of other rows with a buffer
+/// of their common value, so no gradient is written out. One function, compiled for the active
+/// instruction set, runs the rule's loops row after row.
+struct RowsUpdate<'s, 'a> {
+    step: &'s Step,
+    sums: &'s RowSums,
+    start: usize,
+    piece: Option<(&'a mut [f32], SlotSlices<'a>)>,
+}
+
+impl SimdBody for RowsUpdate<'_, '_> {
+    #[inline(always)]
+    fn run(&mut self) {
+        let Some((mut var, mut slots)) = self.piece.take() else {
+            return;
+        };
+        let sums = self.sums;
+        let row_len = sums.row_len.max(1);
+        let others = [sums.others; WRITTEN_OUT];
+        let gathered_at = |at: usize| match sums.position[at / row_len] {
+            RowSums::ABSENT => None,
+            p => Some(p as usize * row_len + at % row_len),
+        };
+        let mut at = self.start;
+        while !var.is_empty() {
+            let end = at + var.len();
+            let row_end = |at: usize| ((at / row_len + 1) * row_len).min(end);
+            let (len, grad) = match gathered_at(at) {
+                Some(from) => {
+                    let len = row_end(at) - at;
+                    (len, &sums.sums[from..from + len])
+                }
+                None => {
+                    // Rows that were not gathered, as many as the buffer holds.
+                    let mut run_end = row_end(at);
+                    while run_end < end
+                        && run_end - at < WRITTEN_OUT
+                        && gathered_at(run_end).is_none()
+                    {
+                        run_end = row_end(run_end);
+                    }
+                    let len = (run_end - at).min(WRITTEN_OUT);
+                    (len, &others[..len])
+                }
+            };
+            let (head, tail) = std::mem::take(&mut var).split_at_mut(len);
+            let (slots_head, slots_tail) = split_slots(slots, len);
+            update_lanes(
+                self.step,
+                Piece {
+                    var: head,
+                    grad,
+                    slots: slots_head,
+                },
+            );
+            (var, slots, at) = (tail, slots_tail, at + len);
+        }
+    }
 }
 
 /// Updates `piece` with the kernel compiled for the active instruction set.
