@@ -65,8 +65,8 @@ use serde_json::{Map, Value};
 const CHUNK: usize = 1 << 15;
 
 /// Elements of a [`RowSums`] gradient written out at a time, into a buffer on the stack (a
-/// multiple of 4, for [`SquareSum`]); also the most rows that were not gathered one update
-/// call takes.
+/// multiple of 4, for [`SquareSum`]); also the most elements of rows that were not gathered
+/// that one update call takes.
 const WRITTEN_OUT: usize = 1024;
 
 /// The most slot arrays any optimizer keeps per variable (Adam with AMSGrad, centered RMSprop
