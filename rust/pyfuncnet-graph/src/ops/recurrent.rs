@@ -8,9 +8,10 @@
 //! recurrent bias `(gates * units)` (GRU with reset_after only), with `initial_state` the initial state
 //! `(batch, units)`, the initial cell state (LSTM only) and, with `masked`, the
 //! mask `(batch, time)`. Outputs: the output sequence `(batch, time, units)` in
-//! processing order (`(batch, 0, units)`, never written, when attribute `sequence`
-//! is false: a layer that returns only its last output), the final state, the final cell state (LSTM only), and two
-//! tensors only the backward reads: the gate workspace and the previous states.
+//! processing order (`(batch, 0, units)`, never written, when attribute
+//! `sequence` is false: a layer that returns only its last output), the final
+//! state, the final cell state (LSTM only), and two tensors only the backward
+//! reads: the gate workspace and the previous states.
 
 use pyfuncnet_kernels::rnn::{self as kr, Cell, RnnSpec};
 use pyfuncnet_kernels::unary::Unary;
