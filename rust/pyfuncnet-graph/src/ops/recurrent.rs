@@ -164,12 +164,13 @@ fn expect_shape(op: &str, what: &str, t: &TensorType, shape: &[usize]) -> Result
     Ok(())
 }
 
-/// About a nanosecond of one core per unit: GEMM flops / 32 plus elements moved.
-fn rnn_cost(spec: &RnnSpec, passes: usize) -> OpCost {
+/// About a nanosecond of one core per unit: GEMM flops / 32 plus elements moved
+/// (the workspace and `unit_buffers` buffers of `(batch, time, units)`).
+fn rnn_cost(spec: &RnnSpec, passes: usize, unit_buffers: usize) -> OpCost {
     let elements = spec
         .batch
         .saturating_mul(spec.steps)
-        .saturating_mul(spec.workspace_width() + 2 * spec.units);
+        .saturating_mul(spec.workspace_width() + unit_buffers * spec.units);
     OpCost {
         work: (spec.recurrent_flops() / 32)
             .saturating_mul(passes)
@@ -285,7 +286,8 @@ impl Op for RnnOp {
             .config
             .checked_spec("rnn", &inputs[0].shape, &inputs[1].shape)
         {
-            Ok(spec) => rnn_cost(&spec, 1),
+            // The previous states, and the sequence when it is computed.
+            Ok(spec) => rnn_cost(&spec, 1, 1 + usize::from(self.config.sequence)),
             Err(_) => OpCost {
                 work: usize::MAX / 4,
                 single_task: false,
@@ -469,7 +471,7 @@ impl Op for RnnGradOp {
 
     fn cost(&self, inputs: &[&TensorType], _outputs: &[&TensorType]) -> OpCost {
         match self.spec(|i| inputs[i].shape.as_slice()) {
-            Ok(spec) => rnn_cost(&spec, 2),
+            Ok(spec) => rnn_cost(&spec, 2, 2),
             Err(_) => OpCost {
                 work: usize::MAX / 4,
                 single_task: false,
