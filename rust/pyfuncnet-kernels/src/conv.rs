@@ -32,6 +32,7 @@ use crate::gemm::{self, Epilogue, MatMut, MatRef};
 use crate::par;
 use crate::scratch::{with_scratch, Slot};
 use crate::window::{Window, MAX_SPATIAL};
+use crate::winograd;
 
 /// Fewest input channels per group whose patches a forward pass reads in place
 /// (`gemm::sgemm_gathered`): with fewer, each tap's segment is too short for the
@@ -332,7 +333,7 @@ fn channel_block_mut(
 /// parallel; returns an error a task returned. The GEMMs inside a task run on its
 /// thread when there are several tasks (they are the parallelism), and may split
 /// themselves when there is one.
-fn for_each_tile_task(
+pub(crate) fn for_each_tile_task(
     data: &mut [f32],
     chunk: usize,
     task: impl Fn(usize, &mut [f32]) -> Result<()> + Sync + Send,
@@ -409,6 +410,9 @@ pub fn conv_forward(
             )?;
         }
         return Ok(());
+    }
+    if let Some(plan) = winograd::Plan::for_shape(shape) {
+        return winograd::forward(&plan, shape, x, kernel, epilogue, y);
     }
     let (tile, taps, cg, depth) = (
         tile_rows(shape.depth()),

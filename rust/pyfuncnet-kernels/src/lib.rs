@@ -25,5 +25,6 @@ pub mod softmax;
 pub mod unary;
 pub mod vmath;
 pub mod window;
+mod winograd;
 
 pub use error::{KernelError, Result};

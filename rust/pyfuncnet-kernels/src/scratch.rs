@@ -42,6 +42,9 @@ pub(crate) enum Slot {
     /// Recurrent layers: the recurrent kernel packed for the step GEMMs, held by
     /// the calling thread.
     RecurrentKernel,
+    /// Winograd convolution: the kernel transformed once per call, held by the
+    /// calling thread.
+    WinogradKernel,
     /// Lookup-and-project: the products of a batch's distinct table rows (or their
     /// summed gradients), held by the calling thread.
     DistinctRows,
@@ -60,6 +63,7 @@ thread_local! {
     static BUF_RECURRENT_STEP: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BUF_RECURRENT_KERNEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static BUF_DISTINCT_ROWS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static BUF_WINOGRAD_KERNEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 fn key(slot: Slot) -> &'static LocalKey<RefCell<Vec<f32>>> {
@@ -76,6 +80,7 @@ fn key(slot: Slot) -> &'static LocalKey<RefCell<Vec<f32>>> {
         Slot::RecurrentStep => &BUF_RECURRENT_STEP,
         Slot::RecurrentKernel => &BUF_RECURRENT_KERNEL,
         Slot::DistinctRows => &BUF_DISTINCT_ROWS,
+        Slot::WinogradKernel => &BUF_WINOGRAD_KERNEL,
     }
 }
 

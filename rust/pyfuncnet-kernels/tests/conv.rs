@@ -206,6 +206,38 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// 3 x 3 windows with stride 1 and enough channels for the Winograd path
+    /// (forward and stride-1 input gradient), over image sizes that leave
+    /// partial tiles, channel counts around the transform's 16 lanes, both
+    /// paddings.
+    #[test]
+    fn winograd_shapes_match_direct(
+        batch in 1usize..4,
+        h in 1usize..16,
+        w in 1usize..16,
+        cin in prop::sample::select(vec![16usize, 17, 31, 32, 48, 64]),
+        cout in prop::sample::select(vec![16usize, 17, 33, 64]),
+        same in any::<bool>(),
+        bias in any::<bool>(),
+    ) {
+        let c = Case {
+            batch,
+            input: vec![h, w],
+            size: vec![3, 3],
+            stride: vec![1, 1],
+            dilation: vec![1, 1],
+            padding: if same { Padding::Same } else { Padding::Valid },
+            group_in: cin,
+            group_out: cout,
+            groups: 1,
+        };
+        check_case(&c, bias);
+    }
+}
+
 #[test]
 fn pointwise_and_strided_projection_match_direct() {
     for (stride, groups) in [(1, 1), (1, 2), (2, 1)] {

@@ -43,9 +43,12 @@ fn run(threads: usize, shape: &ConvShape) -> [Vec<f32>; 3] {
 #[test]
 fn convolution_is_bitwise_identical_for_1_2_and_3_threads() {
     // The toy ResNet's second convolution at batch 8 (several tiles and
-    // kernel-gradient chunks), a strided 'same' one, and a pointwise one.
+    // kernel-gradient chunks), one of its 9 x 9 'same' layers at batch 5 (Winograd
+    // tasks of several images, the last one shorter), a strided 'same' one, and a
+    // pointwise one.
     let cases = [
         (8, [30, 30], [3, 3], [1, 1], Padding::Valid, 32, 64),
+        (5, [9, 9], [3, 3], [1, 1], Padding::Same, 64, 64),
         (5, [17, 16], [3, 3], [2, 2], Padding::Same, 16, 24),
         (6, [20, 20], [1, 1], [1, 1], Padding::Valid, 64, 32),
     ];

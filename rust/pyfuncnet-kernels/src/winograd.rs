@@ -1,0 +1,788 @@
+//! Winograd convolution `F(m x m, 3 x 3)`: 2-D 3 x 3 windows with stride 1, no
+//! dilation and one group, channels-last, any padding.
+//!
+//! The output is cut into `m x m` tiles; tile `d`, the `alpha x alpha` input patch
+//! under it (`alpha = m + 2`, zeros in the padding), gives
+//!
+//! ```text
+//! Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A        for each pair of channels
+//! ```
+//!
+//! With channels, the element-wise product becomes `alpha²` matrix products: at
+//! each of the `alpha²` points, the transformed patches of a block of tiles
+//! (`tiles x cin`) times the transformed kernel (`cin x cout`), through the
+//! project's GEMM. That is `alpha² / m²` multiplies per output against the direct
+//! convolution's 9: 4 for `m = 2`, 2.8 for `m = 3`, 2.25 for `m = 4`, plus the
+//! transforms, which are additions and small multiples along the channel axis.
+//! A convolution's `m` is the one with the least estimated work for its output
+//! size (a 9 x 9 output fits three tiles of 3, a 28 x 28 one seven of 4); shapes
+//! where none saves enough over the direct product keep it.
+//!
+//! The transforms are those of Toom-Cook interpolation at the points 0, ±1, 2
+//! (`m = 3`, and 1/2, -2 for `m = 4`) and infinity, built in f64 from the points
+//! (see [`Transform::new`]): Aᵀ evaluates, G evaluates the kernel, Bᵀ is the
+//! transposed inverse of the evaluation matrix, each of its rows scaled to small
+//! integers with the inverse scale moved into G (applied once per call, to the
+//! kernel). Rounding differs from the direct product's; the error stays within
+//! the few units in the last place per term that the tests allow.
+//!
+//! Work is split by whole images, a fixed number per task from the shapes alone,
+//! and every output element is computed by one task in one order: results are
+//! bitwise identical for any thread count.
+
+use std::sync::OnceLock;
+
+use crate::conv::for_each_tile_task;
+use crate::conv::ConvShape;
+use crate::cpu::{self, SimdBody, SimdLevel};
+use crate::error::Result;
+use crate::gemm::{self, Epilogue, MatMut, MatRef, PackedB};
+use crate::scratch::{with_scratch, Slot};
+
+/// Largest tile edge `m` and patch edge `alpha = m + 2` built.
+const MAX_M: usize = 4;
+const MAX_ALPHA: usize = MAX_M + 2;
+/// Kernel edge.
+const R: usize = 3;
+/// Fewest channels on either side: with fewer, the per-point products are too
+/// thin for the GEMM and the transforms cost more than they save.
+const MIN_CHANNELS: usize = 16;
+/// Floats of one block's transformed patches and products together (384 KiB):
+/// they stay in L2 between the transform that writes them and the product or
+/// transform that reads them.
+const BLOCK_FLOATS: usize = 96 * 1024;
+/// Tiles of one block are a multiple of this (of every micro-kernel's rows).
+const BLOCK_GRANULE: usize = 12;
+/// Fewest tiles a task is given (small images go several to a task).
+const MIN_TASK_TILES: usize = 24;
+/// Cost of one multiply-add of a transform relative to one of the GEMM, in the
+/// work estimate that picks `m` (transforms stream their operands once).
+const TRANSFORM_COST: usize = 4;
+/// Winograd is used when its estimated work is below this fraction (in
+/// percent) of the direct product's.
+const MAX_WORK_PERCENT: usize = 75;
+
+/// The matrices of `F(m, 3)`: `bt` (alpha x alpha), `at` (m x alpha), `g`
+/// (alpha x 3).
+#[derive(Clone, Copy, Debug)]
+struct Transform {
+    m: usize,
+    alpha: usize,
+    bt: [[f32; MAX_ALPHA]; MAX_ALPHA],
+    at: [[f32; MAX_ALPHA]; MAX_M],
+    g: [[f32; R]; MAX_ALPHA],
+}
+
+/// `M⁻¹` of the leading `n x n` block, by Gauss-Jordan elimination with partial
+/// pivoting (the matrices are small Vandermonde ones, well away from singular).
+fn invert(mut a: [[f64; MAX_ALPHA]; MAX_ALPHA], n: usize) -> [[f64; MAX_ALPHA]; MAX_ALPHA] {
+    let mut inv = [[0.0; MAX_ALPHA]; MAX_ALPHA];
+    for (i, row) in inv.iter_mut().enumerate().take(n) {
+        row[i] = 1.0;
+    }
+    for col in 0..n {
+        let pivot = (col..n)
+            .max_by(|&p, &q| a[p][col].abs().total_cmp(&a[q][col].abs()))
+            .unwrap_or(col);
+        a.swap(col, pivot);
+        inv.swap(col, pivot);
+        let d = a[col][col];
+        for j in 0..n {
+            a[col][j] /= d;
+            inv[col][j] /= d;
+        }
+        for r in 0..n {
+            if r != col && a[r][col] != 0.0 {
+                let f = a[r][col];
+                for j in 0..n {
+                    a[r][j] -= f * a[col][j];
+                    inv[r][j] -= f * inv[col][j];
+                }
+            }
+        }
+    }
+    inv
+}
+
+impl Transform {
+    /// The transforms of `F(m, 3)` at the finite `points` (`m + 1` of them) and
+    /// infinity.
+    ///
+    /// One dimension: the correlation `y_i = Σ_k g_k d_{i+k}` is the transpose of
+    /// the polynomial product `s = u g` (`u` of degree `m - 1`), which Toom-Cook
+    /// computes as `s = C [(E_r g) ⊙ (E_m u)]`, `E_n` evaluating a polynomial of
+    /// `n` coefficients at the points (infinity takes the leading coefficient) and
+    /// `C` the inverse of `E_alpha`. Transposed: `y = E_mᵀ [(E_r g) ⊙ (Cᵀ d)]`, so
+    /// `Aᵀ = E_mᵀ`, `G = E_r` and `Bᵀ = Cᵀ`.
+    fn new(m: usize, points: &[f64]) -> Self {
+        let alpha = m + R - 1;
+        assert!(m <= MAX_M && points.len() == alpha - 1);
+        // Evaluation of `n` coefficients at point j (the last row: infinity).
+        let eval = |j: usize, t: usize, n: usize| -> f64 {
+            if j == alpha - 1 {
+                f64::from(u8::from(t == n - 1))
+            } else {
+                points[j].powi(t as i32)
+            }
+        };
+        let mut e = [[0.0; MAX_ALPHA]; MAX_ALPHA];
+        for (j, row) in e.iter_mut().enumerate().take(alpha) {
+            for (t, v) in row.iter_mut().enumerate().take(alpha) {
+                *v = eval(j, t, alpha);
+            }
+        }
+        let c = invert(e, alpha);
+        let mut bt = [[0.0f32; MAX_ALPHA]; MAX_ALPHA];
+        let mut g = [[0.0f32; R]; MAX_ALPHA];
+        for j in 0..alpha {
+            let mut row = [0.0f64; MAX_ALPHA];
+            for (t, v) in row.iter_mut().enumerate().take(alpha) {
+                *v = c[t][j];
+            }
+            // Scale the row so its smallest coefficient is ±1 (integers for
+            // integer points) and move the inverse scale into G.
+            let scale = row[..alpha]
+                .iter()
+                .filter(|v| v.abs() > 1e-12)
+                .map(|v| v.abs())
+                .fold(f64::INFINITY, f64::min);
+            for v in row.iter_mut() {
+                *v /= scale;
+                if (*v - v.round()).abs() < 1e-9 {
+                    *v = v.round();
+                }
+            }
+            for (t, v) in row.iter().enumerate() {
+                bt[j][t] = *v as f32;
+            }
+            for (k, gk) in g[j].iter_mut().enumerate() {
+                *gk = (eval(j, k, R) * scale) as f32;
+            }
+        }
+        let mut at = [[0.0f32; MAX_ALPHA]; MAX_M];
+        for (i, row) in at.iter_mut().enumerate().take(m) {
+            for (j, v) in row.iter_mut().enumerate().take(alpha) {
+                *v = eval(j, i, m) as f32;
+            }
+        }
+        Transform {
+            m,
+            alpha,
+            bt,
+            at,
+            g,
+        }
+    }
+
+    /// `F(m, 3)` for `m` in 2..=4.
+    fn of(m: usize) -> &'static Transform {
+        static ALL: OnceLock<[Transform; 3]> = OnceLock::new();
+        let all = ALL.get_or_init(|| {
+            [
+                Transform::new(2, &[0.0, 1.0, -1.0]),
+                Transform::new(3, &[0.0, 1.0, -1.0, 2.0]),
+                // ±1/2 with -2 instead of ±2: a third of the rounding error.
+                Transform::new(4, &[0.0, 1.0, -1.0, 0.5, -2.0]),
+            ]
+        });
+        &all[m - 2]
+    }
+}
+
+/// How one convolution runs: its transform and tiling.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Plan {
+    transform: &'static Transform,
+    /// Tiles down and across one image.
+    tiles: [usize; 2],
+}
+
+impl Plan {
+    /// The plan for `shape`, or `None` when Winograd does not apply (another
+    /// window, stride, dilation or group count, too few channels) or would save
+    /// too little.
+    pub(crate) fn for_shape(shape: &ConvShape) -> Option<Plan> {
+        let w = &shape.window;
+        let eligible = shape.groups == 1
+            && w.size == [1, R, R]
+            && w.stride == [1; 3]
+            && w.dilation == [1; 3]
+            && w.input[0] == 1
+            && w.pad_before[0] == 0
+            && shape.in_channels >= MIN_CHANNELS
+            && shape.out_channels >= MIN_CHANNELS
+            && w.output[1] > 0
+            && w.output[2] > 0;
+        if !eligible {
+            return None;
+        }
+        Self::best(shape, 2..=MAX_M)
+    }
+
+    /// The plan with the least estimated work among tile sizes `ms`, if it saves
+    /// enough over the direct product.
+    fn best(shape: &ConvShape, ms: impl Iterator<Item = usize>) -> Option<Plan> {
+        let (cin, cout) = (shape.in_channels, shape.out_channels);
+        let (oh, ow) = (shape.window.output[1], shape.window.output[2]);
+        let direct = oh * ow * R * R * cin * cout;
+        ms.map(|m| {
+            let transform = Transform::of(m);
+            let alpha = transform.alpha;
+            let tiles = [oh.div_ceil(m), ow.div_ceil(m)];
+            let per_tile = alpha * alpha * cin * cout
+                + TRANSFORM_COST
+                    * (2 * alpha * alpha * alpha * cin + (alpha + m) * alpha * m * cout);
+            (tiles[0] * tiles[1] * per_tile, Plan { transform, tiles })
+        })
+        .min_by_key(|&(work, _)| work)
+        .filter(|&(work, _)| work * 100 < direct * MAX_WORK_PERCENT)
+        .map(|(_, plan)| plan)
+    }
+
+    /// The plan with tile size `m`, whether or not it saves work (for tests).
+    #[cfg(test)]
+    fn with_m(shape: &ConvShape, m: usize) -> Plan {
+        let (oh, ow) = (shape.window.output[1], shape.window.output[2]);
+        Plan {
+            transform: Transform::of(m),
+            tiles: [oh.div_ceil(m), ow.div_ceil(m)],
+        }
+    }
+
+    fn points(&self) -> usize {
+        self.transform.alpha * self.transform.alpha
+    }
+
+    fn tiles_per_image(&self) -> usize {
+        self.tiles[0] * self.tiles[1]
+    }
+}
+
+/// `y = epilogue(conv(x, kernel))` by `plan`; the caller has checked the lengths.
+pub(crate) fn forward(
+    plan: &Plan,
+    shape: &ConvShape,
+    x: &[f32],
+    kernel: &[f32],
+    epilogue: &Epilogue,
+    y: &mut [f32],
+) -> Result<()> {
+    let (cin, cout, points) = (shape.in_channels, shape.out_channels, plan.points());
+    let level = cpu::active();
+    let panel_len = PackedB::buffer_len(level, cin, cout);
+    with_scratch(Slot::WinogradKernel, points * cin * cout, |u| {
+        transform_kernel(plan.transform, kernel, cin, cout, u);
+        let u: &[f32] = u;
+        with_scratch(Slot::PackedKernel, points * panel_len, |panels| {
+            for (p, panel) in panels.chunks_exact_mut(panel_len).enumerate() {
+                let b = MatRef::row_major(&u[p * cin * cout..][..cin * cout], cin, cout)?;
+                PackedB::new(level, b, panel)?;
+            }
+            let kernels = Kernels {
+                level,
+                u,
+                panels,
+                panel_len,
+                cin,
+                cout,
+            };
+            let per_image = plan.tiles_per_image();
+            let images = MIN_TASK_TILES.div_ceil(per_image).clamp(1, shape.batch);
+            let image_len = shape.window.output_pixels() * cout;
+            let block = block_tiles(points, cin, cout).min(images * per_image);
+            let buf_len = block * points * (cin + cout);
+            for_each_tile_task(y, images * image_len, |t, y_part| {
+                with_scratch(Slot::Columns, buf_len, |buf| {
+                    let mut task = Task {
+                        plan,
+                        shape,
+                        x,
+                        kernels: &kernels,
+                        epilogue,
+                        image0: t * images,
+                        y: y_part,
+                        buf,
+                        block,
+                        result: Ok(()),
+                    };
+                    cpu::run_at(level, &mut task);
+                    task.result
+                })
+            })
+        })
+    })
+}
+
+/// The transformed kernel, one `cin x cout` matrix per point, and its packed
+/// panels.
+struct Kernels<'a> {
+    level: SimdLevel,
+    u: &'a [f32],
+    panels: &'a [f32],
+    panel_len: usize,
+    cin: usize,
+    cout: usize,
+}
+
+impl Kernels<'_> {
+    /// Point `p`'s matrix as the GEMM's packed B.
+    fn packed(&self, p: usize) -> Result<PackedB<'_>> {
+        let plane = self.cin * self.cout;
+        let b = MatRef::row_major(&self.u[p * plane..][..plane], self.cin, self.cout)?;
+        let panels = &self.panels[p * self.panel_len..][..self.panel_len];
+        Ok(PackedB::from_panels(self.level, b, panels))
+    }
+}
+
+/// Tiles of one block for `points` products of `cin` by `cout`.
+fn block_tiles(points: usize, cin: usize, cout: usize) -> usize {
+    let fit = BLOCK_FLOATS / (points * (cin + cout));
+    (fit / BLOCK_GRANULE * BLOCK_GRANULE).max(BLOCK_GRANULE)
+}
+
+/// `u[p][ci][co] = (G g Gᵀ)[p]` for every pair of channels, `p = i*alpha + j`,
+/// from the kernel `(3, 3, cin, cout)`.
+fn transform_kernel(tr: &Transform, kernel: &[f32], cin: usize, cout: usize, u: &mut [f32]) {
+    let alpha = tr.alpha;
+    let plane = cin * cout;
+    let tap = |ky: usize, kx: usize| &kernel[(ky * R + kx) * plane..][..plane];
+    for i in 0..alpha {
+        for j in 0..alpha {
+            let out = &mut u[(i * alpha + j) * plane..][..plane];
+            out.fill(0.0);
+            for ky in 0..R {
+                for kx in 0..R {
+                    let coef = tr.g[i][ky] * tr.g[j][kx];
+                    if coef != 0.0 {
+                        for (o, v) in out.iter_mut().zip(tap(ky, kx)) {
+                            *o += coef * *v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One task: whole images from `image0` on, whose outputs are `y`.
+struct Task<'a> {
+    plan: &'a Plan,
+    shape: &'a ConvShape,
+    x: &'a [f32],
+    kernels: &'a Kernels<'a>,
+    epilogue: &'a Epilogue<'a>,
+    image0: usize,
+    y: &'a mut [f32],
+    /// A block's transformed patches, then its products.
+    buf: &'a mut [f32],
+    block: usize,
+    result: Result<()>,
+}
+
+impl SimdBody for Task<'_> {
+    #[inline(always)]
+    fn run(&mut self) {
+        self.result = self.run_blocks();
+    }
+}
+
+impl Task<'_> {
+    /// Block by block: the patches transformed, one product per point, the
+    /// products transformed back into the output.
+    #[inline(always)]
+    fn run_blocks(&mut self) -> Result<()> {
+        let (cin, cout, block) = (self.shape.in_channels, self.shape.out_channels, self.block);
+        let points = self.plan.points();
+        let image_len = self.shape.window.output_pixels() * cout;
+        let tiles = self.y.len() / image_len * self.plan.tiles_per_image();
+        let (v, prod) = self.buf.split_at_mut(block * points * cin);
+        let mut temp = Patch::new();
+        for first in (0..tiles).step_by(block) {
+            let n = block.min(tiles - first);
+            for q in 0..n {
+                let at = (self.image0, first + q);
+                input_tile(self.plan, self.shape, self.x, at, (v, block, q), &mut temp);
+            }
+            for p in 0..points {
+                let a = MatRef::row_major(&v[p * block * cin..][..n * cin], n, cin)?;
+                let c = MatMut::row_major(&mut prod[p * block * cout..][..n * cout], n, cout)?;
+                let b = self.kernels.packed(p)?;
+                gemm::sgemm_packed(1.0, a, &b, 0.0, c, &Epilogue::default())?;
+            }
+            for q in 0..n {
+                let dst = (&mut *self.y, self.epilogue);
+                output_tile(
+                    self.plan,
+                    self.shape,
+                    first + q,
+                    (prod, block, q),
+                    dst,
+                    &mut temp,
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Channels one pass of a transform works on: one `zmm` register, two `ymm`.
+const LANES: usize = 16;
+type Lanes = [f32; LANES];
+
+/// One tile's temporaries: its half-transformed block of channels, and for the
+/// channels past the last full block, the patch copied out with zeros after
+/// them and the transformed block before it is copied back.
+struct Patch {
+    half: [[Lanes; MAX_ALPHA]; MAX_ALPHA],
+    partial_in: [[Lanes; MAX_ALPHA]; MAX_ALPHA],
+    partial_out: [[Lanes; MAX_ALPHA]; MAX_ALPHA],
+}
+
+impl Patch {
+    fn new() -> Self {
+        let zeros = [[[0.0; LANES]; MAX_ALPHA]; MAX_ALPHA];
+        Patch {
+            half: zeros,
+            partial_in: zeros,
+            partial_out: zeros,
+        }
+    }
+}
+
+/// The block of lanes at `at` in `data`.
+#[inline(always)]
+fn lanes_at(data: &[f32], at: usize) -> &Lanes {
+    data[at..at + LANES].try_into().expect("a block of lanes")
+}
+
+/// The block of lanes at `at` in `data`, to write.
+#[inline(always)]
+fn lanes_at_mut(data: &mut [f32], at: usize) -> &mut Lanes {
+    (&mut data[at..at + LANES])
+        .try_into()
+        .expect("a block of lanes")
+}
+
+/// `o += c * s` lane by lane. The loops around it run over the transform's
+/// rows and columns, whose bounds are not constants, so the compiler
+/// vectorizes this one (a constant-bound loop nest would be unrolled and then
+/// vectorized across the transform's rows, with gathers and scatters).
+#[inline(always)]
+fn add_scaled(o: &mut Lanes, c: f32, s: &Lanes) {
+    for (ol, sl) in o.iter_mut().zip(s) {
+        *ol += c * *sl;
+    }
+}
+
+/// `out(i, Σ_k coefs[i][k] * src(k))` for `i < rows`, `k < cols`, skipping zero
+/// coefficients and absent (zero) sources.
+#[inline(always)]
+fn mix<'s>(
+    coefs: &[[f32; MAX_ALPHA]],
+    (rows, cols): (usize, usize),
+    src: impl Fn(usize) -> Option<&'s Lanes>,
+    mut out: impl FnMut(usize, &Lanes),
+) {
+    for (i, row) in coefs.iter().enumerate().take(rows) {
+        let mut o = [0.0f32; LANES];
+        for (k, &c) in row.iter().enumerate().take(cols) {
+            if c != 0.0 {
+                if let Some(s) = src(k) {
+                    add_scaled(&mut o, c, s);
+                }
+            }
+        }
+        out(i, &o);
+    }
+}
+
+/// `V = Bᵀ d B` for one block of channels of an `alpha x alpha` patch:
+/// `half[i][b] = Σ_a Bᵀ[i][a] d[a][b]`, then `v[i][j] = Σ_b Bᵀ[j][b] half[i][b]`
+/// into `out(i*alpha + j, v)`. `d(a, b)` is None for a pixel in the padding.
+#[inline(always)]
+fn transform_patch<'s>(
+    tr: &Transform,
+    d: impl Fn(usize, usize) -> Option<&'s Lanes>,
+    half: &mut [[Lanes; MAX_ALPHA]; MAX_ALPHA],
+    mut out: impl FnMut(usize, &Lanes),
+) {
+    let alpha = tr.alpha;
+    for b in 0..alpha {
+        mix(&tr.bt, (alpha, alpha), |a| d(a, b), |i, o| half[i][b] = *o);
+    }
+    for (i, half_row) in half.iter().enumerate().take(alpha) {
+        mix(
+            &tr.bt,
+            (alpha, alpha),
+            |b| Some(&half_row[b]),
+            |j, o| out(i * alpha + j, o),
+        );
+    }
+}
+
+/// `Y = Aᵀ M A` for one block of channels, rows `< rows` and columns `< cols` of
+/// the `m x m` tile: `half[a][j] = Σ_i Aᵀ[a][i] M[i][j]`, then `y[a][b] = Σ_j
+/// Aᵀ[b][j] half[a][j]` into `out(a, b, y)`.
+#[inline(always)]
+fn transform_products<'s>(
+    tr: &Transform,
+    (rows, cols): (usize, usize),
+    prod: impl Fn(usize, usize) -> &'s Lanes,
+    half: &mut [[Lanes; MAX_ALPHA]; MAX_ALPHA],
+    mut out: impl FnMut(usize, usize, &Lanes),
+) {
+    let alpha = tr.alpha;
+    for j in 0..alpha {
+        mix(
+            &tr.at,
+            (rows, alpha),
+            |i| Some(prod(i, j)),
+            |a, o| half[a][j] = *o,
+        );
+    }
+    for (a, half_row) in half.iter().enumerate().take(rows) {
+        mix(
+            &tr.at,
+            (cols, alpha),
+            |j| Some(&half_row[j]),
+            |b, o| out(a, b, o),
+        );
+    }
+}
+
+/// Transforms the input patch of tile `tile` (counted from image `image0`'s
+/// first) into row `q` of the block `v` at each point `p` (`v` holds `block` rows
+/// of `cin` floats per point), `LANES` channels at a time, the patch's pixels in
+/// the padding read as zeros.
+#[inline(always)]
+fn input_tile(
+    plan: &Plan,
+    shape: &ConvShape,
+    x: &[f32],
+    (image0, tile): (usize, usize),
+    (v, block, q): (&mut [f32], usize, usize),
+    temp: &mut Patch,
+) {
+    let (tr, w, cin) = (plan.transform, &shape.window, shape.in_channels);
+    let alpha = tr.alpha;
+    let per_image = plan.tiles_per_image();
+    let image = image0 + tile / per_image;
+    let (ty, tx) = (tile % per_image / plan.tiles[1], tile % plan.tiles[1]);
+    let (h, wd) = (w.input[1], w.input[2]);
+    // Where each pixel (a, b) of the patch starts in `x`, or None in the padding.
+    let mut start = [[None; MAX_ALPHA]; MAX_ALPHA];
+    for (a, row) in start.iter_mut().enumerate().take(alpha) {
+        let iy = (ty * tr.m + a)
+            .checked_sub(w.pad_before[1])
+            .filter(|&iy| iy < h);
+        for (b, s) in row.iter_mut().enumerate().take(alpha) {
+            let ix = (tx * tr.m + b)
+                .checked_sub(w.pad_before[2])
+                .filter(|&ix| ix < wd);
+            *s = iy
+                .zip(ix)
+                .map(|(iy, ix)| ((image * h + iy) * wd + ix) * cin);
+        }
+    }
+    let row = |p: usize, c0: usize| (p * block + q) * cin + c0;
+    let full = cin / LANES * LANES;
+    for c0 in (0..full).step_by(LANES) {
+        let d = |a: usize, b: usize| start[a][b].map(|at| lanes_at(x, at + c0));
+        transform_patch(tr, d, &mut temp.half, |p, o| {
+            *lanes_at_mut(v, row(p, c0)) = *o
+        });
+    }
+    if full < cin {
+        let lanes = cin - full;
+        for (a, patch_row) in temp.partial_in.iter_mut().enumerate().take(alpha) {
+            for (b, pixel) in patch_row.iter_mut().enumerate().take(alpha) {
+                *pixel = [0.0; LANES];
+                if let Some(at) = start[a][b] {
+                    pixel[..lanes].copy_from_slice(&x[at + full..][..lanes]);
+                }
+            }
+        }
+        let (d, out) = (&temp.partial_in, &mut temp.partial_out);
+        transform_patch(
+            tr,
+            |a, b| Some(&d[a][b]),
+            &mut temp.half,
+            |p, o| {
+                out[p / alpha][p % alpha] = *o;
+            },
+        );
+        for p in 0..alpha * alpha {
+            let o = &temp.partial_out[p / alpha][p % alpha];
+            v[row(p, full)..][..lanes].copy_from_slice(&o[..lanes]);
+        }
+    }
+}
+
+/// Transforms the products of tile `tile` (row `q` of the block `prod` at each
+/// point) back, `LANES` channels at a time, writes the pixels inside the output
+/// and applies the epilogue to them.
+#[inline(always)]
+fn output_tile(
+    plan: &Plan,
+    shape: &ConvShape,
+    tile: usize,
+    (prod, block, q): (&[f32], usize, usize),
+    (y, epilogue): (&mut [f32], &Epilogue),
+    temp: &mut Patch,
+) {
+    let (tr, w, cout) = (plan.transform, &shape.window, shape.out_channels);
+    let (alpha, m) = (tr.alpha, tr.m);
+    let per_image = plan.tiles_per_image();
+    let image = tile / per_image;
+    let (ty, tx) = (tile % per_image / plan.tiles[1], tile % plan.tiles[1]);
+    let (oh, ow) = (w.output[1], w.output[2]);
+    let extent = (m.min(oh - ty * m), m.min(ow - tx * m));
+    let pixel = |a: usize, b: usize| ((image * oh + ty * m + a) * ow + tx * m + b) * cout;
+    let point = |i: usize, j: usize, c0: usize| ((i * alpha + j) * block + q) * cout + c0;
+    let full = cout / LANES * LANES;
+    for c0 in (0..full).step_by(LANES) {
+        let src = |i: usize, j: usize| lanes_at(prod, point(i, j, c0));
+        transform_products(tr, extent, src, &mut temp.half, |a, b, o| {
+            *lanes_at_mut(y, pixel(a, b) + c0) = *o;
+        });
+    }
+    if full < cout {
+        let lanes = cout - full;
+        for (i, row) in temp.partial_in.iter_mut().enumerate().take(alpha) {
+            for (j, p) in row.iter_mut().enumerate().take(alpha) {
+                *p = [0.0; LANES];
+                p[..lanes].copy_from_slice(&prod[point(i, j, full)..][..lanes]);
+            }
+        }
+        let src = &temp.partial_in;
+        transform_products(
+            tr,
+            extent,
+            |i, j| &src[i][j],
+            &mut temp.half,
+            |a, b, o| {
+                y[pixel(a, b) + full..][..lanes].copy_from_slice(&o[..lanes]);
+            },
+        );
+    }
+    if !epilogue.is_identity() {
+        for a in 0..extent.0 {
+            for b in 0..extent.1 {
+                epilogue.apply(&mut y[pixel(a, b)..][..cout], 0);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv;
+    use crate::window::{Padding, Window};
+
+    /// The 1-D identity `y_i = Σ_k g_k d_{i+k}` in f64 from the f32 matrices.
+    #[test]
+    fn transforms_compute_the_correlation() {
+        for m in 2..=MAX_M {
+            let tr = Transform::of(m);
+            let alpha = tr.alpha;
+            let d: Vec<f64> = (0..alpha).map(|i| (i as f64 * 0.37 + 0.1).sin()).collect();
+            let g = [0.3, -1.1, 0.7];
+            let bd: Vec<f64> = (0..alpha)
+                .map(|j| (0..alpha).map(|a| f64::from(tr.bt[j][a]) * d[a]).sum())
+                .collect();
+            let gg: Vec<f64> = (0..alpha)
+                .map(|j| (0..R).map(|k| f64::from(tr.g[j][k]) * g[k]).sum())
+                .collect();
+            for i in 0..m {
+                let got: f64 = (0..alpha)
+                    .map(|j| f64::from(tr.at[i][j]) * gg[j] * bd[j])
+                    .sum();
+                let want: f64 = (0..R).map(|k| g[k] * d[i + k]).sum();
+                assert!(
+                    (got - want).abs() < 1e-6,
+                    "m = {m}, y[{i}] = {got}, want {want}"
+                );
+            }
+        }
+    }
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Every tile size against the direct convolution in f64, over image sizes
+    /// that leave partial tiles, both paddings and channel counts around the
+    /// SIMD widths, with and without bias.
+    #[test]
+    fn every_tile_size_matches_direct() {
+        for m in 2..=MAX_M {
+            for (batch, h, wd, cin, cout, padding) in [
+                (1, 3, 3, 16, 16, Padding::Valid),
+                (2, 5, 7, 17, 33, Padding::Same),
+                (1, 9, 9, 64, 64, Padding::Same),
+                (3, 11, 6, 32, 20, Padding::Valid),
+                (1, 1, 1, 16, 16, Padding::Same),
+                (2, 1, 13, 24, 16, Padding::Same),
+                (1, 30, 30, 32, 64, Padding::Valid),
+            ] {
+                let window =
+                    Window::new("test", &[h, wd], &[3, 3], &[1, 1], &[1, 1], padding).unwrap();
+                let shape = ConvShape::new("test", batch, window, cin, cout, 1).unwrap();
+                let x = values(shape.input_len(), 1);
+                let k = values(shape.kernel_len(), 2);
+                let bias = values(cout, 3);
+                let mut want = vec![0.0; shape.output_len()];
+                conv::direct_forward(&shape, &x, &k, Some(&bias), &mut want).unwrap();
+                let mut got = vec![f32::NAN; shape.output_len()];
+                let ep = Epilogue {
+                    bias: Some(&bias),
+                    activation: None,
+                };
+                forward(&Plan::with_m(&shape, m), &shape, &x, &k, &ep, &mut got).unwrap();
+                let tol = 4.0 * f32::EPSILON * (9 * cin + 1) as f32;
+                let worst = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(g, w)| (g - w).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(
+                    worst <= tol,
+                    "m = {m}, {batch}x{h}x{wd}x{cin} -> {cout} {padding:?}: error {worst} > {tol}"
+                );
+            }
+        }
+    }
+
+    /// The shapes the tile size is picked for, and those that keep the direct
+    /// product.
+    #[test]
+    fn plans_pick_the_tile_that_fits() {
+        let plan = |h: usize, cin: usize, cout: usize, padding: Padding, stride: usize| {
+            let window = Window::new(
+                "test",
+                &[h, h],
+                &[3, 3],
+                &[stride, stride],
+                &[1, 1],
+                padding,
+            )
+            .unwrap();
+            let shape = ConvShape::new("test", 2, window, cin, cout, 1).unwrap();
+            Plan::for_shape(&shape).map(|p| p.transform.m)
+        };
+        assert_eq!(plan(9, 64, 64, Padding::Same, 1), Some(3));
+        assert_eq!(plan(30, 32, 64, Padding::Valid, 1), Some(4));
+        assert_eq!(plan(30, 3, 64, Padding::Valid, 1), None);
+        assert_eq!(plan(30, 64, 64, Padding::Valid, 2), None);
+        assert_eq!(plan(3, 64, 64, Padding::Valid, 1), None);
+    }
+}
