@@ -18,19 +18,26 @@
 //! size (a 9 x 9 output fits three tiles of 3, a 28 x 28 one seven of 4); shapes
 //! where none saves enough over the direct product keep it.
 //!
-//! The transforms are those of Toom-Cook interpolation at the points 0, ±1, 2
-//! (`m = 3`, and 1/2, -2 for `m = 4`) and infinity, built in f64 from the points
-//! (see [`Transform::new`]): Aᵀ evaluates, G evaluates the kernel, Bᵀ is the
-//! transposed inverse of the evaluation matrix, each of its rows scaled to small
-//! integers with the inverse scale moved into G (applied once per call, to the
-//! kernel). Rounding differs from the direct product's; the error stays within
-//! the few units in the last place per term that the tests allow.
+//! The transforms are those of Toom-Cook interpolation at the points 0, ±1 (and
+//! 2 for `m = 3`, 1/2 and -2 for `m = 4`, a third of the rounding error of ±2)
+//! and infinity: Aᵀ evaluates, G evaluates the kernel, Bᵀ is the transposed
+//! inverse of the evaluation matrix, each of its rows scaled to small integers
+//! with the inverse scale moved into G (applied once per call, to the kernel).
+//! They are constants here ([`Tiling`]), so the unrolled transforms skip the
+//! zero coefficients; the tests build them from the points in f64 and compare.
+//! Rounding differs from the direct product's; the error stays within the few
+//! units in the last place per term that the tests allow. A NaN or infinity in
+//! a patch spreads to its whole output tile, as with any Winograd convolution.
+//!
+//! The transforms run on blocks of 16 channels held in registers (one `zmm`,
+//! two `ymm`, or a plain array at the portable level; [`Vector`]), with a
+//! multiply then an add, never fused, so they give the same bits at every level.
 //!
 //! Work is split by whole images, a fixed number per task from the shapes alone,
 //! and every output element is computed by one task in one order: results are
 //! bitwise identical for any thread count.
 
-use std::sync::OnceLock;
+use std::mem::MaybeUninit;
 
 use crate::conv::for_each_tile_task;
 use crate::conv::ConvShape;
@@ -57,142 +64,16 @@ const BLOCK_GRANULE: usize = 12;
 const MIN_TASK_TILES: usize = 24;
 /// Cost of one multiply-add of a transform relative to one of the GEMM, in the
 /// work estimate that picks `m` (transforms stream their operands once).
-const TRANSFORM_COST: usize = 4;
+const TRANSFORM_COST: usize = 2;
 /// Winograd is used when its estimated work is below this fraction (in
 /// percent) of the direct product's.
 const MAX_WORK_PERCENT: usize = 75;
 
-/// The matrices of `F(m, 3)`: `bt` (alpha x alpha), `at` (m x alpha), `g`
-/// (alpha x 3).
-#[derive(Clone, Copy, Debug)]
-struct Transform {
-    m: usize,
-    alpha: usize,
-    bt: [[f32; MAX_ALPHA]; MAX_ALPHA],
-    at: [[f32; MAX_ALPHA]; MAX_M],
-    g: [[f32; R]; MAX_ALPHA],
-}
-
-/// `M⁻¹` of the leading `n x n` block, by Gauss-Jordan elimination with partial
-/// pivoting (the matrices are small Vandermonde ones, well away from singular).
-fn invert(mut a: [[f64; MAX_ALPHA]; MAX_ALPHA], n: usize) -> [[f64; MAX_ALPHA]; MAX_ALPHA] {
-    let mut inv = [[0.0; MAX_ALPHA]; MAX_ALPHA];
-    for (i, row) in inv.iter_mut().enumerate().take(n) {
-        row[i] = 1.0;
-    }
-    for col in 0..n {
-        let pivot = (col..n)
-            .max_by(|&p, &q| a[p][col].abs().total_cmp(&a[q][col].abs()))
-            .unwrap_or(col);
-        a.swap(col, pivot);
-        inv.swap(col, pivot);
-        let d = a[col][col];
-        for j in 0..n {
-            a[col][j] /= d;
-            inv[col][j] /= d;
-        }
-        for r in 0..n {
-            if r != col && a[r][col] != 0.0 {
-                let f = a[r][col];
-                for j in 0..n {
-                    a[r][j] -= f * a[col][j];
-                    inv[r][j] -= f * inv[col][j];
-                }
-            }
-        }
-    }
-    inv
-}
-
-impl Transform {
-    /// The transforms of `F(m, 3)` at the finite `points` (`m + 1` of them) and
-    /// infinity.
-    ///
-    /// One dimension: the correlation `y_i = Σ_k g_k d_{i+k}` is the transpose of
-    /// the polynomial product `s = u g` (`u` of degree `m - 1`), which Toom-Cook
-    /// computes as `s = C [(E_r g) ⊙ (E_m u)]`, `E_n` evaluating a polynomial of
-    /// `n` coefficients at the points (infinity takes the leading coefficient) and
-    /// `C` the inverse of `E_alpha`. Transposed: `y = E_mᵀ [(E_r g) ⊙ (Cᵀ d)]`, so
-    /// `Aᵀ = E_mᵀ`, `G = E_r` and `Bᵀ = Cᵀ`.
-    fn new(m: usize, points: &[f64]) -> Self {
-        let alpha = m + R - 1;
-        assert!(m <= MAX_M && points.len() == alpha - 1);
-        // Evaluation of `n` coefficients at point j (the last row: infinity).
-        let eval = |j: usize, t: usize, n: usize| -> f64 {
-            if j == alpha - 1 {
-                f64::from(u8::from(t == n - 1))
-            } else {
-                points[j].powi(t as i32)
-            }
-        };
-        let mut e = [[0.0; MAX_ALPHA]; MAX_ALPHA];
-        for (j, row) in e.iter_mut().enumerate().take(alpha) {
-            for (t, v) in row.iter_mut().enumerate().take(alpha) {
-                *v = eval(j, t, alpha);
-            }
-        }
-        let c = invert(e, alpha);
-        let mut bt = [[0.0f32; MAX_ALPHA]; MAX_ALPHA];
-        let mut g = [[0.0f32; R]; MAX_ALPHA];
-        for j in 0..alpha {
-            let mut row = [0.0f64; MAX_ALPHA];
-            for (t, v) in row.iter_mut().enumerate().take(alpha) {
-                *v = c[t][j];
-            }
-            // Scale the row so its smallest coefficient is ±1 (integers for
-            // integer points) and move the inverse scale into G.
-            let scale = row[..alpha]
-                .iter()
-                .filter(|v| v.abs() > 1e-12)
-                .map(|v| v.abs())
-                .fold(f64::INFINITY, f64::min);
-            for v in row.iter_mut() {
-                *v /= scale;
-                if (*v - v.round()).abs() < 1e-9 {
-                    *v = v.round();
-                }
-            }
-            for (t, v) in row.iter().enumerate() {
-                bt[j][t] = *v as f32;
-            }
-            for (k, gk) in g[j].iter_mut().enumerate() {
-                *gk = (eval(j, k, R) * scale) as f32;
-            }
-        }
-        let mut at = [[0.0f32; MAX_ALPHA]; MAX_M];
-        for (i, row) in at.iter_mut().enumerate().take(m) {
-            for (j, v) in row.iter_mut().enumerate().take(alpha) {
-                *v = eval(j, i, m) as f32;
-            }
-        }
-        Transform {
-            m,
-            alpha,
-            bt,
-            at,
-            g,
-        }
-    }
-
-    /// `F(m, 3)` for `m` in 2..=4.
-    fn of(m: usize) -> &'static Transform {
-        static ALL: OnceLock<[Transform; 3]> = OnceLock::new();
-        let all = ALL.get_or_init(|| {
-            [
-                Transform::new(2, &[0.0, 1.0, -1.0]),
-                Transform::new(3, &[0.0, 1.0, -1.0, 2.0]),
-                // ±1/2 with -2 instead of ±2: a third of the rounding error.
-                Transform::new(4, &[0.0, 1.0, -1.0, 0.5, -2.0]),
-            ]
-        });
-        &all[m - 2]
-    }
-}
-
-/// How one convolution runs: its transform and tiling.
+/// How one convolution runs: its tile size and tiling.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Plan {
-    transform: &'static Transform,
+    /// Tile edge `m` of `F(m x m, 3 x 3)`.
+    m: usize,
     /// Tiles down and across one image.
     tiles: [usize; 2],
 }
@@ -226,13 +107,12 @@ impl Plan {
         let (oh, ow) = (shape.window.output[1], shape.window.output[2]);
         let direct = oh * ow * R * R * cin * cout;
         ms.map(|m| {
-            let transform = Transform::of(m);
-            let alpha = transform.alpha;
+            let alpha = m + R - 1;
             let tiles = [oh.div_ceil(m), ow.div_ceil(m)];
             let per_tile = alpha * alpha * cin * cout
                 + TRANSFORM_COST
                     * (2 * alpha * alpha * alpha * cin + (alpha + m) * alpha * m * cout);
-            (tiles[0] * tiles[1] * per_tile, Plan { transform, tiles })
+            (tiles[0] * tiles[1] * per_tile, Plan { m, tiles })
         })
         .min_by_key(|&(work, _)| work)
         .filter(|&(work, _)| work * 100 < direct * MAX_WORK_PERCENT)
@@ -244,13 +124,13 @@ impl Plan {
     fn with_m(shape: &ConvShape, m: usize) -> Plan {
         let (oh, ow) = (shape.window.output[1], shape.window.output[2]);
         Plan {
-            transform: Transform::of(m),
+            m,
             tiles: [oh.div_ceil(m), ow.div_ceil(m)],
         }
     }
 
     fn points(&self) -> usize {
-        self.transform.alpha * self.transform.alpha
+        (self.m + R - 1) * (self.m + R - 1)
     }
 
     fn tiles_per_image(&self) -> usize {
@@ -267,11 +147,27 @@ pub(crate) fn forward(
     epilogue: &Epilogue,
     y: &mut [f32],
 ) -> Result<()> {
+    forward_at(cpu::active(), plan, shape, x, kernel, epilogue, y)
+}
+
+/// [`forward`] at SIMD level `level`, which the CPU supports.
+fn forward_at(
+    level: SimdLevel,
+    plan: &Plan,
+    shape: &ConvShape,
+    x: &[f32],
+    kernel: &[f32],
+    epilogue: &Epilogue,
+    y: &mut [f32],
+) -> Result<()> {
     let (cin, cout, points) = (shape.in_channels, shape.out_channels, plan.points());
-    let level = cpu::active();
     let panel_len = PackedB::buffer_len(level, cin, cout);
     with_scratch(Slot::WinogradKernel, points * cin * cout, |u| {
-        transform_kernel(plan.transform, kernel, cin, cout, u);
+        match plan.m {
+            2 => transform_kernel::<F2>(kernel, cin, cout, u),
+            3 => transform_kernel::<F3>(kernel, cin, cout, u),
+            _ => transform_kernel::<F4>(kernel, cin, cout, u),
+        }
         let u: &[f32] = u;
         with_scratch(Slot::PackedKernel, points * panel_len, |panels| {
             for (p, panel) in panels.chunks_exact_mut(panel_len).enumerate() {
@@ -342,8 +238,8 @@ fn block_tiles(points: usize, cin: usize, cout: usize) -> usize {
 
 /// `u[p][ci][co] = (G g Gᵀ)[p]` for every pair of channels, `p = i*alpha + j`,
 /// from the kernel `(3, 3, cin, cout)`.
-fn transform_kernel(tr: &Transform, kernel: &[f32], cin: usize, cout: usize, u: &mut [f32]) {
-    let alpha = tr.alpha;
+fn transform_kernel<T: Tiling>(kernel: &[f32], cin: usize, cout: usize, u: &mut [f32]) {
+    let alpha = T::M + R - 1;
     let plane = cin * cout;
     let tap = |ky: usize, kx: usize| &kernel[(ky * R + kx) * plane..][..plane];
     for i in 0..alpha {
@@ -352,7 +248,7 @@ fn transform_kernel(tr: &Transform, kernel: &[f32], cin: usize, cout: usize, u: 
             out.fill(0.0);
             for ky in 0..R {
                 for kx in 0..R {
-                    let coef = tr.g[i][ky] * tr.g[j][kx];
+                    let coef = T::G[i][ky] * T::G[j][kx];
                     if coef != 0.0 {
                         for (o, v) in out.iter_mut().zip(tap(ky, kx)) {
                             *o += coef * *v;
@@ -382,26 +278,53 @@ struct Task<'a> {
 impl SimdBody for Task<'_> {
     #[inline(always)]
     fn run(&mut self) {
-        self.result = self.run_blocks();
+        self.result = match self.kernels.level {
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx512 => self.run_with::<vectors::Avx512>(),
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx2Fma => self.run_with::<vectors::Avx2>(),
+            _ => self.run_with::<vectors::Portable>(),
+        };
     }
 }
 
 impl Task<'_> {
-    /// Block by block: the patches transformed, one product per point, the
-    /// products transformed back into the output.
+    /// [`run_blocks`](Self::run_blocks) with the transforms' size as constants.
     #[inline(always)]
-    fn run_blocks(&mut self) -> Result<()> {
+    fn run_with<V: Vector>(&mut self) -> Result<()> {
+        match self.plan.m {
+            2 => self.run_blocks::<V, F2, 4, 2>(),
+            3 => self.run_blocks::<V, F3, 5, 3>(),
+            _ => self.run_blocks::<V, F4, 6, 4>(),
+        }
+    }
+
+    /// Block by block: the patches transformed, one product per point, the
+    /// products transformed back into the output. Runs where the CPU supports
+    /// `V`'s instruction set (the task is run at the level `V` stands for).
+    #[inline(always)]
+    fn run_blocks<V: Vector, T: Tiling, const A: usize, const M: usize>(&mut self) -> Result<()> {
         let (cin, cout, block) = (self.shape.in_channels, self.shape.out_channels, self.block);
-        let points = self.plan.points();
+        let points = A * A;
         let image_len = self.shape.window.output_pixels() * cout;
         let tiles = self.y.len() / image_len * self.plan.tiles_per_image();
         let (v, prod) = self.buf.split_at_mut(block * points * cin);
-        let mut temp = Patch::new();
+        let mut partial = [[0.0; LANES]; MAX_ALPHA * MAX_ALPHA];
         for first in (0..tiles).step_by(block) {
             let n = block.min(tiles - first);
             for q in 0..n {
                 let at = (self.image0, first + q);
-                input_tile(self.plan, self.shape, self.x, at, (v, block, q), &mut temp);
+                // SAFETY: the task runs at `V`'s level (see above).
+                unsafe {
+                    input_tile::<V, T, A>(
+                        self.plan,
+                        self.shape,
+                        self.x,
+                        at,
+                        (v, block, q),
+                        &mut partial,
+                    )
+                };
             }
             for p in 0..points {
                 let a = MatRef::row_major(&v[p * block * cin..][..n * cin], n, cin)?;
@@ -410,41 +333,240 @@ impl Task<'_> {
                 gemm::sgemm_packed(1.0, a, &b, 0.0, c, &Epilogue::default())?;
             }
             for q in 0..n {
-                let dst = (&mut *self.y, self.epilogue);
-                output_tile(
-                    self.plan,
-                    self.shape,
-                    first + q,
-                    (prod, block, q),
-                    dst,
-                    &mut temp,
-                );
+                let (tile, dst) = (first + q, (&mut *self.y, self.epilogue));
+                // SAFETY: as above.
+                unsafe {
+                    output_tile::<V, T, A, M>(
+                        self.plan,
+                        self.shape,
+                        tile,
+                        (prod, block, q),
+                        dst,
+                        &mut partial,
+                    )
+                };
             }
         }
         Ok(())
     }
 }
 
+/// The transform matrices of one tile size as constants, so that the
+/// transforms, unrolled, multiply by the nonzero coefficients only (and by 1 not
+/// at all). They are the Toom-Cook matrices that the tests build from the points
+/// in f64 (`tests::Transform::new`) and compare with these.
+trait Tiling {
+    /// The tile edge.
+    const M: usize;
+    /// `Bᵀ`, `alpha x alpha` (the rest zeros).
+    const BT: [[f32; MAX_ALPHA]; MAX_ALPHA];
+    /// `Aᵀ`, `m x alpha`.
+    const AT: [[f32; MAX_ALPHA]; MAX_M];
+    /// `G`, `alpha x 3`.
+    const G: [[f32; R]; MAX_ALPHA];
+}
+
+/// `F(2, 3)`: points 0, ±1.
+struct F2;
+/// `F(3, 3)`: points 0, ±1, 2.
+struct F3;
+/// `F(4, 3)`: points 0, ±1, 1/2, -2.
+struct F4;
+
+impl Tiling for F2 {
+    const M: usize = 2;
+    const BT: [[f32; MAX_ALPHA]; MAX_ALPHA] = [
+        [1.0, 0.0, -1.0, 0.0, 0.0, 0.0],
+        [0.0, 1.0, 1.0, 0.0, 0.0, 0.0],
+        [0.0, -1.0, 1.0, 0.0, 0.0, 0.0],
+        [0.0, -1.0, 0.0, 1.0, 0.0, 0.0],
+        [0.0; MAX_ALPHA],
+        [0.0; MAX_ALPHA],
+    ];
+    const AT: [[f32; MAX_ALPHA]; MAX_M] = [
+        [1.0, 1.0, 1.0, 0.0, 0.0, 0.0],
+        [0.0, 1.0, -1.0, 1.0, 0.0, 0.0],
+        [0.0; MAX_ALPHA],
+        [0.0; MAX_ALPHA],
+    ];
+    const G: [[f32; R]; MAX_ALPHA] = [
+        [1.0, 0.0, 0.0],
+        [0.5, 0.5, 0.5],
+        [0.5, -0.5, 0.5],
+        [0.0, 0.0, 1.0],
+        [0.0; R],
+        [0.0; R],
+    ];
+}
+
+impl Tiling for F3 {
+    const M: usize = 3;
+    const BT: [[f32; MAX_ALPHA]; MAX_ALPHA] = [
+        [2.0, -1.0, -2.0, 1.0, 0.0, 0.0],
+        [0.0, 2.0, 1.0, -1.0, 0.0, 0.0],
+        [0.0, -2.0, 3.0, -1.0, 0.0, 0.0],
+        [0.0, -1.0, 0.0, 1.0, 0.0, 0.0],
+        [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
+        [0.0; MAX_ALPHA],
+    ];
+    const AT: [[f32; MAX_ALPHA]; MAX_M] = [
+        [1.0, 1.0, 1.0, 1.0, 0.0, 0.0],
+        [0.0, 1.0, -1.0, 2.0, 0.0, 0.0],
+        [0.0, 1.0, 1.0, 4.0, 1.0, 0.0],
+        [0.0; MAX_ALPHA],
+    ];
+    const G: [[f32; R]; MAX_ALPHA] = [
+        [0.5, 0.0, 0.0],
+        [0.5, 0.5, 0.5],
+        [0.16666667, -0.16666667, 0.16666667],
+        [0.16666667, 0.33333334, 0.6666667],
+        [0.0, 0.0, 1.0],
+        [0.0; R],
+    ];
+}
+
+impl Tiling for F4 {
+    const M: usize = 4;
+    const BT: [[f32; MAX_ALPHA]; MAX_ALPHA] = [
+        [1.0, -1.5, -2.0, 1.5, 1.0, 0.0],
+        [0.0, -2.0, 1.0, 5.0, 2.0, 0.0],
+        [0.0, -2.0, 5.0, -1.0, -2.0, 0.0],
+        [0.0, 2.0, 1.0, -2.0, -1.0, 0.0],
+        [0.0, 1.0, -2.0, -1.0, 2.0, 0.0],
+        [0.0, 1.0, -1.5, -2.0, 1.5, 1.0],
+    ];
+    const AT: [[f32; MAX_ALPHA]; MAX_M] = [
+        [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+        [0.0, 1.0, -1.0, 0.5, -2.0, 0.0],
+        [0.0, 1.0, 1.0, 0.25, 4.0, 0.0],
+        [0.0, 1.0, -1.0, 0.125, -8.0, 1.0],
+    ];
+    const G: [[f32; R]; MAX_ALPHA] = [
+        [1.0, 0.0, 0.0],
+        [0.16666667, 0.16666667, 0.16666667],
+        [0.16666667, -0.16666667, 0.16666667],
+        [1.0666667, 0.53333336, 0.26666668],
+        [0.033333335, -0.06666667, 0.13333334],
+        [0.0, 0.0, 1.0],
+    ];
+}
+
 /// Channels one pass of a transform works on: one `zmm` register, two `ymm`.
 const LANES: usize = 16;
 type Lanes = [f32; LANES];
 
-/// One tile's temporaries: its half-transformed block of channels, and for the
-/// channels past the last full block, the patch copied out with zeros after
-/// them and the transformed block before it is copied back.
-struct Patch {
-    half: [[Lanes; MAX_ALPHA]; MAX_ALPHA],
-    partial_in: [[Lanes; MAX_ALPHA]; MAX_ALPHA],
-    partial_out: [[Lanes; MAX_ALPHA]; MAX_ALPHA],
+/// A block of `LANES` channels in registers, for the transforms.
+///
+/// Each implementation uses one instruction set: its methods run only where
+/// the CPU supports it (their `unsafe` contract).
+trait Vector: Copy {
+    /// # Safety
+    /// The CPU supports the implementation's instruction set (all methods).
+    unsafe fn zero() -> Self;
+    unsafe fn load(src: &Lanes) -> Self;
+    unsafe fn store(self, dst: &mut Lanes);
+    /// `self + c * x`, a multiply then an add (not fused): the same bits at
+    /// every level.
+    unsafe fn add_scaled(self, c: f32, x: Self) -> Self;
 }
 
-impl Patch {
-    fn new() -> Self {
-        let zeros = [[[0.0; LANES]; MAX_ALPHA]; MAX_ALPHA];
-        Patch {
-            half: zeros,
-            partial_in: zeros,
-            partial_out: zeros,
+mod vectors {
+    use super::{Lanes, Vector, LANES};
+
+    /// Plain arrays, for the portable level.
+    #[derive(Clone, Copy)]
+    pub(super) struct Portable(Lanes);
+
+    impl Vector for Portable {
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            Portable([0.0; LANES])
+        }
+        #[inline(always)]
+        unsafe fn load(src: &Lanes) -> Self {
+            Portable(*src)
+        }
+        #[inline(always)]
+        unsafe fn store(self, dst: &mut Lanes) {
+            *dst = self.0;
+        }
+        #[inline(always)]
+        unsafe fn add_scaled(mut self, c: f32, x: Self) -> Self {
+            for (s, v) in self.0.iter_mut().zip(x.0) {
+                *s += c * v;
+            }
+            self
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    pub(super) use x86::{Avx2, Avx512};
+
+    #[cfg(target_arch = "x86_64")]
+    mod x86 {
+        use std::arch::x86_64::*;
+
+        use super::super::{Lanes, Vector};
+
+        /// Two `ymm` registers.
+        #[derive(Clone, Copy)]
+        pub(in super::super) struct Avx2([__m256; 2]);
+
+        // SAFETY (every block below): the contract of `Vector`, the CPU supports
+        // AVX; `Lanes` holds 16 floats, the two vectors' worth.
+        impl Vector for Avx2 {
+            #[inline(always)]
+            unsafe fn zero() -> Self {
+                unsafe { Avx2([_mm256_setzero_ps(); 2]) }
+            }
+            #[inline(always)]
+            unsafe fn load(src: &Lanes) -> Self {
+                let p = src.as_ptr();
+                unsafe { Avx2([_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))]) }
+            }
+            #[inline(always)]
+            unsafe fn store(self, dst: &mut Lanes) {
+                let p = dst.as_mut_ptr();
+                unsafe {
+                    _mm256_storeu_ps(p, self.0[0]);
+                    _mm256_storeu_ps(p.add(8), self.0[1]);
+                }
+            }
+            #[inline(always)]
+            unsafe fn add_scaled(self, c: f32, x: Self) -> Self {
+                unsafe {
+                    let c = _mm256_set1_ps(c);
+                    Avx2([
+                        _mm256_add_ps(self.0[0], _mm256_mul_ps(c, x.0[0])),
+                        _mm256_add_ps(self.0[1], _mm256_mul_ps(c, x.0[1])),
+                    ])
+                }
+            }
+        }
+
+        /// One `zmm` register.
+        #[derive(Clone, Copy)]
+        pub(in super::super) struct Avx512(__m512);
+
+        // SAFETY (every block below): the contract of `Vector`, the CPU supports
+        // AVX-512F; `Lanes` holds 16 floats, one vector.
+        impl Vector for Avx512 {
+            #[inline(always)]
+            unsafe fn zero() -> Self {
+                unsafe { Avx512(_mm512_setzero_ps()) }
+            }
+            #[inline(always)]
+            unsafe fn load(src: &Lanes) -> Self {
+                unsafe { Avx512(_mm512_loadu_ps(src.as_ptr())) }
+            }
+            #[inline(always)]
+            unsafe fn store(self, dst: &mut Lanes) {
+                unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), self.0) }
+            }
+            #[inline(always)]
+            unsafe fn add_scaled(self, c: f32, x: Self) -> Self {
+                unsafe { Avx512(_mm512_add_ps(self.0, _mm512_mul_ps(_mm512_set1_ps(c), x.0))) }
+            }
         }
     }
 }
@@ -463,120 +585,132 @@ fn lanes_at_mut(data: &mut [f32], at: usize) -> &mut Lanes {
         .expect("a block of lanes")
 }
 
-/// `o += c * s` lane by lane. The loops around it run over the transform's
-/// rows and columns, whose bounds are not constants, so the compiler
-/// vectorizes this one (a constant-bound loop nest would be unrolled and then
-/// vectorized across the transform's rows, with gathers and scatters).
+/// `Σ_k coefs[k] * src[k]` over the nonzero coefficients and present sources.
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set.
 #[inline(always)]
-fn add_scaled(o: &mut Lanes, c: f32, s: &Lanes) {
-    for (ol, sl) in o.iter_mut().zip(s) {
-        *ol += c * *sl;
-    }
-}
-
-/// `out(i, Σ_k coefs[i][k] * src(k))` for `i < rows`, `k < cols`, skipping zero
-/// coefficients and absent (zero) sources.
-#[inline(always)]
-fn mix<'s>(
-    coefs: &[[f32; MAX_ALPHA]],
-    (rows, cols): (usize, usize),
-    src: impl Fn(usize) -> Option<&'s Lanes>,
-    mut out: impl FnMut(usize, &Lanes),
-) {
-    for (i, row) in coefs.iter().enumerate().take(rows) {
-        let mut o = [0.0f32; LANES];
-        for (k, &c) in row.iter().enumerate().take(cols) {
-            if c != 0.0 {
-                if let Some(s) = src(k) {
-                    add_scaled(&mut o, c, s);
-                }
+unsafe fn combine<V: Vector, const K: usize>(coefs: &[f32; MAX_ALPHA], src: &[Option<V>; K]) -> V {
+    // SAFETY: forwarded.
+    unsafe {
+        let mut o = V::zero();
+        for (&c, s) in coefs.iter().zip(src) {
+            if let Some(s) = s.filter(|_| c != 0.0) {
+                o = o.add_scaled(c, s);
             }
         }
-        out(i, &o);
+        o
     }
 }
 
-/// `V = Bᵀ d B` for one block of channels of an `alpha x alpha` patch:
-/// `half[i][b] = Σ_a Bᵀ[i][a] d[a][b]`, then `v[i][j] = Σ_b Bᵀ[j][b] half[i][b]`
-/// into `out(i*alpha + j, v)`. `d(a, b)` is None for a pixel in the padding.
+/// `V = Bᵀ d B` for one block of channels of an `A x A` patch:
+/// `half[b][i] = Σ_a Bᵀ[i][a] d[a][b]`, then `v[i][j] = Σ_b Bᵀ[j][b] half[b][i]`
+/// into `out(i*A + j, v)`. `d(a, b)` is None for a pixel in the padding.
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set.
 #[inline(always)]
-fn transform_patch<'s>(
-    tr: &Transform,
+unsafe fn transform_patch<'s, V: Vector, const A: usize>(
+    bt: &[[f32; MAX_ALPHA]; MAX_ALPHA],
     d: impl Fn(usize, usize) -> Option<&'s Lanes>,
-    half: &mut [[Lanes; MAX_ALPHA]; MAX_ALPHA],
-    mut out: impl FnMut(usize, &Lanes),
+    mut out: impl FnMut(usize, V),
 ) {
-    let alpha = tr.alpha;
-    for b in 0..alpha {
-        mix(&tr.bt, (alpha, alpha), |a| d(a, b), |i, o| half[i][b] = *o);
-    }
-    for (i, half_row) in half.iter().enumerate().take(alpha) {
-        mix(
-            &tr.bt,
-            (alpha, alpha),
-            |b| Some(&half_row[b]),
-            |j, o| out(i * alpha + j, o),
-        );
+    // SAFETY: forwarded.
+    unsafe {
+        // Every element is written before it is read; initialising them would
+        // cost a memset per call (the array does not live in registers).
+        let mut half = [[MaybeUninit::<V>::uninit(); A]; A];
+        for (b, half_col) in half.iter_mut().enumerate() {
+            let mut col = [None; A];
+            for (a, c) in col.iter_mut().enumerate() {
+                *c = d(a, b).map(|s| V::load(s));
+            }
+            for (i, h) in half_col.iter_mut().enumerate() {
+                h.write(combine(&bt[i], &col));
+            }
+        }
+        for i in 0..A {
+            let mut row = [None; A];
+            for (b, r) in row.iter_mut().enumerate() {
+                // SAFETY: written for every b and i above.
+                *r = Some(half[b][i].assume_init());
+            }
+            for j in 0..A {
+                out(i * A + j, combine(&bt[j], &row));
+            }
+        }
     }
 }
 
 /// `Y = Aᵀ M A` for one block of channels, rows `< rows` and columns `< cols` of
-/// the `m x m` tile: `half[a][j] = Σ_i Aᵀ[a][i] M[i][j]`, then `y[a][b] = Σ_j
-/// Aᵀ[b][j] half[a][j]` into `out(a, b, y)`.
+/// the `M x M` tile: `half[j][a] = Σ_i Aᵀ[a][i] M[i][j]`, then `y[a][b] = Σ_j
+/// Aᵀ[b][j] half[j][a]` into `out(a, b, y)`; `m(i*A + j)` is point (i, j).
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set.
 #[inline(always)]
-fn transform_products<'s>(
-    tr: &Transform,
+unsafe fn transform_products<'s, V: Vector, const A: usize, const M: usize>(
+    at: &[[f32; MAX_ALPHA]; MAX_M],
     (rows, cols): (usize, usize),
-    prod: impl Fn(usize, usize) -> &'s Lanes,
-    half: &mut [[Lanes; MAX_ALPHA]; MAX_ALPHA],
-    mut out: impl FnMut(usize, usize, &Lanes),
+    m: impl Fn(usize) -> &'s Lanes,
+    mut out: impl FnMut(usize, usize, V),
 ) {
-    let alpha = tr.alpha;
-    for j in 0..alpha {
-        mix(
-            &tr.at,
-            (rows, alpha),
-            |i| Some(prod(i, j)),
-            |a, o| half[a][j] = *o,
-        );
-    }
-    for (a, half_row) in half.iter().enumerate().take(rows) {
-        mix(
-            &tr.at,
-            (cols, alpha),
-            |j| Some(&half_row[j]),
-            |b, o| out(a, b, o),
-        );
+    // SAFETY: forwarded.
+    unsafe {
+        // As in `transform_patch`: written before read, not initialised.
+        let mut half = [[MaybeUninit::<V>::uninit(); M]; A];
+        for (j, half_col) in half.iter_mut().enumerate() {
+            let mut col = [None; A];
+            for (i, c) in col.iter_mut().enumerate() {
+                *c = Some(V::load(m(i * A + j)));
+            }
+            for (a, h) in half_col.iter_mut().enumerate() {
+                h.write(combine(&at[a], &col));
+            }
+        }
+        for a in 0..rows {
+            let mut row = [None; A];
+            for (j, r) in row.iter_mut().enumerate() {
+                // SAFETY: written for every j and a < M above.
+                *r = Some(half[j][a].assume_init());
+            }
+            for b in 0..cols {
+                out(a, b, combine(&at[b], &row));
+            }
+        }
     }
 }
 
 /// Transforms the input patch of tile `tile` (counted from image `image0`'s
 /// first) into row `q` of the block `v` at each point `p` (`v` holds `block` rows
-/// of `cin` floats per point), `LANES` channels at a time, the patch's pixels in
-/// the padding read as zeros.
+/// of `cin` floats per point): `V = Bᵀ d B`, `LANES` channels at a time in
+/// registers, the patch's pixels in the padding absent (zeros). `partial` holds
+/// the last channels when fewer than a block remain.
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set.
 #[inline(always)]
-fn input_tile(
+unsafe fn input_tile<V: Vector, T: Tiling, const A: usize>(
     plan: &Plan,
     shape: &ConvShape,
     x: &[f32],
     (image0, tile): (usize, usize),
     (v, block, q): (&mut [f32], usize, usize),
-    temp: &mut Patch,
+    partial: &mut [Lanes; MAX_ALPHA * MAX_ALPHA],
 ) {
-    let (tr, w, cin) = (plan.transform, &shape.window, shape.in_channels);
-    let alpha = tr.alpha;
+    let (m, w, cin) = (plan.m, &shape.window, shape.in_channels);
     let per_image = plan.tiles_per_image();
     let image = image0 + tile / per_image;
     let (ty, tx) = (tile % per_image / plan.tiles[1], tile % plan.tiles[1]);
     let (h, wd) = (w.input[1], w.input[2]);
     // Where each pixel (a, b) of the patch starts in `x`, or None in the padding.
-    let mut start = [[None; MAX_ALPHA]; MAX_ALPHA];
-    for (a, row) in start.iter_mut().enumerate().take(alpha) {
-        let iy = (ty * tr.m + a)
+    let mut start = [[None; A]; A];
+    for (a, row) in start.iter_mut().enumerate() {
+        let iy = (ty * m + a)
             .checked_sub(w.pad_before[1])
             .filter(|&iy| iy < h);
-        for (b, s) in row.iter_mut().enumerate().take(alpha) {
-            let ix = (tx * tr.m + b)
+        for (b, s) in row.iter_mut().enumerate() {
+            let ix = (tx * m + b)
                 .checked_sub(w.pad_before[2])
                 .filter(|&ix| ix < wd);
             *s = iy
@@ -588,86 +722,80 @@ fn input_tile(
     let full = cin / LANES * LANES;
     for c0 in (0..full).step_by(LANES) {
         let d = |a: usize, b: usize| start[a][b].map(|at| lanes_at(x, at + c0));
-        transform_patch(tr, d, &mut temp.half, |p, o| {
-            *lanes_at_mut(v, row(p, c0)) = *o
-        });
+        // SAFETY (both calls): the contract.
+        unsafe { transform_patch::<V, A>(&T::BT, d, |p, o| o.store(lanes_at_mut(v, row(p, c0)))) };
     }
     if full < cin {
         let lanes = cin - full;
-        for (a, patch_row) in temp.partial_in.iter_mut().enumerate().take(alpha) {
-            for (b, pixel) in patch_row.iter_mut().enumerate().take(alpha) {
-                *pixel = [0.0; LANES];
-                if let Some(at) = start[a][b] {
-                    pixel[..lanes].copy_from_slice(&x[at + full..][..lanes]);
-                }
+        let mut patch = [[0.0; LANES]; MAX_ALPHA * MAX_ALPHA];
+        for (k, pixel) in patch.iter_mut().enumerate().take(A * A) {
+            if let Some(at) = start[k / A][k % A] {
+                pixel[..lanes].copy_from_slice(&x[at + full..][..lanes]);
             }
         }
-        let (d, out) = (&temp.partial_in, &mut temp.partial_out);
-        transform_patch(
-            tr,
-            |a, b| Some(&d[a][b]),
-            &mut temp.half,
-            |p, o| {
-                out[p / alpha][p % alpha] = *o;
-            },
-        );
-        for p in 0..alpha * alpha {
-            let o = &temp.partial_out[p / alpha][p % alpha];
+        let d = |a: usize, b: usize| Some(&patch[a * A + b]);
+        unsafe { transform_patch::<V, A>(&T::BT, d, |p, o| o.store(&mut partial[p])) };
+        for (p, o) in partial.iter().enumerate().take(A * A) {
             v[row(p, full)..][..lanes].copy_from_slice(&o[..lanes]);
         }
     }
 }
 
 /// Transforms the products of tile `tile` (row `q` of the block `prod` at each
-/// point) back, `LANES` channels at a time, writes the pixels inside the output
-/// and applies the epilogue to them.
+/// point) back (`Y = Aᵀ M A`), `LANES` channels at a time in registers, writes
+/// the pixels inside the output and applies the epilogue to them. `partial`
+/// holds the last channels when fewer than a block remain.
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set.
 #[inline(always)]
-fn output_tile(
+unsafe fn output_tile<V: Vector, T: Tiling, const A: usize, const M: usize>(
     plan: &Plan,
     shape: &ConvShape,
     tile: usize,
     (prod, block, q): (&[f32], usize, usize),
     (y, epilogue): (&mut [f32], &Epilogue),
-    temp: &mut Patch,
+    partial: &mut [Lanes; MAX_ALPHA * MAX_ALPHA],
 ) {
-    let (tr, w, cout) = (plan.transform, &shape.window, shape.out_channels);
-    let (alpha, m) = (tr.alpha, tr.m);
+    let (w, cout) = (&shape.window, shape.out_channels);
     let per_image = plan.tiles_per_image();
     let image = tile / per_image;
     let (ty, tx) = (tile % per_image / plan.tiles[1], tile % plan.tiles[1]);
     let (oh, ow) = (w.output[1], w.output[2]);
-    let extent = (m.min(oh - ty * m), m.min(ow - tx * m));
-    let pixel = |a: usize, b: usize| ((image * oh + ty * m + a) * ow + tx * m + b) * cout;
-    let point = |i: usize, j: usize, c0: usize| ((i * alpha + j) * block + q) * cout + c0;
+    let (rows, cols) = (M.min(oh - ty * M), M.min(ow - tx * M));
+    let pixel = |a: usize, b: usize| ((image * oh + ty * M + a) * ow + tx * M + b) * cout;
+    let point = |p: usize, c0: usize| (p * block + q) * cout + c0;
     let full = cout / LANES * LANES;
     for c0 in (0..full).step_by(LANES) {
-        let src = |i: usize, j: usize| lanes_at(prod, point(i, j, c0));
-        transform_products(tr, extent, src, &mut temp.half, |a, b, o| {
-            *lanes_at_mut(y, pixel(a, b) + c0) = *o;
-        });
+        let m = |p: usize| lanes_at(prod, point(p, c0));
+        // SAFETY (both calls): the contract.
+        unsafe {
+            transform_products::<V, A, M>(&T::AT, (rows, cols), m, |a, b, o| {
+                o.store(lanes_at_mut(y, pixel(a, b) + c0))
+            })
+        };
     }
     if full < cout {
         let lanes = cout - full;
-        for (i, row) in temp.partial_in.iter_mut().enumerate().take(alpha) {
-            for (j, p) in row.iter_mut().enumerate().take(alpha) {
-                *p = [0.0; LANES];
-                p[..lanes].copy_from_slice(&prod[point(i, j, full)..][..lanes]);
+        let mut products = [[0.0; LANES]; MAX_ALPHA * MAX_ALPHA];
+        for (p, point_lanes) in products.iter_mut().enumerate().take(A * A) {
+            point_lanes[..lanes].copy_from_slice(&prod[point(p, full)..][..lanes]);
+        }
+        let m = |p: usize| &products[p];
+        unsafe {
+            transform_products::<V, A, M>(&T::AT, (rows, cols), m, |a, b, o| {
+                o.store(&mut partial[a * M + b])
+            })
+        };
+        for a in 0..rows {
+            for b in 0..cols {
+                y[pixel(a, b) + full..][..lanes].copy_from_slice(&partial[a * M + b][..lanes]);
             }
         }
-        let src = &temp.partial_in;
-        transform_products(
-            tr,
-            extent,
-            |i, j| &src[i][j],
-            &mut temp.half,
-            |a, b, o| {
-                y[pixel(a, b) + full..][..lanes].copy_from_slice(&o[..lanes]);
-            },
-        );
     }
     if !epilogue.is_identity() {
-        for a in 0..extent.0 {
-            for b in 0..extent.1 {
+        for a in 0..rows {
+            for b in 0..cols {
                 epilogue.apply(&mut y[pixel(a, b)..][..cout], 0);
             }
         }
@@ -677,8 +805,149 @@ fn output_tile(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The matrices of `F(m, 3)`: `bt` (alpha x alpha), `at` (m x alpha), `g`
+    /// (alpha x 3).
+    #[derive(Clone, Copy, Debug)]
+    struct Transform {
+        alpha: usize,
+        bt: [[f32; MAX_ALPHA]; MAX_ALPHA],
+        at: [[f32; MAX_ALPHA]; MAX_M],
+        g: [[f32; R]; MAX_ALPHA],
+    }
+
+    /// `M⁻¹` of the leading `n x n` block, by Gauss-Jordan elimination with partial
+    /// pivoting (the matrices are small Vandermonde ones, well away from singular).
+    fn invert(mut a: [[f64; MAX_ALPHA]; MAX_ALPHA], n: usize) -> [[f64; MAX_ALPHA]; MAX_ALPHA] {
+        let mut inv = [[0.0; MAX_ALPHA]; MAX_ALPHA];
+        for (i, row) in inv.iter_mut().enumerate().take(n) {
+            row[i] = 1.0;
+        }
+        for col in 0..n {
+            let pivot = (col..n)
+                .max_by(|&p, &q| a[p][col].abs().total_cmp(&a[q][col].abs()))
+                .unwrap_or(col);
+            a.swap(col, pivot);
+            inv.swap(col, pivot);
+            let d = a[col][col];
+            for j in 0..n {
+                a[col][j] /= d;
+                inv[col][j] /= d;
+            }
+            for r in 0..n {
+                if r != col && a[r][col] != 0.0 {
+                    let f = a[r][col];
+                    for j in 0..n {
+                        a[r][j] -= f * a[col][j];
+                        inv[r][j] -= f * inv[col][j];
+                    }
+                }
+            }
+        }
+        inv
+    }
+
+    impl Transform {
+        /// The transforms of `F(m, 3)` at the finite `points` (`m + 1` of them) and
+        /// infinity.
+        ///
+        /// One dimension: the correlation `y_i = Σ_k g_k d_{i+k}` is the transpose of
+        /// the polynomial product `s = u g` (`u` of degree `m - 1`), which Toom-Cook
+        /// computes as `s = C [(E_r g) ⊙ (E_m u)]`, `E_n` evaluating a polynomial of
+        /// `n` coefficients at the points (infinity takes the leading coefficient) and
+        /// `C` the inverse of `E_alpha`. Transposed: `y = E_mᵀ [(E_r g) ⊙ (Cᵀ d)]`, so
+        /// `Aᵀ = E_mᵀ`, `G = E_r` and `Bᵀ = Cᵀ`.
+        fn new(m: usize, points: &[f64]) -> Self {
+            let alpha = m + R - 1;
+            assert!(m <= MAX_M && points.len() == alpha - 1);
+            // Evaluation of `n` coefficients at point j (the last row: infinity).
+            let eval = |j: usize, t: usize, n: usize| -> f64 {
+                if j == alpha - 1 {
+                    f64::from(u8::from(t == n - 1))
+                } else {
+                    points[j].powi(t as i32)
+                }
+            };
+            let mut e = [[0.0; MAX_ALPHA]; MAX_ALPHA];
+            for (j, row) in e.iter_mut().enumerate().take(alpha) {
+                for (t, v) in row.iter_mut().enumerate().take(alpha) {
+                    *v = eval(j, t, alpha);
+                }
+            }
+            let c = invert(e, alpha);
+            let mut bt = [[0.0f32; MAX_ALPHA]; MAX_ALPHA];
+            let mut g = [[0.0f32; R]; MAX_ALPHA];
+            for j in 0..alpha {
+                let mut row = [0.0f64; MAX_ALPHA];
+                for (t, v) in row.iter_mut().enumerate().take(alpha) {
+                    *v = c[t][j];
+                }
+                // Scale the row so its smallest coefficient is ±1 (integers for
+                // integer points) and move the inverse scale into G.
+                let scale = row[..alpha]
+                    .iter()
+                    .filter(|v| v.abs() > 1e-12)
+                    .map(|v| v.abs())
+                    .fold(f64::INFINITY, f64::min);
+                for v in row.iter_mut() {
+                    *v /= scale;
+                    if (*v - v.round()).abs() < 1e-9 {
+                        *v = v.round();
+                    }
+                }
+                for (t, v) in row.iter().enumerate() {
+                    bt[j][t] = *v as f32;
+                }
+                for (k, gk) in g[j].iter_mut().enumerate() {
+                    *gk = (eval(j, k, R) * scale) as f32;
+                }
+            }
+            let mut at = [[0.0f32; MAX_ALPHA]; MAX_M];
+            for (i, row) in at.iter_mut().enumerate().take(m) {
+                for (j, v) in row.iter_mut().enumerate().take(alpha) {
+                    *v = eval(j, i, m) as f32;
+                }
+            }
+            Transform { alpha, bt, at, g }
+        }
+
+        /// `F(m, 3)` for `m` in 2..=4, at the points the constants are built from.
+        fn of(m: usize) -> Transform {
+            match m {
+                2 => Transform::new(2, &[0.0, 1.0, -1.0]),
+                3 => Transform::new(3, &[0.0, 1.0, -1.0, 2.0]),
+                _ => Transform::new(4, &[0.0, 1.0, -1.0, 0.5, -2.0]),
+            }
+        }
+    }
+
     use crate::conv;
     use crate::window::{Padding, Window};
+
+    /// The constant matrices are the ones built from the points.
+    #[test]
+    fn constant_matrices_are_the_derived_ones() {
+        fn check<T: Tiling>(m: usize) {
+            let tr = Transform::of(m);
+            for (row, want) in T::BT.iter().zip(&tr.bt) {
+                assert!(
+                    row.iter().zip(want).all(|(a, b)| a == b),
+                    "m = {m}: Bᵀ {row:?} != {want:?}"
+                );
+            }
+            for (row, want) in T::AT.iter().zip(&tr.at) {
+                assert!(
+                    row.iter().zip(want).all(|(a, b)| a == b),
+                    "m = {m}: Aᵀ {row:?} != {want:?}"
+                );
+            }
+            assert_eq!(T::G, tr.g, "m = {m}: G");
+            assert_eq!(T::M, m);
+        }
+        check::<F2>(2);
+        check::<F3>(3);
+        check::<F4>(4);
+    }
 
     /// The 1-D identity `y_i = Σ_k g_k d_{i+k}` in f64 from the f32 matrices.
     #[test]
@@ -719,9 +988,9 @@ mod tests {
             .collect()
     }
 
-    /// Every tile size against the direct convolution in f64, over image sizes
-    /// that leave partial tiles, both paddings and channel counts around the
-    /// SIMD widths, with and without bias.
+    /// Every tile size at every SIMD level this CPU supports against the direct
+    /// convolution in f64, over image sizes that leave partial tiles, both
+    /// paddings and channel counts around the transforms' 16 lanes.
     #[test]
     fn every_tile_size_matches_direct() {
         for m in 2..=MAX_M {
@@ -742,22 +1011,26 @@ mod tests {
                 let bias = values(cout, 3);
                 let mut want = vec![0.0; shape.output_len()];
                 conv::direct_forward(&shape, &x, &k, Some(&bias), &mut want).unwrap();
-                let mut got = vec![f32::NAN; shape.output_len()];
                 let ep = Epilogue {
                     bias: Some(&bias),
                     activation: None,
                 };
-                forward(&Plan::with_m(&shape, m), &shape, &x, &k, &ep, &mut got).unwrap();
-                let tol = 4.0 * f32::EPSILON * (9 * cin + 1) as f32;
-                let worst = got
-                    .iter()
-                    .zip(&want)
-                    .map(|(g, w)| (g - w).abs())
-                    .fold(0.0f32, f32::max);
-                assert!(
-                    worst <= tol,
-                    "m = {m}, {batch}x{h}x{wd}x{cin} -> {cout} {padding:?}: error {worst} > {tol}"
-                );
+                let plan = Plan::with_m(&shape, m);
+                for level in cpu::supported_levels() {
+                    let mut got = vec![f32::NAN; shape.output_len()];
+                    forward_at(level, &plan, &shape, &x, &k, &ep, &mut got).unwrap();
+                    let tol = 4.0 * f32::EPSILON * (9 * cin + 1) as f32;
+                    let worst = got
+                        .iter()
+                        .zip(&want)
+                        .map(|(g, w)| (g - w).abs())
+                        .fold(0.0f32, f32::max);
+                    assert!(
+                        worst <= tol,
+                        "{}: m = {m}, {batch}x{h}x{wd}x{cin} -> {cout} {padding:?}: error {worst} > {tol}",
+                        level.name()
+                    );
+                }
             }
         }
     }
@@ -777,7 +1050,7 @@ mod tests {
             )
             .unwrap();
             let shape = ConvShape::new("test", 2, window, cin, cout, 1).unwrap();
-            Plan::for_shape(&shape).map(|p| p.transform.m)
+            Plan::for_shape(&shape).map(|p| p.m)
         };
         assert_eq!(plan(9, 64, 64, Padding::Same, 1), Some(3));
         assert_eq!(plan(30, 32, 64, Padding::Valid, 1), Some(4));
