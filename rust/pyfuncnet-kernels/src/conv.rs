@@ -765,6 +765,9 @@ pub fn conv_backward_kernel(
     if dkernel.is_empty() {
         return Ok(());
     }
+    if let Some(plan) = winograd::Plan::for_shape(shape) {
+        return winograd::backward_kernel(&plan, shape, x, dy, dkernel);
+    }
     let tile = tile_rows(shape.depth());
     // Equal chunks of at most WGRAD_CHUNK_ROWS rows.
     let chunk_rows = rows.div_ceil(rows.div_ceil(WGRAD_CHUNK_ROWS));

@@ -44,6 +44,7 @@ use crate::conv::ConvShape;
 use crate::cpu::{self, SimdBody, SimdLevel};
 use crate::error::Result;
 use crate::gemm::{self, Epilogue, MatMut, MatRef, PackedB};
+use crate::par;
 use crate::scratch::{with_scratch, Slot};
 
 /// Largest tile edge `m` and patch edge `alpha = m + 2` built.
@@ -364,6 +365,11 @@ trait Tiling {
     const AT: [[f32; MAX_ALPHA]; MAX_M];
     /// `G`, `alpha x 3`.
     const G: [[f32; R]; MAX_ALPHA];
+    /// For the kernel gradient (`F(3, m)` at the same points, with the same
+    /// `Bᵀ`): `Gd`, `alpha x m`, which transforms a tile of `dy`.
+    const GD: [[f32; MAX_ALPHA]; MAX_ALPHA];
+    /// And `Aw`, `3 x alpha`, which takes the sums back to the kernel.
+    const AW: [[f32; MAX_ALPHA]; R];
 }
 
 /// `F(2, 3)`: points 0, ±1.
@@ -397,6 +403,19 @@ impl Tiling for F2 {
         [0.0; R],
         [0.0; R],
     ];
+    const GD: [[f32; MAX_ALPHA]; MAX_ALPHA] = [
+        [1.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        [0.5, 0.5, 0.0, 0.0, 0.0, 0.0],
+        [0.5, -0.5, 0.0, 0.0, 0.0, 0.0],
+        [0.0, 1.0, 0.0, 0.0, 0.0, 0.0],
+        [0.0; MAX_ALPHA],
+        [0.0; MAX_ALPHA],
+    ];
+    const AW: [[f32; MAX_ALPHA]; R] = [
+        [1.0, 1.0, 1.0, 0.0, 0.0, 0.0],
+        [0.0, 1.0, -1.0, 0.0, 0.0, 0.0],
+        [0.0, 1.0, 1.0, 1.0, 0.0, 0.0],
+    ];
 }
 
 impl Tiling for F3 {
@@ -423,6 +442,19 @@ impl Tiling for F3 {
         [0.0, 0.0, 1.0],
         [0.0; R],
     ];
+    const GD: [[f32; MAX_ALPHA]; MAX_ALPHA] = [
+        [0.5, 0.0, 0.0, 0.0, 0.0, 0.0],
+        [0.5, 0.5, 0.5, 0.0, 0.0, 0.0],
+        [0.16666667, -0.16666667, 0.16666667, 0.0, 0.0, 0.0],
+        [0.16666667, 0.33333334, 0.6666667, 0.0, 0.0, 0.0],
+        [0.0, 0.0, 1.0, 0.0, 0.0, 0.0],
+        [0.0; MAX_ALPHA],
+    ];
+    const AW: [[f32; MAX_ALPHA]; R] = [
+        [1.0, 1.0, 1.0, 1.0, 0.0, 0.0],
+        [0.0, 1.0, -1.0, 2.0, 0.0, 0.0],
+        [0.0, 1.0, 1.0, 4.0, 1.0, 0.0],
+    ];
 }
 
 impl Tiling for F4 {
@@ -448,6 +480,19 @@ impl Tiling for F4 {
         [1.0666667, 0.53333336, 0.26666668],
         [0.033333335, -0.06666667, 0.13333334],
         [0.0, 0.0, 1.0],
+    ];
+    const GD: [[f32; MAX_ALPHA]; MAX_ALPHA] = [
+        [1.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        [0.16666667, 0.16666667, 0.16666667, 0.16666667, 0.0, 0.0],
+        [0.16666667, -0.16666667, 0.16666667, -0.16666667, 0.0, 0.0],
+        [1.0666667, 0.53333336, 0.26666668, 0.13333334, 0.0, 0.0],
+        [0.033333335, -0.06666667, 0.13333334, -0.26666668, 0.0, 0.0],
+        [0.0, 0.0, 0.0, 1.0, 0.0, 0.0],
+    ];
+    const AW: [[f32; MAX_ALPHA]; R] = [
+        [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+        [0.0, 1.0, -1.0, 0.5, -2.0, 0.0],
+        [0.0, 1.0, 1.0, 0.25, 4.0, 1.0],
     ];
 }
 
@@ -802,18 +847,304 @@ unsafe fn output_tile<V: Vector, T: Tiling, const A: usize, const M: usize>(
     }
 }
 
+/// Chunks of images the kernel gradient's sum is cut into (fewer with fewer
+/// images): each gathers a partial sum of the per-point products, added in
+/// chunk order, so the split depends on the batch alone.
+const GRAD_CHUNKS: usize = 8;
+/// Elements of the final sum of partial gradients one task adds up.
+const SUM_GRAIN: usize = 1 << 14;
+
+/// `dkernel`, the kernel gradient, from the input `x` and `dy` by `plan`; the
+/// caller has checked the lengths.
+///
+/// Per tile, `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A` is linear in `g`, so the gradient
+/// is the same kind of product with the roles turned: the patch transformed
+/// as in the forward pass (`Bᵀ d B`), `dy`'s `m x m` tile transformed by the
+/// `alpha x m` matrix `Gd` (`Gd e Gdᵀ`), and at each point their product over
+/// the tiles, `Vᵀ E`, summed (a GEMM over the tiles); `Aw` (`3 x alpha`) takes
+/// the `alpha x alpha` sums back to the 3 x 3 kernel. These are Toom-Cook's
+/// `F(3, m)`: 3 outputs of a filter of `m`, at the same points and with the
+/// same `Bᵀ`.
+pub(crate) fn backward_kernel(
+    plan: &Plan,
+    shape: &ConvShape,
+    x: &[f32],
+    dy: &[f32],
+    dkernel: &mut [f32],
+) -> Result<()> {
+    backward_kernel_at(cpu::active(), plan, shape, x, dy, dkernel)
+}
+
+/// [`backward_kernel`] at SIMD level `level`, which the CPU supports.
+fn backward_kernel_at(
+    level: SimdLevel,
+    plan: &Plan,
+    shape: &ConvShape,
+    x: &[f32],
+    dy: &[f32],
+    dkernel: &mut [f32],
+) -> Result<()> {
+    let (cin, cout, points) = (shape.in_channels, shape.out_channels, plan.points());
+    let sums_len = points * cin * cout;
+    let images = shape.batch.div_ceil(GRAD_CHUNKS.min(shape.batch));
+    let chunks = shape.batch.div_ceil(images);
+    let per_image = plan.tiles_per_image();
+    let block = block_tiles(points, cin, cout).min(images * per_image);
+    let buf_len = block * points * (cin + cout);
+    with_scratch(Slot::Partials, chunks * sums_len, |partials| {
+        for_each_tile_task(partials, sums_len, |c, sums| {
+            with_scratch(Slot::Columns, buf_len, |buf| {
+                let mut task = GradTask {
+                    plan,
+                    shape,
+                    x,
+                    dy,
+                    level,
+                    image0: c * images,
+                    images: images.min(shape.batch - c * images),
+                    sums,
+                    buf,
+                    block,
+                    result: Ok(()),
+                };
+                cpu::run_at(level, &mut task);
+                task.result
+            })
+        })?;
+        let (total, rest) = partials.split_at_mut(sums_len);
+        let rest: &[f32] = rest;
+        par::for_each_chunk_mut(total, SUM_GRAIN, |i, out| {
+            for part in rest.chunks_exact(sums_len) {
+                for (o, p) in out.iter_mut().zip(&part[i * SUM_GRAIN..]) {
+                    *o += *p;
+                }
+            }
+        });
+        match plan.m {
+            2 => sums_to_kernel::<F2>(total, cin * cout, dkernel),
+            3 => sums_to_kernel::<F3>(total, cin * cout, dkernel),
+            _ => sums_to_kernel::<F4>(total, cin * cout, dkernel),
+        }
+        Ok(())
+    })
+}
+
+/// `dkernel[ky][kx] = Σ_ij Aw[ky][i] sums[i][j] Aw[kx][j]`, each a plane of
+/// `plane` floats.
+fn sums_to_kernel<T: Tiling>(sums: &[f32], plane: usize, dkernel: &mut [f32]) {
+    let alpha = T::M + R - 1;
+    for (tap, out) in dkernel.chunks_exact_mut(plane).enumerate() {
+        let (ky, kx) = (tap / R, tap % R);
+        out.fill(0.0);
+        for i in 0..alpha {
+            for j in 0..alpha {
+                let coef = T::AW[ky][i] * T::AW[kx][j];
+                if coef != 0.0 {
+                    let sum = &sums[(i * alpha + j) * plane..][..plane];
+                    for (o, s) in out.iter_mut().zip(sum) {
+                        *o += coef * *s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One chunk of the kernel gradient: images `image0..image0 + images`, whose
+/// per-point sums `Vᵀ E` go to `sums` (`cin x cout` per point).
+struct GradTask<'a> {
+    plan: &'a Plan,
+    shape: &'a ConvShape,
+    x: &'a [f32],
+    dy: &'a [f32],
+    level: SimdLevel,
+    image0: usize,
+    images: usize,
+    sums: &'a mut [f32],
+    /// A block's transformed patches, then its transformed `dy` tiles.
+    buf: &'a mut [f32],
+    block: usize,
+    result: Result<()>,
+}
+
+impl SimdBody for GradTask<'_> {
+    #[inline(always)]
+    fn run(&mut self) {
+        self.result = match self.level {
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx512 => self.run_with::<vectors::Avx512>(),
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx2Fma => self.run_with::<vectors::Avx2>(),
+            _ => self.run_with::<vectors::Portable>(),
+        };
+    }
+}
+
+impl GradTask<'_> {
+    #[inline(always)]
+    fn run_with<V: Vector>(&mut self) -> Result<()> {
+        match self.plan.m {
+            2 => self.run_blocks::<V, F2, 4, 2>(),
+            3 => self.run_blocks::<V, F3, 5, 3>(),
+            _ => self.run_blocks::<V, F4, 6, 4>(),
+        }
+    }
+
+    /// Block by block: patches and `dy` tiles transformed, then at each point
+    /// the block's `Vᵀ E` added to the sums (the first block overwrites them).
+    /// Runs where the CPU supports `V`'s instruction set.
+    #[inline(always)]
+    fn run_blocks<V: Vector, T: Tiling, const A: usize, const M: usize>(&mut self) -> Result<()> {
+        let (cin, cout, block) = (self.shape.in_channels, self.shape.out_channels, self.block);
+        let points = A * A;
+        let tiles = self.images * self.plan.tiles_per_image();
+        let (v, e) = self.buf.split_at_mut(block * points * cin);
+        let mut partial = [[0.0; LANES]; MAX_ALPHA * MAX_ALPHA];
+        for first in (0..tiles).step_by(block) {
+            let n = block.min(tiles - first);
+            for q in 0..n {
+                let at = (self.image0, first + q);
+                // SAFETY (both calls): the task runs at `V`'s level.
+                unsafe {
+                    input_tile::<V, T, A>(
+                        self.plan,
+                        self.shape,
+                        self.x,
+                        at,
+                        (v, block, q),
+                        &mut partial,
+                    );
+                    dy_tile::<V, T, A, M>(
+                        self.plan,
+                        self.shape,
+                        self.dy,
+                        at,
+                        (e, block, q),
+                        &mut partial,
+                    );
+                }
+            }
+            let beta = if first == 0 { 0.0 } else { 1.0 };
+            for p in 0..points {
+                let a = MatRef::row_major(&v[p * block * cin..][..n * cin], n, cin)?.t();
+                let b = MatRef::row_major(&e[p * block * cout..][..n * cout], n, cout)?;
+                let c =
+                    MatMut::row_major(&mut self.sums[p * cin * cout..][..cin * cout], cin, cout)?;
+                gemm::sgemm(1.0, a, b, beta, c, &Epilogue::default())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `E = Gd e Gdᵀ` for one block of channels of an `M x M` tile of `dy` (pixels
+/// past the output absent, zeros): `half[b][i] = Σ_a Gd[i][a] e[a][b]`, then
+/// `E[i][j] = Σ_b Gd[j][b] half[b][i]` into `out(i*A + j, E)`.
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set.
+#[inline(always)]
+unsafe fn transform_dy<'s, V: Vector, const A: usize, const M: usize>(
+    gd: &[[f32; MAX_ALPHA]; MAX_ALPHA],
+    e: impl Fn(usize, usize) -> Option<&'s Lanes>,
+    mut out: impl FnMut(usize, V),
+) {
+    // SAFETY: forwarded.
+    unsafe {
+        // As in `transform_patch`: written before read, not initialised.
+        let mut half = [[MaybeUninit::<V>::uninit(); A]; M];
+        for (b, half_col) in half.iter_mut().enumerate() {
+            let mut col = [None; M];
+            for (a, c) in col.iter_mut().enumerate() {
+                *c = e(a, b).map(|s| V::load(s));
+            }
+            for (i, h) in half_col.iter_mut().enumerate() {
+                h.write(combine(&gd[i], &col));
+            }
+        }
+        for i in 0..A {
+            let mut row = [None; M];
+            for (b, r) in row.iter_mut().enumerate() {
+                // SAFETY: written for every b and i above.
+                *r = Some(half[b][i].assume_init());
+            }
+            for j in 0..A {
+                out(i * A + j, combine(&gd[j], &row));
+            }
+        }
+    }
+}
+
+/// Transforms `dy`'s tile `tile` (counted from image `image0`'s first) into row
+/// `q` of the block `e` at each point (`block` rows of `cout` floats per point),
+/// `LANES` channels at a time; `partial` holds the last channels when fewer
+/// than a block remain.
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set.
+#[inline(always)]
+unsafe fn dy_tile<V: Vector, T: Tiling, const A: usize, const M: usize>(
+    plan: &Plan,
+    shape: &ConvShape,
+    dy: &[f32],
+    (image0, tile): (usize, usize),
+    (e, block, q): (&mut [f32], usize, usize),
+    partial: &mut [Lanes; MAX_ALPHA * MAX_ALPHA],
+) {
+    let (w, cout) = (&shape.window, shape.out_channels);
+    let per_image = plan.tiles_per_image();
+    let image = image0 + tile / per_image;
+    let (ty, tx) = (tile % per_image / plan.tiles[1], tile % plan.tiles[1]);
+    let (oh, ow) = (w.output[1], w.output[2]);
+    // Where each pixel (a, b) of the tile starts in `dy`, or None past the output.
+    let mut start = [[None; M]; M];
+    for (a, row) in start.iter_mut().enumerate() {
+        let oy = Some(ty * M + a).filter(|&oy| oy < oh);
+        for (b, s) in row.iter_mut().enumerate() {
+            let ox = Some(tx * M + b).filter(|&ox| ox < ow);
+            *s = oy
+                .zip(ox)
+                .map(|(oy, ox)| ((image * oh + oy) * ow + ox) * cout);
+        }
+    }
+    let row = |p: usize, c0: usize| (p * block + q) * cout + c0;
+    let full = cout / LANES * LANES;
+    for c0 in (0..full).step_by(LANES) {
+        let src = |a: usize, b: usize| start[a][b].map(|at| lanes_at(dy, at + c0));
+        // SAFETY (both calls): the contract.
+        unsafe {
+            transform_dy::<V, A, M>(&T::GD, src, |p, o| o.store(lanes_at_mut(e, row(p, c0))))
+        };
+    }
+    if full < cout {
+        let lanes = cout - full;
+        let mut tile_lanes = [[0.0; LANES]; MAX_M * MAX_M];
+        for (k, pixel) in tile_lanes.iter_mut().enumerate().take(M * M) {
+            if let Some(at) = start[k / M][k % M] {
+                pixel[..lanes].copy_from_slice(&dy[at + full..][..lanes]);
+            }
+        }
+        let src = |a: usize, b: usize| Some(&tile_lanes[a * M + b]);
+        unsafe { transform_dy::<V, A, M>(&T::GD, src, |p, o| o.store(&mut partial[p])) };
+        for (p, o) in partial.iter().enumerate().take(A * A) {
+            e[row(p, full)..][..lanes].copy_from_slice(&o[..lanes]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// The matrices of `F(m, 3)`: `bt` (alpha x alpha), `at` (m x alpha), `g`
     /// (alpha x 3).
-    #[derive(Clone, Copy, Debug)]
+    /// Toom-Cook matrices in f32 from f64: `bt` (alpha x alpha), `at` (out x
+    /// alpha), `g` (alpha x filter).
     struct Transform {
         alpha: usize,
-        bt: [[f32; MAX_ALPHA]; MAX_ALPHA],
-        at: [[f32; MAX_ALPHA]; MAX_M],
-        g: [[f32; R]; MAX_ALPHA],
+        bt: Vec<Vec<f32>>,
+        at: Vec<Vec<f32>>,
+        g: Vec<Vec<f32>>,
     }
 
     /// `M⁻¹` of the leading `n x n` block, by Gauss-Jordan elimination with partial
@@ -848,19 +1179,21 @@ mod tests {
     }
 
     impl Transform {
-        /// The transforms of `F(m, 3)` at the finite `points` (`m + 1` of them) and
-        /// infinity.
+        /// `F(out, filter)` at the finite `points` (`out + filter - 2` of them)
+        /// and infinity.
         ///
-        /// One dimension: the correlation `y_i = Σ_k g_k d_{i+k}` is the transpose of
-        /// the polynomial product `s = u g` (`u` of degree `m - 1`), which Toom-Cook
-        /// computes as `s = C [(E_r g) ⊙ (E_m u)]`, `E_n` evaluating a polynomial of
-        /// `n` coefficients at the points (infinity takes the leading coefficient) and
-        /// `C` the inverse of `E_alpha`. Transposed: `y = E_mᵀ [(E_r g) ⊙ (Cᵀ d)]`, so
-        /// `Aᵀ = E_mᵀ`, `G = E_r` and `Bᵀ = Cᵀ`.
-        fn new(m: usize, points: &[f64]) -> Self {
-            let alpha = m + R - 1;
-            assert!(m <= MAX_M && points.len() == alpha - 1);
-            // Evaluation of `n` coefficients at point j (the last row: infinity).
+        /// One dimension: the correlation `y_i = Σ_k g_k d_{i+k}` (`out` outputs,
+        /// `filter` taps) is the transpose of the polynomial product `s = u g`
+        /// (`u` of `out` coefficients), which Toom-Cook computes as
+        /// `s = C [(E_filter g) ⊙ (E_out u)]`, `E_n` evaluating a polynomial of `n`
+        /// coefficients at the points (infinity takes the leading coefficient) and
+        /// `C` the inverse of `E_alpha`. Transposed: `y = E_outᵀ [(E_filter g) ⊙
+        /// (Cᵀ d)]`, so `Aᵀ = E_outᵀ`, `G = E_filter` and `Bᵀ = Cᵀ`; each row of
+        /// `Bᵀ` is scaled so its smallest coefficient is ±1, the inverse scale
+        /// moved into `G`'s row.
+        fn new(out: usize, filter: usize, points: &[f64]) -> Self {
+            let alpha = out + filter - 1;
+            assert!(alpha <= MAX_ALPHA && points.len() == alpha - 1);
             let eval = |j: usize, t: usize, n: usize| -> f64 {
                 if j == alpha - 1 {
                     f64::from(u8::from(t == n - 1))
@@ -875,16 +1208,10 @@ mod tests {
                 }
             }
             let c = invert(e, alpha);
-            let mut bt = [[0.0f32; MAX_ALPHA]; MAX_ALPHA];
-            let mut g = [[0.0f32; R]; MAX_ALPHA];
+            let (mut bt, mut g) = (Vec::new(), Vec::new());
             for j in 0..alpha {
-                let mut row = [0.0f64; MAX_ALPHA];
-                for (t, v) in row.iter_mut().enumerate().take(alpha) {
-                    *v = c[t][j];
-                }
-                // Scale the row so its smallest coefficient is ±1 (integers for
-                // integer points) and move the inverse scale into G.
-                let scale = row[..alpha]
+                let mut row: Vec<f64> = (0..alpha).map(|t| c[t][j]).collect();
+                let scale = row
                     .iter()
                     .filter(|v| v.abs() > 1e-12)
                     .map(|v| v.abs())
@@ -895,54 +1222,61 @@ mod tests {
                         *v = v.round();
                     }
                 }
-                for (t, v) in row.iter().enumerate() {
-                    bt[j][t] = *v as f32;
-                }
-                for (k, gk) in g[j].iter_mut().enumerate() {
-                    *gk = (eval(j, k, R) * scale) as f32;
-                }
+                bt.push(row.iter().map(|&v| v as f32).collect());
+                g.push(
+                    (0..filter)
+                        .map(|k| (eval(j, k, filter) * scale) as f32)
+                        .collect(),
+                );
             }
-            let mut at = [[0.0f32; MAX_ALPHA]; MAX_M];
-            for (i, row) in at.iter_mut().enumerate().take(m) {
-                for (j, v) in row.iter_mut().enumerate().take(alpha) {
-                    *v = eval(j, i, m) as f32;
-                }
-            }
+            let at = (0..out)
+                .map(|i| (0..alpha).map(|j| eval(j, i, out) as f32).collect())
+                .collect();
             Transform { alpha, bt, at, g }
         }
 
         /// `F(m, 3)` for `m` in 2..=4, at the points the constants are built from.
         fn of(m: usize) -> Transform {
-            match m {
-                2 => Transform::new(2, &[0.0, 1.0, -1.0]),
-                3 => Transform::new(3, &[0.0, 1.0, -1.0, 2.0]),
-                _ => Transform::new(4, &[0.0, 1.0, -1.0, 0.5, -2.0]),
-            }
+            Transform::new(m, R, points(m))
         }
+    }
+
+    /// The points of the tile size `m`.
+    fn points(m: usize) -> &'static [f64] {
+        match m {
+            2 => &[0.0, 1.0, -1.0],
+            3 => &[0.0, 1.0, -1.0, 2.0],
+            _ => &[0.0, 1.0, -1.0, 0.5, -2.0],
+        }
+    }
+
+    /// Whether the leading `rows.len() x cols` block of `constant` is `rows` and
+    /// the rest zeros.
+    fn same<const N: usize>(constant: &[[f32; N]], rows: &[Vec<f32>]) -> bool {
+        constant.iter().enumerate().all(|(i, row)| {
+            row.iter()
+                .enumerate()
+                .all(|(j, &v)| v == rows.get(i).and_then(|r| r.get(j)).copied().unwrap_or(0.0))
+        })
     }
 
     use crate::conv;
     use crate::window::{Padding, Window};
 
-    /// The constant matrices are the ones built from the points.
+    /// The constant matrices are the ones built from the points: `F(m, 3)` for
+    /// the forward pass, `F(3, m)` (the same `Bᵀ`) for the kernel gradient.
     #[test]
     fn constant_matrices_are_the_derived_ones() {
         fn check<T: Tiling>(m: usize) {
-            let tr = Transform::of(m);
-            for (row, want) in T::BT.iter().zip(&tr.bt) {
-                assert!(
-                    row.iter().zip(want).all(|(a, b)| a == b),
-                    "m = {m}: Bᵀ {row:?} != {want:?}"
-                );
-            }
-            for (row, want) in T::AT.iter().zip(&tr.at) {
-                assert!(
-                    row.iter().zip(want).all(|(a, b)| a == b),
-                    "m = {m}: Aᵀ {row:?} != {want:?}"
-                );
-            }
-            assert_eq!(T::G, tr.g, "m = {m}: G");
+            let forward = Transform::of(m);
+            let grad = Transform::new(R, m, points(m));
             assert_eq!(T::M, m);
+            assert!(same(&T::BT, &forward.bt), "m = {m}: Bᵀ");
+            assert!(same(&T::BT, &grad.bt), "m = {m}: Bᵀ of the gradient");
+            assert!(same(&T::AT, &forward.at), "m = {m}: Aᵀ");
+            assert!(same(&T::G, &forward.g), "m = {m}: G");
+            assert!(same(&T::AW, &grad.at), "m = {m}: Aw");
+            assert!(same(&T::GD, &grad.g), "m = {m}: Gd");
         }
         check::<F2>(2);
         check::<F3>(3);
@@ -989,7 +1323,7 @@ mod tests {
     }
 
     /// Every tile size at every SIMD level this CPU supports against the direct
-    /// convolution in f64, over image sizes that leave partial tiles, both
+    /// convolution in f64, forward and kernel gradient, over image sizes that leave partial tiles, both
     /// paddings and channel counts around the transforms' 16 lanes.
     #[test]
     fn every_tile_size_matches_direct() {
@@ -1028,6 +1362,23 @@ mod tests {
                     assert!(
                         worst <= tol,
                         "{}: m = {m}, {batch}x{h}x{wd}x{cin} -> {cout} {padding:?}: error {worst} > {tol}",
+                        level.name()
+                    );
+                    let mut got = vec![f32::NAN; shape.kernel_len()];
+                    backward_kernel_at(level, &plan, &shape, &x, &want, &mut got).unwrap();
+                    let mut reference = vec![0.0; shape.kernel_len()];
+                    conv::direct_backward_kernel(&shape, &x, &want, &mut reference).unwrap();
+                    // dy = the forward output, of magnitude up to ~|sum of 9 cin terms|.
+                    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+                    let tol = 4.0 * f32::EPSILON * (shape.rows() + 1) as f32 * scale;
+                    let worst = got
+                        .iter()
+                        .zip(&reference)
+                        .map(|(g, w)| (g - w).abs())
+                        .fold(0.0f32, f32::max);
+                    assert!(
+                        worst <= tol,
+                        "{}: kernel gradient, m = {m}, {batch}x{h}x{wd}x{cin} -> {cout} {padding:?}: error {worst} > {tol}",
                         level.name()
                     );
                 }
