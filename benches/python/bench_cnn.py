@@ -49,6 +49,8 @@ weight gradient) except for the first convolution, whose input needs no gradient
 table after the main one gives each framework's GFLOP/s and its fraction of the
 machine's fp32 FMA peak per core in use, `--peak-gflops` (default 100, the AMD Zen 3
 VM's ~99-101 GFLOP/s measured with a C loop of independent FMAs; BENCHMARKS.md).
+These are the direct convolution's FLOPs: pyfuncnet's Winograd layers multiply
+about half as much, so its figure can pass 100%.
 
 Each (framework, thread count) runs in its own worker process (this file with
 `--worker`), started under `taskset -c` on the first 1 or 2 CPUs, with the thread
@@ -393,6 +395,7 @@ def print_work(reports, frameworks, batches, peak):
     print(f"\nPer training step: {steps}. At {TARGET_SAMPLES_2T} samples/s: {TARGET_SAMPLES_2T * training / 1e9:.0f} GFLOP/s, "
           f"{TARGET_SAMPLES_2T * training / 1e9 / (2 * peak):.0%} of the 2-core peak.")
     print(f"\n## Achieved GFLOP/s and fraction of the fp32 FMA peak ({peak:.0f} GFLOP/s per core in use)")
+    print("(FLOPs of the direct convolution: a framework that multiplies less, as pyfuncnet's Winograd layers do, can pass 100%)")
     print("| case | threads | " + " | ".join(LABELS[f] for f in frameworks) + " |")
     print("|---|---:|" + "---:|" * len(frameworks))
     by_run = {(r["framework"], r["threads"]): r.get("results", {}) for r in reports}
