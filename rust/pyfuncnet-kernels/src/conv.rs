@@ -17,6 +17,11 @@
 //! im2col matrix is never materialised. Pointwise convolutions (one tap, stride 1,
 //! no padding) skip the gather: the input already is the column matrix.
 //!
+//! 2-D 3 x 3 convolutions with stride 1, no dilation, one group and at least 16
+//! channels each side (most of a ResNet) go to the `winograd` module instead, for
+//! the forward pass, the stride-1 input gradient and the kernel gradient, when
+//! its estimated work is well below the direct product's.
+//!
 //! Backward: with stride 1, the input gradient is a forward convolution of `dy`
 //! by the flipped kernel; otherwise it multiplies each tile of `dy` by the
 //! transposed kernel and scatters the columns back (col2im), a task owning whole

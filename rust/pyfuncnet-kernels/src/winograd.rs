@@ -279,30 +279,41 @@ struct Task<'a> {
 impl SimdBody for Task<'_> {
     #[inline(always)]
     fn run(&mut self) {
-        self.result = match self.kernels.level {
-            #[cfg(target_arch = "x86_64")]
-            SimdLevel::Avx512 => self.run_with::<vectors::Avx512>(),
-            #[cfg(target_arch = "x86_64")]
-            SimdLevel::Avx2Fma => self.run_with::<vectors::Avx2>(),
-            _ => self.run_with::<vectors::Portable>(),
-        };
+        self.result = dispatch(self.kernels.level, self.plan.m, self);
     }
 }
 
-impl Task<'_> {
-    /// [`run_blocks`](Self::run_blocks) with the transforms' size as constants.
+/// A task whose blocks run with the vector type of a SIMD level and the
+/// transforms' sizes as constants.
+trait Blocks {
+    /// Runs the task where the CPU supports `V`'s instruction set.
+    fn run_blocks<V: Vector, T: Tiling, const A: usize, const M: usize>(&mut self) -> Result<()>;
+}
+
+/// Runs `task`'s blocks with the vector type of `level` and the tile size `m`
+/// (the caller runs it at `level`, see [`cpu::run_at`]).
+#[inline(always)]
+fn dispatch<B: Blocks>(level: SimdLevel, m: usize, task: &mut B) -> Result<()> {
     #[inline(always)]
-    fn run_with<V: Vector>(&mut self) -> Result<()> {
-        match self.plan.m {
-            2 => self.run_blocks::<V, F2, 4, 2>(),
-            3 => self.run_blocks::<V, F3, 5, 3>(),
-            _ => self.run_blocks::<V, F4, 6, 4>(),
+    fn with<V: Vector, B: Blocks>(m: usize, task: &mut B) -> Result<()> {
+        match m {
+            2 => task.run_blocks::<V, F2, 4, 2>(),
+            3 => task.run_blocks::<V, F3, 5, 3>(),
+            _ => task.run_blocks::<V, F4, 6, 4>(),
         }
     }
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => with::<vectors::Avx512, B>(m, task),
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2Fma => with::<vectors::Avx2, B>(m, task),
+        _ => with::<vectors::Portable, B>(m, task),
+    }
+}
 
+impl Blocks for Task<'_> {
     /// Block by block: the patches transformed, one product per point, the
-    /// products transformed back into the output. Runs where the CPU supports
-    /// `V`'s instruction set (the task is run at the level `V` stands for).
+    /// products transformed back into the output.
     #[inline(always)]
     fn run_blocks<V: Vector, T: Tiling, const A: usize, const M: usize>(&mut self) -> Result<()> {
         let (cin, cout, block) = (self.shape.in_channels, self.shape.out_channels, self.block);
@@ -648,45 +659,6 @@ unsafe fn combine<V: Vector, const K: usize>(coefs: &[f32; MAX_ALPHA], src: &[Op
     }
 }
 
-/// `V = Bᵀ d B` for one block of channels of an `A x A` patch:
-/// `half[b][i] = Σ_a Bᵀ[i][a] d[a][b]`, then `v[i][j] = Σ_b Bᵀ[j][b] half[b][i]`
-/// into `out(i*A + j, v)`. `d(a, b)` is None for a pixel in the padding.
-///
-/// # Safety
-/// The CPU supports `V`'s instruction set.
-#[inline(always)]
-unsafe fn transform_patch<'s, V: Vector, const A: usize>(
-    bt: &[[f32; MAX_ALPHA]; MAX_ALPHA],
-    d: impl Fn(usize, usize) -> Option<&'s Lanes>,
-    mut out: impl FnMut(usize, V),
-) {
-    // SAFETY: forwarded.
-    unsafe {
-        // Every element is written before it is read; initialising them would
-        // cost a memset per call (the array does not live in registers).
-        let mut half = [[MaybeUninit::<V>::uninit(); A]; A];
-        for (b, half_col) in half.iter_mut().enumerate() {
-            let mut col = [None; A];
-            for (a, c) in col.iter_mut().enumerate() {
-                *c = d(a, b).map(|s| V::load(s));
-            }
-            for (i, h) in half_col.iter_mut().enumerate() {
-                h.write(combine(&bt[i], &col));
-            }
-        }
-        for i in 0..A {
-            let mut row = [None; A];
-            for (b, r) in row.iter_mut().enumerate() {
-                // SAFETY: written for every b and i above.
-                *r = Some(half[b][i].assume_init());
-            }
-            for j in 0..A {
-                out(i * A + j, combine(&bt[j], &row));
-            }
-        }
-    }
-}
-
 /// `Y = Aᵀ M A` for one block of channels, rows `< rows` and columns `< cols` of
 /// the `M x M` tile: `half[j][a] = Σ_i Aᵀ[a][i] M[i][j]`, then `y[a][b] = Σ_j
 /// Aᵀ[b][j] half[j][a]` into `out(a, b, y)`; `m(i*A + j)` is point (i, j).
@@ -702,7 +674,7 @@ unsafe fn transform_products<'s, V: Vector, const A: usize, const M: usize>(
 ) {
     // SAFETY: forwarded.
     unsafe {
-        // As in `transform_patch`: written before read, not initialised.
+        // As in `transform_square`: written before read, not initialised.
         let mut half = [[MaybeUninit::<V>::uninit(); M]; A];
         for (j, half_col) in half.iter_mut().enumerate() {
             let mut col = [None; A];
@@ -763,25 +735,44 @@ unsafe fn input_tile<V: Vector, T: Tiling, const A: usize>(
                 .map(|(iy, ix)| ((image * h + iy) * wd + ix) * cin);
         }
     }
-    let row = |p: usize, c0: usize| (p * block + q) * cin + c0;
-    let full = cin / LANES * LANES;
+    // SAFETY: the contract.
+    unsafe { transform_to_points::<V, A, A>(&T::BT, (x, &start, cin), (v, block, q), partial) };
+}
+
+/// Transforms a `K x K` tile whose pixel `(a, b)` starts at `start[a][b]` in
+/// `src` (None: zeros) by `C x Cᵀ` (`C`: `A x K`, see [`transform_square`]) into
+/// row `q` of the block `dst` at each of the `A x A` points (`block` rows of
+/// `channels` floats per point), `LANES` channels at a time; `partial` holds
+/// the last channels when fewer than a block remain.
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set.
+#[inline(always)]
+unsafe fn transform_to_points<V: Vector, const K: usize, const A: usize>(
+    c: &[[f32; MAX_ALPHA]; MAX_ALPHA],
+    (src, start, channels): (&[f32], &[[Option<usize>; K]; K], usize),
+    (dst, block, q): (&mut [f32], usize, usize),
+    partial: &mut [Lanes; MAX_ALPHA * MAX_ALPHA],
+) {
+    let row = |p: usize, c0: usize| (p * block + q) * channels + c0;
+    let full = channels / LANES * LANES;
     for c0 in (0..full).step_by(LANES) {
-        let d = |a: usize, b: usize| start[a][b].map(|at| lanes_at(x, at + c0));
+        let x = |a: usize, b: usize| start[a][b].map(|at| lanes_at(src, at + c0));
         // SAFETY (both calls): the contract.
-        unsafe { transform_patch::<V, A>(&T::BT, d, |p, o| o.store(lanes_at_mut(v, row(p, c0)))) };
+        unsafe { transform_square::<V, K, A>(c, x, |p, o| o.store(lanes_at_mut(dst, row(p, c0)))) };
     }
-    if full < cin {
-        let lanes = cin - full;
-        let mut patch = [[0.0; LANES]; MAX_ALPHA * MAX_ALPHA];
-        for (k, pixel) in patch.iter_mut().enumerate().take(A * A) {
-            if let Some(at) = start[k / A][k % A] {
-                pixel[..lanes].copy_from_slice(&x[at + full..][..lanes]);
+    if full < channels {
+        let lanes = channels - full;
+        let mut tile = [[0.0; LANES]; MAX_ALPHA * MAX_ALPHA];
+        for (k, pixel) in tile.iter_mut().enumerate().take(K * K) {
+            if let Some(at) = start[k / K][k % K] {
+                pixel[..lanes].copy_from_slice(&src[at + full..][..lanes]);
             }
         }
-        let d = |a: usize, b: usize| Some(&patch[a * A + b]);
-        unsafe { transform_patch::<V, A>(&T::BT, d, |p, o| o.store(&mut partial[p])) };
+        let x = |a: usize, b: usize| Some(&tile[a * K + b]);
+        unsafe { transform_square::<V, K, A>(c, x, |p, o| o.store(&mut partial[p])) };
         for (p, o) in partial.iter().enumerate().take(A * A) {
-            v[row(p, full)..][..lanes].copy_from_slice(&o[..lanes]);
+            dst[row(p, full)..][..lanes].copy_from_slice(&o[..lanes]);
         }
     }
 }
@@ -970,29 +961,13 @@ struct GradTask<'a> {
 impl SimdBody for GradTask<'_> {
     #[inline(always)]
     fn run(&mut self) {
-        self.result = match self.level {
-            #[cfg(target_arch = "x86_64")]
-            SimdLevel::Avx512 => self.run_with::<vectors::Avx512>(),
-            #[cfg(target_arch = "x86_64")]
-            SimdLevel::Avx2Fma => self.run_with::<vectors::Avx2>(),
-            _ => self.run_with::<vectors::Portable>(),
-        };
+        self.result = dispatch(self.level, self.plan.m, self);
     }
 }
 
-impl GradTask<'_> {
-    #[inline(always)]
-    fn run_with<V: Vector>(&mut self) -> Result<()> {
-        match self.plan.m {
-            2 => self.run_blocks::<V, F2, 4, 2>(),
-            3 => self.run_blocks::<V, F3, 5, 3>(),
-            _ => self.run_blocks::<V, F4, 6, 4>(),
-        }
-    }
-
+impl Blocks for GradTask<'_> {
     /// Block by block: patches and `dy` tiles transformed, then at each point
     /// the block's `Vᵀ E` added to the sums (the first block overwrites them).
-    /// Runs where the CPU supports `V`'s instruction set.
     #[inline(always)]
     fn run_blocks<V: Vector, T: Tiling, const A: usize, const M: usize>(&mut self) -> Result<()> {
         let (cin, cout, block) = (self.shape.in_channels, self.shape.out_channels, self.block);
@@ -1037,39 +1012,42 @@ impl GradTask<'_> {
     }
 }
 
-/// `E = Gd e Gdᵀ` for one block of channels of an `M x M` tile of `dy` (pixels
-/// past the output absent, zeros): `half[b][i] = Σ_a Gd[i][a] e[a][b]`, then
-/// `E[i][j] = Σ_b Gd[j][b] half[b][i]` into `out(i*A + j, E)`.
+/// `C x Cᵀ` for one block of channels of a `K x K` tile `x` and an `A x K`
+/// matrix `C`: `half[b][i] = Σ_a C[i][a] x[a][b]`, then `y[i][j] = Σ_b C[j][b]
+/// half[b][i]` into `out(i*A + j, y)`. `x(a, b)` is None for a pixel that reads
+/// as zero. The patches' transform `Bᵀ d B` (`K = A`) and `dy`'s `Gd e Gdᵀ` (`K =
+/// m`).
 ///
 /// # Safety
 /// The CPU supports `V`'s instruction set.
 #[inline(always)]
-unsafe fn transform_dy<'s, V: Vector, const A: usize, const M: usize>(
-    gd: &[[f32; MAX_ALPHA]; MAX_ALPHA],
-    e: impl Fn(usize, usize) -> Option<&'s Lanes>,
+unsafe fn transform_square<'s, V: Vector, const K: usize, const A: usize>(
+    c: &[[f32; MAX_ALPHA]; MAX_ALPHA],
+    x: impl Fn(usize, usize) -> Option<&'s Lanes>,
     mut out: impl FnMut(usize, V),
 ) {
     // SAFETY: forwarded.
     unsafe {
-        // As in `transform_patch`: written before read, not initialised.
-        let mut half = [[MaybeUninit::<V>::uninit(); A]; M];
+        // Every element is written before it is read; initialising them would
+        // cost a memset per call (the array does not live in registers).
+        let mut half = [[MaybeUninit::<V>::uninit(); A]; K];
         for (b, half_col) in half.iter_mut().enumerate() {
-            let mut col = [None; M];
-            for (a, c) in col.iter_mut().enumerate() {
-                *c = e(a, b).map(|s| V::load(s));
+            let mut col = [None; K];
+            for (a, v) in col.iter_mut().enumerate() {
+                *v = x(a, b).map(|s| V::load(s));
             }
             for (i, h) in half_col.iter_mut().enumerate() {
-                h.write(combine(&gd[i], &col));
+                h.write(combine(&c[i], &col));
             }
         }
         for i in 0..A {
-            let mut row = [None; M];
+            let mut row = [None; K];
             for (b, r) in row.iter_mut().enumerate() {
                 // SAFETY: written for every b and i above.
                 *r = Some(half[b][i].assume_init());
             }
             for j in 0..A {
-                out(i * A + j, combine(&gd[j], &row));
+                out(i * A + j, combine(&c[j], &row));
             }
         }
     }
@@ -1107,29 +1085,8 @@ unsafe fn dy_tile<V: Vector, T: Tiling, const A: usize, const M: usize>(
                 .map(|(oy, ox)| ((image * oh + oy) * ow + ox) * cout);
         }
     }
-    let row = |p: usize, c0: usize| (p * block + q) * cout + c0;
-    let full = cout / LANES * LANES;
-    for c0 in (0..full).step_by(LANES) {
-        let src = |a: usize, b: usize| start[a][b].map(|at| lanes_at(dy, at + c0));
-        // SAFETY (both calls): the contract.
-        unsafe {
-            transform_dy::<V, A, M>(&T::GD, src, |p, o| o.store(lanes_at_mut(e, row(p, c0))))
-        };
-    }
-    if full < cout {
-        let lanes = cout - full;
-        let mut tile_lanes = [[0.0; LANES]; MAX_M * MAX_M];
-        for (k, pixel) in tile_lanes.iter_mut().enumerate().take(M * M) {
-            if let Some(at) = start[k / M][k % M] {
-                pixel[..lanes].copy_from_slice(&dy[at + full..][..lanes]);
-            }
-        }
-        let src = |a: usize, b: usize| Some(&tile_lanes[a * M + b]);
-        unsafe { transform_dy::<V, A, M>(&T::GD, src, |p, o| o.store(&mut partial[p])) };
-        for (p, o) in partial.iter().enumerate().take(A * A) {
-            e[row(p, full)..][..lanes].copy_from_slice(&o[..lanes]);
-        }
-    }
+    // SAFETY: the contract.
+    unsafe { transform_to_points::<V, M, A>(&T::GD, (dy, &start, cout), (e, block, q), partial) };
 }
 
 #[cfg(test)]
