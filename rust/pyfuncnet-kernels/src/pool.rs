@@ -378,11 +378,12 @@ pub fn avg_pool_grad(shape: &PoolShape, dy: &[f32], dx: &mut [f32]) -> Result<()
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::window::Padding;
 
-    fn values(len: usize, seed: u64) -> Vec<f32> {
+    /// Deterministic values in [-1, 1) (also the Winograd tests' inputs).
+    pub(crate) fn values(len: usize, seed: u64) -> Vec<f32> {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         (0..len)
             .map(|_| {

@@ -151,7 +151,8 @@ pub(crate) fn forward(
     forward_at(cpu::active(), plan, shape, x, kernel, epilogue, y)
 }
 
-/// [`forward`] at SIMD level `level`, which the CPU supports.
+/// [`forward`] at SIMD level `level` (an error if the CPU lacks it: packing the
+/// kernel checks).
 fn forward_at(
     level: SimdLevel,
     plan: &Plan,
@@ -279,35 +280,53 @@ struct Task<'a> {
 impl SimdBody for Task<'_> {
     #[inline(always)]
     fn run(&mut self) {
-        self.result = dispatch(self.kernels.level, self.plan.m, self);
+        // SAFETY: the kernels' level is one the CPU supports (`PackedB::new`
+        // refused any other before the tasks started).
+        self.result = unsafe { dispatch(self.kernels.level, self.plan.m, self) };
     }
 }
 
 /// A task whose blocks run with the vector type of a SIMD level and the
 /// transforms' sizes as constants.
 trait Blocks {
-    /// Runs the task where the CPU supports `V`'s instruction set.
-    fn run_blocks<V: Vector, T: Tiling, const A: usize, const M: usize>(&mut self) -> Result<()>;
+    /// Runs the task.
+    ///
+    /// # Safety
+    /// The CPU supports `V`'s instruction set.
+    unsafe fn run_blocks<V: Vector, T: Tiling, const A: usize, const M: usize>(
+        &mut self,
+    ) -> Result<()>;
 }
 
 /// Runs `task`'s blocks with the vector type of `level` and the tile size `m`
 /// (the caller runs it at `level`, see [`cpu::run_at`]).
+///
+/// # Safety
+/// The CPU supports `level`.
 #[inline(always)]
-fn dispatch<B: Blocks>(level: SimdLevel, m: usize, task: &mut B) -> Result<()> {
+unsafe fn dispatch<B: Blocks>(level: SimdLevel, m: usize, task: &mut B) -> Result<()> {
+    /// # Safety
+    /// The CPU supports `V`'s instruction set.
     #[inline(always)]
-    fn with<V: Vector, B: Blocks>(m: usize, task: &mut B) -> Result<()> {
-        match m {
-            2 => task.run_blocks::<V, F2, 4, 2>(),
-            3 => task.run_blocks::<V, F3, 5, 3>(),
-            _ => task.run_blocks::<V, F4, 6, 4>(),
+    unsafe fn with<V: Vector, B: Blocks>(m: usize, task: &mut B) -> Result<()> {
+        // SAFETY (every arm): forwarded.
+        unsafe {
+            match m {
+                2 => task.run_blocks::<V, F2, 4, 2>(),
+                3 => task.run_blocks::<V, F3, 5, 3>(),
+                _ => task.run_blocks::<V, F4, 6, 4>(),
+            }
         }
     }
-    match level {
-        #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512 => with::<vectors::Avx512, B>(m, task),
-        #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2Fma => with::<vectors::Avx2, B>(m, task),
-        _ => with::<vectors::Portable, B>(m, task),
+    // SAFETY (every arm): `V` is `level`'s vector type, which the CPU supports.
+    unsafe {
+        match level {
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx512 => with::<vectors::Avx512, B>(m, task),
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx2Fma => with::<vectors::Avx2, B>(m, task),
+            _ => with::<vectors::Portable, B>(m, task),
+        }
     }
 }
 
@@ -315,7 +334,9 @@ impl Blocks for Task<'_> {
     /// Block by block: the patches transformed, one product per point, the
     /// products transformed back into the output.
     #[inline(always)]
-    fn run_blocks<V: Vector, T: Tiling, const A: usize, const M: usize>(&mut self) -> Result<()> {
+    unsafe fn run_blocks<V: Vector, T: Tiling, const A: usize, const M: usize>(
+        &mut self,
+    ) -> Result<()> {
         let (cin, cout, block) = (self.shape.in_channels, self.shape.out_channels, self.block);
         let points = A * A;
         let image_len = self.shape.window.output_pixels() * cout;
@@ -326,7 +347,7 @@ impl Blocks for Task<'_> {
             let n = block.min(tiles - first);
             for q in 0..n {
                 let at = (self.image0, first + q);
-                // SAFETY: the task runs at `V`'s level (see above).
+                // SAFETY: the CPU supports `V`'s set (the contract).
                 unsafe {
                     input_tile::<V, T, A>(
                         self.plan,
@@ -866,7 +887,7 @@ pub(crate) fn backward_kernel(
     backward_kernel_at(cpu::active(), plan, shape, x, dy, dkernel)
 }
 
-/// [`backward_kernel`] at SIMD level `level`, which the CPU supports.
+/// [`backward_kernel`] at SIMD level `level` (an error if the CPU lacks it).
 fn backward_kernel_at(
     level: SimdLevel,
     plan: &Plan,
@@ -875,6 +896,12 @@ fn backward_kernel_at(
     dy: &[f32],
     dkernel: &mut [f32],
 ) -> Result<()> {
+    if !level.is_supported() {
+        return Err(crate::error::KernelError::InvalidArgument {
+            what: "conv kernel gradient".into(),
+            message: format!("SIMD level `{}` is not supported by this CPU", level.name()),
+        });
+    }
     let (cin, cout, points) = (shape.in_channels, shape.out_channels, plan.points());
     let sums_len = points * cin * cout;
     let images = shape.batch.div_ceil(GRAD_CHUNKS.min(shape.batch));
@@ -961,7 +988,9 @@ struct GradTask<'a> {
 impl SimdBody for GradTask<'_> {
     #[inline(always)]
     fn run(&mut self) {
-        self.result = dispatch(self.level, self.plan.m, self);
+        // SAFETY: the level is one the CPU supports (`backward_kernel_at`
+        // checked it).
+        self.result = unsafe { dispatch(self.level, self.plan.m, self) };
     }
 }
 
@@ -969,7 +998,9 @@ impl Blocks for GradTask<'_> {
     /// Block by block: patches and `dy` tiles transformed, then at each point
     /// the block's `Vᵀ E` added to the sums (the first block overwrites them).
     #[inline(always)]
-    fn run_blocks<V: Vector, T: Tiling, const A: usize, const M: usize>(&mut self) -> Result<()> {
+    unsafe fn run_blocks<V: Vector, T: Tiling, const A: usize, const M: usize>(
+        &mut self,
+    ) -> Result<()> {
         let (cin, cout, block) = (self.shape.in_channels, self.shape.out_channels, self.block);
         let points = A * A;
         let tiles = self.images * self.plan.tiles_per_image();
@@ -979,7 +1010,7 @@ impl Blocks for GradTask<'_> {
             let n = block.min(tiles - first);
             for q in 0..n {
                 let at = (self.image0, first + q);
-                // SAFETY (both calls): the task runs at `V`'s level.
+                // SAFETY (both calls): the CPU supports `V`'s set (the contract).
                 unsafe {
                     input_tile::<V, T, A>(
                         self.plan,
@@ -1218,6 +1249,7 @@ mod tests {
     }
 
     use crate::conv;
+    use crate::pool::tests::values;
     use crate::window::{Padding, Window};
 
     /// The constant matrices are the ones built from the points: `F(m, 3)` for
@@ -1265,18 +1297,6 @@ mod tests {
                 );
             }
         }
-    }
-
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
     }
 
     /// Every tile size at every SIMD level this CPU supports against the direct
