@@ -799,19 +799,25 @@ pub fn conv_backward_kernel(
     let len = dkernel.len();
     with_scratch(Slot::Partials, chunks * len, |partials| {
         for_each_tile_task(partials, len, chunk_sum)?;
-        let partials = &*partials;
-        par::for_each_chunk_mut(dkernel, SUM_GRAIN, |i, out| {
-            let start = i * SUM_GRAIN;
-            out.copy_from_slice(&partials[start..start + out.len()]);
-            for c in 1..chunks {
-                let part = &partials[c * len + start..][..out.len()];
-                for (o, p) in out.iter_mut().zip(part) {
-                    *o += *p;
-                }
-            }
-        });
+        sum_partials(partials, dkernel);
         Ok(())
     })
+}
+
+/// `out = Σ_c partials[c]`, the partials being consecutive runs of `out.len()`
+/// floats, added in order (the same bits for any thread count), in parallel
+/// over ranges of `out`.
+pub(crate) fn sum_partials(partials: &[f32], out: &mut [f32]) {
+    let len = out.len();
+    par::for_each_chunk_mut(out, SUM_GRAIN, |i, out| {
+        let start = i * SUM_GRAIN;
+        out.copy_from_slice(&partials[start..start + out.len()]);
+        for part in partials.chunks_exact(len).skip(1) {
+            for (o, p) in out.iter_mut().zip(&part[start..]) {
+                *o += *p;
+            }
+        }
+    });
 }
 
 /// Naive direct convolution (the test oracle), accumulating in f64.

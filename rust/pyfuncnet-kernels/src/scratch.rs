@@ -42,8 +42,8 @@ pub(crate) enum Slot {
     /// Recurrent layers: the recurrent kernel packed for the step GEMMs, held by
     /// the calling thread.
     RecurrentKernel,
-    /// Winograd convolution: the kernel transformed once per call, held by the
-    /// calling thread.
+    /// Winograd convolution: the kernel transformed once per call, or the kernel
+    /// gradient's summed per-point products, held by the calling thread.
     WinogradKernel,
     /// Lookup-and-project: the products of a batch's distinct table rows (or their
     /// summed gradients), held by the calling thread.

@@ -39,12 +39,10 @@
 
 use std::mem::MaybeUninit;
 
-use crate::conv::for_each_tile_task;
-use crate::conv::ConvShape;
+use crate::conv::{for_each_tile_task, sum_partials, ConvShape};
 use crate::cpu::{self, SimdBody, SimdLevel};
 use crate::error::Result;
 use crate::gemm::{self, Epilogue, MatMut, MatRef, PackedB};
-use crate::par;
 use crate::scratch::{with_scratch, Slot};
 
 /// Largest tile edge `m` and patch edge `alpha = m + 2` built.
@@ -863,8 +861,6 @@ unsafe fn output_tile<V: Vector, T: Tiling, const A: usize, const M: usize>(
 /// images): each gathers a partial sum of the per-point products, added in
 /// chunk order, so the split depends on the batch alone.
 const GRAD_CHUNKS: usize = 8;
-/// Elements of the final sum of partial gradients one task adds up.
-const SUM_GRAIN: usize = 1 << 14;
 
 /// `dkernel`, the kernel gradient, from the input `x` and `dy` by `plan`; the
 /// caller has checked the lengths.
@@ -929,21 +925,15 @@ fn backward_kernel_at(
                 task.result
             })
         })?;
-        let (total, rest) = partials.split_at_mut(sums_len);
-        let rest: &[f32] = rest;
-        par::for_each_chunk_mut(total, SUM_GRAIN, |i, out| {
-            for part in rest.chunks_exact(sums_len) {
-                for (o, p) in out.iter_mut().zip(&part[i * SUM_GRAIN..]) {
-                    *o += *p;
-                }
+        with_scratch(Slot::WinogradKernel, sums_len, |total| {
+            sum_partials(partials, total);
+            match plan.m {
+                2 => sums_to_kernel::<F2>(total, cin * cout, dkernel),
+                3 => sums_to_kernel::<F3>(total, cin * cout, dkernel),
+                _ => sums_to_kernel::<F4>(total, cin * cout, dkernel),
             }
-        });
-        match plan.m {
-            2 => sums_to_kernel::<F2>(total, cin * cout, dkernel),
-            3 => sums_to_kernel::<F3>(total, cin * cout, dkernel),
-            _ => sums_to_kernel::<F4>(total, cin * cout, dkernel),
-        }
-        Ok(())
+            Ok(())
+        })
     })
 }
 
