@@ -1,8 +1,10 @@
 //! Lookup-and-project (`take` feeding `dense`, as an Embedding feeding an LSTM's
-//! input projection), forward and backward, on the question-answering model's two
-//! encoders: batch 128 of 100 tokens drawn uniformly from 10,000 rows (about 7,200
-//! distinct per batch), widths 64 -> 128 and 32 -> 64. Against the unfused pair:
-//! the gather and one product per index forward, two products per index backward.
+//! input projection), forward and backward, on the encoders of the text
+//! benchmarks, tokens drawn uniformly from 10,000 rows: the question-answering
+//! model's (batch 128 of 100 tokens, about 7,200 distinct per batch; widths 64 ->
+//! 128 and 32 -> 64) and the ticket model's (batch 32: titles of 10 tokens, 64 ->
+//! 512; bodies of 100, 64 -> 128). Against the unfused pair: the gather and one
+//! product per index forward, two products per index backward.
 //!
 //! Throughput is declared in flops of the unfused products, so criterion's
 //! `Gelem/s` reads as the GFLOP/s the fused kernel stands in for. Run one thread
@@ -19,14 +21,18 @@ use pyfuncnet_kernels::gemm::{self, Epilogue, MatMut, MatRef};
 use pyfuncnet_kernels::layout;
 
 const TABLE_ROWS: usize = 10_000;
-const TOKENS: usize = 128 * 100;
-const CASES: [(&str, usize, usize); 2] =
-    [("qa_text_64x128", 64, 128), ("qa_question_32x64", 32, 64)];
+/// (name, tokens, width, units).
+const CASES: [(&str, usize, usize, usize); 4] = [
+    ("qa_text_64x128", 128 * 100, 64, 128),
+    ("qa_question_32x64", 128 * 100, 32, 64),
+    ("ticket_title_64x512", 32 * 10, 64, 512),
+    ("ticket_body_64x128", 32 * 100, 64, 128),
+];
 
-/// Indices uniform over the table, from a fixed linear congruential sequence.
-fn indices() -> Vec<i32> {
+/// `count` indices uniform over the table, from a fixed linear congruential sequence.
+fn indices(count: usize) -> Vec<i32> {
     let mut state = 12_345u64;
-    (0..TOKENS)
+    (0..count)
         .map(|_| {
             state = state
                 .wrapping_mul(6_364_136_223_846_793_005)
@@ -37,8 +43,8 @@ fn indices() -> Vec<i32> {
 }
 
 fn lookup_and_project(c: &mut Criterion) {
-    let idx = indices();
-    for (name, width, units) in CASES {
+    for (name, tokens, width, units) in CASES {
+        let idx = indices(tokens);
         let shape = TakeDenseShape {
             table_rows: TABLE_ROWS,
             width,
@@ -47,17 +53,17 @@ fn lookup_and_project(c: &mut Criterion) {
         let table = values(TABLE_ROWS * width, 1);
         let kernel = values(width * units, 2);
         let bias = values(units, 3);
-        let dz = values(TOKENS * units, 4);
+        let dz = values(tokens * units, 4);
         let epilogue = Epilogue {
             bias: Some(&bias),
             activation: None,
         };
-        let (mut rows, mut positions) = (vec![0i32; TOKENS], vec![0i32; TOKENS]);
-        let mut gathered = vec![0.0f32; TOKENS * width];
-        let mut out = vec![0.0f32; TOKENS * units];
-        let mut d_gathered = vec![0.0f32; TOKENS * width];
+        let (mut rows, mut positions) = (vec![0i32; tokens], vec![0i32; tokens]);
+        let mut gathered = vec![0.0f32; tokens * width];
+        let mut out = vec![0.0f32; tokens * units];
+        let mut d_gathered = vec![0.0f32; tokens * width];
         let mut d_kernel = vec![0.0f32; width * units];
-        let flops = (2 * TOKENS * width * units) as u64;
+        let flops = (2 * tokens * width * units) as u64;
         let mut group = c.benchmark_group("embed");
         group
             .sample_size(20)
@@ -89,10 +95,10 @@ fn lookup_and_project(c: &mut Criterion) {
                 .unwrap();
                 gemm::sgemm(
                     1.0,
-                    MatRef::row_major(&gathered, TOKENS, width).unwrap(),
+                    MatRef::row_major(&gathered, tokens, width).unwrap(),
                     MatRef::row_major(&kernel, width, units).unwrap(),
                     0.0,
-                    MatMut::row_major(&mut out, TOKENS, units).unwrap(),
+                    MatMut::row_major(&mut out, tokens, units).unwrap(),
                     &epilogue,
                 )
                 .unwrap();
@@ -122,12 +128,12 @@ fn lookup_and_project(c: &mut Criterion) {
                 .unwrap();
             })
         });
-        let mut x = vec![0.0f32; TOKENS * width];
+        let mut x = vec![0.0f32; tokens * width];
         layout::gather("take", &table, &[TABLE_ROWS, width], 0, &idx, &mut x).unwrap();
-        let mut dx = vec![0.0f32; TOKENS * width];
+        let mut dx = vec![0.0f32; tokens * width];
         group.bench_function(format!("backward_unfused/{name}"), |bench| {
             bench.iter(|| {
-                let dz = MatRef::row_major(black_box(&dz), TOKENS, units).unwrap();
+                let dz = MatRef::row_major(black_box(&dz), tokens, units).unwrap();
                 let none = Epilogue::default();
                 let k = MatRef::row_major(&kernel, width, units).unwrap();
                 gemm::sgemm(
@@ -135,11 +141,11 @@ fn lookup_and_project(c: &mut Criterion) {
                     dz,
                     k.t(),
                     0.0,
-                    MatMut::row_major(&mut dx, TOKENS, width).unwrap(),
+                    MatMut::row_major(&mut dx, tokens, width).unwrap(),
                     &none,
                 )
                 .unwrap();
-                let xm = MatRef::row_major(&x, TOKENS, width).unwrap();
+                let xm = MatRef::row_major(&x, tokens, width).unwrap();
                 gemm::sgemm(
                     1.0,
                     xm.t(),

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! PYFUNCNET_NUM_THREADS=1 cargo run --release -p pyfuncnet-benches --example gemm_gflops \
-//!     [reps] [filter] [extra shapes, e.g. 1000,96x2048x256]
+//!     [reps] [filter] [extra shapes, e.g. 1000,96x2048x256,64x128x3200:ta]
 //! ```
 //!
 //! `PYFUNCNET_SIMD` picks the kernel family as usual; `filter` (comma-separated)
@@ -25,20 +25,29 @@ use pyfuncnet_kernels::cpu;
 use pyfuncnet_kernels::gemm::{sgemm, Epilogue, MatMut};
 use pyfuncnet_kernels::par;
 
-/// The square sizes up to 2048, the `extra` products (`MxNxK`), then the MLP's.
-fn shapes(extra: &[[usize; 3]]) -> Vec<Shape> {
+/// An extra product from the command line: `(m, n, k, transpose_a, transpose_b)`.
+type Extra = (usize, usize, usize, bool, bool);
+
+/// The square sizes up to 2048, the `extra` products, then the MLP's.
+fn shapes(extra: &[Extra]) -> Vec<Shape> {
     let mut v: Vec<Shape> = [64, 128, 256, 384, 512, 1024, 2048]
         .into_iter()
         .map(|n| Shape::square(format!("sq{n}"), n))
         .collect();
-    for &[m, n, k] in extra {
+    for &(m, n, k, ta, tb) in extra {
+        let t = match (ta, tb) {
+            (false, false) => "",
+            (true, false) => ":ta",
+            (false, true) => ":tb",
+            (true, true) => ":tatb",
+        };
         v.push(Shape {
-            name: format!("{m}x{n}x{k}"),
+            name: format!("{m}x{n}x{k}{t}"),
             m,
             n,
             k,
-            ta: false,
-            tb: false,
+            ta,
+            tb,
         });
     }
     v.extend(mlp_shapes());
@@ -61,16 +70,19 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let reps: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(15);
     let filter = args.get(2).cloned().unwrap_or_default();
-    // `MxNxK` or a square size `N`.
-    let extra: Vec<[usize; 3]> = args
+    // `MxNxK` or a square size `N`, then `:ta`, `:tb` or `:tatb` to read A and / or
+    // B transposed (as a backward pass does).
+    let extra: Vec<Extra> = args
         .get(3)
         .map(|s| {
             s.split(',')
                 .filter_map(|x| {
-                    let d: Vec<usize> = x.split('x').filter_map(|d| d.parse().ok()).collect();
+                    let (dims, flags) = x.split_once(':').unwrap_or((x, ""));
+                    let (ta, tb) = (flags.contains("ta"), flags.contains("tb"));
+                    let d: Vec<usize> = dims.split('x').filter_map(|d| d.parse().ok()).collect();
                     match d[..] {
-                        [n] => Some([n; 3]),
-                        [m, n, k] => Some([m, n, k]),
+                        [n] => Some((n, n, n, ta, tb)),
+                        [m, n, k] => Some((m, n, k, ta, tb)),
                         _ => None,
                     }
                 })
