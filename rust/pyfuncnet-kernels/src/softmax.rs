@@ -882,7 +882,7 @@ mod tests {
         for k in [0, 5, 16, 17, 36] {
             x[k] = f32::NEG_INFINITY;
         }
-        x[classes + 20] = x[classes + 20] - 200.0;
+        x[classes + 20] -= 200.0;
         x[2 * classes + 33] = f32::NAN;
         let mut y = vec![0.0; x.len()];
         softmax(&x, 3, classes, 1, &mut y).unwrap();
