@@ -66,6 +66,14 @@ fn median_max(v: &mut [f64]) -> (f64, f64) {
     (v[v.len() / 2], v[v.len() - 1])
 }
 
+/// Exits with what an extra shape must look like (a typo must not time another shape).
+fn usage(given: &str) -> ! {
+    eprintln!(
+        "extra shape {given:?}: expected N or MxNxK, optionally followed by :ta, :tb or :tatb"
+    );
+    std::process::exit(2);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let reps: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(15);
@@ -76,14 +84,20 @@ fn main() {
         .get(3)
         .map(|s| {
             s.split(',')
-                .filter_map(|x| {
+                .map(|x| {
                     let (dims, flags) = x.split_once(':').unwrap_or((x, ""));
-                    let (ta, tb) = (flags.contains("ta"), flags.contains("tb"));
-                    let d: Vec<usize> = dims.split('x').filter_map(|d| d.parse().ok()).collect();
-                    match d[..] {
-                        [n] => Some((n, n, n, ta, tb)),
-                        [m, n, k] => Some((m, n, k, ta, tb)),
-                        _ => None,
+                    let (ta, tb) = match flags {
+                        "" => (false, false),
+                        "ta" => (true, false),
+                        "tb" => (false, true),
+                        "tatb" => (true, true),
+                        _ => usage(x),
+                    };
+                    let d: Option<Vec<usize>> = dims.split('x').map(|d| d.parse().ok()).collect();
+                    match d.as_deref() {
+                        Some(&[n]) => (n, n, n, ta, tb),
+                        Some(&[m, n, k]) => (m, n, k, ta, tb),
+                        _ => usage(x),
                     }
                 })
                 .collect()
