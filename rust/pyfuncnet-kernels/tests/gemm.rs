@@ -495,6 +495,25 @@ fn gemm_long_k_products_match_reference() {
 }
 
 #[test]
+fn gemm_blocked_products_over_several_k_blocks_match_reference() {
+    // Too wide or too tall for the K-streamed path: the blocked path with K in
+    // more than one of its blocks (the longest are 1024); beta and the epilogue
+    // apply once.
+    for (m, n, k) in [(100, 290, 2100), (200, 97, 1100)] {
+        check_every_layout_pair(m, n, k);
+        check_every_level(Case {
+            la: all_layouts()[1],
+            ldc_pad: 3,
+            alpha: -2.0,
+            beta: 0.25,
+            bias: true,
+            activation: true,
+            ..Case::plain(m, n, k)
+        });
+    }
+}
+
+#[test]
 fn gemm_active_level_runs() {
     eprintln!("gemm level (active): {}", cpu::active().name());
     // Without an override the best supported level is the active one.

@@ -12,10 +12,14 @@
 //! is loaded and stored through a lane mask, so partial tiles write C in place
 //! with no buffer and no wasted rows.
 //!
-//! Block sizes are the trait defaults: a `256 x 32` B micro-panel is 32 KiB of
-//! the 48 KiB L1, and a `192 x 256` A block 192 KiB of the 2 MiB L2. Larger K
-//! blocks (320, 384) and M blocks (288, 480) measured the same within noise on
-//! a Sapphire Rapids core.
+//! The small and K-streamed paths use the trait's default blocks (a `256 x 32` B
+//! micro-panel is 32 KiB, an L1). The blocked path takes K in blocks of up to
+//! 1024, and M in blocks down to 48 (A's block stays 192 KiB of L2): the tile loop
+//! then streams its `1024 x 32` B micro-panel from L2 at full speed, and C is read
+//! and written a quarter as often. On a Zen 4 core (32 KiB L1, 1 MiB L2) that took
+//! one thread from 101-102 to 106-110 GFLOP/s at 1024-2048³ (peak 116); 256 x 192
+//! had measured best among K blocks up to 384 there, and on a Sapphire Rapids
+//! core.
 //!
 //! The gathered-rows kernel (a convolution's patches read in place) runs the same
 //! tile with one pointer per row of A, four steps of K per iteration; without it
@@ -83,6 +87,7 @@ mod x86 {
         const MR: usize = MR;
         const NR: usize = NR;
         const LEVEL: SimdLevel = SimdLevel::Avx512;
+        const BLOCKED_KC: usize = 1024;
 
         #[inline]
         unsafe fn kernel(

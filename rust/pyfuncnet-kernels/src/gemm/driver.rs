@@ -11,7 +11,7 @@
 //!       pack A[ic, pc] into MR-row panels      (per-thread buffer, stays in L2;
 //!                                               or all of A packed once up front
 //!                                               when N chunks would repeat it)
-//!       for jr in chunk by NR:                 B micro-panel stays in L1
+//!       for jr in chunk by NR:                 B micro-panel stays in L1 (or L2)
 //!         for ir in ic by MR:                  A micro-panels stream from L2
 //!           micro-kernel (beta on the first K block, 1 afterwards)
 //!     bias + activation on the task's tile of C
@@ -37,9 +37,13 @@ use std::ops::Range;
 use crate::cpu::{self, SimdLevel};
 use crate::par;
 
-// The K block and the largest M block are the kernel's (`MicroKernel::KC`, `MC`).
+// The K block and the largest M block are the kernel's (`MicroKernel::BLOCKED_KC`,
+// `MC`).
 /// Smallest M block when M is cut finer to make parallel tasks.
 const MIN_MC: usize = 48;
+/// Largest packed block of A per task, in floats (192 KiB, a share of L2): a
+/// long K block makes the M block shorter.
+const A_BLOCK_MAX: usize = 192 * 256;
 /// Largest N block.
 const NC: usize = 4096;
 /// Smallest N block when K is so long that B is packed by K super-blocks.
@@ -260,7 +264,7 @@ pub(crate) fn balanced_block(len: usize, max: usize, unit: usize) -> usize {
 fn blocked<K: MicroKernel>(p: &Problem, c: CTarget) {
     let (m, n, k) = (p.m, p.n, p.k);
     let (mr, nr) = (K::MR, K::NR);
-    let kc = balanced_block(k, K::KC, 1);
+    let kc = balanced_block(k, K::BLOCKED_KC, 1);
     let nc_max = (B_PACK_MAX / k / nr * nr).clamp(MIN_NC, NC);
     let nc = balanced_block(n, nc_max, nr);
     // B is packed for a K super-block of `ks` (all of K unless that is huge).
@@ -501,7 +505,8 @@ fn partition<K: MicroKernel>(
     let (mr, nr) = (K::MR, K::NR);
     let flops = 2 * m * n_panels * nr * k;
     let tasks = (flops / MIN_TASK_FLOPS).clamp(1, TARGET_TASKS);
-    let m_blocks = m.div_ceil(K::MC).max(tasks.min(m / MIN_MC)).max(1);
+    let mc_max = (A_BLOCK_MAX / k.min(K::BLOCKED_KC)).clamp(MIN_MC, K::MC);
+    let m_blocks = m.div_ceil(mc_max).max(tasks.min(m / MIN_MC)).max(1);
     let mc = round_up(m.div_ceil(m_blocks), mr);
     let m_blocks = m.div_ceil(mc);
     let min_chunk = if a_shareable { 1 } else { MIN_CHUNK_PANELS };

@@ -25,12 +25,18 @@ pub trait MicroKernel {
     const NR: usize;
     /// The instruction set the kernel needs (packing uses the same).
     const LEVEL: SimdLevel;
-    /// K block of the blocked and small paths: a `KC x NR` micro-panel of B stays
-    /// in L1 next to the `MR x KC` micro-panel of A the kernel streams past it.
+    /// K block of the small and K-streamed paths: a `KC x NR` micro-panel of B
+    /// stays in L1 next to the `MR x KC` micro-panel of A the kernel streams past
+    /// it.
     const KC: usize = 256;
     /// Largest M block of the blocked path: the packed `MC x KC` block of A stays
     /// in L2 while the B micro-panels of a task go by.
     const MC: usize = 192;
+    /// K block of the blocked path. Each block reads and writes every C tile once
+    /// more, so a kernel whose packed micro-panels stream well from L2 may take a
+    /// longer block than [`KC`](Self::KC) (the M block then shrinks to keep A's
+    /// block in L2).
+    const BLOCKED_KC: usize = Self::KC;
     /// Whether [`kernel_edge`](Self::kernel_edge) reads only the first `rows` rows
     /// of A, so a partial strip of A may be read in place instead of packed
     /// zero-padded to `MR` rows.
