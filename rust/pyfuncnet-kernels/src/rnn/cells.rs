@@ -181,6 +181,9 @@ pub(crate) struct LstmForward<'a, RA, A> {
     pub rows: Rows<'a>,
     pub ra: RA,
     pub a: A,
+    /// The input time step of the next step, if any: each row's entries of it
+    /// in `xp` and `ws` are prefetched as the row is computed.
+    pub next: Option<usize>,
     pub xp: &'a [f32],
     pub ws: &'a mut [f32],
     pub h: &'a mut [f32],
@@ -192,6 +195,13 @@ impl<RA: Act, A: Act> SimdBody for LstmForward<'_, RA, A> {
     fn run(&mut self) {
         let (u, ra, a) = (self.rows.units, self.ra, self.a);
         for b in 0..self.rows.count {
+            if let Some(t) = self.next {
+                // One row's worth at a time, spread over the step: issued all at
+                // once, a step's thousands of prefetches stall on full miss queues.
+                let next = Rows { t, ..self.rows };
+                crate::cpu::prefetch(&self.xp[next.at(b, 4 * u)]);
+                crate::cpu::prefetch(&self.ws[next.at(b, 6 * u)]);
+            }
             if !self.rows.active(b) {
                 continue;
             }
@@ -237,6 +247,9 @@ pub(crate) struct LstmBackward<'a, RA, A> {
     pub rows: Rows<'a>,
     pub ra: RA,
     pub a: A,
+    /// The input time step of the next step (backward in time), if any: each
+    /// row's entries of it in `ws` and `dz` are prefetched as the row is computed.
+    pub next: Option<usize>,
     pub ws: &'a [f32],
     pub dz: &'a mut [f32],
     pub dh: &'a mut [f32],
@@ -248,6 +261,12 @@ impl<RA: Act, A: Act> SimdBody for LstmBackward<'_, RA, A> {
     fn run(&mut self) {
         let (u, ra, a) = (self.rows.units, self.ra, self.a);
         for b in 0..self.rows.count {
+            if let Some(t) = self.next {
+                // As in the forward: row by row, spread over the step.
+                let next = Rows { t, ..self.rows };
+                crate::cpu::prefetch(&self.ws[next.at(b, 6 * u)]);
+                crate::cpu::prefetch(&self.dz[next.at(b, 4 * u)]);
+            }
             let dz = &mut self.dz[self.rows.at(b, 4 * u)];
             if !self.rows.active(b) {
                 dz.fill(0.0);

@@ -495,10 +495,13 @@ fn forward_rows(
         |rh_rows| {
             for step in 0..t_len {
                 let t = s.time(step);
-                if step + 1 < t_len {
-                    let next = s.time(step + 1);
-                    prefetch_step(xp, n, t_len, next, g);
-                    prefetch_step(ws, n, t_len, next, w);
+                let next = (step + 1 < t_len).then(|| s.time(step + 1));
+                if let Some(next) = next {
+                    if s.cell != Cell::Lstm {
+                        // The LSTM's cell kernel prefetches these row by row.
+                        prefetch_step(xp, n, t_len, next, g);
+                        prefetch_step(ws, n, t_len, next, w);
+                    }
                     prefetch_step(hp, n, t_len, next, u);
                     if let Some(seq) = seq.as_deref() {
                         prefetch_step(seq, n, t_len, step + 1, u);
@@ -539,6 +542,7 @@ fn forward_rows(
                                 rows,
                                 ra,
                                 a,
+                                next,
                                 xp,
                                 ws,
                                 h,
@@ -951,10 +955,13 @@ fn backward_rows(
         |gtmp| {
             for step in (0..t_len).rev() {
                 let t = s.time(step);
-                if step > 0 {
-                    let next = s.time(step - 1);
-                    prefetch_step(ws, n, t_len, next, w);
-                    prefetch_step(dxp, n, t_len, next, g);
+                let next = (step > 0).then(|| s.time(step - 1));
+                if let Some(next) = next {
+                    if s.cell != Cell::Lstm {
+                        // The LSTM's cell kernel prefetches these row by row.
+                        prefetch_step(ws, n, t_len, next, w);
+                        prefetch_step(dxp, n, t_len, next, g);
+                    }
                     if let Some(d) = d_sequence {
                         prefetch_step(d, n, t_len, step - 1, u);
                     }
@@ -982,6 +989,7 @@ fn backward_rows(
                                 rows,
                                 ra,
                                 a,
+                                next,
                                 ws,
                                 dz: dxp,
                                 dh,
