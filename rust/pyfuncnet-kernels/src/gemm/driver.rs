@@ -147,7 +147,8 @@ fn streams_k<K: MicroKernel>(m: usize, n: usize, k: usize) -> bool {
 
 /// Long K, small C: each task owns a chunk of C's column panels (all rows) and
 /// walks K block by block, packing that block of A and of its own B panels into
-/// its thread's buffers, where they stay in L2 while the tiles run. Packing all of
+/// its thread's buffers, where they stay in L2 while the tiles run (or, for the
+/// layout of a weight gradient, reading them in place). Packing all of
 /// K ahead (the blocked path) would write both operands, megabytes each, to
 /// memory and read them back; here each is read once per task and the tasks never
 /// synchronise.
@@ -161,44 +162,87 @@ fn k_streamed<K: MicroKernel>(p: &Problem, c: CTarget) {
     let (mr, nr) = (K::MR, K::NR);
     let kc = balanced_block(k, K::KC, 1);
     let (m_panels, n_panels) = (m.div_ceil(mr), n.div_ceil(nr));
+    // With A's columns and B's rows contiguous (`Xᵀ dY` of row-major X and dY),
+    // the kernel reads both in place: a strip of A is MR adjacent floats per step
+    // of K, and B's rows stream from L2 as fast as a packed panel. Only a last
+    // partial strip (unless the kernel's corners read only their own rows) and a
+    // last partial panel are packed, block by block.
+    let in_place = p.a.rs == 1 && p.b.cs == 1;
+    let (m_direct, n_direct) = match (in_place, K::EDGE_READS_ITS_ROWS_ONLY) {
+        (false, _) => (0, 0),
+        (true, true) => (m, n / nr * nr),
+        (true, false) => (m / mr * mr, n / nr * nr),
+    };
     let threads = par::threads_in_use();
     let by_work = (2 * m * n * k / MIN_TASK_FLOPS).max(1);
     let per_task = n_panels.div_ceil(threads.min(by_work).min(n_panels));
     par::for_each_task(n_panels.div_ceil(per_task), |t| {
         let (jp0, jp1) = (t * per_task, ((t + 1) * per_task).min(n_panels));
         let (j0, j1) = (jp0 * nr, (jp1 * nr).min(n));
-        with_scratch(Slot::A, m_panels * mr * kc, |apack| {
-            with_scratch(Slot::B, (jp1 - jp0) * nr * kc, |bpack| {
+        // The packed rows and columns: `m_direct..m` and `jb..j1`.
+        let jb = j0.max(n_direct).min(j1);
+        let a_packed = (m - m_direct).div_ceil(mr) * mr;
+        let b_packed = (j1 - jb).div_ceil(nr) * nr;
+        with_scratch(Slot::A, a_packed * kc, |apack| {
+            with_scratch(Slot::B, b_packed * kc, |bpack| {
                 for p0 in (0..k).step_by(kc) {
                     let kcur = kc.min(k - p0);
                     let beta = if p0 == 0 { p.beta } else { 1.0 };
-                    let a_block = &mut apack[..m_panels * mr * kcur];
-                    pack_panels(a_block, &p.a, 0, m, p0, kcur, mr, K::LEVEL);
-                    let b_block = &mut bpack[..(jp1 - jp0) * nr * kcur];
-                    pack_panels(b_block, &p.b.t(), j0, j1 - j0, p0, kcur, nr, K::LEVEL);
+                    let a_block = &mut apack[..a_packed * kcur];
+                    pack_panels(
+                        a_block,
+                        &p.a,
+                        m_direct,
+                        m - m_direct,
+                        p0,
+                        kcur,
+                        mr,
+                        K::LEVEL,
+                    );
+                    let b_block = &mut bpack[..b_packed * kcur];
+                    pack_panels(b_block, &p.b.t(), jb, j1 - jb, p0, kcur, nr, K::LEVEL);
                     let (a_block, b_block): (&[f32], &[f32]) = (a_block, b_block);
                     // The next block's sources, fetched while these tiles run: a
-                    // share per tile, so the packing of the next block finds
-                    // them in L2 instead of waiting on memory.
+                    // share per tile, so the packing (or the in-place reads) of the
+                    // next block find them in L2 instead of waiting on memory.
                     let next = (p0 + kc..(p0 + 2 * kc).min(k), m_panels * (jp1 - jp0));
                     for jp in jp0..jp1 {
-                        let b_src = Operand {
-                            data: b_block,
-                            offset: (jp - jp0) * nr * kcur,
-                            rs: nr,
-                            cs: 1,
+                        let j = jp * nr;
+                        let b_src = if j < jb {
+                            Operand {
+                                data: p.b.data,
+                                offset: p0 * p.b.rs + j,
+                                rs: p.b.rs,
+                                cs: 1,
+                            }
+                        } else {
+                            Operand {
+                                data: b_block,
+                                offset: (j - jb) * kcur,
+                                rs: nr,
+                                cs: 1,
+                            }
                         };
                         for ip in 0..m_panels {
                             let part = (jp - jp0) * m_panels + ip;
                             prefetch_block(&p.a, 0..m, next.0.clone(), part, next.1);
                             prefetch_block(&p.b, next.0.clone(), j0..j1, part, next.1);
-                            let a_src = Operand {
-                                data: a_block,
-                                offset: ip * mr * kcur,
-                                rs: 1,
-                                cs: mr,
+                            let i = ip * mr;
+                            let a_src = if i < m_direct {
+                                Operand {
+                                    data: p.a.data,
+                                    offset: i * p.a.rs + p0 * p.a.cs,
+                                    rs: p.a.rs,
+                                    cs: p.a.cs,
+                                }
+                            } else {
+                                Operand {
+                                    data: a_block,
+                                    offset: (i - m_direct) * kcur,
+                                    rs: 1,
+                                    cs: mr,
+                                }
                             };
-                            let (i, j) = (ip * mr, jp * nr);
                             let tile = Tile {
                                 i,
                                 j,
