@@ -74,6 +74,9 @@ fn gemm_is_bitwise_identical_for_1_2_and_3_threads() {
         (784, 64, 256, true, false),
         // Small path with all of B packed once (as `sgemm_packed` runs): row tasks.
         (256, 64, 784, false, true),
+        // Short K, A the taller operand (input projections): small path.
+        (3000, 128, 64, false, false),
+        (1000, 1000, 100, false, true),
     ];
     for (m, n, k, ta, tb) in shapes {
         let one = product(1, m, n, k, ta, tb);
