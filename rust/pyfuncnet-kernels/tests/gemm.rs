@@ -471,13 +471,17 @@ fn gemm_small_path_packing_choices_match_reference() {
 #[test]
 fn gemm_long_k_products_match_reference() {
     // K many times the kernel's K block next to a small C (weight gradients over
-    // batch * steps rows): each task walks K packing one block at a time.
+    // batch * steps rows): each task walks K packing one block at a time, or
+    // reading A and B in place when A is transposed (then also for a K of one
+    // or two blocks: the last two shapes).
     for (m, n, k) in [
         (64, 128, 4100),
         (13, 33, 2048),
         (192, 256, 2049),
         (1, 1, 3000),
         (25, 70, 2100),
+        (70, 300, 300),
+        (13, 40, 256),
     ] {
         check_every_layout_pair(m, n, k);
         for (alpha, beta) in [(0.5, 0.0), (-2.0, 0.25)] {

@@ -68,6 +68,9 @@ fn gemm_is_bitwise_identical_for_1_2_and_3_threads() {
         (32, 128, 12800, true, false),
         (64, 128, 4100, true, false),
         (25, 70, 2100, false, true),
+        // Weight-gradient layout with a shorter K: K streamed, operands in place.
+        (128, 512, 320, true, false),
+        (70, 300, 1000, true, false),
         // Small path: several row tasks, K blocks, packed B.
         (256, 64, 784, false, false),
         (64, 784, 64, false, true),
