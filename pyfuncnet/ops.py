@@ -353,7 +353,9 @@ def argmin(x, axis=None, keepdims=False):
 # As JSON text: the core looks text up in its cache of built ops directly, where a
 # dict is first converted (about 1 us, as long as a 64 x 64 x 64 product's kernel).
 _MATMUL_ATTRS = {
-    (ta, tb): json.dumps({"transpose_a": ta, "transpose_b": tb}) for ta in (False, True) for tb in (False, True)
+    (ta, tb): json.dumps({"transpose_a": ta, "transpose_b": tb}, separators=(",", ":"))
+    for ta in (False, True)
+    for tb in (False, True)
 }
 
 

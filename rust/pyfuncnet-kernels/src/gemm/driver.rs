@@ -20,13 +20,17 @@
 //! Products with a very long K and a small C (weight gradients summed over batch x
 //! steps rows) take [`k_streamed`] instead: B packed for all of K would be
 //! megabytes written to memory and read back, so each task packs one K block at a
-//! time into buffers that stay in L2.
+//! time into buffers that stay in L2, or, for a weight gradient's layout (`Xᵀ dY`
+//! of row-major X and dY), reads both operands in place; that layout goes there
+//! from one K block on when C is small.
 //!
 //! Tasks own disjoint tiles of C and loop over K themselves, so the only
 //! synchronisation is the end of the B packing and the end of the tasks, once per
-//! N block. The block sizes and the task partition are functions of `(m, n, k)`
-//! only, so every element of C sees the same sequence of operations whatever the
-//! number of threads.
+//! N block. The route, the block sizes and the task partition are functions of
+//! `(m, n, k)` and the operands' layout only, so every element of C sees the same
+//! sequence of operations whatever the number of threads. (Routes differ in their
+//! K blocks beyond K = 256, so the same product may round differently when only
+//! its M or its layout changes.)
 
 use super::kernel::{MicroKernel, MAX_TILE};
 use super::pack::pack_panels;
@@ -37,8 +41,8 @@ use std::ops::Range;
 use crate::cpu::{self, SimdLevel};
 use crate::par;
 
-// The K block and the largest M block are the kernel's (`MicroKernel::BLOCKED_KC`,
-// `MC`).
+// The K block is the kernel's `MicroKernel::BLOCKED_KC`; the M block is at most
+// its `MC`, and shorter for long K blocks (see `A_BLOCK_MAX`).
 /// Smallest M block when M is cut finer to make parallel tasks.
 const MIN_MC: usize = 48;
 /// Largest packed block of A per task, in floats (192 KiB, a share of L2): a
@@ -167,8 +171,8 @@ fn streams_k_in_place<K: MicroKernel>(p: &Problem) -> bool {
 ///
 /// Every element of C sees the same K blocks in the same order whatever the
 /// partition, so the number of tasks may follow the thread count: one task per
-/// thread (each packs all of A and its share of B), fewer when the product is too
-/// small to split.
+/// thread (each packs, or reads in place, all of A and its share of B), fewer when
+/// the product is too small to split.
 fn k_streamed<K: MicroKernel>(p: &Problem, c: CTarget) {
     let (m, n, k) = (p.m, p.n, p.k);
     let (mr, nr) = (K::MR, K::NR);
@@ -561,7 +565,8 @@ fn partition<K: MicroKernel>(
     let (mr, nr) = (K::MR, K::NR);
     let flops = 2 * m * n_panels * nr * k;
     let tasks = (flops / MIN_TASK_FLOPS).clamp(1, TARGET_TASKS);
-    let mc_max = (A_BLOCK_MAX / k.min(K::BLOCKED_KC)).clamp(MIN_MC, K::MC);
+    let kc = balanced_block(k, K::BLOCKED_KC, 1);
+    let mc_max = (A_BLOCK_MAX / kc).clamp(MIN_MC, K::MC);
     let m_blocks = m.div_ceil(mc_max).max(tasks.min(m / MIN_MC)).max(1);
     let mc = round_up(m.div_ceil(m_blocks), mr);
     let m_blocks = m.div_ceil(mc);

@@ -29,8 +29,9 @@ pub trait MicroKernel {
     /// stays in L1 next to the `MR x KC` micro-panel of A the kernel streams past
     /// it.
     const KC: usize = 256;
-    /// Largest M block of the blocked path: the packed `MC x KC` block of A stays
-    /// in L2 while the B micro-panels of a task go by.
+    /// Largest M block of the blocked path (the packed block of A, at most 192 KiB,
+    /// stays in L2 while the B micro-panels of a task go by; a K block longer than
+    /// 256 makes it shorter), and largest M the K-streamed path takes.
     const MC: usize = 192;
     /// K block of the blocked path. Each block reads and writes every C tile once
     /// more, so a kernel whose packed micro-panels stream well from L2 may take a
