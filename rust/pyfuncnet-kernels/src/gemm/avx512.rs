@@ -17,7 +17,7 @@
 //! 1024, and M in blocks down to 48 (A's block stays 192 KiB of L2): the tile loop
 //! then streams its `1024 x 32` B micro-panel from L2 at full speed, and C is read
 //! and written a quarter as often. On a Zen 4 core (32 KiB L1, 1 MiB L2) that took
-//! one thread from 101-102 to 106-110 GFLOP/s at 1024-2048³ (peak 116); 256 x 192
+//! one thread from 97-102 to 105-110 GFLOP/s at 1024-2048³ (peak 116); 256 x 192
 //! had measured best among K blocks up to 384 there, and on a Sapphire Rapids
 //! core.
 //!

@@ -158,7 +158,14 @@ fn streams_k<K: MicroKernel>(m: usize, n: usize, k: usize) -> bool {
 /// cost up to a sixth of the product (one thread: 128 x 512 x 320 105 -> 108,
 /// 32 x 512 x 500 93 -> 109 GFLOP/s; two threads 173 -> 205, 139 -> 206).
 fn streams_k_in_place<K: MicroKernel>(p: &Problem) -> bool {
-    p.a.rs == 1 && p.b.cs == 1 && p.k >= K::KC && p.m <= K::MC && p.n <= 16 * K::NR
+    reads_in_place(p) && p.k >= K::KC && p.m <= K::MC && p.n <= 16 * K::NR
+}
+
+/// Whether [`k_streamed`] reads both operands in place: A's columns and B's rows
+/// contiguous, so a strip of A is MR adjacent floats per step of K and B's rows
+/// stream from L2 as fast as a packed panel.
+fn reads_in_place(p: &Problem) -> bool {
+    p.a.rs == 1 && p.b.cs == 1
 }
 
 /// Long K, small C: each task owns a chunk of C's column panels (all rows) and
@@ -178,13 +185,10 @@ fn k_streamed<K: MicroKernel>(p: &Problem, c: CTarget) {
     let (mr, nr) = (K::MR, K::NR);
     let kc = balanced_block(k, K::KC, 1);
     let (m_panels, n_panels) = (m.div_ceil(mr), n.div_ceil(nr));
-    // With A's columns and B's rows contiguous (`Xᵀ dY` of row-major X and dY),
-    // the kernel reads both in place: a strip of A is MR adjacent floats per step
-    // of K, and B's rows stream from L2 as fast as a packed panel. Only a last
-    // partial strip (unless the kernel's corners read only their own rows) and a
-    // last partial panel are packed, block by block.
-    let in_place = p.a.rs == 1 && p.b.cs == 1;
-    let (m_direct, n_direct) = match (in_place, K::EDGE_READS_ITS_ROWS_ONLY) {
+    // Operands read in place but for a last partial strip (unless the kernel's
+    // corners read only their own rows) and a last partial panel, which are
+    // packed block by block: rows `m_direct..` and columns `n_direct..`.
+    let (m_direct, n_direct) = match (reads_in_place(p), K::EDGE_READS_ITS_ROWS_ONLY) {
         (false, _) => (0, 0),
         (true, true) => (m, n / nr * nr),
         (true, false) => (m / mr * mr, n / nr * nr),
@@ -338,7 +342,7 @@ fn blocked<K: MicroKernel>(p: &Problem, c: CTarget) {
     // When M alone gives too few tasks, N chunks would each pack the same A
     // block again: pack all of A once instead (if it is not too large).
     let a_shareable = m_pad * k <= B_PACK_MAX;
-    let (_, first_chunk) = partition::<K>(m, nc.div_ceil(nr), k, a_shareable);
+    let (_, first_chunk) = partition::<K>(m, nc.div_ceil(nr), k, kc, a_shareable);
     let shared_a = first_chunk < nc.div_ceil(nr) && a_shareable;
 
     with_scratch(
@@ -349,7 +353,7 @@ fn blocked<K: MicroKernel>(p: &Problem, c: CTarget) {
                 for j0 in (0..n).step_by(nc) {
                     let ncur = nc.min(n - j0);
                     let n_panels = ncur.div_ceil(nr);
-                    let (mc, chunk_panels) = partition::<K>(m, n_panels, k, a_shareable);
+                    let (mc, chunk_panels) = partition::<K>(m, n_panels, k, kc, a_shareable);
                     let m_blocks = m.div_ceil(mc);
                     let n_chunks = n_panels.div_ceil(chunk_panels);
                     for k0 in (0..k).step_by(ks) {
@@ -548,8 +552,9 @@ fn pack_k_blocked(
     }
 }
 
-/// The task partition of one N block of `n_panels` NR-panels: returns the M block
-/// size and the N chunk width in panels. Depends on the shape only.
+/// The task partition of one N block of `n_panels` NR-panels, with K blocks of
+/// `kc`: returns the M block size and the N chunk width in panels. Depends on the
+/// shape only.
 ///
 /// M is cut first (down to [`MIN_MC`] rows), since M blocks share the packed B
 /// and pack disjoint parts of A; N chunks are added only when M is too short.
@@ -560,12 +565,12 @@ fn partition<K: MicroKernel>(
     m: usize,
     n_panels: usize,
     k: usize,
+    kc: usize,
     a_shareable: bool,
 ) -> (usize, usize) {
     let (mr, nr) = (K::MR, K::NR);
     let flops = 2 * m * n_panels * nr * k;
     let tasks = (flops / MIN_TASK_FLOPS).clamp(1, TARGET_TASKS);
-    let kc = balanced_block(k, K::BLOCKED_KC, 1);
     let mc_max = (A_BLOCK_MAX / kc).clamp(MIN_MC, K::MC);
     let m_blocks = m.div_ceil(mc_max).max(tasks.min(m / MIN_MC)).max(1);
     let mc = round_up(m.div_ceil(m_blocks), mr);

@@ -2,14 +2,14 @@
 //!
 //! For small or skinny products, and for a short K with A the taller operand
 //! (each element of A is then used too few times), packing costs as much as the
-//! arithmetic it speeds up. This path broadcasts A's elements straight from the caller's view
-//! (any strides) and reads B's rows in place when they are contiguous (`b.cs ==
-//! 1`) and B is small. It packs all of B when its rows are strided (for example
-//! `Wᵀ` in a backward pass) or when B is larger than half of L1 and many strips of
-//! A go past it (its rows, read in place, would fight over a few L1 sets); and
-//! otherwise only the last partial panel of B's columns and each task's last
-//! partial strip of A's rows (zero-padded, so the kernel never reads outside the
-//! operands).
+//! arithmetic it speeds up. This path broadcasts A's elements straight from the
+//! caller's view (any strides) and reads B's rows in place when they are
+//! contiguous (`b.cs == 1`) and B is small. It packs all of B when its rows are
+//! strided (for example `Wᵀ` in a backward pass) or when B is larger than half of
+//! L1 and many strips of A go past it (its rows, read in place, would fight over a
+//! few L1 sets); and otherwise only the last partial panel of B's columns and each
+//! task's last partial strip of A's rows (zero-padded, so the kernel never reads
+//! outside the operands).
 //!
 //! Work is split into tasks of whole row strips (or, when all of B is packed and
 //! B is the wider operand or A is small, of whole column panels), sized from the
