@@ -1,7 +1,7 @@
 //! Recurrent layers over whole sequences, forward and backward through time, on
 //! the LSTMs of the question-answering model (batch 128, 100 steps, 32 and 16
 //! units) and of the ticket model (batch 32: 10 steps of 128 units, 100 of 32),
-//! and a GRU and a SimpleRNN of the same size as the first.
+//! and GRUs (reset after and before) and a SimpleRNN of the same size as the first.
 //!
 //! Throughput is declared in flops of the recurrent GEMMs (`2 * batch * steps *
 //! units * gates * units` per pass), so criterion's `Gelem/s` reads as GFLOP/s of
@@ -18,12 +18,19 @@ use pyfuncnet_kernels::rnn::{
 };
 use pyfuncnet_kernels::unary::Unary;
 
-const CASES: [(&str, Cell, usize, usize, usize); 6] = [
+const CASES: [(&str, Cell, usize, usize, usize); 7] = [
     ("qa_text_lstm32", Cell::Lstm, 128, 100, 32),
     ("qa_question_lstm16", Cell::Lstm, 128, 100, 16),
     ("ticket_title_lstm128", Cell::Lstm, 32, 10, 128),
     ("ticket_body_lstm32", Cell::Lstm, 32, 100, 32),
     ("gru32", Cell::Gru { reset_after: true }, 128, 100, 32),
+    (
+        "gru_reset_before32",
+        Cell::Gru { reset_after: false },
+        128,
+        100,
+        32,
+    ),
     ("simple_rnn32", Cell::Simple, 128, 100, 32),
 ];
 

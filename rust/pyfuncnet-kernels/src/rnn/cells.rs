@@ -88,6 +88,16 @@ impl Rows<'_> {
         let start = (b * self.steps + self.t) * width;
         start..start + width
     }
+    /// Prefetches row `b`'s entry of input time step `next` (if any) in `buf`.
+    /// The kernels call it for the next step as they reach each row: one row's
+    /// worth at a time, spread over the step; issued all at once, a step's
+    /// thousands of prefetches stall on full miss queues.
+    #[inline(always)]
+    pub fn prefetch(&self, next: Option<usize>, b: usize, buf: &[f32], width: usize) {
+        if let Some(t) = next {
+            crate::cpu::prefetch(&buf[Rows { t, ..*self }.at(b, width)]);
+        }
+    }
 }
 
 /// Splits `x` into `N` consecutive slices of `len`.
@@ -195,13 +205,8 @@ impl<RA: Act, A: Act> SimdBody for LstmForward<'_, RA, A> {
     fn run(&mut self) {
         let (u, ra, a) = (self.rows.units, self.ra, self.a);
         for b in 0..self.rows.count {
-            if let Some(t) = self.next {
-                // One row's worth at a time, spread over the step: issued all at
-                // once, a step's thousands of prefetches stall on full miss queues.
-                let next = Rows { t, ..self.rows };
-                crate::cpu::prefetch(&self.xp[next.at(b, 4 * u)]);
-                crate::cpu::prefetch(&self.ws[next.at(b, 6 * u)]);
-            }
+            self.rows.prefetch(self.next, b, self.xp, 4 * u);
+            self.rows.prefetch(self.next, b, self.ws, 6 * u);
             if !self.rows.active(b) {
                 continue;
             }
@@ -261,12 +266,8 @@ impl<RA: Act, A: Act> SimdBody for LstmBackward<'_, RA, A> {
     fn run(&mut self) {
         let (u, ra, a) = (self.rows.units, self.ra, self.a);
         for b in 0..self.rows.count {
-            if let Some(t) = self.next {
-                // As in the forward: row by row, spread over the step.
-                let next = Rows { t, ..self.rows };
-                crate::cpu::prefetch(&self.ws[next.at(b, 6 * u)]);
-                crate::cpu::prefetch(&self.dz[next.at(b, 4 * u)]);
-            }
+            self.rows.prefetch(self.next, b, self.ws, 6 * u);
+            self.rows.prefetch(self.next, b, self.dz, 4 * u);
             let dz = &mut self.dz[self.rows.at(b, 4 * u)];
             if !self.rows.active(b) {
                 dz.fill(0.0);
@@ -317,6 +318,9 @@ pub(crate) struct GruAfterForward<'a, RA, A> {
     pub rows: Rows<'a>,
     pub ra: RA,
     pub a: A,
+    /// The input time step of the next step, if any: each row's entries of it
+    /// in `xp` and `ws` are prefetched as the row is computed.
+    pub next: Option<usize>,
     pub xp: &'a [f32],
     pub ws: &'a mut [f32],
     pub h: &'a mut [f32],
@@ -327,6 +331,8 @@ impl<RA: Act, A: Act> SimdBody for GruAfterForward<'_, RA, A> {
     fn run(&mut self) {
         let (u, ra, a) = (self.rows.units, self.ra, self.a);
         for b in 0..self.rows.count {
+            self.rows.prefetch(self.next, b, self.xp, 3 * u);
+            self.rows.prefetch(self.next, b, self.ws, 4 * u);
             if !self.rows.active(b) {
                 continue;
             }
@@ -367,6 +373,10 @@ pub(crate) struct GruAfterBackward<'a, RA, A> {
     pub rows: Rows<'a>,
     pub ra: RA,
     pub a: A,
+    /// The input time step of the next step (backward in time), if any: each
+    /// row's entries of it in `ws`, `hprev`, `dxp` and `drec` are prefetched as
+    /// the row is computed.
+    pub next: Option<usize>,
     pub ws: &'a [f32],
     pub hprev: &'a [f32],
     pub dxp: &'a mut [f32],
@@ -379,6 +389,10 @@ impl<RA: Act, A: Act> SimdBody for GruAfterBackward<'_, RA, A> {
     fn run(&mut self) {
         let (u, ra, a) = (self.rows.units, self.ra, self.a);
         for b in 0..self.rows.count {
+            self.rows.prefetch(self.next, b, self.ws, 4 * u);
+            self.rows.prefetch(self.next, b, self.hprev, u);
+            self.rows.prefetch(self.next, b, self.dxp, 3 * u);
+            self.rows.prefetch(self.next, b, self.drec, 3 * u);
             let dx = &mut self.dxp[self.rows.at(b, 3 * u)];
             let dr = &mut self.drec[self.rows.at(b, 3 * u)];
             if !self.rows.active(b) {
@@ -424,6 +438,10 @@ impl<RA: Act, A: Act> SimdBody for GruAfterBackward<'_, RA, A> {
 pub(crate) struct GruBeforeGates<'a, RA> {
     pub rows: Rows<'a>,
     pub ra: RA,
+    /// The input time step of the next step, if any: each row's entries of it
+    /// in `xp` and `ws` are prefetched as the row is computed (this is the
+    /// step's first kernel).
+    pub next: Option<usize>,
     pub xp: &'a [f32],
     pub ws: &'a mut [f32],
     pub h: &'a [f32],
@@ -434,6 +452,8 @@ impl<RA: Act> SimdBody for GruBeforeGates<'_, RA> {
     fn run(&mut self) {
         let (u, ra) = (self.rows.units, self.ra);
         for b in 0..self.rows.count {
+            self.rows.prefetch(self.next, b, self.xp, 3 * u);
+            self.rows.prefetch(self.next, b, self.ws, 4 * u);
             let [z, r, hh, rh] = parts::<4>(&mut self.ws[self.rows.at(b, 4 * u)], u);
             if !self.rows.active(b) {
                 rh.fill(0.0);
@@ -495,6 +515,10 @@ pub(crate) struct GruBeforeBackwardUpdate<'a, RA, A> {
     pub rows: Rows<'a>,
     pub ra: RA,
     pub a: A,
+    /// The input time step of the next step (backward in time), if any: each
+    /// row's entries of it in `ws`, `hprev` and `dxp` are prefetched as the row
+    /// is computed (this is the step's first kernel).
+    pub next: Option<usize>,
     pub ws: &'a [f32],
     pub hprev: &'a [f32],
     pub dxp: &'a mut [f32],
@@ -506,6 +530,9 @@ impl<RA: Act, A: Act> SimdBody for GruBeforeBackwardUpdate<'_, RA, A> {
     fn run(&mut self) {
         let (u, ra, a) = (self.rows.units, self.ra, self.a);
         for b in 0..self.rows.count {
+            self.rows.prefetch(self.next, b, self.ws, 4 * u);
+            self.rows.prefetch(self.next, b, self.hprev, u);
+            self.rows.prefetch(self.next, b, self.dxp, 3 * u);
             let dx = &mut self.dxp[self.rows.at(b, 3 * u)];
             if !self.rows.active(b) {
                 dx.fill(0.0);
@@ -603,6 +630,10 @@ impl<A: Act> SimdBody for SimpleForward<'_, A> {
 pub(crate) struct SimpleBackward<'a, A> {
     pub rows: Rows<'a>,
     pub a: A,
+    /// The input time step of the next step (backward in time), if any: each
+    /// row's entries of it in `ws` and `dz` are prefetched as the row is
+    /// computed.
+    pub next: Option<usize>,
     pub ws: &'a [f32],
     pub dz: &'a mut [f32],
     pub dh: &'a mut [f32],
@@ -613,6 +644,8 @@ impl<A: Act> SimdBody for SimpleBackward<'_, A> {
     fn run(&mut self) {
         let (u, a) = (self.rows.units, self.a);
         for b in 0..self.rows.count {
+            self.rows.prefetch(self.next, b, self.ws, u);
+            self.rows.prefetch(self.next, b, self.dz, u);
             let dz = &mut self.dz[self.rows.at(b, u)];
             if !self.rows.active(b) {
                 dz.fill(0.0);

@@ -497,11 +497,8 @@ fn forward_rows(
                 let t = s.time(step);
                 let next = (step + 1 < t_len).then(|| s.time(step + 1));
                 if let Some(next) = next {
-                    if s.cell != Cell::Lstm {
-                        // The LSTM's cell kernel prefetches these row by row.
-                        prefetch_step(xp, n, t_len, next, g);
-                        prefetch_step(ws, n, t_len, next, w);
-                    }
+                    // The step's first kernel prefetches the next step's `xp` and
+                    // `ws` row by row.
                     prefetch_step(hp, n, t_len, next, u);
                     if let Some(seq) = seq.as_deref() {
                         prefetch_step(seq, n, t_len, step + 1, u);
@@ -570,6 +567,7 @@ fn forward_rows(
                                 rows,
                                 ra,
                                 a,
+                                next,
                                 xp,
                                 ws,
                                 h
@@ -594,6 +592,7 @@ fn forward_rows(
                             &mut cells::GruBeforeGates {
                                 rows,
                                 ra,
+                                next,
                                 xp,
                                 ws,
                                 h
@@ -622,6 +621,8 @@ fn forward_rows(
                     }
                     Cell::Simple => {
                         for bi in 0..n {
+                            rows.prefetch(next, bi, xp, g);
+                            rows.prefetch(next, bi, ws, w);
                             cells::copy_units(&mut ws[rows.at(bi, w)], &xp[rows.at(bi, g)]);
                         }
                         let hm = MatRef::row_major(h, n, u)?;
@@ -944,7 +945,7 @@ fn backward_rows(
         dh,
         mut dc,
     } = part;
-    let (t_len, u, g, w) = (s.steps, s.units, s.gate_width(), s.workspace_width());
+    let (t_len, u, g) = (s.steps, s.units, s.gate_width());
     let none = Epilogue::default();
     let packed_rt = || packed.expect("packed for every cell but the GRU with the reset before");
     // Per task: the GRU's `da_h R_hᵀ`.
@@ -956,21 +957,10 @@ fn backward_rows(
             for step in (0..t_len).rev() {
                 let t = s.time(step);
                 let next = (step > 0).then(|| s.time(step - 1));
-                if let Some(next) = next {
-                    if s.cell != Cell::Lstm {
-                        // The LSTM's cell kernel prefetches these row by row.
-                        prefetch_step(ws, n, t_len, next, w);
-                        prefetch_step(dxp, n, t_len, next, g);
-                    }
-                    if let Some(d) = d_sequence {
-                        prefetch_step(d, n, t_len, step - 1, u);
-                    }
-                    if let Some(d) = d_rec.as_deref() {
-                        prefetch_step(d, n, t_len, next, g);
-                    }
-                    if matches!(s.cell, Cell::Gru { .. }) {
-                        prefetch_step(hp, n, t_len, next, u);
-                    }
+                // The step's first kernel prefetches the next step's `ws` and
+                // `dxp` (and the GRU's `hprev` and `drec`) row by row.
+                if let (Some(d), Some(_)) = (d_sequence, next) {
+                    prefetch_step(d, n, t_len, step - 1, u);
                 }
                 let rows = Rows {
                     count: n,
@@ -1015,6 +1005,7 @@ fn backward_rows(
                                 rows,
                                 ra,
                                 a,
+                                next,
                                 ws,
                                 hprev: hp,
                                 dxp,
@@ -1039,6 +1030,7 @@ fn backward_rows(
                                 rows,
                                 ra,
                                 a,
+                                next,
                                 ws,
                                 hprev: hp,
                                 dxp,
@@ -1084,6 +1076,7 @@ fn backward_rows(
                             &mut cells::SimpleBackward {
                                 rows,
                                 a,
+                                next,
                                 ws,
                                 dz: dxp,
                                 dh
