@@ -497,8 +497,8 @@ fn forward_rows(
                 let t = s.time(step);
                 let next = (step + 1 < t_len).then(|| s.time(step + 1));
                 if let Some(next) = next {
-                    // The step's first kernel prefetches the next step's `xp` and
-                    // `ws` row by row.
+                    // The next step's `xp` and `ws` are prefetched row by row by
+                    // the step's first cell kernel (the SimpleRNN's input copy).
                     prefetch_step(hp, n, t_len, next, u);
                     if let Some(seq) = seq.as_deref() {
                         prefetch_step(seq, n, t_len, step + 1, u);
@@ -957,9 +957,9 @@ fn backward_rows(
             for step in (0..t_len).rev() {
                 let t = s.time(step);
                 let next = (step > 0).then(|| s.time(step - 1));
-                // The step's first kernel prefetches the next step's `ws` and
-                // `dxp` (and the GRU's `hprev` and `drec`) row by row.
-                if let (Some(d), Some(_)) = (d_sequence, next) {
+                // The next step's `ws` and `dxp` (and the GRU's `hprev` and
+                // `drec`) are prefetched row by row by the step's first cell kernel.
+                if let (Some(d), true) = (d_sequence, step > 0) {
                     prefetch_step(d, n, t_len, step - 1, u);
                 }
                 let rows = Rows {
