@@ -88,14 +88,24 @@ impl Rows<'_> {
         let start = (b * self.steps + self.t) * width;
         start..start + width
     }
-    /// Prefetches row `b`'s entry of input time step `next` (if any) in `buf`.
-    /// The kernels call it for the next step as they reach each row: one row's
-    /// worth at a time, spread over the step; issued all at once, a step's
-    /// thousands of prefetches stall on full miss queues.
+    /// Prefetches row `b`'s entry of time index `next` (if any) in `buf`, a
+    /// `(rows, steps, width)` buffer: a step touches each row's entry once,
+    /// hundreds of strided pieces the hardware prefetchers do not follow. The
+    /// loops over a step's rows call it for the next step as they reach each
+    /// row, spreading the prefetches over the step; issued all at once, a step's
+    /// thousands of them stall on full miss queues.
     #[inline(always)]
     pub fn prefetch(&self, next: Option<usize>, b: usize, buf: &[f32], width: usize) {
         if let Some(t) = next {
             crate::cpu::prefetch(&buf[Rows { t, ..*self }.at(b, width)]);
+        }
+    }
+    /// [`Rows::prefetch`] for every row at once, for the few small buffers no
+    /// loop over the step's rows reads.
+    #[inline(always)]
+    pub fn prefetch_all(&self, next: Option<usize>, buf: &[f32], width: usize) {
+        for b in 0..self.count {
+            self.prefetch(next, b, buf, width);
         }
     }
 }

@@ -496,14 +496,6 @@ fn forward_rows(
             for step in 0..t_len {
                 let t = s.time(step);
                 let next = (step + 1 < t_len).then(|| s.time(step + 1));
-                if let Some(next) = next {
-                    // The next step's `xp` and `ws` are prefetched row by row by
-                    // the step's first cell kernel (the SimpleRNN's input copy).
-                    prefetch_step(hp, n, t_len, next, u);
-                    if let Some(seq) = seq.as_deref() {
-                        prefetch_step(seq, n, t_len, step + 1, u);
-                    }
-                }
                 let rows = Rows {
                     count: n,
                     steps: t_len,
@@ -511,6 +503,13 @@ fn forward_rows(
                     t,
                     mask,
                 };
+                // The next step's `xp` and `ws` are prefetched row by row by the
+                // step's first cell kernel (the SimpleRNN's input copy).
+                rows.prefetch_all(next, hp, u);
+                if let Some(seq) = seq.as_deref() {
+                    // The output sequence is in processing order.
+                    rows.prefetch_all((step + 1 < t_len).then_some(step + 1), seq, u);
+                }
                 for bi in 0..n {
                     cells::copy_units(&mut hp[rows.at(bi, u)], &h[bi * u..(bi + 1) * u]);
                 }
@@ -860,15 +859,6 @@ fn step_view(
     MatRef::new(&x[t * width + col..], n, cols, t_len * width, 1)
 }
 
-/// Starts loading the entries of step `t` of every row of a `(rows, t_len,
-/// width)` buffer while the current step computes: a step touches each row's
-/// entry once, hundreds of strided pieces the hardware prefetchers do not follow.
-fn prefetch_step(buf: &[f32], rows: usize, t_len: usize, t: usize, width: usize) {
-    for b in 0..rows {
-        cpu::prefetch(&buf[(b * t_len + t) * width..][..width]);
-    }
-}
-
 fn copy_or_zero(dst: &mut [f32], src: Option<&[f32]>) {
     match src {
         Some(src) => dst.copy_from_slice(src),
@@ -957,11 +947,6 @@ fn backward_rows(
             for step in (0..t_len).rev() {
                 let t = s.time(step);
                 let next = (step > 0).then(|| s.time(step - 1));
-                // The next step's `ws` and `dxp` (and the GRU's `hprev` and
-                // `drec`) are prefetched row by row by the step's first cell kernel.
-                if let (Some(d), true) = (d_sequence, step > 0) {
-                    prefetch_step(d, n, t_len, step - 1, u);
-                }
                 let rows = Rows {
                     count: n,
                     steps: t_len,
@@ -969,6 +954,12 @@ fn backward_rows(
                     t,
                     mask,
                 };
+                // The next step's `ws` and `dxp` (and the GRU's `hprev` and
+                // `drec`) are prefetched row by row by the step's first cell kernel.
+                if let Some(d) = d_sequence {
+                    // The output gradient is in processing order.
+                    rows.prefetch_all(step.checked_sub(1), d, u);
+                }
                 add_output_gradient(s, &rows, step, d_sequence, dh);
                 match s.cell {
                     Cell::Lstm => {
