@@ -11,7 +11,7 @@ import pytest
 import pyfuncnet as keras
 from pyfuncnet import config
 
-# Width 16 over 7 rows takes the distinct-row path (repeats x width >= 12 x
+# Width 16 over 7 rows takes the distinct-row path (repeats x width >= 8 x
 # indices); 80 distinct indices of 400 rows, the plain one.
 VOCAB_SMALL, VOCAB_LARGE, DIM, UNITS, STEPS, BATCH = 7, 400, 16, 6, 20, 4
 LR = 0.1

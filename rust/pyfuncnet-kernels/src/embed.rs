@@ -1,22 +1,27 @@
 //! A table lookup followed by a dense layer (`take` along the table's rows, then
 //! `x W + b` and an activation), as an `Embedding` feeding a recurrent layer's
-//! input projection: the product is computed once per distinct row of the
+//! input projection: the backward products run once per distinct row of the
 //! batch instead of once per index.
 //!
 //! Forward: the distinct rows, in order of first appearance, are gathered into
-//! `gathered` and multiplied by the kernel; each index's output row is a copy of
-//! its row's product. Backward: the output gradient's rows are summed per
-//! distinct row (in index order), and the kernel gradient and the gathered rows'
-//! gradient are products over the distinct rows only.
+//! `gathered` (what the backward pass reads), and each index's output row is the
+//! product of its distinct row, read in place, by the kernel. Backward: the
+//! output gradient's rows are summed per distinct row (in index order), and the
+//! kernel gradient and the gathered rows' gradient are products over the
+//! distinct rows only.
 //!
 //! When too few indices repeat for that to pay ([`worth_deduplicating`]), every
-//! index is its own row: the products are then exactly those of a `take` and a
-//! `dense`, bit for bit. Which of the two happens depends on the indices alone;
-//! partitions may follow the thread count but never change what a sum adds or in
-//! what order, so results are bitwise identical for any thread count.
+//! index is its own row. Either way the output is that of a `take` and a `dense`
+//! bit for bit when the table is at most 256 wide (one K block on every GEMM
+//! path; wider ones may round differently). Which path runs depends on the
+//! indices alone; partitions may follow the thread count but never change what a
+//! sum adds or in what order, so results are bitwise identical for any thread
+//! count.
 
+use crate::conv;
+use crate::cpu;
 use crate::error::{check_len, KernelError, Result};
-use crate::gemm::{self, Epilogue, MatMut, MatRef};
+use crate::gemm::{self, Epilogue, GatheredRows, MatMut, MatRef, PackedB, MIN_TASK_FLOPS};
 use crate::layout;
 use crate::par;
 use crate::scratch::{with_scratch, Slot};
@@ -45,20 +50,20 @@ pub struct TakeDenseOutputs<'a> {
     pub out: &'a mut [f32],
 }
 
-/// Whether `distinct` rows among `total` indices are worth a product over the
-/// distinct rows only. A repeat saves `2 * width` flops per output element in each
-/// of the three products (forward, kernel gradient, input gradient), while every
-/// index then costs a copy of its output row forward and an add of its gradient
-/// row backward, both streamed through memory. The factor 12 is the measured
-/// break-even on the text benchmarks: a seventh of the indices repeating at width 64
-/// (the ticket model's bodies) gains nothing; two fifths at widths 32 and 64
-/// (question answering) gain 7-12%. Tables narrower than 12 never pay.
+/// Whether `distinct` rows among `total` indices are worth the backward products
+/// over the distinct rows only. A repeat saves `2 * width` flops per output
+/// element in each of the two products (kernel gradient, input gradient), while
+/// every index then costs an add of its gradient row, streamed through memory.
+/// The factor 8 is the measured break-even on the text benchmarks: with it a
+/// seventh of the indices repeating at width 64 (the ticket model's bodies) gains
+/// 4-7% of the model's training speed over no deduplication. Tables narrower than
+/// 8 never pay.
 pub fn worth_deduplicating(total: usize, distinct: usize, width: usize) -> bool {
     (total - distinct) * width >= REPEAT_BREAK_EVEN * total
 }
 
 /// See [`worth_deduplicating`].
-const REPEAT_BREAK_EVEN: usize = 12;
+const REPEAT_BREAK_EVEN: usize = 8;
 
 /// `out[i] = epilogue(table[indices[i]] · kernel)` for every index, through the
 /// distinct rows when enough repeat; fills `outputs` as documented there.
@@ -138,20 +143,57 @@ pub fn take_dense(
     if distinct == n {
         return product(out);
     }
-    // Sized by the batch, not by its distinct rows, so the buffer never grows
-    // from one batch to the next.
-    with_scratch(Slot::DistinctRows, n * units, |products| {
-        let products = &mut products[..distinct * units];
-        product(products)?;
-        layout::gather(
-            "take_dense",
-            products,
-            &[distinct, units],
-            0,
-            positions,
-            out,
-        )
-    })
+    product_by_position(shape, used, positions, kernel, epilogue, out)
+}
+
+/// `out[i] = epilogue(used[positions[i]] · kernel)`, reading each index's
+/// distinct row in place: computing the distinct rows' products once and copying
+/// each index's out measured slower (the copies stream the whole output through
+/// memory a second time, and cost more than the products they save).
+fn product_by_position(
+    shape: TakeDenseShape,
+    used: &[f32],
+    positions: &[i32],
+    kernel: &[f32],
+    epilogue: &Epilogue,
+    out: &mut [f32],
+) -> Result<()> {
+    let TakeDenseShape { width, units, .. } = shape;
+    if out.is_empty() {
+        return Ok(());
+    }
+    let level = cpu::active();
+    let b = MatRef::row_major(kernel, width, units)?;
+    with_scratch(
+        Slot::PackedKernel,
+        PackedB::buffer_len(level, width, units),
+        |buf| {
+            let packed = PackedB::new(level, b, buf)?;
+            // From the shape alone: a row's result does not depend on the split.
+            let per_task = (MIN_TASK_FLOPS / (2 * width * units).max(1)).max(1);
+            conv::for_each_tile_task(out, per_task * units, |t, part| {
+                let (r0, rows) = (t * per_task, part.len() / units);
+                let a = GatheredRows {
+                    source: used,
+                    rows,
+                    taps: 1,
+                    width,
+                    offsets: |i: usize, o: &mut [usize]| {
+                        for (j, at) in o.iter_mut().enumerate() {
+                            *at = positions[r0 + i + j] as usize * width;
+                        }
+                    },
+                };
+                gemm::sgemm_gathered(
+                    &a,
+                    &packed,
+                    0.0,
+                    MatMut::row_major(part, rows, units)?,
+                    epilogue,
+                )
+            })
+        },
+    )
 }
 
 thread_local! {
