@@ -4,7 +4,8 @@
 //! model's (batch 128 of 100 tokens, about 7,200 distinct per batch; widths 64 ->
 //! 128 and 32 -> 64) and the ticket model's (batch 32: titles of 10 tokens, 64 ->
 //! 512; bodies of 100, 64 -> 128). Against the unfused pair: the gather and one
-//! product per index forward, two products per index backward.
+//! product per index forward, two products per index and the bias's column sums
+//! backward.
 //!
 //! Throughput is declared in flops of the unfused products, so criterion's
 //! `Gelem/s` reads as the GFLOP/s the fused kernel stands in for. Run one thread
@@ -16,9 +17,10 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pyfuncnet_benches::values;
-use pyfuncnet_kernels::embed::{self, TakeDenseOutputs, TakeDenseShape};
+use pyfuncnet_kernels::embed::{self, TakeDenseGrads, TakeDenseOutputs, TakeDenseShape};
 use pyfuncnet_kernels::gemm::{self, Epilogue, MatMut, MatRef};
 use pyfuncnet_kernels::layout;
+use pyfuncnet_kernels::reduce::{self, Reduce};
 
 const TABLE_ROWS: usize = 10_000;
 /// (name, tokens, width, units).
@@ -63,6 +65,7 @@ fn lookup_and_project(c: &mut Criterion) {
         let mut out = vec![0.0f32; tokens * units];
         let mut d_gathered = vec![0.0f32; tokens * width];
         let mut d_kernel = vec![0.0f32; width * units];
+        let mut d_bias = vec![0.0f32; units];
         let flops = (2 * tokens * width * units) as u64;
         let mut group = c.benchmark_group("embed");
         group
@@ -122,8 +125,11 @@ fn lookup_and_project(c: &mut Criterion) {
                     &positions,
                     &gathered,
                     &kernel,
-                    &mut d_gathered,
-                    &mut d_kernel,
+                    TakeDenseGrads {
+                        d_gathered: &mut d_gathered,
+                        d_kernel: &mut d_kernel,
+                        d_bias: Some(&mut d_bias),
+                    },
                 )
                 .unwrap();
             })
@@ -155,6 +161,7 @@ fn lookup_and_project(c: &mut Criterion) {
                     &none,
                 )
                 .unwrap();
+                reduce::reduce(Reduce::Sum, dz.data, &[tokens, units], &[0], &mut d_bias).unwrap();
             })
         });
         group.finish();

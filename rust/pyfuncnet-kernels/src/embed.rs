@@ -24,6 +24,7 @@ use crate::error::{check_len, KernelError, Result};
 use crate::gemm::{self, Epilogue, GatheredRows, MatMut, MatRef, PackedB, MIN_TASK_FLOPS};
 use crate::layout;
 use crate::par;
+use crate::reduce::{self, Reduce};
 use crate::scratch::{with_scratch, Slot};
 use std::cell::RefCell;
 
@@ -260,11 +261,20 @@ fn find_distinct(
     }
 }
 
+/// What [`take_dense_grad`] writes, for `n` indices.
+pub struct TakeDenseGrads<'a> {
+    /// `n x width`: the gradient of each gathered row (zero past the distinct
+    /// ones; the table's gradient is its scatter-add by `rows`).
+    pub d_gathered: &'a mut [f32],
+    /// `width x units`.
+    pub d_kernel: &'a mut [f32],
+    /// `units`: the bias's gradient, the column sums of `dz`; `None` without a bias.
+    pub d_bias: Option<&'a mut [f32]>,
+}
+
 /// The adjoint of [`take_dense`] before its epilogue's activation: from `dz` (`n x
 /// units`, the gradient of each index's pre-activation output), the `positions`
-/// and `gathered` rows it wrote and the kernel, writes the kernel's gradient
-/// (`width x units`) and the gradient of each gathered row (`n x width`, zero past
-/// the distinct ones; the table's gradient is its scatter-add by `rows`).
+/// and `gathered` rows it wrote and the kernel, fills `grads` as documented there.
 /// `shape.table_rows` is not read.
 ///
 /// # Errors
@@ -276,10 +286,14 @@ pub fn take_dense_grad(
     positions: &[i32],
     gathered: &[f32],
     kernel: &[f32],
-    d_gathered: &mut [f32],
-    d_kernel: &mut [f32],
+    grads: TakeDenseGrads,
 ) -> Result<()> {
     let TakeDenseShape { width, units, .. } = shape;
+    let TakeDenseGrads {
+        d_gathered,
+        d_kernel,
+        mut d_bias,
+    } = grads;
     let n = positions.len();
     check_len("take_dense_grad dz", dz.len(), n * units)?;
     check_len("take_dense_grad gathered rows", gathered.len(), n * width)?;
@@ -290,8 +304,14 @@ pub fn take_dense_grad(
         d_kernel.len(),
         width * units,
     )?;
+    if let Some(d_bias) = d_bias.as_deref() {
+        check_len("take_dense_grad bias gradient", d_bias.len(), units)?;
+    }
     let mut distinct = 0;
     let mut in_order = true;
+    // Whether each position first appears after all smaller ones, as `take_dense`
+    // numbers them: then a sum can start as a copy of its first row.
+    let mut numbered_in_order = true;
     for (at, &p) in positions.iter().enumerate() {
         if p < 0 || p as usize >= n {
             return Err(KernelError::IndexOutOfRange {
@@ -301,20 +321,21 @@ pub fn take_dense_grad(
                 limit: n,
             });
         }
+        numbered_in_order &= p as usize <= distinct;
         distinct = distinct.max(p as usize + 1);
         in_order &= p as usize == at;
     }
     // `dz_rows` holds one gradient row per gathered row: `dz` itself when every
     // index is its own row, else the sums of the rows of the indices sharing one.
-    let grads = |dz_rows: &[f32], d_gathered: &mut [f32], d_kernel: &mut [f32]| {
+    let mut grads = |dz_rows: &[f32]| {
         let (used, unused) = d_gathered.split_at_mut(distinct * width);
         let rows = MatRef::row_major(&gathered[..distinct * width], distinct, width)?;
-        let dz_rows = MatRef::row_major(dz_rows, distinct, units)?;
+        let dz_matrix = MatRef::row_major(dz_rows, distinct, units)?;
         let none = Epilogue::default();
         let k = MatRef::row_major(kernel, width, units)?;
         gemm::sgemm(
             1.0,
-            dz_rows,
+            dz_matrix,
             k.t(),
             0.0,
             MatMut::row_major(used, distinct, width)?,
@@ -324,20 +345,25 @@ pub fn take_dense_grad(
         gemm::sgemm(
             1.0,
             rows.t(),
-            dz_rows,
+            dz_matrix,
             0.0,
             MatMut::row_major(d_kernel, width, units)?,
             &none,
-        )
+        )?;
+        // Over the sums (in cache, and fewer than the indices) rather than `dz`.
+        match d_bias.as_deref_mut() {
+            Some(d_bias) => reduce::reduce(Reduce::Sum, dz_rows, &[distinct, units], &[0], d_bias),
+            None => Ok(()),
+        }
     };
     if in_order {
-        return grads(dz, d_gathered, d_kernel);
+        return grads(dz);
     }
     // Sized by the batch (see `take_dense`).
     with_scratch(Slot::DistinctRows, n * units, |sums| {
         let sums = &mut sums[..distinct * units];
-        sum_by_position(dz, positions, units, sums);
-        grads(sums, d_gathered, d_kernel)
+        sum_by_position(dz, positions, units, numbered_in_order, sums);
+        grads(sums)
     })
 }
 
@@ -346,20 +372,40 @@ pub fn take_dense_grad(
 /// its band of positions), and the sums are added to wherever they lie: a batch's
 /// distinct rows fit in the shared cache, and scattered reads of `dz` would defeat
 /// the prefetchers. Each sum sees its terms in index order whatever the split.
-fn sum_by_position(dz: &[f32], positions: &[i32], units: usize, sums: &mut [f32]) {
+/// When the positions are `numbered_in_order` (each first appears after all
+/// smaller ones), a sum starts as a copy of its first row, sparing a pass that
+/// zeroes `sums`.
+fn sum_by_position(
+    dz: &[f32],
+    positions: &[i32],
+    units: usize,
+    numbered_in_order: bool,
+    sums: &mut [f32],
+) {
     let distinct = sums.len() / units.max(1);
     let bands = par::threads_in_use().min(distinct).max(1);
     let per_band = distinct.div_ceil(bands);
     par::for_each_chunk_mut(sums, per_band * units, |band, sums| {
-        sums.fill(0.0);
         let first = band * per_band;
         let rows = first..first + sums.len() / units;
+        // The first position not yet written.
+        let mut fresh = if numbered_in_order {
+            first
+        } else {
+            sums.fill(0.0);
+            rows.end
+        };
         for (&p, row) in positions.iter().zip(dz.chunks_exact(units)) {
             let p = p as usize;
             if rows.contains(&p) {
                 let dst = &mut sums[(p - first) * units..][..units];
-                for (d, &g) in dst.iter_mut().zip(row) {
-                    *d += g;
+                if p == fresh {
+                    dst.copy_from_slice(row);
+                    fresh += 1;
+                } else {
+                    for (d, &g) in dst.iter_mut().zip(row) {
+                        *d += g;
+                    }
                 }
             }
         }
@@ -510,8 +556,12 @@ mod tests {
             let dz = values(n * s.units, 4);
             let mut d_gathered = vec![f32::NAN; n * s.width];
             let mut d_kernel = vec![f32::NAN; s.width * s.units];
-            take_dense_grad(s, &dz, &f.positions, &f.gathered, &case.kernel,
-                &mut d_gathered, &mut d_kernel).unwrap();
+            let mut d_bias = vec![f32::NAN; s.units];
+            take_dense_grad(s, &dz, &f.positions, &f.gathered, &case.kernel, TakeDenseGrads {
+                d_gathered: &mut d_gathered,
+                d_kernel: &mut d_kernel,
+                d_bias: Some(&mut d_bias),
+            }).unwrap();
             // The table's gradient: d_gathered scattered by rows, against float64.
             let mut d_table = vec![0.0f32; s.table_rows * s.width];
             layout::scatter_add("t", &d_gathered, &f.rows, 1, s.table_rows, s.width,
@@ -528,11 +578,15 @@ mod tests {
                     }
                 }
             }
+            let want_bias: Vec<f64> = (0..s.units)
+                .map(|j| (0..n).map(|i| f64::from(dz[i * s.units + j])).sum())
+                .collect();
             let close = |got: &[f32], want: &[f64]| got.iter().zip(want).all(|(&g, &w)| {
                 (f64::from(g) - w).abs() <= 1e-4 * (1.0 + w.abs())
             });
             prop_assert!(close(&d_table, &want_table));
             prop_assert!(close(&d_kernel, &want_kernel));
+            prop_assert!(close(&d_bias, &want_bias));
         }
     }
 
@@ -549,6 +603,67 @@ mod tests {
         let f = few.forward().unwrap();
         assert_eq!(f.rows, few.indices);
         assert_eq!(f.positions, (0..200).collect::<Vec<_>>());
+    }
+
+    /// Positions not numbered in order of first appearance (which `take_dense`
+    /// never writes, but a caller may pass) still sum each position's rows.
+    #[test]
+    fn positions_in_any_order_sum_their_rows() {
+        let (width, units) = (3, 2);
+        let s = TakeDenseShape {
+            table_rows: 0,
+            width,
+            units,
+        };
+        let positions = [1, 0, 1, 0, 2];
+        let gathered = values(5 * width, 5);
+        let kernel = values(width * units, 6);
+        let dz = values(5 * units, 7);
+        let (mut dg, mut dk, mut db) = (vec![0.0; 5 * width], vec![0.0; width * units], [0.0; 2]);
+        take_dense_grad(
+            s,
+            &dz,
+            &positions,
+            &gathered,
+            &kernel,
+            TakeDenseGrads {
+                d_gathered: &mut dg,
+                d_kernel: &mut dk,
+                d_bias: Some(&mut db),
+            },
+        )
+        .unwrap();
+        for k in 0..width {
+            for j in 0..units {
+                let want: f64 = (0..5)
+                    .map(|i| {
+                        let row = positions[i] as usize;
+                        f64::from(gathered[row * width + k]) * f64::from(dz[i * units + j])
+                    })
+                    .sum();
+                assert!((f64::from(dk[k * units + j]) - want).abs() < 1e-5);
+            }
+        }
+        for p in 0..3 {
+            for k in 0..width {
+                let want: f64 = (0..5)
+                    .filter(|&i| positions[i] == p as i32)
+                    .map(|i| {
+                        (0..units)
+                            .map(|j| {
+                                f64::from(dz[i * units + j]) * f64::from(kernel[k * units + j])
+                            })
+                            .sum::<f64>()
+                    })
+                    .sum();
+                assert!((f64::from(dg[p * width + k]) - want).abs() < 1e-5);
+            }
+        }
+        assert!(dg[3 * width..].iter().all(|&x| x == 0.0));
+        for j in 0..units {
+            let want: f64 = (0..5).map(|i| f64::from(dz[i * units + j])).sum();
+            assert!((f64::from(db[j]) - want).abs() < 1e-5);
+        }
     }
 
     #[test]
@@ -580,14 +695,20 @@ mod tests {
         let s = case.shape;
         let mut dg = vec![0.0; 2 * 3];
         let mut dk = vec![0.0; 3 * 2];
+        fn grads<'a>(d_gathered: &'a mut [f32], d_kernel: &'a mut [f32]) -> TakeDenseGrads<'a> {
+            TakeDenseGrads {
+                d_gathered,
+                d_kernel,
+                d_bias: None,
+            }
+        }
         let err = take_dense_grad(
             s,
             &[0.0; 4],
             &[0, 2],
             &[0.0; 6],
             &case.kernel,
-            &mut dg,
-            &mut dk,
+            grads(&mut dg, &mut dk),
         );
         assert!(matches!(
             err,
@@ -599,8 +720,21 @@ mod tests {
             &[0, 1],
             &[0.0; 6],
             &case.kernel,
-            &mut dg,
-            &mut dk,
+            grads(&mut dg, &mut dk),
+        );
+        assert!(matches!(err, Err(KernelError::ShapeMismatch { .. })));
+        let mut db = [0.0; 3];
+        let err = take_dense_grad(
+            s,
+            &[0.0; 4],
+            &[0, 1],
+            &[0.0; 6],
+            &case.kernel,
+            TakeDenseGrads {
+                d_gathered: &mut dg,
+                d_kernel: &mut dk,
+                d_bias: Some(&mut db),
+            },
         );
         assert!(matches!(err, Err(KernelError::ShapeMismatch { .. })));
     }

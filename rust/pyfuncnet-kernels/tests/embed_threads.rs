@@ -4,7 +4,7 @@
 //! followed by a product. In its own test binary because it replaces the global
 //! thread pool.
 
-use pyfuncnet_kernels::embed::{self, TakeDenseOutputs, TakeDenseShape};
+use pyfuncnet_kernels::embed::{self, TakeDenseGrads, TakeDenseOutputs, TakeDenseShape};
 use pyfuncnet_kernels::gemm::{self, Epilogue, MatMut, MatRef};
 use pyfuncnet_kernels::{layout, par};
 
@@ -20,8 +20,8 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Forward output, then the gradients of the gathered rows and of the kernel.
-fn run(threads: usize, shape: TakeDenseShape, indices: &[i32]) -> [Vec<f32>; 3] {
+/// Forward output, then the gradients of the gathered rows, the kernel and the bias.
+fn run(threads: usize, shape: TakeDenseShape, indices: &[i32]) -> [Vec<f32>; 4] {
     par::set_num_threads(threads).unwrap();
     par::watch_machine_load(false);
     let n = indices.len();
@@ -81,17 +81,21 @@ fn run(threads: usize, shape: TakeDenseShape, indices: &[i32]) -> [Vec<f32>; 3] 
     let dz = values(n * shape.units, 4);
     let mut d_gathered = vec![0.0; n * shape.width];
     let mut d_kernel = vec![0.0; shape.width * shape.units];
+    let mut d_bias = vec![0.0; shape.units];
     embed::take_dense_grad(
         shape,
         &dz,
         &positions,
         &gathered,
         &kernel,
-        &mut d_gathered,
-        &mut d_kernel,
+        TakeDenseGrads {
+            d_gathered: &mut d_gathered,
+            d_kernel: &mut d_kernel,
+            d_bias: Some(&mut d_bias),
+        },
     )
     .unwrap();
-    [out, d_gathered, d_kernel]
+    [out, d_gathered, d_kernel, d_bias]
 }
 
 #[test]

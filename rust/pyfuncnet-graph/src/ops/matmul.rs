@@ -3,7 +3,7 @@
 //! `dense_kernel_grad` (the gradient of a dense kernel), and `take_dense` (a table
 //! lookup feeding a dense layer, made by the fusion pass) with its gradient.
 
-use pyfuncnet_kernels::embed::{self, TakeDenseOutputs, TakeDenseShape};
+use pyfuncnet_kernels::embed::{self, TakeDenseGrads, TakeDenseOutputs, TakeDenseShape};
 use pyfuncnet_kernels::gemm::{self, Epilogue, MatMut, MatRef};
 use pyfuncnet_kernels::reduce::Reduce;
 use pyfuncnet_kernels::unary::{self as ku, Unary};
@@ -448,9 +448,11 @@ pub struct TakeDenseOp {
 
 /// The gradient of [`TakeDenseOp`] before the table's scatter-add: inputs `[dz (n,
 /// units), positions, gathered (n, width), kernel]`, outputs the gathered rows'
-/// gradient `(n, width)` and the kernel's.
+/// gradient `(n, width)`, the kernel's, and with `bias` the bias's `(units,)`.
 #[derive(Debug, Clone, Copy)]
-pub struct TakeDenseGradOp;
+pub struct TakeDenseGradOp {
+    pub bias: bool,
+}
 
 /// The sizes of a `take_dense` from its table's and kernel's shapes.
 fn take_dense_shape(table: &[usize], kernel: &[usize]) -> Result<TakeDenseShape> {
@@ -553,7 +555,9 @@ impl Op for TakeDenseOp {
         let units = g.shape(kernel)[1];
         let dz2 = g.reshape(dz, &[n, units])?;
         let grads = g.apply(
-            Box::new(TakeDenseGradOp),
+            Box::new(TakeDenseGradOp {
+                bias: self.use_bias,
+            }),
             &[dz2, positions, gathered, kernel],
         )?;
         let d_table = g.apply1(
@@ -565,7 +569,7 @@ impl Op for TakeDenseOp {
         )?;
         let mut result = vec![Some(d_table), None, Some(grads[1])];
         if self.use_bias {
-            result.push(Some(g.reduce(Reduce::Sum, dz2, &[0], false)?));
+            result.push(Some(grads[2]));
         }
         Ok(result)
     }
@@ -593,7 +597,11 @@ impl Op for TakeDenseGradOp {
                 fmt_shape(&kernel.shape)
             )));
         }
-        Ok(vec![gathered.clone(), kernel.clone()])
+        let mut grads = vec![gathered.clone(), kernel.clone()];
+        if self.bias {
+            grads.push(TensorType::f32(vec![kernel.shape[1]]));
+        }
+        Ok(grads)
     }
 
     fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
@@ -607,8 +615,14 @@ impl Op for TakeDenseGradOp {
             width,
             units,
         };
-        let [d_gathered, d_kernel] = outputs else {
-            return Err(GraphError::value("take_dense_grad: expected two outputs"));
+        let (d_gathered, d_kernel, d_bias) = match outputs {
+            [d_gathered, d_kernel] => (d_gathered, d_kernel, None),
+            [d_gathered, d_kernel, d_bias] => (d_gathered, d_kernel, Some(d_bias.f32()?)),
+            _ => {
+                return Err(GraphError::value(
+                    "take_dense_grad: expected two or three outputs",
+                ))
+            }
         };
         embed::take_dense_grad(
             shape,
@@ -616,8 +630,11 @@ impl Op for TakeDenseGradOp {
             inputs[1].i32()?,
             inputs[2].f32()?,
             inputs[3].f32()?,
-            d_gathered.f32()?,
-            d_kernel.f32()?,
+            TakeDenseGrads {
+                d_gathered: d_gathered.f32()?,
+                d_kernel: d_kernel.f32()?,
+                d_bias,
+            },
         )?;
         Ok(())
     }
