@@ -1011,9 +1011,11 @@ impl RowSums {
         for (&i, d) in indices.iter().zip(dy.chunks_exact(row_len.max(1))) {
             let p = &mut self.position[i as usize];
             if *p == Self::ABSENT {
+                // A row's sum starts as its first copy (no zeroing pass).
                 *p = self.gathered.len() as u32;
                 self.gathered.push(i as u32);
-                self.sums.resize(self.sums.len() + row_len, 0.0);
+                self.sums.extend_from_slice(d);
+                continue;
             }
             let at = *p as usize * row_len;
             for (s, &v) in self.sums[at..at + row_len].iter_mut().zip(d) {
