@@ -334,33 +334,6 @@ fn channel_block_mut(
     MatMut::new(&mut data[g * width..], rows, width, channels)
 }
 
-/// Runs `task(t, part)` on the parts of `data` (`chunk` elements each) in
-/// parallel; returns an error a task returned. The GEMMs inside a task run on its
-/// thread when there are several tasks (they are the parallelism), and may split
-/// themselves when there is one.
-pub(crate) fn for_each_tile_task(
-    data: &mut [f32],
-    chunk: usize,
-    task: impl Fn(usize, &mut [f32]) -> Result<()> + Sync + Send,
-) -> Result<()> {
-    let several = data.len() > chunk;
-    let failure = std::sync::Mutex::new(None);
-    par::for_each_chunk_mut(data, chunk, |t, part| {
-        let result = if several {
-            par::serially(|| task(t, part))
-        } else {
-            task(t, part)
-        };
-        if let Err(e) = result {
-            *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-        }
-    });
-    failure
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner())
-        .map_or(Ok(()), Err)
-}
-
 /// `y = epilogue(conv(x, kernel))`; `epilogue.bias` has `out_channels` entries.
 ///
 /// # Errors
@@ -427,7 +400,7 @@ pub fn conv_forward(
     );
     let tap_offsets = TapOffsets::new(shape);
     with_packed_kernel(shape, kernel, false, |packed| {
-        for_each_tile_task(y, tile * cout, |t, y_tile| {
+        par::try_for_each_chunk_mut(y, tile * cout, |t, y_tile| {
             let (r0, n) = (t * tile, y_tile.len() / cout);
             if cg < MIN_GATHERED_WIDTH {
                 return with_scratch(Slot::Columns, n * depth, |col| {
@@ -639,7 +612,7 @@ pub fn conv_backward_input(
     let image_flops = 2 * out_pixels * depth * cout;
     let images = (gemm::MIN_TASK_FLOPS / image_flops.max(1)).clamp(1, shape.batch.max(1));
     with_packed_kernel(shape, kernel, true, |packed| {
-        for_each_tile_task(dx, images * in_pixels * cin, |t, dx_part| {
+        par::try_for_each_chunk_mut(dx, images * in_pixels * cin, |t, dx_part| {
             dx_part.fill(0.0);
             let (b0, nb) = (t * images, dx_part.len() / (in_pixels * cin));
             with_scratch(Slot::Columns, tile.min(out_pixels) * depth, |dcol| {
@@ -798,7 +771,7 @@ pub fn conv_backward_kernel(
     }
     let len = dkernel.len();
     with_scratch(Slot::Partials, chunks * len, |partials| {
-        for_each_tile_task(partials, len, chunk_sum)?;
+        par::try_for_each_chunk_mut(partials, len, chunk_sum)?;
         sum_partials(partials, dkernel);
         Ok(())
     })

@@ -804,6 +804,33 @@ pub fn for_each_chunk_mut<T: Send>(
     run_section(n_chunks - 1, &claim_all);
 }
 
+/// [`for_each_chunk_mut`] for fallible tasks on float data; returns an error a
+/// task returned. The parallel sections inside a task (its GEMMs) run on its
+/// thread when there are several tasks (they are the parallelism), and may split
+/// themselves when there is one.
+pub fn try_for_each_chunk_mut(
+    data: &mut [f32],
+    chunk: usize,
+    task: impl Fn(usize, &mut [f32]) -> Result<()> + Sync + Send,
+) -> Result<()> {
+    let several = data.len() > chunk;
+    let failure = std::sync::Mutex::new(None);
+    for_each_chunk_mut(data, chunk, |t, part| {
+        let result = if several {
+            serially(|| task(t, part))
+        } else {
+            task(t, part)
+        };
+        if let Err(e) = result {
+            *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        }
+    });
+    failure
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .map_or(Ok(()), Err)
+}
+
 /// Runs `a` and `b`, potentially in parallel (each on the calling thread or on a
 /// helper that joins), and returns both results.
 pub fn join<A: Send, B: Send>(

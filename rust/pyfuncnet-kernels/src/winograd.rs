@@ -39,10 +39,11 @@
 
 use std::mem::MaybeUninit;
 
-use crate::conv::{for_each_tile_task, sum_partials, ConvShape};
+use crate::conv::{sum_partials, ConvShape};
 use crate::cpu::{self, SimdBody, SimdLevel};
 use crate::error::Result;
 use crate::gemm::{self, Epilogue, MatMut, MatRef, PackedB};
+use crate::par;
 use crate::scratch::{with_scratch, Slot};
 
 /// Largest tile edge `m` and patch edge `alpha = m + 2` built.
@@ -187,7 +188,7 @@ fn forward_at(
             let image_len = shape.window.output_pixels() * cout;
             let block = block_tiles(points, cin, cout).min(images * per_image);
             let buf_len = block * points * (cin + cout);
-            for_each_tile_task(y, images * image_len, |t, y_part| {
+            par::try_for_each_chunk_mut(y, images * image_len, |t, y_part| {
                 with_scratch(Slot::Columns, buf_len, |buf| {
                     let mut task = Task {
                         plan,
@@ -906,7 +907,7 @@ fn backward_kernel_at(
     let block = block_tiles(points, cin, cout).min(images * per_image);
     let buf_len = block * points * (cin + cout);
     with_scratch(Slot::Partials, chunks * sums_len, |partials| {
-        for_each_tile_task(partials, sums_len, |c, sums| {
+        par::try_for_each_chunk_mut(partials, sums_len, |c, sums| {
             with_scratch(Slot::Columns, buf_len, |buf| {
                 let mut task = GradTask {
                     plan,
