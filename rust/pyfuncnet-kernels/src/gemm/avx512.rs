@@ -250,7 +250,9 @@ mod x86 {
         mask: __mmask16,
     ) {
         let (rsa, csa, rsb) = if PACKED { (1, MR, NR) } else { (rsa, csa, rsb) };
-        prefetch_tile::<R, V>(c, ldc);
+        // C's rows are warmed one per step of K (see [`gathered`]).
+        let mut warmed = R.saturating_sub(k);
+        (0..warmed).for_each(|i| prefetch_row::<V>(c.wrapping_add(i * ldc)));
         let mut acc = [[_mm512_setzero_ps(); V]; R];
         // Rows of A in groups of three, each group with its own pointer: row
         // 3g + r is at `ap[g] + r*rsa`. For A read in place the compiler would
@@ -269,6 +271,10 @@ mod x86 {
         };
         let mut bp = b;
         for _ in 0..k {
+            if warmed < R {
+                prefetch_row::<V>(c.wrapping_add(warmed * ldc));
+                warmed += 1;
+            }
             // SAFETY: `bp = b + p*rsb` and `ap[g] + r*rsa = a + (3g + r)*rsa +
             // p*csa` for the current p < k and rows 3g + r < R: inside the ranges
             // the caller guarantees.
@@ -290,19 +296,16 @@ mod x86 {
         unsafe { store_tile(&acc, alpha, beta, c, ldc, mask) };
     }
 
-    /// Warms the first `R` rows of the C tile (three lines per row when it
-    /// straddles them) while the product runs.
+    /// Warms one row of a C tile, `16 * V` floats from `row` (three lines when
+    /// it straddles them).
     #[inline]
     #[target_feature(enable = "avx512f,avx2,fma")]
-    fn prefetch_tile<const R: usize, const V: usize>(c: *mut f32, ldc: usize) {
-        for i in 0..R {
-            let row = c.wrapping_add(i * ldc);
-            // Prefetching never faults, so it needs no `unsafe`.
-            _mm_prefetch::<_MM_HINT_T0>(row as *const i8);
-            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(16 * V - 1) as *const i8);
-            if V > 1 {
-                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(16) as *const i8);
-            }
+    fn prefetch_row<const V: usize>(row: *mut f32) {
+        // Prefetching never faults, so it needs no `unsafe`.
+        _mm_prefetch::<_MM_HINT_T0>(row as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(16 * V - 1) as *const i8);
+        if V > 1 {
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(16) as *const i8);
         }
     }
 
@@ -396,7 +399,12 @@ mod x86 {
             __mmask16,
         ),
     ) {
-        prefetch_tile::<R, V>(c, ldc);
+        // C's rows are warmed one per iteration of the loop rather than all before
+        // it (rows it has no iteration for first): three dozen prefetches at once
+        // fill the line-fill buffers and stall the kernel until C arrives, a fifth
+        // of a 64-deep product's time when C is not in cache (a lookup's output).
+        let mut warmed = R.saturating_sub(taps * (width / UNROLL));
+        (0..warmed).for_each(|i| prefetch_row::<V>(c.wrapping_add(i * ldc)));
         let mut acc = [[_mm512_setzero_ps(); V]; R];
         for t in 0..taps {
             // SAFETY: entry t < taps exists (the contract).
@@ -406,6 +414,10 @@ mod x86 {
                 std::ptr::with_exposed_provenance(*row_addrs.add(t * MR + i))
             });
             for _ in 0..width / UNROLL {
+                if warmed < R {
+                    prefetch_row::<V>(c.wrapping_add(warmed * ldc));
+                    warmed += 1;
+                }
                 for j in 0..UNROLL {
                     // SAFETY: the rows and B stand at a step q with q + UNROLL <= width.
                     unsafe { gathered_step::<R, V>(&mut acc, &rows, bp, j) };

@@ -9,10 +9,10 @@
 //! One call runs on the calling thread: callers cut their work into tasks
 //! themselves (a convolution by tiles of output pixels). Every strip's row
 //! addresses are looked up (and checked) once, before C is written; then each
-//! strip's rows stay in L1 while the packed panels of B go by (or, for a panel of
-//! B small enough, the panel stays while the strips go by), each K step in
-//! order, so every element of C sees the same operations whatever the split into
-//! calls.
+//! strip's rows stay in L1 while the packed panels of B go by (or, for a B too
+//! large for L1 with panels small enough, a panel stays while the strips go by),
+//! each K step in order, so every element of C sees the same operations whatever
+//! the split into calls.
 
 use super::driver::CTarget;
 use super::kernel::MicroKernel;
@@ -20,9 +20,16 @@ use super::{Epilogue, GatheredRows, GATHER_ZEROS};
 use crate::error::{KernelError, Result};
 use crate::scratch::{with_index_scratch, with_scratch, Slot};
 
-/// Largest panel of B (floats) that a call keeps in L1 while every strip of
-/// rows goes by (16 KiB, half of L1); a larger one streams from L2 past each strip
-/// held in L1 instead.
+/// Largest B (floats, all its panels) that a call keeps in L1 while each strip of
+/// rows meets every panel in turn (32 KiB, two thirds of L1): each strip's rows
+/// are then read once and its rows of C written whole, while still in L1, bias
+/// and activation included.
+const STRIP_MAJOR_MAX_B: usize = 8192;
+
+/// Largest panel of B (floats) that a call, when all of B is larger than
+/// [`STRIP_MAJOR_MAX_B`], keeps in L1 while every strip of rows goes by (16 KiB,
+/// a third of L1); a larger one streams from L2 past each strip held in L1
+/// instead.
 const PANEL_MAJOR_MAX_B: usize = 4096;
 
 /// Runs `C <- epilogue(A · B + beta * C)` with micro-kernel `K` for `m, n` and
@@ -107,15 +114,18 @@ pub(crate) fn gemm_gathered<K: MicroKernel, F: Fn(usize, &mut [usize])>(
                     )
                 };
             };
-            if nr * k <= PANEL_MAJOR_MAX_B {
-                (0..n_panels).for_each(|jp| (0..strips).for_each(|s| tile(s, jp)));
+            if n_panels * nr * k <= STRIP_MAJOR_MAX_B || nr * k > PANEL_MAJOR_MAX_B {
+                for s in 0..strips {
+                    (0..n_panels).for_each(|jp| tile(s, jp));
+                    // SAFETY: the caller owns all of C.
+                    unsafe { c.apply_epilogue(epilogue, s * mr..m.min(s * mr + mr), 0, n) };
+                }
             } else {
-                (0..strips).for_each(|s| (0..n_panels).for_each(|jp| tile(s, jp)));
+                (0..n_panels).for_each(|jp| (0..strips).for_each(|s| tile(s, jp)));
+                // SAFETY: the caller owns all of C.
+                unsafe { c.apply_epilogue(epilogue, 0..m, 0, n) };
             }
             Ok(())
         })
-    })?;
-    // SAFETY: the caller owns all of C.
-    unsafe { c.apply_epilogue(epilogue, 0..m, 0, n) };
-    Ok(())
+    })
 }
