@@ -88,6 +88,10 @@ mod x86 {
         const NR: usize = NR;
         const LEVEL: SimdLevel = SimdLevel::Avx512;
         const BLOCKED_KC: usize = 1024;
+        /// A corner runs [`tile`] with its own row count, which reads A's rows
+        /// below it only: a last partial strip is read in place, not packed (the
+        /// backward step of a 128-row LSTM packed its last 8 rows every step).
+        const EDGE_READS_ITS_ROWS_ONLY: bool = true;
 
         #[inline]
         unsafe fn kernel(
