@@ -2,22 +2,14 @@
 //! geometries: 1 to 3 spatial axes, strides, dilations, every padding, groups, and
 //! sizes of 1, odd sizes and sizes around the tile and SIMD widths.
 
+mod common;
+
 use proptest::prelude::*;
 use pyfuncnet_kernels::conv::{self, ConvShape};
 use pyfuncnet_kernels::gemm::Epilogue;
 use pyfuncnet_kernels::window::{Padding, Window};
 
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+use common::values;
 
 /// `|got - want| <= tol * (sum of |terms|)` elementwise, with the sum bounded by the
 /// depth of the reduction (all values are in [-1, 1]) and the rounding of each term

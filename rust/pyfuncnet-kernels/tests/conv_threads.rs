@@ -1,22 +1,14 @@
 //! Convolution forward and both gradients are bitwise identical for 1, 2 and 3
 //! threads. In its own test binary because it replaces the global thread pool.
 
+mod common;
+
 use pyfuncnet_kernels::conv::{self, ConvShape};
 use pyfuncnet_kernels::gemm::Epilogue;
 use pyfuncnet_kernels::par;
 use pyfuncnet_kernels::window::{Padding, Window};
 
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+use common::values;
 
 fn run(threads: usize, shape: &ConvShape) -> [Vec<f32>; 3] {
     par::set_num_threads(threads).unwrap();

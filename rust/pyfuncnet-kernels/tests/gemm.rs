@@ -1,6 +1,8 @@
 //! `sgemm` and `sgemm_gathered` against the f64 reference, at every SIMD level
 //! this CPU supports.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
@@ -12,21 +14,10 @@ use pyfuncnet_kernels::gemm::{
 };
 use pyfuncnet_kernels::KernelError;
 
+use common::values;
+
 /// Levels that ran at least one product, to prove the SIMD kernels were exercised.
 static LEVELS_RUN: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
-
-/// Deterministic values in [-1, 1).
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 /// How an operand is stored.
 #[derive(Clone, Copy, Debug)]

@@ -2,24 +2,16 @@
 //!
 //! In its own test binary because it replaces the global thread pool.
 
+mod common;
+
 use pyfuncnet_kernels::cpu;
 use pyfuncnet_kernels::gemm::{sgemm_with_level, Epilogue, MatMut, MatRef};
 use pyfuncnet_kernels::par;
 
+use common::values;
+
 /// The tests of this file replace the global pool; they take turns.
 static POOL_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 /// `C = 0.75 * op(A) op(B) + 0.5 * C + bias`, then tanh, at the given thread count.
 fn product(threads: usize, m: usize, n: usize, k: usize, ta: bool, tb: bool) -> Vec<Vec<f32>> {

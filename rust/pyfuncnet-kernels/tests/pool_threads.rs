@@ -2,21 +2,13 @@
 //!
 //! In its own test binary because it replaces the global thread pool.
 
+mod common;
+
 use pyfuncnet_kernels::par;
 use pyfuncnet_kernels::pool::{avg_pool, avg_pool_grad, max_pool, max_pool_grad, PoolShape};
 use pyfuncnet_kernels::window::{Padding, Window};
 
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+use common::values;
 
 /// Every output of the four kernels at the given thread count, as bits.
 fn outputs(threads: usize, shape: &PoolShape) -> Vec<Vec<u32>> {

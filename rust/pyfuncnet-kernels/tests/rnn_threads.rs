@@ -1,21 +1,19 @@
 //! Recurrent layers forward and backward are bitwise identical for 1, 2 and 3
 //! threads. In its own test binary because it replaces the global thread pool.
 
+mod common;
+
 use pyfuncnet_kernels::par;
 use pyfuncnet_kernels::rnn::{
     self, Cell, RnnGradInputs, RnnGradOutputs, RnnInputs, RnnOutputs, RnnSpec,
 };
 use pyfuncnet_kernels::unary::Unary;
 
+/// The shared values, halved: in [-0.5, 0.5).
 fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        })
+    common::values(len, seed)
+        .into_iter()
+        .map(|v| v / 2.0)
         .collect()
 }
 

@@ -206,6 +206,9 @@ pub(crate) struct LstmForward<'a, RA, A> {
     pub next: Option<usize>,
     pub xp: &'a [f32],
     pub ws: &'a mut [f32],
+    /// The previous states `(rows, steps, units)`: the kernel saves each row's
+    /// state at this step before updating it.
+    pub h_prev: &'a mut [f32],
     pub h: &'a mut [f32],
     pub c: &'a mut [f32],
 }
@@ -217,18 +220,26 @@ impl<RA: Act, A: Act> SimdBody for LstmForward<'_, RA, A> {
         for b in 0..self.rows.count {
             self.rows.prefetch(self.next, b, self.xp, 4 * u);
             self.rows.prefetch(self.next, b, self.ws, 6 * u);
+            // The states the backward pass starts this step from, saved here
+            // rather than by a pass of copies before the step (their stores
+            // miss the cache either way; the copies also read the states again).
+            let [i, f, g, o, ac, c_prev] = parts::<6>(&mut self.ws[self.rows.at(b, 6 * u)], u);
+            let h_prev = &mut self.h_prev[self.rows.at(b, u)];
+            let h = &mut self.h[b * u..][..u];
+            let c = &mut self.c[b * u..][..u];
             if !self.rows.active(b) {
+                copy_units(c_prev, c);
+                copy_units(h_prev, h);
                 continue;
             }
             let x = &self.xp[self.rows.at(b, 4 * u)];
-            let [i, f, g, o, ac, _] = parts::<6>(&mut self.ws[self.rows.at(b, 6 * u)], u);
-            let h = &mut self.h[b * u..][..u];
-            let c = &mut self.c[b * u..][..u];
             blocks!(
                 u,
                 [&x[..u], &x[u..2 * u], &x[2 * u..3 * u], &x[3 * u..4 * u]],
-                [i, f, g, o, ac, c, h],
+                [i, f, g, o, ac, c, h, c_prev, h_prev],
                 |x, v| {
+                    v[7] = v[5];
+                    v[8] = v[6];
                     // One activation per loop: a loop evaluating all five at once
                     // keeps more values live than there are vector registers.
                     for gate in [0, 1, 3] {

@@ -510,19 +510,15 @@ fn forward_rows(
                     // The output sequence is in processing order.
                     rows.prefetch_all((step + 1 < t_len).then_some(step + 1), seq, u);
                 }
-                for bi in 0..n {
-                    cells::copy_units(&mut hp[rows.at(bi, u)], &h[bi * u..(bi + 1) * u]);
+                // The LSTM's kernel saves the previous state itself.
+                if s.cell != Cell::Lstm {
+                    for bi in 0..n {
+                        cells::copy_units(&mut hp[rows.at(bi, u)], &h[bi * u..(bi + 1) * u]);
+                    }
                 }
                 match s.cell {
                     Cell::Lstm => {
                         let c = c.as_deref_mut().expect("checked: LSTM has a cell state");
-                        for bi in 0..n {
-                            let wr = rows.at(bi, w);
-                            cells::copy_units(
-                                &mut ws[wr.start + 5 * u..wr.end],
-                                &c[bi * u..(bi + 1) * u],
-                            );
-                        }
                         let hm = MatRef::row_major(h, n, u)?;
                         gemm::sgemm_packed(
                             1.0,
@@ -541,6 +537,7 @@ fn forward_rows(
                                 next,
                                 xp,
                                 ws,
+                                h_prev: hp,
                                 h,
                                 c
                             }
