@@ -83,6 +83,29 @@ struct RowGrad {
     sums: RowSums,
 }
 
+/// Sets each table's [`RowSums`] from the step's gathered-row gradients, the tables in
+/// parallel (each sums its rows in the order of the indices, so the split changes nothing);
+/// the first table's error, in order, when several fail.
+fn set_row_sums(row_grads: &mut [RowGrad], exec: &Executor) -> Result<()> {
+    match row_grads {
+        [] => Ok(()),
+        [rg] => {
+            let (DataRef::F32(dy), DataRef::I32(indices)) = (
+                exec.fetch(rg.dy_fetch).data,
+                exec.fetch(rg.indices_fetch).data,
+            ) else {
+                unreachable!("a take_grad's inputs are float rows and int32 indices");
+            };
+            rg.sums.set(indices, dy).map_err(GraphError::value)
+        }
+        _ => {
+            let (first, rest) = row_grads.split_at_mut(row_grads.len() / 2);
+            let (a, b) = par::join(|| set_row_sums(first, exec), || set_row_sums(rest, exec));
+            a.and(b)
+        }
+    }
+}
+
 /// `(dy, indices, sums)` when `grad` is the output of a `take_grad` along the first
 /// axis of a table whose gradient [`RowSums`] can hold.
 fn gathered_rows(graph: &Graph, grad: ValueId) -> Option<(ValueId, ValueId, RowSums)> {
@@ -296,15 +319,7 @@ impl CompiledStep {
             training: true,
         };
         self.exec.run(&ctx, inputs, &vars.values)?;
-        for rg in &mut self.row_grads {
-            let (DataRef::F32(dy), DataRef::I32(indices)) = (
-                self.exec.fetch(rg.dy_fetch).data,
-                self.exec.fetch(rg.indices_fetch).data,
-            ) else {
-                unreachable!("a take_grad's inputs are float rows and int32 indices");
-            };
-            rg.sums.set(indices, dy).map_err(GraphError::value)?;
-        }
+        set_row_sums(&mut self.row_grads, &self.exec)?;
 
         let mut lookup = recycle_opt(std::mem::take(&mut self.scratch_lookup));
         let mut dense = recycle(std::mem::take(&mut self.scratch_grads));
