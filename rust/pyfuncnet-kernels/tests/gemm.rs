@@ -1050,6 +1050,29 @@ fn gathered_rows_with_many_or_long_taps_match() {
     }
 }
 
+/// Both orders of the tiles, each with bias and activation (applied per strip or
+/// once at the end) on an accumulated C: a B of two panels of 64 rows fits in L1
+/// and is met strip by strip; one of three panels of 96 rows does not, and each
+/// panel meets every strip in turn (at 32- and 16-column panels alike).
+#[test]
+fn gathered_rows_in_either_order_of_tiles_match() {
+    for (n, taps, width) in [(64, 2, 32), (96, 3, 32), (40, 8, 300)] {
+        for activation in [false, true] {
+            check_gathered(GatheredCase {
+                m: 50,
+                n,
+                taps,
+                width,
+                zero_every: 0,
+                beta: 0.5,
+                bias: true,
+                activation,
+                seed: 12,
+            });
+        }
+    }
+}
+
 #[test]
 fn gathered_rows_errors_instead_of_panicking() {
     let level = cpu::active();
