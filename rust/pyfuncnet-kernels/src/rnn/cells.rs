@@ -193,9 +193,11 @@ macro_rules! blocks {
 }
 
 // ---------------------------------------------------------------------------
-// LSTM. Workspace per (row, time): [i, f, g, o, act(c), c_prev]; on entry to the
+// LSTM. Workspace per (row, time): [i, f, g, o, c_prev]; on entry to the
 // forward kernel [0, 4u) holds the recurrent part `h_prev R` of the
-// pre-activations, to which the kernel adds the input projection.
+// pre-activations, to which the kernel adds the input projection. act(c) is not
+// saved: the backward pass recomputes it from the gates and c_prev, which keeps
+// the workspace (memory and traffic) a sixth smaller for one activation per unit.
 
 pub(crate) struct LstmForward<'a, RA, A> {
     pub rows: Rows<'a>,
@@ -219,11 +221,11 @@ impl<RA: Act, A: Act> SimdBody for LstmForward<'_, RA, A> {
         let (u, ra, a) = (self.rows.units, self.ra, self.a);
         for b in 0..self.rows.count {
             self.rows.prefetch(self.next, b, self.xp, 4 * u);
-            self.rows.prefetch(self.next, b, self.ws, 6 * u);
+            self.rows.prefetch(self.next, b, self.ws, 5 * u);
             // The states the backward pass starts this step from, saved here
             // rather than by a pass of copies before the step (their stores
             // miss the cache either way; the copies also read the states again).
-            let [i, f, g, o, ac, c_prev] = parts::<6>(&mut self.ws[self.rows.at(b, 6 * u)], u);
+            let [i, f, g, o, c_prev] = parts::<5>(&mut self.ws[self.rows.at(b, 5 * u)], u);
             let h_prev = &mut self.h_prev[self.rows.at(b, u)];
             let h = &mut self.h[b * u..][..u];
             let c = &mut self.c[b * u..][..u];
@@ -236,10 +238,10 @@ impl<RA: Act, A: Act> SimdBody for LstmForward<'_, RA, A> {
             blocks!(
                 u,
                 [&x[..u], &x[u..2 * u], &x[2 * u..3 * u], &x[3 * u..4 * u]],
-                [i, f, g, o, ac, c, h, c_prev, h_prev],
+                [i, f, g, o, c, h, c_prev, h_prev],
                 |x, v| {
+                    v[6] = v[4];
                     v[7] = v[5];
-                    v[8] = v[6];
                     // One activation per loop: a loop evaluating all five at once
                     // keeps more values live than there are vector registers.
                     for gate in [0, 1, 3] {
@@ -251,18 +253,22 @@ impl<RA: Act, A: Act> SimdBody for LstmForward<'_, RA, A> {
                         v[2][l] = a.f(x[2][l] + v[2][l]);
                     }
                     for l in 0..LANES {
-                        v[5][l] = v[1][l] * v[5][l] + v[0][l] * v[2][l];
+                        v[4][l] = cell_update(v[0][l], v[1][l], v[2][l], v[4][l]);
                     }
                     for l in 0..LANES {
-                        v[4][l] = a.f(v[5][l]);
-                    }
-                    for l in 0..LANES {
-                        v[6][l] = v[3][l] * v[4][l];
+                        v[5][l] = v[3][l] * a.f(v[4][l]);
                     }
                 }
             );
         }
     }
+}
+
+/// The new cell state `f * c_prev + i * g`, one expression for both passes so
+/// that the backward recomputes exactly the forward's value.
+#[inline(always)]
+fn cell_update(i: f32, f: f32, g: f32, c_prev: f32) -> f32 {
+    f * c_prev + i * g
 }
 
 /// Backward of one LSTM step: from `dh` (the state gradient, this step's output
@@ -287,14 +293,14 @@ impl<RA: Act, A: Act> SimdBody for LstmBackward<'_, RA, A> {
     fn run(&mut self) {
         let (u, ra, a) = (self.rows.units, self.ra, self.a);
         for b in 0..self.rows.count {
-            self.rows.prefetch(self.next, b, self.ws, 6 * u);
+            self.rows.prefetch(self.next, b, self.ws, 5 * u);
             self.rows.prefetch(self.next, b, self.dz, 4 * u);
             let dz = &mut self.dz[self.rows.at(b, 4 * u)];
             if !self.rows.active(b) {
                 dz.fill(0.0);
                 continue;
             }
-            let w = &self.ws[self.rows.at(b, 6 * u)];
+            let w = &self.ws[self.rows.at(b, 5 * u)];
             let [di, df, dg, do_] = parts::<4>(dz, u);
             let dh = &mut self.dh[b * u..][..u];
             let dc = &mut self.dc[b * u..][..u];
@@ -305,17 +311,21 @@ impl<RA: Act, A: Act> SimdBody for LstmBackward<'_, RA, A> {
                     &w[u..2 * u],
                     &w[2 * u..3 * u],
                     &w[3 * u..4 * u],
-                    &w[4 * u..5 * u],
-                    &w[5 * u..6 * u]
+                    &w[4 * u..5 * u]
                 ],
                 [di, df, dg, do_, dh, dc],
                 |w, v| {
+                    // act(c), recomputed in a loop of its own (as the forward's
+                    // activations) before the derivatives use it.
+                    let mut ac = [0.0f32; LANES];
                     for l in 0..LANES {
-                        let (i, f, g, o, ac, cp) =
-                            (w[0][l], w[1][l], w[2][l], w[3][l], w[4][l], w[5][l]);
+                        ac[l] = a.f(cell_update(w[0][l], w[1][l], w[2][l], w[4][l]));
+                    }
+                    for l in 0..LANES {
+                        let (i, f, g, o, cp) = (w[0][l], w[1][l], w[2][l], w[3][l], w[4][l]);
                         let dhv = v[4][l];
-                        let dcv = v[5][l] + dhv * o * a.d(ac);
-                        v[3][l] = dhv * ac * ra.d(o);
+                        let dcv = v[5][l] + dhv * o * a.d(ac[l]);
+                        v[3][l] = dhv * ac[l] * ra.d(o);
                         v[0][l] = dcv * g * ra.d(i);
                         v[1][l] = dcv * cp * ra.d(f);
                         v[2][l] = dcv * i * a.d(g);

@@ -60,7 +60,7 @@ impl Cell {
     /// Blocks of `units` the forward pass saves per (row, time) step.
     pub fn workspace_blocks(self) -> usize {
         match self {
-            Cell::Lstm => 6,
+            Cell::Lstm => 5,
             Cell::Gru { .. } => 4,
             Cell::Simple => 1,
         }
