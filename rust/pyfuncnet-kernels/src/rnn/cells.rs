@@ -354,6 +354,8 @@ pub(crate) struct GruAfterForward<'a, RA, A> {
     pub next: Option<usize>,
     pub xp: &'a [f32],
     pub ws: &'a mut [f32],
+    /// The previous states `(rows, steps, units)`, saved as in the LSTM's.
+    pub h_prev: &'a mut [f32],
     pub h: &'a mut [f32],
 }
 
@@ -364,17 +366,20 @@ impl<RA: Act, A: Act> SimdBody for GruAfterForward<'_, RA, A> {
         for b in 0..self.rows.count {
             self.rows.prefetch(self.next, b, self.xp, 3 * u);
             self.rows.prefetch(self.next, b, self.ws, 4 * u);
+            let h_prev = &mut self.h_prev[self.rows.at(b, u)];
+            let h = &mut self.h[b * u..][..u];
             if !self.rows.active(b) {
+                copy_units(h_prev, h);
                 continue;
             }
             let x = &self.xp[self.rows.at(b, 3 * u)];
             let [z, r, hh, rh] = parts::<4>(&mut self.ws[self.rows.at(b, 4 * u)], u);
-            let h = &mut self.h[b * u..][..u];
             blocks!(
                 u,
                 [&x[..u], &x[u..2 * u], &x[2 * u..3 * u], &*rh],
-                [z, r, hh, h],
+                [z, r, hh, h, h_prev],
                 |x, v| {
+                    v[4] = v[3];
                     // On entry the r and hh slots hold the recurrent parts of z
                     // and r, and rh that of the candidate; each slot is read
                     // before it is overwritten. One activation per loop, as in
@@ -475,6 +480,8 @@ pub(crate) struct GruBeforeGates<'a, RA> {
     pub next: Option<usize>,
     pub xp: &'a [f32],
     pub ws: &'a mut [f32],
+    /// The previous states `(rows, steps, units)`, saved as in the LSTM's.
+    pub h_prev: &'a mut [f32],
     pub h: &'a [f32],
 }
 
@@ -486,16 +493,20 @@ impl<RA: Act> SimdBody for GruBeforeGates<'_, RA> {
             self.rows.prefetch(self.next, b, self.xp, 3 * u);
             self.rows.prefetch(self.next, b, self.ws, 4 * u);
             let [z, r, hh, rh] = parts::<4>(&mut self.ws[self.rows.at(b, 4 * u)], u);
+            let h_prev = &mut self.h_prev[self.rows.at(b, u)];
+            let h = &self.h[b * u..][..u];
             if !self.rows.active(b) {
+                copy_units(h_prev, h);
                 rh.fill(0.0);
                 continue;
             }
             let x = &self.xp[self.rows.at(b, 3 * u)];
             blocks!(
                 u,
-                [&x[..u], &x[u..2 * u], &*hh, &self.h[b * u..][..u]],
-                [z, r, rh],
+                [&x[..u], &x[u..2 * u], &*hh, h],
+                [z, r, rh, h_prev],
                 |x, v| {
+                    v[3] = x[3];
                     for l in 0..LANES {
                         // The r and hh slots hold the recurrent parts of z and r.
                         let zv = ra.f(x[0][l] + v[1][l]);
@@ -635,6 +646,8 @@ pub(crate) struct SimpleForward<'a, A> {
     pub rows: Rows<'a>,
     pub a: A,
     pub ws: &'a mut [f32],
+    /// The previous states `(rows, steps, units)`, saved as in the LSTM's.
+    pub h_prev: &'a mut [f32],
     pub h: &'a mut [f32],
 }
 
@@ -643,12 +656,15 @@ impl<A: Act> SimdBody for SimpleForward<'_, A> {
     fn run(&mut self) {
         let (u, a) = (self.rows.units, self.a);
         for b in 0..self.rows.count {
+            let h_prev = &mut self.h_prev[self.rows.at(b, u)];
+            let h = &mut self.h[b * u..][..u];
             if !self.rows.active(b) {
+                copy_units(h_prev, h);
                 continue;
             }
             let w = &mut self.ws[self.rows.at(b, u)];
-            let h = &mut self.h[b * u..][..u];
-            blocks!(u, [], [w, h], |_x, v| {
+            blocks!(u, [], [w, h, h_prev], |_x, v| {
+                v[2] = v[1];
                 for l in 0..LANES {
                     let y = a.f(v[0][l]);
                     (v[0][l], v[1][l]) = (y, y);

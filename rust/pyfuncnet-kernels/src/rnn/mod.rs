@@ -510,12 +510,7 @@ fn forward_rows(
                     // The output sequence is in processing order.
                     rows.prefetch_all((step + 1 < t_len).then_some(step + 1), seq, u);
                 }
-                // The LSTM's kernel saves the previous state itself.
-                if s.cell != Cell::Lstm {
-                    for bi in 0..n {
-                        cells::copy_units(&mut hp[rows.at(bi, u)], &h[bi * u..(bi + 1) * u]);
-                    }
-                }
+                // Each cell's first kernel saves the previous state of its rows.
                 match s.cell {
                     Cell::Lstm => {
                         let c = c.as_deref_mut().expect("checked: LSTM has a cell state");
@@ -566,6 +561,7 @@ fn forward_rows(
                                 next,
                                 xp,
                                 ws,
+                                h_prev: hp,
                                 h
                             }
                         ));
@@ -591,6 +587,7 @@ fn forward_rows(
                                 next,
                                 xp,
                                 ws,
+                                h_prev: hp,
                                 h
                             }
                         ));
@@ -632,7 +629,13 @@ fn forward_rows(
                         )?;
                         with_acts!(s, level, |_ra, a| cpu::run_at(
                             level,
-                            &mut cells::SimpleForward { rows, a, ws, h }
+                            &mut cells::SimpleForward {
+                                rows,
+                                a,
+                                ws,
+                                h_prev: hp,
+                                h
+                            }
                         ));
                     }
                 }
