@@ -5,7 +5,9 @@ differentiable under a `GradientTape`) and records graph nodes on symbolic
 `KerasTensor`s: that is how `compile(loss=...)` puts the loss into the native
 training step. Cross-entropies on logits use the core's fused
 `softmax_cross_entropy` / `sigmoid_cross_entropy` ops (stable, and one kernel each
-way instead of a chain of elementwise ops).
+way instead of a chain of elementwise ops); categorical cross-entropies of
+probabilities use its `categorical_crossentropy` op, Keras's renormalise-and-clip
+formula as one kernel each way.
 
 Loss functions return one value per sample, reduced over the last axis as Keras 3
 does. `Loss` objects add sample weights, masks and the reduction to a scalar.
@@ -579,8 +581,8 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=
     """Categorical cross-entropy: `-sum(y_true * log(p), axis)`.
 
     Probabilities are first renormalised to sum to 1 along `axis`, then clipped to
-    `[epsilon, 1 - epsilon]`; logits go through a log-softmax (fused with the loss
-    when `axis` is the last axis).
+    `[epsilon, 1 - epsilon]`; logits go through a log-softmax. Along the last axis
+    either is one fused op of the core.
 
     Args:
         y_true: one-hot (or soft) targets, the shape of `y_pred`.
@@ -614,8 +616,10 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=
             raise ValueError("categorical_crossentropy: label_smoothing needs a known number of classes")
         y_true = ops.add(ops.multiply(y_true, 1.0 - label_smoothing), label_smoothing / num_classes)
     same_shape = tuple(ops.shape(y_true)) == shape
-    if from_logits and same_shape and _is_last_axis(axis, len(shape)):
-        return ops._run("softmax_cross_entropy", {"sparse": False}, [y_pred, y_true])[0]
+    if same_shape and _is_last_axis(axis, len(shape)):
+        if from_logits:
+            return ops._run("softmax_cross_entropy", {"sparse": False}, [y_pred, y_true])[0]
+        return ops._run("categorical_crossentropy", {"sparse": False, "epsilon": config.epsilon()}, [y_pred, y_true])[0]
     if from_logits:
         log_prob = ops.log_softmax(y_pred, axis=axis)
     else:
@@ -623,18 +627,6 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=
         p = ops.divide(y_pred, ops.sum(y_pred, axis=axis, keepdims=True))
         log_prob = ops.log(ops.clip(p, eps, 1.0 - eps))
     return ops.negative(ops.sum(ops.multiply(y_true, log_prob), axis=axis))
-
-
-def _check_label_range(labels, classes):
-    """Raises `OutOfRangeError` for a label outside `[0, classes)`, as the fused
-    logits kernel does (one-hot would silently give a zero loss)."""
-    bad = np.flatnonzero((labels < 0) | (labels >= classes))
-    if bad.size:
-        position = int(bad[0])
-        raise errors.OutOfRangeError(
-            f"sparse_categorical_crossentropy: label {int(labels.ravel()[position])} at position {position} "
-            f"is out of range [0, {classes})"
-        )
 
 
 def _sparse_crossentropy_and_mask(y_true, y_pred, from_logits=False, ignore_class=None, axis=-1):
@@ -673,12 +665,7 @@ def _sparse_crossentropy_and_mask(y_true, y_pred, from_logits=False, ignore_clas
         classes = p_shape[-1]
         if classes is None:
             raise ValueError("sparse_categorical_crossentropy: y_pred needs a known number of classes")
-        if not isinstance(labels, KerasTensor):
-            _check_label_range(np.asarray(labels), classes)
-        eps = config.epsilon()
-        p = ops.divide(y_pred, ops.sum(y_pred, axis=-1, keepdims=True))
-        log_prob = ops.log(ops.clip(p, eps, 1.0 - eps))
-        per_sample = ops.negative(ops.sum(ops.multiply(ops.one_hot(labels, classes), log_prob), axis=-1))
+        per_sample = ops._run("categorical_crossentropy", {"sparse": True, "epsilon": config.epsilon()}, [y_pred, labels])[0]
     if valid is not None:
         per_sample = ops.where(valid, per_sample, 0.0)
     return per_sample, valid
@@ -689,8 +676,7 @@ def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_cl
 
     Probabilities are renormalised and clipped as in `categorical_crossentropy`;
     logits use the core's fused softmax cross-entropy. A label outside
-    `[0, classes)` raises `OutOfRangeError` (in a compiled graph only on logits;
-    probabilities give such a label a zero loss there).
+    `[0, classes)` raises `OutOfRangeError`.
 
     Args:
         y_true: int labels, shape `(batch, ...)` or `(batch, ..., 1)`.

@@ -689,6 +689,32 @@ def test_gradient_matches_finite_differences(name):
     check_grad(fn, lambda p: ref(p.astype(np.float64)), [y_pred], rtol=2e-3, atol=2e-4)
 
 
+def test_categorical_crossentropy_gradients_reach_soft_labels_and_unnormalised_probabilities():
+    # Rows that do not sum to 1: the fused op's gradients for both inputs (the
+    # graph crate's autodiff test covers probabilities the clip cuts, with an
+    # epsilon large enough for finite differences).
+    rng = np.random.default_rng(5)
+    probs = _f32(rng.uniform(0.2, 1.5, (4, 5)))
+    soft = _f32(rng.dirichlet(np.ones(5), 4))
+    soft[0, 3] = 0.0
+    check_grad(
+        lambda t, p: losses.categorical_crossentropy(t, p),
+        lambda t, p: ref_cce(t, p),
+        [soft, probs],
+        rtol=2e-3,
+        atol=2e-4,
+    )
+
+
+def test_compiled_sparse_crossentropy_of_probabilities_rejects_labels_out_of_range():
+    labels, y_pred = KerasTensor((None,), dtype="int32"), KerasTensor((None, 3))
+    f = Function([labels, y_pred], losses.sparse_categorical_crossentropy(labels, y_pred))
+    p = np.full((2, 3), 0.5, np.float32)
+    np.testing.assert_allclose(f(np.array([0, 2], np.int32), p), -np.log(np.full(2, 1 / 3)), rtol=1e-6)
+    with pytest.raises(errors.OutOfRangeError, match="3"):
+        f(np.array([0, 3], np.int32), p)
+
+
 # ----------------------------------------------------------------------------
 # Custom losses, lookup, serialization, errors
 

@@ -99,6 +99,18 @@ fn check_first(
                 .collect()
         })
         .collect();
+    check_at(op, attrs, shapes, n_diff, idx, &data);
+}
+
+/// As [`check_first`], at the input values `data`.
+fn check_at(
+    op: &str,
+    attrs: Value,
+    shapes: &[Vec<usize>],
+    n_diff: usize,
+    idx: Option<(&[usize], &[i32])>,
+    data: &[Vec<f32>],
+) {
     let (mut g, loss, ids) = build(op, &attrs, shapes, idx.map(|(s, _)| s));
     let float_ids = &ids[..n_diff];
     let grads = gradients(&mut g, loss, float_ids).unwrap();
@@ -109,7 +121,7 @@ fn check_first(
     let mut exec = Executor::new(g, fetches);
     let mut inputs: Vec<TensorRef> = shapes
         .iter()
-        .zip(&data)
+        .zip(data)
         .map(|(s, d)| TensorRef::new_f32(s, d))
         .collect();
     if let Some((s, i)) = idx {
@@ -125,9 +137,9 @@ fn check_first(
         };
         for e in 0..data[k].len() {
             let h = 1e-2f32;
-            let mut plus = data.clone();
+            let mut plus = data.to_vec();
             plus[k][e] += h;
-            let mut minus = data.clone();
+            let mut minus = data.to_vec();
             minus[k][e] -= h;
             let fd = (eval(op, &attrs, shapes, &plus, idx) - eval(op, &attrs, shapes, &minus, idx))
                 / (2.0 * f64::from(h));
@@ -272,6 +284,38 @@ fn gather_and_fused_loss_grads() {
         &[vec![3, 2], vec![3, 2]],
         1,
         None,
+    );
+}
+
+/// The cross-entropy of probabilities, dense and sparse: rows that do not sum to
+/// 1 (the renormalisation's gradient), soft labels with zeros (the dense labels
+/// get a gradient too), and probabilities the clip cuts (no gradient there).
+#[test]
+fn probability_crossentropy_grads() {
+    // Row 0 sums to 1.75; in row 1, 0.05 falls under epsilon 0.1 and is clipped;
+    // in row 2, 0.95 lies above 1 - epsilon and the rest under epsilon (far enough
+    // from the bounds that the differences' steps stay on one side).
+    let probs = vec![
+        0.3, 0.5, 0.8, 0.15, 0.05, 0.6, 0.15, 0.2, 0.02, 0.95, 0.02, 0.01,
+    ];
+    let labels = vec![0.2, 0.0, 0.7, 0.1, 0.5, 0.5, 0.0, 0.0, 0.0, 0.6, 0.3, 0.1];
+    let attrs = json!({"epsilon": 0.1});
+    check_at(
+        "categorical_crossentropy",
+        attrs,
+        &[vec![3, 4], vec![3, 4]],
+        2,
+        None,
+        &[probs.clone(), labels],
+    );
+    let classes = [2, 0, 1];
+    check_at(
+        "categorical_crossentropy",
+        json!({"epsilon": 0.1, "sparse": true}),
+        &[vec![3, 4]],
+        1,
+        Some((&[3], &classes)),
+        &[probs],
     );
 }
 

@@ -658,6 +658,279 @@ pub fn sparse_softmax_cross_entropy_grad(
     Ok(())
 }
 
+/// The labels of one row of a cross-entropy of probabilities: a weight per class
+/// (dense, possibly soft), or one class index (sparse).
+#[derive(Clone, Copy)]
+enum RowLabels<'a> {
+    Dense(&'a [f32]),
+    Sparse(usize),
+}
+
+impl RowLabels<'_> {
+    /// Calls `f(class, weight)` for every class with a non-zero weight.
+    fn each(self, mut f: impl FnMut(usize, f32)) {
+        match self {
+            RowLabels::Dense(z) => {
+                for (c, &w) in z.iter().enumerate() {
+                    if w != 0.0 {
+                        f(c, w);
+                    }
+                }
+            }
+            RowLabels::Sparse(c) => f(c, 1.0),
+        }
+    }
+}
+
+/// The sum of a row of probabilities, accumulated in f64 over eight lanes.
+fn probability_sum(p: &[f32]) -> f32 {
+    let mut lanes = [0.0f64; 8];
+    let mut chunks = p.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (acc, &v) in lanes.iter_mut().zip(chunk) {
+            *acc += f64::from(v);
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|&v| f64::from(v)).sum();
+    (lanes.iter().sum::<f64>() + tail) as f32
+}
+
+/// Whether some probability of a row summing to `sum` renormalises to NaN (a NaN,
+/// `0 / 0` or `inf / inf`): Keras's loss of such a row is NaN whatever the labels,
+/// since `0 * ln(NaN)` is NaN.
+fn renormalises_to_nan(p: &[f32], sum: f32) -> bool {
+    sum.is_nan()
+        || (sum == 0.0 && p.contains(&0.0))
+        || (sum.is_infinite() && p.iter().any(|v| v.is_infinite()))
+}
+
+/// `q` clipped to `[epsilon, 1 - epsilon]`, NaN passing through (as `jnp.clip`).
+fn clip_probability(q: f32, epsilon: f32) -> f32 {
+    if q < epsilon {
+        epsilon
+    } else if q > 1.0 - epsilon {
+        1.0 - epsilon
+    } else {
+        q
+    }
+}
+
+/// The cross-entropy of one row of probabilities, as Keras computes it from
+/// probabilities: renormalised to sum to 1, clipped, `-sum(labels * ln(p))`.
+fn crossentropy_row(p: &[f32], labels: RowLabels, epsilon: f32) -> f32 {
+    let sum = probability_sum(p);
+    if renormalises_to_nan(p, sum) {
+        return f32::NAN;
+    }
+    let mut acc = 0.0f64;
+    labels.each(|c, w| acc += f64::from(w) * f64::from(clip_probability(p[c] / sum, epsilon).ln()));
+    -(acc as f32)
+}
+
+/// The gradient of [`crossentropy_row`] with respect to the row `p`, times `dloss`,
+/// into `dp`. With `q = p / sum` and `g_c = -labels_c / q_c` where the clip lets
+/// `q_c` through (0 where it clips), `dp_k = dloss * (g_k - sum_c g_c q_c) / sum`,
+/// computed as `g_k / sum - sum_c g_c p_c / sum²` (the renormalisation's two
+/// paths, as the chain rule through the division gives them).
+fn crossentropy_grad_row(p: &[f32], labels: RowLabels, epsilon: f32, dloss: f32, dp: &mut [f32]) {
+    let sum = probability_sum(p);
+    if renormalises_to_nan(p, sum) {
+        dp.fill(f32::NAN);
+        return;
+    }
+    let inside = |q: f32| (epsilon..=1.0 - epsilon).contains(&q);
+    let mut through_sum = 0.0f64;
+    labels.each(|c, w| {
+        let q = p[c] / sum;
+        if inside(q) {
+            through_sum += f64::from(-w / q) * f64::from(p[c]);
+        }
+    });
+    let shared = dloss * -((through_sum / (f64::from(sum) * f64::from(sum))) as f32);
+    dp.fill(shared);
+    labels.each(|c, w| {
+        let q = p[c] / sum;
+        if inside(q) {
+            dp[c] += dloss * (-w / q / sum);
+        }
+    });
+}
+
+/// Categorical cross-entropy of probabilities over the rows of `probs` (`rows x
+/// classes`) with dense (one-hot, soft or smoothed) `labels`, as Keras computes it
+/// from probabilities: each row renormalised to sum to 1 and clipped to
+/// `[epsilon, 1 - epsilon]`, then `loss[r] = -sum_c labels[r, c] * ln(p[r, c])`. A
+/// zero label adds nothing; a row with a probability that renormalises to NaN has
+/// a NaN loss.
+///
+/// # Errors
+/// `ShapeMismatch` when `probs` or `labels` does not hold `rows * classes` elements
+/// or `loss` does not hold `rows`.
+pub fn crossentropy(
+    probs: &[f32],
+    labels: &[f32],
+    rows: usize,
+    classes: usize,
+    epsilon: f32,
+    loss: &mut [f32],
+) -> Result<()> {
+    check_view(
+        "categorical_crossentropy",
+        rows,
+        classes,
+        1,
+        &[("probs", probs.len()), ("labels", labels.len())],
+    )?;
+    check_len("categorical_crossentropy loss", loss.len(), rows)?;
+    for_row_blocks(rows, classes, loss, 1, &mut [], 0, |first, lb, _| {
+        for (j, l) in lb.iter_mut().enumerate() {
+            let s = (first + j) * classes;
+            let z = RowLabels::Dense(&labels[s..s + classes]);
+            *l = crossentropy_row(&probs[s..s + classes], z, epsilon);
+        }
+    });
+    Ok(())
+}
+
+/// Gradient of [`crossentropy`] with respect to `probs`, for the loss gradient
+/// `dloss` (one value per row).
+///
+/// # Errors
+/// `ShapeMismatch` when `probs`, `labels` or `dprobs` does not hold `rows * classes`
+/// elements or `dloss` does not hold `rows`.
+pub fn crossentropy_grad(
+    probs: &[f32],
+    labels: &[f32],
+    dloss: &[f32],
+    rows: usize,
+    classes: usize,
+    epsilon: f32,
+    dprobs: &mut [f32],
+) -> Result<()> {
+    check_view(
+        "categorical_crossentropy_grad",
+        rows,
+        classes,
+        1,
+        &[
+            ("probs", probs.len()),
+            ("labels", labels.len()),
+            ("dprobs", dprobs.len()),
+        ],
+    )?;
+    check_len("categorical_crossentropy_grad dloss", dloss.len(), rows)?;
+    if classes == 0 {
+        return Ok(());
+    }
+    for_row_blocks(
+        rows,
+        classes,
+        dprobs,
+        classes,
+        &mut [],
+        0,
+        |first, gb, _| {
+            for (j, g) in gb.chunks_exact_mut(classes).enumerate() {
+                let r = first + j;
+                let s = r * classes;
+                let z = RowLabels::Dense(&labels[s..s + classes]);
+                crossentropy_grad_row(&probs[s..s + classes], z, epsilon, dloss[r], g);
+            }
+        },
+    );
+    Ok(())
+}
+
+/// [`crossentropy`] with integer class labels: `labels[r]` is the class of row `r`
+/// (Keras's sparse categorical cross-entropy of probabilities).
+///
+/// # Errors
+/// `IndexOutOfRange` for a label outside `[0, classes)`, checked before any output is
+/// written; `ShapeMismatch` for wrong lengths.
+pub fn sparse_crossentropy(
+    probs: &[f32],
+    labels: &[i32],
+    rows: usize,
+    classes: usize,
+    epsilon: f32,
+    loss: &mut [f32],
+) -> Result<()> {
+    check_view(
+        "sparse_categorical_crossentropy",
+        rows,
+        classes,
+        1,
+        &[("probs", probs.len())],
+    )?;
+    check_len("sparse_categorical_crossentropy labels", labels.len(), rows)?;
+    check_len("sparse_categorical_crossentropy loss", loss.len(), rows)?;
+    check_sparse_labels(labels, classes)?;
+    for_row_blocks(rows, classes, loss, 1, &mut [], 0, |first, lb, _| {
+        for (j, l) in lb.iter_mut().enumerate() {
+            let r = first + j;
+            let z = RowLabels::Sparse(labels[r] as usize);
+            *l = crossentropy_row(&probs[r * classes..(r + 1) * classes], z, epsilon);
+        }
+    });
+    Ok(())
+}
+
+/// Gradient of [`sparse_crossentropy`] with respect to `probs`.
+///
+/// # Errors
+/// `IndexOutOfRange` for a label outside `[0, classes)`, checked before any output is
+/// written; `ShapeMismatch` for wrong lengths.
+pub fn sparse_crossentropy_grad(
+    probs: &[f32],
+    labels: &[i32],
+    dloss: &[f32],
+    rows: usize,
+    classes: usize,
+    epsilon: f32,
+    dprobs: &mut [f32],
+) -> Result<()> {
+    check_view(
+        "sparse_categorical_crossentropy_grad",
+        rows,
+        classes,
+        1,
+        &[("probs", probs.len()), ("dprobs", dprobs.len())],
+    )?;
+    check_len(
+        "sparse_categorical_crossentropy_grad labels",
+        labels.len(),
+        rows,
+    )?;
+    check_len(
+        "sparse_categorical_crossentropy_grad dloss",
+        dloss.len(),
+        rows,
+    )?;
+    check_sparse_labels(labels, classes)?;
+    for_row_blocks(
+        rows,
+        classes,
+        dprobs,
+        classes,
+        &mut [],
+        0,
+        |first, gb, _| {
+            for (j, g) in gb.chunks_exact_mut(classes).enumerate() {
+                let r = first + j;
+                let z = RowLabels::Sparse(labels[r] as usize);
+                crossentropy_grad_row(
+                    &probs[r * classes..(r + 1) * classes],
+                    z,
+                    epsilon,
+                    dloss[r],
+                    g,
+                );
+            }
+        },
+    );
+    Ok(())
+}
+
 /// Elements per parallel task of the elementwise sigmoid cross-entropy.
 const ELEMENTWISE_CHUNK: usize = 1 << 14;
 

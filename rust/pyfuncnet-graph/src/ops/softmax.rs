@@ -1,7 +1,12 @@
 //! softmax / log_softmax along an axis, and the fused losses
-//! `softmax_cross_entropy` (dense or sparse labels) and `sigmoid_cross_entropy`.
+//! `softmax_cross_entropy` (dense or sparse labels), `categorical_crossentropy` of
+//! probabilities (dense or sparse labels) and `sigmoid_cross_entropy`.
 
 use pyfuncnet_kernels::softmax as k;
+
+use pyfuncnet_kernels::binary::Binary;
+use pyfuncnet_kernels::reduce::Reduce;
+use pyfuncnet_kernels::unary::Unary;
 
 use super::{expect_float, expect_inputs, normalize_axis, Attrs, Ctx, Op};
 use crate::error::{GraphError, Result};
@@ -37,6 +42,23 @@ pub struct SoftmaxCrossEntropyGradOp {
     pub sparse: bool,
 }
 
+/// Per-row cross-entropy of probabilities over the last axis, as Keras computes it
+/// (each row renormalised, clipped to `[epsilon, 1 - epsilon]`, `-sum(labels *
+/// ln(p))`). Inputs `[probs, labels]`, labels as for [`SoftmaxCrossEntropyOp`].
+#[derive(Debug, Clone, Copy)]
+pub struct CrossentropyOp {
+    pub sparse: bool,
+    pub epsilon: f32,
+}
+
+/// Gradient of [`CrossentropyOp`] with respect to the probabilities: inputs
+/// `[probs, labels, dloss]`.
+#[derive(Debug, Clone, Copy)]
+pub struct CrossentropyGradOp {
+    pub sparse: bool,
+    pub epsilon: f32,
+}
+
 /// Elementwise binary cross-entropy of `sigmoid(logits)`: inputs `[logits, labels]`.
 #[derive(Debug, Clone, Copy)]
 pub struct SigmoidCrossEntropyOp;
@@ -60,6 +82,14 @@ pub(crate) fn build(name: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>> {
         }),
         "softmax_cross_entropy_grad" => Box::new(SoftmaxCrossEntropyGradOp {
             sparse: a.bool_or("sparse", false)?,
+        }),
+        "categorical_crossentropy" => Box::new(CrossentropyOp {
+            sparse: a.bool_or("sparse", false)?,
+            epsilon: a.f32("epsilon")?,
+        }),
+        "categorical_crossentropy_grad" => Box::new(CrossentropyGradOp {
+            sparse: a.bool_or("sparse", false)?,
+            epsilon: a.f32("epsilon")?,
         }),
         "sigmoid_cross_entropy" => Box::new(SigmoidCrossEntropyOp),
         "sigmoid_cross_entropy_grad" => Box::new(SigmoidCrossEntropyGradOp),
@@ -160,17 +190,19 @@ impl Op for SoftmaxGradOp {
     }
 }
 
-/// Checks logits/labels of the fused cross-entropy; returns (rows, classes).
+/// Checks the scores (`"logits"` or `"probabilities"`, as `what` says) and labels of
+/// a fused cross-entropy; returns (rows, classes).
 fn xent_dims(
     op: &str,
+    what: &str,
     sparse: bool,
     logits: &TensorType,
     labels: &TensorType,
 ) -> Result<(usize, usize)> {
-    expect_float(op, "the logits", logits)?;
+    expect_float(op, &format!("the {what}"), logits)?;
     if logits.rank() == 0 {
         return Err(GraphError::shape(format!(
-            "{op}: logits need at least one axis (the classes)"
+            "{op}: {what} need at least one axis (the classes)"
         )));
     }
     let lead = &logits.shape[..logits.rank() - 1];
@@ -187,7 +219,7 @@ fn xent_dims(
     };
     if !ok {
         return Err(GraphError::shape(format!(
-            "{op}: expected {want} for logits of shape {}, got {} labels of shape {}",
+            "{op}: expected {want} for {what} of shape {}, got {} labels of shape {}",
             fmt_shape(&logits.shape),
             labels.dtype.name(),
             fmt_shape(&labels.shape)
@@ -202,7 +234,7 @@ impl Op for SoftmaxCrossEntropyOp {
     }
     fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
         expect_inputs(self.name(), inputs, 2)?;
-        xent_dims(self.name(), self.sparse, inputs[0], inputs[1])?;
+        xent_dims(self.name(), "logits", self.sparse, inputs[0], inputs[1])?;
         let lead = inputs[0].shape[..inputs[0].rank() - 1].to_vec();
         Ok(vec![
             TensorType::f32(lead),
@@ -265,7 +297,7 @@ impl Op for SoftmaxCrossEntropyGradOp {
     }
     fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
         expect_inputs(self.name(), inputs, 3)?;
-        let (rows, _) = xent_dims(self.name(), self.sparse, inputs[0], inputs[1])?;
+        let (rows, _) = xent_dims(self.name(), "logits", self.sparse, inputs[0], inputs[1])?;
         if inputs[2].numel() != rows {
             return Err(GraphError::shape(
                 "softmax_cross_entropy_grad: dloss must have one value per row",
@@ -318,6 +350,133 @@ fn same_float_shapes(op: &str, inputs: &[&TensorType]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The (rows, classes) of a cross-entropy of probabilities, once its inputs and
+/// `epsilon` are checked.
+fn probability_xent_dims(
+    op: &str,
+    sparse: bool,
+    epsilon: f32,
+    probs: &TensorType,
+    labels: &TensorType,
+) -> Result<(usize, usize)> {
+    // The clip to [epsilon, 1 - epsilon] needs its bounds in order.
+    if !(0.0..=0.5).contains(&epsilon) {
+        return Err(GraphError::value(format!(
+            "{op}: epsilon must be in [0, 0.5], got {epsilon}"
+        )));
+    }
+    xent_dims(op, "probabilities", sparse, probs, labels)
+}
+
+impl Op for CrossentropyOp {
+    fn name(&self) -> &'static str {
+        "categorical_crossentropy"
+    }
+    fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
+        expect_inputs(self.name(), inputs, 2)?;
+        probability_xent_dims(self.name(), self.sparse, self.epsilon, inputs[0], inputs[1])?;
+        let lead = inputs[0].shape[..inputs[0].rank() - 1].to_vec();
+        Ok(vec![TensorType::f32(lead)])
+    }
+    fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
+        let shape = inputs[0].shape;
+        let classes = shape[shape.len() - 1];
+        let rows: usize = shape[..shape.len() - 1].iter().product();
+        let (probs, loss) = (inputs[0].f32()?, outputs[0].f32()?);
+        if self.sparse {
+            k::sparse_crossentropy(probs, inputs[1].i32()?, rows, classes, self.epsilon, loss)?;
+        } else {
+            k::crossentropy(probs, inputs[1].f32()?, rows, classes, self.epsilon, loss)?;
+        }
+        Ok(())
+    }
+    fn backward(
+        &self,
+        g: &mut Graph,
+        inputs: &[ValueId],
+        _o: &[ValueId],
+        dys: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        let Some(dloss) = dys[0] else {
+            return Ok(vec![None, None]);
+        };
+        let (probs, labels) = (inputs[0], inputs[1]);
+        let op = CrossentropyGradOp {
+            sparse: self.sparse,
+            epsilon: self.epsilon,
+        };
+        let dprobs = g.apply1(Box::new(op), &[probs, labels, dloss])?;
+        if self.sparse {
+            return Ok(vec![Some(dprobs), None]);
+        }
+        // Dense labels (soft targets computed by the model, say) get
+        // `-dloss * ln(clip(p))`, built from ordinary ops: the planner drops these
+        // nodes when nothing needs them, as it does when the labels are data.
+        let shape = g.shape(probs).to_vec();
+        let last = shape.len() - 1;
+        let sum = g.reduce(Reduce::Sum, probs, &[last], true)?;
+        let p = g.binary(Binary::Div, probs, sum)?;
+        let clipped = g.apply1(
+            Box::new(super::unary::ClipOp {
+                lo: self.epsilon,
+                hi: 1.0 - self.epsilon,
+            }),
+            &[p],
+        )?;
+        let log_p = g.unary(Unary::Log, clipped)?;
+        let mut row_shape = shape;
+        row_shape[last] = 1;
+        let dloss = g.reshape(dloss, &row_shape)?;
+        let minus_one = g.scalar(-1.0);
+        let scale = g.mul(dloss, minus_one)?;
+        let dlabels = g.mul(log_p, scale)?;
+        Ok(vec![Some(dprobs), Some(dlabels)])
+    }
+}
+
+impl Op for CrossentropyGradOp {
+    fn name(&self) -> &'static str {
+        "categorical_crossentropy_grad"
+    }
+    fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
+        expect_inputs(self.name(), inputs, 3)?;
+        let (rows, _) =
+            probability_xent_dims(self.name(), self.sparse, self.epsilon, inputs[0], inputs[1])?;
+        if inputs[2].numel() != rows {
+            return Err(GraphError::shape(
+                "categorical_crossentropy_grad: dloss must have one value per row",
+            ));
+        }
+        Ok(vec![TensorType::f32(inputs[0].shape.clone())])
+    }
+    fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
+        let shape = inputs[0].shape;
+        let classes = shape[shape.len() - 1];
+        let rows: usize = shape[..shape.len() - 1].iter().product();
+        let (probs, dloss, out) = (inputs[0].f32()?, inputs[2].f32()?, outputs[0].f32()?);
+        let eps = self.epsilon;
+        if self.sparse {
+            let labels = inputs[1].i32()?;
+            k::sparse_crossentropy_grad(probs, labels, dloss, rows, classes, eps, out)?;
+        } else {
+            let labels = inputs[1].f32()?;
+            k::crossentropy_grad(probs, labels, dloss, rows, classes, eps, out)?;
+        }
+        Ok(())
+    }
+    fn backward(
+        &self,
+        _g: &mut Graph,
+        _i: &[ValueId],
+        _o: &[ValueId],
+        _d: &[Option<ValueId>],
+    ) -> Result<Vec<Option<ValueId>>> {
+        Err(GraphError::unsupported(
+            "second-order gradients of categorical_crossentropy are not supported",
+        ))
+    }
 }
 
 impl Op for SigmoidCrossEntropyOp {
