@@ -8,7 +8,8 @@
 //! product of its distinct row, read in place, by the kernel. Backward: the
 //! output gradient's rows are summed per distinct row (in index order), and the
 //! kernel gradient and the gathered rows' gradient are products over the
-//! distinct rows only.
+//! distinct rows only, block by block of distinct rows while their sums are in
+//! cache.
 //!
 //! When too few indices repeat for that to pay ([`worth_deduplicating`]), every
 //! index is its own row. Either way the output is that of a `take` and a `dense`
@@ -24,7 +25,7 @@ use crate::gemm::{self, Epilogue, GatheredRows, MatMut, MatRef, PackedB, MIN_TAS
 use crate::layout;
 use crate::par;
 use crate::reduce::{self, Reduce};
-use crate::scratch::{with_scratch, Slot};
+use crate::scratch::{with_index_scratch, with_scratch, Slot};
 use std::cell::RefCell;
 
 /// The sizes of one lookup-and-project: a `(table_rows, width)` table and a
@@ -358,57 +359,263 @@ pub fn take_dense_grad(
     if in_order {
         return grads(dz);
     }
-    // Sized by the batch (see `take_dense`).
-    with_scratch(Slot::DistinctRows, n * units, |sums| {
-        let sums = &mut sums[..distinct * units];
-        sum_by_position(dz, positions, units, numbered_in_order, sums);
-        grads(sums)
+    let grads = TakeDenseGrads {
+        d_gathered,
+        d_kernel,
+        d_bias,
+    };
+    let blocks = RowBlocks::new(distinct, units);
+    blocked_grads(
+        shape,
+        dz,
+        positions,
+        gathered,
+        kernel,
+        blocks,
+        numbered_in_order,
+        grads,
+    )
+}
+
+/// Floats of summed gradient rows per block of [`blocked_grads`]: a block's sums
+/// stay in L2 while both of its products read them.
+const BLOCK_FLOATS: usize = 1 << 16;
+/// Most blocks per call (their jobs are held in a stack array).
+const MAX_BLOCKS: usize = 64;
+/// Gradient rows fetched ahead while a block sums them (they lie scattered).
+const ROWS_AHEAD: usize = 4;
+
+/// The distinct rows `0..rows` cut into `count` blocks of `per_block` (the last may
+/// be shorter), from the number of rows and their width alone.
+#[derive(Clone, Copy)]
+struct RowBlocks {
+    rows: usize,
+    per_block: usize,
+    count: usize,
+}
+
+impl RowBlocks {
+    fn new(rows: usize, units: usize) -> Self {
+        let target = (BLOCK_FLOATS / units.max(1)).max(16);
+        let count = rows.div_ceil(target).clamp(1, MAX_BLOCKS);
+        let per_block = rows.div_ceil(count).max(1);
+        RowBlocks {
+            rows,
+            per_block,
+            count: rows.div_ceil(per_block),
+        }
+    }
+
+    fn of(&self, position: usize) -> usize {
+        position / self.per_block
+    }
+
+    fn range(&self, block: usize) -> std::ops::Range<usize> {
+        let first = block * self.per_block;
+        first..(first + self.per_block).min(self.rows)
+    }
+}
+
+/// One block's job: its index, its rows of the gathered rows' gradient, and its
+/// partial kernel (then bias) gradient.
+type BlockJob<'a> = Option<(usize, &'a mut [f32], &'a mut [f32])>;
+
+/// [`take_dense_grad`] when indices share rows: block by block of distinct rows,
+/// the block's gradient rows are summed (each from its indices in index order,
+/// bucketed by block beforehand) and, while in cache, multiplied by the kernel
+/// into the block's rows of `d_gathered` and by the block's gathered rows into a
+/// partial kernel gradient (and summed into a partial bias gradient); the
+/// partials are then added in block order. Summing all rows first and running
+/// the two products over the whole batch read the sums from memory twice more
+/// and, on several threads, streamed every gradient row through each of them.
+/// The blocks follow from the distinct rows' count and width, never from the
+/// thread count.
+#[allow(clippy::too_many_arguments)]
+fn blocked_grads(
+    shape: TakeDenseShape,
+    dz: &[f32],
+    positions: &[i32],
+    gathered: &[f32],
+    kernel: &[f32],
+    blocks: RowBlocks,
+    numbered_in_order: bool,
+    grads: TakeDenseGrads,
+) -> Result<()> {
+    let TakeDenseShape { width, units, .. } = shape;
+    let TakeDenseGrads {
+        d_gathered,
+        d_kernel,
+        d_bias,
+    } = grads;
+    let n = positions.len();
+    let (used, unused) = d_gathered.split_at_mut(blocks.rows * width);
+    unused.fill(0.0);
+    let partial_len = width * units + units;
+    with_index_scratch(n + blocks.count + 1, |scratch| {
+        let (order, starts) = scratch.split_at_mut(n);
+        bucket_by_block(positions, blocks, starts, order);
+        let (order, starts): (&[usize], &[usize]) = (order, starts);
+        with_scratch(Slot::Partials, blocks.count * partial_len, |partials| {
+            let mut jobs: [BlockJob; MAX_BLOCKS] = std::array::from_fn(|_| None);
+            let (mut rows_left, mut partials_left) = (&mut *used, &mut *partials);
+            for (b, job) in jobs.iter_mut().enumerate().take(blocks.count) {
+                let len = blocks.range(b).len() * width;
+                let (rows, rest) = std::mem::take(&mut rows_left).split_at_mut(len);
+                let (partial, more) = std::mem::take(&mut partials_left).split_at_mut(partial_len);
+                *job = Some((b, rows, partial));
+                (rows_left, partials_left) = (rest, more);
+            }
+            let failure = std::sync::Mutex::new(None);
+            par::for_each_chunk_mut(&mut jobs[..blocks.count], 1, |_, job| {
+                let Some((b, d_rows, partial)) = job[0].take() else {
+                    return;
+                };
+                let range = blocks.range(b);
+                let list = &order[starts[b]..starts[b + 1]];
+                let mut run = move || {
+                    with_scratch(Slot::DistinctRows, range.len() * units, |sums| {
+                        sum_block(
+                            dz,
+                            positions,
+                            list,
+                            range.start,
+                            units,
+                            numbered_in_order,
+                            sums,
+                        );
+                        let block_rows = &gathered[range.start * width..range.end * width];
+                        block_products(shape, sums, block_rows, kernel, d_rows, partial)
+                    })
+                };
+                // The blocks are the parallelism; one block may split its products.
+                let result = if blocks.count > 1 {
+                    par::serially(run)
+                } else {
+                    run()
+                };
+                if let Err(e) = result {
+                    *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                }
+            });
+            if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+                return Err(e);
+            }
+            let mut parts = partials.chunks_exact(partial_len);
+            let first = parts.next().expect("at least one block");
+            d_kernel.copy_from_slice(&first[..width * units]);
+            for part in parts {
+                for (d, &v) in d_kernel.iter_mut().zip(part) {
+                    *d += v;
+                }
+            }
+            if let Some(d_bias) = d_bias {
+                d_bias.copy_from_slice(&first[width * units..]);
+                for part in partials.chunks_exact(partial_len).skip(1) {
+                    for (d, &v) in d_bias.iter_mut().zip(&part[width * units..]) {
+                        *d += v;
+                    }
+                }
+            }
+            Ok(())
+        })
     })
 }
 
-/// `sums[p] = sum of dz[i] over the indices i at position p`, in index order. The
-/// gradient rows stream in order (each thread reads all of them and adds those of
-/// its band of positions), and the sums are added to wherever they lie: a batch's
-/// distinct rows fit in the shared cache, and scattered reads of `dz` would defeat
-/// the prefetchers. Each sum sees its terms in index order whatever the split.
-/// When the positions are `numbered_in_order` (each first appears after all
-/// smaller ones), a sum starts as a copy of its first row, sparing a pass that
-/// zeroes `sums`.
-fn sum_by_position(
+/// Buckets the indices by the block of their position: block `b`'s indices, in
+/// index order, are `order[starts[b]..starts[b + 1]]` (a counting sort).
+fn bucket_by_block(
+    positions: &[i32],
+    blocks: RowBlocks,
+    starts: &mut [usize],
+    order: &mut [usize],
+) {
+    starts.fill(0);
+    for &p in positions {
+        starts[blocks.of(p as usize) + 1] += 1;
+    }
+    for b in 0..blocks.count {
+        starts[b + 1] += starts[b];
+    }
+    let mut next: [usize; MAX_BLOCKS] = [0; MAX_BLOCKS];
+    next[..blocks.count].copy_from_slice(&starts[..blocks.count]);
+    for (i, &p) in positions.iter().enumerate() {
+        let b = blocks.of(p as usize);
+        order[next[b]] = i;
+        next[b] += 1;
+    }
+}
+
+/// `sums[p - first] = sum of dz[i] over the indices i in `list` at position p`, in
+/// index order. When the positions are `numbered_in_order` (each first appears
+/// after all smaller ones), a sum starts as a copy of its first row, sparing a
+/// pass that zeroes `sums`.
+fn sum_block(
     dz: &[f32],
     positions: &[i32],
+    list: &[usize],
+    first: usize,
     units: usize,
     numbered_in_order: bool,
     sums: &mut [f32],
 ) {
-    let distinct = sums.len() / units.max(1);
-    let bands = par::threads_in_use().min(distinct).max(1);
-    let per_band = distinct.div_ceil(bands);
-    par::for_each_chunk_mut(sums, per_band * units, |band, sums| {
-        let first = band * per_band;
-        let rows = first..first + sums.len() / units;
-        // The first position not yet written.
-        let mut fresh = if numbered_in_order {
-            first
+    // The first position not yet written.
+    let mut fresh = if numbered_in_order {
+        first
+    } else {
+        sums.fill(0.0);
+        usize::MAX
+    };
+    for (j, &i) in list.iter().enumerate() {
+        if let Some(&ahead) = list.get(j + ROWS_AHEAD) {
+            cpu::prefetch(&dz[ahead * units..(ahead + 1) * units]);
+        }
+        let p = positions[i] as usize;
+        let row = &dz[i * units..(i + 1) * units];
+        let dst = &mut sums[(p - first) * units..(p - first + 1) * units];
+        if p == fresh {
+            dst.copy_from_slice(row);
+            fresh += 1;
         } else {
-            sums.fill(0.0);
-            rows.end
-        };
-        for (&p, row) in positions.iter().zip(dz.chunks_exact(units)) {
-            let p = p as usize;
-            if rows.contains(&p) {
-                let dst = &mut sums[(p - first) * units..][..units];
-                if p == fresh {
-                    dst.copy_from_slice(row);
-                    fresh += 1;
-                } else {
-                    for (d, &g) in dst.iter_mut().zip(row) {
-                        *d += g;
-                    }
-                }
+            for (d, &g) in dst.iter_mut().zip(row) {
+                *d += g;
             }
         }
-    });
+    }
+}
+
+/// One block's products: `d_rows = sums · kernelᵀ`, and into `partial` the kernel
+/// gradient `rowsᵀ · sums` followed by the bias gradient (the column sums of `sums`).
+fn block_products(
+    shape: TakeDenseShape,
+    sums: &[f32],
+    rows: &[f32],
+    kernel: &[f32],
+    d_rows: &mut [f32],
+    partial: &mut [f32],
+) -> Result<()> {
+    let TakeDenseShape { width, units, .. } = shape;
+    let count = sums.len() / units.max(1);
+    let none = Epilogue::default();
+    let sums_matrix = MatRef::row_major(sums, count, units)?;
+    let k = MatRef::row_major(kernel, width, units)?;
+    gemm::sgemm(
+        1.0,
+        sums_matrix,
+        k.t(),
+        0.0,
+        MatMut::row_major(d_rows, count, width)?,
+        &none,
+    )?;
+    let (d_kernel, d_bias) = partial.split_at_mut(width * units);
+    gemm::sgemm(
+        1.0,
+        MatRef::row_major(rows, count, width)?.t(),
+        sums_matrix,
+        0.0,
+        MatMut::row_major(d_kernel, width, units)?,
+        &none,
+    )?;
+    reduce::reduce(Reduce::Sum, sums, &[count, units], &[0], d_bias)
 }
 
 #[cfg(test)]
@@ -520,6 +727,118 @@ mod tests {
         }
     }
 
+    /// Runs the backward pass of `case` (forward `f`) on fixed output gradients and
+    /// checks the table's, kernel's and bias's gradients against float64 sums;
+    /// also checks the gradients are bitwise those of one thread.
+    fn backward_matches_float64(case: &Case, f: &Forward) -> bool {
+        let s = case.shape;
+        let n = case.indices.len();
+        let dz = values(n * s.units, 4);
+        let run = || {
+            let mut d_gathered = vec![f32::NAN; n * s.width];
+            let mut d_kernel = vec![f32::NAN; s.width * s.units];
+            let mut d_bias = vec![f32::NAN; s.units];
+            take_dense_grad(
+                s,
+                &dz,
+                &f.positions,
+                &f.gathered,
+                &case.kernel,
+                TakeDenseGrads {
+                    d_gathered: &mut d_gathered,
+                    d_kernel: &mut d_kernel,
+                    d_bias: Some(&mut d_bias),
+                },
+            )
+            .unwrap();
+            (d_gathered, d_kernel, d_bias)
+        };
+        let (d_gathered, d_kernel, d_bias) = run();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let one_thread = par::serially(run);
+        if bits(&d_gathered) != bits(&one_thread.0)
+            || bits(&d_kernel) != bits(&one_thread.1)
+            || bits(&d_bias) != bits(&one_thread.2)
+        {
+            return false;
+        }
+        // The table's gradient: d_gathered scattered by rows, against float64.
+        let mut d_table = vec![0.0f32; s.table_rows * s.width];
+        layout::scatter_add(
+            "t",
+            &d_gathered,
+            &f.rows,
+            1,
+            s.table_rows,
+            s.width,
+            &mut d_table,
+        )
+        .unwrap();
+        let mut want_table = vec![0.0f64; s.table_rows * s.width];
+        let mut want_kernel = vec![0.0f64; s.width * s.units];
+        for (i, &index) in case.indices.iter().enumerate() {
+            let r = index as usize;
+            for k in 0..s.width {
+                for j in 0..s.units {
+                    let g = f64::from(dz[i * s.units + j]);
+                    want_table[r * s.width + k] += g * f64::from(case.kernel[k * s.units + j]);
+                    want_kernel[k * s.units + j] += g * f64::from(case.table[r * s.width + k]);
+                }
+            }
+        }
+        let want_bias: Vec<f64> = (0..s.units)
+            .map(|j| (0..n).map(|i| f64::from(dz[i * s.units + j])).sum())
+            .collect();
+        let close = |got: &[f32], want: &[f64]| {
+            got.iter()
+                .zip(want)
+                .all(|(&g, &w)| (f64::from(g) - w).abs() <= 1e-4 * (1.0 + w.abs()))
+        };
+        close(&d_table, &want_table) && close(&d_kernel, &want_kernel) && close(&d_bias, &want_bias)
+    }
+
+    /// Batches with enough distinct rows for several blocks of the backward pass
+    /// (and, at the widest, more than `MAX_BLOCKS` blocks' worth).
+    #[test]
+    fn many_distinct_rows_take_several_blocks() {
+        for (table_rows, units, n) in [(3000, 128, 4000), (900, 1024, 1500), (2000, 4096, 2400)] {
+            let mut state = 12345u64;
+            let indices = (0..n)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((state >> 33) % table_rows as u64) as i32
+                })
+                .collect();
+            let case = Case::new(table_rows, 32, units, indices);
+            let f = case.forward().unwrap();
+            let distinct = f
+                .positions
+                .iter()
+                .map(|&p| p as usize + 1)
+                .max()
+                .unwrap_or(0);
+            let blocks = RowBlocks::new(distinct, units);
+            assert!(
+                blocks.count > 1 && distinct < n,
+                "{table_rows} {units} {n}: {distinct}"
+            );
+            // The widest case needs more than MAX_BLOCKS blocks of the target size.
+            let enlarged = blocks.per_block > (BLOCK_FLOATS / units).max(16);
+            assert_eq!(
+                enlarged,
+                units == 4096,
+                "{distinct} rows in {}",
+                blocks.count
+            );
+            assert!(
+                backward_matches_float64(&case, &f),
+                "{table_rows} {units} {n}"
+            );
+        }
+    }
+
     fn case_strategy() -> impl Strategy<Value = Case> {
         (1usize..24, 1usize..20, 1usize..40, 0usize..70).prop_flat_map(
             |(table_rows, width, units, n)| {
@@ -552,40 +871,7 @@ mod tests {
             prop_assert!(f.rows[..distinct].iter().all(|r| seen.insert(*r)) || distinct == n);
             prop_assert!(f.gathered[distinct * s.width..].iter().all(|&x| x == 0.0));
 
-            let dz = values(n * s.units, 4);
-            let mut d_gathered = vec![f32::NAN; n * s.width];
-            let mut d_kernel = vec![f32::NAN; s.width * s.units];
-            let mut d_bias = vec![f32::NAN; s.units];
-            take_dense_grad(s, &dz, &f.positions, &f.gathered, &case.kernel, TakeDenseGrads {
-                d_gathered: &mut d_gathered,
-                d_kernel: &mut d_kernel,
-                d_bias: Some(&mut d_bias),
-            }).unwrap();
-            // The table's gradient: d_gathered scattered by rows, against float64.
-            let mut d_table = vec![0.0f32; s.table_rows * s.width];
-            layout::scatter_add("t", &d_gathered, &f.rows, 1, s.table_rows, s.width,
-                &mut d_table).unwrap();
-            let mut want_table = vec![0.0f64; s.table_rows * s.width];
-            let mut want_kernel = vec![0.0f64; s.width * s.units];
-            for (i, &index) in case.indices.iter().enumerate() {
-                let r = index as usize;
-                for k in 0..s.width {
-                    for j in 0..s.units {
-                        let g = f64::from(dz[i * s.units + j]);
-                        want_table[r * s.width + k] += g * f64::from(case.kernel[k * s.units + j]);
-                        want_kernel[k * s.units + j] += g * f64::from(case.table[r * s.width + k]);
-                    }
-                }
-            }
-            let want_bias: Vec<f64> = (0..s.units)
-                .map(|j| (0..n).map(|i| f64::from(dz[i * s.units + j])).sum())
-                .collect();
-            let close = |got: &[f32], want: &[f64]| got.iter().zip(want).all(|(&g, &w)| {
-                (f64::from(g) - w).abs() <= 1e-4 * (1.0 + w.abs())
-            });
-            prop_assert!(close(&d_table, &want_table));
-            prop_assert!(close(&d_kernel, &want_kernel));
-            prop_assert!(close(&d_bias, &want_bias));
+            prop_assert!(backward_matches_float64(&case, &f));
         }
     }
 

@@ -25,7 +25,8 @@ pub(crate) enum Slot {
     SharedA,
     /// Convolution: one task's tile of im2col columns (or of their gradient).
     Columns,
-    /// Convolution: the per-chunk partial weight gradients, held by the calling thread.
+    /// Convolution and lookup-and-project: the per-chunk (per-block) partial weight
+    /// gradients, held by the calling thread.
     Partials,
     /// Convolution: the flipped kernel of an input gradient, held by the calling thread.
     FlippedKernel,
@@ -45,8 +46,7 @@ pub(crate) enum Slot {
     /// Winograd convolution: the kernel transformed once per call, or the kernel
     /// gradient's summed per-point products, held by the calling thread.
     WinogradKernel,
-    /// Lookup-and-project: the products of a batch's distinct table rows (or their
-    /// summed gradients), held by the calling thread.
+    /// Lookup-and-project backward: one task's block of summed gradient rows.
     DistinctRows,
 }
 
