@@ -782,12 +782,8 @@ pub fn crossentropy(
         &[("probs", probs.len()), ("labels", labels.len())],
     )?;
     check_len("categorical_crossentropy loss", loss.len(), rows)?;
-    for_row_blocks(rows, classes, loss, 1, &mut [], 0, |first, lb, _| {
-        for (j, l) in lb.iter_mut().enumerate() {
-            let s = (first + j) * classes;
-            let z = RowLabels::Dense(&labels[s..s + classes]);
-            *l = crossentropy_row(&probs[s..s + classes], z, epsilon);
-        }
+    crossentropy_rows(probs, rows, classes, epsilon, loss, |r| {
+        RowLabels::Dense(&labels[r * classes..(r + 1) * classes])
     });
     Ok(())
 }
@@ -819,25 +815,9 @@ pub fn crossentropy_grad(
         ],
     )?;
     check_len("categorical_crossentropy_grad dloss", dloss.len(), rows)?;
-    if classes == 0 {
-        return Ok(());
-    }
-    for_row_blocks(
-        rows,
-        classes,
-        dprobs,
-        classes,
-        &mut [],
-        0,
-        |first, gb, _| {
-            for (j, g) in gb.chunks_exact_mut(classes).enumerate() {
-                let r = first + j;
-                let s = r * classes;
-                let z = RowLabels::Dense(&labels[s..s + classes]);
-                crossentropy_grad_row(&probs[s..s + classes], z, epsilon, dloss[r], g);
-            }
-        },
-    );
+    crossentropy_grad_rows(probs, dloss, rows, classes, epsilon, dprobs, |r| {
+        RowLabels::Dense(&labels[r * classes..(r + 1) * classes])
+    });
     Ok(())
 }
 
@@ -865,12 +845,8 @@ pub fn sparse_crossentropy(
     check_len("sparse_categorical_crossentropy labels", labels.len(), rows)?;
     check_len("sparse_categorical_crossentropy loss", loss.len(), rows)?;
     check_sparse_labels(labels, classes)?;
-    for_row_blocks(rows, classes, loss, 1, &mut [], 0, |first, lb, _| {
-        for (j, l) in lb.iter_mut().enumerate() {
-            let r = first + j;
-            let z = RowLabels::Sparse(labels[r] as usize);
-            *l = crossentropy_row(&probs[r * classes..(r + 1) * classes], z, epsilon);
-        }
+    crossentropy_rows(probs, rows, classes, epsilon, loss, |r| {
+        RowLabels::Sparse(labels[r] as usize)
     });
     Ok(())
 }
@@ -907,6 +883,46 @@ pub fn sparse_crossentropy_grad(
         rows,
     )?;
     check_sparse_labels(labels, classes)?;
+    crossentropy_grad_rows(probs, dloss, rows, classes, epsilon, dprobs, |r| {
+        RowLabels::Sparse(labels[r] as usize)
+    });
+    Ok(())
+}
+
+/// `loss[r]` = [`crossentropy_row`] of row `r` of `probs` against `labels_of(r)`.
+fn crossentropy_rows<'l>(
+    probs: &[f32],
+    rows: usize,
+    classes: usize,
+    epsilon: f32,
+    loss: &mut [f32],
+    labels_of: impl Fn(usize) -> RowLabels<'l> + Sync + Send,
+) {
+    for_row_blocks(rows, classes, loss, 1, &mut [], 0, |first, lb, _| {
+        for (j, l) in lb.iter_mut().enumerate() {
+            let r = first + j;
+            *l = crossentropy_row(
+                &probs[r * classes..(r + 1) * classes],
+                labels_of(r),
+                epsilon,
+            );
+        }
+    });
+}
+
+/// Row `r` of `dprobs` = [`crossentropy_grad_row`] of row `r` against `labels_of(r)`.
+fn crossentropy_grad_rows<'l>(
+    probs: &[f32],
+    dloss: &[f32],
+    rows: usize,
+    classes: usize,
+    epsilon: f32,
+    dprobs: &mut [f32],
+    labels_of: impl Fn(usize) -> RowLabels<'l> + Sync + Send,
+) {
+    if classes == 0 {
+        return;
+    }
     for_row_blocks(
         rows,
         classes,
@@ -917,18 +933,11 @@ pub fn sparse_crossentropy_grad(
         |first, gb, _| {
             for (j, g) in gb.chunks_exact_mut(classes).enumerate() {
                 let r = first + j;
-                let z = RowLabels::Sparse(labels[r] as usize);
-                crossentropy_grad_row(
-                    &probs[r * classes..(r + 1) * classes],
-                    z,
-                    epsilon,
-                    dloss[r],
-                    g,
-                );
+                let p = &probs[r * classes..(r + 1) * classes];
+                crossentropy_grad_row(p, labels_of(r), epsilon, dloss[r], g);
             }
         },
     );
-    Ok(())
 }
 
 /// Elements per parallel task of the elementwise sigmoid cross-entropy.
