@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from pyfuncnet import config, errors, ops
+from pyfuncnet import config, ops
 from pyfuncnet._symbolic import KerasTensor, get_keras_mask
 from pyfuncnet._variable import Variable
 

@@ -15,7 +15,7 @@ from helpers import check_grad, log_softmax_ref, sigmoid_ref
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyfuncnet import errors, losses, ops
+from pyfuncnet import config, errors, losses, ops
 from pyfuncnet._function import Function
 from pyfuncnet._symbolic import KerasTensor
 
@@ -336,6 +336,31 @@ def test_sparse_matches_categorical_with_one_hot_labels(shape, seed, from_logits
     sparse = losses.sparse_categorical_crossentropy(labels, p, from_logits=from_logits)
     dense = losses.categorical_crossentropy(_f32(np.eye(shape[-1])[labels]), p, from_logits=from_logits)
     np.testing.assert_allclose(sparse, dense, rtol=1e-5, atol=1e-5)
+
+
+def test_crossentropy_of_probabilities_keeps_nan_rows_nan():
+    # Rows where an unlabelled entry renormalises to NaN (0 / 0 in a row summing to
+    # 0, inf / inf) while the labelled one stays finite: Keras's loss is NaN there,
+    # since 0 * ln(NaN) is NaN, as NumPy's formula gives; the last row is finite.
+    p = _f32([[1.0, -1.0, 0.0], [np.inf, 1.0, 1.0], [0.3, 0.3, 0.4]])
+    labels = np.array([0, 1, 1])
+    t = _f32(np.eye(3)[labels])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        want = ref_cce(t.astype(np.float64), p.astype(np.float64))
+    assert np.isnan(want[:2]).all() and np.isfinite(want[2])
+    np.testing.assert_allclose(losses.categorical_crossentropy(t, p), want, rtol=1e-6, equal_nan=True)
+    sparse = losses.sparse_categorical_crossentropy(labels, p)
+    np.testing.assert_allclose(sparse, want, rtol=1e-6, equal_nan=True)
+
+
+def test_crossentropy_of_probabilities_needs_epsilon_below_one_half():
+    previous = config.epsilon()
+    config.set_epsilon(0.6)
+    try:
+        with pytest.raises(ValueError, match=r"epsilon must be in \[0, 0.5\], got 0.6"):
+            losses.categorical_crossentropy(_f32([[0.0, 1.0]]), _f32([[0.4, 0.6]]))
+    finally:
+        config.set_epsilon(previous)
 
 
 @pytest.mark.parametrize("from_logits", [False, True])

@@ -289,22 +289,21 @@ pub fn take_dense_grad(
     grads: TakeDenseGrads,
 ) -> Result<()> {
     let TakeDenseShape { width, units, .. } = shape;
-    let TakeDenseGrads {
-        d_gathered,
-        d_kernel,
-        mut d_bias,
-    } = grads;
     let n = positions.len();
     check_len("take_dense_grad dz", dz.len(), n * units)?;
     check_len("take_dense_grad gathered rows", gathered.len(), n * width)?;
     check_len("take_dense_grad kernel", kernel.len(), width * units)?;
-    check_len("take_dense_grad row gradient", d_gathered.len(), n * width)?;
+    check_len(
+        "take_dense_grad row gradient",
+        grads.d_gathered.len(),
+        n * width,
+    )?;
     check_len(
         "take_dense_grad kernel gradient",
-        d_kernel.len(),
+        grads.d_kernel.len(),
         width * units,
     )?;
-    if let Some(d_bias) = d_bias.as_deref() {
+    if let Some(d_bias) = grads.d_bias.as_deref() {
         check_len("take_dense_grad bias gradient", d_bias.len(), units)?;
     }
     let mut distinct = 0;
@@ -325,45 +324,9 @@ pub fn take_dense_grad(
         distinct = distinct.max(p as usize + 1);
         in_order &= p as usize == at;
     }
-    // `dz_rows` holds one gradient row per gathered row: `dz` itself when every
-    // index is its own row, else the sums of the rows of the indices sharing one.
-    let mut grads = |dz_rows: &[f32]| {
-        let (used, unused) = d_gathered.split_at_mut(distinct * width);
-        let rows = MatRef::row_major(&gathered[..distinct * width], distinct, width)?;
-        let dz_matrix = MatRef::row_major(dz_rows, distinct, units)?;
-        let none = Epilogue::default();
-        let k = MatRef::row_major(kernel, width, units)?;
-        gemm::sgemm(
-            1.0,
-            dz_matrix,
-            k.t(),
-            0.0,
-            MatMut::row_major(used, distinct, width)?,
-            &none,
-        )?;
-        unused.fill(0.0);
-        gemm::sgemm(
-            1.0,
-            rows.t(),
-            dz_matrix,
-            0.0,
-            MatMut::row_major(d_kernel, width, units)?,
-            &none,
-        )?;
-        // Over the sums (in cache, and fewer than the indices) rather than `dz`.
-        match d_bias.as_deref_mut() {
-            Some(d_bias) => reduce::reduce(Reduce::Sum, dz_rows, &[distinct, units], &[0], d_bias),
-            None => Ok(()),
-        }
-    };
     if in_order {
-        return grads(dz);
+        return grads_per_index(shape, n, dz, gathered, kernel, grads);
     }
-    let grads = TakeDenseGrads {
-        d_gathered,
-        d_kernel,
-        d_bias,
-    };
     let blocks = RowBlocks::new(distinct, units);
     blocked_grads(
         shape,
@@ -375,6 +338,41 @@ pub fn take_dense_grad(
         numbered_in_order,
         grads,
     )
+}
+
+/// [`take_dense_grad`] when each of the `n` indices is its own row: the products
+/// read `dz` and the gathered rows as they are.
+fn grads_per_index(
+    shape: TakeDenseShape,
+    n: usize,
+    dz: &[f32],
+    gathered: &[f32],
+    kernel: &[f32],
+    grads: TakeDenseGrads,
+) -> Result<()> {
+    let TakeDenseShape { width, units, .. } = shape;
+    let none = Epilogue::default();
+    let dz_matrix = MatRef::row_major(dz, n, units)?;
+    gemm::sgemm(
+        1.0,
+        dz_matrix,
+        MatRef::row_major(kernel, width, units)?.t(),
+        0.0,
+        MatMut::row_major(grads.d_gathered, n, width)?,
+        &none,
+    )?;
+    gemm::sgemm(
+        1.0,
+        MatRef::row_major(gathered, n, width)?.t(),
+        dz_matrix,
+        0.0,
+        MatMut::row_major(grads.d_kernel, width, units)?,
+        &none,
+    )?;
+    match grads.d_bias {
+        Some(d_bias) => reduce::reduce(Reduce::Sum, dz, &[n, units], &[0], d_bias),
+        None => Ok(()),
+    }
 }
 
 /// Floats of summed gradient rows per block of [`blocked_grads`]: a block's sums
