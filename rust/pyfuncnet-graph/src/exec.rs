@@ -286,6 +286,22 @@ impl Executor {
         }
     }
 
+    /// Swaps the buffer holding fetch `k`, a float value, with `buffer`, first resized to
+    /// the slot's length: the caller takes the value without copying it, and the slot keeps
+    /// its length (its contents are scratch until a run writes them). Returns false, with
+    /// nothing swapped, when fetch `k` is not held in a float slot.
+    pub fn swap_fetch_buffer(&mut self, k: usize, buffer: &mut Vec<f32>) -> bool {
+        let Some(s) = self.fetch_slot(k) else {
+            return false;
+        };
+        let Buffer::F32(held) = &mut self.slots[s] else {
+            return false;
+        };
+        buffer.resize(held.len(), 0.0);
+        std::mem::swap(held, buffer);
+        true
+    }
+
     /// Mutable views of the float slots named by `slots` (distinct), in that order,
     /// each cut to `lens[i]` elements, appended to `out`. `scratch` is working
     /// space; both vectors keep their capacity between calls, so a steady-state

@@ -1025,6 +1025,65 @@ impl RowSums {
         Ok(())
     }
 
+    /// Sets the gradient from sums already made: `rows` starts with distinct rows, the first
+    /// repeat ends them, and row `p` of `sums` is the sum of row `rows[p]`'s gradients; what
+    /// follows in either is ignored (a deduplicating lookup's backward pads both, with the last
+    /// row and with zeros). The gradient takes the buffer, which gets this one's old buffer,
+    /// of the same length, so that both keep their capacity and the caller does not copy the
+    /// sums.
+    ///
+    /// # Errors
+    /// When a row before the first repeat is outside the table or `sums` is too short for the
+    /// distinct rows; the gradient is zero then and the buffer unchanged.
+    pub fn adopt(&mut self, rows: &[i32], sums: &mut Vec<f32>) -> Result<(), String> {
+        let table_rows = self.rows;
+        for &r in &self.gathered {
+            self.position[r as usize] = Self::ABSENT;
+        }
+        self.gathered.clear();
+        self.gathered.reserve(rows.len().min(table_rows));
+        for (at, &r) in rows.iter().enumerate() {
+            if r < 0 || r as usize >= table_rows {
+                return Err(self.forget_gathered(format!(
+                    "row {r} at position {at} is outside the table's {table_rows} rows"
+                )));
+            }
+            let p = &mut self.position[r as usize];
+            if *p != Self::ABSENT {
+                break;
+            }
+            *p = self.gathered.len() as u32;
+            self.gathered.push(r as u32);
+        }
+        let needed = self.gathered.len() * self.row_len;
+        if sums.len() < needed {
+            let message = format!(
+                "the sums of {} distinct rows of {} need {needed} elements, got {}",
+                self.gathered.len(),
+                self.row_len,
+                sums.len()
+            );
+            return Err(self.forget_gathered(message));
+        }
+        // Reserved once: later steps swap buffers of this length and do not allocate.
+        self.sums.resize(sums.len(), 0.0);
+        std::mem::swap(&mut self.sums, sums);
+        self.others = 0.0;
+        Ok(())
+    }
+
+    /// Leaves no row gathered (a zero gradient) and returns `message`, for a failed
+    /// [`Self::adopt`].
+    fn forget_gathered(&mut self, message: String) -> String {
+        for &r in &self.gathered {
+            self.position[r as usize] = Self::ABSENT;
+        }
+        self.gathered.clear();
+        self.sums.clear();
+        self.others = 0.0;
+        message
+    }
+
     /// Writes elements `start..start + out.len()` of the dense gradient into `out`.
     fn write_range(&self, start: usize, out: &mut [f32]) {
         let end = start + out.len();
@@ -3443,6 +3502,52 @@ mod tests {
         let mut part = [9.0; 3];
         sums.write_range(1, &mut part);
         assert_eq!(part, [-2.0, 0.0, 0.0]);
+    }
+
+    /// `RowSums::adopt` takes the rows up to the first repeat and their sums, ignores
+    /// both padded tails, hands back its old buffer at the new one's length, and on a
+    /// bad row or short buffer leaves a zero gradient and the buffer alone.
+    #[test]
+    fn row_sums_adopt_the_distinct_rows_sums() {
+        let mut sums = RowSums::new(5, 2).unwrap();
+        sums.set(&[4, 4], &[1.0, 1.0, 1.0, 1.0]).unwrap();
+        // Rows 3, 0, 2, then padding repeating the last; sums padded with values
+        // that must not count.
+        let mut buffer = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0];
+        sums.adopt(&[3, 0, 2, 2, 2], &mut buffer).unwrap();
+        assert_eq!(buffer, [2.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        let mut dense = [9.0; 10];
+        sums.write_range(0, &mut dense);
+        assert_eq!(dense, [3.0, 4.0, 0.0, 0.0, 5.0, 6.0, 1.0, 2.0, 0.0, 0.0]);
+        // A row that repeats an earlier one (not only the last) ends them too.
+        let mut buffer = vec![-1.0, -2.0, -3.0, -4.0, -5.0, -6.0];
+        sums.adopt(&[1, 4, 1], &mut buffer).unwrap();
+        assert_eq!(buffer.len(), 6);
+        sums.write_range(0, &mut dense);
+        assert_eq!(
+            dense,
+            [0.0, 0.0, -1.0, -2.0, 0.0, 0.0, 0.0, 0.0, -3.0, -4.0]
+        );
+
+        let mut buffer = vec![7.0; 4];
+        let err = sums.adopt(&[1, 5], &mut buffer).unwrap_err();
+        assert!(
+            err.contains("row 5 at position 1") && err.contains("5 rows"),
+            "{err}"
+        );
+        assert_eq!(buffer, [7.0; 4]);
+        sums.write_range(0, &mut dense);
+        assert_eq!(dense, [0.0; 10]);
+        let err = sums.adopt(&[1, 2, 3], &mut buffer).unwrap_err();
+        assert!(
+            err.contains("3 distinct rows of 2 need 6 elements, got 4"),
+            "{err}"
+        );
+        assert_eq!(buffer, [7.0; 4]);
+        // A row after the first repeat is not read, in range or not.
+        sums.adopt(&[0, 0, 9], &mut buffer).unwrap();
+        sums.write_range(0, &mut dense);
+        assert_eq!(dense, [7.0, 7.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
     }
 
     /// Large variables are split into parallel chunks and groups; since the update is

@@ -7,6 +7,7 @@ use crate::exec::Executor;
 use crate::exec::{recycle, recycle_opt};
 use crate::graph::{Graph, ValueId, ValueSource};
 use crate::ops::gather::TakeGradOp;
+use crate::ops::matmul::{TakeDenseGradOp, TakeDenseOp};
 use crate::ops::normalize_axis;
 use crate::ops::Ctx;
 use crate::optim::{self, Gradient, OptimizerConfig, OptimizerState, RowSums, VariableState};
@@ -80,15 +81,59 @@ struct RowGrad {
     /// Fetches of the gradient of the gathered rows and of the indices.
     dy_fetch: usize,
     indices_fetch: usize,
+    /// With a deduplicating lookup ([`TakeDenseOp`]): the fetch of its positions, which
+    /// tell whether a step's gradient rows are already the distinct rows' sums.
+    positions_fetch: Option<usize>,
     sums: RowSums,
+    /// The buffer the sums of such a step are swapped through (see [`RowSums::adopt`]).
+    spare: Vec<f32>,
 }
 
-/// Sets each table's [`RowSums`] from the step's gathered-row gradients, the tables in
+impl RowGrad {
+    /// Whether this step's gradient rows are the sums of distinct rows, as a [`TakeDenseOp`]
+    /// that deduplicated its indices leaves them (without deduplication, each index is at
+    /// its own position, the last one too).
+    fn summed_by_lookup(&self, exec: &Executor) -> bool {
+        let Some(k) = self.positions_fetch else {
+            return false;
+        };
+        let DataRef::I32(positions) = exec.fetch(k).data else {
+            unreachable!("a take_dense's positions are int32");
+        };
+        positions
+            .last()
+            .is_some_and(|&last| last as usize != positions.len() - 1)
+    }
+}
+
+/// Takes, without copying, the gradient rows that are already distinct rows' sums into their
+/// tables' [`RowSums`] (the others are left to [`set_row_sums`]).
+fn adopt_row_sums(row_grads: &mut [RowGrad], exec: &mut Executor) -> Result<()> {
+    for rg in row_grads {
+        if !rg.summed_by_lookup(exec) {
+            continue;
+        }
+        if !exec.swap_fetch_buffer(rg.dy_fetch, &mut rg.spare) {
+            unreachable!("gathered rows' gradients are node outputs in float slots");
+        }
+        let DataRef::I32(rows) = exec.fetch(rg.indices_fetch).data else {
+            unreachable!("a take_dense's rows are int32");
+        };
+        rg.sums
+            .adopt(rows, &mut rg.spare)
+            .map_err(GraphError::value)?;
+    }
+    Ok(())
+}
+
+/// Sets each table's [`RowSums`] from the step's gathered-row gradients but those
+/// [`adopt_row_sums`] took, the tables in
 /// parallel (each sums its rows in the order of the indices, so the split changes nothing);
 /// the first table's error, in order, when several fail.
 fn set_row_sums(row_grads: &mut [RowGrad], exec: &Executor) -> Result<()> {
     match row_grads {
         [] => Ok(()),
+        [rg] if rg.summed_by_lookup(exec) => Ok(()),
         [rg] => {
             let (DataRef::F32(dy), DataRef::I32(indices)) = (
                 exec.fetch(rg.dy_fetch).data,
@@ -104,6 +149,23 @@ fn set_row_sums(row_grads: &mut [RowGrad], exec: &Executor) -> Result<()> {
             a.and(b)
         }
     }
+}
+
+/// The positions output of the [`TakeDenseOp`] whose gathered rows are `indices` and whose
+/// gradient rows `dy` are, when they are.
+fn lookup_positions(graph: &Graph, dy: ValueId, indices: ValueId) -> Option<ValueId> {
+    let ValueSource::Node { node, output: 1 } = graph.values[indices].source else {
+        return None;
+    };
+    let lookup = &graph.nodes[node];
+    lookup.op.as_any().downcast_ref::<TakeDenseOp>()?;
+    let positions = lookup.outputs[2];
+    let ValueSource::Node { node, output: 0 } = graph.values[dy].source else {
+        return None;
+    };
+    let grad = &graph.nodes[node];
+    grad.op.as_any().downcast_ref::<TakeDenseGradOp>()?;
+    (grad.inputs[1] == positions).then_some(positions)
 }
 
 /// `(dy, indices, sums)` when `grad` is the output of a `take_grad` along the first
@@ -168,14 +230,18 @@ impl CompiledStep {
                 weights.push(w);
                 let Some(mut grad) = grad else { continue };
                 if let Some((dy, indices, sums)) = gathered_rows(&graph, grad) {
+                    let positions = lookup_positions(&graph, dy, indices);
                     row_grads.push(RowGrad {
                         active_position: active.len(),
                         dy_fetch: fetches.len(),
                         indices_fetch: fetches.len() + 1,
+                        positions_fetch: positions.map(|_| fetches.len() + 2),
                         sums,
+                        spare: Vec::new(),
                     });
                     active.push(k);
                     fetches.extend([dy, indices]);
+                    fetches.extend(positions);
                     continue;
                 }
                 // Each gradient gets a buffer of its own: the optimizer clips it in place.
@@ -319,6 +385,7 @@ impl CompiledStep {
             training: true,
         };
         self.exec.run(&ctx, inputs, &vars.values)?;
+        adopt_row_sums(&mut self.row_grads, &mut self.exec)?;
         set_row_sums(&mut self.row_grads, &self.exec)?;
 
         let mut lookup = recycle_opt(std::mem::take(&mut self.scratch_lookup));

@@ -168,9 +168,9 @@ fn weights_without_gradient_are_left_alone() {
 
 /// An embedding table trained by a compiled step (which hands the optimizer the
 /// gathered rows' sums) ends bitwise where the optimizer takes it from the dense
-/// gradient of the same step (the tape's `take_grad`, a scatter-add): two steps of
-/// Adam and of RMSprop, with and without clipping by the global norm, on batches
-/// that repeat indices and gather different rows.
+/// gradient of the same step (the tape's `take_grad`, a scatter-add): steps of Adam
+/// and of RMSprop, with and without clipping by the global norm, on batches that
+/// repeat indices (the lookup's sums taken as they are) or not, gathering different rows.
 #[test]
 fn an_embedding_table_steps_as_with_its_dense_gradient() {
     use pyfuncnet_graph::optim::{apply_gradients, Gradient};
@@ -183,11 +183,22 @@ fn an_embedding_table_steps_as_with_its_dense_gradient() {
     // The tape's spec: the loss, then the sources, the three weights.
     spec["outputs"] = json!([spec["loss"], 2, 3, 4]);
     let tape_spec = spec.to_string();
-    let batches: [Vec<i32>; 2] = [
-        (0..batch * steps).map(|i| ((i * 7) % 11) as i32).collect(),
+    // Batches whose lookup deduplicates (many repeats: the step takes the lookup's sums
+    // as they are) and one that does not (every index distinct), in turns, so the sums'
+    // buffers go round.
+    let repeating = |stride: usize, distinct: usize, first: usize| -> Vec<i32> {
+        (0..batch * steps)
+            .map(|i| (first + (i * stride) % distinct) as i32)
+            .collect()
+    };
+    let batches: [Vec<i32>; 5] = [
+        repeating(7, 11, 0),
+        repeating(5, 9, 150),
         (0..batch * steps)
             .map(|i| (vocab - 1 - (i * 13) % 40) as i32)
             .collect(),
+        repeating(7, 11, 0),
+        repeating(3, 13, 280),
     ];
     let labels: Vec<i32> = (0..batch).map(|i| (i % classes) as i32).collect();
     for config in [
