@@ -3,7 +3,9 @@
 The trainer computes metrics in Python from each batch's NumPy predictions, so a
 metric object works on arrays: `update_state(y_true, y_pred, sample_weight)` folds
 a batch into float64 accumulators, `result()` reads them (a Python float, or a
-float64 array for per-threshold results) and `reset_state()` zeroes them.
+float64 array for per-threshold results) and `reset_state()` zeroes them. The
+accuracies also have a graph form of a batch's sum, which the trainer compiles into
+its steps where it gives the same values (unweighted, unmasked, one value per sample).
 Metrics that are loss functions (`mse`, `binary_crossentropy`, ...) compute their
 per-sample values with `pyfuncnet.losses`; the rest compute in NumPy.
 
@@ -16,7 +18,7 @@ import inspect
 
 import numpy as np
 
-from pyfuncnet import losses
+from pyfuncnet import losses, ops
 from pyfuncnet._symbolic import get_keras_mask
 from pyfuncnet.losses import (  # noqa: F401 - re-exported under their metric names
     KLD,
@@ -353,6 +355,13 @@ class Mean(Metric):
     def result(self):
         return _as_result(_divide_no_nan(self.total, self.count))
 
+    def _add_batch_sum(self, total, count):
+        """Folds in a batch's values summed elsewhere (see
+        `MeanMetricWrapper._batch_sum_in_graph`): `count` unweighted values adding up to
+        `total`."""
+        self.total.assign_add(total)
+        self.count.assign_add(count)
+
 
 class MeanMetricWrapper(Mean):
     """The mean of `fn(y_true, y_pred, **kwargs)` over all samples seen.
@@ -396,6 +405,23 @@ class MeanMetricWrapper(Mean):
                 mask, sample_weight = _match_ranks(mask, np.asarray(sample_weight, dtype=np.float64))
                 sample_weight = sample_weight * mask
         super().update_state(values, sample_weight=sample_weight)
+
+    def _batch_sum_in_graph(self, y_true, y_pred):
+        """The sum of a batch's values as a symbolic scalar, for a compiled step to
+        compute beside the loss, where each sample has one value: what `update_state`
+        adds to `total` without weights or a mask (the caller checks those), and
+        `count` grows by the batch size. None for functions without such a form, for
+        shapes that give a sample several values, and for subclasses that update
+        their state their own way.
+
+        Args:
+            y_true: the symbolic targets, as the step feeds them.
+            y_pred: the model's symbolic output.
+        """
+        if type(self).update_state is not MeanMetricWrapper.update_state or type(self).result is not Mean.result:
+            return None
+        in_graph = _BATCH_SUMS_IN_GRAPH.get(self._fn)
+        return None if in_graph is None else in_graph(y_true, y_pred, **self._fn_kwargs)
 
     def get_config(self):
         config = super().get_config()
@@ -523,6 +549,52 @@ def sparse_categorical_accuracy(y_true, y_pred):
     if matches.ndim > 1 and matches.shape[-1] == 1:
         matches = np.squeeze(matches, -1)
     return matches
+
+
+# The accuracies' batch sums as graph ops, for one value per sample (predictions of
+# shape (batch, classes), or (batch, 1) for binary ones): the same matches as the
+# NumPy functions above (labels compared as float32, argmax taking the first maximum
+# and a NaN as NumPy's does), summed in float32, exact below 2**24 samples a batch.
+
+
+def _matches_sum(matches):
+    return ops.sum(ops.cast(matches, "float32"))
+
+
+def _binary_accuracy_sum(y_true, y_pred, threshold=0.5):
+    if threshold is None or len(y_pred.shape) != 2 or y_pred.shape[-1] != 1:
+        return None
+    labels = ops.cast(y_true, "float32")
+    if len(labels.shape) == 1:
+        labels = ops.expand_dims(labels, -1)
+    elif len(labels.shape) != 2 or labels.shape[-1] != 1:
+        return None
+    predicted = ops.cast(ops.greater(y_pred, np.float32(threshold)), "float32")
+    return _matches_sum(ops.equal(labels, predicted))
+
+
+def _categorical_accuracy_sum(y_true, y_pred):
+    if len(y_true.shape) != 2 or len(y_pred.shape) != 2:
+        return None
+    return _matches_sum(ops.equal(ops.argmax(y_true, axis=-1), ops.argmax(y_pred, axis=-1)))
+
+
+def _sparse_categorical_accuracy_sum(y_true, y_pred):
+    if len(y_pred.shape) != 2:
+        return None
+    labels = ops.cast(y_true, "float32")
+    if len(labels.shape) == 2 and labels.shape[-1] == 1:
+        labels = ops.squeeze(labels, -1)
+    elif len(labels.shape) != 1:
+        return None
+    return _matches_sum(ops.equal(labels, ops.cast(ops.argmax(y_pred, axis=-1), "float32")))
+
+
+_BATCH_SUMS_IN_GRAPH = {
+    binary_accuracy: _binary_accuracy_sum,
+    categorical_accuracy: _categorical_accuracy_sum,
+    sparse_categorical_accuracy: _sparse_categorical_accuracy_sum,
+}
 
 
 def _in_top_k(labels, scores, k):

@@ -1,6 +1,6 @@
 """`fit` over in-memory arrays runs an epoch's full batches several steps per call
 into the core (`CompiledStep.train_batches`) when no metric or callback needs each
-step.
+step's predictions (the accuracies' batch sums are computed by the step itself).
 
 Reference: the same `fit` with a callback that has a hook per batch, which makes
 `fit` run one call per batch; weights, optimizer state and History must be
@@ -198,14 +198,132 @@ def test_a_callable_learning_rate_keeps_one_call_per_batch(monkeypatch):
     assert not called and len(calls) == model.optimizer.iterations == 6
 
 
-def test_metrics_keep_one_call_per_batch(monkeypatch):
+def _classifier(kind, metric):
+    """A model for each label kind of the accuracies, compiled with `metric`."""
+    keras.utils.set_random_seed(9)
+    inp = keras.Input(shape=(6,))
+    h = layers.Dense(8, activation="tanh")(inp)
+    if kind == "binary":
+        out, loss = layers.Dense(1, activation="sigmoid")(h), "binary_crossentropy"
+    else:
+        out = layers.Dense(4, activation="softmax")(h)
+        loss = "categorical_crossentropy" if kind == "categorical" else "sparse_categorical_crossentropy"
+    model = keras.Model(inp, out)
+    model.compile(optimizer=keras.optimizers.RMSprop(0.02), loss=loss, **metric)
+    return model
+
+
+def _labels(kind, n):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((n, 6)).astype(np.float32)
+    classes = rng.integers(0, 2 if kind.startswith("binary") else 4, size=n)
+    if kind == "categorical":
+        return x, np.eye(4, dtype=np.float32)[classes]
+    # Sparse and binary labels as a vector, or as a column.
+    return x, classes.reshape(-1, 1) if kind.endswith("column") else classes
+
+
+def _numpy_twin(name, fn, **kwargs):
+    """The same mean of `fn`, through a function of its own: `fit` computes it with
+    NumPy from the predictions each step returns."""
+
+    def same(y_true, y_pred):
+        return fn(y_true, y_pred, **kwargs)
+
+    return keras.metrics.MeanMetricWrapper(same, name=name)
+
+
+# (label kind, compile arguments with a metric the step computes, and with its NumPy twin)
+SUMMED = {
+    "categorical acc": ("categorical", lambda: dict(metrics=["acc"]), lambda: dict(metrics=[_numpy_twin("acc", keras.metrics.categorical_accuracy)])),
+    "sparse accuracy": ("sparse", lambda: dict(metrics=["accuracy"]), lambda: dict(metrics=[_numpy_twin("accuracy", keras.metrics.sparse_categorical_accuracy)])),
+    "sparse column, weighted_metrics without weights": (
+        "sparse column",
+        lambda: dict(weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="sca")]),
+        lambda: dict(weighted_metrics=[_numpy_twin("sca", keras.metrics.sparse_categorical_accuracy)]),
+    ),
+    "binary acc": ("binary", lambda: dict(metrics=["acc"]), lambda: dict(metrics=[_numpy_twin("acc", keras.metrics.binary_accuracy)])),
+    "binary column, threshold 0.3": (
+        "binary column",
+        lambda: dict(metrics=[keras.metrics.BinaryAccuracy(name="ba", threshold=0.3)]),
+        lambda: dict(metrics=[_numpy_twin("ba", keras.metrics.binary_accuracy, threshold=0.3)]),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(SUMMED))
+def test_accuracies_summed_by_the_step_match_numpy_and_train_in_the_core(case, monkeypatch):
+    kind, summed, twin = SUMMED[case]
+    model_kind = kind.split()[0]
+    x, y = _labels(kind, 61)
+    per_batch = []
+    original = Trainer._fit_batch
+
+    def spy(self, *args):
+        per_batch.append(self)
+        return original(self, *args)
+
+    monkeypatch.setattr(Trainer, "_fit_batch", spy)
+    model = _classifier(model_kind, summed())
+    np.random.seed(3)
+    history = model.fit(x, y, batch_size=8, epochs=3, verbose=0)
+    # Each epoch's 7 full batches ran in the core; the partial last one on its own.
+    assert per_batch == [model] * 3
+    reference = _classifier(model_kind, twin())
+    np.random.seed(3)
+    ref_history = reference.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[_PerBatch()])
+    assert all(p is reference for p in per_batch[3:]) and len(per_batch) == 3 + 24
+    assert not any(p.all_metrics_summed for p in reference._programs.values())
+    assert history.history == ref_history.history
+    assert 0 < min(next(v for k, v in history.history.items() if k != "loss"))
+    for w, r in zip(model.get_weights(), reference.get_weights(), strict=True):
+        np.testing.assert_array_equal(w, r)
+    # evaluate sums the batches in its test step too; with every weight zero each
+    # row's predictions tie, and the first maximum counts, as NumPy's argmax.
+    assert model.evaluate(x, y, batch_size=16, verbose=0) == reference.evaluate(x, y, batch_size=16, verbose=0)
+    for m in (model, reference):
+        m.set_weights([np.zeros_like(w) for w in m.get_weights()])
+    tied = model.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+    assert tied == reference.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+    first = (y == 0) if model_kind != "categorical" else (y.argmax(-1) == 0)
+    if model_kind == "binary":
+        # sigmoid(0) = 0.5 is not above the threshold 0.5 (0.3: it is).
+        first = (y == 0) if "0.3" not in case else (y == 1)
+    assert next(v for k, v in tied.items() if k != "loss") == pytest.approx(first.mean(), abs=1e-12)
+
+
+def _masked_sequence(metric):
+    keras.utils.set_random_seed(10)
+    words = keras.Input(shape=(5,), dtype="int32")
+    seq = layers.Embedding(20, 3, mask_zero=True)(words)
+    out = layers.TimeDistributed(layers.Dense(4, activation="softmax"))(layers.LSTM(6, return_sequences=True)(seq))
+    model = keras.Model(words, out)
+    model.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy", **metric)
+    return model
+
+
+def test_metrics_that_need_the_predictions_keep_one_call_per_batch(monkeypatch):
+    """A metric without a graph form, over a masked output, weighted by sample weights,
+    listed twice, or giving a sample several values: `fit` runs one call per batch and
+    NumPy computes it (its values checked against the predictions elsewhere)."""
     called = []
-    monkeypatch.setattr(Trainer, "_fit_array_epoch", lambda *a: called.append(a))
-    model = _mlp("sgd")
-    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    x, y, _ = _data("mlp", 20)
-    history = model.fit(x, y, batch_size=8, verbose=0)
-    assert not called and set(history.history) == {"loss", "accuracy"}
+    original = Trainer._fit_batch
+    monkeypatch.setattr(Trainer, "_fit_batch", lambda self, *a: called.append(a) or original(self, *a))
+    rng = np.random.default_rng(2)
+    x, y = _labels("sparse", 20)
+    twice = keras.metrics.SparseCategoricalAccuracy(name="twice")
+    cases = [
+        (_classifier("sparse", dict(metrics=["accuracy", "sparse_top_k_categorical_accuracy"])), x, y, {}),
+        (_classifier("sparse", dict(weighted_metrics=["accuracy"])), x, y, dict(sample_weight=rng.random(20).astype(np.float32))),
+        (_classifier("sparse", dict(metrics=[twice, twice])), x, y, {}),
+        (_masked_sequence(dict(metrics=["accuracy"])), rng.integers(0, 20, size=(20, 5)).astype(np.int32), rng.integers(0, 4, size=(20, 5)), {}),
+    ]
+    for model, xs, ys, extra in cases:
+        called.clear()
+        history = model.fit(xs, ys, batch_size=8, epochs=1, verbose=0, **extra)
+        assert len(called) == 3, model.metrics_names
+        assert not any(p.all_metrics_summed for p in model._programs.values())
+        assert {"loss"} < set(history.history)
 
 
 def test_the_progress_bar_is_drawn_after_each_call(capsys):

@@ -3,10 +3,12 @@
 A training step is one native call: the model's symbolic graph, the losses applied
 to its outputs, the regularization penalties, autodiff and the optimizer update are
 compiled together by the core, once per input signature (shapes and dtypes), and
-run with the GIL released. Python keeps the epoch loop, batching, metrics (computed
-with NumPy from the predictions each step returns) and callbacks; where neither
-metrics nor callbacks need each step, `fit` hands the core an epoch's full batches
-several steps per call (`CompiledStep.train_batches`).
+run with the GIL released. Python keeps the epoch loop, batching, metrics and
+callbacks: the accuracies' batch sums are computed in the step itself where they
+can be (see `metrics.MeanMetricWrapper._batch_sum_in_graph`), the other metrics
+with NumPy from the predictions each step returns. Where neither metrics nor
+callbacks need each step's predictions, `fit` hands the core an epoch's full
+batches several steps per call (`CompiledStep.train_batches`).
 """
 
 import json
@@ -25,7 +27,7 @@ from pyfuncnet.models import data as data_utils
 class _Program:
     """One compiled step and what it feeds and fetches."""
 
-    def __init__(self, step, n_outputs, loss_outputs, constrained=(), mask_outputs=None, carried=(), targets=()):
+    def __init__(self, step, n_outputs, loss_outputs, constrained=(), mask_outputs=None, carried=(), targets=(), metric_sums=(), all_metrics_summed=True):
         self.step = step
         self.n_outputs = n_outputs
         # Indices, among the step's outputs, of each output's own loss (or None).
@@ -42,6 +44,10 @@ class _Program:
         # (output index, whether its sample weight is fed): the step's target inputs
         # after the model's, in order.
         self.targets = list(targets)
+        # (Mean metric, output index of its batch sum): the metrics the step computes.
+        self.metric_sums = list(metric_sums)
+        # Whether those are all the model's metrics (no metric needs the predictions).
+        self.all_metrics_summed = all_metrics_summed
 
     def carry(self, outs):
         """Assigns the carried states; returns the step's other outputs."""
@@ -284,7 +290,8 @@ class Trainer:
         feeds, shapes = list(inputs), [a.shape for a in x]
         fetches = list(outputs)
         total, loss_outputs, mask_outputs = None, [None] * len(outputs), [None] * len(outputs)
-        targets = []
+        targets, target_inputs = [], {}
+        metric_sums, all_metrics_summed = [], True
         if mode != "predict":
             # Keras creates the per-output loss trackers when a loss first meets data.
             self._loss_trackers_built = True
@@ -302,6 +309,7 @@ class Trainer:
                 batch = out.shape[0] if out.shape else None
                 y_ph = KerasTensor((batch,) + dims, "int32" if y.dtype == np.int32 else "float32", name=f"{output_names[k]}_target")
                 feeds.append(y_ph)
+                target_inputs[k] = y_ph
                 shapes.append(y.shape)
                 sw_ph = None
                 targets.append((k, sws[k] is not None))
@@ -330,6 +338,10 @@ class Trainer:
                 if isinstance(mask, KerasTensor):
                     mask_outputs[k] = len(fetches)
                     fetches.append(mask)
+            metric_sums, all_metrics_summed = self._metric_sums_in_graph(outputs, ys, sws, target_inputs, mask_outputs)
+            for metric, value in metric_sums:
+                fetches.append(value)
+            metric_sums = [(metric, len(fetches) - len(metric_sums) + i) for i, (metric, _) in enumerate(metric_sums)]
         trainable = self._trainable_for_program() if mode == "train" else ()
         updates = self._state_updates() if mode == "train" else ()
         carried = []
@@ -346,7 +358,36 @@ class Trainer:
         spec = GraphSpec(feeds, fetches, shapes, loss=total, trainable=trainable, updates=updates, seed=utils.get_random_seed() or 0, training=mode == "train")
         step = _core.CompiledStep(json.dumps(spec.spec), mode)
         constrained = [v for v in trainable if getattr(v, "constraint", None) is not None]
-        return _Program(step, len(outputs), loss_outputs, constrained, mask_outputs, carried, targets)
+        return _Program(step, len(outputs), loss_outputs, constrained, mask_outputs, carried, targets, metric_sums, all_metrics_summed)
+
+    def _metric_sums_in_graph(self, outputs, ys, sws, target_inputs, mask_outputs):
+        """`(metric, symbolic batch sum)` of the metrics a step can compute (see
+        `MeanMetricWrapper._batch_sum_in_graph`): those of an output with a target
+        input, no mask and no sample weights they would read. Also whether every
+        metric that a batch updates is among them."""
+        cfg = self._compile_config
+        if cfg["metrics"] is None and cfg["weighted_metrics"] is None:
+            return [], True
+        _, output_names = self._io_names()
+        per_output = self._resolved_metrics(output_names, ys, outputs)
+        # A metric object listed twice gets two updates a batch: left to NumPy.
+        listed = [id(metric) for items in per_output for _, metric, _ in items]
+        sums, every = [], True
+        for k, items in enumerate(per_output):
+            if ys[k] is None:
+                continue
+            for _, metric, weighted in items:
+                value = None
+                in_graph = getattr(metric, "_batch_sum_in_graph", None)
+                once = listed.count(id(metric)) == 1
+                if in_graph is not None and once and k in target_inputs and mask_outputs[k] is None and not (weighted and sws[k] is not None):
+                    with _symbolic.label_scope(f"{output_names[k]}_{metric.name}"):
+                        value = in_graph(target_inputs[k], outputs[k])
+                if value is None:
+                    every = False
+                else:
+                    sums.append((metric, value))
+        return sums, every
 
     def _graph_nodes(self):
         if hasattr(self, "_nodes_by_depth"):
@@ -565,16 +606,13 @@ class Trainer:
         return trackers, logs
 
     def _steps_run_in_core(self, cbs):
-        """Whether `fit` may run several steps per call into the core: no metrics (they
-        read each step's predictions), a learning rate that is a number or a schedule
-        of the step, and no callback with a hook per batch (the progress bar is drawn
-        after each call instead)."""
+        """Whether `fit` may run several steps per call into the core: a learning rate
+        that is a number or a schedule of the step, and no callback with a hook per
+        batch (the progress bar is drawn after each call instead). The step itself
+        must also compute every metric (see `_fit_array_epoch`)."""
         from pyfuncnet.callbacks import Callback, ProgbarLogger
         from pyfuncnet.optimizers import Optimizer
 
-        config = self._compile_config
-        if config["metrics"] is not None or config["weighted_metrics"] is not None:
-            return False
         optimizer = self.optimizer
         if type(optimizer).current_learning_rate is not Optimizer.current_learning_rate:
             return False
@@ -596,9 +634,10 @@ class Trainer:
         trackers, logs = self._new_trackers(), {}
         head = data.batch(None, 0)
         program = self._program("train", *head) if full else None
-        if program is None or program.carried or program.constrained:
+        if program is None or program.carried or program.constrained or not program.all_metrics_summed:
             full = 0
-        record = [i for _, i in program.named_losses] if full else []
+        record = [i for _, i in program.named_losses] + [i for _, i in program.metric_sums] if full else []
+        n_losses = len(program.named_losses) if full else 0
         done, chunk, stopped = 0, 4, False
         while done < full and not stopped:
             # As per batch, a flag set before the epoch stops it after one step.
@@ -611,7 +650,9 @@ class Trainer:
             finally:
                 mark_store_changed()
             for values in log.reshape(k, 1 + len(record)):
-                _track_losses(trackers, program, float(values[0]), values[1:], size)
+                _track_losses(trackers, program, float(values[0]), values[1 : 1 + n_losses], size)
+                for (metric, _), total in zip(program.metric_sums, values[1 + n_losses :]):
+                    metric._add_batch_sum(float(total), size)
             done += k
             logs = self._logs(trackers)
             cbs.on_train_batch_end(done - 1, logs)
@@ -642,10 +683,15 @@ class Trainer:
             if i is not None:
                 _symbolic.set_keras_mask(pred, outs[i])
         if self._compile_config["metrics"] is not None or self._compile_config["weighted_metrics"] is not None:
+            summed = {id(metric): float(outs[i]) for metric, i in program.metric_sums}
             per_output = self._resolved_metrics(output_names, ys, preds)
             for k, items in enumerate(per_output):
                 for _, metric, weighted in items:
-                    if ys[k] is not None:
+                    if ys[k] is None:
+                        continue
+                    if id(metric) in summed:
+                        metric._add_batch_sum(summed[id(metric)], batch)
+                    else:
                         metric.update_state(ys[k], preds[k], sample_weight=sws[k] if weighted else None)
         return trackers
 
