@@ -126,10 +126,10 @@ fn adopt_row_sums(row_grads: &mut [RowGrad], exec: &mut Executor) -> Result<()> 
     Ok(())
 }
 
-/// Sets each table's [`RowSums`] from the step's gathered-row gradients but those
-/// [`adopt_row_sums`] took, the tables in
-/// parallel (each sums its rows in the order of the indices, so the split changes nothing);
-/// the first table's error, in order, when several fail.
+/// Sets each table's [`RowSums`] from the step's gathered-row gradients (but those
+/// [`adopt_row_sums`] took), the tables in parallel (each sums its rows in the order of
+/// the indices, so the split changes nothing); the first table's error, in order, when
+/// several fail.
 fn set_row_sums(row_grads: &mut [RowGrad], exec: &Executor) -> Result<()> {
     match row_grads {
         [] => Ok(()),
