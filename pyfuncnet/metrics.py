@@ -1,11 +1,12 @@
 """Metrics, as `keras.metrics`.
 
-The trainer computes metrics in Python from each batch's NumPy predictions, so a
-metric object works on arrays: `update_state(y_true, y_pred, sample_weight)` folds
-a batch into float64 accumulators, `result()` reads them (a Python float, or a
-float64 array for per-threshold results) and `reset_state()` zeroes them. The
-accuracies also have a graph form of a batch's sum, which the trainer compiles into
-its steps where it gives the same values (unweighted, unmasked, one value per sample).
+A metric object works on arrays: `update_state(y_true, y_pred, sample_weight)`
+folds a batch into float64 accumulators, `result()` reads them (a Python float, or
+a float64 array for per-threshold results) and `reset_state()` zeroes them. The
+trainer calls it with each batch's NumPy predictions, except for the accuracies
+where they have a graph form of a batch's sum (unweighted, unmasked, one value per
+sample): the trainer compiles that into its steps and folds in the sums they
+return, the same values.
 Metrics that are loss functions (`mse`, `binary_crossentropy`, ...) compute their
 per-sample values with `pyfuncnet.losses`; the rest compute in NumPy.
 
@@ -420,7 +421,10 @@ class MeanMetricWrapper(Mean):
         """
         if type(self).update_state is not MeanMetricWrapper.update_state or type(self).result is not Mean.result:
             return None
-        in_graph = _BATCH_SUMS_IN_GRAPH.get(self._fn)
+        if "update_state" in vars(self) or "result" in vars(self):
+            return None
+        # By identity: a user's callable need not be hashable.
+        in_graph = next((form for fn, form in _BATCH_SUMS_IN_GRAPH if fn is self._fn), None)
         return None if in_graph is None else in_graph(y_true, y_pred, **self._fn_kwargs)
 
     def get_config(self):
@@ -590,11 +594,11 @@ def _sparse_categorical_accuracy_sum(y_true, y_pred):
     return _matches_sum(ops.equal(labels, ops.cast(ops.argmax(y_pred, axis=-1), "float32")))
 
 
-_BATCH_SUMS_IN_GRAPH = {
-    binary_accuracy: _binary_accuracy_sum,
-    categorical_accuracy: _categorical_accuracy_sum,
-    sparse_categorical_accuracy: _sparse_categorical_accuracy_sum,
-}
+_BATCH_SUMS_IN_GRAPH = (
+    (binary_accuracy, _binary_accuracy_sum),
+    (categorical_accuracy, _categorical_accuracy_sum),
+    (sparse_categorical_accuracy, _sparse_categorical_accuracy_sum),
+)
 
 
 def _in_top_k(labels, scores, k):

@@ -74,8 +74,25 @@ def _vocabulary(optimizer):
     return model
 
 
+def _repeating(optimizer):
+    """A table 16 wide whose rows repeat within a batch: the lookup feeding the LSTM
+    deduplicates, and the step hands its row sums to the optimizer as they are; the
+    batches gather few of the 300 rows, so updates of the others are put off."""
+    keras.utils.set_random_seed(11)
+    words = keras.Input(shape=(6,), dtype="int32", name="words")
+    out = layers.Dense(3)(layers.LSTM(5)(layers.Embedding(300, 16)(words)))
+    model = keras.Model(words, out)
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
 def _data(kind, n):
     rng = np.random.default_rng(1)
+    if kind == "repeating":
+        # 24 indices a batch among 8 rows (more at the table's end in some batches).
+        words = rng.integers(0, 8, size=(n, 6))
+        words[::5, 0] = 299
+        return words.astype(np.int32), rng.integers(0, 3, size=n), {}
     if kind == "vocabulary":
         # Rows 500.. are never gathered.
         return rng.integers(0, 500, size=(n, 6)).astype(np.int32), rng.integers(0, 3, size=n), {}
@@ -144,6 +161,9 @@ CASES = {
         dict(batch_size=4, epochs=2),
     ),
     "large table adagrad": (_vocabulary, lambda: keras.optimizers.Adagrad(0.1), "vocabulary", dict(batch_size=2, epochs=2)),
+    # A deduplicating lookup: its row sums go to the optimizer without a copy.
+    "repeating rows rmsprop": (_repeating, lambda: keras.optimizers.RMSprop(0.01), "repeating", dict(batch_size=4, epochs=3)),
+    "repeating rows adam, clipnorm": (_repeating, lambda: keras.optimizers.Adam(0.01, clipnorm=0.05), "repeating", dict(batch_size=4, epochs=2)),
 }
 
 
@@ -300,6 +320,36 @@ def _masked_sequence(metric):
     model = keras.Model(words, out)
     model.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy", **metric)
     return model
+
+
+def test_metrics_of_unhashable_callables_and_patched_instances_stay_with_numpy():
+    """A metric function that cannot be hashed, and an accuracy whose instance
+    replaces `update_state`, are computed by NumPy as before: the first gets the
+    values of the same function as a plain one, the second is the only one called."""
+
+    class Unhashable:
+        def __eq__(self, other):
+            return isinstance(other, Unhashable)
+
+        def __call__(self, y_true, y_pred):
+            return keras.metrics.sparse_categorical_accuracy(y_true, y_pred)
+
+    x, y = _labels("sparse", 20)
+    model = _classifier("sparse", dict(metrics=[keras.metrics.MeanMetricWrapper(Unhashable(), name="acc")]))
+    reference = _classifier("sparse", dict(metrics=[_numpy_twin("acc", keras.metrics.sparse_categorical_accuracy)]))
+    for m in (model, reference):
+        np.random.seed(3)
+        m.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert model.history.history == reference.history.history
+    assert not any(p.all_metrics_summed for p in model._programs.values())
+
+    patched = keras.metrics.SparseCategoricalAccuracy()
+    calls = []
+    plain_update = patched.update_state
+    patched.update_state = lambda *a, **k: calls.append(1) or plain_update(*a, **k)
+    model = _classifier("sparse", dict(metrics=[patched]))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert len(calls) == 3
 
 
 def test_metrics_that_need_the_predictions_keep_one_call_per_batch(monkeypatch):

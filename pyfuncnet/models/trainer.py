@@ -368,6 +368,9 @@ class Trainer:
         cfg = self._compile_config
         if cfg["metrics"] is None and cfg["weighted_metrics"] is None:
             return [], True
+        if self._metric_objects is None and any(not out.shape or out.shape[-1] is None for out in outputs):
+            # "accuracy" resolves by the predictions' last axis: left to the first batch's.
+            return [], False
         _, output_names = self._io_names()
         per_output = self._resolved_metrics(output_names, ys, outputs)
         # A metric object listed twice gets two updates a batch: left to NumPy.

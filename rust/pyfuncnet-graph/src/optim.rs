@@ -909,10 +909,12 @@ impl Gradient<'_> {
 /// row is zero. Only the gathered rows are stored, so the optimizer streams the table and its
 /// slot arrays but not a table-sized gradient, and no table-sized buffer is zeroed each step.
 ///
-/// A row's sum adds its copies' gradients in the order of the indices, starting from 0, as the
-/// dense scatter-add does, and clipping maps the stored sums and the value of the other rows as
-/// it would map every element, so the optimizer's result is bitwise the one the dense gradient
-/// gives. The buffers keep their capacity from step to step.
+/// A row's sum adds its copies' gradients in the order of the indices, as the dense
+/// scatter-add does (from the first copy rather than from 0, which can change only the sign of
+/// a zero sum), also when a deduplicating lookup made the sums ([`RowSums::adopt`]); clipping
+/// maps the stored sums and the value of the other rows as it would map every element, so the
+/// optimizer's result is bitwise the one the dense gradient gives. The buffers keep their
+/// capacity from step to step.
 #[derive(Debug)]
 pub struct RowSums {
     rows: usize,

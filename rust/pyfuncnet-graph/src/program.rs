@@ -73,7 +73,8 @@ pub enum BatchRows<'a> {
 
 /// An active variable whose gradient is that of the rows a `take` along axis 0
 /// gathered: the step fetches the gathered rows' gradient and the indices instead
-/// of a table-sized gradient, and the optimizer reads them as [`RowSums`].
+/// of a table-sized gradient (and, after a deduplicating lookup, its positions),
+/// and the optimizer reads them as [`RowSums`].
 #[derive(Debug)]
 struct RowGrad {
     /// Position in `CompiledStep::active`.
@@ -126,7 +127,7 @@ fn adopt_row_sums(row_grads: &mut [RowGrad], exec: &mut Executor) -> Result<()> 
     Ok(())
 }
 
-/// Sets each table's [`RowSums`] from the step's gathered-row gradients (but those
+/// Sets each table's [`RowSums`] from the step's gathered-row gradients (except those
 /// [`adopt_row_sums`] took), the tables in parallel (each sums its rows in the order of
 /// the indices, so the split changes nothing); the first table's error, in order, when
 /// several fail.
