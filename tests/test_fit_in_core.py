@@ -77,7 +77,8 @@ def _vocabulary(optimizer):
 def _repeating(optimizer):
     """A table 16 wide whose rows repeat within a batch: the lookup feeding the LSTM
     deduplicates, and the step hands its row sums to the optimizer as they are; the
-    batches gather few of the 300 rows, so updates of the others are put off."""
+    batches gather few of the 300 rows, so with RMSprop the updates of the others
+    are put off."""
     keras.utils.set_random_seed(11)
     words = keras.Input(shape=(6,), dtype="int32", name="words")
     out = layers.Dense(3)(layers.LSTM(5)(layers.Embedding(300, 16)(words)))

@@ -338,10 +338,10 @@ class Trainer:
                 if isinstance(mask, KerasTensor):
                     mask_outputs[k] = len(fetches)
                     fetches.append(mask)
-            metric_sums, all_metrics_summed = self._metric_sums_in_graph(outputs, ys, sws, target_inputs, mask_outputs)
-            for metric, value in metric_sums:
+            summed, all_metrics_summed = self._metric_sums_in_graph(outputs, ys, sws, target_inputs, mask_outputs)
+            for metric, value in summed:
+                metric_sums.append((metric, len(fetches)))
                 fetches.append(value)
-            metric_sums = [(metric, len(fetches) - len(metric_sums) + i) for i, (metric, _) in enumerate(metric_sums)]
         trainable = self._trainable_for_program() if mode == "train" else ()
         updates = self._state_updates() if mode == "train" else ()
         carried = []
