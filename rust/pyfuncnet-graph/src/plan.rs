@@ -1,13 +1,22 @@
-//! The memory plan: which nodes run, in which waves, and which buffer slot holds
+//! The memory plan: which nodes run, in which stages, and which buffer slot holds
 //! each value.
 //!
 //! Waves: a node's wave is one more than the latest wave among the nodes that
-//! produce its inputs, so the nodes of one wave never read each other's outputs
-//! and may run side by side. Nodes run wave by wave (in graph order within one).
+//! produce its inputs, so the nodes of one wave never read each other's outputs.
+//! Stages: consecutive waves, each stage a set of independent chains (nodes that
+//! one thread runs in order, each reading only earlier stages and its own chain),
+//! so that a branch of the graph goes on to its next op as soon as its own op is
+//! done instead of waiting for the other branches' ops of the same wave. A wave
+//! joins the stage before it while every chain there gains at most one node and
+//! no node joins two chains (which would run ops one after the other that could
+//! run side by side), the stage keeps two chains or more, and it spans at most
+//! [`STAGE_WAVES`] waves. Otherwise the wave starts a stage of its own, one chain
+//! per node.
 //!
-//! Liveness: a value's slot returns to the free pool at the end of the wave of the
-//! last node that reads it, and is reused by later values of the same storage type,
-//! so peak memory follows the widest point of the graph rather than its length.
+//! Liveness: a value's slot returns to the free pool at the end of the stage of
+//! the last node that reads it, and is reused by later values of the same storage
+//! type, so peak memory follows the widest point of the graph rather than its
+//! length, and the chains of a stage never touch each other's slots.
 //! An op with an in-place form ([`crate::ops::Op::inplace_input`]) takes over the
 //! slot of an input that nothing reads afterwards (elementwise ops, reshapes and
 //! gradient products then move no memory). Slots are sized once when the plan is
@@ -33,13 +42,22 @@ pub enum Location {
     Unused,
 }
 
+/// Most waves one stage spans: values made and last read inside a stage keep their
+/// slots to its end, so a longer stage holds more memory at once. The text models'
+/// encoders (lookup, recurrent layer; and back: recurrent gradient, reshape,
+/// lookup gradient) take two and three.
+const STAGE_WAVES: usize = 4;
+
 /// The result of planning a graph for a set of fetched values.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    /// Nodes to execute, wave after wave.
+    /// Nodes to execute: stage after stage, chain after chain, each chain in the
+    /// order its nodes run.
     pub order: Vec<usize>,
-    /// The waves, as ranges of `order`: the nodes of one wave are independent.
-    pub waves: Vec<Range<usize>>,
+    /// The chains, as ranges of `order`.
+    pub chains: Vec<Range<usize>>,
+    /// The stages, as ranges of `chains`: the chains of a stage are independent.
+    pub stages: Vec<Range<usize>>,
     /// For each node of the graph, the input whose slot its output 0 took over.
     pub inplace: Vec<Option<usize>>,
     /// Location of every value.
@@ -78,7 +96,6 @@ impl Plan {
         // Waves: nodes are appended after their inputs exist, so one pass in index
         // order sees every producer before its consumers.
         let mut wave_of = vec![0usize; g.nodes.len()];
-        let mut n_waves = 0;
         for (i, node) in g.nodes.iter().enumerate() {
             if !needed_node[i] {
                 continue;
@@ -93,29 +110,31 @@ impl Plan {
                 .max()
                 .unwrap_or(0);
             wave_of[i] = w;
-            n_waves = n_waves.max(w + 1);
         }
-        let mut order: Vec<usize> = (0..g.nodes.len()).filter(|&i| needed_node[i]).collect();
-        order.sort_by_key(|&i| wave_of[i]); // stable: graph order within a wave
-        let mut waves = Vec::with_capacity(n_waves);
-        let mut start = 0;
-        for w in 0..n_waves {
-            let end = start + order[start..].partition_point(|&i| wave_of[i] == w);
-            waves.push(start..end);
-            start = end;
+        let mut by_wave: Vec<usize> = (0..g.nodes.len()).filter(|&i| needed_node[i]).collect();
+        by_wave.sort_by_key(|&i| wave_of[i]); // stable: graph order within a wave
+        let waves: Vec<&[usize]> = by_wave
+            .chunk_by(|&a, &b| wave_of[a] == wave_of[b])
+            .collect();
+        let (order, chains, stages) = stages_of(g, &waves);
+        let mut stage_of = vec![0usize; g.nodes.len()];
+        for (si, stage) in stages.iter().enumerate() {
+            for &ni in &order[chains[stage.start].start..chains[stage.end - 1].end] {
+                stage_of[ni] = si;
+            }
         }
 
-        // The last wave reading each value, and how many reads happen in that wave.
-        let mut last_wave = vec![None::<usize>; n_values];
-        let mut reads_in_last_wave = vec![0usize; n_values];
+        // The last stage reading each value, and how many reads happen in that stage.
+        let mut last_stage = vec![None::<usize>; n_values];
+        let mut reads_in_last_stage = vec![0usize; n_values];
         for &ni in &order {
-            let w = wave_of[ni];
+            let st = stage_of[ni];
             for &v in &g.nodes[ni].inputs {
-                if last_wave[v] != Some(w) {
-                    last_wave[v] = Some(w);
-                    reads_in_last_wave[v] = 0;
+                if last_stage[v] != Some(st) {
+                    last_stage[v] = Some(st);
+                    reads_in_last_stage[v] = 0;
                 }
-                reads_in_last_wave[v] += 1;
+                reads_in_last_stage[v] += 1;
             }
         }
         let mut pinned = vec![false; n_values];
@@ -138,10 +157,12 @@ impl Plan {
         // The value each slot holds now: a slot is freed only by its holder.
         let mut holder: Vec<ValueId> = Vec::new();
         let mut free: Vec<usize> = Vec::new();
-        for (w, wave) in waves.iter().enumerate() {
-            for &ni in &order[wave.clone()] {
+        for (st, stage) in stages.iter().enumerate() {
+            let nodes = &order[chains[stage.start].start..chains[stage.end - 1].end];
+            for &ni in nodes {
                 let node = &g.nodes[ni];
-                // In place: the input is in a slot, read once here and never again.
+                // In place: the input is in a slot, read once in this stage (so by
+                // this node's chain alone) and never again.
                 let types: Vec<&TensorType> = node.inputs.iter().map(|&v| g.ty(v)).collect();
                 let taken = node.op.inplace_input(&types).and_then(|k| {
                     let v = *node.inputs.get(k)?;
@@ -150,8 +171,8 @@ impl Plan {
                         return None;
                     };
                     let ok = !pinned[v]
-                        && last_wave[v] == Some(w)
-                        && reads_in_last_wave[v] == 1
+                        && last_stage[v] == Some(st)
+                        && reads_in_last_stage[v] == 1
                         && storage(out) == storage(g.ty(v))
                         && out.numel() == g.ty(v).numel();
                     ok.then_some((k, s))
@@ -176,12 +197,12 @@ impl Plan {
                 }
                 inplace[ni] = taken.map(|(k, _)| k);
             }
-            // Release what this wave read for the last time, and outputs nobody reads.
-            for &ni in &order[wave.clone()] {
+            // Release what this stage read for the last time, and outputs nobody reads.
+            for &ni in nodes {
                 let node = &g.nodes[ni];
                 for &v in node.inputs.iter().chain(&node.outputs) {
                     if let Location::Slot(s) = locations[v] {
-                        let dead = !pinned[v] && last_wave[v].is_none_or(|l| l <= w);
+                        let dead = !pinned[v] && last_stage[v].is_none_or(|l| l <= st);
                         if dead && holder[s] == v && !free.contains(&s) {
                             free.push(s);
                         }
@@ -191,12 +212,89 @@ impl Plan {
         }
         Plan {
             order,
-            waves,
+            chains,
+            stages,
             inplace,
             locations,
             slots,
         }
     }
+}
+
+/// Groups `waves` (each a list of nodes) into stages of chains, as the module
+/// documentation says; returns the nodes in order, the chains (ranges of it) and
+/// the stages (ranges of the chains).
+fn stages_of(g: &Graph, waves: &[&[usize]]) -> (Vec<usize>, Vec<Range<usize>>, Vec<Range<usize>>) {
+    // The current stage's chains, each a list of nodes, and each of its nodes' chain.
+    let mut stage: Vec<Vec<usize>> = Vec::new();
+    let mut waves_in_stage = 0;
+    let mut chain_of = vec![usize::MAX; g.nodes.len()];
+    let mut order = Vec::new();
+    let mut chains = Vec::new();
+    let mut stages = Vec::new();
+    let mut close = |stage: &mut Vec<Vec<usize>>| {
+        let first = chains.len();
+        for chain in stage.drain(..) {
+            let start = order.len();
+            order.extend(chain);
+            chains.push(start..order.len());
+        }
+        if chains.len() > first {
+            stages.push(first..chains.len());
+        }
+    };
+    // The chain of the current stage that node `ni` extends: `Ok(None)` when it
+    // reads none of them, `Err` when it reads two.
+    let producer_chain = |ni: usize, chain_of: &[usize]| -> Result<Option<usize>, ()> {
+        let mut found = None;
+        for &v in &g.nodes[ni].inputs {
+            if let ValueSource::Node { node, .. } = g.values[v].source {
+                let c = chain_of[node];
+                if c != usize::MAX && found.replace(c).is_some_and(|f| f != c) {
+                    return Err(());
+                }
+            }
+        }
+        Ok(found)
+    };
+    for wave in waves {
+        let mut joins = waves_in_stage > 0 && waves_in_stage < STAGE_WAVES;
+        if joins {
+            let mut extended = vec![false; stage.len()];
+            let mut new_chains = 0;
+            for &ni in wave.iter() {
+                match producer_chain(ni, &chain_of) {
+                    Ok(Some(c)) if !extended[c] => extended[c] = true,
+                    Ok(None) => new_chains += 1,
+                    _ => joins = false,
+                }
+            }
+            joins &= stage.len() + new_chains >= 2;
+        }
+        if !joins {
+            for chain in &stage {
+                for &ni in chain {
+                    chain_of[ni] = usize::MAX;
+                }
+            }
+            close(&mut stage);
+            waves_in_stage = 0;
+        }
+        for &ni in wave.iter() {
+            let c = match producer_chain(ni, &chain_of) {
+                Ok(Some(c)) => c,
+                _ => {
+                    stage.push(Vec::new());
+                    stage.len() - 1
+                }
+            };
+            stage[c].push(ni);
+            chain_of[ni] = c;
+        }
+        waves_in_stage += 1;
+    }
+    close(&mut stage);
+    (order, chains, stages)
 }
 
 /// Takes the best free slot of `storage` for `size` elements: the smallest that
@@ -230,15 +328,103 @@ mod tests {
     use pyfuncnet_kernels::unary::Unary;
 
     #[test]
-    fn independent_branches_share_a_wave() {
+    fn independent_branches_share_a_stage() {
         let mut g = Graph::new();
         let x = g.add_input(TensorType::f32(vec![4]));
         let a = g.unary(Unary::Exp, x).unwrap();
         let b = g.unary(Unary::Tanh, x).unwrap();
         let c = g.add(a, b).unwrap();
         let plan = Plan::new(&g, &[c]);
-        assert_eq!(plan.waves, vec![0..2, 2..3]);
         assert_eq!(plan.order, vec![0, 1, 2]);
+        assert_eq!(plan.chains, vec![0..1, 1..2, 2..3]);
+        assert_eq!(plan.stages, vec![0..2, 2..3]);
+    }
+
+    #[test]
+    fn branches_run_on_as_chains_until_they_join() {
+        let mut g = Graph::new();
+        let x = g.add_input(TensorType::f32(vec![8]));
+        let a1 = g.unary(Unary::Exp, x).unwrap(); // node 0
+        let b1 = g.unary(Unary::Sigmoid, x).unwrap(); // node 1
+        let a2 = g.unary(Unary::Tanh, a1).unwrap(); // node 2, in place over a1
+        let b2 = g.unary(Unary::Negative, b1).unwrap(); // node 3, in place over b1
+        let c = g.add(a2, b2).unwrap(); // node 4: joins the chains
+        let plan = Plan::new(&g, &[c]);
+        assert_eq!(plan.order, vec![0, 2, 1, 3, 4]);
+        assert_eq!(plan.chains, vec![0..2, 2..4, 4..5]);
+        assert_eq!(plan.stages, vec![0..2, 2..3]);
+        assert_eq!(plan.inplace[2], Some(0));
+        assert_eq!(plan.inplace[3], Some(0));
+        assert_ne!(plan.locations[a2], plan.locations[b2]);
+    }
+
+    #[test]
+    fn a_value_two_nodes_of_the_next_wave_read_ends_the_stage() {
+        // Both readers of `a` in one chain would run one after the other.
+        let mut g = Graph::new();
+        let x = g.add_input(TensorType::f32(vec![8]));
+        let a = g.unary(Unary::Exp, x).unwrap();
+        let d = g.unary(Unary::Negative, x).unwrap();
+        let b = g.unary(Unary::Tanh, a).unwrap();
+        let c = g.unary(Unary::Sigmoid, a).unwrap();
+        let plan = Plan::new(&g, &[b, c, d]);
+        assert_eq!(plan.order, vec![0, 1, 2, 3]);
+        assert_eq!(plan.chains, vec![0..1, 1..2, 2..3, 3..4]);
+        assert_eq!(plan.stages, vec![0..2, 2..4]);
+    }
+
+    #[test]
+    fn a_single_chain_is_not_a_stage_of_its_own() {
+        // A chain that only grows, next to nothing, gains nothing from a longer
+        // stage and would hold its slots longer.
+        let mut g = Graph::new();
+        let x = g.add_input(TensorType::f32(vec![8]));
+        let a = g.unary(Unary::Exp, x).unwrap();
+        let b = g.unary(Unary::Tanh, a).unwrap();
+        let plan = Plan::new(&g, &[b]);
+        assert_eq!(plan.chains, vec![0..1, 1..2]);
+        assert_eq!(plan.stages, vec![0..1, 1..2]);
+    }
+
+    #[test]
+    fn a_stage_spans_at_most_stage_waves() {
+        let mut g = Graph::new();
+        let x = g.add_input(TensorType::f32(vec![8]));
+        let (mut a, mut b) = (x, x);
+        for _ in 0..STAGE_WAVES + 2 {
+            a = g.unary(Unary::Exp, a).unwrap();
+            b = g.unary(Unary::Tanh, b).unwrap();
+        }
+        let plan = Plan::new(&g, &[a, b]);
+        let lens: Vec<usize> = plan.chains.iter().map(|c| c.len()).collect();
+        assert_eq!(lens, vec![STAGE_WAVES, STAGE_WAVES, 2, 2]);
+        assert_eq!(plan.stages, vec![0..2, 2..4]);
+    }
+
+    #[test]
+    fn slots_a_stage_frees_wait_for_its_end() {
+        // a1 is last read by a2, inside the stage; a3 (not in place: it reads a2
+        // twice) must not take a1's slot while the other chain still runs, nor any
+        // slot of the other chain.
+        let mut g = Graph::new();
+        let x = g.add_input(TensorType::f32(vec![8]));
+        let a1 = g.unary(Unary::Exp, x).unwrap();
+        let b1 = g.unary(Unary::Tanh, x).unwrap();
+        let a2 = g.mul(a1, a1).unwrap();
+        let b2 = g.mul(b1, b1).unwrap();
+        let a3 = g.mul(a2, a2).unwrap();
+        let b3 = g.mul(b2, b2).unwrap();
+        let plan = Plan::new(&g, &[a3, b3]);
+        assert_eq!(plan.stages, vec![0..2]);
+        let slots: Vec<_> = [a1, a2, a3, b1, b2, b3]
+            .iter()
+            .map(|&v| plan.locations[v])
+            .collect();
+        for i in 0..slots.len() {
+            for j in 0..i {
+                assert_ne!(slots[i], slots[j], "values {i} and {j} share a slot");
+            }
+        }
     }
 
     #[test]
