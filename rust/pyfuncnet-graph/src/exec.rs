@@ -27,7 +27,7 @@ const STACK_INPUTS: usize = 16;
 const STACK_OUTPUTS: usize = 8;
 
 /// Work ([`crate::ops::OpCost::work`], about ns) per task of small nodes run beside
-/// others: a wave's small nodes make `work / MIN_TASK_WORK` tasks at most.
+/// others: a stage's chains of small nodes make `work / MIN_TASK_WORK` tasks at most.
 const MIN_TASK_WORK: usize = 10_000;
 /// Runs estimated below this much work ([`crate::ops::OpCost`] units; a
 /// 784-64-64-10 MLP's training step at batch 64 is ~460k, at 256 ~1.8M, and its

@@ -1,4 +1,4 @@
-//! Independent branches: the executor runs small nodes of one wave side by side,
+//! Independent branches: the executor runs small nodes of one stage side by side,
 //! with the same results as a float64 reference and bitwise the same results for
 //! any thread count (own test binary: it changes the global thread count).
 
@@ -72,7 +72,7 @@ fn train(threads: usize) -> (Vec<Vec<f32>>, Vec<f32>, usize) {
 fn branches_run_side_by_side_and_match_the_reference() {
     let spec = common::towers_spec(BATCH, FEATURES, UNITS, TOWERS);
     let mut step = CompiledStep::compile(&spec, Mode::Predict).unwrap();
-    // The towers form one wave of small GEMMs: at least one stage runs them as
+    // The towers form one stage of small GEMMs: at least one stage runs them as
     // several tasks.
     assert!(step.executor().parallel_stages() >= 1);
     let vars = common::towers_variables(FEATURES, UNITS, TOWERS);
@@ -97,7 +97,7 @@ fn branches_run_side_by_side_and_match_the_reference() {
     let (w1, l1, parallel) = train(1);
     assert!(
         parallel >= 2,
-        "forward and backward waves run tasks side by side"
+        "forward and backward stages run tasks side by side"
     );
     assert!(l1[2] < l1[0], "the loss falls: {l1:?}");
     for threads in [2, 3] {
