@@ -415,26 +415,33 @@ impl Schedule {
     /// Appends a task running `chains` one after the other, and its wiring.
     fn push_task(&mut self, g: &Graph, plan: &Plan, chains: &[&[usize]]) {
         let (first_node, first_slot) = (self.nodes.len(), self.slots.len());
+        // The slots first: a node may read, from the task's own buffer, a value
+        // that a later node of the task takes over in place.
+        for &ni in chains.iter().copied().flatten() {
+            for k in 0..g.nodes[ni].outputs.len() {
+                let s = out_slot(g, plan, ni, k);
+                if self.slots[first_slot..].contains(&s) {
+                    assert!(
+                        k == 0 && plan.inplace[ni].is_some(),
+                        "a task writes one slot twice, not in place"
+                    );
+                } else {
+                    self.slots.push(s);
+                }
+            }
+        }
+        let own_of = |s: usize| self.slots[first_slot..].iter().position(|&t| t == s);
         for &ni in chains.iter().copied().flatten() {
             self.nodes.push(ni);
             self.wiring_at.push(self.wiring.len());
             let node = &g.nodes[ni];
             for k in 0..node.outputs.len() {
-                let s = out_slot(g, plan, ni, k);
-                let own = match self.slots[first_slot..].iter().position(|&t| t == s) {
-                    Some(j) => j,
-                    None => {
-                        self.slots.push(s);
-                        self.slots.len() - 1 - first_slot
-                    }
-                };
+                let own = own_of(out_slot(g, plan, ni, k)).expect("listed above");
                 self.wiring.push(own as u32);
             }
             for (k, &v) in node.inputs.iter().enumerate() {
                 let own = match plan.locations[v] {
-                    Location::Slot(s) if plan.inplace[ni] != Some(k) => {
-                        self.slots[first_slot..].iter().position(|&t| t == s)
-                    }
+                    Location::Slot(s) if plan.inplace[ni] != Some(k) => own_of(s),
                     _ => None,
                 };
                 self.wiring.push(own.map_or(FROM_SLOTS, |j| j as u32));
@@ -683,6 +690,8 @@ mod tests {
         Negate(Index),
         Halve(Index),
         Add(Index, Index),
+        /// `0.5 + a`, the broadcast operand first.
+        AddHalf(Index),
     }
 
     fn test_ops() -> impl Strategy<Value = TestOp> {
@@ -690,22 +699,29 @@ mod tests {
             any::<Index>().prop_map(TestOp::Negate),
             any::<Index>().prop_map(TestOp::Halve),
             (any::<Index>(), any::<Index>()).prop_map(|(a, b)| TestOp::Add(a, b)),
+            any::<Index>().prop_map(TestOp::AddHalf),
         ]
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(96))]
 
-        /// Random graphs (branches, chains, joins, values read once or many times,
-        /// tensors small enough to group and large enough to split): every fetched
-        /// value equals the graph evaluated node by node, whatever stages, chains,
-        /// in-place takeovers and reused slots the plan chose, on one thread or
-        /// several.
+        /// Random graphs (branches, chains, joins, values read once or many times;
+        /// tensors so small that a stage is one task, large enough that its small
+        /// chains make several tasks, and large enough for each chain to split its
+        /// work): every fetched value, the input too, equals the graph evaluated
+        /// node by node, whatever stages, chains, in-place takeovers and reused
+        /// slots the plan chose, on one thread or several. (The stages are run
+        /// here as `run` does, with `serial` chosen by the test.)
         #[test]
         fn random_graphs_run_as_evaluated_node_by_node(
             ops in prop::collection::vec(test_ops(), 1..40),
             fetched in prop::collection::vec(any::<Index>(), 1..4),
-            len in prop_oneof![1usize..40, Just(crate::ops::SMALLEST_KERNEL_CHUNK + 7)],
+            len in prop_oneof![
+                1usize..40,
+                Just(5_003),
+                Just(crate::ops::SMALLEST_KERNEL_CHUNK + 7),
+            ],
             serial in any::<bool>(),
         ) {
             let mut g = Graph::new();
@@ -729,13 +745,17 @@ mod tests {
                         g.add(ids[pick(a)], ids[pick(b)]).unwrap(),
                         want[pick(a)].iter().zip(&want[pick(b)]).map(|(u, v)| u + v).collect(),
                     ),
+                    TestOp::AddHalf(a) => (
+                        g.add(half, ids[pick(a)]).unwrap(),
+                        want[pick(a)].iter().map(|v| 0.5 + v).collect(),
+                    ),
                 };
                 ids.push(id);
                 want.push(value);
             }
-            // Fetch the last value and a few others made by nodes.
+            // Fetch the last value and a few others.
             let mut fetches = vec![ids.len() - 1];
-            fetches.extend(fetched.iter().map(|i| 1 + i.index(ids.len() - 1)));
+            fetches.extend(fetched.iter().map(|i| i.index(ids.len())));
             fetches.sort_unstable();
             fetches.dedup();
             let mut exec = Executor::new(g, fetches.iter().map(|&k| ids[k]).collect());
@@ -757,6 +777,46 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Two values of `len` elements, `exp(x)` and `tanh(x)`, made side by side.
+    fn two_branches(len: usize) -> (Graph, ValueId, ValueId) {
+        let mut g = Graph::new();
+        let x = g.add_input(TensorType::f32(vec![len]));
+        let a = g.unary(Unary::Exp, x).unwrap();
+        let b = g.unary(Unary::Tanh, x).unwrap();
+        (g, a, b)
+    }
+
+    #[test]
+    #[should_panic(expected = "two tasks of a stage write one slot")]
+    fn a_plan_giving_two_tasks_one_slot_is_refused() {
+        let (g, a, b) = two_branches(crate::ops::SMALLEST_KERNEL_CHUNK + 7);
+        let mut plan = Plan::new(&g, &[a, b]);
+        plan.locations[b] = plan.locations[a];
+        schedule(&g, &plan);
+    }
+
+    #[test]
+    #[should_panic(expected = "a task writes one slot twice, not in place")]
+    fn a_plan_giving_one_task_a_slot_twice_is_refused() {
+        let (g, a, b) = two_branches(8); // small: one task
+        let mut plan = Plan::new(&g, &[a, b]);
+        plan.locations[b] = plan.locations[a];
+        schedule(&g, &plan);
+    }
+
+    #[test]
+    #[should_panic(expected = "a node reads a slot that a task of its stage holds")]
+    fn a_plan_overwriting_what_another_task_reads_is_refused() {
+        let mut g = Graph::new();
+        let x = g.add_input(TensorType::f32(vec![crate::ops::SMALLEST_KERNEL_CHUNK + 7]));
+        let p = g.unary(Unary::Exp, x).unwrap();
+        let a = g.unary(Unary::Tanh, p).unwrap(); // two chains reading p
+        let c = g.unary(Unary::Sigmoid, p).unwrap();
+        let mut plan = Plan::new(&g, &[a, c]);
+        plan.locations[a] = plan.locations[p];
+        schedule(&g, &plan);
     }
 
     #[test]

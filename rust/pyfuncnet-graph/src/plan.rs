@@ -7,9 +7,9 @@
 //! one thread runs in order, each reading only earlier stages and its own chain),
 //! so that a branch of the graph goes on to its next op as soon as its own op is
 //! done instead of waiting for the other branches' ops of the same wave. A wave
-//! joins the stage before it while every chain there gains at most one node and
-//! no node joins two chains (which would run ops one after the other that could
-//! run side by side), the stage keeps two chains or more, and it spans at most
+//! joins the stage before it when it goes on with two chains or more, no chain
+//! gains two nodes and no node reads two chains (either would run ops one after
+//! the other that could run side by side), and the stage spans at most
 //! [`STAGE_WAVES`] waves. Otherwise the wave starts a stage of its own, one chain
 //! per node.
 //!
@@ -19,7 +19,8 @@
 //! length, and the chains of a stage never touch each other's slots.
 //! An op with an in-place form ([`crate::ops::Op::inplace_input`]) takes over the
 //! slot of an input that nothing reads afterwards (elementwise ops, reshapes and
-//! gradient products then move no memory). Slots are sized once when the plan is
+//! gradient products then move no memory): the input's last stage reads it in one
+//! chain only, and this node, reading it once, is the last there to read it. Slots are sized once when the plan is
 //! made; executing a plan allocates nothing.
 
 use std::ops::Range;
@@ -124,17 +125,26 @@ impl Plan {
             }
         }
 
-        // The last stage reading each value, and how many reads happen in that stage.
+        // The last stage reading each value, whether chains other than the first
+        // to read it there do too, and the node that reads it last.
+        let mut chain_of = vec![0usize; g.nodes.len()];
+        for (c, chain) in chains.iter().enumerate() {
+            for &ni in &order[chain.clone()] {
+                chain_of[ni] = c;
+            }
+        }
         let mut last_stage = vec![None::<usize>; n_values];
-        let mut reads_in_last_stage = vec![0usize; n_values];
+        let mut reading_chain = vec![0usize; n_values];
+        let mut other_chains_read = vec![false; n_values];
+        let mut last_reader = vec![usize::MAX; n_values];
         for &ni in &order {
-            let st = stage_of[ni];
+            let (st, c) = (stage_of[ni], chain_of[ni]);
             for &v in &g.nodes[ni].inputs {
                 if last_stage[v] != Some(st) {
-                    last_stage[v] = Some(st);
-                    reads_in_last_stage[v] = 0;
+                    (last_stage[v], reading_chain[v], other_chains_read[v]) = (Some(st), c, false);
                 }
-                reads_in_last_stage[v] += 1;
+                other_chains_read[v] |= reading_chain[v] != c;
+                last_reader[v] = ni;
             }
         }
         let mut pinned = vec![false; n_values];
@@ -161,8 +171,8 @@ impl Plan {
             let nodes = &order[chains[stage.start].start..chains[stage.end - 1].end];
             for &ni in nodes {
                 let node = &g.nodes[ni];
-                // In place: the input is in a slot, read once in this stage (so by
-                // this node's chain alone) and never again.
+                // In place: the input is in a slot, read once by this node, and
+                // nothing reads it after this node nor beside it in another chain.
                 let types: Vec<&TensorType> = node.inputs.iter().map(|&v| g.ty(v)).collect();
                 let taken = node.op.inplace_input(&types).and_then(|k| {
                     let v = *node.inputs.get(k)?;
@@ -172,7 +182,9 @@ impl Plan {
                     };
                     let ok = !pinned[v]
                         && last_stage[v] == Some(st)
-                        && reads_in_last_stage[v] == 1
+                        && !other_chains_read[v]
+                        && last_reader[v] == ni
+                        && node.inputs.iter().filter(|&&u| u == v).count() == 1
                         && storage(out) == storage(g.ty(v))
                         && out.numel() == g.ty(v).numel();
                     ok.then_some((k, s))
@@ -260,16 +272,15 @@ fn stages_of(g: &Graph, waves: &[&[usize]]) -> (Vec<usize>, Vec<Range<usize>>, V
     for wave in waves {
         let mut joins = waves_in_stage > 0 && waves_in_stage < STAGE_WAVES;
         if joins {
+            // Every node of a wave reads the wave before, so each reads a chain.
             let mut extended = vec![false; stage.len()];
-            let mut new_chains = 0;
             for &ni in wave.iter() {
                 match producer_chain(ni, &chain_of) {
                     Ok(Some(c)) if !extended[c] => extended[c] = true,
-                    Ok(None) => new_chains += 1,
                     _ => joins = false,
                 }
             }
-            joins &= stage.len() + new_chains >= 2;
+            joins &= extended.iter().filter(|&&e| e).count() >= 2;
         }
         if !joins {
             for chain in &stage {
@@ -371,6 +382,39 @@ mod tests {
         assert_eq!(plan.order, vec![0, 1, 2, 3]);
         assert_eq!(plan.chains, vec![0..1, 1..2, 2..3, 3..4]);
         assert_eq!(plan.stages, vec![0..2, 2..4]);
+    }
+
+    #[test]
+    fn a_value_read_twice_in_one_chain_is_taken_over_by_its_last_reader() {
+        let mut g = Graph::new();
+        let x = g.add_input(TensorType::f32(vec![8]));
+        let p = g.unary(Unary::Exp, x).unwrap(); // node 0
+        let q = g.unary(Unary::Tanh, x).unwrap(); // node 1
+        let a = g.unary(Unary::Sigmoid, p).unwrap(); // node 2, reads p (not last)
+        let b = g.unary(Unary::Negative, q).unwrap(); // node 3
+        let c = g.add(p, a).unwrap(); // node 4, the last to read p: in place over it
+        let d = g.unary(Unary::Negative, b).unwrap(); // node 5
+        let plan = Plan::new(&g, &[c, d]);
+        assert_eq!(plan.order, vec![0, 2, 4, 1, 3, 5]);
+        assert_eq!(plan.stages, vec![0..2]);
+        assert_eq!(plan.inplace[2], None);
+        assert_eq!(plan.inplace[4], Some(0));
+        assert_eq!(plan.locations[c], plan.locations[p]);
+    }
+
+    #[test]
+    fn a_value_two_chains_read_is_not_taken_over() {
+        let mut g = Graph::new();
+        let x = g.add_input(TensorType::f32(vec![8]));
+        let p = g.unary(Unary::Exp, x).unwrap(); // stage 0
+        let a = g.unary(Unary::Tanh, p).unwrap(); // stage 1, chain of a
+        let b = g.unary(Unary::Sigmoid, p).unwrap(); // stage 1, chain of b
+        let c = g.unary(Unary::Negative, a).unwrap();
+        let d = g.unary(Unary::Negative, b).unwrap();
+        let plan = Plan::new(&g, &[c, d]);
+        assert_eq!(plan.stages, vec![0..1, 1..3]);
+        assert_eq!(plan.inplace[1], None);
+        assert_eq!(plan.inplace[2], None);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Independent branches: the executor runs small nodes of one stage side by side,
+//! Independent branches: the executor runs chains of small nodes side by side,
 //! with the same results as a float64 reference and bitwise the same results for
 //! any thread count (own test binary: it changes the global thread count).
 

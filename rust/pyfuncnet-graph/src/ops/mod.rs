@@ -100,9 +100,9 @@ pub trait Op: Debug + Send + Sync + AsAny {
     }
 
     /// A rough single-thread cost, for the executor's choice of which chains of
-    /// ops of one stage to run side by side. The default suits elementwise and data-movement
-    /// ops: one unit per element read or written, split by the kernels only past
-    /// [`SMALLEST_KERNEL_CHUNK`] elements.
+    /// ops of one stage to run side by side. The default suits elementwise and
+    /// data-movement ops: one unit per element read or written, split by the
+    /// kernels only past [`SMALLEST_KERNEL_CHUNK`] elements.
     fn cost(&self, inputs: &[&TensorType], outputs: &[&TensorType]) -> OpCost {
         let sizes = inputs.iter().chain(outputs).map(|t| t.numel());
         OpCost {

@@ -104,7 +104,7 @@ pub fn mlp_batch(batch: usize, features: usize, seed: u64) -> (Vec<f32>, Vec<i32
 }
 
 /// Spec of `towers` independent dense+tanh towers on one input (batch, features)
-/// -> (batch, units) each, summed, with sparse softmax cross-entropy: wide waves of
+/// -> (batch, units) each, summed, with sparse softmax cross-entropy: wide stages of
 /// small GEMMs that the executor runs side by side. Weights: kernel then bias per
 /// tower. Inputs: x and labels (batch,).
 pub fn towers_spec(batch: usize, features: usize, units: usize, towers: usize) -> String {
