@@ -9,9 +9,9 @@
 //! done instead of waiting for the other branches' ops of the same wave. A wave
 //! joins the stage before it when it goes on with two chains or more, no chain
 //! gains two nodes and no node reads two chains (either would run ops one after
-//! the other that could run side by side), and the stage spans at most
-//! [`STAGE_WAVES`] waves. Otherwise the wave starts a stage of its own, one chain
-//! per node.
+//! the other that could run side by side), none of its nodes holds its thread long
+//! ([`holds_its_thread`]), and the stage spans at most [`STAGE_WAVES`] waves.
+//! Otherwise the wave starts a stage of its own, one chain per node.
 //!
 //! Liveness: a value's slot returns to the free pool at the end of the stage of
 //! the last node that reads it, and is reused by later values of the same storage
@@ -48,6 +48,24 @@ pub enum Location {
 /// encoders (lookup, recurrent layer; and back: recurrent gradient, reshape,
 /// lookup gradient) take two and three.
 const STAGE_WAVES: usize = 4;
+
+/// Work ([`crate::ops::OpCost::work`], about ns) past which a node that runs as one
+/// task holds its thread long; see [`holds_its_thread`].
+const LONG_SINGLE_TASK: usize = 20_000;
+
+/// Whether node `ni` runs as one task ([`crate::ops::OpCost::single_task`]) for
+/// long. A chain does not go on through such a node: its thread could not help
+/// the other chains' ops meanwhile, as it does when the node waits for the next
+/// stage. (The ticket model's short-batch LSTMs, each one task: chaining them
+/// behind their lookups kept one thread from the longer lookup, and training ran
+/// 5% slower at two threads.)
+fn holds_its_thread(g: &Graph, ni: usize) -> bool {
+    let node = &g.nodes[ni];
+    let ins: Vec<&TensorType> = node.inputs.iter().map(|&v| g.ty(v)).collect();
+    let outs: Vec<&TensorType> = node.outputs.iter().map(|&v| g.ty(v)).collect();
+    let cost = node.op.cost(&ins, &outs);
+    cost.single_task && cost.work > LONG_SINGLE_TASK
+}
 
 /// The result of planning a graph for a set of fetched values.
 #[derive(Debug, Clone)]
@@ -276,7 +294,7 @@ fn stages_of(g: &Graph, waves: &[&[usize]]) -> (Vec<usize>, Vec<Range<usize>>, V
             let mut extended = vec![false; stage.len()];
             for &ni in wave.iter() {
                 match producer_chain(ni, &chain_of) {
-                    Ok(Some(c)) if !extended[c] => extended[c] = true,
+                    Ok(Some(c)) if !extended[c] && !holds_its_thread(g, ni) => extended[c] = true,
                     _ => joins = false,
                 }
             }
@@ -415,6 +433,22 @@ mod tests {
         assert_eq!(plan.stages, vec![0..1, 1..3]);
         assert_eq!(plan.inplace[1], None);
         assert_eq!(plan.inplace[2], None);
+    }
+
+    #[test]
+    fn a_chain_does_not_go_on_through_a_long_single_task() {
+        // An add of 8,000 elements runs as one task (it is under the kernels'
+        // smallest chunk) for 24,000 units of work; one of 1,000 is light.
+        for (len, stages) in [(1_000, vec![0..2]), (8_000, vec![0..2, 2..4])] {
+            let mut g = Graph::new();
+            let x = g.add_input(TensorType::f32(vec![len]));
+            let a = g.unary(Unary::Exp, x).unwrap();
+            let b = g.unary(Unary::Tanh, x).unwrap();
+            let c = g.add(a, a).unwrap();
+            let d = g.add(b, b).unwrap();
+            let plan = Plan::new(&g, &[c, d]);
+            assert_eq!(plan.stages, stages, "{len} elements");
+        }
     }
 
     #[test]
