@@ -439,7 +439,7 @@ mod tests {
     fn a_chain_does_not_go_on_through_a_long_single_task() {
         // An add of 8,000 elements runs as one task (it is under the kernels'
         // smallest chunk) for 24,000 units of work; one of 1,000 is light.
-        for (len, stages) in [(1_000, vec![0..2]), (8_000, vec![0..2, 2..4])] {
+        for (len, stages) in [(1_000, 1), (8_000, 2)] {
             let mut g = Graph::new();
             let x = g.add_input(TensorType::f32(vec![len]));
             let a = g.unary(Unary::Exp, x).unwrap();
@@ -447,7 +447,8 @@ mod tests {
             let c = g.add(a, a).unwrap();
             let d = g.add(b, b).unwrap();
             let plan = Plan::new(&g, &[c, d]);
-            assert_eq!(plan.stages, stages, "{len} elements");
+            assert_eq!(plan.stages.len(), stages, "{len} elements");
+            assert_eq!(plan.chains.len(), 2 * stages, "{len} elements");
         }
     }
 
