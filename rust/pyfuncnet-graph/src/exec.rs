@@ -382,10 +382,7 @@ fn schedule(g: &Graph, plan: &Plan) -> (Schedule, bool, usize) {
             let nodes = &plan.order[chain.clone()];
             let (mut chain_work, mut single) = (0, true);
             for &ni in nodes {
-                let node = &g.nodes[ni];
-                let ins: Vec<&TensorType> = node.inputs.iter().map(|&v| g.ty(v)).collect();
-                let outs: Vec<&TensorType> = node.outputs.iter().map(|&v| g.ty(v)).collect();
-                let cost = node.op.cost(&ins, &outs);
+                let cost = g.node_cost(ni);
                 single &= cost.single_task;
                 chain_work += cost.work;
             }

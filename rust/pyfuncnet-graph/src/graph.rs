@@ -3,7 +3,7 @@
 //! execution order for forward graphs and for the gradient nodes autodiff adds.
 
 use crate::error::{GraphError, Result};
-use crate::ops::Op;
+use crate::ops::{Op, OpCost};
 use crate::tensor::{DType, TensorType};
 
 /// Index of a value in [`Graph::values`].
@@ -139,6 +139,14 @@ impl Graph {
         let id = self.push_value(ty, ValueSource::Node { node, output });
         self.nodes[node].outputs.push(id);
         id
+    }
+
+    /// The estimated cost of running node `node` ([`Op::cost`] on its types).
+    pub fn node_cost(&self, node: usize) -> OpCost {
+        let n = &self.nodes[node];
+        let ins: Vec<&TensorType> = n.inputs.iter().map(|&v| self.ty(v)).collect();
+        let outs: Vec<&TensorType> = n.outputs.iter().map(|&v| self.ty(v)).collect();
+        n.op.cost(&ins, &outs)
     }
 
     /// Whether a value is float-typed (and so can carry a gradient).

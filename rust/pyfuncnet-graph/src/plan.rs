@@ -60,10 +60,7 @@ const LONG_SINGLE_TASK: usize = 20_000;
 /// behind their lookups kept one thread from the longer lookup, and training ran
 /// 5% slower at two threads.)
 fn holds_its_thread(g: &Graph, ni: usize) -> bool {
-    let node = &g.nodes[ni];
-    let ins: Vec<&TensorType> = node.inputs.iter().map(|&v| g.ty(v)).collect();
-    let outs: Vec<&TensorType> = node.outputs.iter().map(|&v| g.ty(v)).collect();
-    let cost = node.op.cost(&ins, &outs);
+    let cost = g.node_cost(ni);
     cost.single_task && cost.work > LONG_SINGLE_TASK
 }
 
