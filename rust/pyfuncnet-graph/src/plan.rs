@@ -20,8 +20,8 @@
 //! An op with an in-place form ([`crate::ops::Op::inplace_input`]) takes over the
 //! slot of an input that nothing reads afterwards (elementwise ops, reshapes and
 //! gradient products then move no memory): the input's last stage reads it in one
-//! chain only, and this node, reading it once, is the last there to read it. Slots are sized once when the plan is
-//! made; executing a plan allocates nothing.
+//! chain only, and this node, reading it once, is the last there to read it.
+//! Slots are sized once when the plan is made; executing a plan allocates nothing.
 
 use std::ops::Range;
 
@@ -133,21 +133,18 @@ impl Plan {
             .chunk_by(|&a, &b| wave_of[a] == wave_of[b])
             .collect();
         let (order, chains, stages) = stages_of(g, &waves);
-        let mut stage_of = vec![0usize; g.nodes.len()];
-        for (si, stage) in stages.iter().enumerate() {
-            for &ni in &order[chains[stage.start].start..chains[stage.end - 1].end] {
-                stage_of[ni] = si;
+        let (mut stage_of, mut chain_of) =
+            (vec![0usize; g.nodes.len()], vec![0usize; g.nodes.len()]);
+        for (st, stage) in stages.iter().enumerate() {
+            for c in stage.clone() {
+                for &ni in &order[chains[c].clone()] {
+                    (stage_of[ni], chain_of[ni]) = (st, c);
+                }
             }
         }
 
         // The last stage reading each value, whether chains other than the first
         // to read it there do too, and the node that reads it last.
-        let mut chain_of = vec![0usize; g.nodes.len()];
-        for (c, chain) in chains.iter().enumerate() {
-            for &ni in &order[chain.clone()] {
-                chain_of[ni] = c;
-            }
-        }
         let mut last_stage = vec![None::<usize>; n_values];
         let mut reading_chain = vec![0usize; n_values];
         let mut other_chains_read = vec![false; n_values];
