@@ -14,7 +14,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pyfuncnet_benches::values;
 use pyfuncnet_kernels::rnn::{
-    self, Cell, RnnGradInputs, RnnGradOutputs, RnnInputs, RnnOutputs, RnnSpec,
+    self, Cell, Projection, RnnGradInputs, RnnGradOutputs, RnnInputs, RnnOutputs, RnnSpec,
 };
 use pyfuncnet_kernels::unary::Unary;
 
@@ -75,7 +75,7 @@ fn recurrent(c: &mut Criterion) {
         );
         let (mut d_h0, mut d_c0) = (vec![0.0; bu], vec![0.0; bu]);
         let inputs = RnnInputs {
-            xp: &xp,
+            projection: Projection::Computed(&xp),
             recurrent_kernel: &r,
             recurrent_bias: cell.has_recurrent_bias().then_some(&rb[..]),
             h0: None,

@@ -4,7 +4,10 @@
 //! three) and whose backward is the fused one. Graphs built from primitive ops
 //! (custom layers, Lambda layers) get what the built-in layers lower to directly.
 //! Then a table lookup (`take`) read only by a `dense` becomes one `take_dense`,
-//! which multiplies each distinct row of the batch once.
+//! which multiplies each distinct row of the batch once; and a `take_dense` that
+//! is a recurrent layer's input projection becomes the lookup alone, with the
+//! layer projecting each step's rows itself (the sequence's projection is never
+//! written out and read back).
 
 use pyfuncnet_kernels::binary::Binary;
 use pyfuncnet_kernels::unary::Unary;
@@ -15,6 +18,7 @@ use crate::ops::conv::ConvOp;
 use crate::ops::gather::TakeOp;
 use crate::ops::matmul::{DenseOp, MatmulOp, TakeDenseOp};
 use crate::ops::normalize_axis;
+use crate::ops::recurrent::{RnnLookup, RnnOp};
 use crate::ops::unary::UnaryOp;
 use crate::ops::Op;
 use crate::tensor::DType;
@@ -167,6 +171,7 @@ pub fn fuse_take_dense(g: &mut Graph, keep: &[ValueId]) -> usize {
         let op = TakeDenseOp {
             activation,
             use_bias,
+            project: true,
         };
         let types: Vec<_> = inputs.iter().map(|&v| g.ty(v)).collect();
         let out_types = match op.infer(&types) {
@@ -183,6 +188,78 @@ pub fn fuse_take_dense(g: &mut Graph, keep: &[ValueId]) -> usize {
         for ty in out_types.into_iter().skip(1) {
             g.add_node_output(d, ty);
         }
+        fused += 1;
+    }
+    fused
+}
+
+/// Rewrites every `rnn` whose input projection is a `take_dense` without an
+/// activation, of indices `(batch, time)`, read by nothing else, into an `rnn`
+/// that projects the looked-up rows step by step ([`RnnLookup`]): the `take_dense`
+/// becomes the lookup alone (without `project`), whose gathered rows and positions
+/// the `rnn` reads with the kernel and bias. Values in `keep` are never fused
+/// away. Returns the number of fusions.
+pub fn fuse_take_rnn(g: &mut Graph, keep: &[ValueId]) -> usize {
+    let readers = count_readers(g, keep);
+    let mut fused = 0;
+    for r in (0..g.nodes.len()).filter(|&r| readers.live[r]) {
+        let Some(rnn) = g.nodes[r].op.as_any().downcast_ref::<RnnOp>() else {
+            continue;
+        };
+        let xp = g.nodes[r].inputs[0];
+        let ValueSource::Node { node: t, output: 0 } = g.values[xp].source else {
+            continue;
+        };
+        let Some(&projection) = g.nodes[t].op.as_any().downcast_ref::<TakeDenseOp>() else {
+            continue;
+        };
+        let (table, indices) = (g.nodes[t].inputs[0], g.nodes[t].inputs[1]);
+        let fusable = rnn.lookup.is_none()
+            && projection.project
+            && projection.activation == Unary::Linear
+            && readers.count[xp] == 1
+            && g.shape(indices).len() == 2
+            && g.shape(table).get(1).is_some_and(|&width| width > 0);
+        if !fusable {
+            continue;
+        }
+        let [y, _, positions, gathered] = g.nodes[t].outputs[..] else {
+            continue;
+        };
+        let lookup = TakeDenseOp {
+            activation: Unary::Linear,
+            use_bias: false,
+            project: false,
+        };
+        let mut inputs = vec![gathered, positions, g.nodes[t].inputs[2]];
+        inputs.extend(projection.use_bias.then(|| g.nodes[t].inputs[3]));
+        inputs.extend_from_slice(&g.nodes[r].inputs[1..]);
+        let op = RnnOp {
+            config: rnn.config,
+            lookup: Some(RnnLookup {
+                use_bias: projection.use_bias,
+            }),
+        };
+        // Both nodes keep their outputs' types (but the lookup's emptied `y`):
+        // check the new ops infer exactly those before committing.
+        let same_types = |op: &dyn crate::ops::Op, inputs: &[ValueId], node: usize, from: usize| {
+            let types: Vec<_> = inputs.iter().map(|&v| g.ty(v)).collect();
+            op.infer(&types).is_ok_and(|t| {
+                let outputs = &g.nodes[node].outputs;
+                t.len() == outputs.len()
+                    && t.iter().zip(outputs).skip(from).all(|(t, &v)| t == g.ty(v))
+            })
+        };
+        if !same_types(&op, &inputs, r, 0) || !same_types(&lookup, &[table, indices], t, 1) {
+            continue;
+        }
+        let mut empty = g.shape(indices).to_vec();
+        empty.push(0);
+        g.values[y].ty = crate::tensor::TensorType::f32(empty);
+        g.nodes[t].op = Box::new(lookup);
+        g.nodes[t].inputs = vec![table, indices];
+        g.nodes[r].op = Box::new(op);
+        g.nodes[r].inputs = inputs;
         fused += 1;
     }
     fused
@@ -332,8 +409,83 @@ mod tests {
             vec![
                 TensorType::f32(vec![2, 7, 4]),
                 TensorType::new(vec![14], DType::I32),
-                TensorType::new(vec![14], DType::I32),
+                TensorType::new(vec![2, 7], DType::I32),
                 TensorType::f32(vec![14, 3]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_recurrent_layer_projects_its_looked_up_rows_itself() {
+        let mut g = Graph::new();
+        let idx = g.add_input(TensorType::new(vec![2, 7], DType::I32));
+        let table = g.add_weight(0, TensorType::f32(vec![10, 3]));
+        let w = g.add_weight(1, TensorType::f32(vec![3, 8]));
+        let b = g.add_weight(2, TensorType::f32(vec![8]));
+        let r = g.add_weight(3, TensorType::f32(vec![2, 8]));
+        let attrs = serde_json::json!({"cell": "lstm", "initial_state": false});
+        let rnn = |g: &mut Graph, xp| {
+            g.apply(crate::ops::build("rnn", &attrs).unwrap(), &[xp, r])
+                .unwrap()
+        };
+        let projection = |g: &mut Graph, activation| {
+            let x = g
+                .apply1(Box::new(TakeOp { axis: 0 }), &[table, idx])
+                .unwrap();
+            let m = matmul(g, x, w);
+            let z = g.add(m, b).unwrap();
+            match activation {
+                Some(a) => g.unary(a, z).unwrap(),
+                None => z,
+            }
+        };
+        // A projection without activation, read only by the layer: fused.
+        let xp1 = projection(&mut g, None);
+        let h1 = rnn(&mut g, xp1)[1];
+        // With an activation (in the take_dense), or fetched: left as they are.
+        let xp2 = projection(&mut g, Some(Unary::Tanh));
+        let h2 = rnn(&mut g, xp2)[1];
+        let xp3 = projection(&mut g, None);
+        let h3 = rnn(&mut g, xp3)[1];
+        let fetches = [h1, h2, h3, xp3];
+        fuse_dense(&mut g, &fetches);
+        assert_eq!(fuse_take_dense(&mut g, &fetches), 3);
+        assert_eq!(fuse_take_rnn(&mut g, &fetches), 1);
+        let ValueSource::Node { node: fused, .. } = g.values[h1].source else {
+            panic!("h1 comes from a node");
+        };
+        let ValueSource::Node { node: lookup, .. } = g.values[g.nodes[fused].inputs[0]].source
+        else {
+            panic!("the rows come from a node");
+        };
+        let rnn_op = g.nodes[fused].op.as_any().downcast_ref::<RnnOp>().unwrap();
+        assert_eq!(rnn_op.lookup, Some(RnnLookup { use_bias: true }));
+        let outs = &g.nodes[lookup].outputs;
+        assert_eq!(g.nodes[fused].inputs, vec![outs[3], outs[2], w, b, r]);
+        assert_eq!(g.nodes[lookup].inputs, vec![table, idx]);
+        let take_op = g.nodes[lookup]
+            .op
+            .as_any()
+            .downcast_ref::<TakeDenseOp>()
+            .unwrap();
+        assert!(!take_op.project);
+        assert_eq!(g.shape(outs[0]), [2, 7, 0]);
+        for h in [h2, h3] {
+            let ValueSource::Node { node, .. } = g.values[h].source else {
+                panic!("a node's output");
+            };
+            let op = g.nodes[node].op.as_any().downcast_ref::<RnnOp>().unwrap();
+            assert_eq!(op.lookup, None);
+        }
+        assert_eq!(
+            planned_ops(&g, &fetches),
+            vec![
+                "take_dense",
+                "rnn",
+                "take_dense",
+                "rnn",
+                "take_dense",
+                "rnn"
             ]
         );
     }

@@ -195,6 +195,7 @@ pub fn parse(text: &str) -> Result<Spec> {
     keep.extend(updates.iter().map(|&(_, v)| v));
     crate::fuse::fuse_dense(&mut g, &keep);
     crate::fuse::fuse_take_dense(&mut g, &keep);
+    crate::fuse::fuse_take_rnn(&mut g, &keep);
     Ok(Spec {
         graph: g,
         outputs,

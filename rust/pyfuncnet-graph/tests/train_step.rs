@@ -258,3 +258,119 @@ fn an_embedding_table_steps_as_with_its_dense_gradient() {
         assert_eq!(state, hand_state, "{:?}: optimizer state", config.kind);
     }
 }
+
+/// Spec of an `Embedding` feeding a recurrent layer (`cell`, returning its last
+/// state, read `go_backwards` or not), then a softmax classifier: inputs token
+/// indices `(batch, steps)` and labels `(batch,)`; weights 0-5: table, input
+/// kernel, input bias, recurrent kernel, dense kernel, dense bias. With
+/// `fetch_projection`, the input projection is also an output.
+fn embedded_rnn_spec(
+    (batch, steps, vocab, dim, units, classes): (usize, usize, usize, usize, usize, usize),
+    (cell, gates, go_backwards): (&str, usize, bool),
+    fetch_projection: bool,
+) -> String {
+    let g = gates * units;
+    // Values: inputs 0-1, weights 2-7, then the nodes' from 8.
+    let (emb, xp, rnn) = (8, 9, 10);
+    // The rnn's outputs: sequence, last state, [cell state], workspace, previous states.
+    let rnn_outputs = if cell == "lstm" { 5 } else { 4 };
+    let (h, logits) = (rnn + 1, rnn + rnn_outputs);
+    let loss = logits + 3;
+    let mut outputs = vec![logits];
+    if fetch_projection {
+        outputs.push(xp);
+    }
+    json!({
+        "inputs": [{"shape": [batch, steps], "dtype": "int32"}, {"shape": [batch], "dtype": "int32"}],
+        "weights": [
+            {"index": 0, "shape": [vocab, dim]},
+            {"index": 1, "shape": [dim, g]},
+            {"index": 2, "shape": [g]},
+            {"index": 3, "shape": [units, g]},
+            {"index": 4, "shape": [units, classes]},
+            {"index": 5, "shape": [classes]},
+        ],
+        "nodes": [
+            {"op": "take", "attrs": {"axis": 0}, "inputs": [2, 0]},
+            {"op": "dense", "attrs": {"activation": "linear"}, "inputs": [emb, 3, 4]},
+            {"op": "rnn", "attrs": {"cell": cell, "initial_state": false, "sequence": false,
+                                    "go_backwards": go_backwards}, "inputs": [xp, 5]},
+            {"op": "dense", "attrs": {"activation": "linear"}, "inputs": [h, 6, 7]},
+            {"op": "softmax_cross_entropy", "attrs": {"sparse": true}, "inputs": [logits, 1]},
+            {"op": "mean", "attrs": {}, "inputs": [logits + 1]},
+        ],
+        "outputs": outputs,
+        "loss": loss,
+        "trainable": [0, 1, 2, 3, 4, 5],
+    })
+    .to_string()
+}
+
+/// The recurrent layer that projects its looked-up rows step by step (the fused
+/// program) trains bitwise as the one reading the projection computed first (kept
+/// by fetching it): predictions, losses, weights and optimizer state, on batches
+/// that repeat indices (the lookup deduplicates) and that do not.
+#[test]
+fn an_embedding_feeding_a_recurrent_layer_trains_as_unfused() {
+    let (batch, steps, vocab, dim, units, classes) = (5, 7, 300, 24, 6, 4);
+    let batches: [Vec<i32>; 3] = [
+        (0..batch * steps).map(|i| ((i * 7) % 11) as i32).collect(),
+        (0..batch * steps).map(|i| (vocab - 1 - i) as i32).collect(),
+        (0..batch * steps)
+            .map(|i| (100 + (i * 3) % 13) as i32)
+            .collect(),
+    ];
+    let labels: Vec<i32> = (0..batch).map(|i| (i % classes) as i32).collect();
+    let config = OptimizerConfig::from_json(&json!({"name": "rmsprop"})).unwrap();
+    for cell in [
+        ("lstm", 4, false),
+        ("simple_rnn", 1, true),
+        ("lstm", 4, true),
+    ] {
+        let dims = (batch, steps, vocab, dim, units, classes);
+        let g = cell.1 * units;
+        let mut runs = Vec::new();
+        for fetch_projection in [false, true] {
+            let spec = embedded_rnn_spec(dims, cell, fetch_projection);
+            let mut step = CompiledStep::compile(&spec, Mode::Train).unwrap();
+            let mut vars = pyfuncnet_graph::program::Variables {
+                values: [vocab * dim, dim * g, g, units * g, units * classes, classes]
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &n)| common::values(n, 10 + k as u64))
+                    .collect(),
+            };
+            let sizes: Vec<usize> = vars.values.iter().map(Vec::len).collect();
+            let mut state = OptimizerState::new(&config, &sizes);
+            let mut seen = Vec::new();
+            for indices in &batches {
+                let (x_shape, y_shape) = ([batch, steps], [batch]);
+                let inputs = [
+                    TensorRef {
+                        shape: &x_shape,
+                        data: DataRef::I32(indices),
+                    },
+                    TensorRef {
+                        shape: &y_shape,
+                        data: DataRef::I32(&labels),
+                    },
+                ];
+                step.train(&inputs, &mut vars, &config, &mut state, 0.05)
+                    .unwrap();
+                seen.push(step.loss().unwrap());
+                let DataRef::F32(logits) = step.output(0).data else {
+                    panic!("float logits");
+                };
+                seen.extend_from_slice(logits);
+            }
+            runs.push((seen, vars.values, state));
+        }
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let ((fused, fused_w, fused_s), (plain, plain_w, plain_s)) = (&runs[0], &runs[1]);
+        assert_eq!(bits(fused), bits(plain), "{cell:?}: losses and logits");
+        for (k, (a, b)) in fused_w.iter().zip(plain_w).enumerate() {
+            assert_eq!(bits(a), bits(b), "{cell:?}: weight {k}");
+        }
+        assert_eq!(fused_s, plain_s, "{cell:?}: optimizer state");
+    }
+}

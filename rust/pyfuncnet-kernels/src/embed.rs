@@ -37,8 +37,8 @@ pub struct TakeDenseShape {
     pub units: usize,
 }
 
-/// What [`take_dense`] writes, for `n` indices.
-pub struct TakeDenseOutputs<'a> {
+/// What [`take_distinct`] writes, for `n` indices.
+pub struct LookupOutputs<'a> {
     /// `n`: the distinct table rows in order of first appearance, then the last of
     /// them repeated (so every entry is a valid row); or the indices themselves
     /// when they were not deduplicated.
@@ -46,6 +46,14 @@ pub struct TakeDenseOutputs<'a> {
     /// `n`: the position in `rows` of each index's row.
     pub positions: &'a mut [i32],
     /// `n x width`: the table rows of `rows` (zero past the distinct ones).
+    pub gathered: &'a mut [f32],
+}
+
+/// What [`take_dense`] writes, for `n` indices.
+pub struct TakeDenseOutputs<'a> {
+    /// As [`LookupOutputs`].
+    pub rows: &'a mut [i32],
+    pub positions: &'a mut [i32],
     pub gathered: &'a mut [f32],
     /// `n x units`: the layer's output for each index.
     pub out: &'a mut [f32],
@@ -66,38 +74,32 @@ pub fn worth_deduplicating(total: usize, distinct: usize, width: usize) -> bool 
 /// See [`worth_deduplicating`].
 const REPEAT_BREAK_EVEN: usize = 8;
 
-/// `out[i] = epilogue(table[indices[i]] · kernel)` for every index, through the
-/// distinct rows when enough repeat; fills `outputs` as documented there.
+/// The lookup half of [`take_dense`], for a reader that projects the rows itself
+/// (a recurrent layer, step by step): the distinct rows of `indices` in a `(table_rows,
+/// width)` table when enough repeat, each index's position among them, and those rows
+/// gathered; fills `outputs` as documented there and returns the number of distinct
+/// rows (`n` when every index is its own row).
 ///
 /// # Errors
 /// `IndexOutOfRange` for the first index outside the table; `ShapeMismatch` when a
 /// buffer's length does not match the shape.
-pub fn take_dense(
-    shape: TakeDenseShape,
+pub fn take_distinct(
+    table_rows: usize,
+    width: usize,
     table: &[f32],
     indices: &[i32],
-    kernel: &[f32],
-    epilogue: &Epilogue,
-    outputs: TakeDenseOutputs,
-) -> Result<()> {
-    let TakeDenseShape {
-        table_rows,
-        width,
-        units,
-    } = shape;
+    outputs: LookupOutputs,
+) -> Result<usize> {
     let n = indices.len();
-    let TakeDenseOutputs {
+    let LookupOutputs {
         rows,
         positions,
         gathered,
-        out,
     } = outputs;
     check_len("take_dense table", table.len(), table_rows * width)?;
-    check_len("take_dense kernel", kernel.len(), width * units)?;
     check_len("take_dense rows", rows.len(), n)?;
     check_len("take_dense positions", positions.len(), n)?;
     check_len("take_dense gathered rows", gathered.len(), n * width)?;
-    check_len("take_dense output", out.len(), n * units)?;
     if n > i32::MAX as usize {
         return Err(KernelError::InvalidArgument {
             what: "take_dense".to_string(),
@@ -131,6 +133,44 @@ pub fn take_dense(
         used,
     )?;
     unused.fill(0.0);
+    Ok(distinct)
+}
+
+/// `out[i] = epilogue(table[indices[i]] · kernel)` for every index, through the
+/// distinct rows when enough repeat; fills `outputs` as documented there.
+///
+/// # Errors
+/// `IndexOutOfRange` for the first index outside the table; `ShapeMismatch` when a
+/// buffer's length does not match the shape.
+pub fn take_dense(
+    shape: TakeDenseShape,
+    table: &[f32],
+    indices: &[i32],
+    kernel: &[f32],
+    epilogue: &Epilogue,
+    outputs: TakeDenseOutputs,
+) -> Result<()> {
+    let TakeDenseShape {
+        table_rows,
+        width,
+        units,
+    } = shape;
+    let n = indices.len();
+    let TakeDenseOutputs {
+        rows,
+        positions,
+        gathered,
+        out,
+    } = outputs;
+    check_len("take_dense kernel", kernel.len(), width * units)?;
+    check_len("take_dense output", out.len(), n * units)?;
+    let lookup = LookupOutputs {
+        rows,
+        positions: &mut *positions,
+        gathered: &mut *gathered,
+    };
+    let distinct = take_distinct(table_rows, width, table, indices, lookup)?;
+    let used = &gathered[..distinct * width];
     let product = |dst: &mut [f32]| {
         gemm::sgemm(
             1.0,

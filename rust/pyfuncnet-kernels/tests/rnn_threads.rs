@@ -1,11 +1,13 @@
-//! Recurrent layers forward and backward are bitwise identical for 1, 2 and 3
-//! threads. In its own test binary because it replaces the global thread pool.
+//! Recurrent layers forward (with the input projection computed beforehand or
+//! step by step from looked-up rows) and backward are bitwise identical for 1, 2
+//! and 3 threads. In its own test binary because it replaces the global thread pool.
 
 mod common;
 
 use pyfuncnet_kernels::par;
 use pyfuncnet_kernels::rnn::{
-    self, Cell, RnnGradInputs, RnnGradOutputs, RnnInputs, RnnOutputs, RnnSpec,
+    self, Cell, LookupProjection, Projection, RnnGradInputs, RnnGradOutputs, RnnInputs, RnnOutputs,
+    RnnSpec,
 };
 use pyfuncnet_kernels::unary::Unary;
 
@@ -41,8 +43,8 @@ fn run(threads: usize, spec: &RnnSpec) -> Vec<Vec<f32>> {
         .collect();
     let (mut seq, mut h, mut c) = (vec![0.0; b * t * u], vec![0.0; b * u], vec![0.0; b * u]);
     let (mut ws, mut hp) = (vec![0.0; b * t * w], vec![0.0; b * t * u]);
-    let inputs = RnnInputs {
-        xp: &xp,
+    let mut inputs = RnnInputs {
+        projection: Projection::Computed(&xp),
         recurrent_kernel: &r,
         recurrent_bias: spec.cell.has_recurrent_bias().then_some(&rb[..]),
         h0: Some(&h0),
@@ -77,7 +79,27 @@ fn run(threads: usize, spec: &RnnSpec) -> Vec<Vec<f32>> {
         d_c0: lstm.then_some(&mut d_c0[..]),
     };
     rnn::rnn_backward(spec, &grad_in, grad_out).unwrap();
-    vec![seq, h, c, d_xp, d_r, d_rb, d_h0, d_c0]
+    // The same layer fed 37 looked-up rows of width 24.
+    let (count, width) = (37, 24);
+    let (rows, kernel) = (values(count * width, 8), values(width * g, 9));
+    let positions: Vec<i32> = (0..b * t).map(|i| ((i * 7919) % count) as i32).collect();
+    inputs.projection = Projection::Lookup(LookupProjection {
+        rows: &rows,
+        width,
+        positions: &positions,
+        kernel: &kernel,
+        bias: Some(&rb),
+    });
+    let (mut seq2, mut h2, mut c2) = (vec![0.0; b * t * u], vec![0.0; b * u], vec![0.0; b * u]);
+    let out = RnnOutputs {
+        sequence: Some(&mut seq2),
+        h_last: &mut h2,
+        c_last: lstm.then_some(&mut c2[..]),
+        workspace: &mut ws,
+        h_prev: &mut hp,
+    };
+    rnn::rnn_forward(spec, &inputs, out).unwrap();
+    vec![seq, h, c, d_xp, d_r, d_rb, d_h0, d_c0, seq2, h2, c2, ws, hp]
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //! `dense_kernel_grad` (the gradient of a dense kernel), and `take_dense` (a table
 //! lookup feeding a dense layer, made by the fusion pass) with its gradient.
 
-use pyfuncnet_kernels::embed::{self, TakeDenseGrads, TakeDenseOutputs, TakeDenseShape};
+use pyfuncnet_kernels::embed::{
+    self, LookupOutputs, TakeDenseGrads, TakeDenseOutputs, TakeDenseShape,
+};
 use pyfuncnet_kernels::gemm::{self, Epilogue, MatMut, MatRef};
 use pyfuncnet_kernels::reduce::Reduce;
 use pyfuncnet_kernels::unary::{self as ku, Unary};
@@ -435,15 +437,21 @@ impl Op for DenseOp {
 
 /// `dense(take(table, indices, axis=0), kernel, bias)` as one op: the product is
 /// computed once per distinct table row of the batch when enough indices repeat
-/// (see [`embed`]). Made by the fusion pass from a `take` whose only reader is a
+/// (see [`embed`]). Made by the fusion passes from a `take` whose only reader is a
 /// `dense`, never by a spec. Inputs `[table (rows, width), indices, kernel (width,
 /// units), bias (units) when used]`; outputs the layer's `y (indices..., units)`,
-/// then what its gradient reads: the gathered `rows` (int32), each index's
-/// `positions` among them (int32), and the `gathered` table rows `(n, width)`.
+/// then what its gradient reads: the gathered `rows` (n, int32), each index's
+/// `positions` among them (int32, the shape of the indices), and the `gathered`
+/// table rows `(n, width)`.
+///
+/// Without `project`, the lookup alone, for a reader that projects the rows
+/// itself (a recurrent layer, step by step): inputs `[table, indices]`, `y` empty
+/// `(indices..., 0)`, and the gradient flows into `gathered`.
 #[derive(Debug, Clone, Copy)]
 pub struct TakeDenseOp {
     pub activation: Unary,
     pub use_bias: bool,
+    pub project: bool,
 }
 
 /// The gradient of [`TakeDenseOp`] before the table's scatter-add: inputs `[dz (n,
@@ -476,6 +484,30 @@ impl Op for TakeDenseOp {
     }
 
     fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
+        if !self.project {
+            super::expect_inputs("take_dense", inputs, 2)?;
+            let (table, indices) = (inputs[0], inputs[1]);
+            if table.rank() != 2 {
+                return Err(GraphError::shape(format!(
+                    "take_dense: the table must have rank 2, got {}",
+                    fmt_shape(&table.shape)
+                )));
+            }
+            if table.dtype != DType::F32 || indices.dtype != DType::I32 {
+                return Err(GraphError::dtype(
+                    "take_dense: the table must be float32 and the indices int32",
+                ));
+            }
+            let n = indices.numel();
+            let mut y = indices.shape.clone();
+            y.push(0);
+            return Ok(vec![
+                TensorType::f32(y),
+                TensorType::new(vec![n], DType::I32),
+                TensorType::new(indices.shape.clone(), DType::I32),
+                TensorType::f32(vec![n, table.shape[1]]),
+            ]);
+        }
         let expected = if self.use_bias { 4 } else { 3 };
         super::expect_inputs("take_dense", inputs, expected)?;
         let shape = take_dense_shape(&inputs[0].shape, &inputs[2].shape)?;
@@ -498,12 +530,32 @@ impl Op for TakeDenseOp {
         Ok(vec![
             TensorType::f32(y),
             TensorType::new(vec![n], DType::I32),
-            TensorType::new(vec![n], DType::I32),
+            TensorType::new(inputs[1].shape.clone(), DType::I32),
             TensorType::f32(vec![n, shape.width]),
         ])
     }
 
     fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
+        if !self.project {
+            let [_, rows, positions, gathered] = outputs else {
+                return Err(GraphError::value("take_dense: expected four outputs"));
+            };
+            let &[table_rows, width] = inputs[0].shape else {
+                return Err(GraphError::shape("take_dense: the table must have rank 2"));
+            };
+            embed::take_distinct(
+                table_rows,
+                width,
+                inputs[0].f32()?,
+                inputs[1].i32()?,
+                LookupOutputs {
+                    rows: rows.i32()?,
+                    positions: positions.i32()?,
+                    gathered: gathered.f32()?,
+                },
+            )?;
+            return Ok(());
+        }
         let shape = take_dense_shape(inputs[0].shape, inputs[2].shape)?;
         let bias = if self.use_bias {
             Some(inputs[3].f32()?)
@@ -531,7 +583,14 @@ impl Op for TakeDenseOp {
         })
     }
 
-    fn cost(&self, inputs: &[&TensorType], _outputs: &[&TensorType]) -> OpCost {
+    fn cost(&self, inputs: &[&TensorType], outputs: &[&TensorType]) -> OpCost {
+        if !self.project {
+            // The gathered rows, copied in parallel.
+            return OpCost {
+                work: outputs[3].numel(),
+                single_task: false,
+            };
+        }
         match take_dense_shape(&inputs[0].shape, &inputs[2].shape) {
             Ok(s) => gemm_cost(2 * inputs[1].numel() * s.width * s.units),
             Err(_) => gemm_cost(usize::MAX),
@@ -545,13 +604,29 @@ impl Op for TakeDenseOp {
         outputs: &[ValueId],
         dys: &[Option<ValueId>],
     ) -> Result<Vec<Option<ValueId>>> {
+        let (table, rows) = (inputs[0], outputs[1]);
+        let take_grad = |g: &mut Graph, d_gathered| {
+            g.apply1(
+                Box::new(super::gather::TakeGradOp {
+                    axis: 0,
+                    input_shape: g.shape(table).to_vec(),
+                }),
+                &[d_gathered, rows],
+            )
+        };
+        if !self.project {
+            return Ok(match dys[3] {
+                Some(d_gathered) => vec![Some(take_grad(g, d_gathered)?), None],
+                None => vec![None; inputs.len()],
+            });
+        }
         let Some(dy) = dys[0] else {
             return Ok(vec![None; inputs.len()]);
         };
-        let (table, kernel) = (inputs[0], inputs[2]);
-        let (rows, positions, gathered) = (outputs[1], outputs[2], outputs[3]);
+        let kernel = inputs[2];
+        let (positions, gathered) = (outputs[2], outputs[3]);
         let dz = pre_activation_grad(g, self.activation, outputs[0], dy)?;
-        let n = g.shape(positions)[0];
+        let n = g.shape(gathered)[0];
         let units = g.shape(kernel)[1];
         let dz2 = g.reshape(dz, &[n, units])?;
         let grads = g.apply(
@@ -560,13 +635,7 @@ impl Op for TakeDenseOp {
             }),
             &[dz2, positions, gathered, kernel],
         )?;
-        let d_table = g.apply1(
-            Box::new(super::gather::TakeGradOp {
-                axis: 0,
-                input_shape: g.shape(table).to_vec(),
-            }),
-            &[grads[0], rows],
-        )?;
+        let d_table = take_grad(g, grads[0])?;
         let mut result = vec![Some(d_table), None, Some(grads[1])];
         if self.use_bias {
             result.push(Some(grads[2]));

@@ -12,10 +12,15 @@
 //! `sequence` is false: a layer that returns only its last output), the final
 //! state, the final cell state (LSTM only), and two tensors only the backward
 //! reads: the gate workspace and the previous states.
+//!
+//! Fed by a lookup (an `Embedding`), the layer can instead project each step's
+//! looked-up rows itself ([`RnnLookup`], made by the fusion pass): the whole
+//! sequence's projection is then never written out and read back.
 
 use pyfuncnet_kernels::rnn::{self as kr, Cell, RnnSpec};
 use pyfuncnet_kernels::unary::Unary;
 
+use super::matmul::TakeDenseGradOp;
 use super::{Attrs, Ctx, Op, OpCost};
 use crate::error::{GraphError, Result};
 use crate::graph::{Graph, ValueId};
@@ -40,6 +45,19 @@ pub struct RnnConfig {
 #[derive(Debug, Clone)]
 pub struct RnnOp {
     pub config: RnnConfig,
+    /// Whether the input projection is computed step by step from looked-up rows.
+    pub lookup: Option<RnnLookup>,
+}
+
+/// An input projection computed step by step from looked-up rows: in place of
+/// `xp`, the inputs start with the `gathered` rows `(n, width)` and their
+/// `positions` `(batch, time)` that a lookup wrote ([`super::matmul::TakeDenseOp`]
+/// without `project`), the input kernel `(width, gates * units)` and, with
+/// `use_bias`, the input bias `(gates * units)`. Made by the fusion pass, never by
+/// a spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RnnLookup {
+    pub use_bias: bool,
 }
 
 /// Its backward pass. Inputs: recurrent kernel, mask (when masked), workspace,
@@ -89,7 +107,10 @@ pub(crate) fn build(name: &str, a: &Attrs) -> Result<Option<Box<dyn Op>>> {
         sequence: a.bool_or("sequence", true)?,
     };
     config.spec(0, 0, 0).check_activations()?;
-    Ok(Some(Box::new(RnnOp { config })))
+    Ok(Some(Box::new(RnnOp {
+        config,
+        lookup: None,
+    })))
 }
 
 impl RnnConfig {
@@ -179,6 +200,71 @@ fn rnn_cost(spec: &RnnSpec, passes: usize, unit_buffers: usize) -> OpCost {
     }
 }
 
+impl RnnOp {
+    /// The inputs before the recurrent kernel: `xp`, or the lookup's.
+    fn projection_inputs(&self) -> usize {
+        match self.lookup {
+            None => 1,
+            Some(lookup) => 3 + usize::from(lookup.use_bias),
+        }
+    }
+
+    /// The spec from the inputs' shapes, checked (with a lookup, its inputs too).
+    fn checked_spec(&self, shapes: &[&[usize]]) -> Result<RnnSpec> {
+        let p = self.projection_inputs();
+        let Some(lookup) = self.lookup else {
+            return self.config.checked_spec("rnn", shapes[0], shapes[p]);
+        };
+        let (gathered, positions, kernel, r) = (shapes[0], shapes[1], shapes[2], shapes[p]);
+        let gates = self.config.cell.gates();
+        if r.len() != 2 || r[1] != gates * r[0] {
+            return Err(GraphError::shape(format!(
+                "rnn: the recurrent kernel must have shape (units, {gates} * units), got {}",
+                fmt_shape(r)
+            )));
+        }
+        let g = r[1];
+        let rows_match = positions.len() == 2
+            && gathered.len() == 2
+            && positions[0].checked_mul(positions[1]) == Some(gathered[0]);
+        let kernel_matches = gathered.len() == 2 && kernel == [gathered[1], g];
+        let bias_matches = !lookup.use_bias || shapes[3] == [g];
+        if !rows_match || !kernel_matches || !bias_matches {
+            return Err(GraphError::shape(format!(
+                "rnn: looked-up rows {}, positions {}, input kernel {}{} do not match a recurrent kernel {}",
+                fmt_shape(gathered),
+                fmt_shape(positions),
+                fmt_shape(kernel),
+                if lookup.use_bias {
+                    format!(" and input bias {}", fmt_shape(shapes[3]))
+                } else {
+                    String::new()
+                },
+                fmt_shape(r)
+            )));
+        }
+        Ok(self.config.spec(positions[0], positions[1], r[0]))
+    }
+
+    /// The forward kernel's view of the input projection.
+    fn projection<'a>(&self, inputs: &[TensorRef<'a>]) -> Result<kr::Projection<'a>> {
+        let Some(lookup) = self.lookup else {
+            return Ok(kr::Projection::Computed(inputs[0].f32()?));
+        };
+        Ok(kr::Projection::Lookup(kr::LookupProjection {
+            rows: inputs[0].f32()?,
+            width: inputs[0].shape.get(1).copied().unwrap_or(0),
+            positions: inputs[1].i32()?,
+            kernel: inputs[2].f32()?,
+            bias: if lookup.use_bias {
+                Some(inputs[3].f32()?)
+            } else {
+                None
+            },
+        }))
+    }
+}
+
 impl Op for RnnOp {
     fn name(&self) -> &'static str {
         "rnn"
@@ -186,12 +272,27 @@ impl Op for RnnOp {
 
     fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
         let c = &self.config;
-        super::expect_inputs("rnn", inputs, c.inputs())?;
-        let s = c.checked_spec("rnn", &inputs[0].shape, &inputs[1].shape)?;
-        super::expect_float("rnn", "the input projection", inputs[0])?;
-        super::expect_float("rnn", "the recurrent kernel", inputs[1])?;
+        let p = self.projection_inputs();
+        super::expect_inputs("rnn", inputs, c.inputs() - 1 + p)?;
+        let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
+        let s = self.checked_spec(&shapes)?;
+        if self.lookup.is_some() {
+            super::expect_float("rnn", "the looked-up rows", inputs[0])?;
+            if inputs[1].dtype != DType::I32 {
+                return Err(GraphError::dtype("rnn: the positions must be int32"));
+            }
+            for (i, what) in [(2, "the input kernel"), (3, "the input bias")]
+                .into_iter()
+                .take(p - 2)
+            {
+                super::expect_float("rnn", what, inputs[i])?;
+            }
+        } else {
+            super::expect_float("rnn", "the input projection", inputs[0])?;
+        }
+        super::expect_float("rnn", "the recurrent kernel", inputs[p])?;
         let (b, t, u) = (s.batch, s.steps, s.units);
-        let mut k = 2;
+        let mut k = p + 1;
         if c.cell.has_recurrent_bias() {
             expect_shape("rnn", "the recurrent bias", inputs[k], &[s.gate_width()])?;
             k += 1;
@@ -221,8 +322,17 @@ impl Op for RnnOp {
 
     fn forward(&self, _ctx: &Ctx, inputs: &[TensorRef], outputs: &mut [TensorMut]) -> Result<()> {
         let c = &self.config;
-        let spec = c.checked_spec("rnn", inputs[0].shape, inputs[1].shape)?;
-        let mut k = 2;
+        let p = self.projection_inputs();
+        if inputs.len() != c.inputs() - 1 + p {
+            return Err(GraphError::value("rnn: unexpected number of inputs"));
+        }
+        // At most four projection inputs, then the recurrent kernel.
+        let mut shapes = [&[][..]; 5];
+        for (s, t) in shapes.iter_mut().zip(inputs) {
+            *s = t.shape;
+        }
+        let spec = self.checked_spec(&shapes)?;
+        let mut k = p + 1;
         let mut next = || {
             k += 1;
             k - 1
@@ -248,8 +358,8 @@ impl Op for RnnOp {
             None
         };
         let x = kr::RnnInputs {
-            xp: inputs[0].f32()?,
-            recurrent_kernel: inputs[1].f32()?,
+            projection: self.projection(inputs)?,
+            recurrent_kernel: inputs[p].f32()?,
             recurrent_bias,
             h0,
             c0,
@@ -282,12 +392,22 @@ impl Op for RnnOp {
     }
 
     fn cost(&self, inputs: &[&TensorType], _outputs: &[&TensorType]) -> OpCost {
-        match self
-            .config
-            .checked_spec("rnn", &inputs[0].shape, &inputs[1].shape)
-        {
-            // The previous states, and the sequence when it is computed.
-            Ok(spec) => rnn_cost(&spec, 1, 1 + usize::from(self.config.sequence)),
+        let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
+        match self.checked_spec(&shapes) {
+            Ok(spec) => {
+                // The previous states, and the sequence when it is computed.
+                let mut cost = rnn_cost(&spec, 1, 1 + usize::from(self.config.sequence));
+                if self.lookup.is_some() {
+                    // The steps' input products, as a GEMM's (~32 flops a unit).
+                    let flops = 2usize
+                        .saturating_mul(spec.batch)
+                        .saturating_mul(spec.steps)
+                        .saturating_mul(inputs[0].shape[1])
+                        .saturating_mul(spec.gate_width());
+                    cost.work = cost.work.saturating_add(flops / 32);
+                }
+                cost
+            }
             Err(_) => OpCost {
                 work: usize::MAX / 4,
                 single_task: false,
@@ -317,7 +437,8 @@ impl Op for RnnOp {
         if d_seq.is_none() && d_h.is_none() && d_c.is_none() {
             return Ok(vec![None; inputs.len()]);
         }
-        let mut grad_inputs = vec![inputs[1]];
+        let p = self.projection_inputs();
+        let mut grad_inputs = vec![inputs[p]];
         if c.masked {
             grad_inputs.push(inputs[inputs.len() - 1]);
         }
@@ -330,12 +451,29 @@ impl Op for RnnOp {
             has_d_c: d_c.is_some(),
         };
         let grads = g.apply(Box::new(op), &grad_inputs)?;
-        // Outputs: d_xp, d_r, [d_rb], d_h0, [d_c0]; inputs: xp, r, [rb], [h0, [c0]], [mask].
+        // Outputs: d_xp, d_r, [d_rb], d_h0, [d_c0]; inputs: xp (or the lookup's), r,
+        // [rb], [h0, [c0]], [mask].
         let weights = 2 + usize::from(c.cell.has_recurrent_bias());
-        let mut out: Vec<Option<ValueId>> = grads[..weights + c.states()]
-            .iter()
-            .map(|&v| Some(v))
-            .collect();
+        let d_xp = grads[0];
+        let mut out = match self.lookup {
+            None => vec![Some(d_xp)],
+            Some(lookup) => {
+                // The gradients of the projection `gathered[positions] · kernel + bias`.
+                let (gathered, positions, kernel) = (inputs[0], inputs[1], inputs[2]);
+                let (n, gate_width) = (g.shape(gathered)[0], g.shape(kernel)[1]);
+                let dz = g.reshape(d_xp, &[n, gate_width])?;
+                let lookup_grads = g.apply(
+                    Box::new(TakeDenseGradOp {
+                        bias: lookup.use_bias,
+                    }),
+                    &[dz, positions, gathered, kernel],
+                )?;
+                let mut out = vec![Some(lookup_grads[0]), None, Some(lookup_grads[1])];
+                out.extend(lookup_grads.get(2).map(|&d_bias| Some(d_bias)));
+                out
+            }
+        };
+        out.extend(grads[1..weights + c.states()].iter().map(|&v| Some(v)));
         if c.masked {
             out.push(None);
         }

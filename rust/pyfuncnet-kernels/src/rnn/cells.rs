@@ -110,6 +110,29 @@ impl Rows<'_> {
     }
 }
 
+/// The input projection `x W + b` one step reads: row `b`'s entry at time `rows.t`
+/// of a `(rows, rows.steps, width)` buffer, the whole sequence's (computed before
+/// the recurrence) or, with one step, one holding only this step's.
+#[derive(Clone, Copy)]
+pub(crate) struct StepInput<'a> {
+    pub data: &'a [f32],
+    pub rows: Rows<'a>,
+    /// The next step's time index in `data`, whose entries are prefetched row by
+    /// row; `None` when `data` holds this step only.
+    pub next: Option<usize>,
+}
+
+impl<'a> StepInput<'a> {
+    #[inline(always)]
+    pub fn row(&self, b: usize, width: usize) -> &'a [f32] {
+        &self.data[self.rows.at(b, width)]
+    }
+    #[inline(always)]
+    pub fn prefetch(&self, b: usize, width: usize) {
+        self.rows.prefetch(self.next, b, self.data, width);
+    }
+}
+
 /// Splits `x` into `N` consecutive slices of `len`.
 #[inline(always)]
 fn parts<const N: usize>(x: &mut [f32], len: usize) -> [&mut [f32]; N] {
@@ -204,9 +227,10 @@ pub(crate) struct LstmForward<'a, RA, A> {
     pub ra: RA,
     pub a: A,
     /// The input time step of the next step, if any: each row's entries of it
-    /// in `xp` and `ws` are prefetched as the row is computed.
+    /// in `ws` (and in `xp`, see [`StepInput`]) are prefetched as the row is
+    /// computed.
     pub next: Option<usize>,
-    pub xp: &'a [f32],
+    pub xp: StepInput<'a>,
     pub ws: &'a mut [f32],
     /// The previous states `(rows, steps, units)`: the kernel saves each row's
     /// state at this step before updating it.
@@ -220,7 +244,7 @@ impl<RA: Act, A: Act> SimdBody for LstmForward<'_, RA, A> {
     fn run(&mut self) {
         let (u, ra, a) = (self.rows.units, self.ra, self.a);
         for b in 0..self.rows.count {
-            self.rows.prefetch(self.next, b, self.xp, 4 * u);
+            self.xp.prefetch(b, 4 * u);
             self.rows.prefetch(self.next, b, self.ws, 5 * u);
             // The states the backward pass starts this step from, saved here
             // rather than by a pass of copies before the step (their stores
@@ -234,7 +258,7 @@ impl<RA: Act, A: Act> SimdBody for LstmForward<'_, RA, A> {
                 copy_units(h_prev, h);
                 continue;
             }
-            let x = &self.xp[self.rows.at(b, 4 * u)];
+            let x = self.xp.row(b, 4 * u);
             blocks!(
                 u,
                 [&x[..u], &x[u..2 * u], &x[2 * u..3 * u], &x[3 * u..4 * u]],
@@ -350,9 +374,9 @@ pub(crate) struct GruAfterForward<'a, RA, A> {
     pub ra: RA,
     pub a: A,
     /// The input time step of the next step, if any: each row's entries of it
-    /// in `xp` and `ws` are prefetched as the row is computed.
+    /// in `ws` (and in `xp`) are prefetched as the row is computed.
     pub next: Option<usize>,
-    pub xp: &'a [f32],
+    pub xp: StepInput<'a>,
     pub ws: &'a mut [f32],
     /// The previous states `(rows, steps, units)`, saved as in the LSTM's.
     pub h_prev: &'a mut [f32],
@@ -364,7 +388,7 @@ impl<RA: Act, A: Act> SimdBody for GruAfterForward<'_, RA, A> {
     fn run(&mut self) {
         let (u, ra, a) = (self.rows.units, self.ra, self.a);
         for b in 0..self.rows.count {
-            self.rows.prefetch(self.next, b, self.xp, 3 * u);
+            self.xp.prefetch(b, 3 * u);
             self.rows.prefetch(self.next, b, self.ws, 4 * u);
             let h_prev = &mut self.h_prev[self.rows.at(b, u)];
             let h = &mut self.h[b * u..][..u];
@@ -372,7 +396,7 @@ impl<RA: Act, A: Act> SimdBody for GruAfterForward<'_, RA, A> {
                 copy_units(h_prev, h);
                 continue;
             }
-            let x = &self.xp[self.rows.at(b, 3 * u)];
+            let x = self.xp.row(b, 3 * u);
             let [z, r, hh, rh] = parts::<4>(&mut self.ws[self.rows.at(b, 4 * u)], u);
             blocks!(
                 u,
@@ -475,10 +499,10 @@ pub(crate) struct GruBeforeGates<'a, RA> {
     pub rows: Rows<'a>,
     pub ra: RA,
     /// The input time step of the next step, if any: each row's entries of it
-    /// in `xp` and `ws` are prefetched as the row is computed (this is the
+    /// in `ws` (and in `xp`) are prefetched as the row is computed (this is the
     /// step's first kernel).
     pub next: Option<usize>,
-    pub xp: &'a [f32],
+    pub xp: StepInput<'a>,
     pub ws: &'a mut [f32],
     /// The previous states `(rows, steps, units)`, saved as in the LSTM's.
     pub h_prev: &'a mut [f32],
@@ -490,7 +514,7 @@ impl<RA: Act> SimdBody for GruBeforeGates<'_, RA> {
     fn run(&mut self) {
         let (u, ra) = (self.rows.units, self.ra);
         for b in 0..self.rows.count {
-            self.rows.prefetch(self.next, b, self.xp, 3 * u);
+            self.xp.prefetch(b, 3 * u);
             self.rows.prefetch(self.next, b, self.ws, 4 * u);
             let [z, r, hh, rh] = parts::<4>(&mut self.ws[self.rows.at(b, 4 * u)], u);
             let h_prev = &mut self.h_prev[self.rows.at(b, u)];
@@ -500,7 +524,7 @@ impl<RA: Act> SimdBody for GruBeforeGates<'_, RA> {
                 rh.fill(0.0);
                 continue;
             }
-            let x = &self.xp[self.rows.at(b, 3 * u)];
+            let x = self.xp.row(b, 3 * u);
             blocks!(
                 u,
                 [&x[..u], &x[u..2 * u], &*hh, h],
@@ -524,7 +548,7 @@ impl<RA: Act> SimdBody for GruBeforeGates<'_, RA> {
 pub(crate) struct GruBeforeUpdate<'a, A> {
     pub rows: Rows<'a>,
     pub a: A,
-    pub xp: &'a [f32],
+    pub xp: StepInput<'a>,
     pub ws: &'a mut [f32],
     pub h: &'a mut [f32],
 }
@@ -537,7 +561,7 @@ impl<A: Act> SimdBody for GruBeforeUpdate<'_, A> {
             if !self.rows.active(b) {
                 continue;
             }
-            let xh = &self.xp[self.rows.at(b, 3 * u)][2 * u..3 * u];
+            let xh = &self.xp.row(b, 3 * u)[2 * u..3 * u];
             let [z, _, hh, _] = parts::<4>(&mut self.ws[self.rows.at(b, 4 * u)], u);
             let h = &mut self.h[b * u..][..u];
             blocks!(u, [xh, &*z], [hh, h], |x, v| {

@@ -2,7 +2,10 @@
 //! recurrent product) and SimpleRNN, forward and backward through time.
 //!
 //! The input projection `xp = x W + b` of all time steps is one GEMM done by the
-//! caller; these kernels run the recurrence on it. All buffers are batch-major
+//! caller, and these kernels run the recurrence on it; or, when the inputs are
+//! rows looked up in a table (an `Embedding` feeding the layer), each step
+//! multiplies its rows itself ([`LookupProjection`]), so the whole sequence's
+//! projection is never written out and read back. All buffers are batch-major
 //! (Keras's layout): `xp (batch, time, gates * units)`, the outputs `(batch, time,
 //! units)`. Each step does one recurrent GEMM (two for GRU with the reset before)
 //! and one fused elementwise kernel (`cells.rs`). The forward pass saves, per
@@ -26,11 +29,11 @@ mod cells;
 #[cfg(test)]
 mod tests;
 
-use cells::{Other, Rows, Sigmoid, Tanh};
+use cells::{Other, Rows, Sigmoid, StepInput, Tanh};
 
 use crate::cpu::{self, SimdLevel};
 use crate::error::{check_len, KernelError, Result};
-use crate::gemm::{self, Epilogue, MatMut, MatRef, PackedB, MIN_TASK_FLOPS};
+use crate::gemm::{self, Epilogue, GatheredRows, MatMut, MatRef, PackedB, MIN_TASK_FLOPS};
 use crate::par;
 use crate::scratch::{with_scratch, Slot};
 use crate::unary::Unary;
@@ -156,11 +159,115 @@ impl RnnSpec {
     }
 }
 
+/// Where a forward pass finds each step's input projection `x W + b`.
+#[derive(Debug, Clone, Copy)]
+pub enum Projection<'a> {
+    /// `(batch, steps, gates * units)`: computed beforehand for every step.
+    Computed(&'a [f32]),
+    /// Computed step by step from looked-up rows.
+    Lookup(LookupProjection<'a>),
+}
+
+/// The input projection of rows looked up in a table: step `t` of batch row `b`
+/// is `rows[positions[b * steps + t]] · kernel + bias`, each step's product
+/// computed as [`crate::embed::take_dense`] computes it (the same bits, for
+/// `width <= 256`), from the rows and positions [`crate::embed::take_distinct`]
+/// wrote.
+#[derive(Debug, Clone, Copy)]
+pub struct LookupProjection<'a> {
+    /// `(count, width)`: the looked-up rows.
+    pub rows: &'a [f32],
+    pub width: usize,
+    /// `(batch, steps)`: each step's row among `rows`.
+    pub positions: &'a [i32],
+    /// `(width, gates * units)`.
+    pub kernel: &'a [f32],
+    /// `(gates * units)`, or `None`.
+    pub bias: Option<&'a [f32]>,
+}
+
+impl LookupProjection<'_> {
+    /// Checks the lengths against `steps` (batch rows times time steps) and the
+    /// gate width, and that every position is one of the rows.
+    fn check(&self, steps: usize, gate_width: usize) -> Result<()> {
+        if self.width == 0 || !self.rows.len().is_multiple_of(self.width) {
+            return Err(KernelError::InvalidArgument {
+                what: "recurrent layer".into(),
+                message: format!(
+                    "looked-up rows of {} floats are not rows of a positive width {}",
+                    self.rows.len(),
+                    self.width
+                ),
+            });
+        }
+        check_len("positions", self.positions.len(), steps)?;
+        check_len("input kernel", self.kernel.len(), self.width * gate_width)?;
+        if let Some(bias) = self.bias {
+            check_len("input bias", bias.len(), gate_width)?;
+        }
+        let count = self.rows.len() / self.width;
+        match self
+            .positions
+            .iter()
+            .position(|&p| p < 0 || p as usize >= count)
+        {
+            Some(at) => Err(KernelError::IndexOutOfRange {
+                what: "recurrent layer positions".into(),
+                position: at,
+                value: i64::from(self.positions[at]),
+                limit: count,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A [`LookupProjection`] with its kernel packed, shared by a pass's tasks.
+struct StepProjector<'a> {
+    rows: &'a [f32],
+    width: usize,
+    kernel: PackedB<'a>,
+    bias: Option<&'a [f32]>,
+}
+
+impl StepProjector<'_> {
+    /// Writes the projections of time step `t` of `n` batch rows, whose positions
+    /// (`n x steps`) are `positions`, into `out` (`n x gates * units`).
+    fn project(
+        &self,
+        positions: &[i32],
+        steps: usize,
+        t: usize,
+        n: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let width = self.width;
+        let a = GatheredRows {
+            source: self.rows,
+            rows: n,
+            taps: 1,
+            width,
+            // Checked by `LookupProjection::check`: every position is a row.
+            offsets: |i: usize, o: &mut [usize]| {
+                for (j, at) in o.iter_mut().enumerate() {
+                    *at = positions[(i + j) * steps + t] as usize * width;
+                }
+            },
+        };
+        let bias = Epilogue {
+            bias: self.bias,
+            activation: None,
+        };
+        let g = out.len() / n;
+        gemm::sgemm_gathered(&a, &self.kernel, 0.0, MatMut::row_major(out, n, g)?, &bias)
+    }
+}
+
 /// The inputs of a forward pass.
 #[derive(Debug, Clone, Copy)]
 pub struct RnnInputs<'a> {
-    /// `(batch, steps, gates * units)`: `x W + b` at every step.
-    pub xp: &'a [f32],
+    /// The input projection of every step.
+    pub projection: Projection<'a>,
     /// `(units, gates * units)`, the recurrent kernel.
     pub recurrent_kernel: &'a [f32],
     /// `(gates * units)` for GRU with reset_after, else `None`.
@@ -291,7 +398,10 @@ pub fn rnn_forward_with_level(
         s.gate_width(),
         s.workspace_width(),
     );
-    check_len("xp", x.xp.len(), b * t * g)?;
+    match x.projection {
+        Projection::Computed(xp) => check_len("xp", xp.len(), b * t * g)?,
+        Projection::Lookup(lookup) => lookup.check(b * t, g)?,
+    }
     if let Some(h0) = x.h0 {
         check_len("initial state", h0.len(), b * u)?;
     }
@@ -333,17 +443,9 @@ pub fn rnn_forward_with_level(
     if b == 0 || u == 0 || t == 0 {
         return Ok(());
     }
-    let all = ForwardRows {
-        xp: x.xp,
-        mask: x.mask,
-        sequence: out.sequence,
-        h: out.h_last,
-        c: c_last,
-        workspace: out.workspace,
-        h_prev: out.h_prev,
-    };
     // The step GEMMs read the recurrent kernel packed once, here (the GRU with the
-    // reset before multiplies by two parts of it and reads them in place).
+    // reset before multiplies by two parts of it and reads them in place), and so
+    // the input kernel of a projection computed step by step.
     let r = MatRef::row_major(x.recurrent_kernel, u, g)?;
     let gru_before = s.cell == (Cell::Gru { reset_after: false });
     let packed_len = if gru_before {
@@ -351,20 +453,90 @@ pub fn rnn_forward_with_level(
     } else {
         PackedB::buffer_len(level, u, g)
     };
+    let input_kernel_len = match x.projection {
+        Projection::Computed(_) => 0,
+        Projection::Lookup(lookup) => PackedB::buffer_len(level, lookup.width, g),
+    };
     with_scratch(Slot::RecurrentKernel, packed_len, |buf| {
         let packed = (!gru_before)
             .then(|| PackedB::new(level, r, buf))
             .transpose()?;
-        split_rows(all, b, s.rows_per_task(), &|part: ForwardRows, n| {
-            forward_rows(s, level, x, packed.as_ref(), part, n)
+        with_scratch(Slot::PackedKernel, input_kernel_len, |input_buf| {
+            let projector;
+            let input = match x.projection {
+                Projection::Computed(xp) => TaskInput::Computed(xp),
+                Projection::Lookup(lookup) => {
+                    let kernel = MatRef::row_major(lookup.kernel, lookup.width, g)?;
+                    projector = StepProjector {
+                        rows: lookup.rows,
+                        width: lookup.width,
+                        kernel: PackedB::new(level, kernel, input_buf)?,
+                        bias: lookup.bias,
+                    };
+                    TaskInput::Lookup {
+                        projector: &projector,
+                        positions: lookup.positions,
+                    }
+                }
+            };
+            let all = ForwardRows {
+                input,
+                mask: x.mask,
+                sequence: out.sequence,
+                h: out.h_last,
+                c: c_last,
+                workspace: out.workspace,
+                h_prev: out.h_prev,
+            };
+            split_rows(all, b, s.rows_per_task(), &|part: ForwardRows, n| {
+                forward_rows(s, level, x, packed.as_ref(), part, n)
+            })
         })
     })
+}
+
+/// A forward task's input projection: its rows of the one computed beforehand, or
+/// their positions among the looked-up rows, which the task projects step by step.
+#[derive(Clone, Copy)]
+enum TaskInput<'a> {
+    Computed(&'a [f32]),
+    Lookup {
+        projector: &'a StepProjector<'a>,
+        positions: &'a [i32],
+    },
+}
+
+impl TaskInput<'_> {
+    fn split(self, rows: usize, k: usize) -> (Self, Self) {
+        match self {
+            TaskInput::Computed(xp) => {
+                let (a, b) = cut_ref(xp, rows, k);
+                (TaskInput::Computed(a), TaskInput::Computed(b))
+            }
+            TaskInput::Lookup {
+                projector,
+                positions,
+            } => {
+                let (a, b) = cut_ref(positions, rows, k);
+                (
+                    TaskInput::Lookup {
+                        projector,
+                        positions: a,
+                    },
+                    TaskInput::Lookup {
+                        projector,
+                        positions: b,
+                    },
+                )
+            }
+        }
+    }
 }
 
 /// A task's rows of the per-row buffers; every buffer is batch-major, so the
 /// rows of a task are one contiguous range of each.
 struct ForwardRows<'a> {
-    xp: &'a [f32],
+    input: TaskInput<'a>,
     mask: Option<&'a [f32]>,
     sequence: Option<&'a mut [f32]>,
     h: &'a mut [f32],
@@ -391,7 +563,7 @@ fn cut_ref<T>(x: &[T], rows: usize, k: usize) -> (&[T], &[T]) {
 
 impl SplitRows for ForwardRows<'_> {
     fn split(self, rows: usize, k: usize) -> (Self, Self) {
-        let (xp0, xp1) = cut_ref(self.xp, rows, k);
+        let (in0, in1) = self.input.split(rows, k);
         let (m0, m1) = self.mask.map(|x| cut_ref(x, rows, k)).unzip();
         let (s0, s1) = self.sequence.map(|x| cut(x, rows, k)).unzip();
         let (h0, h1) = cut(self.h, rows, k);
@@ -400,7 +572,7 @@ impl SplitRows for ForwardRows<'_> {
         let (p0, p1) = cut(self.h_prev, rows, k);
         (
             ForwardRows {
-                xp: xp0,
+                input: in0,
                 mask: m0,
                 sequence: s0,
                 h: h0,
@@ -409,7 +581,7 @@ impl SplitRows for ForwardRows<'_> {
                 h_prev: p0,
             },
             ForwardRows {
-                xp: xp1,
+                input: in1,
                 mask: m1,
                 sequence: s1,
                 h: h1,
@@ -477,7 +649,7 @@ fn forward_rows(
     n: usize,
 ) -> Result<()> {
     let ForwardRows {
-        xp,
+        input,
         mask,
         sequence: mut seq,
         h,
@@ -489,163 +661,183 @@ fn forward_rows(
     let none = Epilogue::default();
     let gru_before = s.cell == (Cell::Gru { reset_after: false });
     let packed_kernel = || packed.expect("packed for every cell but the GRU with the reset before");
-    with_scratch(
-        Slot::RecurrentStep,
-        if gru_before { n * u } else { 0 },
-        |rh_rows| {
-            for step in 0..t_len {
-                let t = s.time(step);
-                let next = (step + 1 < t_len).then(|| s.time(step + 1));
-                let rows = Rows {
-                    count: n,
-                    steps: t_len,
-                    units: u,
-                    t,
-                    mask,
-                };
-                // The next step's `xp` and `ws` are prefetched row by row by the
-                // step's first cell kernel (the SimpleRNN's input copy).
-                rows.prefetch_all(next, hp, u);
-                if let Some(seq) = seq.as_deref() {
-                    // The output sequence is in processing order.
-                    rows.prefetch_all((step + 1 < t_len).then_some(step + 1), seq, u);
-                }
-                // Each cell's first kernel saves the previous state of its rows.
-                match s.cell {
-                    Cell::Lstm => {
-                        let c = c.as_deref_mut().expect("checked: LSTM has a cell state");
-                        let hm = MatRef::row_major(h, n, u)?;
-                        gemm::sgemm_packed(
-                            1.0,
-                            hm,
-                            packed_kernel(),
-                            0.0,
-                            MatMut::new(&mut ws[t * w..], n, g, t_len * w)?,
-                            &none,
-                        )?;
-                        with_acts!(s, level, |ra, a| cpu::run_at(
-                            level,
-                            &mut cells::LstmForward {
-                                rows,
-                                ra,
-                                a,
-                                next,
-                                xp,
-                                ws,
-                                h_prev: hp,
-                                h,
-                                c
-                            }
-                        ));
-                    }
-                    Cell::Gru { reset_after: true } => {
-                        let bias = Epilogue {
-                            bias: x.recurrent_bias,
-                            activation: None,
-                        };
-                        let hm = MatRef::row_major(h, n, u)?;
-                        gemm::sgemm_packed(
-                            1.0,
-                            hm,
-                            packed_kernel(),
-                            0.0,
-                            MatMut::new(&mut ws[t * w + u..], n, g, t_len * w)?,
-                            &bias,
-                        )?;
-                        with_acts!(s, level, |ra, a| cpu::run_at(
-                            level,
-                            &mut cells::GruAfterForward {
-                                rows,
-                                ra,
-                                a,
-                                next,
-                                xp,
-                                ws,
-                                h_prev: hp,
-                                h
-                            }
-                        ));
-                    }
-                    Cell::Gru { reset_after: false } => {
-                        let r_zr = MatRef::new(x.recurrent_kernel, u, 2 * u, g, 1)?;
-                        let r_h = MatRef::new(&x.recurrent_kernel[2 * u..], u, u, g, 1)?;
-                        let hm = MatRef::row_major(h, n, u)?;
-                        gemm::sgemm_with_level(
-                            level,
-                            1.0,
-                            hm,
-                            r_zr,
-                            0.0,
-                            MatMut::new(&mut ws[t * w + u..], n, 2 * u, t_len * w)?,
-                            &none,
-                        )?;
-                        with_acts!(s, level, |ra, _a| cpu::run_at(
-                            level,
-                            &mut cells::GruBeforeGates {
-                                rows,
-                                ra,
-                                next,
-                                xp,
-                                ws,
-                                h_prev: hp,
-                                h
-                            }
-                        ));
-                        // (r * h) R_h into the candidate's slot; A and C interleave in
-                        // the workspace, so A is copied out first.
-                        for bi in 0..n {
-                            let at = rows.at(bi, w).start + 3 * u;
-                            cells::copy_units(&mut rh_rows[bi * u..(bi + 1) * u], &ws[at..at + u]);
-                        }
-                        let rh = MatRef::row_major(rh_rows, n, u)?;
-                        gemm::sgemm_with_level(
-                            level,
-                            1.0,
-                            rh,
-                            r_h,
-                            0.0,
-                            MatMut::new(&mut ws[t * w + 2 * u..], n, u, t_len * w)?,
-                            &none,
-                        )?;
-                        with_acts!(s, level, |_ra, a| cpu::run_at(
-                            level,
-                            &mut cells::GruBeforeUpdate { rows, a, xp, ws, h }
-                        ));
-                    }
-                    Cell::Simple => {
-                        for bi in 0..n {
-                            rows.prefetch(next, bi, xp, g);
-                            rows.prefetch(next, bi, ws, w);
-                            cells::copy_units(&mut ws[rows.at(bi, w)], &xp[rows.at(bi, g)]);
-                        }
-                        let hm = MatRef::row_major(h, n, u)?;
-                        gemm::sgemm_packed(
-                            1.0,
-                            hm,
-                            packed_kernel(),
-                            1.0,
-                            MatMut::new(&mut ws[t * w..], n, g, t_len * w)?,
-                            &none,
-                        )?;
-                        with_acts!(s, level, |_ra, a| cpu::run_at(
-                            level,
-                            &mut cells::SimpleForward {
-                                rows,
-                                a,
-                                ws,
-                                h_prev: hp,
-                                h
-                            }
-                        ));
+    let rh_len = if gru_before { n * u } else { 0 };
+    let projected_len = match input {
+        TaskInput::Computed(_) => 0,
+        TaskInput::Lookup { .. } => n * g,
+    };
+    with_scratch(Slot::RecurrentStep, rh_len + projected_len, |buf| {
+        let (rh_rows, projected) = buf.split_at_mut(rh_len);
+        for step in 0..t_len {
+            let t = s.time(step);
+            let next = (step + 1 < t_len).then(|| s.time(step + 1));
+            let rows = Rows {
+                count: n,
+                steps: t_len,
+                units: u,
+                t,
+                mask,
+            };
+            let xp = match input {
+                TaskInput::Computed(data) => StepInput { data, rows, next },
+                TaskInput::Lookup {
+                    projector,
+                    positions,
+                } => {
+                    projector.project(positions, t_len, t, n, projected)?;
+                    StepInput {
+                        data: projected,
+                        rows: Rows {
+                            steps: 1,
+                            t: 0,
+                            ..rows
+                        },
+                        next: None,
                     }
                 }
-                if let Some(seq) = seq.as_deref_mut() {
-                    write_outputs(s, &rows, step, h, seq);
+            };
+            // The next step's `xp` and `ws` are prefetched row by row by the
+            // step's first cell kernel (the SimpleRNN's input copy).
+            rows.prefetch_all(next, hp, u);
+            if let Some(seq) = seq.as_deref() {
+                // The output sequence is in processing order.
+                rows.prefetch_all((step + 1 < t_len).then_some(step + 1), seq, u);
+            }
+            // Each cell's first kernel saves the previous state of its rows.
+            match s.cell {
+                Cell::Lstm => {
+                    let c = c.as_deref_mut().expect("checked: LSTM has a cell state");
+                    let hm = MatRef::row_major(h, n, u)?;
+                    gemm::sgemm_packed(
+                        1.0,
+                        hm,
+                        packed_kernel(),
+                        0.0,
+                        MatMut::new(&mut ws[t * w..], n, g, t_len * w)?,
+                        &none,
+                    )?;
+                    with_acts!(s, level, |ra, a| cpu::run_at(
+                        level,
+                        &mut cells::LstmForward {
+                            rows,
+                            ra,
+                            a,
+                            next,
+                            xp,
+                            ws,
+                            h_prev: hp,
+                            h,
+                            c
+                        }
+                    ));
+                }
+                Cell::Gru { reset_after: true } => {
+                    let bias = Epilogue {
+                        bias: x.recurrent_bias,
+                        activation: None,
+                    };
+                    let hm = MatRef::row_major(h, n, u)?;
+                    gemm::sgemm_packed(
+                        1.0,
+                        hm,
+                        packed_kernel(),
+                        0.0,
+                        MatMut::new(&mut ws[t * w + u..], n, g, t_len * w)?,
+                        &bias,
+                    )?;
+                    with_acts!(s, level, |ra, a| cpu::run_at(
+                        level,
+                        &mut cells::GruAfterForward {
+                            rows,
+                            ra,
+                            a,
+                            next,
+                            xp,
+                            ws,
+                            h_prev: hp,
+                            h
+                        }
+                    ));
+                }
+                Cell::Gru { reset_after: false } => {
+                    let r_zr = MatRef::new(x.recurrent_kernel, u, 2 * u, g, 1)?;
+                    let r_h = MatRef::new(&x.recurrent_kernel[2 * u..], u, u, g, 1)?;
+                    let hm = MatRef::row_major(h, n, u)?;
+                    gemm::sgemm_with_level(
+                        level,
+                        1.0,
+                        hm,
+                        r_zr,
+                        0.0,
+                        MatMut::new(&mut ws[t * w + u..], n, 2 * u, t_len * w)?,
+                        &none,
+                    )?;
+                    with_acts!(s, level, |ra, _a| cpu::run_at(
+                        level,
+                        &mut cells::GruBeforeGates {
+                            rows,
+                            ra,
+                            next,
+                            xp,
+                            ws,
+                            h_prev: hp,
+                            h
+                        }
+                    ));
+                    // (r * h) R_h into the candidate's slot; A and C interleave in
+                    // the workspace, so A is copied out first.
+                    for bi in 0..n {
+                        let at = rows.at(bi, w).start + 3 * u;
+                        cells::copy_units(&mut rh_rows[bi * u..(bi + 1) * u], &ws[at..at + u]);
+                    }
+                    let rh = MatRef::row_major(rh_rows, n, u)?;
+                    gemm::sgemm_with_level(
+                        level,
+                        1.0,
+                        rh,
+                        r_h,
+                        0.0,
+                        MatMut::new(&mut ws[t * w + 2 * u..], n, u, t_len * w)?,
+                        &none,
+                    )?;
+                    with_acts!(s, level, |_ra, a| cpu::run_at(
+                        level,
+                        &mut cells::GruBeforeUpdate { rows, a, xp, ws, h }
+                    ));
+                }
+                Cell::Simple => {
+                    for bi in 0..n {
+                        xp.prefetch(bi, g);
+                        rows.prefetch(next, bi, ws, w);
+                        cells::copy_units(&mut ws[rows.at(bi, w)], xp.row(bi, g));
+                    }
+                    let hm = MatRef::row_major(h, n, u)?;
+                    gemm::sgemm_packed(
+                        1.0,
+                        hm,
+                        packed_kernel(),
+                        1.0,
+                        MatMut::new(&mut ws[t * w..], n, g, t_len * w)?,
+                        &none,
+                    )?;
+                    with_acts!(s, level, |_ra, a| cpu::run_at(
+                        level,
+                        &mut cells::SimpleForward {
+                            rows,
+                            a,
+                            ws,
+                            h_prev: hp,
+                            h
+                        }
+                    ));
                 }
             }
-            Ok(())
-        },
-    )
+            if let Some(seq) = seq.as_deref_mut() {
+                write_outputs(s, &rows, step, h, seq);
+            }
+        }
+        Ok(())
+    })
 }
 
 /// The outputs of processing step `step`: the state (which a masked row keeps),

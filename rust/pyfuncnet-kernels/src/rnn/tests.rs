@@ -153,7 +153,7 @@ fn run_kernels(level: SimdLevel, c: &Case) -> KernelOut {
     let mut ws = vec![f32::NAN; b * t * w];
     let mut hp = vec![f32::NAN; b * t * u];
     let inputs = RnnInputs {
-        xp: &xp,
+        projection: Projection::Computed(&xp),
         recurrent_kernel: &r,
         recurrent_bias: rb.as_deref(),
         h0: Some(&h0),
@@ -476,7 +476,7 @@ fn bad_arguments_are_errors() {
     let [seq, h, cl, ws, hp] = &mut out;
     // No initial cell state for an LSTM.
     let inputs = RnnInputs {
-        xp: &xp,
+        projection: Projection::Computed(&xp),
         recurrent_kernel: &r,
         recurrent_bias: None,
         h0: Some(&h0),
@@ -494,7 +494,7 @@ fn bad_arguments_are_errors() {
     // A recurrent kernel of the wrong size.
     let c0 = h0.clone();
     let inputs = RnnInputs {
-        xp: &xp,
+        projection: Projection::Computed(&xp),
         recurrent_kernel: &r[1..],
         recurrent_bias: None,
         h0: Some(&h0),
@@ -515,7 +515,7 @@ fn bad_arguments_are_errors() {
         ..s
     };
     let inputs = RnnInputs {
-        xp: &xp,
+        projection: Projection::Computed(&xp),
         recurrent_kernel: &r,
         recurrent_bias: None,
         h0: Some(&h0),
@@ -531,4 +531,154 @@ fn bad_arguments_are_errors() {
     };
     let e = rnn_forward(&gelu, &inputs, o).unwrap_err().to_string();
     assert!(e.contains("gelu"), "{e}");
+}
+
+/// The forward outputs (sequence, last states, workspace, previous states) of `c`
+/// at `level` with the given input projection.
+fn forward_outputs(level: SimdLevel, c: &Case, projection: Projection) -> Result<[Vec<f32>; 5]> {
+    let s = &c.spec;
+    let (b, t, u, w) = (s.batch, s.steps, s.units, s.workspace_width());
+    let (r, h0) = (f32s(&c.r), f32s(&c.h0));
+    let rb = c.rb.as_deref().map(f32s);
+    let c0 = c.c0.as_deref().map(f32s);
+    let mask = c.mask.as_deref().map(f32s);
+    let lstm = s.cell.has_cell_state();
+    let mut out = [
+        vec![f32::NAN; b * t * u],
+        vec![f32::NAN; b * u],
+        vec![f32::NAN; if lstm { b * u } else { 0 }],
+        vec![f32::NAN; b * t * w],
+        vec![f32::NAN; b * t * u],
+    ];
+    let [seq, h, cl, ws, hp] = &mut out;
+    let inputs = RnnInputs {
+        projection,
+        recurrent_kernel: &r,
+        recurrent_bias: rb.as_deref(),
+        h0: Some(&h0),
+        c0: c0.as_deref(),
+        mask: mask.as_deref(),
+    };
+    let outputs = RnnOutputs {
+        sequence: Some(seq),
+        h_last: h,
+        c_last: lstm.then_some(&mut cl[..]),
+        workspace: ws,
+        h_prev: hp,
+    };
+    rnn_forward_with_level(level, s, &inputs, outputs)?;
+    Ok(out)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Projecting looked-up rows step by step gives the same bits as the projection
+    /// computed beforehand by one product of the gathered rows (the unfused layer),
+    /// which the tests above check against the reference.
+    #[test]
+    fn a_lookup_projection_runs_as_the_projection_computed_first(
+        cell in cells(),
+        batch in 1usize..40,
+        steps in 1usize..5,
+        units in 1usize..20,
+        width in 1usize..40,
+        count in 1usize..12,
+        use_bias in any::<bool>(),
+        go_backwards in any::<bool>(),
+        masked in any::<bool>(),
+        seed in 0u64..1000,
+    ) {
+        let c = make_case(
+            cell,
+            (batch, steps, units),
+            (Unary::Sigmoid, Unary::Tanh),
+            go_backwards,
+            masked,
+            false,
+            (true, true, true),
+            seed,
+        );
+        let g = c.spec.gate_width();
+        let rows = f32s(&grid(count * width, seed + 11));
+        let kernel = f32s(&grid(width * g, seed + 12));
+        let bias = f32s(&grid(g, seed + 13));
+        let bias = use_bias.then_some(&bias[..]);
+        let positions: Vec<i32> = grid(batch * steps, seed + 14)
+            .iter()
+            .map(|v| ((v + 1.0) * 0.5 * count as f64) as i32 % count as i32)
+            .collect();
+        let lookup = LookupProjection { rows: &rows, width, positions: &positions, kernel: &kernel, bias };
+        let gathered: Vec<f32> = positions
+            .iter()
+            .flat_map(|&p| rows[p as usize * width..][..width].iter().copied())
+            .collect();
+        let epilogue = Epilogue { bias, activation: None };
+        for level in cpu::supported_levels() {
+            let mut xp = vec![f32::NAN; batch * steps * g];
+            gemm::sgemm_with_level(
+                level,
+                1.0,
+                MatRef::row_major(&gathered, batch * steps, width).unwrap(),
+                MatRef::row_major(&kernel, width, g).unwrap(),
+                0.0,
+                MatMut::row_major(&mut xp, batch * steps, g).unwrap(),
+                &epilogue,
+            )
+            .unwrap();
+            let want = forward_outputs(level, &c, Projection::Computed(&xp)).unwrap();
+            let got = forward_outputs(level, &c, Projection::Lookup(lookup)).unwrap();
+            for (what, (g, w)) in ["sequence", "h", "c", "workspace", "h_prev"].iter().zip(got.iter().zip(&want)) {
+                let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                prop_assert_eq!(bits(g), bits(w), "{} at {:?}", what, level);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_lookup_projection_checks_its_positions_and_lengths() {
+    let c = make_case(
+        Cell::Lstm,
+        (2, 3, 4),
+        (Unary::Sigmoid, Unary::Tanh),
+        false,
+        false,
+        false,
+        (true, true, true),
+        1,
+    );
+    let (width, g) = (5, c.spec.gate_width());
+    let rows = vec![0.5f32; 3 * width];
+    let kernel = vec![0.25f32; width * g];
+    let bias = vec![0.0f32; g];
+    let level = cpu::active();
+    let run = |positions: &[i32], rows: &[f32], width: usize, bias: &[f32]| {
+        let lookup = LookupProjection {
+            rows,
+            width,
+            positions,
+            kernel: &kernel,
+            bias: Some(bias),
+        };
+        forward_outputs(level, &c, Projection::Lookup(lookup)).map(|_| ())
+    };
+    let good = [0, 1, 2, 2, 1, 0];
+    run(&good, &rows, width, &bias).unwrap();
+    for (at, bad) in [(3, 3), (0, -1), (5, i32::MAX)] {
+        let mut positions = good;
+        positions[at] = bad;
+        let e = run(&positions, &rows, width, &bias)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("{bad}")) && e.contains("positions"),
+            "{e}"
+        );
+    }
+    // Too few positions, rows not a whole number of rows, no width, a short bias.
+    assert!(run(&good[1..], &rows, width, &bias).is_err());
+    assert!(run(&good, &rows[1..], width, &bias).is_err());
+    assert!(run(&good, &rows, 0, &bias).is_err());
+    assert!(run(&good, &rows, width, &bias[1..]).is_err());
 }
