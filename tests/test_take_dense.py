@@ -108,3 +108,24 @@ def test_index_outside_the_table_names_the_layer_and_changes_nothing():
         np.testing.assert_array_equal(a, b)
     with pytest.raises(IndexError, match="index -1"):
         model.predict(np.full((1, STEPS), -1, np.int32), verbose=0)
+
+
+def test_an_index_outside_the_table_of_an_embedding_feeding_an_lstm_changes_nothing():
+    # The LSTM projects the looked-up rows itself: the lookup still checks the indices.
+    inputs = keras.Input(shape=(STEPS,), dtype="int32")
+    x = keras.layers.Embedding(VOCAB_SMALL, DIM, name="words")(inputs)
+    x = keras.layers.LSTM(UNITS, name="reader")(x)
+    model = keras.Model(inputs, x)
+    model.compile(optimizer="rmsprop", loss="mse")
+    x = _indices(VOCAB_SMALL)
+    t = np.zeros((BATCH, UNITS), np.float32)
+    model.train_on_batch(x, t)
+    before = model.get_weights()
+    slots = [np.array(v) for v in model.optimizer.variables]
+    x[1, 4] = -3
+    with pytest.raises(IndexError, match=rf"words.*index -3 at position {STEPS + 4}"):
+        model.train_on_batch(x, t)
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    for v, s in zip(model.optimizer.variables, slots):
+        np.testing.assert_array_equal(np.asarray(v), s)
