@@ -78,13 +78,14 @@ def _train_rnn(threads):
         keras.utils.set_random_seed(3)
         inputs = keras.Input(shape=(None,), dtype="int32")
         x = keras.layers.Embedding(VOCAB_SMALL, 32)(inputs)
-        x = keras.layers.LSTM(16)(x)
+        # Batches of 64 split the LSTM into row tasks: it projects its rows itself.
+        x = keras.layers.LSTM(32)(x)
         model = keras.Model(inputs, keras.layers.Dense(3)(x))
         model.compile(optimizer="rmsprop", loss="mse")
         rng = np.random.default_rng(1)
-        x = rng.integers(0, VOCAB_SMALL, size=(64, 30)).astype(np.int32)
-        t = rng.normal(size=(64, 3)).astype(np.float32)
-        model.fit(x, t, batch_size=16, epochs=2, verbose=0)
+        x = rng.integers(0, VOCAB_SMALL, size=(128, 30)).astype(np.int32)
+        t = rng.normal(size=(128, 3)).astype(np.float32)
+        model.fit(x, t, batch_size=64, epochs=2, verbose=0)
         return model.get_weights()
     finally:
         config.set_num_threads(previous)
@@ -110,15 +111,49 @@ def test_index_outside_the_table_names_the_layer_and_changes_nothing():
         model.predict(np.full((1, STEPS), -1, np.int32), verbose=0)
 
 
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _lstm_reference(table, kernel, recurrent, bias, x):
+    """An Embedding feeding an LSTM (Keras's gates i, f, c, o), in float64."""
+    table, kernel, recurrent, bias = (w.astype(np.float64) for w in (table, kernel, recurrent, bias))
+    units = recurrent.shape[0]
+    h = np.zeros((x.shape[0], units))
+    c = np.zeros_like(h)
+    for t in range(x.shape[1]):
+        z = table[x[:, t]] @ kernel + h @ recurrent + bias
+        i, f, g, o = (z[:, k * units : (k + 1) * units] for k in range(4))
+        c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+        h = _sigmoid(o) * np.tanh(c)
+    return h
+
+
+def _embedded_lstm(units=32):
+    inputs = keras.Input(shape=(STEPS,), dtype="int32")
+    x = keras.layers.Embedding(VOCAB_LARGE, DIM, name="words")(inputs)
+    x = keras.layers.LSTM(units, name="reader")(x)
+    return keras.Model(inputs, x)
+
+
+def test_an_lstm_projecting_its_looked_up_rows_matches_float64():
+    # 64 rows split the LSTM into row tasks, so it projects each step's rows itself;
+    # repeated indices (the lookup deduplicates) and distinct ones.
+    model = _embedded_lstm()
+    rng = np.random.default_rng(2)
+    model.set_weights([rng.normal(scale=0.3, size=w.shape).astype(np.float32) for w in model.get_weights()])
+    for x in (rng.integers(0, 9, size=(64, STEPS)), rng.permutation(VOCAB_LARGE * 4)[: 64 * STEPS] % VOCAB_LARGE):
+        x = x.reshape(64, STEPS).astype(np.int32)
+        want = _lstm_reference(*model.get_weights(), x)
+        np.testing.assert_allclose(model.predict(x, batch_size=64, verbose=0), want, rtol=1e-4, atol=1e-5)
+
+
 def test_an_index_outside_the_table_of_an_embedding_feeding_an_lstm_changes_nothing():
     # The LSTM projects the looked-up rows itself: the lookup still checks the indices.
-    inputs = keras.Input(shape=(STEPS,), dtype="int32")
-    x = keras.layers.Embedding(VOCAB_SMALL, DIM, name="words")(inputs)
-    x = keras.layers.LSTM(UNITS, name="reader")(x)
-    model = keras.Model(inputs, x)
+    model = _embedded_lstm()
     model.compile(optimizer="rmsprop", loss="mse")
-    x = _indices(VOCAB_SMALL)
-    t = np.zeros((BATCH, UNITS), np.float32)
+    x = np.random.default_rng(3).integers(0, VOCAB_LARGE, size=(64, STEPS)).astype(np.int32)
+    t = np.zeros((64, 32), np.float32)
     model.train_on_batch(x, t)
     before = model.get_weights()
     slots = [np.array(v) for v in model.optimizer.variables]

@@ -309,10 +309,13 @@ fn embedded_rnn_spec(
 /// The recurrent layer that projects its looked-up rows step by step (the fused
 /// program) trains bitwise as the one reading the projection computed first (kept
 /// by fetching it): predictions, losses, weights and optimizer state, on batches
-/// that repeat indices (the lookup deduplicates) and that do not.
+/// that repeat indices (the lookup deduplicates) and that do not. The layers split
+/// into row tasks (a layer run as one task is not fused).
 #[test]
 fn an_embedding_feeding_a_recurrent_layer_trains_as_unfused() {
-    let (batch, steps, vocab, dim, units, classes) = (5, 7, 300, 24, 6, 4);
+    use pyfuncnet_graph::ops::recurrent::RnnOp;
+
+    let (batch, steps, vocab, dim, classes) = (64, 8, 600, 24, 4);
     let batches: [Vec<i32>; 3] = [
         (0..batch * steps).map(|i| ((i * 7) % 11) as i32).collect(),
         (0..batch * steps).map(|i| (vocab - 1 - i) as i32).collect(),
@@ -322,10 +325,10 @@ fn an_embedding_feeding_a_recurrent_layer_trains_as_unfused() {
     ];
     let labels: Vec<i32> = (0..batch).map(|i| (i % classes) as i32).collect();
     let config = OptimizerConfig::from_json(&json!({"name": "rmsprop"})).unwrap();
-    for cell in [
-        ("lstm", 4, false),
-        ("simple_rnn", 1, true),
-        ("lstm", 4, true),
+    for (cell, units) in [
+        (("lstm", 4, false), 32),
+        (("simple_rnn", 1, true), 64),
+        (("lstm", 4, true), 32),
     ] {
         let dims = (batch, steps, vocab, dim, units, classes);
         let g = cell.1 * units;
@@ -333,6 +336,12 @@ fn an_embedding_feeding_a_recurrent_layer_trains_as_unfused() {
         for fetch_projection in [false, true] {
             let spec = embedded_rnn_spec(dims, cell, fetch_projection);
             let mut step = CompiledStep::compile(&spec, Mode::Train).unwrap();
+            let graph = step.executor().graph();
+            let fused = graph.nodes.iter().any(|node| {
+                let rnn = node.op.as_any().downcast_ref::<RnnOp>();
+                rnn.is_some_and(|op| op.lookup.is_some())
+            });
+            assert_eq!(fused, !fetch_projection, "{cell:?}: fused");
             let mut vars = pyfuncnet_graph::program::Variables {
                 values: [vocab * dim, dim * g, g, units * g, units * classes, classes]
                     .iter()
