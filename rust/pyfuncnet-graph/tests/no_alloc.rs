@@ -167,13 +167,15 @@ fn embedding_step_allocations(shared: bool) -> usize {
 
 /// Two encoders (embedding -> LSTM) concatenated into a dense softmax, as the Python
 /// side writes the question-answering model (the graph fuses each lookup and its
-/// projection into one `take_dense`; concatenate's backward is a split): the recurrent steps' packed
-/// kernels, workspaces and per-task scratch must all be reused.
+/// projection into one `take_dense`, and the first encoder's LSTM, which splits
+/// into row tasks, projects its looked-up rows itself; concatenate's backward is a
+/// split): the recurrent steps' packed kernels, workspaces and per-task scratch
+/// must all be reused.
 fn two_encoder_step_allocations() -> usize {
-    let (batch, steps, vocab, classes) = (16, 6, 200, 10);
+    let (batch, steps, vocab, classes) = (64, 8, 200, 10);
     // (embedding width, units) of the two encoders.
     // The first is wide enough for its lookups to take the distinct-row path.
-    let [(d1, u1), (d2, u2)] = [(32, 8), (8, 4)];
+    let [(d1, u1), (d2, u2)] = [(32, 32), (8, 4)];
     let encoder = |input: usize, first_weight: usize, first_node: usize| {
         let [e, w, r, b] = std::array::from_fn(|k| first_weight + k);
         let n = first_node;
