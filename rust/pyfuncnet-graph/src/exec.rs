@@ -240,6 +240,7 @@ impl Executor {
     /// out-of-range indices, prefixed with the node's label and op.
     pub fn run(&mut self, ctx: &Ctx, inputs: &[TensorRef], weights: &[Vec<f32>]) -> Result<()> {
         self.check(inputs, weights)?;
+        par::keep_scratch_up();
         let serial = par::threads_in_use() == 1;
         for i in 0..self.schedule.stages.len() {
             let tasks = self.schedule.stages[i].clone();

@@ -233,6 +233,8 @@ impl Team {
                     last_poll = last_busy;
                 }
                 seen = epoch;
+                // Between pieces of work this helper holds no scratch buffer.
+                crate::scratch::keep_up_with_other_threads();
                 if self.help_once(None, 0) {
                     last_busy = Instant::now();
                     last_poll = last_busy;
@@ -747,6 +749,14 @@ fn run_section(max_helpers: usize, claim_all: &(impl Fn() -> u32 + Sync)) {
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Grows the calling thread's scratch buffers to the longest any thread's have
+/// grown (helpers do so as they look for work): whichever thread a steady state
+/// hands which piece of work, none allocates. Call it where the thread holds no
+/// scratch buffer, such as before each training step.
+pub fn keep_scratch_up() {
+    crate::scratch::keep_up_with_other_threads();
 }
 
 /// Whether work handed to [`for_each_task`] and the other helpers may now run on

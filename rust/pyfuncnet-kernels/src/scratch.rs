@@ -5,8 +5,14 @@
 //! back afterwards. A nested use on the same thread (a pool worker that steals
 //! another GEMM while waiting for its own tasks) finds the slot empty and allocates
 //! a fresh buffer instead of panicking on a double borrow; the larger one is kept.
+//!
+//! Which thread runs which piece of work changes from call to call, so a thread
+//! may meet a larger use of a slot long after another thread grew its own: each
+//! growth raises the slot's high-water mark, and [`keep_up_with_other_threads`]
+//! grows this thread's buffers to the marks, at points where it holds none.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::LocalKey;
 
 /// Alignment of the slices handed out, in bytes (one cache line).
@@ -15,6 +21,7 @@ const ALIGN_FLOATS: usize = ALIGN_BYTES / std::mem::size_of::<f32>();
 
 /// Which per-thread buffer to use; one kernel call may hold one of each at a time.
 #[derive(Clone, Copy)]
+#[repr(usize)]
 pub(crate) enum Slot {
     /// GEMM: packed B, shared by the tasks of one product (held by the calling
     /// thread), or one task's own panels of it.
@@ -48,6 +55,73 @@ pub(crate) enum Slot {
     WinogradKernel,
     /// Lookup-and-project backward: one task's block of summed gradient rows.
     DistinctRows,
+}
+
+/// Every slot, for [`keep_up_with_other_threads`] (the assertion below fails when
+/// a new last slot is left out).
+const SLOTS: [Slot; 13] = [
+    Slot::B,
+    Slot::A,
+    Slot::SharedA,
+    Slot::Columns,
+    Slot::Partials,
+    Slot::FlippedKernel,
+    Slot::ZeroRow,
+    Slot::PackedKernel,
+    Slot::RecurrentShared,
+    Slot::RecurrentStep,
+    Slot::RecurrentKernel,
+    Slot::WinogradKernel,
+    Slot::DistinctRows,
+];
+const _: () = assert!(Slot::DistinctRows as usize + 1 == SLOTS.len());
+
+/// Per slot (by its `usize` value), then for the index buffer: the longest any
+/// thread's buffer has grown.
+static HIGH_WATER: [AtomicUsize; SLOTS.len() + 1] =
+    [const { AtomicUsize::new(0) }; SLOTS.len() + 1];
+/// Where [`HIGH_WATER`] keeps the index buffer's mark.
+const INDICES: usize = SLOTS.len();
+/// How many times a high-water mark has risen.
+static RISES: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// [`RISES`] when this thread last kept up with the marks.
+    static RISES_SEEN: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Records that a buffer of mark `at` has grown to `len`.
+fn raise_high_water(at: usize, len: usize) {
+    if HIGH_WATER[at].fetch_max(len, Ordering::Relaxed) < len {
+        RISES.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// Grows this thread's buffers to the longest any thread's have grown, so that a
+/// steady state allocates nothing whichever thread meets which use; a load and a
+/// compare when no mark has risen since its last call. Call it only where this
+/// thread holds no scratch buffer (a held one is out of its slot).
+pub(crate) fn keep_up_with_other_threads() {
+    let rises = RISES.load(Ordering::Acquire);
+    if RISES_SEEN.with(|seen| seen.replace(rises)) == rises {
+        return;
+    }
+    for slot in SLOTS {
+        let mark = HIGH_WATER[slot as usize].load(Ordering::Relaxed);
+        key(slot).with(|cell| {
+            let mut buf = cell.borrow_mut();
+            if buf.len() < mark {
+                buf.resize(mark, 0.0);
+            }
+        });
+    }
+    let mark = HIGH_WATER[INDICES].load(Ordering::Relaxed);
+    BUF_INDICES.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.len() < mark {
+            buf.resize(mark, 0);
+        }
+    });
 }
 
 thread_local! {
@@ -115,6 +189,7 @@ pub(crate) fn with_scratch<R>(slot: Slot, len: usize, f: impl FnOnce(&mut [f32])
     let needed = len + ALIGN_FLOATS;
     if buf.len() < needed {
         buf.resize(needed.max(MIN_FLOATS), 0.0);
+        raise_high_water(slot as usize, buf.len());
     }
     let misalign = (buf.as_ptr() as usize % ALIGN_BYTES) / std::mem::size_of::<f32>();
     let offset = (ALIGN_FLOATS - misalign) % ALIGN_FLOATS;
@@ -140,6 +215,7 @@ pub(crate) fn with_index_scratch<R>(len: usize, f: impl FnOnce(&mut [usize]) -> 
     let mut buf = BUF_INDICES.with(|cell| cell.take());
     if buf.len() < len {
         buf.resize(len, 0);
+        raise_high_water(INDICES, len);
     }
     let result = f(&mut buf[..len]);
     BUF_INDICES.with(|cell| {
@@ -154,6 +230,27 @@ pub(crate) fn with_index_scratch<R>(len: usize, f: impl FnOnce(&mut [usize]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_thread_keeps_up_with_the_buffers_other_threads_grew() {
+        let len = 3 * MIN_FLOATS;
+        std::thread::spawn(move || with_scratch(Slot::WinogradKernel, len, |s| s.fill(1.0)))
+            .join()
+            .unwrap();
+        std::thread::spawn(move || {
+            let held = || key(Slot::WinogradKernel).with(|c| c.borrow().as_ptr() as usize);
+            keep_up_with_other_threads();
+            let kept = key(Slot::WinogradKernel).with(|c| c.borrow().len());
+            assert!(kept >= len + ALIGN_FLOATS, "kept {kept} floats");
+            // The use finds the buffer grown ahead: the same allocation, aligned.
+            let before = held();
+            let lent = with_scratch(Slot::WinogradKernel, len, |s| s.as_ptr() as usize);
+            assert!(lent >= before && lent < before + ALIGN_BYTES);
+            assert_eq!(held(), before);
+        })
+        .join()
+        .unwrap();
+    }
 
     #[test]
     fn scratch_is_aligned_and_nesting_does_not_panic() {
