@@ -196,7 +196,6 @@ impl Team {
             std::thread::Builder::new()
                 .name(format!("pyfuncnet-{i}"))
                 .spawn(move || {
-                    crate::scratch::reserve_thread_buffers();
                     crate::fpenv::flush_subnormals_on_this_thread();
                     team.serve();
                 })

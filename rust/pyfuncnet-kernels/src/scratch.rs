@@ -21,7 +21,6 @@ const ALIGN_FLOATS: usize = ALIGN_BYTES / std::mem::size_of::<f32>();
 
 /// Which per-thread buffer to use; one kernel call may hold one of each at a time.
 #[derive(Clone, Copy)]
-#[repr(usize)]
 pub(crate) enum Slot {
     /// GEMM: packed B, shared by the tasks of one product (held by the calling
     /// thread), or one task's own panels of it.
@@ -57,31 +56,44 @@ pub(crate) enum Slot {
     DistinctRows,
 }
 
-/// Every slot, for [`keep_up_with_other_threads`] (the assertion below fails when
-/// a new last slot is left out).
-const SLOTS: [Slot; 13] = [
-    Slot::B,
-    Slot::A,
-    Slot::SharedA,
-    Slot::Columns,
-    Slot::Partials,
-    Slot::FlippedKernel,
-    Slot::ZeroRow,
-    Slot::PackedKernel,
-    Slot::RecurrentShared,
-    Slot::RecurrentStep,
-    Slot::RecurrentKernel,
-    Slot::WinogradKernel,
-    Slot::DistinctRows,
-];
-const _: () = assert!(Slot::DistinctRows as usize + 1 == SLOTS.len());
+/// Declares each slot's per-thread buffer and high-water mark (the longest any
+/// thread's buffer of that slot has grown) from one list, from which [`SLOTS`] and
+/// the exhaustive match of [`key`] also follow: a new slot cannot miss either.
+macro_rules! slot_buffers {
+    ($($slot:ident => $buf:ident, $mark:ident;)+) => {
+        thread_local! {
+            $(static $buf: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };)+
+        }
+        $(static $mark: AtomicUsize = AtomicUsize::new(0);)+
+        /// Every slot, for [`keep_up_with_other_threads`].
+        const SLOTS: &[Slot] = &[$(Slot::$slot),+];
+        /// This thread's buffer of `slot`, and the slot's high-water mark.
+        fn key(slot: Slot) -> (&'static LocalKey<RefCell<Vec<f32>>>, &'static AtomicUsize) {
+            match slot {
+                $(Slot::$slot => (&$buf, &$mark),)+
+            }
+        }
+    };
+}
 
-/// Per slot (by its `usize` value), then for the index buffer: the longest any
-/// thread's buffer has grown.
-static HIGH_WATER: [AtomicUsize; SLOTS.len() + 1] =
-    [const { AtomicUsize::new(0) }; SLOTS.len() + 1];
-/// Where [`HIGH_WATER`] keeps the index buffer's mark.
-const INDICES: usize = SLOTS.len();
+slot_buffers! {
+    B => BUF_B, MARK_B;
+    A => BUF_A, MARK_A;
+    SharedA => BUF_SHARED_A, MARK_SHARED_A;
+    Columns => BUF_COLUMNS, MARK_COLUMNS;
+    Partials => BUF_PARTIALS, MARK_PARTIALS;
+    FlippedKernel => BUF_FLIPPED_KERNEL, MARK_FLIPPED_KERNEL;
+    ZeroRow => BUF_ZERO_ROW, MARK_ZERO_ROW;
+    PackedKernel => BUF_PACKED_KERNEL, MARK_PACKED_KERNEL;
+    RecurrentShared => BUF_RECURRENT_SHARED, MARK_RECURRENT_SHARED;
+    RecurrentStep => BUF_RECURRENT_STEP, MARK_RECURRENT_STEP;
+    RecurrentKernel => BUF_RECURRENT_KERNEL, MARK_RECURRENT_KERNEL;
+    DistinctRows => BUF_DISTINCT_ROWS, MARK_DISTINCT_ROWS;
+    WinogradKernel => BUF_WINOGRAD_KERNEL, MARK_WINOGRAD_KERNEL;
+}
+
+/// The index buffer's high-water mark (see [`with_index_scratch`]).
+static MARK_INDICES: AtomicUsize = AtomicUsize::new(0);
 /// How many times a high-water mark has risen.
 static RISES: AtomicUsize = AtomicUsize::new(0);
 
@@ -90,9 +102,9 @@ thread_local! {
     static RISES_SEEN: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Records that a buffer of mark `at` has grown to `len`.
-fn raise_high_water(at: usize, len: usize) {
-    if HIGH_WATER[at].fetch_max(len, Ordering::Relaxed) < len {
+/// Records that a buffer whose mark is `mark` has grown to `len`.
+fn raise_high_water(mark: &AtomicUsize, len: usize) {
+    if mark.fetch_max(len, Ordering::Relaxed) < len {
         RISES.fetch_add(1, Ordering::Release);
     }
 }
@@ -106,16 +118,17 @@ pub(crate) fn keep_up_with_other_threads() {
     if RISES_SEEN.with(|seen| seen.replace(rises)) == rises {
         return;
     }
-    for slot in SLOTS {
-        let mark = HIGH_WATER[slot as usize].load(Ordering::Relaxed);
-        key(slot).with(|cell| {
+    for &slot in SLOTS {
+        let (buffer, mark) = key(slot);
+        let mark = mark.load(Ordering::Relaxed);
+        buffer.with(|cell| {
             let mut buf = cell.borrow_mut();
             if buf.len() < mark {
                 buf.resize(mark, 0.0);
             }
         });
     }
-    let mark = HIGH_WATER[INDICES].load(Ordering::Relaxed);
+    let mark = MARK_INDICES.load(Ordering::Relaxed);
     BUF_INDICES.with(|cell| {
         let mut buf = cell.borrow_mut();
         if buf.len() < mark {
@@ -124,57 +137,10 @@ pub(crate) fn keep_up_with_other_threads() {
     });
 }
 
-thread_local! {
-    static BUF_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    static BUF_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    static BUF_SHARED_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    static BUF_COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    static BUF_PARTIALS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    static BUF_FLIPPED_KERNEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    static BUF_ZERO_ROW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    static BUF_PACKED_KERNEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    static BUF_RECURRENT_SHARED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    static BUF_RECURRENT_STEP: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    static BUF_RECURRENT_KERNEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    static BUF_DISTINCT_ROWS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    static BUF_WINOGRAD_KERNEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-fn key(slot: Slot) -> &'static LocalKey<RefCell<Vec<f32>>> {
-    match slot {
-        Slot::B => &BUF_B,
-        Slot::A => &BUF_A,
-        Slot::SharedA => &BUF_SHARED_A,
-        Slot::Columns => &BUF_COLUMNS,
-        Slot::Partials => &BUF_PARTIALS,
-        Slot::FlippedKernel => &BUF_FLIPPED_KERNEL,
-        Slot::ZeroRow => &BUF_ZERO_ROW,
-        Slot::PackedKernel => &BUF_PACKED_KERNEL,
-        Slot::RecurrentShared => &BUF_RECURRENT_SHARED,
-        Slot::RecurrentStep => &BUF_RECURRENT_STEP,
-        Slot::RecurrentKernel => &BUF_RECURRENT_KERNEL,
-        Slot::DistinctRows => &BUF_DISTINCT_ROWS,
-        Slot::WinogradKernel => &BUF_WINOGRAD_KERNEL,
-    }
-}
-
 /// Floats every per-thread buffer holds at least once used: enough for the packed
 /// blocks of the shapes a training step meets, so a buffer is allocated once per
 /// thread rather than grown a little whenever a thread first meets a bigger block.
 const MIN_FLOATS: usize = 1 << 17;
-
-/// Allocates this thread's buffers at their minimum size. Pool workers call it when
-/// they start, so a steady-state GEMM never allocates, whichever worker runs it.
-pub(crate) fn reserve_thread_buffers() {
-    for slot in [Slot::A, Slot::B] {
-        key(slot).with(|cell| {
-            let mut buf = cell.borrow_mut();
-            if buf.len() < MIN_FLOATS {
-                buf.resize(MIN_FLOATS, 0.0);
-            }
-        });
-    }
-}
 
 /// Runs `f` with a 64-byte aligned scratch slice of `len` floats.
 ///
@@ -185,16 +151,17 @@ pub(crate) fn with_scratch<R>(slot: Slot, len: usize, f: impl FnOnce(&mut [f32])
         // Nothing to lend: leave the slot (and the allocator) alone.
         return f(&mut []);
     }
-    let mut buf = key(slot).with(|cell| cell.take());
+    let (buffer, mark) = key(slot);
+    let mut buf = buffer.with(|cell| cell.take());
     let needed = len + ALIGN_FLOATS;
     if buf.len() < needed {
         buf.resize(needed.max(MIN_FLOATS), 0.0);
-        raise_high_water(slot as usize, buf.len());
+        raise_high_water(mark, buf.len());
     }
     let misalign = (buf.as_ptr() as usize % ALIGN_BYTES) / std::mem::size_of::<f32>();
     let offset = (ALIGN_FLOATS - misalign) % ALIGN_FLOATS;
     let result = f(&mut buf[offset..offset + len]);
-    key(slot).with(|cell| {
+    buffer.with(|cell| {
         let mut kept = cell.borrow_mut();
         if kept.capacity() < buf.capacity() {
             *kept = buf;
@@ -215,7 +182,7 @@ pub(crate) fn with_index_scratch<R>(len: usize, f: impl FnOnce(&mut [usize]) -> 
     let mut buf = BUF_INDICES.with(|cell| cell.take());
     if buf.len() < len {
         buf.resize(len, 0);
-        raise_high_water(INDICES, len);
+        raise_high_water(&MARK_INDICES, len);
     }
     let result = f(&mut buf[..len]);
     BUF_INDICES.with(|cell| {
@@ -238,9 +205,13 @@ mod tests {
             .join()
             .unwrap();
         std::thread::spawn(move || {
-            let held = || key(Slot::WinogradKernel).with(|c| c.borrow().as_ptr() as usize);
+            let held = || {
+                key(Slot::WinogradKernel)
+                    .0
+                    .with(|c| c.borrow().as_ptr() as usize)
+            };
             keep_up_with_other_threads();
-            let kept = key(Slot::WinogradKernel).with(|c| c.borrow().len());
+            let kept = key(Slot::WinogradKernel).0.with(|c| c.borrow().len());
             assert!(kept >= len + ALIGN_FLOATS, "kept {kept} floats");
             // The use finds the buffer grown ahead: the same allocation, aligned.
             let before = held();
