@@ -1073,6 +1073,65 @@ fn gathered_rows_in_either_order_of_tiles_match() {
     }
 }
 
+/// The bias the kernels add in their stores gives the bits of the product
+/// followed by `x += bias[j]`, as a separate pass over C adds it: at every level,
+/// C overwritten or accumulated, full and partial panels, both orders of tiles.
+#[test]
+fn gathered_rows_add_the_bias_as_a_separate_pass_would() {
+    for (m, n, taps, width) in [
+        (23, 40, 2, 64),
+        (13, 37, 3, 32),
+        (20, 96, 3, 32),
+        (7, 5, 1, 9),
+    ] {
+        let k = taps * width;
+        let source = values(m * k + 7, 21);
+        let offsets = |first: usize, out: &mut [usize]| {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = ((first * taps + i) * width * 7) % (source.len() - width);
+            }
+        };
+        let rows = GatheredRows {
+            source: &source,
+            rows: m,
+            taps,
+            width,
+            offsets,
+        };
+        let b_data = values(k * n, 22);
+        let b = MatRef::row_major(&b_data, k, n).unwrap();
+        let bias = values(n, 23);
+        let c0 = values(m * n, 24);
+        for level in cpu::supported_levels() {
+            let mut buf = vec![0.0; PackedB::buffer_len(level, k, n)];
+            let packed = PackedB::new(level, b, &mut buf).unwrap();
+            for beta in [0.0f32, 0.75] {
+                let (mut fused, mut separate) = (c0.clone(), c0.clone());
+                let with_bias = Epilogue {
+                    bias: Some(&bias),
+                    activation: None,
+                };
+                let c = MatMut::row_major(&mut fused, m, n).unwrap();
+                sgemm_gathered(&rows, &packed, beta, c, &with_bias).unwrap();
+                let c = MatMut::row_major(&mut separate, m, n).unwrap();
+                sgemm_gathered(&rows, &packed, beta, c, &Epilogue::default()).unwrap();
+                for row in separate.chunks_exact_mut(n) {
+                    for (x, b) in row.iter_mut().zip(&bias) {
+                        *x += *b;
+                    }
+                }
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&fused),
+                    bits(&separate),
+                    "{}: {m} x {n}, {taps} taps of {width}, beta {beta}",
+                    level.name()
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn gathered_rows_errors_instead_of_panicking() {
     let level = cpu::active();

@@ -59,7 +59,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use crate::cpu::SimdLevel;
-    use crate::gemm::kernel::{merge_corner, MicroKernel};
+    use crate::gemm::kernel::{merge_corner, Groups, MicroKernel};
 
     const MR: usize = 6;
     const NR: usize = 16;
@@ -140,9 +140,50 @@ mod x86 {
             // SAFETY: the contract of `kernel_gathered`, into C or a full tile.
             unsafe {
                 into_corner(rows, cols, beta, c, ldc, |beta, c, ldc| {
-                    gathered_rows_into(rows, groups, b, beta, c, ldc)
+                    gathered_rows_into(rows, groups, b, beta, std::ptr::null(), c, ldc)
                 })
             };
+        }
+
+        /// Full-width tiles add the bias in their stores; a partial last tile goes
+        /// through [`into_corner`] and gets its bias after the merge.
+        #[inline]
+        unsafe fn kernel_gathered_panels(
+            rows: usize,
+            cols: usize,
+            groups: Groups,
+            b: *const f32,
+            panel_len: usize,
+            beta: f32,
+            bias: *const f32,
+            c: *mut f32,
+            ldc: usize,
+        ) {
+            assert!(rows <= MR);
+            for p in 0..cols.div_ceil(NR) {
+                let j = p * NR;
+                let tile_cols = NR.min(cols - j);
+                // SAFETY: panel p, its tile of C and its part of the bias, per the
+                // contract of `kernel_gathered_panels`.
+                unsafe {
+                    let (bp, cp) = (b.add(p * panel_len), c.add(j));
+                    let bias_p = if bias.is_null() { bias } else { bias.add(j) };
+                    if tile_cols == NR {
+                        gathered_rows_into(rows, groups, bp, beta, bias_p, cp, ldc);
+                        continue;
+                    }
+                    into_corner(rows, tile_cols, beta, cp, ldc, |beta, c, ldc| {
+                        gathered_rows_into(rows, groups, bp, beta, std::ptr::null(), c, ldc)
+                    });
+                    if !bias_p.is_null() {
+                        for i in 0..rows {
+                            for jj in 0..tile_cols {
+                                *cp.add(i * ldc + jj) += *bias_p.add(jj);
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -370,63 +411,59 @@ mod x86 {
             advance(&mut ap, &mut rows, &mut bp, 1);
         }
         // SAFETY: rows < R of the C tile, per the contract.
-        unsafe { store_tile(&acc, alpha, beta, c, ldc) };
+        unsafe { store_tile(&acc, alpha, beta, std::ptr::null(), c, ldc) };
     }
 
-    /// `C <- alpha * acc + beta * C` on the first `R` rows of the tile (C not
-    /// read when beta is 0).
+    /// `C <- alpha * acc + beta * C (+ bias[j])` on the first `R` rows of the
+    /// tile (C not read when beta is 0; no bias when `bias` is null): the bias is
+    /// added to the rounded `alpha * acc + beta * C`, as the epilogue's pass
+    /// would add it.
     ///
     /// # Safety
     /// `c + i*ldc + j` is writable (readable if beta != 0) for `i < R`, `j < NR`;
-    /// the CPU supports AVX2 and FMA.
+    /// `bias`, when not null, is readable for `NR` floats; the CPU supports AVX2
+    /// and FMA.
     #[inline(always)]
     unsafe fn store_tile<const R: usize>(
         acc: &[[__m256; 2]; R],
         alpha: f32,
         beta: f32,
+        bias: *const f32,
         c: *mut f32,
         ldc: usize,
     ) {
-        // SAFETY: the caller vouches for AVX2 and FMA.
-        let alpha_v = unsafe { _mm256_set1_ps(alpha) };
-        if beta == 0.0 {
-            for (i, acc_i) in acc.iter().enumerate() {
-                // SAFETY: row i < R of the C tile, writable per the contract.
-                unsafe {
-                    let ci = c.add(i * ldc);
-                    _mm256_storeu_ps(ci, _mm256_mul_ps(alpha_v, acc_i[0]));
-                    _mm256_storeu_ps(ci.add(8), _mm256_mul_ps(alpha_v, acc_i[1]));
+        // SAFETY: the caller vouches for AVX2 and FMA, and for `bias`.
+        let (alpha_v, beta_v) = unsafe { (_mm256_set1_ps(alpha), _mm256_set1_ps(beta)) };
+        let bias_v = (!bias.is_null())
+            .then(|| unsafe { [_mm256_loadu_ps(bias), _mm256_loadu_ps(bias.add(8))] });
+        for (i, acc_i) in acc.iter().enumerate() {
+            // SAFETY: row i < R of the C tile, writable per the contract (and
+            // readable when beta != 0).
+            unsafe {
+                let ci = c.add(i * ldc);
+                let mut r = [
+                    _mm256_mul_ps(alpha_v, acc_i[0]),
+                    _mm256_mul_ps(alpha_v, acc_i[1]),
+                ];
+                if beta != 0.0 {
+                    r[0] = _mm256_fmadd_ps(beta_v, _mm256_loadu_ps(ci), r[0]);
+                    r[1] = _mm256_fmadd_ps(beta_v, _mm256_loadu_ps(ci.add(8)), r[1]);
                 }
-            }
-        } else {
-            // SAFETY: as above.
-            let beta_v = unsafe { _mm256_set1_ps(beta) };
-            for (i, acc_i) in acc.iter().enumerate() {
-                // SAFETY: row i < R of the C tile, readable and writable per the
-                // contract since beta != 0.
-                unsafe {
-                    let ci = c.add(i * ldc);
-                    let c0 = _mm256_loadu_ps(ci);
-                    let c1 = _mm256_loadu_ps(ci.add(8));
-                    let r0 = _mm256_fmadd_ps(beta_v, c0, _mm256_mul_ps(alpha_v, acc_i[0]));
-                    let r1 = _mm256_fmadd_ps(beta_v, c1, _mm256_mul_ps(alpha_v, acc_i[1]));
-                    _mm256_storeu_ps(ci, r0);
-                    _mm256_storeu_ps(ci.add(8), r1);
+                if let Some(bv) = bias_v {
+                    r = [_mm256_add_ps(r[0], bv[0]), _mm256_add_ps(r[1], bv[1])];
                 }
+                _mm256_storeu_ps(ci, r[0]);
+                _mm256_storeu_ps(ci.add(8), r[1]);
             }
         }
     }
 
-    /// The groups of a gathered-rows kernel: their count, their width, the rows'
-    /// addresses and each group's index into B (see
-    /// [`MicroKernel::kernel_gathered`]).
-    type Groups = (usize, usize, *const usize, *const usize);
-
     /// The gathered-rows kernel (see [`MicroKernel::kernel_gathered`]) of `rows`
-    /// (1 to MR) rows, full width.
+    /// (1 to MR) rows, full width, adding `bias` (see [`store_tile`]) unless null.
     ///
     /// # Safety
-    /// The contract of `kernel_gathered` with `cols = NR`.
+    /// The contract of `kernel_gathered` with `cols = NR`; `bias`, when not null,
+    /// is readable for `NR` floats.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     unsafe fn gathered_rows_into(
@@ -434,18 +471,19 @@ mod x86 {
         groups: Groups,
         b: *const f32,
         beta: f32,
+        bias: *const f32,
         c: *mut f32,
         ldc: usize,
     ) {
         // SAFETY (every arm): forwarded, with `R = rows`.
         unsafe {
             match rows {
-                1 => gathered_x16::<1>(groups, b, beta, c, ldc),
-                2 => gathered_x16::<2>(groups, b, beta, c, ldc),
-                3 => gathered_x16::<3>(groups, b, beta, c, ldc),
-                4 => gathered_x16::<4>(groups, b, beta, c, ldc),
-                5 => gathered_x16::<5>(groups, b, beta, c, ldc),
-                _ => gathered_x16::<MR>(groups, b, beta, c, ldc),
+                1 => gathered_x16::<1>(groups, b, beta, bias, c, ldc),
+                2 => gathered_x16::<2>(groups, b, beta, bias, c, ldc),
+                3 => gathered_x16::<3>(groups, b, beta, bias, c, ldc),
+                4 => gathered_x16::<4>(groups, b, beta, bias, c, ldc),
+                5 => gathered_x16::<5>(groups, b, beta, bias, c, ldc),
+                _ => gathered_x16::<MR>(groups, b, beta, bias, c, ldc),
             }
         }
     }
@@ -455,12 +493,14 @@ mod x86 {
     /// of K, as [`kernel_x16`] would add the same elements copied into a matrix.
     ///
     /// # Safety
-    /// The contract of [`MicroKernel::kernel_gathered`], for rows < `R`, full width.
+    /// The contract of [`MicroKernel::kernel_gathered`], for rows < `R`, full width;
+    /// `bias`, when not null, is readable for `NR` floats.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn gathered_x16<const R: usize>(
         (taps, width, row_addrs, tap_index): Groups,
         b: *const f32,
         beta: f32,
+        bias: *const f32,
         c: *mut f32,
         ldc: usize,
     ) {
@@ -494,7 +534,7 @@ mod x86 {
             }
         }
         // SAFETY: rows < R of the C tile, per the contract.
-        unsafe { store_tile(&acc, 1.0, beta, c, ldc) };
+        unsafe { store_tile(&acc, 1.0, beta, bias, c, ldc) };
     }
 
     /// `out[p*W + r] = rows[r][p]` for `p < cols` (a multiple of 8), `W` = 6 or 16.

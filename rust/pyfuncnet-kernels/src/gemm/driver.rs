@@ -748,46 +748,52 @@ impl CTarget {
         }
     }
 
-    /// Runs `K::kernel_gathered` for the `rows x cols` tile at `(i, j)`: groups
-    /// of `width` steps of K whose rows are at the `MR` addresses per group of
-    /// `row_addrs`, against B's groups `tap_index` of the panel rows `b`.
+    /// Runs `K::kernel_gathered_panels` for the `rows x cols` block at `(i, j)`
+    /// (`j` a multiple of `NR`): groups of `width` steps of K whose rows are at
+    /// the `MR` addresses per group of `row_addrs`, against B's groups
+    /// `tap_index` of the consecutive panels `panels` (`panel_len` floats each,
+    /// one per `NR` columns), adding `bias[j..j + cols]` when given.
     ///
     /// # Panics
-    /// If the tile is outside C, `row_addrs` does not hold `MR` addresses per
-    /// group, or a group is past the end of `b`.
+    /// If the block is outside C, `row_addrs` does not hold `MR` addresses per
+    /// group, `panels` or the bias is too short, or a group is past the end of a
+    /// panel.
     ///
     /// # Safety
     /// Each address is readable for `width` floats; no other thread accesses this
-    /// tile of C during the call; the CPU supports `K`'s instruction set.
+    /// block of C during the call; the CPU supports `K`'s instruction set.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) unsafe fn run_gathered_tile<K: MicroKernel>(
+    pub(crate) unsafe fn run_gathered_panels<K: MicroKernel>(
         &self,
         (i, j): (usize, usize),
         (rows, cols): (usize, usize),
         width: usize,
         row_addrs: &[usize],
         tap_index: &[usize],
-        b: &[f32],
+        (panels, panel_len): (&[f32], usize),
         beta: f32,
+        bias: Option<&[f32]>,
     ) {
         let taps = tap_index.len();
-        assert!(!self.transposed && rows <= K::MR && cols <= K::NR);
+        assert!(!self.transposed && rows <= K::MR);
         assert!(i + rows <= self.m && j + cols <= self.n && row_addrs.len() == taps * K::MR);
+        assert!(cols.div_ceil(K::NR) * panel_len <= panels.len());
         assert!(tap_index
             .iter()
-            .all(|&t| (t + 1) * width * K::NR <= b.len()));
-        // SAFETY: the corner is inside C (asserted, with (m-1)*ldc + n <= len from
-        // `new`), B's groups are in `b` (asserted); the rest is the caller's.
+            .all(|&t| (t + 1) * width * K::NR <= panel_len));
+        let bias = bias.map_or(std::ptr::null(), |b| b[j..j + cols].as_ptr());
+        // SAFETY: the block is inside C (asserted, with (m-1)*ldc + n <= len from
+        // `new`), the panels and their groups are in `panels`, the bias covers the
+        // block's columns (asserted or sliced); the rest is the caller's.
         unsafe {
-            K::kernel_gathered(
+            K::kernel_gathered_panels(
                 rows,
                 cols,
-                taps,
-                width,
-                row_addrs.as_ptr(),
-                tap_index.as_ptr(),
-                b.as_ptr(),
+                (taps, width, row_addrs.as_ptr(), tap_index.as_ptr()),
+                panels.as_ptr(),
+                panel_len,
                 beta,
+                bias,
                 self.ptr.add(i * self.ldc + j),
                 self.ldc,
             )

@@ -95,35 +95,42 @@ pub(crate) fn gemm_gathered<K: MicroKernel, F: Fn(usize, &mut [usize])>(
                 count[0] = kept;
             }
             let table: &[usize] = table;
-            let tile = |s: usize, jp: usize| {
-                let (i, j) = (s * mr, jp * nr);
+            // The bias goes into the kernels' stores; the activation, if any, runs
+            // over finished rows.
+            let activation = Epilogue {
+                bias: None,
+                activation: epilogue.activation,
+            };
+            let block = |s: usize, panels: std::ops::Range<usize>| {
+                let (i, j) = (s * mr, panels.start * nr);
                 let strip = &table[s * stride..][..stride];
                 let kept = strip[stride - 1];
                 // SAFETY: the strip's addresses (of `source` or of the zero row) are
                 // readable for `width` floats (checked above); the caller owns C
                 // and checked the instruction set.
                 unsafe {
-                    c.run_gathered_tile::<K>(
+                    c.run_gathered_panels::<K>(
                         (i, j),
-                        (mr.min(m - i), nr.min(n - j)),
+                        (mr.min(m - i), n.min(panels.end * nr) - j),
                         width,
                         &strip[..kept * mr],
                         &strip[taps * mr..][..kept],
-                        &bpack[jp * nr * k..][..nr * k],
+                        (&bpack[j * k..panels.end * nr * k], nr * k),
                         beta,
+                        epilogue.bias,
                     )
                 };
             };
             if n_panels * nr * k <= STRIP_MAJOR_MAX_B || nr * k > PANEL_MAJOR_MAX_B {
                 for s in 0..strips {
-                    (0..n_panels).for_each(|jp| tile(s, jp));
+                    block(s, 0..n_panels);
                     // SAFETY: the caller owns all of C.
-                    unsafe { c.apply_epilogue(epilogue, s * mr..m.min(s * mr + mr), 0, n) };
+                    unsafe { c.apply_epilogue(&activation, s * mr..m.min(s * mr + mr), 0, n) };
                 }
             } else {
-                (0..n_panels).for_each(|jp| (0..strips).for_each(|s| tile(s, jp)));
+                (0..n_panels).for_each(|jp| (0..strips).for_each(|s| block(s, jp..jp + 1)));
                 // SAFETY: the caller owns all of C.
-                unsafe { c.apply_epilogue(epilogue, 0..m, 0, n) };
+                unsafe { c.apply_epilogue(&activation, 0..m, 0, n) };
             }
             Ok(())
         })

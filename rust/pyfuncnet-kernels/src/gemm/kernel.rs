@@ -185,7 +185,69 @@ pub trait MicroKernel {
             }
         }
     }
+
+    /// [`kernel_gathered`](Self::kernel_gathered) on the `rows x cols` corner of
+    /// a strip of tiles side by side: panel `p` of B starts at `b + p *
+    /// panel_len` and covers columns `p*NR..` (the last may be partial), and when
+    /// `bias` is not null each element then gets `bias[j]` added (one rounding
+    /// after the product, as [`Epilogue`](super::Epilogue) adds it). One call per
+    /// strip instead of one per tile, and no second pass over C for the bias.
+    ///
+    /// This default runs [`kernel_gathered`](Self::kernel_gathered) panel by panel,
+    /// then adds the bias; kernels override it to add the bias in their stores.
+    ///
+    /// # Safety
+    /// As for [`kernel_gathered`](Self::kernel_gathered), for every panel `p <
+    /// cols.div_ceil(NR)` and its tile of C; `bias`, when not null, is readable for
+    /// `cols` floats.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn kernel_gathered_panels(
+        rows: usize,
+        cols: usize,
+        (taps, width, row_addrs, tap_index): Groups,
+        b: *const f32,
+        panel_len: usize,
+        beta: f32,
+        bias: *const f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        let nr = Self::NR;
+        for p in 0..cols.div_ceil(nr) {
+            // SAFETY: panel p and its tile of C, per the contract.
+            unsafe {
+                Self::kernel_gathered(
+                    rows,
+                    nr.min(cols - p * nr),
+                    taps,
+                    width,
+                    row_addrs,
+                    tap_index,
+                    b.add(p * panel_len),
+                    beta,
+                    c.add(p * nr),
+                    ldc,
+                )
+            };
+        }
+        if !bias.is_null() {
+            // SAFETY: the corner of C is the caller's; `bias` holds `cols` floats.
+            unsafe {
+                let bias = std::slice::from_raw_parts(bias, cols);
+                for i in 0..rows {
+                    let row = std::slice::from_raw_parts_mut(c.add(i * ldc), cols);
+                    for (x, b) in row.iter_mut().zip(bias) {
+                        *x += *b;
+                    }
+                }
+            }
+        }
+    }
 }
+
+/// The groups of a gathered-rows kernel: their count, their width, the rows'
+/// addresses and each group's index into B (see [`MicroKernel::kernel_gathered`]).
+pub(crate) type Groups = (usize, usize, *const usize, *const usize);
 
 /// `C <- tile + beta * C` on the `rows x cols` corner of C, from a tile computed
 /// with beta = 0 and leading dimension `nr`.
