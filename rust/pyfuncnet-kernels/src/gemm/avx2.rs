@@ -59,7 +59,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use crate::cpu::SimdLevel;
-    use crate::gemm::kernel::{merge_corner, Groups, MicroKernel};
+    use crate::gemm::kernel::{add_bias, merge_corner, Groups, MicroKernel};
 
     const MR: usize = 6;
     const NR: usize = 16;
@@ -176,11 +176,7 @@ mod x86 {
                         gathered_rows_into(rows, groups, bp, beta, std::ptr::null(), c, ldc)
                     });
                     if !bias_p.is_null() {
-                        for i in 0..rows {
-                            for jj in 0..tile_cols {
-                                *cp.add(i * ldc + jj) += *bias_p.add(jj);
-                            }
-                        }
+                        add_bias(rows, tile_cols, bias_p, cp, ldc);
                     }
                 }
             }

@@ -232,15 +232,26 @@ pub trait MicroKernel {
         }
         if !bias.is_null() {
             // SAFETY: the corner of C is the caller's; `bias` holds `cols` floats.
-            unsafe {
-                let bias = std::slice::from_raw_parts(bias, cols);
-                for i in 0..rows {
-                    let row = std::slice::from_raw_parts_mut(c.add(i * ldc), cols);
-                    for (x, b) in row.iter_mut().zip(bias) {
-                        *x += *b;
-                    }
-                }
-            }
+            unsafe { add_bias(rows, cols, bias, c, ldc) };
+        }
+    }
+}
+
+/// `C[i][j] += bias[j]` on the `rows x cols` corner of C, as
+/// [`Epilogue`](super::Epilogue) adds a bias.
+///
+/// # Safety
+/// `c + i*ldc + j` is valid for reads and writes for `i < rows`, `j < cols`, and no
+/// other thread accesses those elements meanwhile; `bias` is readable for `cols`
+/// floats.
+pub(crate) unsafe fn add_bias(rows: usize, cols: usize, bias: *const f32, c: *mut f32, ldc: usize) {
+    // SAFETY: the caller's contract.
+    let bias = unsafe { std::slice::from_raw_parts(bias, cols) };
+    for i in 0..rows {
+        // SAFETY: row i < rows, columns < cols of C, per the contract.
+        let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), cols) };
+        for (x, b) in row.iter_mut().zip(bias) {
+            *x += *b;
         }
     }
 }
