@@ -59,7 +59,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use crate::cpu::SimdLevel;
-    use crate::gemm::kernel::{add_bias, merge_corner, Groups, MicroKernel};
+    use crate::gemm::kernel::{merge_corner, Groups, MicroKernel};
 
     const MR: usize = 6;
     const NR: usize = 16;
@@ -145,41 +145,20 @@ mod x86 {
             };
         }
 
-        /// Full-width tiles add the bias in their stores; a partial last tile goes
-        /// through [`into_corner`] and gets its bias after the merge.
+        /// Adds the bias in the tile's stores (see [`store_tile`]).
         #[inline]
-        unsafe fn kernel_gathered_panels(
+        unsafe fn kernel_gathered_biased(
             rows: usize,
-            cols: usize,
             groups: Groups,
             b: *const f32,
-            panel_len: usize,
             beta: f32,
             bias: *const f32,
             c: *mut f32,
             ldc: usize,
         ) {
             assert!(rows <= MR);
-            for p in 0..cols.div_ceil(NR) {
-                let j = p * NR;
-                let tile_cols = NR.min(cols - j);
-                // SAFETY: panel p, its tile of C and its part of the bias, per the
-                // contract of `kernel_gathered_panels`.
-                unsafe {
-                    let (bp, cp) = (b.add(p * panel_len), c.add(j));
-                    let bias_p = if bias.is_null() { bias } else { bias.add(j) };
-                    if tile_cols == NR {
-                        gathered_rows_into(rows, groups, bp, beta, bias_p, cp, ldc);
-                        continue;
-                    }
-                    into_corner(rows, tile_cols, beta, cp, ldc, |beta, c, ldc| {
-                        gathered_rows_into(rows, groups, bp, beta, std::ptr::null(), c, ldc)
-                    });
-                    if !bias_p.is_null() {
-                        add_bias(rows, tile_cols, bias_p, cp, ldc);
-                    }
-                }
-            }
+            // SAFETY: the contract of `kernel_gathered_biased`: a full-width tile.
+            unsafe { gathered_rows_into(rows, groups, b, beta, bias, c, ldc) };
         }
     }
 

@@ -32,7 +32,7 @@
 //! K blocks beyond K = 256, so the same product may round differently when only
 //! its M or its layout changes.)
 
-use super::kernel::{MicroKernel, MAX_TILE};
+use super::kernel::{add_bias, MicroKernel, MAX_TILE};
 use super::pack::pack_panels;
 use super::{small, Epilogue, MatRef};
 use crate::scratch::{with_scratch, Slot};
@@ -748,11 +748,12 @@ impl CTarget {
         }
     }
 
-    /// Runs `K::kernel_gathered_panels` for the `rows x cols` block at `(i, j)`
-    /// (`j` a multiple of `NR`): groups of `width` steps of K whose rows are at
-    /// the `MR` addresses per group of `row_addrs`, against B's groups
-    /// `tap_index` of the consecutive panels `panels` (`panel_len` floats each,
-    /// one per `NR` columns), adding `bias[j..j + cols]` when given.
+    /// Runs the gathered-rows kernel on the `rows x cols` block at `(i, j)` (`j` a
+    /// multiple of `NR`), one call per strip's worth of panels: groups of `width`
+    /// steps of K whose rows are at the `MR` addresses per group of `row_addrs`,
+    /// against B's groups `tap_index` of the consecutive panels `panels`
+    /// (`panel_len` floats each, one per `NR` columns), adding `bias[j..j + cols]`
+    /// when given (in the kernel's stores on full-width tiles).
     ///
     /// # Panics
     /// If the block is outside C, `row_addrs` does not hold `MR` addresses per
@@ -774,30 +775,36 @@ impl CTarget {
         beta: f32,
         bias: Option<&[f32]>,
     ) {
-        let taps = tap_index.len();
+        let (taps, nr) = (tap_index.len(), K::NR);
         assert!(!self.transposed && rows <= K::MR);
         assert!(i + rows <= self.m && j + cols <= self.n && row_addrs.len() == taps * K::MR);
-        assert!(cols.div_ceil(K::NR) * panel_len <= panels.len());
-        assert!(tap_index
-            .iter()
-            .all(|&t| (t + 1) * width * K::NR <= panel_len));
-        let bias = bias.map_or(std::ptr::null(), |b| b[j..j + cols].as_ptr());
-        // SAFETY: the block is inside C (asserted, with (m-1)*ldc + n <= len from
-        // `new`), the panels and their groups are in `panels`, the bias covers the
-        // block's columns (asserted or sliced); the rest is the caller's.
-        unsafe {
-            K::kernel_gathered_panels(
-                rows,
-                cols,
-                (taps, width, row_addrs.as_ptr(), tap_index.as_ptr()),
-                panels.as_ptr(),
-                panel_len,
-                beta,
-                bias,
-                self.ptr.add(i * self.ldc + j),
-                self.ldc,
-            )
-        };
+        assert!(cols.div_ceil(nr) * panel_len <= panels.len());
+        assert!(tap_index.iter().all(|&t| (t + 1) * width * nr <= panel_len));
+        let bias = bias.map(|b| &b[j..j + cols]);
+        let groups = (taps, width, row_addrs.as_ptr(), tap_index.as_ptr());
+        for p in 0..cols.div_ceil(nr) {
+            let (jp, tile_cols) = (p * nr, nr.min(cols - p * nr));
+            let b = panels[p * panel_len..].as_ptr();
+            let tile_bias = bias.map(|bias| &bias[jp..jp + tile_cols]);
+            // SAFETY: the tile is inside C (asserted, with (m-1)*ldc + n <= len
+            // from `new`), its panel and groups are in `panels`, its bias is
+            // sliced to its columns; the rest is the caller's.
+            unsafe {
+                let c = self.ptr.add(i * self.ldc + j + jp);
+                let (taps, width, row_addrs, tap_index) = groups;
+                if tile_cols == nr {
+                    let bias = tile_bias.map_or(std::ptr::null(), <[f32]>::as_ptr);
+                    K::kernel_gathered_biased(rows, groups, b, beta, bias, c, self.ldc);
+                    continue;
+                }
+                K::kernel_gathered(
+                    rows, tile_cols, taps, width, row_addrs, tap_index, b, beta, c, self.ldc,
+                );
+                if let Some(bias) = tile_bias {
+                    add_bias(rows, tile_cols, bias.as_ptr(), c, self.ldc);
+                }
+            }
+        }
     }
 
     /// Bias and activation on rows `rows`, columns `j..j+cols`.

@@ -186,53 +186,34 @@ pub trait MicroKernel {
         }
     }
 
-    /// [`kernel_gathered`](Self::kernel_gathered) on the `rows x cols` corner of
-    /// a strip of tiles side by side: panel `p` of B starts at `b + p *
-    /// panel_len` and covers columns `p*NR..` (the last may be partial), and when
-    /// `bias` is not null each element then gets `bias[j]` added (one rounding
-    /// after the product, as [`Epilogue`](super::Epilogue) adds it). One call per
-    /// strip instead of one per tile, and no second pass over C for the bias.
+    /// [`kernel_gathered`](Self::kernel_gathered) on a tile as wide as the kernel
+    /// (`cols = NR`), then, when `bias` is not null, `bias[j]` added to each
+    /// element (one rounding after the product, as [`Epilogue`](super::Epilogue)
+    /// adds it).
     ///
-    /// This default runs [`kernel_gathered`](Self::kernel_gathered) panel by panel,
-    /// then adds the bias; kernels override it to add the bias in their stores.
+    /// This default adds the bias after the kernel; kernels override it to add
+    /// the bias in their stores, which saves a second pass over C.
     ///
     /// # Safety
-    /// As for [`kernel_gathered`](Self::kernel_gathered), for every panel `p <
-    /// cols.div_ceil(NR)` and its tile of C; `bias`, when not null, is readable for
-    /// `cols` floats.
+    /// As for [`kernel_gathered`](Self::kernel_gathered) with `cols = NR`; `bias`,
+    /// when not null, is readable for `NR` floats.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn kernel_gathered_panels(
+    unsafe fn kernel_gathered_biased(
         rows: usize,
-        cols: usize,
         (taps, width, row_addrs, tap_index): Groups,
         b: *const f32,
-        panel_len: usize,
         beta: f32,
         bias: *const f32,
         c: *mut f32,
         ldc: usize,
     ) {
         let nr = Self::NR;
-        for p in 0..cols.div_ceil(nr) {
-            // SAFETY: panel p and its tile of C, per the contract.
-            unsafe {
-                Self::kernel_gathered(
-                    rows,
-                    nr.min(cols - p * nr),
-                    taps,
-                    width,
-                    row_addrs,
-                    tap_index,
-                    b.add(p * panel_len),
-                    beta,
-                    c.add(p * nr),
-                    ldc,
-                )
-            };
-        }
-        if !bias.is_null() {
-            // SAFETY: the corner of C is the caller's; `bias` holds `cols` floats.
-            unsafe { add_bias(rows, cols, bias, c, ldc) };
+        // SAFETY: the contract, forwarded; `bias` holds NR floats when not null.
+        unsafe {
+            Self::kernel_gathered(rows, nr, taps, width, row_addrs, tap_index, b, beta, c, ldc);
+            if !bias.is_null() {
+                add_bias(rows, nr, bias, c, ldc);
+            }
         }
     }
 }
