@@ -113,6 +113,7 @@ fn recurrent(c: &mut Criterion) {
                         d_sequence: Some(black_box(&d_seq)),
                         d_h_last: None,
                         d_c_last: None,
+                        initial_state_gradient: false,
                     };
                     let out = RnnGradOutputs {
                         d_xp: &mut d_xp,

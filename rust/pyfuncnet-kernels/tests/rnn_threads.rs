@@ -70,6 +70,7 @@ fn run(threads: usize, spec: &RnnSpec) -> Vec<Vec<f32>> {
         d_sequence: Some(&d_seq),
         d_h_last: Some(&h0),
         d_c_last: lstm.then_some(&c0[..]),
+        initial_state_gradient: true,
     };
     let grad_out = RnnGradOutputs {
         d_xp: &mut d_xp,

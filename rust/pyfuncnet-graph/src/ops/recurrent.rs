@@ -582,6 +582,8 @@ impl Op for RnnGradOp {
             d_sequence,
             d_h_last,
             d_c_last,
+            // Without initial state inputs nothing reads d_h0.
+            initial_state_gradient: c.initial_state,
         };
         let (d_xp, rest) = outputs.split_first_mut().ok_or_else(missing_output)?;
         let (d_r, rest) = rest.split_first_mut().ok_or_else(missing_output)?;

@@ -309,6 +309,10 @@ pub struct RnnGradInputs<'a> {
     pub d_sequence: Option<&'a [f32]>,
     pub d_h_last: Option<&'a [f32]>,
     pub d_c_last: Option<&'a [f32]>,
+    /// Whether `d_h0` must be the initial state's gradient. When nothing reads it
+    /// (a layer without an initial state input) the LSTM skips the first step's
+    /// product by the recurrent kernel, and `d_h0` does not hold it.
+    pub initial_state_gradient: bool,
 }
 
 /// The gradients (every element is written).
@@ -443,6 +447,12 @@ pub fn rnn_forward_with_level(
     if b == 0 || u == 0 || t == 0 {
         return Ok(());
     }
+    // A zero initial state times the recurrent kernel is +0 everywhere unless the
+    // kernel holds an infinity or a NaN (0 * inf is NaN).
+    let zero_start = x.h0.is_none()
+        && x.recurrent_kernel
+            .iter()
+            .fold(true, |finite, v| finite & v.is_finite());
     // The step GEMMs read the recurrent kernel packed once, here (the GRU with the
     // reset before multiplies by two parts of it and reads them in place), and so
     // the input kernel of a projection computed step by step.
@@ -489,7 +499,7 @@ pub fn rnn_forward_with_level(
                 h_prev: out.h_prev,
             };
             split_rows(all, b, s.rows_per_task(), &|part: ForwardRows, n| {
-                forward_rows(s, level, x, packed.as_ref(), part, n)
+                forward_rows(s, level, x, zero_start, packed.as_ref(), part, n)
             })
         })
     })
@@ -639,11 +649,14 @@ macro_rules! with_acts {
 }
 
 /// The whole sequence for `n` rows; `packed` is the recurrent kernel (all cells but
-/// the GRU with the reset before).
+/// the GRU with the reset before). With `zero_start` (a zero initial state and a
+/// finite recurrent kernel) the LSTM and the GRU with the reset after skip the
+/// first step's product by the recurrent kernel.
 fn forward_rows(
     s: &RnnSpec,
     level: SimdLevel,
     x: &RnnInputs,
+    zero_start: bool,
     packed: Option<&PackedB>,
     part: ForwardRows,
     n: usize,
@@ -707,15 +720,19 @@ fn forward_rows(
             match s.cell {
                 Cell::Lstm => {
                     let c = c.as_deref_mut().expect("checked: LSTM has a cell state");
-                    let hm = MatRef::row_major(h, n, u)?;
-                    gemm::sgemm_packed(
-                        1.0,
-                        hm,
-                        packed_kernel(),
-                        0.0,
-                        MatMut::new(&mut ws[t * w..], n, g, t_len * w)?,
-                        &none,
-                    )?;
+                    if step == 0 && zero_start {
+                        zero_state_product(ws, &rows, w, 0..g, None);
+                    } else {
+                        let hm = MatRef::row_major(h, n, u)?;
+                        gemm::sgemm_packed(
+                            1.0,
+                            hm,
+                            packed_kernel(),
+                            0.0,
+                            MatMut::new(&mut ws[t * w..], n, g, t_len * w)?,
+                            &none,
+                        )?;
+                    }
                     with_acts!(s, level, |ra, a| cpu::run_at(
                         level,
                         &mut cells::LstmForward {
@@ -732,19 +749,23 @@ fn forward_rows(
                     ));
                 }
                 Cell::Gru { reset_after: true } => {
-                    let bias = Epilogue {
-                        bias: x.recurrent_bias,
-                        activation: None,
-                    };
-                    let hm = MatRef::row_major(h, n, u)?;
-                    gemm::sgemm_packed(
-                        1.0,
-                        hm,
-                        packed_kernel(),
-                        0.0,
-                        MatMut::new(&mut ws[t * w + u..], n, g, t_len * w)?,
-                        &bias,
-                    )?;
+                    if step == 0 && zero_start {
+                        zero_state_product(ws, &rows, w, u..u + g, x.recurrent_bias);
+                    } else {
+                        let bias = Epilogue {
+                            bias: x.recurrent_bias,
+                            activation: None,
+                        };
+                        let hm = MatRef::row_major(h, n, u)?;
+                        gemm::sgemm_packed(
+                            1.0,
+                            hm,
+                            packed_kernel(),
+                            0.0,
+                            MatMut::new(&mut ws[t * w + u..], n, g, t_len * w)?,
+                            &bias,
+                        )?;
+                    }
                     with_acts!(s, level, |ra, a| cpu::run_at(
                         level,
                         &mut cells::GruAfterForward {
@@ -838,6 +859,30 @@ fn forward_rows(
         }
         Ok(())
     })
+}
+
+/// What the product of a zero state by the recurrent kernel (plus `bias`, the
+/// GEMM's epilogue) writes into `columns` of each row's workspace entry at this
+/// step: `+0 + bias[j]`, or +0, the GEMM's bits. The first step of a layer without
+/// an initial state skips that product.
+fn zero_state_product(
+    ws: &mut [f32],
+    rows: &Rows,
+    w: usize,
+    columns: std::ops::Range<usize>,
+    bias: Option<&[f32]>,
+) {
+    for bi in 0..rows.count {
+        let entry = &mut ws[rows.at(bi, w)][columns.clone()];
+        match bias {
+            Some(bias) => {
+                for (x, &b) in entry.iter_mut().zip(bias) {
+                    *x = 0.0 + b;
+                }
+            }
+            None => entry.fill(0.0),
+        }
+    }
 }
 
 /// The outputs of processing step `step`: the state (which a masked row keeps),
@@ -970,7 +1015,15 @@ pub fn rnn_backward_with_level(
             dc: d_c0,
         };
         split_rows(all, b, s.rows_per_task(), &|part: BackwardRows, n| {
-            backward_rows(s, level, rt, packed.as_ref(), part, n)
+            backward_rows(
+                s,
+                level,
+                rt,
+                x.initial_state_gradient,
+                packed.as_ref(),
+                part,
+                n,
+            )
         })?;
         // The recurrent kernel's gradient: one GEMM over all (row, time) steps.
         let hp = MatRef::row_major(x.h_prev, b * t, u)?.t();
@@ -1113,6 +1166,7 @@ fn backward_rows(
     s: &RnnSpec,
     level: SimdLevel,
     rt: &[f32],
+    initial_state_gradient: bool,
     packed: Option<&PackedB>,
     part: BackwardRows,
     n: usize,
@@ -1169,14 +1223,17 @@ fn backward_rows(
                                 dc
                             }
                         ));
-                        gemm::sgemm_packed(
-                            1.0,
-                            step_view(dxp, n, t, t_len, g, 0, g)?,
-                            packed_rt(),
-                            1.0,
-                            MatMut::row_major(dh, n, u)?,
-                            &none,
-                        )?;
+                        // The first step's product only feeds `d_h0`.
+                        if step > 0 || initial_state_gradient {
+                            gemm::sgemm_packed(
+                                1.0,
+                                step_view(dxp, n, t, t_len, g, 0, g)?,
+                                packed_rt(),
+                                1.0,
+                                MatMut::row_major(dh, n, u)?,
+                                &none,
+                            )?;
+                        }
                     }
                     Cell::Gru { reset_after: true } => {
                         let drec = d_rec

@@ -214,6 +214,7 @@ fn run_kernels(level: SimdLevel, c: &Case) -> KernelOut {
         d_sequence: ds.as_deref(),
         d_h_last: dh.as_deref(),
         d_c_last: if lstm { dc.as_deref() } else { None },
+        initial_state_gradient: true,
     };
     let grad_out = RnnGradOutputs {
         d_xp: &mut d_xp,
@@ -447,6 +448,114 @@ fn wide_layers_across_simd_widths_and_several_tasks() {
         );
         assert!(!c.spec.single_task() || c.spec.recurrent_flops() < 2 * MIN_TASK_FLOPS);
         check_case(&c, false);
+    }
+}
+
+/// Forward and backward of `c` at `level` with its initial state given as zeros
+/// (`explicit`) or left out, the backward with or without the initial state's
+/// gradient: the outputs' bits (forward: sequence, last states, workspace,
+/// previous states; backward: the input projection's, recurrent kernel's and
+/// bias's gradients, and `d_c0`).
+fn zero_start_bits(level: SimdLevel, c: &Case, explicit: bool) -> Vec<Vec<u32>> {
+    let s = &c.spec;
+    let (b, t, u, g, w) = (
+        s.batch,
+        s.steps,
+        s.units,
+        s.gate_width(),
+        s.workspace_width(),
+    );
+    let lstm = s.cell.has_cell_state();
+    let (xp, r) = (f32s(&c.xp), f32s(&c.r));
+    let rb = c.rb.as_deref().map(f32s);
+    let mask = c.mask.as_deref().map(f32s);
+    let zeros = vec![0.0f32; b * u];
+    let mut seq = vec![f32::NAN; b * t * u];
+    let mut h = vec![f32::NAN; b * u];
+    let mut cl = vec![f32::NAN; if lstm { b * u } else { 0 }];
+    let mut ws = vec![f32::NAN; b * t * w];
+    let mut hp = vec![f32::NAN; b * t * u];
+    let inputs = RnnInputs {
+        projection: Projection::Computed(&xp),
+        recurrent_kernel: &r,
+        recurrent_bias: rb.as_deref(),
+        h0: explicit.then_some(&zeros[..]),
+        c0: (explicit && lstm).then_some(&zeros[..]),
+        mask: mask.as_deref(),
+    };
+    let outputs = RnnOutputs {
+        sequence: Some(&mut seq),
+        h_last: &mut h,
+        c_last: lstm.then_some(&mut cl[..]),
+        workspace: &mut ws,
+        h_prev: &mut hp,
+    };
+    rnn_forward_with_level(level, s, &inputs, outputs).unwrap();
+    let ds = f32s(&grid(b * t * u, 11));
+    let mut d_xp = vec![f32::NAN; b * t * g];
+    let mut d_r = vec![f32::NAN; u * g];
+    let mut d_rb = vec![f32::NAN; if s.cell.has_recurrent_bias() { g } else { 0 }];
+    let mut d_h0 = vec![f32::NAN; b * u];
+    let mut d_c0 = vec![f32::NAN; if lstm { b * u } else { 0 }];
+    let grad_in = RnnGradInputs {
+        recurrent_kernel: &r,
+        mask: mask.as_deref(),
+        workspace: &ws,
+        h_prev: &hp,
+        d_sequence: Some(&ds),
+        d_h_last: None,
+        d_c_last: None,
+        initial_state_gradient: explicit,
+    };
+    let grad_out = RnnGradOutputs {
+        d_xp: &mut d_xp,
+        d_recurrent_kernel: &mut d_r,
+        d_recurrent_bias: s.cell.has_recurrent_bias().then_some(&mut d_rb[..]),
+        d_h0: &mut d_h0,
+        d_c0: lstm.then_some(&mut d_c0[..]),
+    };
+    rnn_backward_with_level(level, s, &grad_in, grad_out).unwrap();
+    // NaNs compare by their being NaN (a kernel with an infinity makes them).
+    let bits = |x: &[f32]| {
+        x.iter()
+            .map(|v| if v.is_nan() { u32::MAX } else { v.to_bits() })
+            .collect()
+    };
+    [&seq, &h, &cl, &ws, &hp, &d_xp, &d_r, &d_rb, &d_c0]
+        .map(|v| bits(v))
+        .to_vec()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// A layer without an initial state skips the first step's product by the
+    /// recurrent kernel (a zero state's) and, backward, the last step's product
+    /// that only feeds the initial state's gradient: bit for bit what zeros given
+    /// as the initial state give, also when the kernel holds an infinity.
+    #[test]
+    fn a_zero_initial_state_skips_products_with_the_same_bits(
+        cell in cells(),
+        batch in 1usize..5,
+        steps in 1usize..5,
+        units in 1usize..20,
+        go_backwards in any::<bool>(),
+        masked in any::<bool>(),
+        infinite in any::<bool>(),
+        seed in 0u64..1000,
+    ) {
+        let mut c = make_case(cell, (batch, steps, units), (Unary::Sigmoid, Unary::Tanh), go_backwards, masked, false, (true, false, false), seed);
+        if infinite {
+            let at = seed as usize % c.r.len();
+            c.r[at] = f64::INFINITY;
+        }
+        for level in cpu::supported_levels() {
+            let given = zero_start_bits(level, &c, true);
+            let left_out = zero_start_bits(level, &c, false);
+            for (k, (a, b)) in given.iter().zip(&left_out).enumerate() {
+                prop_assert!(a == b, "output {} of {:?} at {:?}", k, c.spec, level);
+            }
+        }
     }
 }
 
