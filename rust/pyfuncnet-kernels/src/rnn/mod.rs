@@ -310,8 +310,9 @@ pub struct RnnGradInputs<'a> {
     pub d_h_last: Option<&'a [f32]>,
     pub d_c_last: Option<&'a [f32]>,
     /// Whether `d_h0` must be the initial state's gradient. When nothing reads it
-    /// (a layer without an initial state input) the LSTM skips the first step's
-    /// product by the recurrent kernel, and `d_h0` does not hold it.
+    /// (a layer without an initial state input) the backward skips the first
+    /// step's product by the recurrent kernel into the state gradient, and `d_h0`
+    /// does not hold it.
     pub initial_state_gradient: bool,
 }
 
@@ -1207,6 +1208,9 @@ fn backward_rows(
                     rows.prefetch_all(step.checked_sub(1), d, u);
                 }
                 add_output_gradient(s, &rows, step, d_sequence, dh);
+                // The first step's product by the recurrent kernel into the state
+                // gradient only makes `d_h0`.
+                let only_d_h0 = step == 0 && !initial_state_gradient;
                 match s.cell {
                     Cell::Lstm => {
                         let dc = dc.as_deref_mut().expect("checked: LSTM has a cell state");
@@ -1223,8 +1227,7 @@ fn backward_rows(
                                 dc
                             }
                         ));
-                        // The first step's product only feeds `d_h0`.
-                        if step > 0 || initial_state_gradient {
+                        if !only_d_h0 {
                             gemm::sgemm_packed(
                                 1.0,
                                 step_view(dxp, n, t, t_len, g, 0, g)?,
@@ -1253,15 +1256,17 @@ fn backward_rows(
                                 dh
                             }
                         ));
-                        let dr = MatRef::new(&drec[t * g..], n, g, t_len * g, 1)?;
-                        gemm::sgemm_packed(
-                            1.0,
-                            dr,
-                            packed_rt(),
-                            1.0,
-                            MatMut::row_major(dh, n, u)?,
-                            &none,
-                        )?;
+                        if !only_d_h0 {
+                            let dr = MatRef::new(&drec[t * g..], n, g, t_len * g, 1)?;
+                            gemm::sgemm_packed(
+                                1.0,
+                                dr,
+                                packed_rt(),
+                                1.0,
+                                MatMut::row_major(dh, n, u)?,
+                                &none,
+                            )?;
+                        }
                     }
                     Cell::Gru { reset_after: false } => {
                         with_acts!(s, level, |ra, a| cpu::run_at(
@@ -1299,16 +1304,18 @@ fn backward_rows(
                                 dh
                             }
                         ));
-                        let rt_zr = MatRef::row_major(rt, 2 * u, u)?;
-                        gemm::sgemm_with_level(
-                            level,
-                            1.0,
-                            step_view(dxp, n, t, t_len, g, 0, 2 * u)?,
-                            rt_zr,
-                            1.0,
-                            MatMut::row_major(dh, n, u)?,
-                            &none,
-                        )?;
+                        if !only_d_h0 {
+                            let rt_zr = MatRef::row_major(rt, 2 * u, u)?;
+                            gemm::sgemm_with_level(
+                                level,
+                                1.0,
+                                step_view(dxp, n, t, t_len, g, 0, 2 * u)?,
+                                rt_zr,
+                                1.0,
+                                MatMut::row_major(dh, n, u)?,
+                                &none,
+                            )?;
+                        }
                     }
                     Cell::Simple => {
                         with_acts!(s, level, |_ra, a| cpu::run_at(
@@ -1322,14 +1329,16 @@ fn backward_rows(
                                 dh
                             }
                         ));
-                        gemm::sgemm_packed(
-                            1.0,
-                            step_view(dxp, n, t, t_len, g, 0, g)?,
-                            packed_rt(),
-                            1.0,
-                            MatMut::row_major(dh, n, u)?,
-                            &none,
-                        )?;
+                        if !only_d_h0 {
+                            gemm::sgemm_packed(
+                                1.0,
+                                step_view(dxp, n, t, t_len, g, 0, g)?,
+                                packed_rt(),
+                                1.0,
+                                MatMut::row_major(dh, n, u)?,
+                                &none,
+                            )?;
+                        }
                     }
                 }
             }
