@@ -450,10 +450,7 @@ pub fn rnn_forward_with_level(
     }
     // A zero initial state times the recurrent kernel is +0 everywhere unless the
     // kernel holds an infinity or a NaN (0 * inf is NaN).
-    let zero_start = x.h0.is_none()
-        && x.recurrent_kernel
-            .iter()
-            .fold(true, |finite, v| finite & v.is_finite());
+    let zero_start = x.h0.is_none() && crate::reduce::all_finite(x.recurrent_kernel);
     // The step GEMMs read the recurrent kernel packed once, here (the GRU with the
     // reset before multiplies by two parts of it and reads them in place), and so
     // the input kernel of a projection computed step by step.
