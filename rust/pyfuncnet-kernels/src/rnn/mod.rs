@@ -648,8 +648,8 @@ macro_rules! with_acts {
 
 /// The whole sequence for `n` rows; `packed` is the recurrent kernel (all cells but
 /// the GRU with the reset before). With `zero_start` (a zero initial state and a
-/// finite recurrent kernel) the LSTM and the GRU with the reset after skip the
-/// first step's product by the recurrent kernel.
+/// finite recurrent kernel) the first step skips the product of the state by the
+/// recurrent kernel (the GRU with the reset before, the first of its two).
 fn forward_rows(
     s: &RnnSpec,
     level: SimdLevel,
@@ -781,16 +781,20 @@ fn forward_rows(
                 Cell::Gru { reset_after: false } => {
                     let r_zr = MatRef::new(x.recurrent_kernel, u, 2 * u, g, 1)?;
                     let r_h = MatRef::new(&x.recurrent_kernel[2 * u..], u, u, g, 1)?;
-                    let hm = MatRef::row_major(h, n, u)?;
-                    gemm::sgemm_with_level(
-                        level,
-                        1.0,
-                        hm,
-                        r_zr,
-                        0.0,
-                        MatMut::new(&mut ws[t * w + u..], n, 2 * u, t_len * w)?,
-                        &none,
-                    )?;
+                    if step == 0 && zero_start {
+                        zero_state_product(ws, &rows, w, u..3 * u, None);
+                    } else {
+                        let hm = MatRef::row_major(h, n, u)?;
+                        gemm::sgemm_with_level(
+                            level,
+                            1.0,
+                            hm,
+                            r_zr,
+                            0.0,
+                            MatMut::new(&mut ws[t * w + u..], n, 2 * u, t_len * w)?,
+                            &none,
+                        )?;
+                    }
                     with_acts!(s, level, |ra, _a| cpu::run_at(
                         level,
                         &mut cells::GruBeforeGates {
@@ -830,15 +834,23 @@ fn forward_rows(
                         rows.prefetch(next, bi, ws, w);
                         cells::copy_units(&mut ws[rows.at(bi, w)], xp.row(bi, g));
                     }
-                    let hm = MatRef::row_major(h, n, u)?;
-                    gemm::sgemm_packed(
-                        1.0,
-                        hm,
-                        packed_kernel(),
-                        1.0,
-                        MatMut::new(&mut ws[t * w..], n, g, t_len * w)?,
-                        &none,
-                    )?;
+                    if step == 0 && zero_start {
+                        // The product adds +0 to the input projection (which
+                        // turns a -0 into +0).
+                        for bi in 0..n {
+                            ws[rows.at(bi, w)][..g].iter_mut().for_each(|x| *x += 0.0);
+                        }
+                    } else {
+                        let hm = MatRef::row_major(h, n, u)?;
+                        gemm::sgemm_packed(
+                            1.0,
+                            hm,
+                            packed_kernel(),
+                            1.0,
+                            MatMut::new(&mut ws[t * w..], n, g, t_len * w)?,
+                            &none,
+                        )?;
+                    }
                     with_acts!(s, level, |_ra, a| cpu::run_at(
                         level,
                         &mut cells::SimpleForward {

@@ -532,7 +532,8 @@ proptest! {
     /// A layer without an initial state skips the first step's product by the
     /// recurrent kernel (a zero state's) and, backward, the last step's product
     /// that only feeds the initial state's gradient: bit for bit what zeros given
-    /// as the initial state give, also when the kernel holds an infinity.
+    /// as the initial state give, also for -0 inputs and when the kernel holds an
+    /// infinity.
     #[test]
     fn a_zero_initial_state_skips_products_with_the_same_bits(
         cell in cells(),
@@ -548,6 +549,10 @@ proptest! {
         if infinite {
             let at = seed as usize % c.r.len();
             c.r[at] = f64::INFINITY;
+        }
+        // Some -0 inputs: the product adds +0 to them.
+        for x in c.xp.iter_mut().step_by(7) {
+            *x = -0.0;
         }
         for level in cpu::supported_levels() {
             let given = zero_start_bits(level, &c, true);
