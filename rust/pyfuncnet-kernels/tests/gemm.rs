@@ -876,18 +876,32 @@ fn gemm_packed_b_errors_instead_of_panicking() {
     }
 }
 
-/// Rows of a last, partial strip (a product of 32 rows with 6-row tiles) come out
-/// with the bits the same rows get inside full tiles (a product of 36).
+/// Rows of strips shorter than the kernel's tile (a product of 32 or 31 rows with
+/// 6-row tiles, cut into strips of 5 and 6 rows or one of 2 or 1) come out with
+/// the bits the same rows get inside full tiles (a product of 36): A row-major on
+/// the small path, and A read through its columns, as a weight gradient's `Xᵀ`,
+/// over a K long enough to stream it.
 #[test]
 fn gemm_partial_strips_give_the_bits_of_full_tiles() {
     for level in cpu::supported_levels() {
-        for (k, n) in [(32, 128), (128, 512), (7, 16)] {
+        for (k, n, transposed) in [
+            (32, 128, false),
+            (128, 512, false),
+            (7, 16, false),
+            (3200, 128, true),
+            (300, 96, true),
+        ] {
             let a_data = values(36 * k, 1);
             let b_data = values(k * n, 2);
             let b = MatRef::row_major(&b_data, k, n).unwrap();
             let none = Epilogue::default();
             let product = |m: usize| {
-                let a = MatRef::row_major(&a_data[..m * k], m, k).unwrap();
+                let a = if transposed {
+                    // The first m columns of a k x 36 matrix, transposed.
+                    MatRef::new(&a_data, k, m, 36, 1).unwrap().t()
+                } else {
+                    MatRef::row_major(&a_data[..m * k], m, k).unwrap()
+                };
                 let mut c = vec![0.0f32; m * n];
                 let out = MatMut::row_major(&mut c, m, n).unwrap();
                 sgemm_with_level(level, 1.0, a, b, 0.0, out, &none).unwrap();
@@ -897,7 +911,7 @@ fn gemm_partial_strips_give_the_bits_of_full_tiles() {
                 assert_eq!(
                     product(m)[..],
                     product(36)[..m * n],
-                    "{}: {m} x {n} x {k}",
+                    "{}: {m} x {n} x {k}, A transposed: {transposed}",
                     level.name()
                 );
             }

@@ -243,11 +243,12 @@ fn k_streamed<K: MicroKernel>(p: &Problem, c: CTarget) {
                                 cs: 1,
                             }
                         };
-                        for ip in 0..m_panels {
+                        for (ip, (i, rows)) in
+                            RowStrips::new(0..m, mr, m_direct == m).iter().enumerate()
+                        {
                             let part = (jp - jp0) * m_panels + ip;
                             prefetch_block(&p.a, 0..m, next.0.clone(), part, next.1);
                             prefetch_block(&p.b, next.0.clone(), j0..j1, part, next.1);
-                            let i = ip * mr;
                             let a_src = if i < m_direct {
                                 Operand {
                                     data: p.a.data,
@@ -266,7 +267,7 @@ fn k_streamed<K: MicroKernel>(p: &Problem, c: CTarget) {
                             let tile = Tile {
                                 i,
                                 j,
-                                rows: mr.min(m - i),
+                                rows,
                                 cols: nr.min(n - j),
                             };
                             // SAFETY: task t owns every row of the columns of
@@ -317,6 +318,56 @@ fn scale_only(p: &Problem, c: &mut [f32], ldc: usize) {
 /// `ceil(x / unit) * unit`.
 pub(crate) fn round_up(x: usize, unit: usize) -> usize {
     x.div_ceil(unit) * unit
+}
+
+/// The row strips of a range of rows that a kernel of `mr` rows takes: `mr` rows
+/// each and a shorter last one, or, when `even`, as many strips of nearly equal
+/// height (32 rows of a 6-row kernel as 6, 6, 5, 5, 5, 5 rather than 6, 6, 6, 6, 6,
+/// 2). `even` is for a kernel whose corners read only their own rows of an A read
+/// in place: its 4- and 5-row tiles run nearly at the full tile's speed per flop, a
+/// 2-row tile at half. Each element of C sums over K in the same order whatever
+/// its tile's height, so the split changes no bits.
+#[derive(Clone, Copy)]
+pub(crate) struct RowStrips {
+    end: usize,
+    start: usize,
+    count: usize,
+    height: usize,
+    /// The first `taller` strips are one row taller than `height`.
+    taller: usize,
+}
+
+impl RowStrips {
+    pub(crate) fn new(rows: Range<usize>, mr: usize, even: bool) -> Self {
+        let count = rows.len().div_ceil(mr);
+        let (height, taller) = if even && count > 0 {
+            (rows.len() / count, rows.len() % count)
+        } else {
+            (mr, 0)
+        };
+        RowStrips {
+            end: rows.end,
+            start: rows.start,
+            count,
+            height,
+            taller,
+        }
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Strip `s` (`< count`) as `(first row, rows)`.
+    pub(crate) fn get(&self, s: usize) -> (usize, usize) {
+        let i = self.start + s * self.height + s.min(self.taller);
+        let rows = self.height + usize::from(s < self.taller);
+        (i, rows.min(self.end - i))
+    }
+
+    pub(crate) fn iter(self) -> impl Iterator<Item = (usize, usize)> + Clone {
+        (0..self.count).map(move |s| self.get(s))
+    }
 }
 
 /// Splits `len` into the fewest blocks of at most `max`, of nearly equal size

@@ -14,7 +14,7 @@
 //! each K step in order, so every element of C sees the same operations whatever
 //! the split into calls.
 
-use super::driver::CTarget;
+use super::driver::{CTarget, RowStrips};
 use super::kernel::MicroKernel;
 use super::{Epilogue, GatheredRows, GATHER_ZEROS};
 use crate::error::{KernelError, Result};
@@ -46,7 +46,8 @@ pub(crate) fn gemm_gathered<K: MicroKernel, F: Fn(usize, &mut [usize])>(
     let (mr, nr) = (K::MR, K::NR);
     let (m, taps, width) = (a.rows, a.taps, a.width);
     let k = taps * width;
-    let (strips, n_panels) = (m.div_ceil(mr), n.div_ceil(nr));
+    let row_strips = RowStrips::new(0..m, mr, K::EDGE_READS_ITS_ROWS_ONLY);
+    let (strips, n_panels) = (row_strips.count(), n.div_ceil(nr));
     assert!(m > 0 && n > 0 && k > 0 && bpack.len() >= n_panels * nr * k);
     let source = a.source;
     let bad_offset = |row: usize, tap: usize, offset: usize| KernelError::InvalidArgument {
@@ -65,9 +66,8 @@ pub(crate) fn gemm_gathered<K: MicroKernel, F: Fn(usize, &mut [usize])>(
         let zeros: &[f32] = zeros;
         with_index_scratch(strips * stride + mr * taps, |scratch| {
             let (table, offsets) = scratch.split_at_mut(strips * stride);
-            for (s, strip) in table.chunks_exact_mut(stride).enumerate() {
-                let rows = mr.min(m - s * mr);
-                (a.offsets)(s * mr, &mut offsets[..rows * taps]);
+            for (strip, (i0, rows)) in table.chunks_exact_mut(stride).zip(row_strips.iter()) {
+                (a.offsets)(i0, &mut offsets[..rows * taps]);
                 offsets[rows * taps..].fill(GATHER_ZEROS);
                 let (addrs, rest) = strip.split_at_mut(taps * mr);
                 let (tap_index, count) = rest.split_at_mut(taps);
@@ -83,7 +83,7 @@ pub(crate) fn gemm_gathered<K: MicroKernel, F: Fn(usize, &mut [usize])>(
                         } else {
                             let end = offset.checked_add(width);
                             if end.is_none_or(|end| end > source.len()) {
-                                return Err(bad_offset(s * mr + i, t, offset));
+                                return Err(bad_offset(i0 + i, t, offset));
                             }
                             &source[offset..]
                         };
@@ -102,7 +102,7 @@ pub(crate) fn gemm_gathered<K: MicroKernel, F: Fn(usize, &mut [usize])>(
                 activation: epilogue.activation,
             };
             let block = |s: usize, panels: std::ops::Range<usize>| {
-                let (i, j) = (s * mr, panels.start * nr);
+                let ((i, rows), j) = (row_strips.get(s), panels.start * nr);
                 let strip = &table[s * stride..][..stride];
                 let kept = strip[stride - 1];
                 // SAFETY: the strip's addresses (of `source` or of the zero row) are
@@ -111,7 +111,7 @@ pub(crate) fn gemm_gathered<K: MicroKernel, F: Fn(usize, &mut [usize])>(
                 unsafe {
                     c.run_gathered_panels::<K>(
                         (i, j),
-                        (mr.min(m - i), n.min(panels.end * nr) - j),
+                        (rows, n.min(panels.end * nr) - j),
                         width,
                         &strip[..kept * mr],
                         &strip[taps * mr..][..kept],
@@ -122,10 +122,10 @@ pub(crate) fn gemm_gathered<K: MicroKernel, F: Fn(usize, &mut [usize])>(
                 };
             };
             if n_panels * nr * k <= STRIP_MAJOR_MAX_B || nr * k > PANEL_MAJOR_MAX_B {
-                for s in 0..strips {
+                for (s, (i, rows)) in row_strips.iter().enumerate() {
                     block(s, 0..n_panels);
                     // SAFETY: the caller owns all of C.
-                    unsafe { c.apply_epilogue(&activation, s * mr..m.min(s * mr + mr), 0, n) };
+                    unsafe { c.apply_epilogue(&activation, i..i + rows, 0, n) };
                 }
             } else {
                 (0..n_panels).for_each(|jp| (0..strips).for_each(|s| block(s, jp..jp + 1)));

@@ -16,7 +16,7 @@
 //! shape only; each task walks the K blocks in order, so results do not depend on
 //! the thread count.
 
-use super::driver::{balanced_block, CTarget, Operand, Problem, Tile};
+use super::driver::{balanced_block, CTarget, Operand, Problem, RowStrips, Tile};
 use super::kernel::MicroKernel;
 use super::pack::pack_panels;
 use crate::par;
@@ -184,7 +184,8 @@ fn row_tasks<'b, K: MicroKernel>(
 /// Computes the tiles of rows `rows` and panels `panels` of C, K block by K
 /// block in order; `panel(jp, p0)` gives B's panel `jp` from row `p0`. A is read
 /// in place, but for a last partial strip, which is packed zero-padded to MR rows
-/// unless the kernel's corners read only their own rows.
+/// unless the kernel's corners read only their own rows (then the strips are of
+/// nearly equal height instead, see [`RowStrips`]).
 fn strips<'b, K: MicroKernel>(
     p: &Problem,
     c: CTarget,
@@ -217,7 +218,7 @@ fn strips<'b, K: MicroKernel>(
         for p0 in (0..k).step_by(kc) {
             let kcur = kc.min(k - p0);
             let beta = if p0 == 0 { p.beta } else { 1.0 };
-            let tile = |i: usize, jp: usize| {
+            let tile = |(i, rows): (usize, usize), jp: usize| {
                 let j = jp * nr;
                 let a_src = if i < full_end {
                     Operand {
@@ -237,7 +238,7 @@ fn strips<'b, K: MicroKernel>(
                 let tile = Tile {
                     i,
                     j,
-                    rows: mr.min(i1 - i),
+                    rows,
                     cols: nr.min(n - j),
                 };
                 // SAFETY: the calling task owns rows `rows` x the columns of
@@ -245,13 +246,14 @@ fn strips<'b, K: MicroKernel>(
                 // picked K.
                 unsafe { c.run_tile::<K>(tile, kcur, p.alpha, a_src, panel(jp, p0), beta) };
             };
+            let strips = RowStrips::new(i0..i1, mr, K::EDGE_READS_ITS_ROWS_ONLY).iter();
             if strip_major {
-                for i in (i0..i1).step_by(mr) {
-                    panels.clone().for_each(|jp| tile(i, jp));
+                for strip in strips {
+                    panels.clone().for_each(|jp| tile(strip, jp));
                 }
             } else {
                 for jp in panels.clone() {
-                    (i0..i1).step_by(mr).for_each(|i| tile(i, jp));
+                    strips.clone().for_each(|strip| tile(strip, jp));
                 }
             }
         }
