@@ -20,9 +20,9 @@
 //! Products with a very long K and a small C (weight gradients summed over batch x
 //! steps rows) take [`k_streamed`] instead: B packed for all of K would be
 //! megabytes written to memory and read back, so each task packs one K block at a
-//! time into buffers that stay in L2, or, for a weight gradient's layout (`Xᵀ dY`
-//! of row-major X and dY), reads both operands in place; that layout goes there
-//! from one K block on when C is small.
+//! time into buffers that stay in L2 (for a weight gradient's layout, `Xᵀ dY` of
+//! row-major X and dY, A is read in place); that layout goes there from one K
+//! block on when C is small.
 //!
 //! Tasks own disjoint tiles of C and loop over K themselves, so the only
 //! synchronisation is the end of the B packing and the end of the tasks, once per
@@ -151,27 +151,27 @@ fn streams_k<K: MicroKernel>(m: usize, n: usize, k: usize) -> bool {
     k >= 8 * K::KC && m <= K::MC && n <= 8 * K::NR
 }
 
-/// Whether a product whose operands [`k_streamed`] reads in place (A's columns and
-/// B's rows contiguous: a weight gradient `Xᵀ dY` of row-major X and dY) goes
-/// there though K is shorter: at least one K block next to a C of at most 16
-/// panels, where packing A for the blocked path or all of B for the small one
-/// cost up to a sixth of the product (one thread: 128 x 512 x 320 105 -> 108,
-/// 32 x 512 x 500 93 -> 109 GFLOP/s; two threads 173 -> 205, 139 -> 206).
+/// Whether a product whose A [`k_streamed`] reads in place (A's columns and B's
+/// rows contiguous: a weight gradient `Xᵀ dY` of row-major X and dY) goes there
+/// though K is shorter: at least one K block next to a C of at most 16 panels,
+/// where packing A for the blocked path or all of B for the small one cost up to
+/// a sixth of the product (one thread: 128 x 512 x 320 105 -> 108, 32 x 512 x 500
+/// 93 -> 109 GFLOP/s; two threads 173 -> 205, 139 -> 206).
 fn streams_k_in_place<K: MicroKernel>(p: &Problem) -> bool {
     reads_in_place(p) && p.k >= K::KC && p.m <= K::MC && p.n <= 16 * K::NR
 }
 
-/// Whether [`k_streamed`] reads both operands in place: A's columns and B's rows
-/// contiguous, so a strip of A is MR adjacent floats per step of K and B's rows
-/// stream from L2 as fast as a packed panel.
+/// Whether [`k_streamed`] reads A in place: A's columns contiguous, so a strip of
+/// A is MR adjacent floats per step of K (and B's rows contiguous, the weight
+/// gradient's layout, which packs B's panels by plain copies).
 fn reads_in_place(p: &Problem) -> bool {
     p.a.rs == 1 && p.b.cs == 1
 }
 
 /// Long K, small C: each task owns a chunk of C's column panels (all rows) and
 /// walks K block by block, packing that block of A and of its own B panels into
-/// its thread's buffers, where they stay in L2 while the tiles run (or, for the
-/// layout of a weight gradient, reading them in place). Packing all of
+/// its thread's buffers, where they stay in L2 while the tiles run (for the
+/// layout of a weight gradient, A is read in place). Packing all of
 /// K ahead (the blocked path) would write both operands, megabytes each, to
 /// memory and read them back; here each is read once per task and the tasks never
 /// synchronise.
@@ -185,13 +185,16 @@ fn k_streamed<K: MicroKernel>(p: &Problem, c: CTarget) {
     let (mr, nr) = (K::MR, K::NR);
     let kc = balanced_block(k, K::KC, 1);
     let (m_panels, n_panels) = (m.div_ceil(mr), n.div_ceil(nr));
-    // Operands read in place but for a last partial strip (unless the kernel's
-    // corners read only their own rows) and a last partial panel, which are
-    // packed block by block: rows `m_direct..` and columns `n_direct..`.
-    let (m_direct, n_direct) = match (reads_in_place(p), K::EDGE_READS_ITS_ROWS_ONLY) {
-        (false, _) => (0, 0),
-        (true, true) => (m, n / nr * nr),
-        (true, false) => (m / mr * mr, n / nr * nr),
+    // A read in place but for a last partial strip (unless the kernel's corners
+    // read only their own rows), which is packed block by block: rows
+    // `m_direct..`. B's panels are always packed: read in place, a panel is a
+    // K block of rows `n` floats apart, which for rows of 512 bytes or more fall
+    // into a few of L1's sets, so every strip would fetch the panel from L2 again
+    // (one thread, 64 x 128 x 457: 60 -> 73 GFLOP/s; 128 x 128 x 457: 57 -> 79).
+    let m_direct = match (reads_in_place(p), K::EDGE_READS_ITS_ROWS_ONLY) {
+        (false, _) => 0,
+        (true, true) => m,
+        (true, false) => m / mr * mr,
     };
     let threads = par::threads_in_use();
     let by_work = (2 * m * n * k / MIN_TASK_FLOPS).max(1);
@@ -199,10 +202,9 @@ fn k_streamed<K: MicroKernel>(p: &Problem, c: CTarget) {
     par::for_each_task(n_panels.div_ceil(per_task), |t| {
         let (jp0, jp1) = (t * per_task, ((t + 1) * per_task).min(n_panels));
         let (j0, j1) = (jp0 * nr, (jp1 * nr).min(n));
-        // The packed rows and columns: `m_direct..m` and `jb..j1`.
-        let jb = j0.max(n_direct).min(j1);
+        // The packed rows: `m_direct..m`.
         let a_packed = (m - m_direct).div_ceil(mr) * mr;
-        let b_packed = (j1 - jb).div_ceil(nr) * nr;
+        let b_packed = (jp1 - jp0) * nr;
         with_scratch(Slot::A, a_packed * kc, |apack| {
             with_scratch(Slot::B, b_packed * kc, |bpack| {
                 for p0 in (0..k).step_by(kc) {
@@ -220,7 +222,7 @@ fn k_streamed<K: MicroKernel>(p: &Problem, c: CTarget) {
                         K::LEVEL,
                     );
                     let b_block = &mut bpack[..b_packed * kcur];
-                    pack_panels(b_block, &p.b.t(), jb, j1 - jb, p0, kcur, nr, K::LEVEL);
+                    pack_panels(b_block, &p.b.t(), j0, j1 - j0, p0, kcur, nr, K::LEVEL);
                     let (a_block, b_block): (&[f32], &[f32]) = (a_block, b_block);
                     // The next block's sources, fetched while these tiles run: a
                     // share per tile, so the packing (or the in-place reads) of the
@@ -228,20 +230,11 @@ fn k_streamed<K: MicroKernel>(p: &Problem, c: CTarget) {
                     let next = (p0 + kc..(p0 + 2 * kc).min(k), m_panels * (jp1 - jp0));
                     for jp in jp0..jp1 {
                         let j = jp * nr;
-                        let b_src = if j < jb {
-                            Operand {
-                                data: p.b.data,
-                                offset: p0 * p.b.rs + j,
-                                rs: p.b.rs,
-                                cs: 1,
-                            }
-                        } else {
-                            Operand {
-                                data: b_block,
-                                offset: (j - jb) * kcur,
-                                rs: nr,
-                                cs: 1,
-                            }
+                        let b_src = Operand {
+                            data: b_block,
+                            offset: (j - j0) * kcur,
+                            rs: nr,
+                            cs: 1,
                         };
                         for (ip, (i, rows)) in
                             RowStrips::new(0..m, mr, m_direct == m).iter().enumerate()
