@@ -435,12 +435,16 @@ fn gemm_skinny_products_match_reference() {
 #[test]
 fn gemm_small_path_packing_choices_match_reference() {
     // Either side of each threshold of the small path: B packed although its rows
-    // are contiguous (48 rows of A or more, B over 4096 floats), and then packed
-    // whole for tasks of row strips (A over 64K floats) or per task of column
-    // panels.
+    // are contiguous (48 rows of A or more, B over 4096 floats; 16 rows or more
+    // when B's rows are 128 floats or longer), and then packed whole for tasks of
+    // row strips (A over 64K floats) or per task of column panels.
     for (m, n, k) in [
         (47, 64, 100),
         (48, 64, 100),
+        (15, 128, 40),
+        (16, 128, 40),
+        (32, 127, 100),
+        (32, 512, 128),
         (48, 64, 64),
         (48, 64, 65),
         (256, 64, 256),

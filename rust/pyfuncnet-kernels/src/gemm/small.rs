@@ -28,6 +28,12 @@ use super::MIN_TASK_FLOPS;
 /// Fewest rows of A for which a B whose rows are contiguous is packed anyway
 /// (eight strips of the AVX2 kernel share the copy).
 const PACK_B_MIN_ROWS: usize = 48;
+/// Fewer rows do for a B whose rows are at least `LONG_B_ROW` floats (512 bytes)
+/// apart: a panel read in place then falls into at most an eighth of L1's sets and
+/// comes from L2 again for every strip (one thread, 32 x 512 x 128: 48 -> 63
+/// GFLOP/s packed; 24 x 512 x 128 49 -> 60; 16 x 512 x 128 49 -> 50).
+const PACK_LONG_B_MIN_ROWS: usize = 16;
+const LONG_B_ROW: usize = 128;
 /// Largest B (`k * n` floats, 16 KiB: half of L1) read in place by many strips.
 const PACK_B_MIN_LEN: usize = 4096;
 /// Largest A (`m * k` floats, 256 KiB: half of L2) that every task of B's
@@ -73,8 +79,13 @@ pub(crate) fn gemm<K: MicroKernel>(p: &Problem, c: CTarget) {
     // for rows of 64 floats (256 bytes) they fall into a quarter of L1's sets, so
     // a panel of a few hundred rows cannot stay in L1 and every strip of A reloads
     // it from L2. Packed, a panel is contiguous. Worth a copy of B when B is over
-    // half of L1 and enough strips of A share it.
-    let packs_b = b.cs != 1 || m >= PACK_B_MIN_ROWS && k * n > PACK_B_MIN_LEN;
+    // half of L1 and enough strips of A share it; longer rows fall into fewer sets.
+    let shared_by = if b.rs >= LONG_B_ROW {
+        PACK_LONG_B_MIN_ROWS
+    } else {
+        PACK_B_MIN_ROWS
+    };
+    let packs_b = b.cs != 1 || m >= shared_by && k * n > PACK_B_MIN_LEN;
     if packs_b && m >= n && m * k > SHARED_A_MAX {
         // B is the smaller operand and A is large (an input gradient over batch x
         // steps rows comes from memory): pack B once, then tasks take row strips
