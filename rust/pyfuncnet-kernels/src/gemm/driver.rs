@@ -196,6 +196,7 @@ fn k_streamed<K: MicroKernel>(p: &Problem, c: CTarget) {
         (true, true) => m,
         (true, false) => m / mr * mr,
     };
+    let strips = RowStrips::new(0..m, mr, m_direct == m);
     let threads = par::threads_in_use();
     let by_work = (2 * m * n * k / MIN_TASK_FLOPS).max(1);
     let per_task = n_panels.div_ceil(threads.min(by_work).min(n_panels));
@@ -236,9 +237,7 @@ fn k_streamed<K: MicroKernel>(p: &Problem, c: CTarget) {
                             rs: nr,
                             cs: 1,
                         };
-                        for (ip, (i, rows)) in
-                            RowStrips::new(0..m, mr, m_direct == m).iter().enumerate()
-                        {
+                        for (ip, (i, rows)) in strips.iter().enumerate() {
                             let part = (jp - jp0) * m_panels + ip;
                             prefetch_block(&p.a, 0..m, next.0.clone(), part, next.1);
                             prefetch_block(&p.b, next.0.clone(), j0..j1, part, next.1);

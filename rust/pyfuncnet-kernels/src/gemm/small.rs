@@ -33,6 +33,7 @@ const PACK_B_MIN_ROWS: usize = 48;
 /// comes from L2 again for every strip (one thread, 32 x 512 x 128: 48 -> 63
 /// GFLOP/s packed; 24 x 512 x 128 49 -> 60; 16 x 512 x 128 49 -> 50).
 const PACK_LONG_B_MIN_ROWS: usize = 16;
+/// Row stride of B, in floats, from which `PACK_LONG_B_MIN_ROWS` applies.
 const LONG_B_ROW: usize = 128;
 /// Largest B (`k * n` floats, 16 KiB: half of L1) read in place by many strips.
 const PACK_B_MIN_LEN: usize = 4096;
@@ -226,6 +227,7 @@ fn strips<'b, K: MicroKernel>(
         // strides, is fetched once per K block rather than once per panel; with
         // many panels, each panel stays in L1 while the strips go by instead.
         let strip_major = kc * panels.len() * nr <= STRIP_MAJOR_MAX_B;
+        let strips = RowStrips::new(i0..i1, mr, K::EDGE_READS_ITS_ROWS_ONLY);
         for p0 in (0..k).step_by(kc) {
             let kcur = kc.min(k - p0);
             let beta = if p0 == 0 { p.beta } else { 1.0 };
@@ -257,7 +259,7 @@ fn strips<'b, K: MicroKernel>(
                 // picked K.
                 unsafe { c.run_tile::<K>(tile, kcur, p.alpha, a_src, panel(jp, p0), beta) };
             };
-            let strips = RowStrips::new(i0..i1, mr, K::EDGE_READS_ITS_ROWS_ONLY).iter();
+            let strips = strips.iter();
             if strip_major {
                 for strip in strips {
                     panels.clone().for_each(|jp| tile(strip, jp));
