@@ -74,11 +74,12 @@ pub fn exp_with<const FMA: bool>(x: f32) -> f32 {
     let a3 = madd::<FMA>(r, 1.0 / 5040.0, 1.0 / 720.0);
     let p = madd::<FMA>(r2, a3, a2);
     let p = madd::<FMA>(r2, p, a1);
-    let p = madd::<FMA>(r2, p, r) + 1.0;
+    let p = madd::<FMA>(r2, p, r);
     // 2^n from n's bits: t's low mantissa bits hold n + 2^22.
     let n_int = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
     let scale = f32::from_bits((n_int.wrapping_add(127) as u32) << 23);
-    p * scale
+    // (1 + p) 2^n in one step.
+    madd::<FMA>(p, scale, scale)
 }
 
 /// [`sigmoid`], with fused multiply-adds when `FMA`.
@@ -107,8 +108,9 @@ pub fn tanh_with<const FMA: bool>(x: f32) -> f32 {
     let q01 = madd::<FMA>(s, 4.641_735e-1, 1.0);
     let q23 = madd::<FMA>(s, 2.546_164e-4, 2.449_523e-2);
     let q = madd::<FMA>(s2, q23, q01);
-    // Rounding can take the ratio a few ulp past 1.
-    let y = (c * p / q).clamp(-1.0, 1.0);
+    // Rounding can take the ratio a few ulp past 1. `c / q` first: Q is ready
+    // before P, so the division runs while P is still being evaluated.
+    let y = (p * (c / q)).clamp(-1.0, 1.0);
     // Beyond the range tanh rounds to +-1; NaN compares false and stays NaN.
     if x.abs() >= TANH_RANGE {
         1.0f32.copysign(x)
