@@ -279,11 +279,24 @@ impl<RA: Act, A: Act> SimdBody for LstmForward<'_, RA, A> {
                     for l in 0..LANES {
                         v[4][l] = cell_update(v[0][l], v[1][l], v[2][l], v[4][l]);
                     }
-                    for l in 0..LANES {
-                        v[5][l] = v[3][l] * a.f(v[4][l]);
-                    }
                 }
             );
+        }
+        // The new states in a second pass: each cell's `o * act(c)` waits on its
+        // gates and `c`, so a block that computed it right after them would wait
+        // out that chain; here every block's work is independent.
+        for b in 0..self.rows.count {
+            if !self.rows.active(b) {
+                continue;
+            }
+            let o = &self.ws[self.rows.at(b, 5 * u)][3 * u..4 * u];
+            let h = &mut self.h[b * u..][..u];
+            let c = &self.c[b * u..][..u];
+            blocks!(u, [o, c], [h], |x, v| {
+                for l in 0..LANES {
+                    v[0][l] = x[0][l] * a.f(x[1][l]);
+                }
+            });
         }
     }
 }
