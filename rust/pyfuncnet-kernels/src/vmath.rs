@@ -78,8 +78,13 @@ pub fn exp_with<const FMA: bool>(x: f32) -> f32 {
     // 2^n from n's bits: t's low mantissa bits hold n + 2^22.
     let n_int = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
     let scale = f32::from_bits((n_int.wrapping_add(127) as u32) << 23);
-    // (1 + p) 2^n in one step.
-    madd::<FMA>(p, scale, scale)
+    // (1 + p) 2^n: one rounding when fused. Unfused, `1 + p` comes first: at the
+    // bottom of the range `p 2^n` alone would be subnormal, and flushed.
+    if FMA {
+        p.mul_add(scale, scale)
+    } else {
+        (1.0 + p) * scale
+    }
 }
 
 /// [`sigmoid`], with fused multiply-adds when `FMA`.
@@ -147,6 +152,24 @@ mod tests {
         assert_eq!(exp(-1000.0), exp(-87.0));
         assert_eq!(exp(1000.0), exp(88.0));
         assert!(exp(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn exp_keeps_its_accuracy_at_the_bottom_of_its_range_with_subnormals_flushed() {
+        // Training flushes subnormals; there `2^-126` scales results that are still
+        // normal, and no intermediate may be subnormal on the way to them.
+        crate::fpenv::with_subnormals_flushed(|| {
+            for x in (0..=200).map(|i| -87.0 + i as f32 * 1e-3) {
+                let want = (x as f64).exp();
+                for (form, got) in [("plain", exp(x)), ("fused", exp_with::<true>(x))] {
+                    let got = got as f64;
+                    assert!(
+                        ((got - want) / want).abs() < 2.5e-7,
+                        "{form} exp({x}) = {got}, want {want}"
+                    );
+                }
+            }
+        });
     }
 
     #[test]
