@@ -25,8 +25,7 @@ use crate::gemm::{self, Epilogue, GatheredRows, MatMut, MatRef, PackedB, MIN_TAS
 use crate::layout;
 use crate::par;
 use crate::reduce::{self, Reduce};
-use crate::scratch::{with_index_scratch, with_scratch, Slot};
-use std::cell::RefCell;
+use crate::scratch::{with_index_scratch, with_row_positions, with_scratch, Slot, NO_POSITION};
 
 /// The sizes of one lookup-and-project: a `(table_rows, width)` table and a
 /// `(width, units)` kernel.
@@ -237,15 +236,6 @@ fn product_by_position(
     )
 }
 
-thread_local! {
-    /// Per table row, its position among a batch's distinct rows; [`ABSENT`] for
-    /// every row between uses, so a use costs the batch's size, not the table's.
-    static POSITION_OF: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// A table row not (yet) among the batch's distinct rows.
-const ABSENT: u32 = u32::MAX;
-
 /// Writes the distinct rows of `indices` (first appearance order) into `rows` and
 /// each index's position among them into `positions`; returns how many there are.
 fn distinct_rows(
@@ -254,16 +244,12 @@ fn distinct_rows(
     rows: &mut [i32],
     positions: &mut [i32],
 ) -> Result<usize> {
-    POSITION_OF.with(|cell| {
-        let mut position_of = cell.borrow_mut();
-        if position_of.len() < table_rows {
-            position_of.resize(table_rows, ABSENT);
-        }
-        find_distinct(indices, table_rows, &mut position_of, rows, positions)
+    with_row_positions(table_rows, |position_of| {
+        find_distinct(indices, table_rows, position_of, rows, positions)
     })
 }
 
-/// [`distinct_rows`] with the table of positions (all [`ABSENT`] on entry and on return).
+/// [`distinct_rows`] with the table of positions (all [`NO_POSITION`] on entry and on return).
 fn find_distinct(
     indices: &[i32],
     table_rows: usize,
@@ -279,7 +265,7 @@ fn find_distinct(
             break;
         }
         let slot = &mut position_of[index as usize];
-        if *slot == ABSENT {
+        if *slot == NO_POSITION {
             *slot = distinct as u32;
             rows[distinct] = index;
             distinct += 1;
@@ -287,7 +273,7 @@ fn find_distinct(
         *position = *slot as i32;
     }
     for &r in &rows[..distinct] {
-        position_of[r as usize] = ABSENT;
+        position_of[r as usize] = NO_POSITION;
     }
     match bad {
         // Named as the lookup's own error is, which it replaces.

@@ -94,6 +94,8 @@ slot_buffers! {
 
 /// The index buffer's high-water mark (see [`with_index_scratch`]).
 static MARK_INDICES: AtomicUsize = AtomicUsize::new(0);
+/// The row-position table's high-water mark (see [`with_row_positions`]).
+static MARK_ROW_POSITIONS: AtomicUsize = AtomicUsize::new(0);
 /// How many times a high-water mark has risen.
 static RISES: AtomicUsize = AtomicUsize::new(0);
 
@@ -133,6 +135,13 @@ pub(crate) fn keep_up_with_other_threads() {
         let mut buf = cell.borrow_mut();
         if buf.len() < mark {
             buf.resize(mark, 0);
+        }
+    });
+    let mark = MARK_ROW_POSITIONS.load(Ordering::Relaxed);
+    ROW_POSITIONS.with(|cell| {
+        let mut table = cell.borrow_mut();
+        if table.len() < mark {
+            table.resize(mark, NO_POSITION);
         }
     });
 }
@@ -194,6 +203,34 @@ pub(crate) fn with_index_scratch<R>(len: usize, f: impl FnOnce(&mut [usize]) -> 
     result
 }
 
+/// What every entry of a row-position table holds between uses.
+pub(crate) const NO_POSITION: u32 = u32::MAX;
+
+thread_local! {
+    static ROW_POSITIONS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's table of `len` row positions (a lookup's map from a
+/// table row to its place among a batch's distinct rows), every entry
+/// [`NO_POSITION`] on entry; `f` must leave every entry so, so that a use costs the
+/// rows it touched, not the table's length. Kept up with other threads like the
+/// scratch buffers: which thread runs a lookup changes from step to step.
+pub(crate) fn with_row_positions<R>(len: usize, f: impl FnOnce(&mut [u32]) -> R) -> R {
+    let mut table = ROW_POSITIONS.with(|cell| cell.take());
+    if table.len() < len {
+        table.resize(len, NO_POSITION);
+        raise_high_water(&MARK_ROW_POSITIONS, len);
+    }
+    let result = f(&mut table[..len]);
+    ROW_POSITIONS.with(|cell| {
+        let mut kept = cell.borrow_mut();
+        if kept.capacity() < table.capacity() {
+            *kept = table;
+        }
+    });
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,5 +281,34 @@ mod tests {
             s.as_ptr() as usize
         });
         assert_eq!(q1, q2);
+    }
+
+    #[test]
+    fn a_thread_keeps_up_with_the_row_positions_other_threads_grew() {
+        // Longer than any other test's table, so that the mark rises here.
+        let len = 1 << 22;
+        std::thread::spawn(move || {
+            with_row_positions(len, |table| {
+                assert!(table.iter().all(|&p| p == NO_POSITION));
+                table[7] = 3;
+                table[7] = NO_POSITION;
+            })
+        })
+        .join()
+        .unwrap();
+        std::thread::spawn(move || {
+            let held = || ROW_POSITIONS.with(|c| (c.borrow().as_ptr() as usize, c.borrow().len()));
+            keep_up_with_other_threads();
+            let (before, kept) = held();
+            assert!(kept >= len, "kept {kept} positions");
+            // The use finds the table grown ahead, every entry empty: no allocation.
+            let lent = with_row_positions(len, |table| {
+                assert!(table.iter().all(|&p| p == NO_POSITION));
+                table.as_ptr() as usize
+            });
+            assert_eq!((lent, held().0), (before, before));
+        })
+        .join()
+        .unwrap();
     }
 }
