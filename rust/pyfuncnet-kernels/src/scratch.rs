@@ -122,28 +122,46 @@ pub(crate) fn keep_up_with_other_threads() {
     }
     for &slot in SLOTS {
         let (buffer, mark) = key(slot);
-        let mark = mark.load(Ordering::Relaxed);
-        buffer.with(|cell| {
-            let mut buf = cell.borrow_mut();
-            if buf.len() < mark {
-                buf.resize(mark, 0.0);
-            }
-        });
+        grow_to_mark(buffer, mark, 0.0);
     }
-    let mark = MARK_INDICES.load(Ordering::Relaxed);
-    BUF_INDICES.with(|cell| {
+    grow_to_mark(&BUF_INDICES, &MARK_INDICES, 0);
+    grow_to_mark(&ROW_POSITIONS, &MARK_ROW_POSITIONS, NO_POSITION);
+}
+
+/// Grows this thread's `buffer` to `mark`, the new entries `fill`.
+fn grow_to_mark<T: Copy>(buffer: &'static LocalKey<RefCell<Vec<T>>>, mark: &AtomicUsize, fill: T) {
+    let mark = mark.load(Ordering::Relaxed);
+    buffer.with(|cell| {
         let mut buf = cell.borrow_mut();
         if buf.len() < mark {
-            buf.resize(mark, 0);
+            buf.resize(mark, fill);
         }
     });
-    let mark = MARK_ROW_POSITIONS.load(Ordering::Relaxed);
-    ROW_POSITIONS.with(|cell| {
-        let mut table = cell.borrow_mut();
-        if table.len() < mark {
-            table.resize(mark, NO_POSITION);
+}
+
+/// Runs `f` with the first `len` entries of this thread's `buffer`, grown (the new
+/// entries `fill`, `mark` raised) when shorter. A nested use finds the buffer lent
+/// out and gets a fresh one; the longer of the two is kept.
+fn lend<T: Copy, R>(
+    buffer: &'static LocalKey<RefCell<Vec<T>>>,
+    mark: &AtomicUsize,
+    len: usize,
+    fill: T,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    let mut buf = buffer.with(|cell| cell.take());
+    if buf.len() < len {
+        buf.resize(len, fill);
+        raise_high_water(mark, len);
+    }
+    let result = f(&mut buf[..len]);
+    buffer.with(|cell| {
+        let mut kept = cell.borrow_mut();
+        if kept.capacity() < buf.capacity() {
+            *kept = buf;
         }
     });
+    result
 }
 
 /// Floats every per-thread buffer holds at least once used: enough for the packed
@@ -188,19 +206,7 @@ thread_local! {
 /// Grows once and is then reused, like [`with_scratch`]; a nested use gets a
 /// fresh buffer.
 pub(crate) fn with_index_scratch<R>(len: usize, f: impl FnOnce(&mut [usize]) -> R) -> R {
-    let mut buf = BUF_INDICES.with(|cell| cell.take());
-    if buf.len() < len {
-        buf.resize(len, 0);
-        raise_high_water(&MARK_INDICES, len);
-    }
-    let result = f(&mut buf[..len]);
-    BUF_INDICES.with(|cell| {
-        let mut kept = cell.borrow_mut();
-        if kept.capacity() < buf.capacity() {
-            *kept = buf;
-        }
-    });
-    result
+    lend(&BUF_INDICES, &MARK_INDICES, len, 0, f)
 }
 
 /// What every entry of a row-position table holds between uses.
@@ -216,19 +222,7 @@ thread_local! {
 /// rows it touched, not the table's length. Kept up with other threads like the
 /// scratch buffers: which thread runs a lookup changes from step to step.
 pub(crate) fn with_row_positions<R>(len: usize, f: impl FnOnce(&mut [u32]) -> R) -> R {
-    let mut table = ROW_POSITIONS.with(|cell| cell.take());
-    if table.len() < len {
-        table.resize(len, NO_POSITION);
-        raise_high_water(&MARK_ROW_POSITIONS, len);
-    }
-    let result = f(&mut table[..len]);
-    ROW_POSITIONS.with(|cell| {
-        let mut kept = cell.borrow_mut();
-        if kept.capacity() < table.capacity() {
-            *kept = table;
-        }
-    });
-    result
+    lend(&ROW_POSITIONS, &MARK_ROW_POSITIONS, len, NO_POSITION, f)
 }
 
 #[cfg(test)]
