@@ -16,14 +16,19 @@
 //! calling thread (Linux `/proc/thread-self/schedstat`), which on one thread
 //! leaves out the time other processes held the core: on a busy machine that is
 //! the steadier measure of the kernel itself.
+//!
+//! It first measures the peak the rates are compared with: independent FMA chains
+//! held in registers (`pyfuncnet_kernels::peak`), on one thread and on all the
+//! threads at once (vCPUs that share a physical core share its FMA units).
 
 use std::hint::black_box;
+use std::sync::Barrier;
 use std::time::Instant;
 
 use pyfuncnet_benches::{mlp_shapes, Operands, Shape};
 use pyfuncnet_kernels::cpu;
 use pyfuncnet_kernels::gemm::{sgemm, Epilogue, MatMut};
-use pyfuncnet_kernels::par;
+use pyfuncnet_kernels::{par, peak};
 
 /// An extra product from the command line: `(m, n, k, transpose_a, transpose_b)`.
 type Extra = (usize, usize, usize, bool, bool);
@@ -64,6 +69,38 @@ fn thread_cpu_ns() -> Option<u64> {
 fn median_max(v: &mut [f64]) -> (f64, f64) {
     v.sort_by(f64::total_cmp);
     (v[v.len() / 2], v[v.len() - 1])
+}
+
+/// `(median, max)` GFLOP/s over `reps` timings of `threads` threads running FMA
+/// chains at once (each thread times its own run after a common start; a timing
+/// ends with the slowest); `None` when the active level has no probe.
+fn fma_peak(threads: usize, reps: usize) -> Option<(f64, f64)> {
+    let level = cpu::active();
+    let per_round = peak::flops_per_round(level)? as f64;
+    // About 20 ms per thread at 100 GFLOP/s.
+    let rounds = (2e9 / per_round) as u64;
+    let mut rates: Vec<f64> = (0..reps)
+        .map(|_| {
+            let start = Barrier::new(threads);
+            let slowest = std::thread::scope(|s| {
+                let runs: Vec<_> = (0..threads)
+                    .map(|_| {
+                        s.spawn(|| {
+                            start.wait();
+                            let t = Instant::now();
+                            black_box(peak::fma_rounds(level, black_box(rounds)));
+                            t.elapsed().as_secs_f64()
+                        })
+                    })
+                    .collect();
+                runs.into_iter()
+                    .map(|r| r.join().expect("an FMA thread panicked"))
+                    .fold(0.0, f64::max)
+            });
+            threads as f64 * per_round * rounds as f64 / slowest / 1e9
+        })
+        .collect();
+    Some(median_max(&mut rates))
 }
 
 /// Exits with what an extra shape must look like (a typo must not time another shape).
@@ -108,6 +145,21 @@ fn main() {
         cpu::active().name(),
         par::num_threads()
     );
+    // The peak of as many threads as the products use, to compare them with.
+    let threads = par::num_threads();
+    let mut peak = None;
+    for t in std::iter::once(1).chain((threads > 1).then_some(threads)) {
+        let Some((median, max)) = fma_peak(t, reps) else {
+            println!("FMA peak: no probe at this SIMD level");
+            break;
+        };
+        let who = match t {
+            1 => "1 thread".to_string(),
+            _ => format!("{t} threads at once"),
+        };
+        println!("FMA peak, {who:18} {median:6.1} (max {max:6.1})");
+        peak = Some(median);
+    }
     for s in shapes(&extra) {
         if !filter.split(',').any(|f| s.name.contains(f)) {
             continue;
@@ -147,6 +199,11 @@ fn main() {
         let (wall_med, wall_max) = median_max(&mut res.iter().map(|r| r.0).collect::<Vec<_>>());
         // Over all timings together: the CPU-time counter is only exact to a tick.
         let cpu_all = res.len() as f64 / res.iter().map(|r| 1.0 / r.1).sum::<f64>();
-        println!("{name:24} wall {wall_med:7.1} (max {wall_max:6.1})  per-cpu-s {cpu_all:7.1}");
+        let share = peak.map_or(String::new(), |p| {
+            format!("  {:3.0}% of peak", 100.0 * wall_med / p)
+        });
+        println!(
+            "{name:24} wall {wall_med:7.1} (max {wall_max:6.1})  per-cpu-s {cpu_all:7.1}{share}"
+        );
     }
 }

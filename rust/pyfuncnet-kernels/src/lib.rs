@@ -16,6 +16,7 @@ pub mod fpenv;
 pub mod gemm;
 pub mod layout;
 pub mod par;
+pub mod peak;
 pub mod pool;
 pub mod reduce;
 pub mod rng;
