@@ -73,6 +73,11 @@ fn gemm_is_bitwise_identical_for_1_2_and_3_threads() {
         // Short K, A the taller operand (input projections): small path.
         (3000, 128, 64, false, false),
         (1000, 1000, 100, false, true),
+        // Worth one task, so cut in two on several threads only: row strips,
+        // column panels with B packed, K streamed.
+        (256, 64, 64, false, false),
+        (64, 64, 300, false, false),
+        (64, 64, 256, true, false),
     ];
     for (m, n, k, ta, tb) in shapes {
         let one = product(1, m, n, k, ta, tb);

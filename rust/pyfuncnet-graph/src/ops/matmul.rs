@@ -211,8 +211,9 @@ fn batch_offset(mut i: usize, out_batch: &[usize], dims: &[usize], mat_size: usi
 
 /// Flops per unit of [`OpCost::work`]: about what one core's SIMD GEMM does per ns.
 const FLOPS_PER_WORK: usize = 32;
-/// Products under this many flops run as one GEMM task (two of the kernels'
-/// smallest parallel tasks).
+/// Products under this many flops (two of the kernels' smallest parallel tasks)
+/// count as one task: on several threads the GEMM may cut one in two, whose
+/// second half the pool's other thread takes when it is free.
 const SINGLE_TASK_FLOPS: usize = 2 * gemm::MIN_TASK_FLOPS;
 
 /// Runs `f` with the GEMM epilogue of a dense layer: the bias, then the activation.

@@ -54,7 +54,7 @@ const NC: usize = 4096;
 const MIN_NC: usize = 256;
 /// Largest packed B block, `k x nc` floats (8 MiB, in the shared L3).
 const B_PACK_MAX: usize = 2 * 1024 * 1024;
-use super::MIN_TASK_FLOPS;
+use super::{task_count, MIN_TASK_FLOPS};
 /// Tasks per N block when the problem is large enough: plenty for dynamic load
 /// balancing on a few cores.
 const TARGET_TASKS: usize = 16;
@@ -198,8 +198,7 @@ fn k_streamed<K: MicroKernel>(p: &Problem, c: CTarget) {
     };
     let strips = RowStrips::new(0..m, mr, m_direct == m);
     let threads = par::threads_in_use();
-    let by_work = (2 * m * n * k / MIN_TASK_FLOPS).max(1);
-    let per_task = n_panels.div_ceil(threads.min(by_work).min(n_panels));
+    let per_task = n_panels.div_ceil(threads.min(task_count(2 * m * n * k, n_panels)));
     par::for_each_task(n_panels.div_ceil(per_task), |t| {
         let (jp0, jp1) = (t * per_task, ((t + 1) * per_task).min(n_panels));
         let (j0, j1) = (jp0 * nr, (jp1 * nr).min(n));

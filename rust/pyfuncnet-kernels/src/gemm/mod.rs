@@ -38,6 +38,22 @@ mod small;
 /// changes what each element of C computes, so results do not depend on it.
 pub const MIN_TASK_FLOPS: usize = 2_000_000;
 
+/// Parallel tasks for `flops` of work cut into `pieces` independent parts (row
+/// strips, column panels): one per [`MIN_TASK_FLOPS`], at most one per piece. On
+/// more than one thread, a product worth one task but not two is cut in two all
+/// the same: run whole, such products (the batch-256 `64 x 64` ones, 2.1 MFLOP)
+/// took half again as long on two threads as OpenBLAS's split ones (BENCHMARKS.md).
+/// On one thread the count is the shape's alone.
+pub(crate) fn task_count(flops: usize, pieces: usize) -> usize {
+    let by_work = flops / MIN_TASK_FLOPS;
+    let tasks = if by_work == 1 && crate::par::threads_in_use() > 1 {
+        2
+    } else {
+        by_work
+    };
+    tasks.clamp(1, pieces.max(1))
+}
+
 pub use reference::sgemm_reference;
 
 use crate::cpu::{self, SimdLevel};

@@ -13,8 +13,9 @@
 //!
 //! Work is split into tasks of whole row strips (or, when all of B is packed and
 //! B is the wider operand or A is small, of whole column panels), sized from the
-//! shape only; each task walks the K blocks in order, so results do not depend on
-//! the thread count.
+//! shape (a product worth a single task is cut in two on several threads, see
+//! [`task_count`]); each task walks the K blocks in order, so results do not
+//! depend on the thread count.
 
 use super::driver::{balanced_block, CTarget, Operand, Problem, RowStrips, Tile};
 use super::kernel::MicroKernel;
@@ -23,7 +24,7 @@ use crate::par;
 use crate::scratch::{with_scratch, Slot};
 use std::ops::Range;
 
-use super::MIN_TASK_FLOPS;
+use super::task_count;
 
 /// Fewest rows of A for which a B whose rows are contiguous is packed anyway
 /// (eight strips of the AVX2 kernel share the copy).
@@ -104,7 +105,7 @@ pub(crate) fn gemm<K: MicroKernel>(p: &Problem, c: CTarget) {
         // cache, and a call is one parallel section rather than a serial pack
         // followed by one.
         let panel_flops = 2 * m * nr * k;
-        let max_tasks = (n_panels * panel_flops / MIN_TASK_FLOPS).clamp(1, n_panels);
+        let max_tasks = task_count(n_panels * panel_flops, n_panels);
         let per_task = n_panels.div_ceil(max_tasks);
         par::for_each_task(n_panels.div_ceil(per_task), |t| {
             let (jp0, jp1) = (t * per_task, ((t + 1) * per_task).min(n_panels));
@@ -169,8 +170,8 @@ pub(crate) fn gemm_prepacked<K: MicroKernel>(p: &Problem, c: CTarget, bpack: &[f
     row_tasks::<K>(p, c, kc, panel);
 }
 
-/// All of C in tasks of whole row strips, as even as possible, each worth
-/// MIN_TASK_FLOPS or more; `panel` as for [`strips`].
+/// All of C in tasks of whole row strips, as even as possible, as many as
+/// [`task_count`] gives; `panel` as for [`strips`].
 fn row_tasks<'b, K: MicroKernel>(
     p: &Problem,
     c: CTarget,
@@ -181,7 +182,7 @@ fn row_tasks<'b, K: MicroKernel>(
     let mr = K::MR;
     let strips_count = m.div_ceil(mr);
     let strip_flops = 2 * mr * n * k;
-    let max_tasks = (strips_count * strip_flops / MIN_TASK_FLOPS).clamp(1, strips_count);
+    let max_tasks = task_count(strips_count * strip_flops, strips_count);
     let rows_per_task = strips_count.div_ceil(max_tasks) * mr;
     let tasks = m.div_ceil(rows_per_task);
     par::for_each_task(tasks, |t| {
