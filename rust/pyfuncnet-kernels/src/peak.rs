@@ -7,8 +7,8 @@
 
 use crate::cpu::SimdLevel;
 
-/// Independent accumulators, more than any x86-64 core's FMA latency (4-5 cycles)
-/// times its FMA pipes (2) needs to keep every pipe busy.
+/// Independent accumulators: more than the 8-10 in flight (FMA latency of 4-5
+/// cycles times 2 FMA pipes) that an x86-64 core needs to keep every pipe busy.
 const CHAINS: usize = 12;
 
 /// Each chain runs `acc = acc * SCALE + SHIFT`, which stays near 1 (no overflow,
