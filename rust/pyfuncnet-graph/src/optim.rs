@@ -57,7 +57,7 @@
 use std::fmt::Write as _;
 
 use pyfuncnet_kernels::cpu::{self, SimdBody};
-use pyfuncnet_kernels::par;
+use pyfuncnet_kernels::{par, reduce};
 use serde_json::{Map, Value};
 
 /// Elements per piece of parallel work: about 20-60 us of update work, far above the cost of
@@ -1634,7 +1634,7 @@ fn update_deferring(step: &Step, var: &mut [f32], sums: &mut RowSums, slots: &mu
         .filter(|_| {
             *sums
                 .slot_non_negative
-                .get_or_insert_with(|| slots.first().is_none_or(|s| s.iter().all(|&v| v >= 0.0)))
+                .get_or_insert_with(|| slots.first().is_none_or(|s| reduce::all_non_negative(s)))
         });
     match zero {
         Some(zero) if few && sums.put_off.is_none_or(|p| p == zero) => {

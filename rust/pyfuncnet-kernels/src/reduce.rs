@@ -904,35 +904,43 @@ pub fn arg_reduce(
     Ok(())
 }
 
-/// Elements per parallel task of [`all_finite`].
+/// Elements per parallel task of [`all_finite`] and [`all_non_negative`].
 const FINITE_TASK: usize = 1 << 18;
 
 /// Whether every element of `x` is finite (no NaN, no infinity): one pass at memory
 /// speed, split over the pool for large inputs (training checks its whole input
 /// arrays before the first step).
 pub fn all_finite(x: &[f32]) -> bool {
-    // Non-finite values are those whose exponent bits are all ones. OR-ing a flag
-    // per value (rather than stopping at the first) keeps the loop branch-free and
-    // vectorised with 32-bit lanes; a task skips its part once another found one.
+    // Non-finite values are those whose exponent bits are all ones.
     const EXPONENT: u32 = 0x7f80_0000;
-    let has_bad = |part: &[f32]| -> bool {
-        part.iter().fold(0u32, |any, v| {
-            any | u32::from(v.to_bits() & EXPONENT == EXPONENT)
-        }) != 0
-    };
+    none_is(x, |v| v.to_bits() & EXPONENT == EXPONENT)
+}
+
+/// Whether every element of `x` is `>= 0` (NaN is not, `-0.0` is), as
+/// [`all_finite`] (the optimizer checks a table's slot before each call).
+pub fn all_non_negative(x: &[f32]) -> bool {
+    none_is(x, |v| v < 0.0 || v.is_nan())
+}
+
+/// Whether `bad` holds for no element of `x`. OR-ing a flag per value (rather than
+/// stopping at the first) keeps the loop branch-free and vectorised with 32-bit
+/// lanes; a task skips its part once another found one.
+fn none_is(x: &[f32], bad: impl Fn(f32) -> bool + Sync) -> bool {
+    let has_bad =
+        |part: &[f32]| -> bool { part.iter().fold(0u32, |any, &v| any | u32::from(bad(v))) != 0 };
     if x.len() <= FINITE_TASK {
         return !has_bad(x);
     }
-    let finite = std::sync::atomic::AtomicBool::new(true);
+    let none = std::sync::atomic::AtomicBool::new(true);
     par::for_each_task(x.len().div_ceil(FINITE_TASK), |t| {
-        if finite.load(std::sync::atomic::Ordering::Relaxed) {
+        if none.load(std::sync::atomic::Ordering::Relaxed) {
             let part = &x[t * FINITE_TASK..((t + 1) * FINITE_TASK).min(x.len())];
             if has_bad(part) {
-                finite.store(false, std::sync::atomic::Ordering::Relaxed);
+                none.store(false, std::sync::atomic::Ordering::Relaxed);
             }
         }
     });
-    finite.into_inner()
+    none.into_inner()
 }
 
 #[cfg(test)]
@@ -968,6 +976,46 @@ mod tests {
             x[0] = f32::MAX;
             x[len - 1] = -f32::MIN_POSITIVE / 2.0;
             assert!(all_finite(&x), "len {len}: extremes");
+        }
+    }
+
+    #[test]
+    fn all_non_negative_finds_any_negative_or_nan() {
+        for len in [
+            0,
+            1,
+            7,
+            16,
+            17,
+            FINITE_TASK - 1,
+            FINITE_TASK,
+            3 * FINITE_TASK + 5,
+        ] {
+            let mut x: Vec<f32> = (0..len).map(|i| (i % 1000) as f32 * 1e-3).collect();
+            assert!(all_non_negative(&x), "len {len}");
+            if len == 0 {
+                continue;
+            }
+            for at in [0, len / 2, len - 1] {
+                for bad in [
+                    -1.0,
+                    -f32::MIN_POSITIVE,
+                    f32::NEG_INFINITY,
+                    f32::NAN,
+                    -f32::NAN,
+                ] {
+                    let keep = x[at];
+                    x[at] = bad;
+                    assert!(!all_non_negative(&x), "len {len}, {bad} at {at}");
+                    x[at] = keep;
+                }
+            }
+            // Zero of either sign, subnormals and infinity are >= 0. (A negative
+            // subnormal is < 0, except on the pool's threads, which flush it to -0.)
+            x[0] = -0.0;
+            x[len - 1] = f32::INFINITY;
+            x[len / 2] = f32::MIN_POSITIVE / 2.0;
+            assert!(all_non_negative(&x), "len {len}: edges");
         }
     }
     use proptest::prelude::*;
