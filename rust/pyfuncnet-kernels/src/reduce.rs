@@ -947,77 +947,72 @@ fn none_is(x: &[f32], bad: impl Fn(f32) -> bool + Sync) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn all_finite_finds_any_nan_or_infinity() {
-        for len in [
-            0,
-            1,
-            7,
-            16,
-            17,
-            FINITE_TASK - 1,
-            FINITE_TASK,
-            3 * FINITE_TASK + 5,
-        ] {
-            let mut x: Vec<f32> = (0..len).map(|i| (i as f32 - 100.0) * 1e30).collect();
-            assert!(all_finite(&x), "len {len}");
+    /// Checks that `pass` accepts `good(i)` values at lengths around SIMD widths and
+    /// the task size, rejects them with any of `bad` at the start, middle or end,
+    /// and accepts them after `edges` set some extreme but good values.
+    fn check_pass(
+        pass: fn(&[f32]) -> bool,
+        good: fn(usize) -> f32,
+        bad: &[f32],
+        edges: fn(&mut [f32]),
+    ) {
+        let lengths = [0, 1, 7, 16, 17, FINITE_TASK - 1, FINITE_TASK];
+        for len in lengths.into_iter().chain([3 * FINITE_TASK + 5]) {
+            let mut x: Vec<f32> = (0..len).map(good).collect();
+            assert!(pass(&x), "len {len}");
             if len == 0 {
                 continue;
             }
             for at in [0, len / 2, len - 1] {
-                for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -f32::NAN] {
+                for &b in bad {
                     let keep = x[at];
-                    x[at] = bad;
-                    assert!(!all_finite(&x), "len {len}, {bad} at {at}");
+                    x[at] = b;
+                    assert!(!pass(&x), "len {len}, {b} at {at}");
                     x[at] = keep;
                 }
             }
-            // The largest finite values and subnormals are finite.
-            x[0] = f32::MAX;
-            x[len - 1] = -f32::MIN_POSITIVE / 2.0;
-            assert!(all_finite(&x), "len {len}: extremes");
+            edges(&mut x);
+            assert!(pass(&x), "len {len}: edges");
         }
     }
 
     #[test]
+    fn all_finite_finds_any_nan_or_infinity() {
+        check_pass(
+            all_finite,
+            |i| (i as f32 - 100.0) * 1e30,
+            &[f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -f32::NAN],
+            // The largest finite values and subnormals are finite.
+            |x| {
+                x[0] = f32::MAX;
+                x[x.len() - 1] = -f32::MIN_POSITIVE / 2.0;
+            },
+        );
+    }
+
+    #[test]
     fn all_non_negative_finds_any_negative_or_nan() {
-        for len in [
-            0,
-            1,
-            7,
-            16,
-            17,
-            FINITE_TASK - 1,
-            FINITE_TASK,
-            3 * FINITE_TASK + 5,
-        ] {
-            let mut x: Vec<f32> = (0..len).map(|i| (i % 1000) as f32 * 1e-3).collect();
-            assert!(all_non_negative(&x), "len {len}");
-            if len == 0 {
-                continue;
-            }
-            for at in [0, len / 2, len - 1] {
-                for bad in [
-                    -1.0,
-                    -f32::MIN_POSITIVE,
-                    f32::NEG_INFINITY,
-                    f32::NAN,
-                    -f32::NAN,
-                ] {
-                    let keep = x[at];
-                    x[at] = bad;
-                    assert!(!all_non_negative(&x), "len {len}, {bad} at {at}");
-                    x[at] = keep;
-                }
-            }
+        check_pass(
+            all_non_negative,
+            |i| (i % 1000) as f32 * 1e-3,
+            &[
+                -1.0,
+                -f32::MIN_POSITIVE,
+                f32::NEG_INFINITY,
+                f32::NAN,
+                -f32::NAN,
+            ],
             // Zero of either sign, subnormals and infinity are >= 0. (A negative
             // subnormal is < 0, except on the pool's threads, which flush it to -0.)
-            x[0] = -0.0;
-            x[len - 1] = f32::INFINITY;
-            x[len / 2] = f32::MIN_POSITIVE / 2.0;
-            assert!(all_non_negative(&x), "len {len}: edges");
-        }
+            |x| {
+                let n = x.len();
+                x[0] = -0.0;
+                x[n / 2] = f32::MIN_POSITIVE / 2.0;
+                x[n - 1] = f32::INFINITY;
+            },
+        );
     }
+
     use proptest::prelude::*;
 
     fn values(n: usize, seed: u64) -> Vec<f32> {
