@@ -905,7 +905,7 @@ pub fn arg_reduce(
 }
 
 /// Elements per parallel task of [`all_finite`] and [`all_non_negative`].
-const FINITE_TASK: usize = 1 << 18;
+const CHECK_TASK: usize = 1 << 18;
 
 /// Whether every element of `x` is finite (no NaN, no infinity): one pass at memory
 /// speed, split over the pool for large inputs (training checks its whole input
@@ -917,9 +917,11 @@ pub fn all_finite(x: &[f32]) -> bool {
 }
 
 /// Whether every element of `x` is `>= 0` (NaN is not, `-0.0` is), as
-/// [`all_finite`] (the optimizer checks a table's slot before each call).
+/// [`all_finite`] (the optimizer checks a table's slot before each call). A
+/// negative subnormal counts as zero, as the flushed arithmetic of training reads
+/// it, whatever the calling thread's mode (the pool's threads always flush).
 pub fn all_non_negative(x: &[f32]) -> bool {
-    none_is(x, |v| v < 0.0 || v.is_nan())
+    none_is(x, |v| v <= -f32::MIN_POSITIVE || v.is_nan())
 }
 
 /// Whether `bad` holds for no element of `x`. OR-ing a flag per value (rather than
@@ -928,13 +930,13 @@ pub fn all_non_negative(x: &[f32]) -> bool {
 fn none_is(x: &[f32], bad: impl Fn(f32) -> bool + Sync) -> bool {
     let has_bad =
         |part: &[f32]| -> bool { part.iter().fold(0u32, |any, &v| any | u32::from(bad(v))) != 0 };
-    if x.len() <= FINITE_TASK {
+    if x.len() <= CHECK_TASK {
         return !has_bad(x);
     }
     let none = std::sync::atomic::AtomicBool::new(true);
-    par::for_each_task(x.len().div_ceil(FINITE_TASK), |t| {
+    par::for_each_task(x.len().div_ceil(CHECK_TASK), |t| {
         if none.load(std::sync::atomic::Ordering::Relaxed) {
-            let part = &x[t * FINITE_TASK..((t + 1) * FINITE_TASK).min(x.len())];
+            let part = &x[t * CHECK_TASK..((t + 1) * CHECK_TASK).min(x.len())];
             if has_bad(part) {
                 none.store(false, std::sync::atomic::Ordering::Relaxed);
             }
@@ -956,8 +958,17 @@ mod tests {
         bad: &[f32],
         edges: fn(&mut [f32]),
     ) {
-        let lengths = [0, 1, 7, 16, 17, FINITE_TASK - 1, FINITE_TASK];
-        for len in lengths.into_iter().chain([3 * FINITE_TASK + 5]) {
+        let lengths = [
+            0,
+            1,
+            7,
+            16,
+            17,
+            CHECK_TASK - 1,
+            CHECK_TASK,
+            3 * CHECK_TASK + 5,
+        ];
+        for len in lengths {
             let mut x: Vec<f32> = (0..len).map(good).collect();
             assert!(pass(&x), "len {len}");
             if len == 0 {
@@ -1002,13 +1013,14 @@ mod tests {
                 f32::NAN,
                 -f32::NAN,
             ],
-            // Zero of either sign, subnormals and infinity are >= 0. (A negative
-            // subnormal is < 0, except on the pool's threads, which flush it to -0.)
+            // Zero of either sign, subnormals of either sign (read as zero, flushed
+            // or not) and infinity count as >= 0.
             |x| {
                 let n = x.len();
                 x[0] = -0.0;
-                x[n / 2] = f32::MIN_POSITIVE / 2.0;
+                x[n / 2] = -f32::MIN_POSITIVE / 2.0;
                 x[n - 1] = f32::INFINITY;
+                x[n - 1 - n / 3] = f32::MIN_POSITIVE / 2.0;
             },
         );
     }
